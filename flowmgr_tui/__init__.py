@@ -1,0 +1,3 @@
+"""flowmgr's terminal control panel (Textual)."""
+
+__all__: list[str] = []

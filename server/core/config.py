@@ -1,0 +1,185 @@
+"""Settings: config.json (or CONFIG_FILE) first, then the PROTOCOL.md env vars on top."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from server.core.errors import ConfigError
+
+__all__ = ["Settings", "ServerSettings", "DockerSettings", "MonitoringSettings", "FlowSettings",
+           "load_settings", "DEFAULT_CONFIG_FILE"]
+
+DEFAULT_CONFIG_FILE = Path(__file__).resolve().parents[2] / "config.json"
+"""`config.json` beside the service (the checkout's root)."""
+
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ServerSettings(_Strict):
+    """The HTTP/Socket.IO listener."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=0, le=65535)
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    """Allowed browser Origins; ["*"] allows any (the documented default, warned about)."""
+    token: str | None = None
+    """ext: when set, a Socket.IO connect must carry {"token": ...} in its auth payload."""
+    max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    """ext: the largest inbound Socket.IO message; a larger one closes that client."""
+
+
+class DockerSettings(_Strict):
+    """How managed containers are made."""
+
+    default_image: str = "flow:latest"
+    network: str = "kawaflow"
+    """The network every managed container joins (created when missing)."""
+    volume_driver: str = "local"
+    instance: str = "default"
+    """ext: the label value that scopes which containers this manager owns."""
+    code_dir: str = "/app"
+    """ext: where `update_container` copies new code inside the container."""
+    socket_mount: str = "/run/flowmgr"
+    """ext: where the container sees its own socket directory."""
+    memory_limit: str = "512m"
+    """ext: default memory limit of a managed container."""
+    cpu_limit: float = Field(default=1.0, gt=0)
+    """ext: default CPU limit, in cores."""
+    pids_limit: int = Field(default=512, ge=16)
+    """ext: default pids limit."""
+    stop_timeout: int = Field(default=10, ge=0)
+    """ext: seconds a stop waits for the flow before SIGKILL."""
+    call_timeout: float = Field(default=60.0, gt=0)
+    """ext: seconds any one Docker call may take."""
+
+
+class MonitoringSettings(_Strict):
+    """Background watching."""
+
+    health_check_interval: float = Field(default=30, gt=0)
+    """Seconds between `container_status_update` broadcasts."""
+    resource_check_interval: float = Field(default=60, gt=0)
+    """Seconds between resource samples when they must come from the Docker stats API
+    (remote engine); local engines are sampled from cgroup files every `stats_interval`."""
+    stats_interval: float = Field(default=1.0, gt=0)
+    """ext: seconds between cgroup resource samples."""
+    crash_log_lines: int = Field(default=50, ge=0)
+    """ext: how many log lines a crash report carries."""
+
+
+class FlowSettings(_Strict):
+    """ext: the manager <-> flow socket channel."""
+
+    max_frame_bytes: int = Field(default=1024 * 1024, ge=16)
+    send_timeout: float = Field(default=5.0, gt=0)
+    """Seconds a send may wait for a flow that does not read before socket_timeout_error."""
+
+
+class Settings(_Strict):
+    """Everything configurable; see PROTOCOL.md "Configuration"."""
+
+    socket_dir: str = "/tmp/kawaflow/sockets"
+    log_level: LogLevel = "INFO"
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    docker: DockerSettings = Field(default_factory=DockerSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    flow: FlowSettings = Field(default_factory=FlowSettings)
+    config_file: str | None = None
+    """Where these settings were read from (set by `load_settings`; not a file key)."""
+
+
+_ENV_KEYS: dict[str, tuple[str, ...]] = {
+    "SOCKET_DIR": ("socket_dir",),
+    "LOG_LEVEL": ("log_level",),
+    "HOST": ("server", "host"),
+    "PORT": ("server", "port"),
+    "CORS_ORIGINS": ("server", "cors_origins"),
+    "FLOWMGR_TOKEN": ("server", "token"),
+}
+
+
+def _env_value(name: str, raw: str) -> Any:
+    if name == "PORT":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"environment variable PORT={raw!r} is not a port number",
+                              details={"field": "PORT"}) from None
+    if name == "CORS_ORIGINS":
+        return [o.strip() for o in raw.split(",") if o.strip()]
+    if name == "LOG_LEVEL":
+        return raw.upper()
+    return raw
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}'")
+        else:
+            lines.append(f"  '{key}': {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read the config file, apply env vars, then keyword overrides; raise ConfigError."""
+    env = os.environ if env is None else env
+    path = Path(config_file or env.get("CONFIG_FILE") or DEFAULT_CONFIG_FILE)
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"cannot read configuration file {path}: {err}",
+                              details={"file": str(path)}) from err
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"configuration file {path} must hold a JSON object",
+                              details={"file": str(path)})
+        data = loaded
+    elif config_file is not None or "CONFIG_FILE" in env:
+        raise ConfigError(f"configuration file {path} does not exist", details={"file": str(path)})
+    if "config_file" in data:
+        raise ConfigError(f"invalid configuration in {path}:\n  unknown key 'config_file'",
+                          details={"file": str(path), "field": "config_file"})
+    try:
+        Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, str(path)), details={"file": str(path)}) from None
+    for name, keys in _ENV_KEYS.items():
+        if name in env and env[name] != "":
+            _set_in(data, keys, _env_value(name, env[name]))
+    for dotted, value in overrides.items():
+        _set_in(data, tuple(dotted.split("__")), value)
+    data["config_file"] = str(path) if path.exists() else None
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, f"{path} with environment overrides"),
+                          details={"file": str(path)}) from None
+
+
+def _set_in(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value

@@ -1,0 +1,100 @@
+"""Shared fixtures: a real Docker Engine, a per-run label scope, cleanup even on failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from server.core.config import Settings, load_settings
+
+RUN_ID = f"t{uuid.uuid4().hex[:8]}"
+"""Unique per pytest run: container names, the manager instance label and the network use it."""
+
+TEST_LABEL = "flowmgr.test"
+IMAGES = {
+    "busybox": "flowmgr-test-busybox:latest",
+    "unhealthy": "flowmgr-test-unhealthy:latest",
+    "base": "flowmgr-base:bookworm",
+    "flow": "flow:latest",
+}
+
+
+def _docker_ok() -> str | None:
+    try:
+        out = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"docker CLI failed: {err}"
+    if out.returncode != 0:
+        return out.stderr.strip() or "docker info failed"
+    return None
+
+
+def _sweep(label: str) -> None:
+    """Remove every container and network carrying `label` (best effort, logged by docker)."""
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"],
+                         capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    nets = subprocess.run(["docker", "network", "ls", "-q", "--filter", f"label={label}"],
+                          capture_output=True, text=True).stdout.split()
+    if nets:
+        subprocess.run(["docker", "network", "rm", *nets], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[None]:
+    """Fail loudly (never skip) when no engine answers: CI always starts one."""
+    problem = _docker_ok()
+    if problem:
+        pytest.fail(f"no Docker Engine answers ({problem}); start dockerd (bash .ci/run does)")
+    missing = [img for img in IMAGES.values()
+               if subprocess.run(["docker", "image", "inspect", img],
+                                 capture_output=True).returncode != 0]
+    if missing:
+        pytest.fail(f"test images missing: {missing}; build them with scripts/build-images.sh")
+    yield
+    _sweep(f"flowmgr.instance={RUN_ID}")
+    _sweep(f"{TEST_LABEL}={RUN_ID}")
+
+
+@pytest.fixture
+def unique_name() -> Iterator[object]:
+    """Makes container names unique to this run: `unique_name("web")` -> "t1a2b3c4-web-5f6a"."""
+
+    def make(stem: str = "c") -> str:
+        return f"{RUN_ID}-{stem}-{uuid.uuid4().hex[:4]}"
+
+    yield make
+
+
+@pytest.fixture
+def settings(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[Settings]:
+    """Settings scoped to this run: own instance label, own network, own short socket dir."""
+    # Unix socket paths are limited to 107 bytes: keep the socket dir short.
+    sock_dir = Path("/tmp/fm") / uuid.uuid4().hex[:8]
+    sock_dir.mkdir(parents=True)
+    s = load_settings(
+        env={},
+        socket_dir=str(sock_dir),
+        docker__instance=RUN_ID,
+        docker__network=f"flowmgr-{RUN_ID}",
+        docker__stop_timeout=2,
+        monitoring__health_check_interval=1.0,
+    )
+    yield s
+    _sweep(f"flowmgr.instance={RUN_ID}")
+    shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolate_env() -> None:
+    """Tests read no CONFIG_FILE or env overrides from the caller's shell by accident."""
+    for name in ("CONFIG_FILE", "SOCKET_DIR", "HOST", "PORT", "CORS_ORIGINS", "FLOWMGR_TOKEN"):
+        os.environ.pop(name, None)
