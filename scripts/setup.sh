@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up a checkout: host tools and a Docker Engine, the .venv with flowmgr, the local images.
+#
+# Usage: bash scripts/setup.sh
+#   FLOWMGR_DOCKERD_PIDFILE=FILE  where to note dockerd's pid if this run had to start it
+#   FLOWMGR_SKIP_IMAGES=1         skip building the images
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+log() { echo "[setup] $*" >&2; }
+
+bash scripts/ensure-dockerd.sh "${FLOWMGR_DOCKERD_PIDFILE:-}"
+
+if [[ ! -x .venv/bin/python ]]; then
+    log "creating .venv"
+    python3 -m venv .venv
+fi
+log "installing flowmgr and its dev tools into .venv"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' </dev/null
+
+if [[ "${FLOWMGR_SKIP_IMAGES:-0}" != 1 ]]; then
+    bash scripts/build-images.sh
+fi
+log "ready: .venv/bin/flowmgr opens the panel, .venv/bin/flowmgr --server-only runs the service"
