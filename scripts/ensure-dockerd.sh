@@ -46,8 +46,13 @@ engine_answers() { timeout 20 docker info >/dev/null 2>&1; }
 
 start_dockerd() {
     log "no Docker Engine answers; starting dockerd (log: $DOCKERD_LOG)"
-    # setsid: dockerd must not die with the shell that started it, nor get its signals.
-    sudo_if_needed setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+    # setsid: dockerd must not die with the shell that started it, nor get its signals. Run as
+    # a plain command (not through a function) so that $! is dockerd's own pid.
+    if [[ $(id -u) -eq 0 ]]; then
+        setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+    else
+        sudo setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+    fi
     local pid=$! i
     [[ -n "$PIDFILE" ]] && echo "$pid" >"$PIDFILE"
     for i in $(seq 1 60); do
