@@ -61,6 +61,20 @@ class DockerSettings(_Strict):
     """ext: seconds a stop waits for the flow before SIGKILL."""
     call_timeout: float = Field(default=60.0, gt=0)
     """ext: seconds any one Docker call may take."""
+    cap_add: list[str] = Field(default_factory=list)
+    """ext: Linux capabilities given back to flows (e.g. ["NET_BIND_SERVICE"]); the rest dropped."""
+    read_only: bool = False
+    """ext: read-only root filesystem for flows (tmpfs on /tmp); `update_container` then fails."""
+    restart_policy: Literal["no", "on-failure", "always", "unless-stopped"] = "no"
+    """ext: Docker restart policy of flows; "no" so one failure is reported as one crash."""
+    restart_max_retries: int = Field(default=0, ge=0)
+    """ext: retries for the "on-failure" restart policy (0 = unlimited, as Docker counts)."""
+    allow_privileged_ports: bool = False
+    """ext: allow publishing flow ports on host ports below 1024."""
+    data_root: str = "/var/lib/docker"
+    """ext: the engine's data root; flows may never mount it or anything beneath it."""
+    forbidden_host_paths: list[str] = Field(default_factory=list)
+    """ext: more host paths flows may never mount (added to the built-in list)."""
 
 
 class MonitoringSettings(_Strict):

@@ -1,16 +1,277 @@
-"""What a flow may get: checks on a create request before any Docker call (STUB)."""
+"""What a flow may get: checks on a create request before any Docker call, and safe defaults."""
 
 from __future__ import annotations
+
+import os
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 from server.core.config import Settings
 from server.core.errors import InvalidRequest
 from server.core.models import CreateSpec
 
-__all__ = ["validate_create"]
+__all__ = ["validate_create", "host_config_defaults", "protected_host_paths", "MAX_NAME_LENGTH"]
+
+MAX_NAME_LENGTH = 63
+"""Longest container name accepted, so `<socket_dir>/<name>/flow.sock` stays short."""
+_MAX_SOCKET_PATH = 107
+"""sun_path holds 108 bytes including the terminating NUL."""
+_SOCKET_FILE = "flow.sock"
+
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_PORT_KEY = re.compile(r"([0-9]{1,5})(?:/([a-z]+))?")
+_MEMORY = re.compile(r"([0-9]{1,15})([bkmg]?)", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_MIN_MEMORY = 6 << 20
+"""Docker refuses memory limits below 6 MiB."""
+
+# The distribution reference grammar (what `docker create` accepts), kept in one regex.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
+_IMAGE = re.compile(
+    rf"(?:(?:{_DOMAIN})/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?",
+    re.ASCII,
+)
+_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
+
+_SYSTEM_PATHS = ("/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run",
+                 "/var/lib/containerd", "/var/run/docker.sock", "/run/docker.sock")
+"""Host paths no flow may mount, nor anything beneath them, nor any directory holding them."""
 
 
-def validate_create(spec: CreateSpec, settings: Settings) -> CreateSpec:
-    """Return the spec when allowed; raise InvalidRequest naming the field otherwise."""
-    if not spec.name:
-        raise InvalidRequest("name must not be empty", field="name")
-    return spec
+def validate_create(
+    spec: CreateSpec, settings: Settings, *, env: Mapping[str, str] | None = None
+) -> CreateSpec:
+    """Return the spec (host paths resolved, host ports as ints) or raise InvalidRequest."""
+    env = os.environ if env is None else env
+    _check_name(spec.name, settings)
+    if spec.image is not None:
+        _check_image(spec.image)
+    _check_environment(spec.environment)
+    volumes = _check_volumes(spec.volumes, settings, env)
+    ports = _check_ports(spec.ports, settings)
+    _check_command(spec.command)
+    if spec.memory_limit is not None:
+        memory_bytes(spec.memory_limit, field="memory_limit")
+    return replace(spec, volumes=volumes, ports=ports, environment=dict(spec.environment))
+
+
+def host_config_defaults(settings: Settings) -> dict[str, Any]:
+    """The `containers.create` keyword arguments every flow gets (docker-py names)."""
+    d = settings.docker
+    restart: dict[str, Any] = {"Name": d.restart_policy}
+    if d.restart_policy == "on-failure":
+        restart["MaximumRetryCount"] = d.restart_max_retries
+    kwargs: dict[str, Any] = {
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": d.pids_limit,
+        "mem_limit": d.memory_limit,
+        "nano_cpus": int(d.cpu_limit * 1_000_000_000),
+        "restart_policy": restart,
+        "read_only": d.read_only,
+    }
+    if d.cap_add:
+        kwargs["cap_add"] = list(d.cap_add)
+    if d.read_only:
+        # Most programs need a writable /tmp; it stays in memory and dies with the container.
+        kwargs["tmpfs"] = {"/tmp": "rw,nosuid,nodev,size=64m"}
+    return kwargs
+
+
+def memory_bytes(value: str, *, field: str) -> int:
+    """Parse a Docker memory size ("64m", "1g", "1048576"); raise InvalidRequest when bad."""
+    m = _MEMORY.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise InvalidRequest(f"{field} must look like 64m, 1g or a byte count", field=field)
+    size = int(m.group(1)) * _MEMORY_UNITS[m.group(2).lower()]
+    if size < _MIN_MEMORY:
+        raise InvalidRequest(f"{field} must be at least 6m (Docker's minimum)", field=field)
+    return size
+
+
+def protected_host_paths(settings: Settings, env: Mapping[str, str]) -> list[str]:
+    """Every host path a flow may not mount, contain or reach, each absolute."""
+    paths = [*_SYSTEM_PATHS, settings.docker.data_root, settings.socket_dir,
+             *settings.docker.forbidden_host_paths]
+    docker_host = env.get("DOCKER_HOST", "")
+    if docker_host.startswith("unix://"):
+        paths.append(docker_host[len("unix://"):])
+    out: list[str] = []
+    for p in paths:
+        if p.startswith("/"):
+            out.extend({_lexical(p), os.path.realpath(p)})
+    return out
+
+
+def _check_name(name: object, settings: Settings) -> None:
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest("name must be a non-empty string", field="name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidRequest(f"name must be at most {MAX_NAME_LENGTH} characters", field="name")
+    if not _NAME.fullmatch(name):
+        raise InvalidRequest("name may hold only letters, digits, '_', '.' and '-', and must "
+                             "start with a letter or digit", field="name")
+    sock = posixpath.join(settings.socket_dir, name, _SOCKET_FILE)
+    if len(sock.encode()) > _MAX_SOCKET_PATH:
+        raise InvalidRequest(f"name is too long for a socket path under {settings.socket_dir}",
+                             field="name")
+
+
+def _check_image(image: object) -> None:
+    if not isinstance(image, str) or not image:
+        raise InvalidRequest("image must be a non-empty string", field="image")
+    if len(image) > 255 or not (_IMAGE.fullmatch(image) or _IMAGE_ID.fullmatch(image)):
+        raise InvalidRequest(f"image {image[:80]!r} is not a valid image reference",
+                             field="image")
+
+
+def _check_environment(environment: object) -> None:
+    if not isinstance(environment, Mapping):
+        raise InvalidRequest("environment must be an object of strings", field="environment")
+    for key, value in environment.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise InvalidRequest(f"environment key {str(key)[:80]!r} is not a valid variable "
+                                 "name (empty, or holds '=' or NUL)", field="environment")
+        if key == "FLOW_SOCKET":
+            raise InvalidRequest("environment key FLOW_SOCKET is set by the manager",
+                                 field="environment")
+        # The value is never echoed: it may be a secret.
+        if not isinstance(value, str) or "\0" in value:
+            raise InvalidRequest(f"environment value of {key!r} must be a string without NUL",
+                                 field="environment", details={"key": key})
+
+
+def _check_volumes(
+    volumes: object, settings: Settings, env: Mapping[str, str]
+) -> dict[str, str]:
+    if not isinstance(volumes, Mapping):
+        raise InvalidRequest("volumes must map host paths to container paths", field="volumes")
+    protected = protected_host_paths(settings, env)
+    out: dict[str, str] = {}
+    targets: set[str] = set()
+    for host, target in volumes.items():
+        real = _check_host_path(host, protected)
+        clean = _check_container_path(target, settings.docker.socket_mount)
+        if clean in targets:
+            raise InvalidRequest(f"container path {clean} is mounted twice", field="volumes")
+        targets.add(clean)
+        out[real] = clean
+    return out
+
+
+def _check_host_path(host: object, protected: list[str]) -> str:
+    if not isinstance(host, str) or not host.startswith("/"):
+        raise InvalidRequest(f"host path {str(host)[:200]!r} must be absolute", field="volumes")
+    _check_path_text(host, "host path")
+    _refuse_related(host, _lexical(host), protected)
+    try:
+        real = os.path.realpath(host)
+    except OSError as err:
+        raise InvalidRequest(f"host path {host} cannot be resolved: {err.strerror}",
+                             field="volumes", details={"host_path": host}) from None
+    _refuse_related(host, real, protected)
+    if not os.path.exists(real):
+        # Docker would create a missing bind source as root on the host.
+        raise InvalidRequest(f"host path {host} does not exist", field="volumes",
+                             details={"host_path": host})
+    for p in protected:
+        if _same_file(real, p):
+            raise InvalidRequest(f"host path {host} is the protected path {p} under another name",
+                                 field="volumes", details={"host_path": host})
+    return real
+
+
+def _refuse_related(host: str, candidate: str, protected: list[str]) -> None:
+    for p in protected:
+        if _related(candidate, p):
+            raise InvalidRequest(f"host path {host} may not be mounted: it is, holds or lies "
+                                 f"beneath the protected path {p}", field="volumes",
+                                 details={"host_path": host})
+
+
+def _check_container_path(target: object, socket_mount: str) -> str:
+    if not isinstance(target, str) or not target.startswith("/"):
+        raise InvalidRequest(f"container path {str(target)[:200]!r} must be absolute",
+                             field="volumes")
+    _check_path_text(target, "container path")
+    clean = _lexical(target)
+    if clean == "/":
+        raise InvalidRequest("container path may not be /", field="volumes")
+    if _related(clean, _lexical(socket_mount)):
+        raise InvalidRequest(f"container path {target} would cover the flow's socket mount "
+                             f"{socket_mount}", field="volumes")
+    return clean
+
+
+def _check_path_text(path: str, what: str) -> None:
+    """Refuse what Docker's bind syntax or a clear reading of the path cannot hold."""
+    if any(c in path for c in ("\0", ":", ",", "\n")):
+        raise InvalidRequest(f"{what} {path[:200]!r} holds a NUL, ':', ',' or newline",
+                             field="volumes")
+    if ".." in path.split("/"):
+        raise InvalidRequest(f"{what} {path[:200]!r} may not hold '..'", field="volumes")
+
+
+def _check_ports(ports: object, settings: Settings) -> dict[str, int]:
+    if not isinstance(ports, Mapping):
+        raise InvalidRequest("ports must map container ports to host ports", field="ports")
+    out: dict[str, int] = {}
+    used: set[tuple[int, str]] = set()
+    for key, host in ports.items():
+        m = _PORT_KEY.fullmatch(str(key))
+        if m is None or not 1 <= int(m.group(1)) <= 65535:
+            raise InvalidRequest(f"container port {str(key)[:40]!r} must be 1-65535, optionally "
+                                 "with /tcp or /udp", field="ports")
+        proto = m.group(2) or "tcp"
+        if proto not in ("tcp", "udp"):
+            raise InvalidRequest(f"container port {key!r}: protocol must be tcp or udp",
+                                 field="ports")
+        number = _host_port(key, host, settings)
+        if (number, proto) in used:
+            raise InvalidRequest(f"host port {number}/{proto} is published twice", field="ports")
+        used.add((number, proto))
+        out[str(key)] = number
+    return out
+
+
+def _host_port(key: object, host: object, settings: Settings) -> int:
+    if isinstance(host, str) and host.isascii() and host.isdigit():
+        host = int(host)
+    if isinstance(host, bool) or not isinstance(host, int) or not 1 <= host <= 65535:
+        raise InvalidRequest(f"host port for {key!r} must be a number 1-65535", field="ports")
+    if host < 1024 and not settings.docker.allow_privileged_ports:
+        raise InvalidRequest(f"host port {host} is privileged (below 1024); set "
+                             "docker.allow_privileged_ports to allow it", field="ports")
+    return host
+
+
+def _check_command(command: object) -> None:
+    if command is None:
+        return
+    if not isinstance(command, list) or not all(
+        isinstance(a, str) and "\0" not in a for a in command
+    ):
+        raise InvalidRequest("command must be a list of strings without NUL", field="command")
+
+
+def _lexical(path: str) -> str:
+    """Normalise slashes and '.' without touching the disk ('//x/./y/' -> '/x/y')."""
+    return "/" + posixpath.normpath(path).lstrip("/") if path.strip("/") else "/"
+
+
+def _related(a: str, b: str) -> bool:
+    """True when a is b, lies beneath b, or holds b."""
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

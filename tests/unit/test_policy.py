@@ -1,0 +1,247 @@
+"""The create policy: each refusal names its field; real symlinks to the Docker socket caught."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.core.config import Settings, load_settings
+from server.core.errors import InvalidRequest
+from server.core.models import CreateSpec
+from server.core.policy import MAX_NAME_LENGTH, validate_create
+
+DOCKER_SOCK = "/var/run/docker.sock"
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Settings:
+    """Settings with a socket dir of its own (so tmp_path itself stays mountable)."""
+    return load_settings(env={}, socket_dir=str(tmp_path / "sockets"))
+
+
+@pytest.fixture
+def links(tmp_path: Path) -> Path:
+    """A directory of real symlinks reaching the Docker socket and other protected places."""
+    d = tmp_path / "links"
+    d.mkdir()
+    (d / "sock").symlink_to(DOCKER_SOCK)
+    (d / "sock2").symlink_to(d / "sock")  # a chain of links
+    (d / "varrun").symlink_to("/var/run")
+    (d / "run").symlink_to("/run")
+    (d / "root").symlink_to("/")
+    (d / "etc").symlink_to("/etc")
+    (d / "data").symlink_to("/var/lib/docker")
+    (d / "rel").symlink_to("../../../../../../../../var/run/docker.sock")
+    (d / "dangling").symlink_to(tmp_path / "nowhere")
+    return d
+
+
+def _spec(**kw: Any) -> CreateSpec:
+    base: dict[str, Any] = {"name": "flow-1", "image": "flow:latest"}
+    base.update(kw)
+    return CreateSpec(**base)
+
+
+def _refused(spec: CreateSpec, cfg: Settings, field: str, env: dict[str, str] | None = None,
+             match: str | None = None) -> None:
+    with pytest.raises(InvalidRequest, match=match) as info:
+        validate_create(spec, cfg, env=env or {})
+    assert info.value.field == field, info.value.message
+    assert info.value.details["field"] == field
+    assert info.value.error_type == "validation_error"
+
+
+# Host paths that are, hold or reach the Docker socket or a system tree, in many spellings.
+BAD_HOST_PATHS = [
+    "/var/run/docker.sock", "/run/docker.sock", "//var//run//docker.sock", "/var/run/docker.sock/",
+    "/var/./run/docker.sock", "/var/run", "/var/run/", "/run", "/run/", "/var", "/var/", "//var",
+    "/", "//", "/./", "/proc", "/proc/self", "/proc/1/root", "/sys", "/sys/fs/cgroup", "/dev",
+    "/dev/sda", "/dev/", "/etc", "/etc/shadow", "/etc/", "/boot", "/var/lib/docker",
+    "/var/lib/docker/overlay2", "/var/lib", "/var/lib/containerd", "/run/containerd",
+    "/tmp/../var/run/docker.sock", "/tmp/..", "/var/run/../run/docker.sock",
+]
+
+
+@pytest.mark.parametrize("host", BAD_HOST_PATHS)
+def test_protected_host_paths_refused(host: str, cfg: Settings) -> None:
+    _refused(_spec(volumes={host: "/data"}), cfg, "volumes")
+
+
+@pytest.mark.parametrize(
+    "link", ["sock", "sock2", "varrun", "run", "root", "etc", "data", "rel", "dangling"]
+)
+def test_symlinks_to_protected_paths_refused(link: str, links: Path, cfg: Settings) -> None:
+    _refused(_spec(volumes={str(links / link): "/data"}), cfg, "volumes")
+
+
+def test_path_through_symlinked_directory_refused(links: Path, cfg: Settings) -> None:
+    _refused(_spec(volumes={f"{links}/varrun/docker.sock": "/d"}), cfg, "volumes")
+
+
+def test_docker_host_socket_refused(tmp_path: Path, cfg: Settings) -> None:
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "d.sock").touch()
+    env = {"DOCKER_HOST": f"unix://{engine}/d.sock"}
+    _refused(_spec(volumes={str(engine): "/e"}), cfg, "volumes", env)
+    _refused(_spec(volumes={f"{engine}/d.sock": "/e"}), cfg, "volumes", env)
+    validate_create(_spec(volumes={str(engine): "/e"}), cfg, env={})  # only because of DOCKER_HOST
+
+
+def test_hard_link_to_a_protected_file_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("x")
+    (tmp_path / "alias").mkdir()
+    os.link(secret / "key", tmp_path / "alias" / "key")
+    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"),
+                        docker__forbidden_host_paths=[str(secret / "key")])
+    _refused(_spec(volumes={str(tmp_path / "alias" / "key"): "/k"}), cfg, "volumes")
+
+
+def test_socket_dir_and_its_parents_refused(cfg: Settings) -> None:
+    sockets = Path(cfg.socket_dir)
+    (sockets / "other-flow").mkdir(parents=True)
+    for host in (sockets, sockets / "other-flow", sockets.parent):
+        _refused(_spec(volumes={str(host): "/s"}), cfg, "volumes")
+
+
+def test_configured_data_root_refused(tmp_path: Path) -> None:
+    root = tmp_path / "dockerdata"
+    root.mkdir()
+    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"), docker__data_root=str(root))
+    _refused(_spec(volumes={str(root): "/x"}), cfg, "volumes")
+
+
+@pytest.mark.parametrize("host", ["relative/path", "data", "./data", "~/data", "", "C:/x"])
+def test_relative_host_paths_refused(host: str, cfg: Settings) -> None:
+    _refused(_spec(volumes={host: "/data"}), cfg, "volumes")
+
+
+def test_missing_host_path_refused(tmp_path: Path, cfg: Settings) -> None:
+    _refused(_spec(volumes={str(tmp_path / "missing"): "/data"}), cfg, "volumes")
+
+
+@pytest.mark.parametrize(
+    "target", ["data", "", "/", "//", "/run/flowmgr", "/run/flowmgr/", "/run/flowmgr/x",
+               "/run", "/a:/b", "/a/../run/flowmgr", "/x\0y"]
+)
+def test_bad_container_paths_refused(target: str, tmp_path: Path, cfg: Settings) -> None:
+    (tmp_path / "ok").mkdir()
+    _refused(_spec(volumes={str(tmp_path / "ok"): target}), cfg, "volumes", match="container")
+
+
+def test_two_mounts_on_one_container_path_refused(tmp_path: Path, cfg: Settings) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    vols = {str(tmp_path / "a"): "/data", str(tmp_path / "b"): "/data/"}
+    _refused(_spec(volumes=vols), cfg, "volumes")
+
+
+@pytest.mark.parametrize(
+    "ports",
+    [{"80": 80}, {"8080": 443}, {"8080": 1023}, {"8080": 0}, {"8080": 65536}, {"8080": -1},
+     {"8080": "http"}, {"8080": None}, {"8080": True}, {"8080": 8.5}, {"0": 8080},
+     {"70000": 8080}, {"http": 8080}, {"8080/sctp": 8080}, {"8080/TCP": 8080},
+     {"8080/": 8080}, {"8080": "١٢٣٤٥"}, {"8080": 18080, "9090": 18080}],
+)
+def test_bad_ports_refused(ports: dict[str, Any], cfg: Settings) -> None:
+    _refused(_spec(ports=ports), cfg, "ports")
+
+
+def test_privileged_ports_allowed_by_config(tmp_path: Path) -> None:
+    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"),
+                        docker__allow_privileged_ports=True)
+    assert validate_create(_spec(ports={"80": 80}), cfg, env={}).ports == {"80": 80}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "-flow", ".flow", "_flow", "a b", "a/b", "flow:1", "flow\0", "flöw", "a" * 64,
+     "../etc", "flow\n"],
+)
+def test_bad_names_refused(name: str, cfg: Settings) -> None:
+    _refused(_spec(name=name), cfg, "name")
+
+
+def test_longest_name_accepted_with_a_short_socket_dir() -> None:
+    cfg = load_settings(env={}, socket_dir="/tmp/s")
+    name = "A" * MAX_NAME_LENGTH
+    assert validate_create(_spec(name=name), cfg, env={}).name == name
+
+
+def test_name_that_overflows_the_socket_path_refused(tmp_path: Path) -> None:
+    cfg = load_settings(env={}, socket_dir="/tmp/" + "s" * 60)
+    _refused(_spec(name="a" * 50), cfg, "name")
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [{"": "x"}, {"A=B": "x"}, {"A\0": "x"}, {"A": 1}, {"A": None}, {"A": ["x"]},
+     {"A": "x\0y"}, {"FLOW_SOCKET": "/elsewhere"}, {1: "x"}],
+)
+def test_bad_environment_refused(environment: dict[Any, Any], cfg: Settings) -> None:
+    _refused(_spec(environment=environment), cfg, "environment")
+
+
+def test_refused_env_value_is_not_echoed(cfg: Settings) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        validate_create(_spec(environment={"DB_PASSWORD": "hunter2\0"}), cfg, env={})
+    assert "hunter2" not in info.value.message
+    assert "hunter2" not in repr(info.value.details)
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["", " ", "Flow:latest", "flow latest", "flow:", ":latest", "flow::x", "flow@sha256:xyz",
+     "/flow", "flow/", "flow//x", "a" * 256, "flow:" + "t" * 129, "-flow", "flow\n", "flöw"],
+)
+def test_bad_images_refused(image: str, cfg: Settings) -> None:
+    _refused(_spec(image=image), cfg, "image")
+
+
+@pytest.mark.parametrize("memory", ["", "1", "5m", "lots", "64q", "-64m"])
+def test_bad_memory_limits_refused(memory: str, cfg: Settings) -> None:
+    _refused(_spec(memory_limit=memory), cfg, "memory_limit")
+
+
+def test_bad_command_refused(cfg: Settings) -> None:
+    _refused(_spec(command=["sh", 1]), cfg, "command")
+    _refused(_spec(command="sh -c x"), cfg, "command")
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["flow:latest", "flowmgr-test-busybox:latest", "busybox", "library/busybox:1.36",
+     "localhost:5000/team/flow:v1.2", "registry.example.com/a/b/c", "a__b", "a-b---c:T_1.x",
+     "flow@sha256:" + "a" * 64, "sha256:" + "b" * 64],
+)
+def test_good_images_accepted(image: str, cfg: Settings) -> None:
+    assert validate_create(_spec(image=image), cfg, env={}).image == image
+
+
+def test_good_spec_accepted_and_normalised(tmp_path: Path, cfg: Settings) -> None:
+    data, other = tmp_path / "data", tmp_path / "other"
+    data.mkdir()
+    other.mkdir()
+    (tmp_path / "datalink").symlink_to(data)
+    spec = _spec(
+        name="A.b_c-9",
+        environment={"DB_PASSWORD": "s", "EMPTY": "", "PATH": "/bin"},
+        volumes={f"{tmp_path}//datalink/": "/srv/data/", str(other): "/srv/all"},
+        ports={"8080": 18080, "8080/udp": "18080", "9000/tcp": 65535},
+        memory_limit="64m",
+        command=["sh", "-c", "sleep 1"],
+    )
+    out = validate_create(spec, cfg, env={})
+    assert out.volumes == {str(data): "/srv/data", str(other): "/srv/all"}
+    assert out.ports == {"8080": 18080, "8080/udp": 18080, "9000/tcp": 65535}
+    assert out.environment == spec.environment
+    assert validate_create(_spec(image=None), cfg, env={}).image is None
+
+
+def test_default_spec_accepted_with_real_environment(cfg: Settings) -> None:
+    assert validate_create(_spec(), cfg) == _spec()
