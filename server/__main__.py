@@ -1,0 +1,57 @@
+"""`python -m server` (and `flowmgr --server-only`): the headless service under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from server.api.serving import (
+    GracefulServer,
+    build_service,
+    log_startup_warnings,
+    uvicorn_config,
+)
+from server.core.config import load_settings
+from server.core.errors import ConfigError
+from server.logging_setup import setup_logging
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Options of the headless service."""
+    parser = argparse.ArgumentParser(prog="python -m server", description="Flow Manager service")
+    parser.add_argument("--host", help="listen address (overrides HOST and the config file)")
+    parser.add_argument("--port", type=int, help="listen port (overrides PORT and the config file)")
+    parser.add_argument("--config", help="config.json (default: CONFIG_FILE, ./config.json)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run until SIGTERM / Ctrl-C; 0 on a clean stop, 2 on a bad configuration, 1 otherwise."""
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if args.host is not None:
+        overrides["server__host"] = args.host
+    if args.port is not None:
+        overrides["server__port"] = args.port
+    try:
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as err:
+        setup_logging("INFO")
+        logger.error("cannot start: %s", err)
+        return 2
+    setup_logging(settings.log_level)
+    log_startup_warnings(settings)
+    server = GracefulServer(uvicorn_config(build_service(settings), settings))
+    asyncio.run(server.serve())
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

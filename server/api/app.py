@@ -1,0 +1,91 @@
+"""create_app: FastAPI (with the lifespan) wrapped by python-socketio's ASGIApp."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import socketio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from server import __version__
+from server.api.health import router as health_router
+from server.api.sio_bridge import SioBridge
+from server.api.sio_namespace import FlowNamespace
+from server.core.config import Settings
+
+if TYPE_CHECKING:
+    from server.core.manager import ContainerManager
+
+__all__ = ["create_app", "FlowMgrASGIApp"]
+
+logger = logging.getLogger(__name__)
+
+
+class FlowMgrASGIApp(socketio.ASGIApp):  # type: ignore[misc]
+    """The ASGI app uvicorn serves; keeps handles on its parts for shutdown and tests."""
+
+    def __init__(self, sio: socketio.AsyncServer, api: FastAPI, bridge: SioBridge) -> None:
+        # No on_startup/on_shutdown here: passing either would make this wrapper answer the
+        # lifespan itself and FastAPI's lifespan would never run.
+        super().__init__(sio, other_asgi_app=api)
+        self.sio = sio
+        self.api = api
+        self.bridge = bridge
+
+    async def disconnect_clients(self, timeout: float = 2.0) -> int:
+        """Say goodbye to every Socket.IO client (a server disconnect, so they do not retry)."""
+        sids = [sid for sid, _ in self.sio.manager.get_participants("/", None)]
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(self.sio.disconnect(sid) for sid in sids),
+                                     return_exceptions=True)
+        except TimeoutError:
+            logger.warning("not every client acknowledged the shutdown within %.1f s", timeout)
+        return len(sids)
+
+
+def _origins(settings: Settings) -> str | list[str]:
+    origins = settings.server.cors_origins
+    return "*" if "*" in origins else list(origins)
+
+
+def create_app(manager: ContainerManager, settings: Settings, *,
+               manage_lifecycle: bool = False) -> FlowMgrASGIApp:
+    """The service's ASGI app; with `manage_lifecycle` its lifespan also starts/stops `manager`."""
+    origins = _origins(settings)
+    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=origins,
+                               max_http_buffer_size=settings.server.max_message_bytes,
+                               logger=False, engineio_logger=False)
+    bridge = SioBridge(sio, manager)
+    sio.register_namespace(FlowNamespace(manager, bridge, token=settings.server.token,
+                                         server_id=uuid.uuid4().hex[:12]))
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await manager.start()
+        await bridge.start()
+        api.state.started = True
+        logger.info("flow manager API ready (%d managed containers)", len(manager.snapshot()))
+        try:
+            yield
+        finally:
+            await bridge.stop()
+            if manage_lifecycle:
+                await manager.stop()
+            api.state.started = False
+
+    api = FastAPI(title="Flow Manager", version=__version__, lifespan=lifespan)
+    api.state.manager = manager
+    api.state.settings = settings
+    api.state.started = False
+    api.add_middleware(CORSMiddleware, allow_origins=["*"] if origins == "*" else origins,
+                       allow_methods=["*"], allow_headers=["*"])
+    api.include_router(health_router)
+    return FlowMgrASGIApp(sio, api, bridge)

@@ -1,0 +1,46 @@
+"""The one translation of exceptions into PROTOCOL.md's `error` payload."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from server.api.schemas import ErrorOut
+from server.core.errors import FlowMgrError, InternalError
+from server.core.events import now
+from server.core.masking import mask_text, mask_value
+
+__all__ = ["error_payload"]
+
+logger = logging.getLogger(__name__)
+
+# A request field larger than this is summarised in `details` rather than echoed back whole.
+_ECHO_LIMIT = 2048
+
+
+def error_payload(exc: BaseException, operation: str, request: Any) -> dict[str, Any]:
+    """`error` for a failed request: typed errors as they are, anything else `system_error`."""
+    if not isinstance(exc, FlowMgrError):
+        logger.error("unexpected failure in %s", operation, exc_info=exc)
+        exc = InternalError(f"internal error while handling {operation}; see the server log")
+    details: dict[str, Any] = dict(mask_value(exc.details))
+    if isinstance(request, dict):
+        fields = {k: v for k, v in request.items() if k != "request_id"}
+        details.update(_clipped(mask_value(fields)))
+    details["operation"] = operation
+    out = ErrorOut(error_type=exc.error_type,  # type: ignore[arg-type]
+                   message=mask_text(exc.message), details=details, timestamp=now().isoformat())
+    return out.model_dump(mode="json")
+
+
+def _clipped(fields: dict[str, Any]) -> dict[str, Any]:
+    """Echo small fields whole; replace large ones by their size so an error stays small."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        try:
+            size = len(json.dumps(value, default=str))
+        except (TypeError, ValueError):  # unreachable for JSON-decoded input; be safe anyway
+            size = _ECHO_LIMIT + 1
+        out[str(key)] = value if size <= _ECHO_LIMIT else f"<{size} bytes not echoed>"
+    return out

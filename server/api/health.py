@@ -1,0 +1,47 @@
+"""`GET /health`: the truth about the core, read from memory (no Docker call per request)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Protocol
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from server.core.config import Settings
+
+__all__ = ["router", "HealthSource"]
+
+router = APIRouter()
+
+
+class HealthSource(Protocol):
+    """What /health reads: the manager's settings and its last-seen component states."""
+
+    settings: Settings
+
+    def health(self) -> dict[str, str]:
+        """Component -> "active" or why not."""
+        ...
+
+
+def _manager(request: Request) -> HealthSource:
+    return request.app.state.manager  # type: ignore[no-any-return]
+
+
+ManagerDep = Annotated[HealthSource, Depends(_manager)]
+
+
+@router.get("/health", summary="Service health (503 while a component is down)")
+async def health(manager: ManagerDep) -> JSONResponse:
+    """PROTOCOL.md's health document; 503 naming the component that is not active."""
+    components = dict(manager.health())
+    healthy = all(state == "active" for state in components.values())
+    body: dict[str, Any] = {
+        "status": "healthy" if healthy else "unhealthy",
+        "service": "flow-manager",
+        "socket_dir": manager.settings.socket_dir,
+        "components": components,
+    }
+    if not healthy:
+        body["failing"] = sorted(k for k, v in components.items() if v != "active")
+    return JSONResponse(body, status_code=200 if healthy else 503)

@@ -1,0 +1,67 @@
+"""Running the app under uvicorn: one config for every start mode, and a graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from server.api.app import FlowMgrASGIApp, create_app
+from server.core.config import Settings
+from server.core.manager import ContainerManager
+
+__all__ = ["build_service", "uvicorn_config", "GracefulServer", "log_startup_warnings"]
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_BUDGET = 5.0
+"""Seconds from SIGTERM to exit, as the issue promises."""
+
+
+def build_service(settings: Settings) -> FlowMgrASGIApp:
+    """The service for `settings`, owning its manager's lifecycle (started in the lifespan)."""
+    return create_app(ContainerManager(settings), settings, manage_lifecycle=True)
+
+
+def uvicorn_config(app: FlowMgrASGIApp, settings: Settings, *, host: str | None = None,
+                   port: int | None = None) -> uvicorn.Config:
+    """The uvicorn config: logging left to us, websocket frames capped like Socket.IO's."""
+    return uvicorn.Config(
+        app,
+        host=settings.server.host if host is None else host,
+        port=settings.server.port if port is None else port,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        # Refuse an oversized websocket frame in the protocol layer, before it is buffered.
+        ws_max_size=settings.server.max_message_bytes + 4096,
+        timeout_graceful_shutdown=2,
+    )
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn.Server that says goodbye to Socket.IO clients before closing connections."""
+
+    async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        """Stop accepting, disconnect clients, then let uvicorn close the rest."""
+        for server in self.servers:
+            server.close()
+        app = self.config.loaded_app
+        while app is not None and not isinstance(app, FlowMgrASGIApp):
+            app = getattr(app, "app", None)  # uvicorn wraps the app in its middlewares
+        if app is not None:
+            count = await app.disconnect_clients(timeout=1.0)
+            logger.info("disconnected %d Socket.IO client(s)", count)
+        await super().shutdown(sockets)  # type: ignore[arg-type]
+
+
+def log_startup_warnings(settings: Settings) -> None:
+    """Say what is open: CORS `*` and running without a token."""
+    if "*" in settings.server.cors_origins:
+        logger.warning("CORS allows any origin (cors_origins=['*']); set CORS_ORIGINS to the "
+                       "web front ends that may connect")
+    if not settings.server.token:
+        logger.warning("no token configured: any client that reaches this port may manage "
+                       "flows; set FLOWMGR_TOKEN (or server.token) to require one")
+    else:
+        logger.info("Socket.IO clients must present the configured token")

@@ -1,0 +1,174 @@
+"""Core bus -> Socket.IO: the only place the server pushes events on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from server.api.schemas import (
+    ActivityLogOut,
+    ContainerCrashedOut,
+    ContainerLogOut,
+    HealthWarningOut,
+    MessageReceivedOut,
+    StatusChangedOut,
+    StatusUpdateOut,
+)
+from server.core.events import (
+    ActivityLogged,
+    ContainerCrashed,
+    ContainerRemoved,
+    ContainerStateChanged,
+    Event,
+    FlowMessageReceived,
+    HealthChanged,
+    LogLineReceived,
+    StatusReported,
+)
+from server.core.masking import mask_text, mask_value
+
+if TYPE_CHECKING:
+    import socketio
+
+    from server.core.manager import ContainerManager
+
+__all__ = ["SioBridge", "log_room"]
+
+logger = logging.getLogger(__name__)
+
+
+def log_room(container_id: str) -> str:
+    """The room of one container's log subscribers."""
+    return f"logs:{container_id}"
+
+
+def _activity(ev: ActivityLogged) -> BaseModel:
+    # The core masks already; masking again is idempotent and keeps the wire safe regardless.
+    out = ActivityLogOut.of(ev)
+    return out.model_copy(update={"message": mask_text(out.message),
+                                  "details": mask_value(out.details)})
+
+
+_BROADCASTS: dict[type[Event], tuple[str, Callable[[Any], BaseModel]]] = {
+    FlowMessageReceived: ("message_received", MessageReceivedOut.of),
+    ContainerStateChanged: ("status_changed", StatusChangedOut.of),
+    HealthChanged: ("container_health_warning", HealthWarningOut.of),
+    ContainerCrashed: ("container_crashed", ContainerCrashedOut.of),
+    StatusReported: ("container_status_update", StatusUpdateOut.of),
+    ActivityLogged: ("activity_log", _activity),
+}
+_WANTED = (*_BROADCASTS, LogLineReceived, ContainerRemoved)
+
+
+class SioBridge:
+    """Subscribes to the bus once, broadcasts, and keeps per-container log rooms."""
+
+    def __init__(self, sio: socketio.AsyncServer, manager: ContainerManager) -> None:
+        self._sio = sio
+        self._manager = manager
+        self._task: asyncio.Task[None] | None = None
+        self._followers: dict[str, set[str]] = {}
+        """Container id -> sids subscribed to its log room."""
+        self.forwarded = 0
+        """Events emitted so far (for tests and debugging)."""
+
+    async def start(self) -> None:
+        """Subscribe to the bus and forward in one task until `stop()`."""
+        sub = self._manager.bus.subscribe_raw(maxsize=50_000, predicate=_wanted)
+        self._task = asyncio.create_task(self._forward(sub), name="sio-bridge")
+
+    async def stop(self) -> None:
+        """Stop forwarding and release every log stream this bridge started."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for container_id in list(self._followers):
+            self._followers.pop(container_id)
+            await self._unfollow(container_id)
+
+    @property
+    def running(self) -> bool:
+        """True while the forwarding task is alive."""
+        return self._task is not None and not self._task.done()
+
+    async def _forward(self, sub: Any) -> None:
+        try:
+            async for event in sub:
+                try:
+                    await self._dispatch(event)
+                except Exception:  # one bad event must not end the forwarding
+                    logger.exception("could not forward %s to Socket.IO clients",
+                                     type(event).__name__)
+        finally:
+            self._manager.bus.unsubscribe(sub)
+
+    async def _dispatch(self, event: Event) -> None:
+        if isinstance(event, LogLineReceived):
+            if event.container_id in self._followers:
+                payload = ContainerLogOut.of(event).model_dump(mode="json")
+                await self._sio.emit("container_log", payload, to=log_room(event.container_id))
+            return
+        if isinstance(event, ContainerRemoved):
+            if self._followers.pop(event.container_id, None) is not None:
+                await self._unfollow(event.container_id)
+            return
+        if isinstance(event, HealthChanged) and event.new_health != "unhealthy":
+            return
+        name, build = _BROADCASTS[type(event)]
+        await self._sio.emit(name, build(event).model_dump(mode="json"))
+        self.forwarded += 1
+
+    async def subscribe_logs(self, sid: str, ref: str) -> str:
+        """Join `sid` to the container's log room, starting its log stream for the first one."""
+        container_id = self._manager.get(ref).id
+        sids = self._followers.setdefault(container_id, set())
+        first = not sids
+        sids.add(sid)
+        if first:
+            try:
+                await self._manager.follow_logs(container_id)
+            except BaseException:
+                self._drop(container_id, sid)
+                raise
+        await self._sio.enter_room(sid, log_room(container_id))
+        return container_id
+
+    async def unsubscribe_logs(self, sid: str, ref: str) -> str:
+        """Leave the room; the last subscriber leaving stops the log stream."""
+        container_id = self._manager.get(ref).id
+        await self._sio.leave_room(sid, log_room(container_id))
+        if self._drop(container_id, sid):
+            await self._unfollow(container_id)
+        return container_id
+
+    async def client_left(self, sid: str) -> None:
+        """A client disconnected: release the log streams it alone kept alive."""
+        for container_id in [c for c, sids in self._followers.items() if sid in sids]:
+            if self._drop(container_id, sid):
+                await self._unfollow(container_id)
+
+    def _drop(self, container_id: str, sid: str) -> bool:
+        """Forget one subscriber; True when it was the last of that container."""
+        sids = self._followers.get(container_id)
+        if sids is None or sid not in sids:
+            return False
+        sids.discard(sid)
+        if sids:
+            return False
+        del self._followers[container_id]
+        return True
+
+    async def _unfollow(self, container_id: str) -> None:
+        try:
+            await self._manager.unfollow_logs(container_id)
+        except Exception:  # the container may be gone already; nothing left to release
+            logger.debug("unfollow_logs(%s) failed", container_id[:12], exc_info=True)
+
+
+def _wanted(event: Event) -> bool:
+    return isinstance(event, _WANTED)

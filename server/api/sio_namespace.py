@@ -1,0 +1,199 @@
+"""Client -> server Socket.IO requests: validate, await the manager, answer (and ack)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import socketio
+from pydantic import BaseModel
+
+from server import __version__
+from server.api.errors import error_payload
+from server.api.schemas import (
+    ConnectedOut,
+    ContainerCreatedOut,
+    ContainerListOut,
+    ContainerLogsOut,
+    ContainerRef,
+    ContainerStateOut,
+    ContainerStatusOut,
+    ContainerUpdatedOut,
+    CreateContainerRequest,
+    GetLogsRequest,
+    ListContainersRequest,
+    LogSubscriptionOut,
+    MessageSentOut,
+    RequestIn,
+    SendMessageRequest,
+    UpdateContainerRequest,
+    parse_request,
+    request_id_of,
+)
+from server.core.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from server.api.sio_bridge import SioBridge
+    from server.core.manager import ContainerManager
+
+__all__ = ["FlowNamespace"]
+
+logger = logging.getLogger(__name__)
+
+Action = Callable[[Any], Awaitable[BaseModel]]
+_REQUESTS = frozenset({
+    "create_container", "start_container", "stop_container", "restart_container",
+    "update_container", "delete_container", "send_message", "get_container_status",
+    "list_containers", "get_container_logs", "subscribe_logs", "unsubscribe_logs",
+})
+
+
+class FlowNamespace(socketio.AsyncNamespace):
+    """The PROTOCOL.md requests, one `on_<request>` each, on the default namespace."""
+
+    def __init__(self, manager: ContainerManager, bridge: SioBridge, *, token: str | None,
+                 server_id: str) -> None:
+        super().__init__("/")
+        self.manager = manager
+        self.bridge = bridge
+        self._token = token.encode() if token else None
+        self._welcome = ConnectedOut(message="Connected to Flow Manager", version=__version__,
+                                     server_id=server_id).model_dump()
+        self._welcomes: set[asyncio.Task[None]] = set()
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        """Route requests with one payload (extra arguments ignored); answer unknown events."""
+        if event in ("connect", "disconnect"):
+            return await super().trigger_event(event, *args)
+        sid, data = args[0], (args[1] if len(args) > 1 else None)
+        handler = getattr(self, f"on_{event}", None) if event in _REQUESTS else None
+        if handler is None:
+            return await self._run(sid, event[:80], data, RequestIn, "", self._unknown)
+        return await handler(sid, data)
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """Refuse a connect without the configured token; welcome everyone else."""
+        if self._token is not None:
+            given = auth.get("token") if isinstance(auth, dict) else None
+            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self._token):
+                logger.warning("refused a Socket.IO client without a valid token (%s)",
+                               environ.get("REMOTE_ADDR", "?"))
+                raise socketio.exceptions.ConnectionRefusedError("authentication failed")
+        # Emitted from a task: inside this handler the client is not connected yet.
+        task = asyncio.create_task(self.emit("connected", self._welcome, to=sid))
+        self._welcomes.add(task)
+        task.add_done_callback(self._welcomes.discard)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        """Release the log streams this client kept alive."""
+        await self.bridge.client_left(sid)
+
+    async def on_create_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """`create_container` -> `container_created`."""
+        async def act(req: CreateContainerRequest) -> BaseModel:
+            return ContainerCreatedOut.of(await self.manager.create_container(req.to_spec()))
+        return await self._run(sid, "create_container", data, CreateContainerRequest,
+                               "container_created", act)
+
+    async def on_start_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """`start_container` -> `container_started`."""
+        async def act(req: ContainerRef) -> BaseModel:
+            snap = await self.manager.start_container(req.container_id)
+            return ContainerStateOut(container_id=snap.id, status="running")
+        return await self._run(sid, "start_container", data, ContainerRef, "container_started", act)
+
+    async def on_stop_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """`stop_container` -> `container_stopped`."""
+        async def act(req: ContainerRef) -> BaseModel:
+            snap = await self.manager.stop_container(req.container_id)
+            return ContainerStateOut(container_id=snap.id, status="stopped")
+        return await self._run(sid, "stop_container", data, ContainerRef, "container_stopped", act)
+
+    async def on_restart_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """`restart_container` -> `container_restarted`."""
+        async def act(req: ContainerRef) -> BaseModel:
+            snap = await self.manager.restart_container(req.container_id)
+            return ContainerStateOut(container_id=snap.id, status="running")
+        return await self._run(sid, "restart_container", data, ContainerRef,
+                               "container_restarted", act)
+
+    async def on_update_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """`update_container` -> `container_updated`."""
+        async def act(req: UpdateContainerRequest) -> BaseModel:
+            snap = await self.manager.update_container(req.container_id, req.code_path)
+            return ContainerUpdatedOut(container_id=snap.id, code_path=req.code_path)
+        return await self._run(sid, "update_container", data, UpdateContainerRequest,
+                               "container_updated", act)
+
+    async def on_delete_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """`delete_container` -> `container_deleted`."""
+        async def act(req: ContainerRef) -> BaseModel:
+            container_id = await self.manager.delete_container(req.container_id)
+            return ContainerStateOut(container_id=container_id, status="deleted")
+        return await self._run(sid, "delete_container", data, ContainerRef,
+                               "container_deleted", act)
+
+    async def on_send_message(self, sid: str, data: Any) -> dict[str, Any]:
+        """`send_message` -> `message_sent`."""
+        async def act(req: SendMessageRequest) -> BaseModel:
+            container_id = self.manager.get(req.container_id).id
+            await self.manager.send_message(container_id, req.message)
+            return MessageSentOut(container_id=container_id, message=req.message)
+        return await self._run(sid, "send_message", data, SendMessageRequest, "message_sent", act)
+
+    async def on_get_container_status(self, sid: str, data: Any) -> dict[str, Any]:
+        """`get_container_status` -> `container_status`."""
+        async def act(req: ContainerRef) -> BaseModel:
+            return ContainerStatusOut.of(await self.manager.get_status(req.container_id))
+        return await self._run(sid, "get_container_status", data, ContainerRef,
+                               "container_status", act)
+
+    async def on_list_containers(self, sid: str, data: Any) -> dict[str, Any]:
+        """`list_containers` -> `container_list`."""
+        async def act(req: ListContainersRequest) -> BaseModel:
+            return ContainerListOut.of(await self.manager.list_containers())
+        return await self._run(sid, "list_containers", data, ListContainersRequest,
+                               "container_list", act)
+
+    async def on_get_container_logs(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `get_container_logs` -> `container_logs`."""
+        async def act(req: GetLogsRequest) -> BaseModel:
+            container_id = self.manager.get(req.container_id).id
+            lines = await self.manager.get_logs(container_id, tail=req.tail)
+            return ContainerLogsOut(container_id=container_id, lines=lines)
+        return await self._run(sid, "get_container_logs", data, GetLogsRequest,
+                               "container_logs", act)
+
+    async def on_subscribe_logs(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `subscribe_logs`: join the log room; lines follow as `container_log`."""
+        async def act(req: ContainerRef) -> BaseModel:
+            container_id = await self.bridge.subscribe_logs(sid, req.container_id)
+            return LogSubscriptionOut(container_id=container_id, status="subscribed")
+        return await self._run(sid, "subscribe_logs", data, ContainerRef, "", act)
+
+    async def on_unsubscribe_logs(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `unsubscribe_logs`: leave the log room."""
+        async def act(req: ContainerRef) -> BaseModel:
+            container_id = await self.bridge.unsubscribe_logs(sid, req.container_id)
+            return LogSubscriptionOut(container_id=container_id, status="unsubscribed")
+        return await self._run(sid, "unsubscribe_logs", data, ContainerRef, "", act)
+
+    async def _unknown(self, req: RequestIn) -> BaseModel:
+        raise InvalidRequest("unknown event; see PROTOCOL.md for the requests this server takes")
+
+    async def _run(self, sid: str, operation: str, data: Any, schema: type[RequestIn],
+                   answer: str, act: Action) -> dict[str, Any]:
+        """Validate, act, then emit the answer (or `error`) to `sid`; the result is the ack."""
+        try:
+            payload = (await act(parse_request(schema, data))).model_dump(mode="json")
+        except Exception as exc:  # every failure becomes an `error` to this client only
+            payload, answer = error_payload(exc, operation, data), "error"
+        rid = request_id_of(data)
+        if rid is not None:
+            payload["request_id"] = rid
+        if answer:
+            await self.emit(answer, payload, to=sid)
+        return payload

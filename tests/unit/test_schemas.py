@@ -1,0 +1,183 @@
+"""Wire schemas: request validation at the edge and the time formats PROTOCOL.md fixes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from server.api.schemas import (
+    ContainerCrashedOut,
+    ContainerItemOut,
+    ContainerListOut,
+    ContainerRef,
+    ContainerStatusOut,
+    CreateContainerRequest,
+    GetLogsRequest,
+    HealthWarningOut,
+    ListContainersRequest,
+    MessageReceivedOut,
+    SendMessageRequest,
+    StatusChangedOut,
+    StatusUpdateOut,
+    parse_request,
+    request_id_of,
+    uptime_text,
+)
+from server.core.errors import InvalidRequest
+from server.core.events import (
+    ContainerCrashed,
+    ContainerStateChanged,
+    FlowMessageReceived,
+    HealthChanged,
+    StatusReported,
+)
+from server.core.models import ContainerSnapshot, ContainerStatus, ResourceSample
+
+AT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+CID = "a" * 64
+
+
+def _snap(**kw: Any) -> ContainerSnapshot:
+    base: dict[str, Any] = dict(id=CID, name="web", image="flow:latest", state="running",
+                                health="none", created=AT, started_at=AT,
+                                socket_path="/tmp/s/web/flow.sock", ports={"8080/tcp": 18080})
+    base.update(kw)
+    return ContainerSnapshot(**base)
+
+
+def _sample() -> ResourceSample:
+    return ResourceSample(cpu_percent=1.5, memory_usage=1024, memory_limit=4096,
+                          memory_percent=25.0, network_rx_bytes=1, network_tx_bytes=2,
+                          disk_read_bytes=3, disk_write_bytes=4, timestamp=AT)
+
+
+def _invalid(schema: type[Any], data: Any) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as info:
+        parse_request(schema, data)
+    assert info.value.error_type == "validation_error"
+    return info.value
+
+
+def test_missing_field_is_named() -> None:
+    err = _invalid(ContainerRef, {})
+    assert err.field == "container_id"
+    assert "container_id" in err.message
+
+
+def test_wrong_type_is_named_and_not_coerced() -> None:
+    assert _invalid(ContainerRef, {"container_id": 5}).field == "container_id"
+    assert _invalid(GetLogsRequest, {"container_id": "x", "tail": "10"}).field == "tail"
+    assert _invalid(GetLogsRequest, {"container_id": "x", "tail": True}).field == "tail"
+    assert _invalid(SendMessageRequest, {"container_id": "x", "message": [1]}).field == "message"
+    assert _invalid(ContainerRef, {"container_id": "x", "request_id": 7}).field == "request_id"
+
+
+@pytest.mark.parametrize("payload", [[], "x", 3, 2.5, True, ["container_id"]])
+def test_non_object_payload_is_refused(payload: Any) -> None:
+    err = _invalid(ContainerRef, payload)
+    assert "JSON object" in err.message
+
+
+def test_absent_payload_means_empty_object() -> None:
+    assert parse_request(ListContainersRequest, None) == ListContainersRequest()
+    assert _invalid(ContainerRef, None).field == "container_id"
+
+
+def test_unknown_keys_are_ignored_and_request_id_kept() -> None:
+    req = parse_request(ContainerRef, {"container_id": "web", "extra": 1, "request_id": "r1"})
+    assert req.container_id == "web" and req.request_id == "r1"
+    assert request_id_of({"request_id": "r1"}) == "r1"
+    assert request_id_of({"request_id": 1}) is None
+    assert request_id_of([1]) is None
+
+
+def test_create_request_builds_a_spec() -> None:
+    req = parse_request(CreateContainerRequest, {
+        "name": "web-1", "environment": {"A": "1"}, "volumes": {"/srv/data": "/data"},
+        "ports": {"8080": 18080, "53/udp": 5353}})
+    spec = req.to_spec()
+    assert spec.image is None and spec.name == "web-1"
+    assert spec.environment == {"A": "1"} and spec.volumes == {"/srv/data": "/data"}
+    assert spec.ports == {"8080": 18080, "53/udp": 5353}
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    ({}, "name"),
+    ({"name": ""}, "name"),
+    ({"name": "bad name"}, "name"),
+    ({"name": "ok", "image": 3}, "image"),
+    ({"name": "ok", "environment": {"PORT": 8080}}, "environment.PORT"),
+    ({"name": "ok", "environment": ["A=1"]}, "environment"),
+    ({"name": "ok", "volumes": {"/a": 1}}, "volumes./a"),
+    ({"name": "ok", "ports": {"8080": "18080"}}, "ports.8080"),
+    ({"name": "ok", "ports": {"http": 80}}, "ports"),
+    ({"name": "ok", "ports": {"80": 70000}}, "ports"),
+])
+def test_create_request_errors_name_the_field(payload: dict[str, Any], field: str) -> None:
+    assert _invalid(CreateContainerRequest, payload).field == field
+
+
+def test_uptime_text() -> None:
+    assert uptime_text(None) is None
+    assert uptime_text(timedelta(seconds=5)) == "0:00:05"
+    assert uptime_text(timedelta(hours=1, minutes=2, seconds=3)) == "1:02:03"
+    assert uptime_text(timedelta(days=2, seconds=61)) == "48:01:01"
+
+
+def test_broadcast_time_formats() -> None:
+    changed = StatusChangedOut.of(ContainerStateChanged(
+        at=AT, container_id=CID, old_state="running", new_state="stopped",
+        snapshot=_snap(state="stopped"))).model_dump(mode="json")
+    assert changed == {"container_id": CID, "old_state": "running", "new_state": "stopped",
+                       "timestamp": AT.timestamp()}
+    assert isinstance(changed["timestamp"], float)
+    warn = HealthWarningOut.of(HealthChanged(at=AT, container_id=CID, old_health="healthy",
+                                             new_health="unhealthy")).model_dump(mode="json")
+    assert warn == {"container_id": CID, "health": "unhealthy", "timestamp": AT.timestamp()}
+    got = MessageReceivedOut.of(FlowMessageReceived(at=AT, container_id=CID, message={"n": 1}))
+    assert got.model_dump(mode="json")["timestamp"] == "2026-01-02T03:04:05.678000+00:00"
+
+
+def test_crash_payload() -> None:
+    out = ContainerCrashedOut.of(ContainerCrashed(
+        at=AT, container_id=CID, name="web", exit_code=137, error="Out of memory",
+        logs=["a", "b"])).model_dump(mode="json")
+    assert out == {"container_id": CID, "exit_code": 137,
+                   "crash_details": {"error": "Out of memory", "logs": "a\nb"},
+                   "timestamp": AT.timestamp()}
+
+
+def test_status_payloads() -> None:
+    status = ContainerStatus(container_id=CID, name="web", state="running", health="healthy",
+                             uptime=timedelta(seconds=3725), socket_connected=True,
+                             last_communication=AT, resource_usage=_sample())
+    out = ContainerStatusOut.of(status).model_dump(mode="json")
+    assert set(out) == {"container_id", "state", "health", "uptime", "socket_connected",
+                        "last_communication", "resource_usage"}
+    assert out["uptime"] == "1:02:05" and out["last_communication"] == AT.isoformat()
+    usage = out["resource_usage"]
+    assert set(usage) == {"cpu_percent", "memory_usage", "memory_limit", "memory_percent",
+                          "network_rx_bytes", "network_tx_bytes", "disk_read_bytes",
+                          "disk_write_bytes", "timestamp"}
+    assert isinstance(usage["memory_usage"], int) and isinstance(usage["cpu_percent"], float)
+    assert usage["timestamp"] == AT.isoformat()
+    update = StatusUpdateOut.of(StatusReported(at=AT, status=status)).model_dump(mode="json")
+    assert update["container_id"] == CID
+    assert set(update["status"]) == {"state", "health", "socket_connected", "uptime",
+                                     "resource_usage"}
+    idle = ContainerStatusOut.of(ContainerStatus(CID, "web", "exited", "none", None, False,
+                                                 None, None)).model_dump(mode="json")
+    assert idle["uptime"] is None and idle["resource_usage"] is None
+
+
+def test_list_items() -> None:
+    out = ContainerListOut.of([_snap()]).model_dump(mode="json")
+    assert out["count"] == 1
+    assert out["containers"][0] == {"id": CID, "name": "web", "status": "running",
+                                    "image": "flow:latest", "created": AT.isoformat(),
+                                    "socket_path": "/tmp/s/web/flow.sock",
+                                    "ports": {"8080/tcp": 18080}}
+    assert set(ContainerItemOut.model_fields) == {"id", "name", "status", "image", "created",
+                                                   "socket_path", "ports"}
