@@ -133,11 +133,16 @@ build_flowmgr() {
     build_base
     log "building wheels for $FLOWMGR_TAG into build/wheels"
     rm -rf build/wheels && mkdir -p build/wheels
-    "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir build/wheels . \
-        </dev/null
+    # pip's own chatter goes to a log, shown only when the build fails.
+    if ! "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir build/wheels . \
+            </dev/null >build/pip-wheel.log 2>&1; then
+        tail -n 40 build/pip-wheel.log >&2
+        return 1
+    fi
     log "building $FLOWMGR_TAG"
     docker build -q --label "$HASH_LABEL=$hash" --build-arg BASE_IMAGE="$BASE_TAG" \
-        --build-arg DOCKER_GID="$(docker_gid)" -t "$FLOWMGR_TAG" . >/dev/null
+        --build-arg OFFLINE_WHEELS=1 --build-arg DOCKER_GID="$(docker_gid)" \
+        -t "$FLOWMGR_TAG" . >/dev/null
 }
 
 # The group that owns the engine's socket here, so the image's user can reach it.
