@@ -18,7 +18,9 @@ __all__ = [
     "ChannelInfo",
 ]
 
-State = Literal["created", "running", "paused", "restarting", "removing", "stopped", "exited", "dead"]
+State = Literal[
+    "created", "running", "paused", "restarting", "removing", "stopped", "exited", "dead"
+]
 Health = Literal["healthy", "unhealthy", "starting", "none"]
 STATES: tuple[str, ...] = (
     "created", "running", "paused", "restarting", "removing", "stopped", "exited", "dead",

@@ -1,0 +1,380 @@
+"""DockerAdapter: the only module importing `docker`; async calls, plain values, typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from server.core.errors import (
+    ContainerNotFound,
+    DockerApiError,
+    DockerUnavailable,
+    FlowMgrError,
+    ImageNotFound,
+)
+
+__all__ = ["DockerAdapter", "ContainerInfo", "StreamHandle", "parse_time"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Docker's RFC 3339 timestamps (nanoseconds, `Z`) as aware datetimes; zero time is None."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    m = _TIME.match(value)
+    if m is None:
+        return None
+    tz = m.group(3) or "Z"
+    stamp = f"{m.group(1)}.{(m.group(2) or '0')[:6]}{'+00:00' if tz == 'Z' else tz}"
+    return datetime.fromisoformat(stamp).astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """What an inspect tells the manager, without the raw dict."""
+
+    id: str
+    name: str
+    image: str
+    status: str
+    """Docker's own state word: created, running, paused, restarting, removing, exited, dead."""
+    health: str
+    created: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int
+    oom_killed: bool
+    pid: int
+    labels: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int | None] = field(default_factory=dict)
+    mounts: dict[str, str] = field(default_factory=dict)
+    """Container path -> host path of bind mounts."""
+
+
+def _info(raw: dict[str, Any]) -> ContainerInfo:
+    state = raw.get("State") or {}
+    cfg = raw.get("Config") or {}
+    health = (state.get("Health") or {}).get("Status") or "none"
+    ports: dict[str, int | None] = {}
+    bindings = (raw.get("HostConfig") or {}).get("PortBindings") or {}
+    for cport, binds in bindings.items():
+        host = (binds or [{}])[0].get("HostPort") or ""
+        ports[cport] = int(host) if host.isdigit() else None
+    mounts = {m["Destination"]: m.get("Source", "") for m in raw.get("Mounts") or []
+              if m.get("Type") == "bind"}
+    return ContainerInfo(
+        id=raw["Id"],
+        name=str(raw.get("Name", "")).lstrip("/"),
+        image=str(cfg.get("Image") or raw.get("Image", "")),
+        status=str(state.get("Status", "dead")),
+        health=health if health in ("healthy", "unhealthy", "starting") else "none",
+        created=parse_time(raw.get("Created")) or datetime.now(UTC),
+        started_at=parse_time(state.get("StartedAt")),
+        finished_at=parse_time(state.get("FinishedAt")),
+        exit_code=int(state.get("ExitCode") or 0),
+        oom_killed=bool(state.get("OOMKilled")),
+        pid=int(state.get("Pid") or 0),
+        labels=dict(cfg.get("Labels") or {}),
+        ports=ports,
+        mounts=mounts,
+    )
+
+
+def _explanation(err: docker.errors.APIError) -> str:
+    text = err.explanation
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return str(text or err)
+
+
+@contextmanager
+def _translated(not_found: type[FlowMgrError] = ContainerNotFound,
+                what: str = "") -> Iterator[None]:
+    """Turn docker-py and transport errors into the taxonomy: the one translation boundary."""
+    try:
+        yield
+    except docker.errors.ImageNotFound as err:
+        raise ImageNotFound(_explanation(err), details={"status": 404}) from err
+    except docker.errors.NotFound as err:
+        raise not_found(_explanation(err) if not what else f"{what}: {_explanation(err)}",
+                        details={"status": 404}) from err
+    except docker.errors.APIError as err:
+        raise DockerApiError(_explanation(err),
+                             details={"status": err.status_code,
+                                      "explanation": _explanation(err)}) from err
+    except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as err:
+        raise DockerUnavailable(f"the Docker Engine cannot be reached: {err}") from err
+    except requests.exceptions.Timeout as err:
+        raise DockerApiError(f"the Docker Engine did not answer in time: {err}") from err
+    except docker.errors.DockerException as err:
+        raise DockerUnavailable(f"the Docker Engine cannot be reached: {err}") from err
+
+
+class StreamHandle:
+    """A long stream (events, logs) read in its own thread; `close()` ends it from any thread."""
+
+    def __init__(self) -> None:
+        self._stream: Any = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def _attach(self, stream: Any) -> bool:
+        with self._lock:
+            self._stream = stream
+            return not self._closed
+
+    def close(self) -> None:
+        """Stop the stream; its reader thread then ends."""
+        with self._lock:
+            self._closed = True
+            stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - closing a dead socket is best effort
+                logger.debug("closing a docker stream failed", exc_info=True)
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` was called."""
+        return self._closed
+
+
+class DockerAdapter:
+    """Async facade over one Docker Engine; every SDK call runs in a thread with a timeout."""
+
+    def __init__(self, call_timeout: float = 60.0, base_url: str | None = None) -> None:
+        self.call_timeout = call_timeout
+        self._base_url = base_url
+        self._api: docker.APIClient | None = None
+
+    @property
+    def base_url(self) -> str:
+        """Where the engine is reached (unix socket path or tcp URL)."""
+        return str(self._client().base_url)
+
+    @property
+    def is_local(self) -> bool:
+        """True when the engine runs on this host (cgroup files are then readable)."""
+        return self.base_url.startswith(("http+docker://localhost", "http+docker://localunixsocket"))
+
+    def _client(self) -> docker.APIClient:
+        if self._api is None:
+            with _translated():
+                if self._base_url:
+                    self._api = docker.APIClient(base_url=self._base_url,
+                                                 timeout=int(self.call_timeout), max_pool_size=32)
+                else:
+                    kwargs = docker.utils.kwargs_from_env()
+                    self._api = docker.APIClient(timeout=int(self.call_timeout),
+                                                 max_pool_size=32, **kwargs)
+        return self._api
+
+    async def _call(self, fn: Callable[..., T], *args: Any, timeout: float | None = None,
+                    not_found: type[FlowMgrError] = ContainerNotFound, what: str = "",
+                    **kwargs: Any) -> T:
+        def run() -> T:
+            with _translated(not_found, what):
+                return fn(*args, **kwargs)
+
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(run),
+                                          timeout or self.call_timeout)
+        except TimeoutError as err:
+            raise DockerApiError(f"the Docker Engine did not answer within "
+                                 f"{timeout or self.call_timeout:.0f} s") from err
+
+    async def ping(self) -> None:
+        """Raise DockerUnavailable unless the engine answers."""
+        await self._call(lambda: self._client().ping(), timeout=min(self.call_timeout, 10))
+
+    async def close(self) -> None:
+        """Drop the connection pool."""
+        if self._api is not None:
+            api, self._api = self._api, None
+            await asyncio.to_thread(api.close)
+
+    # containers
+
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        """One container's current facts."""
+        raw = await self._call(lambda: self._client().inspect_container(container_id))
+        return _info(raw)
+
+    async def list_ids(self, labels: list[str], *, running_only: bool = False) -> list[str]:
+        """Ids of containers carrying all `labels` ("key=value")."""
+        rows = await self._call(lambda: self._client().containers(
+            all=not running_only, quiet=True, filters={"label": labels}))
+        return [r["Id"] for r in rows]
+
+    async def published_host_ports(self) -> set[int]:
+        """Host ports published by any running container on this engine."""
+        rows = await self._call(lambda: self._client().containers())
+        return {int(p["PublicPort"]) for r in rows for p in r.get("Ports") or []
+                if p.get("PublicPort")}
+
+    async def create(self, *, image: str, name: str, command: list[str] | None,
+                     environment: dict[str, str], labels: dict[str, str],
+                     binds: dict[str, str], ports: dict[str, int], network: str,
+                     mem_limit: str, nano_cpus: int, pids_limit: int) -> str:
+        """Create a container (never pulls); return its full id."""
+        def run() -> str:
+            api = self._client()
+            host_config = api.create_host_config(
+                binds={host: {"bind": cpath, "mode": "rw"} for host, cpath in binds.items()},
+                port_bindings=dict(ports),
+                network_mode=network,
+                mem_limit=mem_limit,
+                memswap_limit=mem_limit,
+                nano_cpus=nano_cpus,
+                pids_limit=pids_limit,
+                init=False,
+            )
+            created = api.create_container(
+                image=image, name=name, command=command, environment=environment,
+                labels=labels, ports=list(ports), host_config=host_config, detach=True)
+            return str(created["Id"])
+
+        # a 404 here is a missing network (a missing image is ImageNotFound already)
+        return await self._call(run, not_found=DockerApiError)
+
+    async def start(self, container_id: str) -> None:
+        """Start a container."""
+        await self._call(lambda: self._client().start(container_id))
+
+    async def stop(self, container_id: str, timeout: int) -> None:
+        """Stop (TERM, then KILL after `timeout` s)."""
+        await self._call(lambda: self._client().stop(container_id, timeout=timeout),
+                         timeout=self.call_timeout + timeout)
+
+    async def restart(self, container_id: str, timeout: int) -> None:
+        """Restart (stop with `timeout`, then start)."""
+        await self._call(lambda: self._client().restart(container_id, timeout=timeout),
+                         timeout=self.call_timeout + timeout)
+
+    async def remove(self, container_id: str) -> None:
+        """Remove a container, running or not."""
+        await self._call(lambda: self._client().remove_container(container_id, force=True))
+
+    async def logs(self, container_id: str, tail: int) -> list[str]:
+        """The last `tail` lines of its output (stdout and stderr)."""
+        raw = await self._call(lambda: self._client().logs(
+            container_id, stdout=True, stderr=True, tail=tail))
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return text.splitlines()
+
+    async def exec_run(self, container_id: str, cmd: list[str]) -> int:
+        """Run `cmd` in a running container; return its exit code."""
+        def run() -> int:
+            api = self._client()
+            ex = api.exec_create(container_id, cmd, stdout=True, stderr=True)
+            api.exec_start(ex["Id"])
+            return int(api.exec_inspect(ex["Id"]).get("ExitCode") or 0)
+
+        return await self._call(run)
+
+    async def put_archive(self, container_id: str, path: str, data: bytes) -> None:
+        """Extract a tar archive into `path` inside the container."""
+        ok = await self._call(lambda: self._client().put_archive(container_id, path, data))
+        if not ok:
+            raise DockerApiError(f"the engine refused the archive for {path}")
+
+    async def stats_once(self, container_id: str) -> dict[str, Any]:
+        """One `docker stats`-style sample from the API (slow: about 1 s); for remote engines."""
+        raw: dict[str, Any] = await self._call(
+            lambda: self._client().stats(container_id, stream=False))
+        return raw
+
+    # images and networks
+
+    async def image_exists(self, image: str) -> bool:
+        """True when the image is present locally (nothing is ever pulled)."""
+        try:
+            await self._call(lambda: self._client().inspect_image(image), not_found=ImageNotFound)
+        except ImageNotFound:
+            return False
+        return True
+
+    async def ensure_network(self, name: str, labels: dict[str, str]) -> None:
+        """Create the bridge network `name` with `labels` unless it exists."""
+        def run() -> None:
+            api = self._client()
+            if api.networks(names=[name]):
+                return
+            try:
+                api.create_network(name, driver="bridge", labels=labels, check_duplicate=True)
+            except docker.errors.APIError as err:
+                if err.status_code != 409:  # 409: a concurrent manager created it first
+                    raise
+
+        await self._call(run)
+
+    # streams
+
+    def stream_events(self, filters: dict[str, Any], since: datetime | None,
+                      on_item: Callable[[dict[str, Any]], None],
+                      on_end: Callable[[BaseException | None], None]) -> StreamHandle:
+        """Follow the events stream in a named thread; `on_item`/`on_end` run in that thread."""
+        handle = StreamHandle()
+
+        def run() -> None:
+            error: BaseException | None = None
+            try:
+                with _translated():
+                    stream = self._client().events(since=since, filters=filters, decode=True)
+                    if handle._attach(stream):
+                        for item in stream:
+                            on_item(item)
+            except BaseException as err:  # noqa: BLE001 - handed to the loop, not swallowed
+                error = err
+            on_end(error)
+
+        handle.thread = threading.Thread(target=run, name="docker-events", daemon=True)
+        handle.thread.start()
+        return handle
+
+    def stream_logs(self, container_id: str, on_line: Callable[[str], None],
+                    on_end: Callable[[BaseException | None], None]) -> StreamHandle:
+        """Follow a container's new output lines in a named thread."""
+        handle = StreamHandle()
+
+        def run() -> None:
+            error: BaseException | None = None
+            buf = b""
+            try:
+                with _translated():
+                    stream = self._client().logs(container_id, stream=True, follow=True,
+                                                 tail=0, stdout=True, stderr=True)
+                    if handle._attach(stream):
+                        for chunk in stream:
+                            buf += chunk
+                            *lines, buf = buf.split(b"\n")
+                            for line in lines:
+                                on_line(line.decode("utf-8", "replace").rstrip("\r"))
+                if buf:
+                    on_line(buf.decode("utf-8", "replace"))
+            except BaseException as err:  # noqa: BLE001 - handed to the caller
+                error = err
+            on_end(error)
+
+        handle.thread = threading.Thread(target=run, name=f"docker-logs-{container_id[:12]}",
+                                         daemon=True)
+        handle.thread.start()
+        return handle

@@ -1,0 +1,98 @@
+"""Checks on what callers hand the manager, and the code archive `update_container` copies."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from server.core.errors import InvalidRequest
+from server.core.models import CreateSpec
+
+__all__ = ["check_spec", "check_code_path", "normalise_ports", "code_archive", "NAME_RE"]
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+"""Docker's own rule for container names (also keeps socket directories inside socket_dir)."""
+
+
+def _str_map(value: Any, field: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{field} must be an object of strings", field=field)
+    for key, val in value.items():
+        if not isinstance(key, str) or not isinstance(val, str):
+            raise InvalidRequest(f"{field}: {key!r} must map a string to a string",
+                                 field=field, details={"key": str(key)})
+    return dict(value)
+
+
+def check_spec(spec: CreateSpec) -> None:
+    """Raise InvalidRequest naming the field for anything Docker would choke on later."""
+    if not isinstance(spec.name, str) or not spec.name:
+        raise InvalidRequest("name must be a non-empty string", field="name")
+    if not NAME_RE.match(spec.name):
+        raise InvalidRequest(f"name {spec.name!r} is not allowed: use letters, digits, '_', '.' "
+                             "and '-', starting with a letter or digit", field="name")
+    if spec.image is not None and (not isinstance(spec.image, str) or not spec.image.strip()):
+        raise InvalidRequest("image must be a non-empty string", field="image")
+    env = _str_map(spec.environment, "environment")
+    for key in env:
+        if not key or "=" in key or "\0" in key:
+            raise InvalidRequest(f"environment name {key!r} is not valid", field="environment")
+    for host, cpath in _str_map(spec.volumes, "volumes").items():
+        if not os.path.isabs(host) or not os.path.exists(host):
+            raise InvalidRequest(f"volume host path {host!r} does not exist", field="volumes",
+                                 details={"host_path": host})
+        if not cpath.startswith("/"):
+            raise InvalidRequest(f"volume container path {cpath!r} must be absolute",
+                                 field="volumes")
+    normalise_ports(spec.ports)
+    if spec.command is not None and (not isinstance(spec.command, list)
+                                     or not all(isinstance(c, str) for c in spec.command)):
+        raise InvalidRequest("command must be a list of strings", field="command")
+    if spec.memory_limit is not None and not isinstance(spec.memory_limit, str):
+        raise InvalidRequest("memory_limit must be a string like '64m'", field="memory_limit")
+
+
+def normalise_ports(ports: Any) -> dict[str, int]:
+    """{"8080": 18080} -> {"8080/tcp": 18080}; raise InvalidRequest naming `ports`."""
+    if not isinstance(ports, dict):
+        raise InvalidRequest("ports must be an object container port -> host port", field="ports")
+    out: dict[str, int] = {}
+    for cport, hport in ports.items():
+        num, _, proto = str(cport).partition("/")
+        proto = proto or "tcp"
+        if not num.isdigit() or not 0 < int(num) < 65536 or proto not in ("tcp", "udp", "sctp"):
+            raise InvalidRequest(f"container port {cport!r} is not valid", field="ports")
+        if isinstance(hport, bool) or not isinstance(hport, int) or not 0 < hport < 65536:
+            raise InvalidRequest(f"host port for {cport!r} must be an integer 1-65535",
+                                 field="ports")
+        out[f"{int(num)}/{proto}"] = hport
+    return out
+
+
+def check_code_path(code_path: Any) -> Path:
+    """The directory `update_container` copies; InvalidRequest naming `code_path` otherwise."""
+    if not isinstance(code_path, str) or not code_path:
+        raise InvalidRequest("code_path must be a non-empty string", field="code_path")
+    path = Path(code_path)
+    if not path.is_dir():
+        raise InvalidRequest(f"code_path {code_path!r} is not a directory on the manager's host",
+                             field="code_path", details={"code_path": code_path})
+    return path
+
+
+def code_archive(src: Path, dest_dir: str) -> bytes:
+    """A tar of `src`'s contents placed under `dest_dir` (relative to `/`), in memory."""
+    prefix = dest_dir.strip("/")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        root = tarfile.TarInfo(prefix)
+        root.type = tarfile.DIRTYPE
+        root.mode = 0o755
+        tar.addfile(root)
+        for entry in sorted(src.iterdir()):
+            tar.add(str(entry), arcname=f"{prefix}/{entry.name}", recursive=True)
+    return buf.getvalue()

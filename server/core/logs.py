@@ -1,0 +1,90 @@
+"""LogFollowers: one shared, refcounted log stream per followed container."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from server.core.bus import EventBus
+from server.core.docker_adapter import DockerAdapter, StreamHandle
+from server.core.events import LogLineReceived
+
+__all__ = ["LogFollowers"]
+
+logger = logging.getLogger(__name__)
+
+
+class LogFollowers:
+    """Streams run only while someone follows; lines arrive on the bus as LogLineReceived."""
+
+    def __init__(self, adapter: DockerAdapter, bus: EventBus,
+                 is_running: Callable[[str], bool]) -> None:
+        self._adapter = adapter
+        self._bus = bus
+        self._is_running = is_running
+        self._refs: dict[str, int] = {}
+        self._handles: dict[str, StreamHandle] = {}
+        self._opened: dict[str, float] = {}
+
+    def follow(self, container_id: str) -> None:
+        """Add one follower; the first one opens the stream (when the container runs)."""
+        self._refs[container_id] = self._refs.get(container_id, 0) + 1
+        self.container_started(container_id)
+
+    def unfollow(self, container_id: str) -> None:
+        """Drop one follower; the last one closes the stream."""
+        left = self._refs.get(container_id, 0) - 1
+        if left > 0:
+            self._refs[container_id] = left
+            return
+        self._refs.pop(container_id, None)
+        handle = self._handles.pop(container_id, None)
+        if handle is not None:
+            handle.close()
+
+    def followed(self, container_id: str) -> bool:
+        """True while someone follows this container."""
+        return container_id in self._refs
+
+    def container_started(self, container_id: str) -> None:
+        """(Re)open the stream of a followed container that runs and has none."""
+        if container_id not in self._refs or container_id in self._handles:
+            return
+        if not self._is_running(container_id):
+            return
+        loop = asyncio.get_running_loop()
+        bus = self._bus
+
+        def on_line(line: str) -> None:
+            bus.publish_threadsafe(LogLineReceived(container_id=container_id, line=line))
+
+        def on_end(err: BaseException | None) -> None:
+            if err is not None:
+                logger.info("log stream of %s ended: %s", container_id[:12], err)
+            loop.call_soon_threadsafe(self._ended, container_id, handle)
+
+        handle = self._adapter.stream_logs(container_id, on_line, on_end)
+        self._handles[container_id] = handle
+        self._opened[container_id] = time.monotonic()
+
+    def _ended(self, container_id: str, handle: StreamHandle) -> None:
+        if self._handles.get(container_id) is handle:
+            del self._handles[container_id]
+            # a restart can end the old stream after the new start was seen; a stream that
+            # ended at once belongs to a stopped container, which the start hook reopens
+            if time.monotonic() - self._opened.get(container_id, 0.0) > 1.0:
+                self.container_started(container_id)
+
+    def forget(self, container_id: str) -> None:
+        """The container is gone: close its stream and drop its followers."""
+        self._refs.pop(container_id, None)
+        handle = self._handles.pop(container_id, None)
+        if handle is not None:
+            handle.close()
+
+    def close(self) -> None:
+        """Close every stream."""
+        for cid in list(self._refs):
+            self.forget(cid)

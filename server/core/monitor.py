@@ -1,0 +1,233 @@
+"""DockerMonitor: follows the engine's events stream once, for every front end, and reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from server.core.config import Settings
+from server.core.docker_adapter import ContainerInfo, DockerAdapter
+from server.core.errors import ContainerNotFound, DockerApiError, FlowMgrError
+from server.core.events import DockerConnectionLost, DockerConnectionRestored, now
+from server.core.registry import Record, Registry
+
+__all__ = ["DockerMonitor", "MonitorHooks", "crash_cause"]
+
+logger = logging.getLogger(__name__)
+
+# Actions after which an inspect tells the new truth; others (attach, resize, archive...) change
+# nothing the manager shows.
+_REFRESH_ON = frozenset({"create", "start", "stop", "restart", "pause", "unpause", "rename",
+                         "update"})
+
+
+def crash_cause(exit_code: int, oom: bool) -> str:
+    """A person-readable cause for `crash_details.error`."""
+    if oom:
+        return "Out of memory"
+    if exit_code > 128:
+        return f"Killed by signal {exit_code - 128}"
+    return f"Exited with code {exit_code}"
+
+
+class MonitorHooks(Protocol):
+    """What the manager does when containers come and go."""
+
+    async def container_added(self, rec: Record) -> None: ...
+    async def container_removed(self, container_id: str) -> None: ...
+    async def container_started(self, container_id: str) -> None: ...
+
+
+class _End:
+    """The events stream ended (error is None for a clean close)."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class DockerMonitor:
+    """One task: events stream -> registry; reconnects with backoff and resyncs from labels."""
+
+    def __init__(self, adapter: DockerAdapter, registry: Registry, settings: Settings,
+                 hooks: MonitorHooks) -> None:
+        self.adapter = adapter
+        self.registry = registry
+        self.settings = settings
+        self.hooks = hooks
+        self.labels = ["flowmgr.managed=true", f"flowmgr.instance={settings.docker.instance}"]
+        self.available = False
+        """Whether the engine answered last time we asked (no round trip to read it)."""
+        self.streaming = False
+        self.synced = asyncio.Event()
+        """Set once the first resync (adoption) has finished."""
+        self._kills: dict[str, float] = {}
+        self._ooms: set[str] = set()
+        self._crash_seen: dict[str, datetime | None] = {}
+        self._lost_reported = False
+
+    async def run(self) -> None:
+        """Follow events until cancelled; on loss, retry with capped backoff."""
+        delay = 0.5
+        while True:
+            reason = await self._follow_once()
+            self.streaming = False
+            self._mark_lost(reason)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            if self.available:
+                delay = 0.5
+
+    async def _follow_once(self) -> str:
+        try:
+            await self.adapter.ping()
+        except FlowMgrError as err:
+            return str(err)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any] | _End] = asyncio.Queue()
+        since = now() - timedelta(seconds=2)
+        handle = self.adapter.stream_events(
+            {"label": self.labels, "type": ["container"]}, since,
+            lambda item: loop.call_soon_threadsafe(queue.put_nowait, item),
+            lambda err: loop.call_soon_threadsafe(queue.put_nowait, _End(err)))
+        try:
+            await self.resync()
+            self.streaming = True
+            self._mark_restored()
+            while True:
+                item = await queue.get()
+                if isinstance(item, _End):
+                    return f"events stream ended: {item.error or 'closed by the engine'}"
+                try:
+                    await self.handle(item)
+                except ContainerNotFound:
+                    continue
+                except DockerApiError as err:
+                    logger.warning("could not follow up a Docker event %s: %s",
+                                   item.get("Action"), err)
+        except FlowMgrError as err:
+            return str(err)
+        finally:
+            handle.close()
+
+    def _mark_lost(self, reason: str) -> None:
+        if self._lost_reported:
+            return
+        self.available = False
+        self._lost_reported = True
+        logger.warning("Docker Engine unreachable (%s); retrying in the background", reason)
+        self.registry.bus.publish(DockerConnectionLost(reason=reason))
+
+    def _mark_restored(self) -> None:
+        self.available = True
+        if self._lost_reported:
+            self._lost_reported = False
+            logger.info("Docker Engine reachable again; state resynchronised")
+            self.registry.bus.publish(DockerConnectionRestored())
+
+    async def resync(self) -> None:
+        """Make memory match the engine's labelled containers (adoption on start)."""
+        ids = await self.adapter.list_ids(self.labels)
+        sem = asyncio.Semaphore(16)
+
+        async def one(cid: str) -> ContainerInfo | None:
+            async with sem:
+                try:
+                    return await self.adapter.inspect(cid)
+                except ContainerNotFound:
+                    return None
+
+        infos = [i for i in await asyncio.gather(*(one(c) for c in ids)) if i is not None]
+        for info in infos:
+            await self.apply(info)
+        live = {i.id for i in infos}
+        for cid in [c for c in self.registry.records if c not in live]:
+            await self.forget(cid)
+        self.registry.stopped.retain(live)
+        self.synced.set()
+
+    async def apply(self, info: ContainerInfo) -> Record:
+        """Store an inspect result, opening its channel when the container is new."""
+        rec, old = self.registry.apply(info)
+        if old is None:
+            await self.hooks.container_added(rec)
+        return rec
+
+    async def forget(self, container_id: str) -> None:
+        """The container is gone: drop it and its channel."""
+        if self.registry.remove(container_id) is not None:
+            await self.hooks.container_removed(container_id)
+        self._kills.pop(container_id, None)
+        self._crash_seen.pop(container_id, None)
+
+    async def refresh(self, container_id: str) -> Record | None:
+        """Inspect one container and apply what changed."""
+        try:
+            info = await self.adapter.inspect(container_id)
+        except ContainerNotFound:
+            await self.forget(container_id)
+            return None
+        return await self.apply(info)
+
+    async def handle(self, event: dict[str, Any]) -> None:
+        """React to one event of a labelled container."""
+        action = str(event.get("Action") or event.get("status") or "")
+        cid = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
+        if not cid or action.startswith("exec_"):
+            return
+        if action.startswith("health_status"):
+            rec = self.registry.records.get(cid)
+            health = action.partition(":")[2].strip()
+            if rec is not None and health in ("healthy", "unhealthy", "starting"):
+                self.registry.set_health(rec, health)  # type: ignore[arg-type]
+        elif action == "kill":
+            self._kills[cid] = time.monotonic()
+        elif action == "oom":
+            self._ooms.add(cid)
+        elif action == "destroy":
+            await self.forget(cid)
+        elif action == "die":
+            attrs = (event.get("Actor") or {}).get("Attributes") or {}
+            await self._died(cid, attrs)
+        elif action in _REFRESH_ON:
+            if action == "start":
+                self.registry.stopped.discard(cid)
+            await self.refresh(cid)
+            if action == "start":
+                await self.hooks.container_started(cid)
+
+    def _requested(self, cid: str) -> bool:
+        """A stop or kill was asked for (through us, or through Docker) shortly before."""
+        if cid in self.registry.stopped:
+            return True
+        kill_at = self._kills.pop(cid, None)
+        window = self.settings.docker.stop_timeout + 15
+        return kill_at is not None and time.monotonic() - kill_at < window
+
+    async def _died(self, cid: str, attrs: dict[str, Any]) -> None:
+        requested = self._requested(cid)
+        if requested:
+            self.registry.stopped.add(cid)
+        try:
+            info = await self.adapter.inspect(cid)
+        except ContainerNotFound:
+            await self.forget(cid)
+            return
+        rec = await self.apply(info)
+        oom = info.oom_killed or cid in self._ooms
+        self._ooms.discard(cid)
+        raw_code = str(attrs.get("exitCode", ""))
+        exit_code = int(raw_code) if raw_code.lstrip("-").isdigit() else info.exit_code
+        if requested or (exit_code == 0 and not oom):
+            return
+        # a replayed `die` (after a reconnect) must not report the same crash twice
+        if cid in self._crash_seen and self._crash_seen[cid] == info.finished_at:
+            return
+        self._crash_seen[cid] = info.finished_at
+        try:
+            logs = await self.adapter.logs(cid, self.settings.monitoring.crash_log_lines)
+        except FlowMgrError as err:
+            logs = [f"(logs unavailable: {err})"]
+        self.registry.crashed(rec, exit_code, crash_cause(exit_code, oom), logs)

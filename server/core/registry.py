@@ -1,0 +1,185 @@
+"""Registry: the manager's in-memory view of its containers, and the events its changes cause."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+from server.core.bus import EventBus
+from server.core.docker_adapter import ContainerInfo
+from server.core.errors import ContainerNotFound, InvalidRequest
+from server.core.events import (
+    ActivityLogged,
+    ContainerAdded,
+    ContainerCrashed,
+    ContainerRemoved,
+    ContainerStateChanged,
+    HealthChanged,
+    now,
+)
+from server.core.flow_channel import FlowChannelHub
+from server.core.masking import mask_text, mask_value
+from server.core.models import ContainerSnapshot, ContainerStatus, Health, ResourceSample, State
+from server.core.stopped import StoppedSet
+
+__all__ = ["Registry", "Record"]
+
+
+@dataclass(slots=True)
+class Record:
+    """Mutable per-container bookkeeping behind each snapshot."""
+
+    info: ContainerInfo
+    state: State
+    health: Health
+    socket_path: str
+    resources: ResourceSample | None = None
+
+
+class Registry:
+    """Records keyed by full id; every change is published once on the bus."""
+
+    def __init__(self, bus: EventBus, hub: FlowChannelHub, stopped: StoppedSet,
+                 socket_dir: str, socket_mount: str) -> None:
+        self.bus = bus
+        self.hub = hub
+        self.stopped = stopped
+        self._socket_dir = socket_dir
+        self._socket_mount = socket_mount
+        self.records: dict[str, Record] = {}
+        self.activity: deque[ActivityLogged] = deque(maxlen=2000)
+        self.crashes: deque[ContainerCrashed] = deque(maxlen=500)
+
+    # reads
+
+    def snapshot_of(self, rec: Record) -> ContainerSnapshot:
+        """A frozen view of one record, with the channel's state."""
+        chan = self.hub.info(rec.info.id)
+        return ContainerSnapshot(
+            id=rec.info.id, name=rec.info.name, image=rec.info.image, state=rec.state,
+            health=rec.health, created=rec.info.created, started_at=rec.info.started_at,
+            socket_path=rec.socket_path, ports=dict(rec.info.ports),
+            exit_code=rec.info.exit_code if rec.state in ("exited", "stopped", "dead") else None,
+            socket_connected=bool(chan and chan.connected),
+            last_communication=chan.last_communication if chan else None,
+            resources=rec.resources,
+        )
+
+    def status_of(self, rec: Record) -> ContainerStatus:
+        """The status answer for one record, from memory."""
+        snap = self.snapshot_of(rec)
+        uptime: timedelta | None = None
+        if rec.state == "running" and rec.info.started_at is not None:
+            uptime = max(now() - rec.info.started_at, timedelta(0))
+        return ContainerStatus(
+            container_id=snap.id, name=snap.name, state=snap.state, health=snap.health,
+            uptime=uptime, socket_connected=snap.socket_connected,
+            last_communication=snap.last_communication, resource_usage=rec.resources)
+
+    def resolve(self, ref: object) -> Record:
+        """Full id, then exact name, then unique id prefix; unmanaged ids are never found."""
+        if not isinstance(ref, str) or not ref.strip():
+            raise InvalidRequest("container_id must be a non-empty string", field="container_id")
+        rec = self.records.get(ref)
+        if rec is not None:
+            return rec
+        for rec in self.records.values():
+            if rec.info.name == ref:
+                return rec
+        hits = [r for cid, r in self.records.items() if cid.startswith(ref.lower())]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise InvalidRequest(f"id prefix {ref!r} matches {len(hits)} containers; give more "
+                                 "characters", field="container_id",
+                                 details={"container_id": ref})
+        raise ContainerNotFound(f"no managed container {ref!r}", details={"container_id": ref})
+
+    # changes
+
+    def map_state(self, info: ContainerInfo) -> State:
+        """Docker's state word, with `exited` split into stopped (on request) and exited."""
+        if info.status == "exited" and info.id in self.stopped:
+            return "stopped"
+        if info.status in ("created", "running", "paused", "restarting", "removing", "exited",
+                           "dead"):
+            return cast(State, info.status)
+        return "dead"
+
+    def socket_path_for(self, info: ContainerInfo) -> str:
+        """Where the container's flow socket lives on this host."""
+        host_dir = info.mounts.get(self._socket_mount)
+        if not host_dir:
+            host_dir = os.path.join(self._socket_dir, info.name)
+        return os.path.join(host_dir, "flow.sock")
+
+    def apply(self, info: ContainerInfo) -> tuple[Record, str | None]:
+        """Store fresh facts; publish Added / StateChanged / HealthChanged; return old state."""
+        state = self.map_state(info)
+        health = cast(Health, info.health)
+        rec = self.records.get(info.id)
+        if rec is None:
+            rec = Record(info, state, health, self.socket_path_for(info))
+            self.records[info.id] = rec
+            self.bus.publish(ContainerAdded(snapshot=self.snapshot_of(rec)))
+            return rec, None
+        old_state, old_health = rec.state, rec.health
+        rec.info, rec.state, rec.health = info, state, health
+        if state != "running":
+            rec.resources = None
+        if old_state != state:
+            self.publish_state(rec, old_state)
+        if old_health != health:
+            self.set_health(rec, health, old_health)
+        return rec, old_state
+
+    def publish_state(self, rec: Record, old_state: str) -> None:
+        """Announce a state change (event + status_change activity)."""
+        self.bus.publish(ContainerStateChanged(
+            container_id=rec.info.id, old_state=old_state, new_state=rec.state,
+            snapshot=self.snapshot_of(rec)))
+        self.log("status_change", rec.info.id,
+                 f"{rec.info.name}: {old_state} -> {rec.state}",
+                 {"old_state": old_state, "new_state": rec.state, "name": rec.info.name})
+
+    def set_health(self, rec: Record, health: Health, old_health: str | None = None) -> None:
+        """Record a health transition; turning unhealthy is a warning."""
+        old = old_health if old_health is not None else rec.health
+        rec.health = health
+        if old == health:
+            return
+        self.bus.publish(HealthChanged(container_id=rec.info.id, old_health=old,
+                                       new_health=health))
+        if health == "unhealthy":
+            self.log("health_warning", rec.info.id, f"{rec.info.name} is unhealthy",
+                     {"health": health, "previous": old, "name": rec.info.name})
+
+    def remove(self, container_id: str) -> Record | None:
+        """Forget a container that is gone."""
+        rec = self.records.pop(container_id, None)
+        self.stopped.discard(container_id)
+        if rec is not None:
+            self.bus.publish(ContainerRemoved(container_id=container_id, name=rec.info.name))
+        return rec
+
+    def crashed(self, rec: Record, exit_code: int, error: str, logs: list[str]) -> None:
+        """Publish one crash and its activity line."""
+        logs = [mask_text(line) for line in logs]
+        event = ContainerCrashed(container_id=rec.info.id, name=rec.info.name,
+                                 exit_code=exit_code, error=error, logs=logs)
+        self.crashes.append(event)
+        self.bus.publish(event)
+        self.log("container_crash", rec.info.id, f"{rec.info.name} crashed: {error}",
+                 {"exit_code": exit_code, "error": error, "logs": logs, "name": rec.info.name})
+
+    def log(self, activity_type: str, container_id: str | None, message: str,
+            details: dict[str, Any] | None = None) -> None:
+        """Publish one activity line, secrets masked."""
+        event = ActivityLogged(activity_type=activity_type, container_id=container_id,
+                               message=mask_text(message),
+                               details=mask_value(dict(details or {})))
+        self.activity.append(event)
+        self.bus.publish(event)
