@@ -36,6 +36,8 @@ class ServerSettings(_Strict):
     """ext: when set, a Socket.IO connect must carry {"token": ...} in its auth payload."""
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     """ext: the largest inbound Socket.IO message; a larger one closes that client."""
+    serve_in_panel: bool = False
+    """ext: `flowmgr` (the panel) also serves this API in-process, as with `--serve`."""
 
 
 class DockerSettings(_Strict):
