@@ -1,44 +1,328 @@
-"""FlowChannelHub: one Unix socket per managed container (STUB until the flow-channel work lands)."""
+"""FlowChannelHub: one listening Unix socket per managed container; frames in and out."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from server.core.bus import EventBus
 from server.core.config import FlowSettings
-from server.core.errors import FlowSocketConnectionError
+from server.core.errors import (
+    FlowSocketConnectionError,
+    FlowSocketError,
+    FlowSocketTimeout,
+    FrameError,
+    InvalidRequest,
+)
+from server.core.events import (
+    ActivityLogged,
+    FlowChannelConnected,
+    FlowChannelLost,
+    FlowFrameRejected,
+    FlowMessageReceived,
+    FlowMessageSent,
+    now,
+)
+from server.core.frames import encode_frame, read_frame
+from server.core.masking import mask_value
 from server.core.models import ChannelInfo
 
-__all__ = ["FlowChannelHub"]
+__all__ = ["FlowChannelHub", "MAX_SOCKET_PATH_BYTES"]
+
+logger = logging.getLogger(__name__)
+
+MAX_SOCKET_PATH_BYTES = 107
+"""sun_path holds 108 bytes including the terminating NUL."""
+_YIELD_EVERY = 64
+"""Frames one connection may handle before letting other flows' readers run."""
+
+
+class _TokenBucket:
+    """Inbound rate limit of one connection: how long to pause before the next frame."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._stamp = asyncio.get_running_loop().time()
+
+    def take(self) -> float:
+        """Spend one token; the seconds to wait when the bucket ran dry (else 0)."""
+        self._tokens -= 1
+        if self._tokens >= 0:
+            return 0.0
+        now_ = asyncio.get_running_loop().time()
+        self._tokens = min(self._burst, self._tokens + (now_ - self._stamp) * self._rate)
+        self._stamp = now_
+        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One accepted connection from a flow."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    task: asyncio.Task[Any] | None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Serialises senders so at most one frame waits in the manager's write buffer."""
+    closed: bool = False
+
+
+@dataclass(eq=False)
+class _Channel:
+    """One container's listening socket and its current connection."""
+
+    container_id: str
+    socket_path: str
+    server: asyncio.AbstractServer | None = None
+    inode: tuple[int, int] | None = None
+    conn: _Connection | None = None
+    last_communication: datetime | None = None
+
+    @property
+    def short(self) -> str:
+        return self.container_id[:12]
+
+
+def check_socket_path(socket_path: str) -> None:
+    """InvalidRequest when the path cannot be a Unix socket address."""
+    size = len(os.fsencode(socket_path))
+    if size > MAX_SOCKET_PATH_BYTES:
+        raise InvalidRequest(
+            f"socket path {socket_path!r} is {size} bytes long; Unix socket paths are limited "
+            f"to {MAX_SOCKET_PATH_BYTES} bytes: choose a shorter socket_dir or container name",
+            field="socket_path", details={"socket_path": socket_path, "bytes": size})
+
+
+def _masked(message: dict[str, Any]) -> Any:
+    try:
+        return mask_value(message)
+    except RecursionError:
+        return "<message nested too deeply to show>"
 
 
 class FlowChannelHub:
-    """Interface stub: see docs/ARCHITECTURE.md."""
+    """The manager's side of every flow channel: the manager listens, the flow connects."""
 
-    def __init__(self, bus: EventBus, settings: FlowSettings) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        settings: FlowSettings,
+        *,
+        frame_timeout: float = 10.0,
+        inbound_rate: float = 20_000.0,
+        inbound_burst: float = 2_000.0,
+    ) -> None:
         self._bus = bus
         self._settings = settings
-        self._paths: dict[str, str] = {}
+        self._frame_timeout = frame_timeout
+        """Seconds a started frame may take to arrive whole before the connection is reset."""
+        self._inbound_rate = inbound_rate
+        """Frames per second one connection may deliver (so a flooding flow cannot starve
+        the others); beyond it the manager stops reading and the flow's writes block."""
+        self._inbound_burst = inbound_burst
+        self._channels: dict[str, _Channel] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
 
     async def open(self, container_id: str, socket_path: str) -> None:
         """Listen on `socket_path` for the flow of `container_id` (idempotent)."""
-        self._paths[container_id] = socket_path
+        check_socket_path(socket_path)
+        channel = self._channels.get(container_id)
+        if channel is not None:
+            if channel.socket_path == socket_path and self._still_listening(channel):
+                return
+            await self.close(container_id)
+        channel = _Channel(container_id, socket_path)
+        path = Path(socket_path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _unlink_stale(path)
+            channel.server = await asyncio.start_unix_server(
+                lambda r, w: self._serve(channel, r, w), path=socket_path)
+            st = path.stat()
+        except OSError as err:
+            raise FlowSocketError(f"cannot listen on {socket_path}: {err}",
+                                  details={"socket_path": socket_path}) from err
+        channel.inode = (st.st_dev, st.st_ino)
+        self._channels[container_id] = channel
+        logger.debug("listening for flow %s on %s", channel.short, socket_path)
 
     async def close(self, container_id: str) -> None:
-        """Stop listening and remove the socket file."""
-        self._paths.pop(container_id, None)
-
-    async def send(self, container_id: str, message: dict[str, Any]) -> None:
-        """Write one frame to the flow."""
-        raise FlowSocketConnectionError(f"flow {container_id[:12]} is not connected")
-
-    def info(self, container_id: str) -> ChannelInfo | None:
-        """The channel's state, or None when there is none."""
-        path = self._paths.get(container_id)
-        if path is None:
-            return None
-        return ChannelInfo(container_id, path, False, None)
+        """Stop listening, reset the connection and remove the socket file."""
+        channel = self._channels.pop(container_id, None)
+        if channel is None:
+            return
+        if channel.conn is not None:
+            self._drop(channel, channel.conn, "channel closed by the manager")
+        if channel.server is not None:
+            channel.server.close()
+            try:
+                async with asyncio.timeout(2):
+                    await channel.server.wait_closed()
+            except TimeoutError:
+                logger.warning("socket server of flow %s did not close within 2 s", channel.short)
+        if self._owns_file(channel):
+            Path(channel.socket_path).unlink(missing_ok=True)
 
     async def aclose(self) -> None:
         """Close every channel."""
-        self._paths.clear()
+        for container_id in list(self._channels):
+            await self.close(container_id)
+
+    def info(self, container_id: str) -> ChannelInfo | None:
+        """The channel's state, or None when there is none."""
+        channel = self._channels.get(container_id)
+        if channel is None:
+            return None
+        return ChannelInfo(container_id, channel.socket_path, channel.conn is not None,
+                           channel.last_communication)
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(self, container_id: str, message: dict[str, Any]) -> None:
+        """Write one frame to the flow; returns once it is in the socket.
+
+        Raises FlowSocketConnectionError at once when the flow is not connected, and
+        FlowSocketTimeout (resetting the connection) when the flow does not take the frame
+        within `send_timeout`.
+        """
+        channel = self._channels.get(container_id)
+        conn = channel.conn if channel is not None else None
+        if channel is None or conn is None:
+            raise FlowSocketConnectionError(
+                f"flow {container_id[:12]} is not connected to its socket",
+                details={"container_id": container_id})
+        timeout = self._settings.send_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                async with conn.lock:
+                    if conn.closed or conn.writer.is_closing():
+                        raise ConnectionResetError("connection closed")
+                    # Encoded under the lock: waiting senders hold no second copy of a frame.
+                    conn.writer.write(encode_frame(message, self._settings.max_frame_bytes))
+                    await conn.writer.drain()
+        except TimeoutError:
+            self._drop(channel, conn, f"send timed out after {timeout} s")
+            raise FlowSocketTimeout(
+                f"flow {channel.short} did not take the message within {timeout} s",
+                details={"container_id": container_id, "timeout": timeout}) from None
+        except (ConnectionError, OSError) as err:
+            self._drop(channel, conn, f"connection error while sending: {err}")
+            raise FlowSocketConnectionError(
+                f"flow {channel.short} disconnected while sending: {err}",
+                details={"container_id": container_id}) from None
+        stamp = now()
+        channel.last_communication = stamp
+        self._bus.publish(FlowMessageSent(container_id=container_id, message=message, at=stamp))
+        self._bus.publish(ActivityLogged(
+            activity_type="message_sent", container_id=container_id, at=stamp,
+            message=f"Message sent to flow {channel.short}",
+            details={"message": _masked(message)}))
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def _serve(
+        self, channel: _Channel, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        conn = _Connection(reader, writer, asyncio.current_task())
+        # high=0: any byte left in user space pauses writing, so drain() returns only once
+        # the whole frame is in the socket (and at most one frame ever waits in memory).
+        writer.transport.set_write_buffer_limits(high=0)
+        if self._channels.get(channel.container_id) is not channel:
+            writer.transport.abort()  # a late accept on a channel already closed
+            return
+        if channel.conn is not None:
+            self._drop(channel, channel.conn, "replaced by a new connection from the flow")
+        channel.conn = conn
+        self._bus.publish(FlowChannelConnected(container_id=channel.container_id))
+        logger.info("flow %s connected to %s", channel.short, channel.socket_path)
+        reason = "closed by the flow"
+        try:
+            await self._read_loop(channel, conn)
+        except FrameError as err:
+            reason = f"frame rejected: {err}"
+            logger.warning("flow %s sent a bad frame (%s); its connection was reset",
+                           channel.short, err)
+            self._bus.publish(FlowFrameRejected(container_id=channel.container_id,
+                                                reason=str(err)))
+        except (ConnectionError, OSError) as err:
+            reason = f"connection error: {err}"
+        except asyncio.CancelledError:
+            # Cancelled by _drop or at shutdown: end normally, because asyncio's streams
+            # report a cancelled connection handler as an error in their done-callback.
+            reason = "channel closed by the manager"
+        finally:
+            self._drop(channel, conn, reason)
+
+    async def _read_loop(self, channel: _Channel, conn: _Connection) -> None:
+        bucket = _TokenBucket(self._inbound_rate, self._inbound_burst)
+        count = 0
+        while True:
+            message = await read_frame(conn.reader, self._settings.max_frame_bytes,
+                                       self._frame_timeout)
+            if message is None:
+                return
+            self._received(channel, message)
+            pause = bucket.take()
+            count += 1
+            # Buffered frames are read without suspending: yield now and then for fairness.
+            if pause > 0 or count % _YIELD_EVERY == 0:
+                await asyncio.sleep(pause)
+
+    def _received(self, channel: _Channel, message: dict[str, Any]) -> None:
+        stamp = now()
+        channel.last_communication = stamp
+        cid = channel.container_id
+        self._bus.publish(FlowMessageReceived(container_id=cid, message=message, at=stamp))
+        self._bus.publish(ActivityLogged(
+            activity_type="message_received", container_id=cid, at=stamp,
+            message=f"Message received from flow {channel.short}",
+            details={"message": _masked(message)}))
+
+    def _drop(self, channel: _Channel, conn: _Connection, reason: str) -> None:
+        """Reset `conn`; publish FlowChannelLost if it was the channel's current one."""
+        if conn.closed:
+            return
+        conn.closed = True
+        conn.writer.transport.abort()
+        if conn.task is not None and conn.task is not asyncio.current_task():
+            conn.task.cancel()
+        if channel.conn is conn:
+            channel.conn = None
+            self._bus.publish(FlowChannelLost(container_id=channel.container_id, reason=reason))
+            logger.info("flow %s disconnected: %s", channel.short, reason)
+
+    # -- the socket file -----------------------------------------------------------------
+
+    def _still_listening(self, channel: _Channel) -> bool:
+        return (channel.server is not None and channel.server.is_serving()
+                and self._owns_file(channel))
+
+    @staticmethod
+    def _owns_file(channel: _Channel) -> bool:
+        """True while the path is still our socket (a newer manager may have replaced it)."""
+        try:
+            st = os.stat(channel.socket_path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == channel.inode
+
+
+def _unlink_stale(path: Path) -> None:
+    """Remove a socket file left by an earlier listener; refuse to remove anything else."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FlowSocketError(f"{path} exists and is not a socket; refusing to replace it",
+                              details={"socket_path": str(path)})
+    path.unlink(missing_ok=True)

@@ -1,0 +1,89 @@
+"""The flow channel's frame codec: a 4-byte big-endian length, then a UTF-8 JSON object."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from typing import Any
+
+from server.core.errors import FrameError, InvalidRequest
+
+__all__ = ["HEADER", "encode_frame", "frame_length", "decode_body", "read_frame"]
+
+HEADER = struct.Struct(">I")
+"""The length prefix: unsigned 32-bit, big-endian."""
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are Python extensions, not JSON: a strict peer could not parse them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def encode_frame(message: dict[str, Any], max_bytes: int) -> bytes:
+    """One frame for `message`; InvalidRequest when it is not a JSON object or is too large."""
+    if not isinstance(message, dict):
+        raise InvalidRequest(f"a message must be a JSON object, not {type(message).__name__}",
+                             field="message")
+    try:
+        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as err:
+        raise InvalidRequest(f"message cannot be encoded as JSON: {err}", field="message") from None
+    if len(body) > max_bytes:
+        raise InvalidRequest(
+            f"message of {len(body)} bytes exceeds the {max_bytes}-byte frame maximum",
+            field="message", details={"size": len(body), "max_frame_bytes": max_bytes})
+    return HEADER.pack(len(body)) + body
+
+
+def frame_length(header: bytes, max_bytes: int) -> int:
+    """The body length a header announces; FrameError (before any body is read) when too big."""
+    size: int = HEADER.unpack(header)[0]
+    if size > max_bytes:
+        raise FrameError(f"frame of {size} bytes exceeds the {max_bytes}-byte maximum",
+                         details={"size": size, "max_frame_bytes": max_bytes})
+    return size
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """The JSON object in a frame body; FrameError for bad UTF-8, bad JSON or a non-object."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FrameError(f"frame is not valid UTF-8 (byte {err.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as err:
+        raise FrameError(f"frame is not JSON: {err}") from None
+    except RecursionError:
+        raise FrameError("frame JSON is nested too deeply") from None
+    if not isinstance(value, dict):
+        raise FrameError(f"frame holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+async def read_frame(
+    reader: asyncio.StreamReader, max_bytes: int, body_timeout: float | None = None
+) -> dict[str, Any] | None:
+    """Read one frame; None on a clean end of stream between frames.
+
+    Waiting for a frame to begin is unbounded (flows may be idle); once its first byte has
+    arrived, the rest must follow within `body_timeout` seconds. Raises FrameError for a frame
+    that is too large (without reading its body), malformed, truncated or held too long.
+    """
+    try:
+        first = await reader.readexactly(1)
+    except asyncio.IncompleteReadError:
+        return None
+    try:
+        async with asyncio.timeout(body_timeout):
+            size = frame_length(first + await reader.readexactly(HEADER.size - 1), max_bytes)
+            body = await reader.readexactly(size)
+    except asyncio.IncompleteReadError as err:
+        raise FrameError(
+            f"connection closed in the middle of a frame ({len(err.partial)} bytes of "
+            f"{err.expected} read)") from None
+    except TimeoutError:
+        raise FrameError(f"frame not completed within {body_timeout} s") from None
+    return decode_body(body)
