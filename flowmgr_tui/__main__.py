@@ -1,32 +1,163 @@
-"""`flowmgr`: the panel; `--server-only` runs the headless service."""
+"""`flowmgr`: the panel on the in-process core; `--serve` adds the API, `--connect` goes remote."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from server import __version__
+from server.core.config import Settings, load_settings
+from server.core.errors import ConfigError
+
+__all__ = ["main", "build_parser", "EmbeddedServer"]
+
+logger = logging.getLogger("flowmgr_tui")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `flowmgr`."""
-    parser = argparse.ArgumentParser(prog="flowmgr", description="Flow Manager")
+    parser = argparse.ArgumentParser(prog="flowmgr", description="Flow Manager control panel")
     parser.add_argument("--version", action="version", version=f"flowmgr {__version__}")
     parser.add_argument("--server-only", action="store_true", help="run the headless service")
-    parser.add_argument("--config", help="path of config.json (default: CONFIG_FILE or ./config.json)")
-    parser.add_argument("--host", help="listen address (overrides HOST)")
-    parser.add_argument("--port", type=int, help="listen port (overrides PORT)")
+    parser.add_argument("--config", help="config.json (default: CONFIG_FILE or ./config.json)")
+    parser.add_argument("--serve", action="store_true",
+                        help="also serve the Socket.IO API from this process "
+                             "(config: server.serve_in_panel)")
+    parser.add_argument("--host", help="listen address for --serve (overrides HOST)")
+    parser.add_argument("--port", type=int, help="listen port for --serve (overrides PORT)")
+    parser.add_argument("--connect", metavar="URL",
+                        help="drive a remote flow manager, e.g. http://host:8000")
+    parser.add_argument("--token", help="token for --connect (default: FLOWMGR_TOKEN)")
+    parser.add_argument("--log-file", help="where the panel logs (default: "
+                        "$XDG_STATE_HOME/flowmgr/panel.log)")
     return parser
+
+
+class EmbeddedServer:
+    """The API under uvicorn on the panel's loop, sharing its manager; the panel owns signals."""
+
+    def __init__(self, manager: Any, settings: Settings, host: str | None,
+                 port: int | None) -> None:
+        from server.api.app import create_app
+        from server.api.serving import GracefulServer, uvicorn_config
+
+        class _PanelServer(GracefulServer):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                # The panel reads Ctrl+C as a key and quits; uvicorn must not take the signals.
+                yield
+
+        self.asgi = create_app(manager, settings)
+        self.server = _PanelServer(uvicorn_config(self.asgi, settings, host=host, port=port))
+
+    async def run(self) -> None:
+        """Serve until `request_stop`."""
+        await self.server.serve()
+
+    def request_stop(self) -> None:
+        """Ask uvicorn to shut down gracefully."""
+        self.server.should_exit = True
+
+    @property
+    def address(self) -> str:
+        """`http://host:port` as bound (port 0 resolved), or the configured one before that."""
+        for srv in getattr(self.server, "servers", []):
+            for sock in srv.sockets:
+                host, port = sock.getsockname()[:2]
+                return f"http://{host}:{port}"
+        cfg = self.server.config
+        return f"http://{cfg.host}:{cfg.port}"
+
+    @property
+    def clients(self) -> int:
+        """Connected Socket.IO clients (a memory read)."""
+        return len(getattr(self.asgi.sio.eio, "sockets", {}))
+
+    def status(self) -> str:
+        """`serving http://0.0.0.0:8000 | 2 clients`."""
+        if not self.server.started:
+            return "API starting..."
+        n = self.clients
+        return f"serving {self.address} | {n} client{'' if n == 1 else 's'}"
+
+
+def _log_to_file(settings: Settings, path: str | None) -> Path:
+    """The panel owns the terminal: every logger writes to a file instead."""
+    if path is None:
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        path = str(Path(state) / "flowmgr" / "panel.log")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(target, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    return target
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from flowmgr_tui.app import FlowMgrApp, Service
+
+    services: list[Service] = []
+    if args.connect:
+        from flowmgr_tui.remote import RemoteBackend
+
+        token = args.token or os.environ.get("FLOWMGR_TOKEN") or settings.server.token
+        backend: Any = RemoteBackend(args.connect, token=token)
+        app = FlowMgrApp(backend, start_backend=True, mode=f"remote {args.connect}",
+                         server_status=backend.status_text,
+                         default_image=settings.docker.default_image)
+    else:
+        from server.core.manager import ContainerManager
+
+        backend = ContainerManager(settings)
+        if args.serve or settings.server.serve_in_panel:
+            services.append(EmbeddedServer(backend, settings, args.host, args.port))
+        app = FlowMgrApp(backend, start_backend=True, services=services,
+                         default_image=settings.docker.default_image)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: app.call_later(app.action_quit))
+    try:
+        await app.run_async()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        for service in services:
+            service.request_stop()
+        await backend.stop()
+    return app.return_code or 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `flowmgr` console script."""
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    if not args.server_only:
-        build_parser().print_help()
-        return 0
-    build_parser().print_help()
-    return 0
+    if args.server_only:
+        from server.__main__ import main as server_main
+
+        return server_main([a for a in argv if a != "--server-only"])
+    overrides: dict[str, Any] = {}
+    if args.host is not None:
+        overrides["server__host"] = args.host
+    if args.port is not None:
+        overrides["server__port"] = args.port
+    try:
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as err:
+        sys.stderr.write(f"flowmgr: {err}\n")
+        return 2
+    _log_to_file(settings, args.log_file)
+    return asyncio.run(_run(args, settings))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,190 @@
+"""FlowMgrApp: wiring only: the backend, the event bridge, screens, keys and the palette."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from datetime import datetime
+from typing import Protocol
+
+from textual.app import App
+from textual.binding import Binding
+
+from flowmgr_tui.actions import ActionRunner, describe_error
+from flowmgr_tui.backend import Backend
+from flowmgr_tui.bridge import CoreEvents, EventBridge
+from flowmgr_tui.commands import ContainerCommands
+from flowmgr_tui.panel_state import PanelState
+from flowmgr_tui.screens.container_detail import ContainerDetailScreen
+from flowmgr_tui.screens.create_form import CreateForm
+from flowmgr_tui.screens.dashboard import DashboardScreen
+from flowmgr_tui.screens.help import HelpScreen
+from server.core.events import DockerConnectionLost, DockerConnectionRestored, now
+
+__all__ = ["FlowMgrApp", "Service"]
+
+logger = logging.getLogger(__name__)
+
+RETRY_MAX = 30.0
+"""Longest wait between attempts to start a core whose engine does not answer."""
+
+
+class Service(Protocol):
+    """Something that runs beside the panel on its loop (the embedded API server)."""
+
+    async def run(self) -> None:
+        """Serve until asked to stop."""
+        ...
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop; `run` returns when done."""
+        ...
+
+    def status(self) -> str:
+        """One line for the header: where it listens, how many clients."""
+        ...
+
+
+class FlowMgrApp(App[None]):
+    """The panel; the same screens whether the backend is local or remote."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "flowmgr"
+    COMMANDS = App.COMMANDS | {ContainerCommands}
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="app.quit", tooltip="Leave the panel"),
+        Binding("ctrl+c", "quit", "Quit", id="app.quit2", show=False, priority=True,
+                tooltip="Leave the panel"),
+        Binding("question_mark", "help", "Help", id="app.help", tooltip="All keys"),
+    ]
+
+    def __init__(self, backend: Backend, *, start_backend: bool = False,
+                 clock: Callable[[], datetime] = now, mode: str = "local",
+                 server_status: Callable[[], str] | None = None,
+                 services: Sequence[Service] = (),
+                 default_image: str = "", bridge_interval: float = 0.25) -> None:
+        super().__init__()
+        self.backend = backend
+        self.clock = clock
+        """Time source for uptimes (snapshot tests freeze it)."""
+        self.mode = mode
+        """Shown in the header: "local", or the server URL in remote mode."""
+        self.default_image = default_image
+        self.busy: dict[str, str] = {}
+        """Container id -> the action in flight on it."""
+        self._start_backend = start_backend
+        self._services = list(services)
+        if server_status is None and self._services:
+            server_status = self._services[0].status
+        self._server_status = server_status
+        # Subscribe before reading the snapshot, so no event falls between the two.
+        self.bridge = EventBridge(backend.bus, min_interval=bridge_interval)
+        # A core we are about to start has not looked yet: no banner until it has.
+        self.state = PanelState(backend.snapshot(), backend.docker_available or start_backend)
+        self.state.seed(backend.recent_activity(), backend.recent_crashes())
+        self.runner = ActionRunner(self, backend)
+
+    def on_mount(self) -> None:
+        """Show the dashboard, start pumping events, start the core when asked to."""
+        self.push_screen(DashboardScreen())
+        self.bridge.start(self)
+        self._update_subtitle()
+        if self._server_status is not None:
+            self.set_interval(2.0, self._update_subtitle)
+        if self._start_backend or self._services:
+            self.run_worker(self._start_core(), name="start core", group="core",
+                            exit_on_error=False)
+
+    def on_core_events(self, message: CoreEvents) -> None:
+        """Fold events into the state and hand the changes to the open screens."""
+        changes = self.state.apply(message.events)
+        for screen in self.screen_stack:
+            if isinstance(screen, DashboardScreen | ContainerDetailScreen):
+                screen.ingest(changes, message.events)
+
+    # --- used by screens, the runner and the palette -------------------------------------
+
+    def names(self) -> dict[str, str]:
+        """Container id -> name, for activity lines."""
+        return {cid: snap.name for cid, snap in self.state.containers.items()}
+
+    def set_busy(self, container_id: str, verb: str | None) -> None:
+        """Mark a container as having an action in flight (None: done)."""
+        if verb is None:
+            self.busy.pop(container_id, None)
+        else:
+            self.busy[container_id] = verb
+        for screen in self.screen_stack:
+            if isinstance(screen, DashboardScreen):
+                screen.table.set_busy(container_id, verb)
+
+    def open_detail(self, container_id: str) -> None:
+        """Push the detail view of one container."""
+        self.push_screen(ContainerDetailScreen(container_id))
+
+    def open_create_form(self) -> None:
+        """Push the create form."""
+        self.push_screen(CreateForm(self.backend, self.default_image))
+
+    def action_help(self) -> None:
+        """Show every key."""
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_container(self, verb: str, container_id: str) -> None:
+        """Run a verb on a container (the palette calls this)."""
+        if verb == "open":
+            self.open_detail(container_id)
+        else:
+            self.runner.request(verb, container_id)
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _update_subtitle(self) -> None:
+        extra = f" | {self._server_status()}" if self._server_status else ""
+        self.sub_title = f"{self.mode}{extra}"
+
+    async def action_quit(self) -> None:
+        """Stop the services gracefully (clients are told goodbye), then leave."""
+        for service in self._services:
+            service.request_stop()
+        workers = [w for w in self.workers if w.group == "services"]
+        # Best effort: a service that does not stop in time is cancelled with the app.
+        with suppress(Exception):
+            async with asyncio.timeout(5):
+                for worker in workers:
+                    await worker.wait()
+        self.exit()
+
+    async def _start_core(self) -> None:
+        """Start the backend (if ours to start), then the services beside it."""
+        if self._start_backend:
+            await self._start_backend_with_retry()
+        for service in self._services:
+            self.run_worker(service.run(), name="service", group="services",
+                            exit_on_error=False)
+        self._update_subtitle()
+
+    async def _start_backend_with_retry(self) -> None:
+        """While the backend cannot start, show why and retry with backoff."""
+        delay, failed = 1.0, False
+        while True:
+            try:
+                await self.backend.start()
+            except Exception as err:  # shown in the banner and retried; never fatal
+                logger.warning("core did not start (%s); retrying in %.0fs",
+                               describe_error(err), delay)
+                self.post_message(CoreEvents([DockerConnectionLost(reason=describe_error(err))]))
+                failed = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            if self.backend.docker_available:
+                if failed or not self.state.docker_available:
+                    self.post_message(CoreEvents([DockerConnectionRestored()]))
+            else:
+                self.post_message(CoreEvents([DockerConnectionLost(
+                    reason="no answer yet")]))
+            return

@@ -1,0 +1,62 @@
+"""What the panel needs from a core: the local ContainerManager and the remote adapter both fit."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from server.core.bus import EventBus
+from server.core.events import ActivityLogged, ContainerCrashed
+from server.core.models import ContainerSnapshot, CreateSpec
+
+__all__ = ["Backend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The slice of `ContainerManager` the screens use; nothing here may call Docker directly."""
+
+    bus: EventBus
+
+    @property
+    def docker_available(self) -> bool:
+        """Whether the engine answered last time the core looked."""
+        ...
+
+    async def start(self) -> None:
+        """Connect and begin publishing events."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop publishing; managed containers keep running."""
+        ...
+
+    def snapshot(self) -> list[ContainerSnapshot]:
+        """Every managed container, from memory."""
+        ...
+
+    def get(self, ref: str) -> ContainerSnapshot:
+        """One container by full id, unique prefix or name."""
+        ...
+
+    def recent_activity(
+        self, container_id: str | None = None, limit: int = 200
+    ) -> list[ActivityLogged]:
+        """The newest activity lines (oldest first)."""
+        ...
+
+    def recent_crashes(
+        self, container_id: str | None = None, limit: int = 50
+    ) -> list[ContainerCrashed]:
+        """The newest crash reports (oldest first)."""
+        ...
+
+    async def create_container(self, spec: CreateSpec) -> ContainerSnapshot: ...
+    async def start_container(self, ref: str) -> ContainerSnapshot: ...
+    async def stop_container(self, ref: str) -> ContainerSnapshot: ...
+    async def restart_container(self, ref: str) -> ContainerSnapshot: ...
+    async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot: ...
+    async def delete_container(self, ref: str) -> str: ...
+    async def get_logs(self, ref: str, tail: int = 100) -> list[str]: ...
+    async def follow_logs(self, ref: str) -> str: ...
+    async def unfollow_logs(self, container_id: str) -> None: ...
+    async def send_message(self, ref: str, message: dict[str, Any]) -> None: ...

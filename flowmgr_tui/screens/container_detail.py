@@ -1,0 +1,255 @@
+"""ContainerDetailScreen: graphs, live logs, messages and activity of one container."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import psutil
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, TabbedContent, TabPane
+
+from flowmgr_tui.actions import describe_error
+from flowmgr_tui.formatting import health_text, percent, size, state_text, uptime_exact
+from flowmgr_tui.panel_state import HISTORY_SAMPLES, Changes
+from flowmgr_tui.widgets.activity_list import ActivityList
+from flowmgr_tui.widgets.docker_banner import DockerBanner
+from flowmgr_tui.widgets.log_pane import LogPane
+from flowmgr_tui.widgets.message_pane import MessagePane
+from flowmgr_tui.widgets.resource_graph import ResourceGraph
+from server.core.events import ActivityLogged, ContainerCrashed, Event, LogLineReceived
+from server.core.models import ContainerSnapshot
+
+if TYPE_CHECKING:
+    from flowmgr_tui.app import FlowMgrApp
+
+__all__ = ["ContainerDetailScreen", "HOST_INTERVAL"]
+
+HOST_INTERVAL = 2.0
+"""Seconds between host CPU/memory samples while this screen is open."""
+TABS = ("overview", "logs", "messages", "activity")
+
+
+class ContainerDetailScreen(Screen[None]):
+    """Follows the container's logs while open and stops following when closed."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="detail.back", tooltip="Back to the list"),
+        Binding("1", "tab('overview')", "Graphs", id="detail.overview", tooltip="Graphs"),
+        Binding("2", "tab('logs')", "Logs", id="detail.logs", tooltip="Live logs"),
+        Binding("3", "tab('messages')", "Messages", id="detail.messages", tooltip="Messages"),
+        Binding("4", "tab('activity')", "Activity", id="detail.activity", tooltip="Activity"),
+        Binding("s", "act('start')", "Start", id="detail.start", show=False, tooltip="Start"),
+        Binding("x", "act('stop')", "Stop", id="detail.stop", tooltip="Stop"),
+        Binding("r", "act('restart')", "Restart", id="detail.restart", tooltip="Restart"),
+        Binding("u", "act('update')", "Update", id="detail.update", show=False,
+                tooltip="Update code"),
+        Binding("d", "act('delete')", "Delete", id="detail.delete", show=False,
+                tooltip="Delete (asks)"),
+    ]
+
+    def __init__(self, container_id: str, *, host_interval: float = HOST_INTERVAL) -> None:
+        super().__init__()
+        self.container_id = container_id
+        """Full id of the container shown."""
+        self.host_interval = host_interval
+        self._host_cpu: deque[float] = deque(maxlen=HISTORY_SAMPLES)
+        self._host_mem: deque[float] = deque(maxlen=HISTORY_SAMPLES)
+        self._followed: str | None = None
+        self._early_lines: list[str] | None = []
+
+    @property
+    def fm(self) -> FlowMgrApp:
+        """The app, typed."""
+        from flowmgr_tui.app import FlowMgrApp
+
+        assert isinstance(self.app, FlowMgrApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        """Summary line over four tabs."""
+        yield Header(icon="=")
+        yield DockerBanner(id="docker-banner")
+        yield Label("", id="detail-summary")
+        with TabbedContent(initial="overview"):
+            with TabPane("Graphs 1", id="overview"):
+                with Grid(id="graphs"):
+                    yield ResourceGraph("CPU", id="graph-cpu")
+                    yield ResourceGraph("Memory", id="graph-mem")
+                    yield ResourceGraph("Host CPU", id="graph-host-cpu")
+                    yield ResourceGraph("Host memory", id="graph-host-mem")
+                yield Label("", id="detail-info")
+            with TabPane("Logs 2", id="logs"):
+                yield LogPane(id="log-pane")
+            with TabPane("Messages 3", id="messages"):
+                yield MessagePane(id="message-pane")
+            with TabPane("Activity 4", id="activity"):
+                yield ActivityList(crash_tail=20, id="detail-activity")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Fill from the state, then start following logs and sampling the host."""
+        state = self.fm.state
+        self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
+        self._show_snapshot()
+        self._show_graphs()
+        self.query_one(MessagePane).add(state.messages.get(self.container_id, ()))
+        history: list[ActivityLogged | ContainerCrashed] = [*state.activity, *state.crashes]
+        mine = sorted((e for e in history if e.container_id == self.container_id),
+                      key=lambda e: e.at)
+        self.query_one(ActivityList).add(mine, self.fm.names())
+        self._follow(self.query_one(LogPane).tail)
+        self._sample_host()
+
+    def on_unmount(self) -> None:
+        """Stop following; the app runs it since this screen's workers are gone."""
+        if self._followed is not None:
+            self.fm.run_worker(self.fm.backend.unfollow_logs(self._followed),
+                               group="core", exit_on_error=False)
+
+    def ingest(self, changes: Changes, events: list[Event]) -> None:
+        """Apply one batch of core events that concern this container."""
+        cid = self.container_id
+        if cid in changes.removed:
+            self.notify(f"{self._display_name()} was removed", severity="warning")
+            self.dismiss()
+            return
+        if cid in changes.rows:
+            self._show_snapshot()
+        if cid in changes.samples:
+            self._show_graphs()
+        if changes.docker:
+            state = self.fm.state
+            self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
+        lines = [e.line for e in events if isinstance(e, LogLineReceived) and e.container_id == cid]
+        if lines:
+            if self._early_lines is not None:
+                self._early_lines.extend(lines)
+            else:
+                self.query_one(LogPane).append(lines)
+        if cid in changes.messages:
+            box = self.fm.state.messages.get(cid, ())
+            new = [m for m in box if any(m.at == e.at for e in events)]
+            self.query_one(MessagePane).add(new)
+        if changes.activity:
+            mine = [e for e in events if isinstance(e, ActivityLogged | ContainerCrashed)
+                    and e.container_id == cid]
+            self.query_one(ActivityList).add(mine, self.fm.names())
+
+    # --- workers -------------------------------------------------------------------------
+
+    @work(group="logs", exclusive=True, exit_on_error=False)
+    async def _follow(self, tail: int) -> None:
+        pane = self.query_one(LogPane)
+        self._early_lines = []
+        try:
+            if self._followed is None:
+                self._followed = await self.fm.backend.follow_logs(self.container_id)
+            old = await self.fm.backend.get_logs(self.container_id, tail=tail)
+        except Exception as err:  # shown in the pane: logs are optional, the screen works on
+            pane.load([f"[logs unavailable: {describe_error(err)}]"])
+            self._early_lines = None
+            return
+        early, self._early_lines = self._early_lines or [], None
+        # Lines that arrived while the tail loaded may repeat its end: keep only new ones.
+        recent = set(old[-len(early):]) if early else set()
+        pane.load([*old, *(line for line in early if line not in recent)])
+
+    @work(group="host-stats", exclusive=True, exit_on_error=False)
+    async def _sample_host(self) -> None:
+        await asyncio.to_thread(psutil.cpu_percent, None)  # primes the counter
+        while True:
+            await asyncio.sleep(self.host_interval)
+            cpu, mem = await asyncio.to_thread(lambda: (psutil.cpu_percent(None),
+                                                        psutil.virtual_memory()))
+            self._host_cpu.append(cpu)
+            self._host_mem.append(mem.percent)
+            self.query_one("#graph-host-cpu", ResourceGraph).show(
+                self._host_cpu, f"{cpu:.1f}% of {psutil.cpu_count()} cores")
+            self.query_one("#graph-host-mem", ResourceGraph).show(
+                self._host_mem, f"{size(mem.used)} of {size(mem.total)} ({mem.percent:.0f}%)")
+
+    # --- handlers and actions ------------------------------------------------------------
+
+    def on_log_pane_tail_changed(self, event: LogPane.TailChanged) -> None:
+        """Reload with the new tail length."""
+        self._follow(event.tail)
+
+    def on_message_pane_send_requested(self, event: MessagePane.SendRequested) -> None:
+        """Send the checked JSON in a worker."""
+        self._send(event.message)
+
+    @work(group="commands", exit_on_error=False)
+    async def _send(self, message: dict[str, object]) -> None:
+        pane = self.query_one(MessagePane)
+        try:
+            await self.fm.backend.send_message(self.container_id, message)
+        except Exception as err:  # the typed error is shown under the editor
+            pane.show_error(describe_error(err))
+            self.notify(describe_error(err), title="Send failed", severity="error")
+        else:
+            self.notify(f"sent to {self._display_name()}", title="Message", timeout=2)
+
+    def action_back(self) -> None:
+        """Back to the list."""
+        self.dismiss()
+
+    def action_tab(self, tab: str) -> None:
+        """Switch tabs; the logs tab takes focus so its keys work at once."""
+        self.query_one(TabbedContent).active = tab
+        focus = {"logs": "#log-view", "messages": "#msg-editor", "activity": "#detail-activity"}
+        if tab in focus:
+            self.query_one(focus[tab]).focus()
+
+    def action_act(self, verb: str) -> None:
+        """Run a verb on this container."""
+        self.fm.runner.request(verb, self.container_id)
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _snap(self) -> ContainerSnapshot | None:
+        return self.fm.state.containers.get(self.container_id)
+
+    def _display_name(self) -> str:
+        snap = self._snap()
+        return snap.name if snap else self.container_id[:12]
+
+    def _show_snapshot(self) -> None:
+        snap = self._snap()
+        if snap is None:
+            return
+        now: datetime = self.fm.clock()
+        up = now - snap.started_at if snap.started_at and snap.state == "running" else None
+        line = Text.assemble((snap.name, "bold"), f"  {snap.short_id}  {snap.image}  ",
+                             state_text(snap.state, self.fm.busy.get(snap.id)), "  ",
+                             health_text(snap.health), f"  up {uptime_exact(up)}  sock ",
+                             "on" if snap.socket_connected else "off")
+        self.query_one("#detail-summary", Label).update(line)
+        ports = ", ".join(f"{h}->{c}" for c, h in snap.ports.items()) or "none"
+        last = snap.last_communication.isoformat(timespec="seconds") \
+            if snap.last_communication else "never"
+        exit_code = "" if snap.exit_code is None else f"   exit code: {snap.exit_code}"
+        self.query_one("#detail-info", Label).update(
+            f"created: {snap.created.isoformat(timespec='seconds')}   ports: {ports}{exit_code}\n"
+            f"socket: {snap.socket_path}   last message: {last}")
+
+    def _show_graphs(self) -> None:
+        hist = self.fm.state.history.get(self.container_id, ())
+        snap = self._snap()
+        res = snap.resources if snap else None
+        cpu = [s.cpu_percent for s in hist]
+        mem = [float(s.memory_usage) for s in hist]
+        self.query_one("#graph-cpu", ResourceGraph).show(
+            cpu, f"{percent(res.cpu_percent if res else None)} "
+                 f"(max {max(cpu, default=0.0):.1f}%, {len(cpu)} samples)")
+        limit = f" of {size(res.memory_limit)}" if res else ""
+        self.query_one("#graph-mem", ResourceGraph).show(
+            mem, f"{size(res.memory_usage if res else None)}{limit}")
+

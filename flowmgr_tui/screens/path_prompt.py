@@ -1,0 +1,56 @@
+"""PathPrompt: ask for a path (the new code of a flow); None when cancelled."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label
+
+__all__ = ["PathPrompt"]
+
+
+class PathPrompt(ModalScreen[str | None]):
+    """An absolute path, checked before the dialog closes."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="path.cancel", tooltip="Close")]
+
+    def __init__(self, title: str, prompt: str) -> None:
+        super().__init__()
+        self._title = title
+        self._prompt = prompt
+
+    def compose(self) -> ComposeResult:
+        """Title, input, error line, buttons."""
+        with Vertical(classes="dialog"):
+            yield Label(self._title, classes="dialog-title")
+            yield Label(self._prompt)
+            yield Input(placeholder="/srv/flows/my-flow", id="path")
+            yield Label("", id="path-error", classes="field-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Update", variant="primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter submits."""
+        event.stop()
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        """Update submits, Cancel closes."""
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        """Close without a path."""
+        self.dismiss(None)
+
+    def _submit(self) -> None:
+        path = self.query_one("#path", Input).value.strip()
+        if not path.startswith("/"):
+            self.query_one("#path-error", Label).update("an absolute path is needed (/...)")
+            return
+        self.dismiss(path)

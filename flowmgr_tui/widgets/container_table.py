@@ -1,0 +1,259 @@
+"""ContainerTable: one row per managed container, updated cell by cell in place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import DataTable
+from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+
+from flowmgr_tui.formatting import health_text, percent, size, state_text, uptime
+from server.core.models import STATES, ContainerSnapshot
+
+__all__ = ["ContainerTable", "COLUMNS"]
+
+COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("name", "Name", 16),
+    ("id", "ID", 12),
+    ("image", "Image", 13),
+    ("state", "State", 12),
+    ("health", "Health", 12),
+    ("cpu", "CPU", 6),
+    ("mem", "Memory", 7),
+    ("net", "Net rx/tx", 12),
+    ("uptime", "Up", 6),
+    ("socket", "Sock", 4),
+)
+"""Column key, header label, width (fixed, so an update never re-measures the table)."""
+
+_STATE_ORDER = {s: i for i, s in enumerate(STATES)}
+
+
+def _sort_value(snap: ContainerSnapshot, column: str) -> Any:
+    res = snap.resources
+    values: dict[str, Callable[[], Any]] = {
+        "name": lambda: snap.name.lower(),
+        "id": lambda: snap.id,
+        "image": lambda: snap.image,
+        "state": lambda: _STATE_ORDER.get(snap.state, 99),
+        "health": lambda: snap.health,
+        "cpu": lambda: res.cpu_percent if res else -1.0,
+        "mem": lambda: res.memory_usage if res else -1,
+        "net": lambda: res.network_rx_bytes + res.network_tx_bytes if res else -1,
+        "uptime": lambda: -(snap.started_at.timestamp()) if snap.started_at else 1e18,
+        "socket": lambda: snap.socket_connected,
+    }
+    return (values[column](), snap.name.lower())
+
+
+class ContainerTable(DataTable[Any]):
+    """Rows keyed by full container id; only cells whose text changed are rewritten."""
+
+    class ContainerSelected(Message):
+        """The cursor moved onto a container (or off the last one: None)."""
+
+        def __init__(self, container_id: str | None) -> None:
+            super().__init__()
+            self.container_id = container_id
+
+    class OpenRequested(Message):
+        """The user chose a container (Enter or a click on the selected row)."""
+
+        def __init__(self, container_id: str) -> None:
+            super().__init__()
+            self.container_id = container_id
+
+    def __init__(self, *, clock: Callable[[], datetime], name: str | None = None,
+                 id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, name=name, id=id,
+                         classes=classes)
+        self._clock = clock
+        self._all: dict[str, ContainerSnapshot] = {}
+        self._cells: dict[str, tuple[Any, ...]] = {}
+        self._busy: dict[str, str] = {}
+        self.filter_text = ""
+        """Rows whose name, id, image or state contain this (case-insensitive) are shown."""
+        self.sort_column = "name"
+        self.sort_reverse = False
+        self._pinned = False
+        """Set once the user moves the cursor: from then on it follows its container."""
+
+    def on_mount(self) -> None:
+        """Add the fixed-width columns."""
+        for key, label, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
+        self.fixed_columns = 1
+
+    # --- data in -------------------------------------------------------------------------
+
+    def upsert(self, snaps: Iterable[ContainerSnapshot]) -> None:
+        """Add new rows and rewrite changed cells of known ones; re-sort when order may change."""
+        resort = False
+        for snap in snaps:
+            old = self._all.get(snap.id)
+            self._all[snap.id] = snap
+            if not self._matches(snap):
+                self._drop_row(snap.id)
+                continue
+            if snap.id not in self._cells:
+                self._add(snap)
+                resort = True
+            else:
+                resort |= self._patch(snap) and old is not None and (
+                    _sort_value(old, self.sort_column) != _sort_value(snap, self.sort_column))
+        if resort:
+            self.apply_sort()
+
+    def remove_containers(self, container_ids: Iterable[str]) -> None:
+        """Forget containers that are gone."""
+        for cid in container_ids:
+            self._all.pop(cid, None)
+            self._busy.pop(cid, None)
+            self._drop_row(cid)
+
+    def refresh_clock(self) -> None:
+        """Recompute the uptime column (coarse, so this rarely changes a cell)."""
+        for cid in list(self._cells):
+            self._patch(self._all[cid])
+
+    def set_busy(self, container_id: str, verb: str | None) -> None:
+        """Show `* stopping` in the state cell while an action runs; None clears it."""
+        if verb is None:
+            self._busy.pop(container_id, None)
+        else:
+            self._busy[container_id] = verb
+        if container_id in self._cells:
+            self._patch(self._all[container_id])
+
+    def set_filter(self, text: str) -> None:
+        """Show only matching rows; rows come back in sort order when the filter widens."""
+        self.filter_text = text.strip().lower()
+        changed = False
+        for cid, snap in self._all.items():
+            if self._matches(snap) and cid not in self._cells:
+                self._add(snap)
+                changed = True
+            elif not self._matches(snap) and cid in self._cells:
+                self._drop_row(cid)
+        if changed:
+            self.apply_sort()
+
+    def sort_by(self, column: str, reverse: bool | None = None) -> None:
+        """Sort by `column`; the same column again flips the order."""
+        if reverse is None:
+            reverse = not self.sort_reverse if column == self.sort_column else False
+        self.sort_column, self.sort_reverse = column, reverse
+        self.apply_sort()
+
+    def apply_sort(self) -> None:
+        """Reorder rows, keeping the cursor on the same container."""
+        keep = self.selected_id
+        values = {snap.short_id: _sort_value(snap, self.sort_column)
+                  for cid, snap in self._all.items() if cid in self._cells}
+        self.sort("id", key=lambda short: values[str(short)], reverse=self.sort_reverse)
+        if self._pinned and keep is not None and keep in self._cells:
+            self.move_cursor(row=self.get_row_index(keep), animate=False)
+        elif not self._pinned:
+            self.move_cursor(row=0, animate=False)
+
+    # --- data out ------------------------------------------------------------------------
+
+    @property
+    def selected_id(self) -> str | None:
+        """Full id of the container under the cursor."""
+        if not self._cells or self.row_count == 0:
+            return None
+        try:
+            return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+        except (CellDoesNotExist, RowDoesNotExist):
+            return None
+
+    def select(self, container_id: str) -> None:
+        """Move the cursor to a container's row if it is shown."""
+        if container_id in self._cells:
+            self._pinned = True
+            self.move_cursor(row=self.get_row_index(container_id), animate=False)
+
+    @property
+    def shown_ids(self) -> list[str]:
+        """Ids of the rows on display, in table order."""
+        return [str(row.key.value) for row in self.ordered_rows]
+
+    def cell_text(self, container_id: str, column: str) -> str:
+        """The plain text of one cell (tests and the tmux harness read this)."""
+        return str(self._cells[container_id][[c[0] for c in COLUMNS].index(column)])
+
+    # --- handlers ------------------------------------------------------------------------
+
+    def on_key(self) -> None:
+        """Any key on the table pins the cursor to the container under it."""
+        self._pinned = True
+
+    def on_click(self) -> None:
+        """So does a click."""
+        self._pinned = True
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """Tell the screen which container is selected."""
+        event.stop()
+        self.post_message(self.ContainerSelected(self.selected_id))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a row opens its detail."""
+        event.stop()
+        self.post_message(self.OpenRequested(str(event.row_key.value)))
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        """A click on a header sorts by that column."""
+        event.stop()
+        self.sort_by(str(event.column_key.value))
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _matches(self, snap: ContainerSnapshot) -> bool:
+        if not self.filter_text:
+            return True
+        hay = f"{snap.name} {snap.id[:12]} {snap.image} {snap.state} {snap.health}".lower()
+        return self.filter_text in hay
+
+    def _cells_for(self, snap: ContainerSnapshot) -> tuple[Any, ...]:
+        res = snap.resources
+        net = "-" if res is None else (
+            f"{size(res.network_rx_bytes)}/{size(res.network_tx_bytes)}")
+        return (
+            Text(snap.name, style="bold"),
+            snap.short_id,
+            snap.image,
+            state_text(snap.state, self._busy.get(snap.id)),
+            health_text(snap.health),
+            percent(res.cpu_percent if res else None),
+            size(res.memory_usage if res else None),
+            net,
+            uptime(snap.started_at, self._clock()) if snap.state == "running" else "-",
+            "on" if snap.socket_connected else "--",
+        )
+
+    def _add(self, snap: ContainerSnapshot) -> None:
+        cells = self._cells_for(snap)
+        self._cells[snap.id] = cells
+        self.add_row(*cells, key=snap.id)
+
+    def _patch(self, snap: ContainerSnapshot) -> bool:
+        """Rewrite only the cells whose text differs; return whether any did."""
+        new = self._cells_for(snap)
+        old = self._cells[snap.id]
+        if new == old:
+            return False
+        self._cells[snap.id] = new
+        for (key, _, _), before, after in zip(COLUMNS, old, new, strict=True):
+            if before != after:
+                self.update_cell(snap.id, key, after)
+        return True
+
+    def _drop_row(self, container_id: str) -> None:
+        if self._cells.pop(container_id, None) is not None:
+            self.remove_row(container_id)

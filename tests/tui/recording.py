@@ -1,0 +1,125 @@
+"""Recorded core events as JSON lines: encode, decode, and a backend that replays them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from server.core import events as ev_mod
+from server.core.bus import EventBus
+from server.core.errors import InternalError
+from server.core.events import ActivityLogged, ContainerCrashed, Event
+from server.core.models import ContainerSnapshot
+
+__all__ = ["encode", "decode", "load", "dump", "ReplayBackend"]
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _from_json(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _from_json(args[0], value) if len(args) == 1 else value
+    if tp is datetime:
+        return datetime.fromisoformat(value)
+    if tp is timedelta:
+        return timedelta(seconds=value)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        return tp(**{k: _from_json(hints[k], v) for k, v in value.items()})
+    return value
+
+
+def encode(event: Event) -> str:
+    """One JSON line."""
+    return json.dumps({"type": type(event).__name__, **_to_json(event)}, sort_keys=True)
+
+
+def decode(line: str) -> Event:
+    """Back to the event dataclass."""
+    data = json.loads(line)
+    cls = getattr(ev_mod, data.pop("type"))
+    event = _from_json(cls, data)
+    assert isinstance(event, Event)
+    return event
+
+
+def dump(events: list[Event], path: Path) -> None:
+    """Write a recording."""
+    path.write_text("".join(encode(e) + "\n" for e in events), encoding="utf-8")
+
+
+def load(path: Path) -> list[Event]:
+    """Read a recording."""
+    return [decode(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+class ReplayBackend:
+    """A real EventBus whose events come from a recording; actions are refused."""
+
+    def __init__(self, events: list[Event], logs: dict[str, list[str]] | None = None) -> None:
+        self.bus = EventBus()
+        self.events = events
+        self.logs = logs or {}
+        self.docker_available = True
+
+    def replay(self) -> None:
+        """Publish the whole recording, in order."""
+        for event in self.events:
+            self.bus.publish(event)
+
+    async def start(self) -> None:
+        self.replay()
+
+    async def stop(self) -> None:
+        self.bus.close()
+
+    def snapshot(self) -> list[ContainerSnapshot]:
+        return []
+
+    def get(self, ref: str) -> ContainerSnapshot:
+        raise InternalError("replay backend: no lookups")
+
+    def recent_activity(self, container_id: str | None = None,
+                        limit: int = 200) -> list[ActivityLogged]:
+        return []
+
+    def recent_crashes(self, container_id: str | None = None,
+                       limit: int = 50) -> list[ContainerCrashed]:
+        return []
+
+    async def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise InternalError("replay backend: read-only")
+
+    create_container = start_container = stop_container = restart_container = _refuse
+    update_container = delete_container = send_message = _refuse
+
+    async def get_logs(self, ref: str, tail: int = 100) -> list[str]:
+        return self.logs.get(ref, [])[-tail:]
+
+    async def follow_logs(self, ref: str) -> str:
+        return ref
+
+    async def unfollow_logs(self, container_id: str) -> None:
+        return None
+
