@@ -12,7 +12,7 @@ from textual.widgets import Button, Input, Label
 from flowmgr_tui.actions import describe_error
 from flowmgr_tui.backend import Backend
 from flowmgr_tui.create_fields import build_spec
-from server.core.errors import InvalidRequest
+from server.core.errors import FlowMgrError
 from server.core.models import ContainerSnapshot, CreateSpec
 
 __all__ = ["CreateForm", "FIELDS"]
@@ -103,8 +103,9 @@ class CreateForm(ModalScreen[ContainerSnapshot | None]):
     async def _create(self, spec: CreateSpec) -> None:
         try:
             snap = await self._backend.create_container(spec)
-        except InvalidRequest as err:
-            field = err.field or str(err.details.get("field", ""))
+        except FlowMgrError as err:
+            # The core names the field when it can (a bad name, a taken host port).
+            field = str(err.details.get("field", ""))
             if field in dict.fromkeys(k for k, _, _ in FIELDS):
                 self._show_errors({field: err.message})
             self._status(describe_error(err), error=True)
