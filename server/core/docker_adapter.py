@@ -249,7 +249,9 @@ class DockerAdapter:
             )
             created = api.create_container(
                 image=image, name=name, command=command, environment=environment,
-                labels=labels, ports=list(ports), host_config=host_config, detach=True)
+                labels=labels, host_config=host_config, detach=True,
+                # (port, proto) tuples: docker-py mangles "80/tcp" strings here
+                ports=[(int(p.split("/")[0]), p.split("/")[1]) for p in ports])
             return str(created["Id"])
 
         # a 404 here is a missing network (a missing image is ImageNotFound already)

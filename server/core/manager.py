@@ -87,7 +87,8 @@ class ContainerManager:
             task.cancel()
         _, pending = await asyncio.wait(tasks, timeout=5) if tasks else (set(), set())
         if pending:
-            logger.warning("%d watcher tasks did not stop within 5 s", len(pending))
+            logger.warning("watcher tasks did not stop within 5 s: %s",
+                           ", ".join(t.get_name() for t in pending))
         await self.hub.aclose()
         await self.adapter.close()
         self.monitor.available = False

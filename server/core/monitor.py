@@ -88,10 +88,15 @@ class DockerMonitor:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | _End] = asyncio.Queue()
         since = now() - timedelta(seconds=2)
+
+        def on_item(item: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def on_end(err: BaseException | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, _End(err))
+
         handle = self.adapter.stream_events(
-            {"label": self.labels, "type": ["container"]}, since,
-            lambda item: loop.call_soon_threadsafe(queue.put_nowait, item),
-            lambda err: loop.call_soon_threadsafe(queue.put_nowait, _End(err)))
+            {"label": self.labels, "type": ["container"]}, since, on_item, on_end)
         try:
             await self.resync()
             self.streaming = True
