@@ -8,15 +8,25 @@ from typing import Any
 __all__ = ["MASK", "is_secret_name", "mask_text", "mask_value", "mask_env"]
 
 MASK = "***"
-_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
-# scheme://user:password@host -> scheme://user:***@host
-_URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)([^@\s/]+)(@)")
-# NAME=value inside free text, where NAME looks secret
-_ASSIGNMENT = re.compile(
-    r"\b([A-Za-z_][A-Za-z0-9_]*(?:PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL)[A-Za-z0-9_]*)"
-    r"=(\S+)",
-    re.IGNORECASE,
+_SECRET_NAME = re.compile(
+    r"PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|COOKIE", re.IGNORECASE
 )
+# Every pattern starts only at a word start and uses possessive repeats, and only a secret name
+# makes `_mask_named` read its value, so masking stays linear on hostile text (flows choose what
+# they log). A match holds only the name: `--env=DB_PASSWORD=x` still finds DB_PASSWORD.
+_WORD = r"(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]++)"
+# scheme://user:password@host and scheme://token@host (the run is split in `_url_masked`)
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}+://)(\S++)")
+# NAME=value, NAME="two words" (env lines, query strings, command lines)
+_ASSIGNMENT = (re.compile(rf"{_WORD}="), re.compile(r"[^\s&;,]*+"))
+# "NAME": "value", 'NAME': 'value' or "NAME": 123 (JSON and Python reprs inside messages)
+_QUOTED = (re.compile(r"[\"']([A-Za-z0-9_.-]++)[\"'][ \t]*+:[ \t]*+"), re.compile(r"[^\s,}\]]*+"))
+# NAME: value in prose ("password: hunter2", "X-Api-Key: abc"); the whole line for Authorization
+_COLON = (re.compile(rf"{_WORD}:[ \t]*+"), re.compile(r"\S*+"))
+_AUTHORIZATION = re.compile(r"\b((?:Proxy-)?Authorization)(:[ \t]*+)[^\r\n]++", re.IGNORECASE)
+_BEARER = re.compile(r"\b(Bearer)([ \t]++)[A-Za-z0-9._~+/=-]{8,}+")
+_MAX_DEPTH = 64
+"""Deeper structures are summarised, so masking never hits the recursion limit."""
 
 
 def is_secret_name(name: str) -> bool:
@@ -25,19 +35,24 @@ def is_secret_name(name: str) -> bool:
 
 
 def mask_text(text: str) -> str:
-    """Mask URL credentials and NAME=value pairs with secret-looking names in free text."""
-    text = _URL_CREDENTIALS.sub(lambda m: m.group(1) + MASK + m.group(3), text)
-    return _ASSIGNMENT.sub(lambda m: f"{m.group(1)}={MASK}", text)
+    """Mask URL credentials and secret-named values (NAME=v, "NAME": "v", NAME: v) in text."""
+    text = _URL.sub(_url_masked, text)
+    for pattern in (_ASSIGNMENT, _QUOTED, _COLON):
+        text = _mask_named(pattern, text)
+    text = _AUTHORIZATION.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
+    return _BEARER.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
 
 
-def mask_value(value: Any, key: str | None = None) -> Any:
-    """Mask recursively: values under secret-looking keys, credentials in any string."""
-    if key is not None and is_secret_name(key) and not isinstance(value, dict | list):
-        return MASK if value not in (None, "") else value
+def mask_value(value: Any, key: str | None = None, *, _depth: int = 0) -> Any:
+    """Mask recursively: everything under secret-looking keys, credentials in any string."""
+    if _depth > _MAX_DEPTH:
+        return "<nested too deeply to show>"
+    if key is not None and is_secret_name(key):
+        return _mask_all(value, _depth)
     if isinstance(value, dict):
-        return {k: mask_value(v, str(k)) for k, v in value.items()}
+        return {k: mask_value(v, str(k), _depth=_depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [mask_value(v) for v in value]
+        return [mask_value(v, _depth=_depth + 1) for v in value]
     if isinstance(value, str):
         return mask_text(value)
     return value
@@ -45,4 +60,63 @@ def mask_value(value: Any, key: str | None = None) -> Any:
 
 def mask_env(env: dict[str, str]) -> dict[str, str]:
     """An environment mapping with secret values masked."""
-    return {k: (MASK if is_secret_name(k) else mask_text(v)) for k, v in env.items()}
+    return {k: (MASK if is_secret_name(str(k)) else mask_value(v)) for k, v in env.items()}
+
+
+def _mask_all(value: Any, depth: int) -> Any:
+    """Every leaf masked (empty ones kept, so "not set" stays visible); the shape kept."""
+    if depth > _MAX_DEPTH:
+        return "<nested too deeply to show>"
+    if isinstance(value, dict):
+        return {k: _mask_all(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_all(v, depth + 1) for v in value]
+    return value if value in (None, "") else MASK
+
+
+def _url_masked(m: re.Match[str]) -> str:
+    """Mask the userinfo of one URL; a password runs to the last '@' (passwords hold '/')."""
+    scheme, rest = m[1], m[2]
+    first_at, colon = rest.find("@"), rest.find(":")
+    path = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if 0 <= colon < first_at and colon < path:
+        last_at = rest.rfind("@")
+        return f"{scheme}{rest[:colon]}:{MASK}{rest[last_at:]}"
+    if 0 <= first_at < path:
+        return f"{scheme}{MASK}{rest[first_at:]}"
+    return m[0]  # no userinfo: any '@' lies in the path or query
+
+
+def _mask_named(patterns: tuple[re.Pattern[str], re.Pattern[str]], text: str) -> str:
+    """Replace the value after each secret-looking name; quotes around it are kept."""
+    name_re, bare_re = patterns
+    out: list[str] = []
+    pos = 0
+    unclosed: set[str] = set()  # quote characters with no closing one left in the text
+    while (m := name_re.search(text, pos)) is not None:
+        start = m.end()
+        out.append(text[pos:start])
+        pos = start
+        if not is_secret_name(m[1]):
+            continue
+        quote = text[start : start + 1]
+        end = -1
+        if quote in ("'", '"') and quote not in unclosed:
+            end = _closing_quote(text, start, quote)
+            if end < 0:
+                unclosed.add(quote)
+        if end < 0:
+            quote = ""
+            end = start + len(bare_re.match(text, start)[0])  # type: ignore[index]
+        out.append(f"{quote}{MASK}{quote}")
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _closing_quote(text: str, start: int, quote: str) -> int:
+    """The index just past the quote closing the one at `start` (escaped ones skipped), or -1."""
+    end = text.find(quote, start + 1)
+    while end > 0 and text[end - 1] == "\\":
+        end = text.find(quote, end + 1)
+    return end + 1 if end > 0 else -1
