@@ -17,7 +17,7 @@ from flowmgr_tui.backend import Backend
 from flowmgr_tui.bridge import CoreEvents, EventBridge
 from flowmgr_tui.commands import ContainerCommands
 from flowmgr_tui.panel_state import PanelState
-from flowmgr_tui.screens.container_detail import ContainerDetailScreen
+from flowmgr_tui.screens.container_detail import ContainerDetailScreen, HostSample, probe_host
 from flowmgr_tui.screens.create_form import CreateForm
 from flowmgr_tui.screens.dashboard import DashboardScreen
 from flowmgr_tui.screens.help import HelpScreen
@@ -64,7 +64,9 @@ class FlowMgrApp(App[None]):
                  clock: Callable[[], datetime] = now, mode: str = "local",
                  server_status: Callable[[], str] | None = None,
                  services: Sequence[Service] = (),
-                 default_image: str = "", bridge_interval: float = 0.25) -> None:
+                 default_image: str = "", bridge_interval: float = 0.25,
+                 host_probe: Callable[[], HostSample] = probe_host,
+                 host_interval: float = 2.0) -> None:
         super().__init__()
         self.backend = backend
         self.clock = clock
@@ -72,6 +74,9 @@ class FlowMgrApp(App[None]):
         self.mode = mode
         """Shown in the header: "local", or the server URL in remote mode."""
         self.default_image = default_image
+        self.host_probe = host_probe
+        """Reads host CPU/memory for the detail view (snapshot tests pass a fixed one)."""
+        self.host_interval = host_interval
         self.busy: dict[str, str] = {}
         """Container id -> the action in flight on it."""
         self._start_backend = start_backend
@@ -122,7 +127,7 @@ class FlowMgrApp(App[None]):
 
     def open_detail(self, container_id: str) -> None:
         """Push the detail view of one container."""
-        self.push_screen(ContainerDetailScreen(container_id))
+        self.push_screen(ContainerDetailScreen(container_id, host_interval=self.host_interval))
 
     def open_create_form(self) -> None:
         """Push the create form."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -30,11 +31,28 @@ from server.core.models import ContainerSnapshot
 if TYPE_CHECKING:
     from flowmgr_tui.app import FlowMgrApp
 
-__all__ = ["ContainerDetailScreen", "HOST_INTERVAL"]
+__all__ = ["ContainerDetailScreen", "HOST_INTERVAL", "HostSample", "probe_host"]
 
 HOST_INTERVAL = 2.0
 """Seconds between host CPU/memory samples while this screen is open."""
-TABS = ("overview", "logs", "messages", "activity")
+
+
+@dataclass(frozen=True, slots=True)
+class HostSample:
+    """Host CPU and memory at one moment."""
+
+    cpu_percent: float
+    cores: int
+    memory_used: int
+    memory_total: int
+    memory_percent: float
+
+
+def probe_host() -> HostSample:
+    """Read the host's CPU and memory with psutil (fast /proc reads; run off the loop anyway)."""
+    mem = psutil.virtual_memory()
+    return HostSample(psutil.cpu_percent(None), psutil.cpu_count() or 1, mem.used, mem.total,
+                      mem.percent)
 
 
 class ContainerDetailScreen(Screen[None]):
@@ -164,17 +182,18 @@ class ContainerDetailScreen(Screen[None]):
 
     @work(group="host-stats", exclusive=True, exit_on_error=False)
     async def _sample_host(self) -> None:
-        await asyncio.to_thread(psutil.cpu_percent, None)  # primes the counter
+        probe = self.fm.host_probe
+        await asyncio.to_thread(probe)  # primes psutil's CPU counter
         while True:
             await asyncio.sleep(self.host_interval)
-            cpu, mem = await asyncio.to_thread(lambda: (psutil.cpu_percent(None),
-                                                        psutil.virtual_memory()))
-            self._host_cpu.append(cpu)
-            self._host_mem.append(mem.percent)
+            h = await asyncio.to_thread(probe)
+            self._host_cpu.append(h.cpu_percent)
+            self._host_mem.append(h.memory_percent)
             self.query_one("#graph-host-cpu", ResourceGraph).show(
-                self._host_cpu, f"{cpu:.1f}% of {psutil.cpu_count()} cores")
+                self._host_cpu, f"{h.cpu_percent:.1f}% of {h.cores} cores")
             self.query_one("#graph-host-mem", ResourceGraph).show(
-                self._host_mem, f"{size(mem.used)} of {size(mem.total)} ({mem.percent:.0f}%)")
+                self._host_mem, f"{size(h.memory_used)} of {size(h.memory_total)} "
+                                f"({h.memory_percent:.0f}%)")
 
     # --- handlers and actions ------------------------------------------------------------
 

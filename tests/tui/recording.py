@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import types
@@ -13,7 +14,7 @@ from typing import Any
 from server.core import events as ev_mod
 from server.core.bus import EventBus
 from server.core.errors import InternalError
-from server.core.events import ActivityLogged, ContainerCrashed, Event
+from server.core.events import ActivityLogged, ContainerCrashed, Event, StatsSampled
 from server.core.models import ContainerSnapshot
 
 __all__ = ["encode", "decode", "load", "dump", "ReplayBackend"]
@@ -83,13 +84,28 @@ class ReplayBackend:
         self.logs = logs or {}
         self.docker_available = True
 
-    def replay(self) -> None:
-        """Publish the whole recording, in order."""
+    async def replay(self) -> None:
+        """Publish the recording in order, letting subscribers drain between sample rounds.
+
+        The bus keeps only the newest StatsSampled per container in a queue, as it should;
+        a recording of 90 rounds must be paced to arrive as 90 samples.
+        """
+        last_stamp = None
         for event in self.events:
+            if isinstance(event, StatsSampled):
+                if event.sample.timestamp != last_stamp:
+                    await self._drained()
+                last_stamp = event.sample.timestamp
             self.bus.publish(event)
+        await self._drained()
+
+    async def _drained(self) -> None:
+        async with asyncio.timeout(10):
+            while any(len(sub) for sub in self.bus._subscribers):
+                await asyncio.sleep(0.001)
 
     async def start(self) -> None:
-        self.replay()
+        await self.replay()
 
     async def stop(self) -> None:
         self.bus.close()
