@@ -1,0 +1,211 @@
+"""Flow channel benchmarks through real flow:latest containers and a real ContainerManager.
+
+    .venv/bin/python bench/bench_flow.py                  # all three
+    .venv/bin/python bench/bench_flow.py rtt throughput   # a selection
+    .venv/bin/python bench/bench_flow.py flows --flows 50
+
+rtt: manager -> flow -> manager round trip (send_message, then the reply seen on the bus).
+throughput: messages pushed through one echo flow, replies counted on the bus.
+reconnect: the manager's listener closed and reopened; time until the flow is back.
+flows: N flows connected at once; the manager process's RSS growth per flow.
+Every container and network it creates carries a bench-only instance label and is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from server.core.bus import Subscription  # noqa: E402
+from server.core.config import Settings, load_settings  # noqa: E402
+from server.core.events import Event, FlowChannelConnected, FlowMessageReceived  # noqa: E402
+from server.core.manager import ContainerManager  # noqa: E402
+from server.core.models import CreateSpec  # noqa: E402
+
+RUN = f"bench{uuid.uuid4().hex[:6]}"
+
+
+def bench_settings() -> Settings:
+    sock_dir = Path("/tmp/fmb") / RUN
+    sock_dir.mkdir(parents=True)
+    return load_settings(env={}, socket_dir=str(sock_dir), docker__instance=RUN,
+                         docker__network=f"flowmgr-{RUN}", docker__stop_timeout=2,
+                         log_level="WARNING")
+
+
+def cleanup(settings: Settings) -> None:
+    """Remove every container and network of this bench run (by its own instance label)."""
+    label = f"label=flowmgr.instance={RUN}"
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", label],
+                         capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    nets = subprocess.run(["docker", "network", "ls", "-q", "--filter", label],
+                          capture_output=True, text=True).stdout.split()
+    if nets:
+        subprocess.run(["docker", "network", "rm", *nets], capture_output=True)
+    shutil.rmtree(settings.socket_dir, ignore_errors=True)
+
+
+async def connected_flows(m: ContainerManager, sub: Subscription, count: int,
+                          parallel: int = 8) -> list[str]:
+    """Create and start `count` echo flows; return their ids once all are connected."""
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(i: int) -> str:
+        async with gate:
+            snap = await m.create_container(CreateSpec(name=f"{RUN}-{uuid.uuid4().hex[:6]}"))
+            await m.start_container(snap.id)
+            return snap.id
+
+    # The first create makes the network; racing creates would each make one.
+    ids = [await one(0)] + await asyncio.gather(*(one(i) for i in range(1, count)))
+    async with asyncio.timeout(120):
+        while any(not is_connected(m, cid) for cid in ids):
+            await sub.get()  # every connection publishes an event
+    return ids
+
+
+def is_connected(m: ContainerManager, cid: str) -> bool:
+    info = m.hub.info(cid)
+    return info is not None and info.connected
+
+
+def say(line: str) -> None:
+    """A result line on stdout (this is a script, not library code)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def replies_from(cid: str) -> Callable[[Event], bool]:
+    """Bus predicate: messages flow `cid` sent."""
+    return lambda e: isinstance(e, FlowMessageReceived) and e.container_id == cid
+
+
+def pct(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))]
+
+
+async def bench_rtt(m: ContainerManager, cid: str, n: int) -> None:
+    async with m.bus.subscribe(predicate=replies_from(cid)) as sub:
+        samples: list[float] = []
+        for i in range(n + 200):
+            t0 = time.perf_counter()
+            await m.send_message(cid, {"command": "echo", "i": i})
+            await sub.get()
+            if i >= 200:  # warm-up excluded
+                samples.append((time.perf_counter() - t0) * 1000)
+    say(f"rtt: n={n} p50={statistics.median(samples):.3f} ms p90={pct(samples, .9):.3f} ms "
+          f"p99={pct(samples, .99):.3f} ms max={max(samples):.3f} ms")
+
+
+async def bench_throughput(m: ContainerManager, cid: str, n: int, runs: int) -> None:
+    rates = []
+    for _ in range(runs):
+        async with m.bus.subscribe(predicate=replies_from(cid), maxsize=n + 10) as sub:
+            start = time.perf_counter()
+
+            async def produce() -> None:
+                for i in range(n):
+                    await m.send_message(cid, {"command": "echo", "i": i})
+
+            producer = asyncio.create_task(produce())
+            got = 0
+            async with asyncio.timeout(120):
+                while got < n:
+                    await sub.get()
+                    got += 1
+            await producer
+            elapsed = time.perf_counter() - start
+            rates.append(n / elapsed)
+            assert sub.dropped == 0
+        say(f"throughput run: {n} messages sent and {got} replies in {elapsed:.2f} s = "
+              f"{n / elapsed:,.0f} msg/s each way")
+    say(f"throughput: median {statistics.median(rates):,.0f} msg/s over {runs} runs "
+          f"of {n} round trips (pipelined)")
+
+
+async def bench_reconnect(m: ContainerManager, cid: str, times: int) -> None:
+    """The manager side goes away and comes back: how long until the flow is connected again."""
+    path = m.get(cid).socket_path
+    samples = []
+    async with m.bus.subscribe(predicate=lambda e: isinstance(e, FlowChannelConnected)) as sub:
+        for _ in range(times):
+            await m.hub.close(cid)
+            await asyncio.sleep(0.3)  # the flow is now retrying with backoff
+            start = time.perf_counter()
+            await m.hub.open(cid, path)
+            async with asyncio.timeout(10):
+                await sub.get()
+            samples.append(time.perf_counter() - start)
+    say(f"reconnect: median {statistics.median(samples) * 1000:.0f} ms, max "
+          f"{max(samples) * 1000:.0f} ms over {times} manager-side restarts")
+
+
+async def bench_flows(m: ContainerManager, count: int) -> None:
+    proc = psutil.Process()
+    async with m.bus.subscribe() as sub:
+        warm = await connected_flows(m, sub, 2)  # first-use allocations out of the baseline
+        for cid in warm:
+            await m.send_message(cid, {"command": "echo"})
+        for cid in warm:
+            await m.delete_container(cid)
+        gc.collect()
+        await asyncio.sleep(1)
+        before = proc.memory_info().rss
+        ids = await connected_flows(m, sub, count)
+        for cid in ids:
+            await m.send_message(cid, {"command": "echo"})
+        await asyncio.sleep(1)
+        gc.collect()
+        after = proc.memory_info().rss
+        connected = sum(1 for cid in ids if is_connected(m, cid))
+    growth = (after - before) / (1024 * 1024)
+    say(f"flows: {connected}/{count} connected at once; manager RSS {before / 2**20:.1f} -> "
+          f"{after / 2**20:.1f} MiB: +{growth:.1f} MiB = {growth / count:.3f} MiB per flow")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", nargs="*", default=["rtt", "throughput", "reconnect", "flows"])
+    parser.add_argument("--rtt-n", type=int, default=5000)
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--flows", type=int, default=50)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    settings = bench_settings()
+    try:
+        async with ContainerManager(settings) as m:
+            if {"rtt", "throughput", "reconnect"} & set(args.what):
+                async with m.bus.subscribe() as sub:
+                    (cid,) = await connected_flows(m, sub, 1)
+                if "rtt" in args.what:
+                    await bench_rtt(m, cid, args.rtt_n)
+                if "throughput" in args.what:
+                    await bench_throughput(m, cid, args.messages, args.runs)
+                if "reconnect" in args.what:
+                    await bench_reconnect(m, cid, 10)
+                await m.delete_container(cid)
+            if "flows" in args.what:
+                await bench_flows(m, args.flows)
+    finally:
+        cleanup(settings)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
