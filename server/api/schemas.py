@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from server.core.errors import InvalidRequest
 from server.core.events import (
@@ -40,7 +39,6 @@ __all__ = [
 
 # Docker's own rule for container names, checked here so the error names the field.
 _NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"
-_PORT_KEY = re.compile(r"[0-9]{1,5}(/(tcp|udp|sctp))?")
 
 
 def iso(at: datetime | None) -> str | None:
@@ -112,16 +110,7 @@ class CreateContainerRequest(RequestIn):
     volumes: dict[str, str] = Field(default_factory=dict)
     """Host path -> container path."""
     ports: dict[str, int] = Field(default_factory=dict)
-    """Container port ("8080" or "8080/tcp") -> host port."""
-
-    @field_validator("ports")
-    @classmethod
-    def _check_ports(cls, ports: dict[str, int]) -> dict[str, int]:
-        for key, host_port in ports.items():
-            if _PORT_KEY.fullmatch(key) is None or not 0 <= host_port <= 65535:
-                raise ValueError(f"{key!r} -> {host_port!r}: expected a container port "
-                                 "(\"8080\" or \"8080/tcp\") mapped to a host port 0-65535")
-        return ports
+    """Container port ("8080" or "8080/tcp") -> host port; the core's policy checks the values."""
 
     def to_spec(self) -> CreateSpec:
         """The core's create request."""

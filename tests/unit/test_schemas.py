@@ -40,9 +40,10 @@ CID = "a" * 64
 
 
 def _snap(**kw: Any) -> ContainerSnapshot:
-    base: dict[str, Any] = dict(id=CID, name="web", image="flow:latest", state="running",
-                                health="none", created=AT, started_at=AT,
-                                socket_path="/tmp/s/web/flow.sock", ports={"8080/tcp": 18080})
+    base: dict[str, Any] = {"id": CID, "name": "web", "image": "flow:latest",
+                            "state": "running", "health": "none", "created": AT,
+                            "started_at": AT, "socket_path": "/tmp/s/web/flow.sock",
+                            "ports": {"8080/tcp": 18080}}
     base.update(kw)
     return ContainerSnapshot(**base)
 
@@ -112,8 +113,6 @@ def test_create_request_builds_a_spec() -> None:
     ({"name": "ok", "environment": ["A=1"]}, "environment"),
     ({"name": "ok", "volumes": {"/a": 1}}, "volumes./a"),
     ({"name": "ok", "ports": {"8080": "18080"}}, "ports.8080"),
-    ({"name": "ok", "ports": {"http": 80}}, "ports"),
-    ({"name": "ok", "ports": {"80": 70000}}, "ports"),
 ])
 def test_create_request_errors_name_the_field(payload: dict[str, Any], field: str) -> None:
     assert _invalid(CreateContainerRequest, payload).field == field

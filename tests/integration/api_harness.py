@@ -1,0 +1,109 @@
+"""A real service on 127.0.0.1 (uvicorn, port 0) and recording Socket.IO clients, for API tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+
+from server.api.app import FlowMgrASGIApp, create_app
+from server.api.serving import GracefulServer, uvicorn_config
+from server.core.config import Settings
+from server.core.manager import ContainerManager
+
+__all__ = ["Service", "Recorder", "running_service", "client", "docker_cli", "BUSYBOX"]
+
+BUSYBOX = "flowmgr-test-busybox:latest"
+
+WAIT = 20.0
+"""Seconds any one expected event may take (Docker on a busy machine)."""
+
+
+@dataclass
+class Service:
+    """A running service: its URL, app and manager."""
+
+    url: str
+    port: int
+    app: FlowMgrASGIApp
+    manager: ContainerManager
+    server: GracefulServer
+
+
+@contextlib.asynccontextmanager
+async def running_service(settings: Settings) -> AsyncIterator[Service]:
+    """Serve `create_app(ContainerManager(settings))` until the block ends."""
+    manager = ContainerManager(settings)
+    app = create_app(manager, settings, manage_lifecycle=True)
+    server = GracefulServer(uvicorn_config(app, settings, host="127.0.0.1", port=0))
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(60):
+            while not server.started:
+                if task.done():
+                    task.result()  # start-up failed: raise why
+                    raise RuntimeError("uvicorn stopped before it started")
+                await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield Service(f"http://127.0.0.1:{port}", port, app, manager, server)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+class Recorder:
+    """Every event a client receives, waitable by name and predicate."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[Any]] = defaultdict(list)
+        self._changed = asyncio.Condition()
+        self.disconnected = asyncio.Event()
+
+    async def record(self, event: str, data: Any = None) -> None:
+        """The catch-all handler."""
+        async with self._changed:
+            self.events[event].append(data)
+            self._changed.notify_all()
+
+    async def wait_for(self, event: str, predicate: Callable[[Any], bool] = lambda _: True,
+                       timeout: float = WAIT) -> Any:
+        """The first `event` payload matching `predicate` (already received or yet to come)."""
+        async with asyncio.timeout(timeout), self._changed:
+            while True:
+                for data in self.events[event]:
+                    if predicate(data):
+                        return data
+                await self._changed.wait()
+
+
+@contextlib.asynccontextmanager
+async def client(url: str, *, auth: Any = None, headers: dict[str, str] | None = None,
+                 transports: list[str] | None = None) -> AsyncIterator[
+                     tuple[socketio.AsyncClient, Recorder]]:
+    """A connected AsyncClient recording everything; disconnected at the end."""
+    sio = socketio.AsyncClient(reconnection=False)
+    rec = Recorder()
+    sio.on("*", rec.record)
+    sio.on("disconnect", lambda *_: rec.disconnected.set())
+    await sio.connect(url, auth=auth, headers=headers or {},
+                      transports=transports or ["websocket"], wait_timeout=10)
+    try:
+        yield sio, rec
+    finally:
+        if sio.connected:
+            await sio.disconnect()
+
+
+async def docker_cli(*args: str) -> str:
+    """Run the docker CLI (behind the manager's back); its stdout."""
+    proc = await asyncio.create_subprocess_exec("docker", *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {err.decode().strip()}")
+    return out.decode().strip()
