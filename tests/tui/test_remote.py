@@ -1,0 +1,53 @@
+"""Remote mode: the panel over Socket.IO against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from flowmgr_tui.app import FlowMgrApp
+from flowmgr_tui.remote import RemoteBackend
+from server.core.config import Settings
+from server.core.models import CreateSpec
+from tests.integration.api_harness import running_service
+from tests.tui.helpers import BUSYBOX, dashboard, until
+
+pytestmark = [pytest.mark.docker, pytest.mark.tui]
+
+SIZE = (120, 40)
+COLUMNS = ("name", "id", "image", "state", "health", "socket")
+
+
+def _rows(app: FlowMgrApp) -> list[tuple[str, ...]]:
+    table = dashboard(app).table
+    return [tuple(table.cell_text(cid, col) for col in COLUMNS) for cid in table.shown_ids]
+
+
+async def test_remote_mode_shows_the_same_rows_as_local_mode(
+        settings: Settings, unique_name: Callable[[str], str]) -> None:
+    async with running_service(settings) as service:
+        mgr = service.manager
+        names = [unique_name(stem) for stem in ("ra", "rb", "rc")]
+        for i, name in enumerate(names):
+            snap = await mgr.create_container(CreateSpec(name=name, image=BUSYBOX))
+            if i < 2:
+                await mgr.start_container(snap.id)
+        local = FlowMgrApp(mgr)
+        async with local.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: len(_rows(local)) == 3, "three local rows")
+            local_rows = _rows(local)
+        remote = FlowMgrApp(RemoteBackend(service.url), start_backend=True)
+        try:
+            async with remote.run_test(size=SIZE) as pilot:
+                await until(pilot, lambda: _rows(remote) == local_rows,
+                            f"remote rows {local_rows}")
+                # An action travels over the wire and the row follows.
+                table = dashboard(remote).table
+                first = table.shown_ids[0]
+                table.select(first)
+                await pilot.press("x")
+                await until(pilot, lambda: table.cell_text(first, "state") == "- stopped",
+                            "the remote stop")
+        finally:
+            await remote.backend.stop()
