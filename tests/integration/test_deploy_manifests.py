@@ -1,0 +1,115 @@
+"""deploy/: the Kubernetes manifest against the API schema, the systemd unit through systemd."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+PROTOCOL_ENV = {"SOCKET_DIR", "LOG_LEVEL", "HOST", "PORT", "CORS_ORIGINS", "CONFIG_FILE"}
+K8S_VERSION = "1.30.0"
+
+
+def _k8s_docs() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text()) if d]
+
+
+def _k8s_errors(doc: dict[str, Any]) -> str | None:
+    """The schema validator's complaint about one resource, or None when it is valid."""
+    try:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as err:
+        return str(err)
+    return None
+
+
+def _deployment() -> dict[str, Any]:
+    return next(d for d in _k8s_docs() if d["kind"] == "Deployment")
+
+
+def test_kubernetes_manifest_passes_the_schema() -> None:
+    """Every resource validates strictly (unknown fields refused) against the API schema."""
+    docs = _k8s_docs()
+    assert {d["kind"] for d in docs} == {"Deployment", "Service"}
+    for doc in docs:
+        assert _k8s_errors(doc) is None
+
+
+def test_the_schema_check_can_fail() -> None:
+    """A wrong type and an unknown field are both caught, so a pass above means something."""
+    bad = copy.deepcopy(_deployment())
+    bad["spec"]["replicas"] = "one"
+    assert _k8s_errors(bad)
+    bad = copy.deepcopy(_deployment())
+    bad["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
+    assert _k8s_errors(bad)
+
+
+def test_kubernetes_mounts_socket_dir_at_the_same_path() -> None:
+    """docker.sock and the socket dir are hostPaths; the socket dir keeps its host path inside."""
+    pod = _deployment()["spec"]["template"]["spec"]
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    container = next(c for c in pod["containers"] if c["name"] == "flow-manager")
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert host_paths["docker-sock"] == mounts["docker-sock"] == "/var/run/docker.sock"
+    assert host_paths["socket-dir"] == mounts["socket-dir"] == env["SOCKET_DIR"]
+    assert PROTOCOL_ENV | {"FLOWMGR_TOKEN"} <= set(env)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_compose_file_mounts_socket_dir_at_the_same_path() -> None:
+    """The compose service mounts docker.sock and SOCKET_DIR at its own path, with the env."""
+    env = {k: v for k, v in os.environ.items() if k not in {"SOCKET_DIR", "FLOWMGR_IMAGE"}}
+    out = subprocess.run(["docker-compose", "-f", str(DEPLOY / "docker-compose.yml"), "config"],
+                         capture_output=True, text=True, env=env, timeout=60,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    service = yaml.safe_load(out.stdout)["services"]["flow-manager"]
+    volumes = {v.split(":")[0]: v.split(":")[1] for v in service["volumes"]}
+    assert volumes["/var/run/docker.sock"] == "/var/run/docker.sock"
+    assert volumes["/tmp/kawaflow/sockets"] == "/tmp/kawaflow/sockets"
+    assert service["environment"]["SOCKET_DIR"] == "/tmp/kawaflow/sockets"
+    assert PROTOCOL_ENV | {"FLOWMGR_TOKEN"} <= set(service["environment"])
+    assert service["ports"][0].startswith("127.0.0.1:8000:8000")
+
+
+def _systemd_verify(unit_text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`systemd-analyze verify` in a scratch root holding systemd's units and a stub binary."""
+    root = tmp_path / "root"
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/systemd/system/flowmgr.service").write_text(unit_text)
+    binary = root / "opt/flowmgr/bin/flowmgr"  # the unit's ExecStart must exist to verify
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    return subprocess.run(["systemd-analyze", "verify", f"--root={root}", "flowmgr.service"],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_systemd_unit_verifies_cleanly(tmp_path: Path) -> None:
+    """No error and no warning (systemd only warns about lines it ignores)."""
+    unit = (DEPLOY / "flowmgr.service").read_text()
+    out = _systemd_verify(unit, tmp_path)
+    assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
+    for line in ("ExecStart=/opt/flowmgr/bin/flowmgr --server-only", "SupplementaryGroups=docker",
+                 "RuntimeDirectoryPreserve=yes"):
+        assert line in unit
+    env = {line.split("=", 2)[1] for line in unit.splitlines() if line.startswith("Environment=")}
+    assert PROTOCOL_ENV <= env
+
+
+def test_systemd_check_can_fail(tmp_path: Path) -> None:
+    """A misspelt setting is reported, so the clean pass above means something."""
+    unit = (DEPLOY / "flowmgr.service").read_text().replace("Restart=on-failure",
+                                                             "Restart=sometimes")
+    assert "restart specifier" in _systemd_verify(unit, tmp_path).stderr
