@@ -202,13 +202,11 @@ class FlowChannelHub:
                 details={"container_id": container_id})
         timeout = self._settings.send_timeout
         try:
-            async with asyncio.timeout(timeout):
-                async with conn.lock:
-                    if conn.closed or conn.writer.is_closing():
-                        raise ConnectionResetError("connection closed")
-                    # Encoded under the lock: waiting senders hold no second copy of a frame.
-                    conn.writer.write(encode_frame(message, self._settings.max_frame_bytes))
-                    await conn.writer.drain()
+            if conn.lock.locked():
+                async with asyncio.timeout(timeout):
+                    await self._write(conn, message, timeout)
+            else:  # the common case, without a timer: nobody to wait for
+                await self._write(conn, message, timeout)
         except TimeoutError:
             self._drop(channel, conn, f"send timed out after {timeout} s")
             raise FlowSocketTimeout(
@@ -226,6 +224,19 @@ class FlowChannelHub:
             activity_type="message_sent", container_id=container_id, at=stamp,
             message=f"Message sent to flow {channel.short}",
             details={"message": _masked(message)}))
+
+    async def _write(self, conn: _Connection, message: dict[str, Any], timeout: float) -> None:
+        """Write one frame; return once all of it is in the socket (drain under `timeout`)."""
+        async with conn.lock:
+            if conn.closed or conn.writer.is_closing():
+                raise ConnectionResetError("connection closed")
+            # Encoded under the lock: waiting senders hold no second copy of a frame.
+            conn.writer.write(encode_frame(message, self._settings.max_frame_bytes))
+            if conn.writer.is_closing():  # the socket refused the write (peer gone)
+                raise ConnectionResetError("connection lost while writing")
+            if conn.writer.transport.get_write_buffer_size():
+                async with asyncio.timeout(timeout):
+                    await conn.writer.drain()
 
     # -- receiving -----------------------------------------------------------------------
 
