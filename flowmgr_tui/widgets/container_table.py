@@ -17,15 +17,15 @@ from server.core.models import STATES, ContainerSnapshot
 __all__ = ["ContainerTable", "COLUMNS"]
 
 COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("name", "Name", 16),
+    ("name", "Name", 20),
     ("id", "ID", 12),
-    ("image", "Image", 13),
+    ("image", "Image", 10),
     ("state", "State", 12),
     ("health", "Health", 12),
     ("cpu", "CPU", 6),
     ("mem", "Memory", 7),
     ("net", "Net rx/tx", 12),
-    ("uptime", "Up", 6),
+    ("uptime", "Up", 5),
     ("socket", "Sock", 4),
 )
 """Column key, header label, width (fixed, so an update never re-measures the table)."""
