@@ -205,9 +205,10 @@ class DockerMonitor:
 
     def _requested(self, cid: str) -> bool:
         """A stop or kill was asked for (through us, or through Docker) shortly before."""
+        # consume the kill even when the stop was ours, or it would mark the next die as asked for
+        kill_at = self._kills.pop(cid, None)
         if cid in self.registry.stopped:
             return True
-        kill_at = self._kills.pop(cid, None)
         window = self.settings.docker.stop_timeout + 15
         return kill_at is not None and time.monotonic() - kill_at < window
 
