@@ -75,22 +75,25 @@ def parse_mountinfo(text: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _join(mount: tuple[str, str], path: str) -> Path:
+def _join(mount: tuple[str, str], path: str, fs_root: str) -> Path:
     root, point = mount
     rel = path
     if root != "/" and (path == root or path.startswith(root + "/")):
         rel = path[len(root):]
-    return Path(point) / rel.lstrip("/")
+    return Path(fs_root + point) / rel.lstrip("/")
 
 
-def find_paths(proc_cgroup: str, mountinfo: str) -> CgroupPaths | None:
-    """Locate a process's cgroup directories (v1 controllers win on hybrid hosts)."""
+def find_paths(proc_cgroup: str, mountinfo: str, fs_root: str = "") -> CgroupPaths | None:
+    """Locate a process's cgroup directories (v1 controllers win on hybrid hosts).
+
+    `fs_root` prefixes the mount points (tests point it at recorded files).
+    """
     groups = parse_proc_cgroup(proc_cgroup)
     mounts = parse_mountinfo(mountinfo)
     if all(c in groups and c in mounts for c in _V1_CONTROLLERS):
-        return CgroupPaths(1, *(_join(mounts[c], groups[c]) for c in _V1_CONTROLLERS))
+        return CgroupPaths(1, *(_join(mounts[c], groups[c], fs_root) for c in _V1_CONTROLLERS))
     if "" in groups and "" in mounts:
-        path = _join(mounts[""], groups[""])
+        path = _join(mounts[""], groups[""], fs_root)
         return CgroupPaths(2, path, path, path)
     return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import re
 import threading
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 
 from server.core.errors import (
     ContainerNotFound,
@@ -118,11 +120,11 @@ def _translated(not_found: type[FlowMgrError] = ContainerNotFound,
         raise DockerApiError(_explanation(err),
                              details={"status": err.status_code,
                                       "explanation": _explanation(err)}) from err
-    except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as err:
-        raise DockerUnavailable(f"the Docker Engine cannot be reached: {err}") from err
     except requests.exceptions.Timeout as err:
         raise DockerApiError(f"the Docker Engine did not answer in time: {err}") from err
-    except docker.errors.DockerException as err:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
+            http.client.HTTPException, OSError, docker.errors.DockerException) as err:
+        # refused, reset or cut mid-answer: the engine went away
         raise DockerUnavailable(f"the Docker Engine cannot be reached: {err}") from err
 
 

@@ -114,6 +114,9 @@ class DockerMonitor:
                                    item.get("Action"), err)
         except FlowMgrError as err:
             return str(err)
+        except Exception as err:  # a bug here must not end monitoring for good
+            logger.exception("the events watcher failed; restarting it")
+            return f"events watcher failed: {err!r}"
         finally:
             handle.close()
 

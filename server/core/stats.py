@@ -63,11 +63,13 @@ class ResourceSampler:
     """Cgroup files every `stats_interval` when local; the stats API as a slow fallback."""
 
     def __init__(self, adapter: DockerAdapter, registry: Registry, settings: Settings,
-                 proc_root: str = "/proc") -> None:
+                 proc_root: str = "/proc", fs_root: str = "") -> None:
         self.adapter = adapter
         self.registry = registry
         self.settings = settings
         self.proc_root = proc_root
+        self.fs_root = fs_root
+        """Prefix of the cgroup mount points (tests point both roots at recorded files)."""
         self._paths: dict[str, tuple[int, CgroupPaths | None]] = {}
         self._prev: dict[str, RawUsage] = {}
         self._api_due: dict[str, float] = {}
@@ -120,7 +122,8 @@ class ResourceSampler:
             if known is None or known[0] != pid:
                 if mountinfo is None:
                     mountinfo = self._read_text(f"{self.proc_root}/self/mountinfo")
-                paths = find_paths(self._read_text(f"{self.proc_root}/{pid}/cgroup"), mountinfo)
+                paths = find_paths(self._read_text(f"{self.proc_root}/{pid}/cgroup"), mountinfo,
+                                   self.fs_root)
                 known = (pid, paths)
                 self._paths[cid] = known
                 self._prev.pop(cid, None)
