@@ -56,6 +56,7 @@ async def test_runtime_serves_the_counter_and_exits_zero_on_sigterm(
 ) -> None:
     hub, sub = hub_events
     env = {**os.environ, "FLOW_SOCKET": str(sock_dir / "flow.sock"), "PYTHONPATH": str(FLOW_DIR),
+           "PYTHONDONTWRITEBYTECODE": "1",
            "FLOW_CODE_DIR": str(FLOW_DIR / "examples" / "counter")}
     proc = await asyncio.create_subprocess_exec(
         INTERPRETERS[python], str(FLOW_DIR / "entrypoint.py"), env=env,
@@ -83,6 +84,7 @@ async def test_runtime_reconnects_after_the_hub_restarts(
 ) -> None:
     hub, sub = hub_events
     env = {**os.environ, "FLOW_SOCKET": str(sock_dir / "flow.sock"), "PYTHONPATH": str(FLOW_DIR),
+           "PYTHONDONTWRITEBYTECODE": "1",
            "FLOW_CODE_DIR": str(FLOW_DIR / "examples" / "echo")}
     proc = await asyncio.create_subprocess_exec(
         "python3", str(FLOW_DIR / "entrypoint.py"), env=env,
