@@ -125,6 +125,7 @@ class ContainerDetailScreen(Screen[None]):
         self.query_one(ActivityList).add(mine, self.fm.names())
         self._follow(self.query_one(LogPane).tail)
         self._sample_host()
+        self._ready = True
 
     def on_unmount(self) -> None:
         """Stop following; the app runs it since this screen's workers are gone."""
@@ -134,6 +135,8 @@ class ContainerDetailScreen(Screen[None]):
 
     def ingest(self, changes: Changes, events: list[Event]) -> None:
         """Apply one batch of core events that concern this container."""
+        if not getattr(self, "_ready", False):
+            return  # on_mount reads the state, which already holds these events
         cid = self.container_id
         if cid in changes.removed:
             self.notify(f"{self._display_name()} was removed", severity="warning")

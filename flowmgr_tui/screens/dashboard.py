@@ -77,9 +77,12 @@ class DashboardScreen(Screen[None]):
         self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
         self._summary()
         self.set_interval(UPTIME_REFRESH, self.table.refresh_clock)
+        self._ready = True
 
     def ingest(self, changes: Changes, events: list[Event]) -> None:
         """Apply one batch of core events."""
+        if not getattr(self, "_ready", False):
+            return  # on_mount reads the state, which already holds these events
         state = self.fm.state
         if changes.removed:
             self.table.remove_containers(changes.removed)

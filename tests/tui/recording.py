@@ -83,6 +83,8 @@ class ReplayBackend:
         self.events = events
         self.logs = logs or {}
         self.docker_available = True
+        self.replayed = asyncio.Event()
+        """Set once the whole recording was published and drained."""
 
     async def replay(self) -> None:
         """Publish the recording in order, letting subscribers drain between sample rounds.
@@ -98,6 +100,7 @@ class ReplayBackend:
                 last_stamp = event.sample.timestamp
             self.bus.publish(event)
         await self._drained()
+        self.replayed.set()
 
     async def _drained(self) -> None:
         async with asyncio.timeout(10):

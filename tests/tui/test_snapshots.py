@@ -35,9 +35,10 @@ def recorded_app() -> FlowMgrApp:
 async def _all_rows(pilot: Pilot[Any]) -> None:
     app = pilot.app
     assert isinstance(app, FlowMgrApp)
+    backend = app.backend
+    assert isinstance(backend, ReplayBackend)
+    await until(pilot, backend.replayed.is_set, "the replay to finish")
     await until(pilot, lambda: len(row_names(app)) == 7, "seven rows")
-    await until(pilot, lambda: not app.workers._workers or all(
-        w.group != "core" for w in app.workers if w.is_running), "the replay to finish")
     await pilot.pause()
 
 
