@@ -27,6 +27,8 @@ ARG DOCKER_GID=999
 ARG FLOWMGR_UID=10001
 COPY --from=build /opt/flowmgr /opt/flowmgr
 COPY config.json /etc/flowmgr/config.json
+# `flowmgr` on PATH: the panel, attached to this container's running service.
+COPY deploy/container/flowmgr /usr/local/bin/flowmgr
 # No useradd in minimal bases: write the account lines directly, and add the user to the group
 # of the engine's socket (whatever that gid is named here, or a new "docker-host" group).
 RUN set -eu; \
@@ -40,7 +42,7 @@ RUN set -eu; \
     chown "${FLOWMGR_UID}:${DOCKER_GID}" /home/flowmgr /tmp/kawaflow/sockets; \
     chmod 2775 /tmp/kawaflow/sockets
 
-ENV PATH=/opt/flowmgr/bin:$PATH \
+ENV PATH=/usr/local/bin:/opt/flowmgr/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     CONFIG_FILE=/etc/flowmgr/config.json \
@@ -52,4 +54,4 @@ EXPOSE 8000
 # /health answers 503 while the engine is unreachable; urlopen raises on it, so the check fails.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)"]
-CMD ["flowmgr", "--server-only"]
+CMD ["/opt/flowmgr/bin/flowmgr", "--server-only"]

@@ -128,7 +128,8 @@ build_flowmgr() {
         return 0
     fi
     local hash
-    hash="$(source_hash Dockerfile .dockerignore pyproject.toml config.json README.md server flowmgr_tui)"
+    hash="$(source_hash Dockerfile .dockerignore pyproject.toml config.json README.md server \
+        flowmgr_tui deploy/container)"
     stale "$FLOWMGR_TAG" flowmgr "$hash" || { log "$FLOWMGR_TAG present and up to date"; return 0; }
     build_base
     log "building wheels for $FLOWMGR_TAG into build/wheels"

@@ -110,8 +110,9 @@ async def _wait_healthy(container: str, timeout: float = 120) -> None:
             f"{container} not healthy within {timeout}s ({state}):\n{logs}") from None
 
 
-async def _talk_to_a_flow(url: str, name: str) -> str:
-    """Create, start and message a flow through the published Socket.IO port; return its id."""
+async def _talk_to_a_flow(url: str, name: str | None, cid: str = "", *,
+                          restart: bool = False) -> str:
+    """Create and start a flow (when `name` is given) or restart it, message it; return its id."""
     client = socketio.AsyncClient(reconnection=False)
     welcomed: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
     received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -121,13 +122,16 @@ async def _talk_to_a_flow(url: str, name: str) -> str:
     try:
         async with asyncio.timeout(20):
             assert "message" in await welcomed
-        created = await client.call("create_container", {"name": name, "image": "flow:latest"},
-                                    timeout=60)
-        assert created.get("status") == "created", created
-        cid = created["container_id"]
-        started = await client.call("start_container", {"container_id": cid}, timeout=60)
-        assert started == {"container_id": cid, "status": "running"} or \
-            started.get("status") == "running", started
+        if name is not None:
+            created = await client.call("create_container", {"name": name, "image": "flow:latest"},
+                                        timeout=60)
+            assert created.get("status") == "created", created
+            cid = created["container_id"]
+            started = await client.call("start_container", {"container_id": cid}, timeout=60)
+            assert started.get("status") == "running", started
+        if restart:
+            restarted = await client.call("restart_container", {"container_id": cid}, timeout=60)
+            assert restarted.get("status") == "running", restarted
         await _send_until_echoed(client, cid, received)
         return str(cid)
     finally:
@@ -195,6 +199,9 @@ async def test_image_serves_socketio_and_opens_the_panel(
         pane = await asyncio.to_thread(_panel_in_tmux, manager, cid[:12])
         row = next((line for line in pane.splitlines() if cid[:12] in line), "")
         assert "running" in row, f"the panel did not list {cid[:12]} as running:\n{pane}"
+        # Opening and closing the panel must leave the service's channels working, also for a
+        # flow that reconnects afterwards (a restart makes it dial its socket path anew).
+        await _talk_to_a_flow(url, None, cid, restart=True)
     finally:
         _run("docker", "rm", "-f", manager, check=False)
 
