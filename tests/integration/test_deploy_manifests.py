@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,9 @@ from typing import Any
 
 import kubernetes_validate
 import yaml
+from pydantic import BaseModel
+
+from server.core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -113,3 +117,39 @@ def test_systemd_check_can_fail(tmp_path: Path) -> None:
     unit = (DEPLOY / "flowmgr.service").read_text().replace("Restart=on-failure",
                                                              "Restart=sometimes")
     assert "restart specifier" in _systemd_verify(unit, tmp_path).stderr
+
+
+def _setting_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        if name == "config_file":  # where the settings came from, not a file key
+            continue
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            keys += _setting_keys(sub, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def test_readme_documents_every_setting() -> None:
+    """Each config.json key and env var has a row in the README's tables, with its default."""
+    readme = (ROOT / "README.md").read_text()
+    defaults = Settings()
+    for key in _setting_keys(Settings):
+        value: Any = defaults
+        for part in key.split("."):
+            value = getattr(value, part)
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{key}` |")), "")
+        assert row, f"README has no row for {key}"
+        assert f"`{json.dumps(value)}`" in row, f"README row for {key} lacks its default {value!r}"
+    for var in PROTOCOL_ENV | {"FLOWMGR_TOKEN"}:
+        assert f"| `{var}` |" in readme, f"README has no row for {var}"
+
+
+def test_readme_opens_with_setup_and_test_commands() -> None:
+    """The first code block: set up and run, then the test command that .ci/run runs."""
+    block = (ROOT / "README.md").read_text().split("```bash\n", 1)[1].split("```", 1)[0]
+    first, second = (line.split("#")[0].strip() for line in block.splitlines()[:2])
+    assert first == "bash scripts/setup.sh && .venv/bin/flowmgr"
+    assert second.startswith(".venv/bin/pytest")
