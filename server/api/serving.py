@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -41,6 +45,21 @@ def uvicorn_config(app: FlowMgrASGIApp, settings: Settings, *, host: str | None 
 
 class GracefulServer(uvicorn.Server):
     """uvicorn.Server that says goodbye to Socket.IO clients before closing connections."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM ask for a graceful exit; unlike uvicorn's, not re-raised afterwards,
+        so a clean stop exits with status 0."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        wanted = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in wanted}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         """Stop accepting, disconnect clients, then let uvicorn close the rest."""

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import socketio
 
 from server.api.app import FlowMgrASGIApp, create_app
@@ -86,17 +87,19 @@ async def client(url: str, *, auth: Any = None, headers: dict[str, str] | None =
                  transports: list[str] | None = None) -> AsyncIterator[
                      tuple[socketio.AsyncClient, Recorder]]:
     """A connected AsyncClient recording everything; disconnected at the end."""
-    sio = socketio.AsyncClient(reconnection=False)
-    rec = Recorder()
-    sio.on("*", rec.record)
-    sio.on("disconnect", lambda *_: rec.disconnected.set())
-    await sio.connect(url, auth=auth, headers=headers or {},
-                      transports=transports or ["websocket"], wait_timeout=10)
-    try:
-        yield sio, rec
-    finally:
-        if sio.connected:
-            await sio.disconnect()
+    # Our own HTTP session, closed here: the client leaks its own when a connect is refused.
+    async with aiohttp.ClientSession() as session:
+        sio = socketio.AsyncClient(reconnection=False, http_session=session)
+        rec = Recorder()
+        sio.on("*", rec.record)
+        sio.on("disconnect", lambda *_: rec.disconnected.set())
+        await sio.connect(url, auth=auth, headers=headers or {},
+                          transports=transports or ["websocket"], wait_timeout=10)
+        try:
+            yield sio, rec
+        finally:
+            if sio.connected:
+                await sio.disconnect()
 
 
 async def docker_cli(*args: str) -> str:
