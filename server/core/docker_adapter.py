@@ -7,6 +7,7 @@ import http.client
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,9 +68,11 @@ class ContainerInfo:
     ports: dict[str, int | None] = field(default_factory=dict)
     mounts: dict[str, str] = field(default_factory=dict)
     """Container path -> host path of bind mounts."""
+    asked_ns: int = 0
+    """Wall clock (ns) when the inspect was sent: it reflects every event older than this."""
 
 
-def _info(raw: dict[str, Any]) -> ContainerInfo:
+def _info(raw: dict[str, Any], asked_ns: int = 0) -> ContainerInfo:
     state = raw.get("State") or {}
     cfg = raw.get("Config") or {}
     health = (state.get("Health") or {}).get("Status") or "none"
@@ -95,6 +98,7 @@ def _info(raw: dict[str, Any]) -> ContainerInfo:
         labels=dict(cfg.get("Labels") or {}),
         ports=ports,
         mounts=mounts,
+        asked_ns=asked_ns,
     )
 
 
@@ -217,8 +221,9 @@ class DockerAdapter:
 
     async def inspect(self, container_id: str) -> ContainerInfo:
         """One container's current facts."""
+        asked = time.time_ns()
         raw = await self._call(lambda: self._client().inspect_container(container_id))
-        return _info(raw)
+        return _info(raw, asked)
 
     async def list_ids(self, labels: list[str], *, running_only: bool = False) -> list[str]:
         """Ids of containers carrying all `labels` ("key=value")."""
@@ -235,19 +240,21 @@ class DockerAdapter:
     async def create(self, *, image: str, name: str, command: list[str] | None,
                      environment: dict[str, str], labels: dict[str, str],
                      binds: dict[str, str], ports: dict[str, int], network: str,
-                     mem_limit: str, nano_cpus: int, pids_limit: int) -> str:
-        """Create a container (never pulls); return its full id."""
+                     host_options: dict[str, Any]) -> str:
+        """Create a container (never pulls); return its full id.
+
+        `host_options` are `create_host_config` keywords (limits, capabilities, restart policy).
+        """
         def run() -> str:
             api = self._client()
+            options = dict(host_options)
+            if "mem_limit" in options:
+                options.setdefault("memswap_limit", options["mem_limit"])  # no swap: OOM is OOM
             host_config = api.create_host_config(
                 binds={host: {"bind": cpath, "mode": "rw"} for host, cpath in binds.items()},
                 port_bindings=dict(ports),
                 network_mode=network,
-                mem_limit=mem_limit,
-                memswap_limit=mem_limit,
-                nano_cpus=nano_cpus,
-                pids_limit=pids_limit,
-                init=False,
+                **options,
             )
             created = api.create_container(
                 image=image, name=name, command=command, environment=environment,

@@ -84,6 +84,13 @@ def check_code_path(code_path: Any) -> Path:
     return path
 
 
+def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    # flows run as root with every capability dropped: they can only replace files they own
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
 def code_archive(src: Path, dest_dir: str) -> bytes:
     """A tar of `src`'s contents placed under `dest_dir` (relative to `/`), in memory."""
     prefix = dest_dir.strip("/")
@@ -94,5 +101,6 @@ def code_archive(src: Path, dest_dir: str) -> bytes:
         root.mode = 0o755
         tar.addfile(root)
         for entry in sorted(src.iterdir()):
-            tar.add(str(entry), arcname=f"{prefix}/{entry.name}", recursive=True)
+            tar.add(str(entry), arcname=f"{prefix}/{entry.name}", recursive=True,
+                    filter=_as_root)
     return buf.getvalue()

@@ -21,7 +21,7 @@ from server.core.logs import LogFollowers
 from server.core.masking import mask_env
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec
 from server.core.monitor import DockerMonitor
-from server.core.policy import validate_create
+from server.core.policy import host_config_defaults, validate_create
 from server.core.registry import Record, Registry
 from server.core.stats import ResourceSampler
 from server.core.stopped import StoppedSet
@@ -50,6 +50,8 @@ class ContainerManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._network_ready = False
+        self._network_lock = asyncio.Lock()
+        self._sampler_task: asyncio.Task[None] | None = None
 
     # lifecycle of the manager itself
 
@@ -73,7 +75,7 @@ class ContainerManager:
         except TimeoutError:
             logger.warning("Docker Engine not reachable at start; serving without it until "
                            "it answers")
-        self._spawn(self.sampler.run(), "resource-sampler")
+        self.set_sampling(True)
         self._spawn(self._report_status(), "status-reporter")
 
     async def stop(self) -> None:
@@ -101,10 +103,19 @@ class ContainerManager:
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def set_sampling(self, enabled: bool) -> None:
+        """Run or pause the background resource sampler (benchmarks measure its cost)."""
+        running = self._sampler_task is not None and not self._sampler_task.done()
+        if enabled and not running and self._started:
+            self._sampler_task = self._spawn(self.sampler.run(), "resource-sampler")
+        elif not enabled and running and self._sampler_task is not None:
+            self._sampler_task.cancel()
 
     async def _report_status(self) -> None:
         while True:
@@ -116,7 +127,14 @@ class ContainerManager:
 
     async def container_added(self, rec: Record) -> None:
         """Open the flow channel of a new or adopted container."""
-        await self.hub.open(rec.info.id, rec.socket_path)
+        try:
+            await self.hub.open(rec.info.id, rec.socket_path)
+        except FlowMgrError as err:
+            # the container is still managed; only messaging it is impossible
+            logger.warning("no flow channel for %s: %s", rec.info.name, err)
+            self.registry.log("container_error", rec.info.id,
+                              f"cannot open the flow socket of {rec.info.name}: {err}",
+                              {"name": rec.info.name, "error": err.message})
 
     async def container_removed(self, container_id: str) -> None:
         """Close the channel and log stream of a vanished container."""
@@ -189,10 +207,13 @@ class ContainerManager:
         return self.registry.snapshot_of(rec)
 
     async def _ensure_network(self) -> None:
-        if not self._network_ready:
-            labels = {"flowmgr.managed": "true", "flowmgr.instance": self.settings.docker.instance}
-            await self.adapter.ensure_network(self.settings.docker.network, labels)
-            self._network_ready = True
+        # one at a time: concurrent creates would otherwise make two networks of one name
+        async with self._network_lock:
+            if not self._network_ready:
+                labels = {"flowmgr.managed": "true",
+                          "flowmgr.instance": self.settings.docker.instance}
+                await self.adapter.ensure_network(self.settings.docker.network, labels)
+                self._network_ready = True
 
     async def create_container(self, spec: CreateSpec) -> ContainerSnapshot:
         """Create (not start) a managed container; state "created"."""
@@ -211,14 +232,16 @@ class ContainerManager:
         made_dir = not sock_dir.exists()
         sock_dir.mkdir(parents=True, exist_ok=True)
         env = {**spec.environment, "FLOW_SOCKET": f"{dk.socket_mount}/flow.sock"}
+        host_options = host_config_defaults(self.settings)
+        if spec.memory_limit:
+            host_options["mem_limit"] = spec.memory_limit
         try:
             await self._ensure_network()
             cid = await self.adapter.create(
                 image=image, name=spec.name, command=spec.command, environment=env,
                 labels={"flowmgr.managed": "true", "flowmgr.instance": dk.instance},
                 binds={**spec.volumes, str(sock_dir): dk.socket_mount}, ports=ports,
-                network=dk.network, mem_limit=spec.memory_limit or dk.memory_limit,
-                nano_cpus=int(dk.cpu_limit * 1e9), pids_limit=dk.pids_limit)
+                network=dk.network, host_options=host_options)
         except FlowMgrError:
             self._network_ready = False  # the network may have been removed under us
             if made_dir:

@@ -198,13 +198,22 @@ class DockerMonitor:
             await self.forget(cid)
         elif action == "die":
             attrs = (event.get("Actor") or {}).get("Attributes") or {}
-            await self._died(cid, attrs)
+            await self._died(cid, attrs, self._fresh(cid, event))
         elif action in _REFRESH_ON:
             if action == "start":
                 self.registry.stopped.discard(cid)
-            await self.refresh(cid)
+            if self._fresh(cid, event) is None:
+                await self.refresh(cid)
             if action == "start":
                 await self.hooks.container_started(cid)
+
+    def _fresh(self, cid: str, event: dict[str, Any]) -> ContainerInfo | None:
+        """The stored facts when an action's own inspect already saw this event's effect."""
+        rec = self.registry.records.get(cid)
+        stamp = event.get("timeNano")
+        if rec is None or not isinstance(stamp, int) or rec.info.asked_ns <= stamp:
+            return None
+        return rec.info
 
     def _requested(self, cid: str) -> bool:
         """A stop or kill was asked for (through us, or through Docker) shortly before."""
@@ -215,15 +224,18 @@ class DockerMonitor:
         window = self.settings.docker.stop_timeout + 15
         return kill_at is not None and time.monotonic() - kill_at < window
 
-    async def _died(self, cid: str, attrs: dict[str, Any]) -> None:
+    async def _died(self, cid: str, attrs: dict[str, Any], fresh: ContainerInfo | None) -> None:
         requested = self._requested(cid)
         if requested:
             self.registry.stopped.add(cid)
-        try:
-            info = await self.adapter.inspect(cid)
-        except ContainerNotFound:
-            await self.forget(cid)
-            return
+        if fresh is not None:
+            info = fresh
+        else:
+            try:
+                info = await self.adapter.inspect(cid)
+            except ContainerNotFound:
+                await self.forget(cid)
+                return
         rec = await self.apply(info)
         oom = info.oom_killed or cid in self._ooms
         self._ooms.discard(cid)

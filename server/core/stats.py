@@ -76,17 +76,22 @@ class ResourceSampler:
         self._online_cpus = os.cpu_count() or 1
         self._host_mem = 0
         self.sweeps = 0
+        self._api_task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         """Sample forever, one sweep per interval."""
         interval = self.settings.monitoring.stats_interval
-        while True:
-            started = time.monotonic()
-            try:
-                await self.sample_all()
-            except Exception:  # one bad sweep must not end sampling for good
-                logger.exception("resource sampling failed; retrying next interval")
-            await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self.sample_all()
+                except Exception:  # one bad sweep must not end sampling for good
+                    logger.exception("resource sampling failed; retrying next interval")
+                await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
+        finally:
+            if self._api_task is not None:
+                self._api_task.cancel()
 
     async def sample_all(self) -> dict[str, ResourceSample]:
         """One sweep over every running container; caches and publishes the samples."""
@@ -102,8 +107,12 @@ class ResourceSampler:
         for gone in [c for c in self._prev if c not in live]:
             self._prev.pop(gone, None)
             self._paths.pop(gone, None)
-        if unreadable:
-            await self._sample_api(unreadable)
+        # a local engine's unreadable container has just exited; only remote ones need the API
+        if unreadable and not self.adapter.is_local and \
+                (self._api_task is None or self._api_task.done()):
+            # the stats API takes about a second per call: never hold up the cgroup sweep
+            self._api_task = asyncio.create_task(self._sample_api(unreadable),
+                                                 name="stats-api-fallback")
         self.sweeps += 1
         return samples
 

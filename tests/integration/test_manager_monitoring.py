@@ -103,10 +103,13 @@ async def test_status_is_reported_periodically(settings: Settings,
         snap = await m.create_container(CreateSpec(name=unique_name("tick"), image=BUSYBOX))
         await m.start_container(snap.id)
         loop = asyncio.get_running_loop()
-        first = await wait_event(sub, StatusReported, lambda e: e.status.container_id == snap.id)
+        def running(e: StatusReported) -> bool:
+            return e.status.container_id == snap.id and e.status.state == "running"
+
+        await wait_event(sub, StatusReported, running)
         t0 = loop.time()
-        second = await wait_event(sub, StatusReported, lambda e: e.status.container_id == snap.id)
+        second = await wait_event(sub, StatusReported, running)
         assert loop.time() - t0 >= settings.monitoring.health_check_interval * 0.5
-        assert first.status.state == second.status.state == "running"
+        assert second.status.uptime is not None
         assert m.health() == {"container_manager": "active", "socket_handler": "active",
                               "event_handler": "active"}
