@@ -96,7 +96,7 @@ class DashboardScreen(Screen[None]):
         if changes.docker:
             self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
         if changes.rows or changes.removed:
-            self._summary()
+            self._summary()  # a no-op unless the counts changed
 
     def on_container_table_open_requested(self, event: ContainerTable.OpenRequested) -> None:
         """Enter on a row: the detail view."""
@@ -159,4 +159,6 @@ class DashboardScreen(Screen[None]):
         text = f" {shown} of {total} containers | sort: {table.sort_column} {arrow}"
         if table.filter_text:
             text += f" | filter: {table.filter_text!r}"
-        self.query_one("#table-summary", Label).update(text)
+        label = self.query_one("#table-summary", Label)
+        if str(label.content) != text:  # an update re-lays out the screen: only on change
+            label.update(text)

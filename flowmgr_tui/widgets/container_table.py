@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from flowmgr_tui.formatting import health_text, percent, size, state_text, uptime
-from server.core.models import STATES, ContainerSnapshot
+from server.core.models import STATES, ContainerSnapshot, ResourceSample
 
 __all__ = ["ContainerTable", "COLUMNS"]
 
@@ -48,6 +49,24 @@ def _sort_value(snap: ContainerSnapshot, column: str) -> Any:
         "socket": lambda: snap.socket_connected,
     }
     return (values[column](), snap.name.lower())
+
+
+def _close(shown: ResourceSample | None, new: ResourceSample | None) -> bool:
+    """Whether `new` is near enough to the sample on screen to leave the cells alone.
+
+    Idle containers jitter by a few KiB and tenths of a percent every second; redrawing for
+    that would repaint the table every second (the DataTable repaints every visible row on any
+    cell change), so small moves wait until they add up. The detail graphs show every sample.
+    """
+    if shown is None or new is None:
+        return shown is new
+    return (abs(new.cpu_percent - shown.cpu_percent) < max(0.5, 0.1 * shown.cpu_percent)
+            and abs(new.memory_usage - shown.memory_usage)
+            < max(1024 * 1024, 0.05 * shown.memory_usage)
+            and abs(new.network_rx_bytes - shown.network_rx_bytes)
+            < max(4096, 0.02 * shown.network_rx_bytes)
+            and abs(new.network_tx_bytes - shown.network_tx_bytes)
+            < max(4096, 0.02 * shown.network_tx_bytes))
 
 
 class ContainerTable(DataTable[Any]):
@@ -95,6 +114,11 @@ class ContainerTable(DataTable[Any]):
         resort = False
         for snap in snaps:
             old = self._all.get(snap.id)
+            if old is not None and snap.resources is not old.resources \
+                    and _close(old.resources, snap.resources):
+                snap = replace(snap, resources=old.resources)
+            if old == snap and snap.id in self._cells:
+                continue  # nothing on screen would change: skip formatting entirely
             self._all[snap.id] = snap
             if not self._matches(snap):
                 self._drop_row(snap.id)
