@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import struct
 from typing import Any
@@ -46,12 +47,9 @@ def frame_length(header: bytes, max_bytes: int) -> int:
     return size
 
 
-def decode_body(body: bytes) -> dict[str, Any]:
+def decode_body(body: bytes | bytearray) -> dict[str, Any]:
     """The JSON object in a frame body; FrameError for bad UTF-8, bad JSON or a non-object."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise FrameError(f"frame is not valid UTF-8 (byte {err.start})") from None
+    text = _utf8(body)
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except ValueError as err:
@@ -61,6 +59,27 @@ def decode_body(body: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise FrameError(f"frame holds a JSON {type(value).__name__}, not an object")
     return value
+
+
+def _utf8(body: bytes | bytearray) -> str:
+    """Decode strictly; large non-ASCII bodies chunk by chunk, because a UnicodeDecodeError
+    keeps a copy of all the input it was given (a second megabyte for a junk frame)."""
+    if len(body) <= _CHUNK or body.isascii():
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise FrameError(f"frame is not valid UTF-8 (byte {err.start})") from None
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    parts: list[str] = []
+    with memoryview(body) as view:
+        for start in range(0, len(body), _CHUNK):
+            try:
+                parts.append(decoder.decode(view[start:start + _CHUNK],
+                                            final=start + _CHUNK >= len(body)))
+            except UnicodeDecodeError as err:
+                raise FrameError(
+                    f"frame is not valid UTF-8 (near byte {start + err.start})") from None
+    return "".join(parts)
 
 
 async def read_frame(
@@ -76,14 +95,53 @@ async def read_frame(
         first = await reader.readexactly(1)
     except asyncio.IncompleteReadError:
         return None
+    # The deadline fails the reader instead of cancelling the task: asyncio.timeout on 3.11
+    # can leave a stray cancellation behind when it fires just as the read completes.
+    timer = None
+    if body_timeout is not None:
+        timer = asyncio.get_running_loop().call_later(body_timeout, _expire, reader, body_timeout)
     try:
-        async with asyncio.timeout(body_timeout):
-            size = frame_length(first + await reader.readexactly(HEADER.size - 1), max_bytes)
-            body = await reader.readexactly(size)
-    except asyncio.IncompleteReadError as err:
-        raise FrameError(
-            f"connection closed in the middle of a frame ({len(err.partial)} bytes of "
-            f"{err.expected} read)") from None
-    except TimeoutError:
-        raise FrameError(f"frame not completed within {body_timeout} s") from None
+        try:
+            header = first + await reader.readexactly(HEADER.size - 1)
+        except asyncio.IncompleteReadError as err:
+            raise _truncated(1 + len(err.partial), HEADER.size) from None
+        size = frame_length(header, max_bytes)
+        if size <= _CHUNK:
+            try:
+                body: bytes | bytearray = await reader.readexactly(size)
+            except asyncio.IncompleteReadError as err:
+                raise _truncated(HEADER.size + len(err.partial), HEADER.size + size) from None
+        else:
+            body = await _read_large_body(reader, size)
+    finally:
+        if timer is not None:
+            timer.cancel()
     return decode_body(body)
+
+
+_CHUNK = 64 * 1024
+"""Bodies above this are copied chunk by chunk into one buffer of the announced size, so a
+large frame costs about its own size in memory instead of twice that (stream buffer + copy)."""
+
+
+async def _read_large_body(reader: asyncio.StreamReader, size: int) -> bytearray:
+    body = bytearray(size)
+    view = memoryview(body)
+    got = 0
+    while got < size:
+        chunk = await reader.read(min(size - got, _CHUNK))
+        if not chunk:
+            raise _truncated(HEADER.size + got, HEADER.size + size)
+        view[got:got + len(chunk)] = chunk
+        got += len(chunk)
+    view.release()
+    return body
+
+
+def _truncated(have: int, want: int) -> FrameError:
+    return FrameError(f"connection closed in the middle of a frame ({have} bytes of {want} read)")
+
+
+def _expire(reader: asyncio.StreamReader, timeout: float) -> None:
+    """Fail the reader: its pending (and any later) read raises FrameError."""
+    reader.set_exception(FrameError(f"frame not completed within {timeout} s"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -113,6 +114,31 @@ def test_end_of_stream_inside_a_frame(data: bytes) -> None:
 def test_a_frame_held_half_sent_times_out() -> None:
     with pytest.raises(FrameError, match="not completed"):
         read_all([raw(b'{"a":1}')[:6]], eof=False)
+
+
+def test_large_frames_round_trip_and_truncation_is_caught() -> None:
+    big = {"blob": "é" * 150_000, "n": [1, 2, 3]}
+    frame = encode_frame(big, 1 << 20)
+    chunks = [frame[i:i + 7_777] for i in range(0, len(frame), 7_777)]
+    assert read_all(chunks, 1 << 20) == [big]
+    with pytest.raises(FrameError, match="middle of a frame"):
+        read_all([frame[:-1]], 1 << 20)
+    with pytest.raises(FrameError, match="not completed"):
+        read_all([frame[:200_000]], 1 << 20, eof=False)
+
+
+def test_large_invalid_utf8_is_refused_without_copying_it_again() -> None:
+    # 1 MiB whose bad byte comes early: a plain bytes.decode() would copy all of it into
+    # the UnicodeDecodeError; chunked decoding stops holding little more than one chunk.
+    body = b'{"a":"' + "é".encode() * 50_000 + b"\xff" + b"x" * (1 << 20) + b'"}'
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameError, match="UTF-8"):
+            decode_body(body)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 512 * 1024
 
 
 def test_clean_end_between_frames() -> None:
