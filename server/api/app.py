@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import socketio
 from fastapi import FastAPI
@@ -50,6 +50,20 @@ class FlowMgrASGIApp(socketio.ASGIApp):  # type: ignore[misc]
         return len(sids)
 
 
+class JsonPacket(socketio.packet.Packet):  # type: ignore[misc]
+    """Socket.IO packet that skips the search for binary attachments in outgoing data.
+
+    Everything this server emits comes from pydantic `model_dump(mode="json")` (and error
+    details are made JSON-safe), so the recursive walk python-socketio does on every emit
+    would only ever find nothing.
+    """
+
+    @classmethod
+    def data_is_binary(cls, data: Any) -> bool:
+        """Never: see the class docstring."""
+        return False
+
+
 def _origins(settings: Settings) -> str | list[str]:
     origins = settings.server.cors_origins
     return "*" if "*" in origins else list(origins)
@@ -61,7 +75,7 @@ def create_app(manager: ContainerManager, settings: Settings, *,
     origins = _origins(settings)
     sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=origins,
                                max_http_buffer_size=settings.server.max_message_bytes,
-                               logger=False, engineio_logger=False)
+                               logger=False, engineio_logger=False, serializer=JsonPacket)
     bridge = SioBridge(sio, manager)
     sio.register_namespace(FlowNamespace(manager, bridge, token=settings.server.token,
                                          server_id=uuid.uuid4().hex[:12]))

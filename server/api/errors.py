@@ -35,12 +35,14 @@ def error_payload(exc: BaseException, operation: str, request: Any) -> dict[str,
 
 
 def _clipped(fields: dict[str, Any]) -> dict[str, Any]:
-    """Echo small fields whole; replace large ones by their size so an error stays small."""
+    """Echo small JSON fields whole; summarise large or binary ones, so an error stays small
+    and JSON-only (the server's packets never carry binary attachments)."""
     out: dict[str, Any] = {}
     for key, value in fields.items():
         try:
-            size = len(json.dumps(value, default=str))
-        except (TypeError, ValueError):  # unreachable for JSON-decoded input; be safe anyway
-            size = _ECHO_LIMIT + 1
+            size = len(json.dumps(value))
+        except (TypeError, ValueError):  # bytes from a binary Socket.IO event, or worse
+            out[str(key)] = f"<{type(value).__name__}, not echoed>"
+            continue
         out[str(key)] = value if size <= _ECHO_LIMIT else f"<{size} bytes not echoed>"
     return out

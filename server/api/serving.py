@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from server.api.app import FlowMgrASGIApp, create_app
+from server.api.ws_transport import CoalescingWebSocketProtocol
 from server.core.config import Settings
 from server.core.manager import ContainerManager
 
@@ -39,6 +40,9 @@ def uvicorn_config(app: FlowMgrASGIApp, settings: Settings, *, host: str | None 
         lifespan="on",
         # Refuse an oversized websocket frame in the protocol layer, before it is buffered.
         ws_max_size=settings.server.max_message_bytes + 4096,
+        ws=CoalescingWebSocketProtocol,
+        # Frames are small JSON; compressing each costs more CPU than the bytes it saves locally.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=2,
     )
 

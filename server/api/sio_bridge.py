@@ -29,7 +29,6 @@ from server.core.events import (
     LogLineReceived,
     StatusReported,
 )
-from server.core.masking import mask_text, mask_value
 
 if TYPE_CHECKING:
     import socketio
@@ -46,20 +45,14 @@ def log_room(container_id: str) -> str:
     return f"logs:{container_id}"
 
 
-def _activity(ev: ActivityLogged) -> BaseModel:
-    # The core masks already; masking again is idempotent and keeps the wire safe regardless.
-    out = ActivityLogOut.of(ev)
-    return out.model_copy(update={"message": mask_text(out.message),
-                                  "details": mask_value(out.details)})
-
-
 _BROADCASTS: dict[type[Event], tuple[str, Callable[[Any], BaseModel]]] = {
     FlowMessageReceived: ("message_received", MessageReceivedOut.of),
     ContainerStateChanged: ("status_changed", StatusChangedOut.of),
     HealthChanged: ("container_health_warning", HealthWarningOut.of),
     ContainerCrashed: ("container_crashed", ContainerCrashedOut.of),
     StatusReported: ("container_status_update", StatusUpdateOut.of),
-    ActivityLogged: ("activity_log", _activity),
+    # ActivityLogged arrives masked: the core masks once, where it writes the line.
+    ActivityLogged: ("activity_log", ActivityLogOut.of),
 }
 _WANTED = (*_BROADCASTS, LogLineReceived, ContainerRemoved)
 

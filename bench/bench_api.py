@@ -1,0 +1,392 @@
+"""Socket.IO API benchmarks against a real `python -m server` process and real containers.
+
+    .venv/bin/python bench/bench_api.py                        # everything, 100 containers
+    .venv/bin/python bench/bench_api.py rtt load fanout        # a selection
+    .venv/bin/python bench/bench_api.py send --messages 20000
+
+rtt:    list_containers / get_container_status round trips (ack) with 100 managed containers.
+load:   list_containers round trips while 10 other clients loop stop / restart / status.
+fanout: `status_changed` latency to 100 connected clients (event timestamp -> client receipt).
+send:   send_message requests per second into one echo flow, every answer counted.
+The server runs in its own process (as deployed); clients run here. Everything this script
+creates carries a bench-only instance label and is removed at the end, even on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import psutil
+import socketio
+import websockets
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = f"bapi{uuid.uuid4().hex[:6]}"
+BUSYBOX = "flowmgr-test-busybox:latest"
+
+
+def say(line: str) -> None:
+    """A result line on stdout (this is a script, not library code)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(values: list[float]) -> str:
+    """p50 / p90 / p99 / max in ms."""
+    return (f"n={len(values)} p50={statistics.median(values):.2f} ms "
+            f"p90={pct(values, .9):.2f} ms p99={pct(values, .99):.2f} ms "
+            f"max={max(values):.2f} ms")
+
+
+# ---------------------------------------------------------------- server process and cleanup
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(path: Path, sock_dir: Path) -> None:
+    path.write_text(json.dumps({
+        "socket_dir": str(sock_dir), "log_level": "WARNING",
+        "server": {"host": "127.0.0.1", "port": 8000, "cors_origins": ["*"],
+                   "max_message_bytes": 1_000_000},
+        "docker": {"default_image": "flow:latest", "network": f"flowmgr-{RUN}",
+                   "instance": RUN, "stop_timeout": 2},
+        "monitoring": {"health_check_interval": 30, "resource_check_interval": 60},
+    }))
+
+
+def cleanup(sock_dir: Path) -> None:
+    """Remove every container and network of this run (by its own instance label)."""
+    label = f"label=flowmgr.instance={RUN}"
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", label],
+                         capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    nets = subprocess.run(["docker", "network", "ls", "-q", "--filter", label],
+                          capture_output=True, text=True).stdout.split()
+    if nets:
+        subprocess.run(["docker", "network", "rm", *nets], capture_output=True)
+    shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def server_process(profile: str | None = None,
+                         ) -> AsyncIterator[tuple[str, psutil.Process]]:
+    """`python -m server` on a free port; its URL and process handle."""
+    sock_dir = Path("/tmp/fmb") / RUN
+    sock_dir.mkdir(parents=True)
+    config = sock_dir.parent / f"{RUN}.json"
+    write_config(config, sock_dir)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    prefix = ["-m", "cProfile", "-o", profile] if profile else []
+    proc = subprocess.Popen([sys.executable, *prefix, "-m", "server", "--config", str(config),
+                             "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            env={k: v for k, v in os.environ.items() if k != "CONFIG_FILE"})
+    try:
+        async with httpx.AsyncClient() as http, asyncio.timeout(60):
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(f"{url}/health")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+        yield url, psutil.Process(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        cleanup(sock_dir)
+        config.unlink(missing_ok=True)
+
+
+class Client:
+    """One Socket.IO client with its own HTTP session."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False, http_session=session)
+
+    async def call(self, event: str, payload: dict[str, Any], timeout: float = 60) -> Any:
+        answer = await self.sio.call(event, payload, timeout=timeout)
+        if isinstance(answer, dict) and answer.get("error"):
+            raise RuntimeError(f"{event}: {answer['error_type']}: {answer['message']}")
+        return answer
+
+
+@contextlib.asynccontextmanager
+async def clients(url: str, count: int,
+                  setup: Callable[[Client, int], None] | None = None,
+                  ) -> AsyncIterator[list[Client]]:
+    """`count` connected websocket clients."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        made = [Client(session) for _ in range(count)]
+        for i, c in enumerate(made):
+            if setup is not None:
+                setup(c, i)
+        await asyncio.gather(*(c.sio.connect(url, transports=["websocket"]) for c in made))
+        try:
+            yield made
+        finally:
+            await asyncio.gather(*(c.sio.disconnect() for c in made), return_exceptions=True)
+
+
+async def make_containers(c: Client, count: int, image: str = BUSYBOX,
+                          parallel: int = 8) -> list[str]:
+    """Create and start `count` containers through the API."""
+    gate = asyncio.Semaphore(parallel)
+
+    async def one() -> str:
+        async with gate:
+            made = await c.call("create_container", {"image": image,
+                                                     "name": f"{RUN}-{uuid.uuid4().hex[:6]}"})
+            await c.call("start_container", {"container_id": made["container_id"]})
+            return str(made["container_id"])
+
+    first = await one()  # the first create makes the network; racing creates would each make one
+    return [first, *await asyncio.gather(*(one() for _ in range(count - 1)))]
+
+
+async def timed(calls: int, fn: Callable[[int], Awaitable[Any]]) -> list[float]:
+    """Latencies in ms of `calls` sequential awaits of fn(i)."""
+    samples = []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        await fn(i)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return samples
+
+
+# ---------------------------------------------------------------- the benchmarks
+
+
+async def bench_rtt(c: Client, ids: list[str], calls: int) -> None:
+    await timed(100, lambda i: c.call("list_containers", {}))  # warm-up
+    lst = await timed(calls, lambda i: c.call("list_containers", {}))
+    count = (await c.call("list_containers", {}))["count"]
+    say(f"rtt list_containers ({count} containers): {summary(lst)}")
+    st = await timed(calls, lambda i: c.call("get_container_status",
+                                             {"container_id": ids[i % len(ids)]}))
+    say(f"rtt get_container_status: {summary(st)}")
+
+
+async def bench_load(url: str, c: Client, ids: list[str], calls: int) -> None:
+    stop = asyncio.Event()
+    done = {"stop": 0, "restart": 0, "status": 0}
+
+    async def churn(worker: Client, cid: str) -> None:
+        while not stop.is_set():
+            await worker.call("stop_container", {"container_id": cid})
+            done["stop"] += 1
+            await worker.call("get_container_status", {"container_id": cid})
+            await worker.call("restart_container", {"container_id": cid})
+            done["restart"] += 1
+            await worker.call("get_container_status", {"container_id": cid})
+            done["status"] += 2
+
+    async with clients(url, 10) as workers:
+        tasks = [asyncio.create_task(churn(w, ids[i])) for i, w in enumerate(workers)]
+        await asyncio.sleep(2)  # let the churn get going before measuring
+        began = time.perf_counter()
+        lst = await timed(calls, lambda i: c.call("list_containers", {}))
+        st = await timed(calls, lambda i: c.call("get_container_status",
+                                                 {"container_id": ids[50 + i % 50]}))
+        took = time.perf_counter() - began
+        stop.set()
+        await asyncio.gather(*tasks)
+    say(f"load list_containers under 10 churning clients: {summary(lst)}")
+    say(f"load get_container_status under 10 churning clients: {summary(st)}")
+    say(f"load: churn completed {done['stop']} stops, {done['restart']} restarts, "
+        f"{done['status']} status queries in {took:.1f} s of measuring")
+
+
+async def bench_fanout(url: str, c: Client, ids: list[str], changes: int) -> None:
+    lat: list[float] = []
+    target = ids[-1]
+    seen = asyncio.Condition()
+    got = {"n": 0}
+
+    def setup(client: Client, _: int) -> None:
+        @client.sio.on("status_changed")
+        async def changed(data: dict[str, Any]) -> None:
+            if data["container_id"] == target:
+                lat.append((time.time() - data["timestamp"]) * 1000)
+                async with seen:
+                    got["n"] += 1
+                    seen.notify_all()
+
+    async with clients(url, 100, setup) as listeners:
+        for i in range(changes):
+            await c.call("stop_container" if i % 2 == 0 else "start_container",
+                         {"container_id": target})
+            async with asyncio.timeout(30), seen:
+                await seen.wait_for(lambda i=i: got["n"] >= (i + 1) * len(listeners))
+    say(f"fanout status_changed to 100 clients ({changes} changes): {summary(lat)}")
+
+
+async def bench_send(url: str, messages: int, window: int, runs: int,
+                     server: psutil.Process) -> None:
+    async with clients(url, 1) as (c,):
+        cid = await echo_flow(c)
+    # Only the bare client stays connected: python-socketio's client would be the bottleneck.
+    async with WireClient(url) as wire:
+        await pipelined_sends(wire, cid, 500, window)  # warm-up
+        for run in range(runs):
+            wire.broadcasts.clear()
+            server.cpu_percent()
+            mine = psutil.Process()
+            mine.cpu_percent()
+            began = time.perf_counter()
+            ok = await pipelined_sends(wire, cid, messages, window)
+            took = time.perf_counter() - began
+            cpu, client_cpu = server.cpu_percent(), mine.cpu_percent()
+            say(f"send run {run + 1}: {messages} send_message in {took:.2f} s = "
+                f"{messages / took:,.0f} req/s, answers {ok}/{messages}, flow replies "
+                f"(message_received) so far {wire.broadcasts['message_received']}, "
+                f"server CPU {cpu:.0f} %, client CPU {client_cpu:.0f} %")
+
+
+class WireClient:
+    """A bare Socket.IO v5 client over one websocket: only what pipelined acks need.
+
+    python-socketio's client spends more CPU per message than the server does, so with it the
+    bench would measure the client; this one parses nothing but the ack ids.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+        self.ws: Any = None
+        self.pending: dict[int, asyncio.Future[str]] = {}
+        self.next_id = 0
+        self.reader: asyncio.Task[None] | None = None
+        self.broadcasts: Counter[str] = Counter()
+        """Events pushed by the server, by name (counted, not parsed)."""
+
+    async def __aenter__(self) -> WireClient:
+        self.ws = await websockets.connect(self.url, max_size=None)
+        await self.ws.recv()  # engine.io open
+        await self.ws.send("40")
+        while not (await self.ws.recv()).startswith("40"):
+            pass
+        self.reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+        await self.ws.close()
+
+    async def _read(self) -> None:
+        async for frame in self.ws:
+            if frame == "2":
+                await self.ws.send("3")  # engine.io ping -> pong
+            elif frame.startswith("43"):  # socket.io ack: 43<id>[payload]
+                end = frame.index("[")
+                future = self.pending.pop(int(frame[2:end]), None)
+                if future is not None:
+                    future.set_result(frame[end:])
+            elif frame.startswith('42["'):
+                self.broadcasts[frame[4:frame.index('"', 4)]] += 1
+
+    async def call(self, event: str, payload: dict[str, Any]) -> str:
+        """Emit with an ack; the raw ack text."""
+        ack_id, self.next_id = self.next_id, self.next_id + 1
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.pending[ack_id] = future
+        await self.ws.send(f"42{ack_id}" + json.dumps([event, payload]))
+        return await future
+
+
+async def pipelined_sends(c: WireClient, cid: str, messages: int, window: int) -> int:
+    """Send `messages` requests with at most `window` in flight; how many were answered "sent"."""
+    gate = asyncio.Semaphore(window)
+    answered = 0
+
+    async def one(i: int) -> None:
+        nonlocal answered
+        async with gate:
+            answer = await c.call("send_message", {"container_id": cid,
+                                                   "message": {"command": "echo", "i": i}})
+            answered += '"status": "sent"' in answer or '"status":"sent"' in answer
+
+    await asyncio.gather(*(one(i) for i in range(messages)))
+    return answered
+
+
+async def echo_flow(c: Client) -> str:
+    """One echo flow (flow:latest, the default image), connected to its socket."""
+    made = await c.call("create_container", {"name": f"{RUN}-echo"})
+    cid = str(made["container_id"])
+    await c.call("start_container", {"container_id": cid})
+    async with asyncio.timeout(60):
+        while not (await c.call("get_container_status", {"container_id": cid}))[
+                "socket_connected"]:
+            await asyncio.sleep(0.1)
+    return cid
+
+
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", nargs="*", default=["rtt", "load", "fanout", "send"])
+    parser.add_argument("--containers", type=int, default=100)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--changes", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", metavar="FILE", help="run the server under cProfile")
+    args = parser.parse_args(argv)
+    if {"rtt", "load", "fanout"} & set(args.which):
+        async with server_process(args.profile) as (url, server):
+            await docker_benches(url, server, args)
+    if "send" in args.which:
+        async with server_process(args.profile) as (url, server):
+            await bench_send(url, args.messages, args.window, args.runs, server)
+            say(f"server RSS {server.memory_info().rss / 2**20:.0f} MiB")
+
+
+async def docker_benches(url: str, server: psutil.Process, args: argparse.Namespace) -> None:
+    """rtt, load and fanout share one set of managed containers."""
+    async with clients(url, 1) as (main_client,):
+        began = time.perf_counter()
+        ids = await make_containers(main_client, args.containers)
+        say(f"setup: {len(ids)} containers created and started in "
+            f"{time.perf_counter() - began:.1f} s")
+        if "rtt" in args.which:
+            await bench_rtt(main_client, ids, args.calls)
+        if "load" in args.which:
+            await bench_load(url, main_client, ids, args.calls)
+        if "fanout" in args.which:
+            await bench_fanout(url, main_client, ids, args.changes)
+        say(f"server RSS {server.memory_info().rss / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
