@@ -27,7 +27,7 @@ from server.core.errors import (
     ImageNotFound,
 )
 
-__all__ = ["DockerAdapter", "ContainerInfo", "StreamHandle", "parse_time"]
+__all__ = ["DockerAdapter", "ContainerInfo", "StreamHandle", "parse_time", "to_loop"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -130,6 +130,14 @@ def _translated(not_found: type[FlowMgrError] = ContainerNotFound,
             http.client.HTTPException, OSError, docker.errors.DockerException) as err:
         # refused, reset or cut mid-answer: the engine went away
         raise DockerUnavailable(f"the Docker Engine cannot be reached: {err}") from err
+
+
+def to_loop(loop: asyncio.AbstractEventLoop, fn: Any, arg: Any) -> None:
+    """Hand an item from a stream thread to the loop; after shutdown there is no one to tell."""
+    try:
+        loop.call_soon_threadsafe(fn, arg)
+    except RuntimeError:
+        logger.debug("event loop closed; dropping a late Docker stream item")
 
 
 class StreamHandle:

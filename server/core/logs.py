@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from server.core.bus import EventBus
-from server.core.docker_adapter import DockerAdapter, StreamHandle
+from server.core.docker_adapter import DockerAdapter, StreamHandle, to_loop
 from server.core.events import LogLineReceived
 
 __all__ = ["LogFollowers"]
@@ -58,16 +58,19 @@ class LogFollowers:
         bus = self._bus
 
         def on_line(line: str) -> None:
-            bus.publish_threadsafe(LogLineReceived(container_id=container_id, line=line))
+            to_loop(loop, bus.publish, LogLineReceived(container_id=container_id, line=line))
 
         def on_end(err: BaseException | None) -> None:
             if err is not None:
                 logger.info("log stream of %s ended: %s", container_id[:12], err)
-            loop.call_soon_threadsafe(self._ended, container_id, handle)
+            to_loop(loop, self._ended_handle, (container_id, handle))
 
         handle = self._adapter.stream_logs(container_id, on_line, on_end)
         self._handles[container_id] = handle
         self._opened[container_id] = time.monotonic()
+
+    def _ended_handle(self, item: tuple[str, StreamHandle]) -> None:
+        self._ended(*item)
 
     def _ended(self, container_id: str, handle: StreamHandle) -> None:
         if self._handles.get(container_id) is handle:

@@ -51,6 +51,7 @@ class ContainerManager:
         self._started = False
         self._network_ready = False
         self._network_lock = asyncio.Lock()
+        self._opening: set[asyncio.Future[None]] = set()
         self._sampler_task: asyncio.Task[None] | None = None
 
     # lifecycle of the manager itself
@@ -91,6 +92,8 @@ class ContainerManager:
         if pending:
             logger.warning("watcher tasks did not stop within 5 s: %s",
                            ", ".join(t.get_name() for t in pending))
+        if self._opening:
+            await asyncio.wait(list(self._opening), timeout=5)
         await self.hub.aclose()
         await self.adapter.close()
         self.monitor.available = False
@@ -127,8 +130,12 @@ class ContainerManager:
 
     async def container_added(self, rec: Record) -> None:
         """Open the flow channel of a new or adopted container."""
+        # shielded and tracked: a stop() arriving mid-open must not orphan a listening socket
+        opening = asyncio.ensure_future(self.hub.open(rec.info.id, rec.socket_path))
+        self._opening.add(opening)
+        opening.add_done_callback(self._opening.discard)
         try:
-            await self.hub.open(rec.info.id, rec.socket_path)
+            await asyncio.shield(opening)
         except FlowMgrError as err:
             # the container is still managed; only messaging it is impossible
             logger.warning("no flow channel for %s: %s", rec.info.name, err)

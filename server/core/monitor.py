@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from server.core.config import Settings
-from server.core.docker_adapter import ContainerInfo, DockerAdapter
+from server.core.docker_adapter import ContainerInfo, DockerAdapter, to_loop
 from server.core.errors import ContainerNotFound, DockerApiError, FlowMgrError
 from server.core.events import DockerConnectionLost, DockerConnectionRestored, now
 from server.core.registry import Record, Registry
@@ -90,10 +90,10 @@ class DockerMonitor:
         since = now() - timedelta(seconds=2)
 
         def on_item(item: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            to_loop(loop, queue.put_nowait, item)
 
         def on_end(err: BaseException | None) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, _End(err))
+            to_loop(loop, queue.put_nowait, _End(err))
 
         handle = self.adapter.stream_events(
             {"label": self.labels, "type": ["container"]}, since, on_item, on_end)
@@ -119,6 +119,8 @@ class DockerMonitor:
             return f"events watcher failed: {err!r}"
         finally:
             handle.close()
+            if handle.thread is not None:
+                await asyncio.to_thread(handle.thread.join, 2.0)
 
     def _mark_lost(self, reason: str) -> None:
         if self._lost_reported:
