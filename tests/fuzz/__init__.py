@@ -1,0 +1,1 @@
+"""Fuzzing of what flows and clients may send."""
