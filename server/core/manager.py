@@ -72,10 +72,10 @@ class ContainerManager:
         self._spawn(self.monitor.run(), "docker-events")
         try:
             async with asyncio.timeout(self.settings.docker.call_timeout):
-                await self.monitor.synced.wait()
+                await self.monitor.tried.wait()
         except TimeoutError:
-            logger.warning("Docker Engine not reachable at start; serving without it until "
-                           "it answers")
+            logger.warning("the Docker Engine did not answer within %.0f s of start",
+                           self.settings.docker.call_timeout)
         self.set_sampling(True)
         self._spawn(self._report_status(), "status-reporter")
 

@@ -63,6 +63,8 @@ class DockerMonitor:
         self.streaming = False
         self.synced = asyncio.Event()
         """Set once the first resync (adoption) has finished."""
+        self.tried = asyncio.Event()
+        """Set once the first connection attempt has succeeded or failed."""
         self._kills: dict[str, float] = {}
         self._ooms: set[str] = set()
         self._crash_seen: dict[str, datetime | None] = {}
@@ -123,6 +125,7 @@ class DockerMonitor:
                 await asyncio.to_thread(handle.thread.join, 2.0)
 
     def _mark_lost(self, reason: str) -> None:
+        self.tried.set()
         if self._lost_reported:
             return
         self.available = False
@@ -157,6 +160,7 @@ class DockerMonitor:
             await self.forget(cid)
         self.registry.stopped.retain(live)
         self.synced.set()
+        self.tried.set()
 
     async def apply(self, info: ContainerInfo) -> Record:
         """Store an inspect result, opening its channel when the container is new."""

@@ -109,3 +109,32 @@ async def test_engine_loss_and_resync(settings: Settings, tmp_path: Path,
         assert m.get(keep.id).state == "running"
     await relay.cut()
     gc.collect()  # collect docker-py's leaked sockets here, under this test's warning filter
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+async def test_start_without_engine_then_engine_arrives(settings: Settings,
+                                                        unique_name: Callable[[str], str]) -> None:
+    relay = Relay(Path(settings.socket_dir) / "late.sock")
+    adapter = DockerAdapter(settings.docker.call_timeout, base_url=f"unix://{relay.path}")
+    m = ContainerManager(settings, adapter=adapter)
+    async with m.bus.subscribe() as sub:
+        async with asyncio.timeout(15):
+            await m.start()  # returns promptly: the engine is retried in the background
+        try:
+            assert not m.docker_available
+            assert m.health()["container_manager"] == "unavailable"
+            await wait_event(sub, DockerConnectionLost)
+            name = unique_name("late")
+            with pytest.raises(DockerUnavailable):
+                await m.create_container(CreateSpec(name=name, image=BUSYBOX))
+            assert not Path(settings.socket_dir, name).exists()  # nothing left behind
+            await relay.open()
+            await wait_event(sub, DockerConnectionRestored)
+            assert m.health()["container_manager"] == "active"
+            snap = await m.create_container(CreateSpec(name=name, image=BUSYBOX))
+            assert snap.state == "created"
+        finally:
+            await m.stop()
+            await relay.cut()
+    gc.collect()
