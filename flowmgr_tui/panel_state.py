@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -77,7 +78,7 @@ class PanelState:
         self.activity.extend(activity)
         self.crashes.extend(crashes)
 
-    def apply(self, events: list[Event]) -> Changes:
+    def apply(self, events: Sequence[Event]) -> Changes:
         """Fold a batch of events in; return what changed."""
         changes = Changes()
         for event in events:

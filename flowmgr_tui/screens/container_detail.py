@@ -60,10 +60,13 @@ class ContainerDetailScreen(Screen[None]):
 
     BINDINGS = [
         Binding("escape", "back", "Back", id="detail.back", tooltip="Back to the list"),
-        Binding("1", "tab('overview')", "Graphs", id="detail.overview", tooltip="Graphs"),
-        Binding("2", "tab('logs')", "Logs", id="detail.logs", tooltip="Live logs"),
-        Binding("3", "tab('messages')", "Messages", id="detail.messages", tooltip="Messages"),
-        Binding("4", "tab('activity')", "Activity", id="detail.activity", tooltip="Activity"),
+        Binding("1", "tab('overview')", "Graphs", id="detail.overview", tooltip="Graphs",
+                show=False),
+        Binding("2", "tab('logs')", "Logs", id="detail.logs", tooltip="Live logs", show=False),
+        Binding("3", "tab('messages')", "Messages", id="detail.messages",
+                tooltip="Messages", show=False),
+        Binding("4", "tab('activity')", "Activity", id="detail.activity",
+                tooltip="Activity", show=False),
         Binding("s", "act('start')", "Start", id="detail.start", show=False, tooltip="Start"),
         Binding("x", "act('stop')", "Stop", id="detail.stop", tooltip="Stop"),
         Binding("r", "act('restart')", "Restart", id="detail.restart", tooltip="Restart"),

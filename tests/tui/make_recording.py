@@ -101,7 +101,7 @@ def build() -> list[Event]:
     return out
 
 
-ECHO_LOGS = [f"2026-01-01T13:3{i // 10}:{i % 10}0Z echo-1: handled message {i}" for i in range(30)]
+ECHO_LOGS = [f"2026-01-01T13:3{i // 6}:{i % 6}0Z echo-1: handled message {i}" for i in range(30)]
 
 
 if __name__ == "__main__":

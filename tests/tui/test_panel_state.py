@@ -9,6 +9,7 @@ import pytest
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.formatting import health_text, size, state_text, uptime
 from flowmgr_tui.panel_state import HISTORY_SAMPLES, PanelState
+from flowmgr_tui.widgets.docker_banner import DockerBanner
 from server.core.events import (
     ContainerRemoved,
     DockerConnectionLost,
@@ -62,7 +63,7 @@ async def test_idle_updates_rewrite_no_cell_and_the_banner_follows_docker() -> N
         backend.bus.publish(FlowChannelConnected(container_id=ECHO_ID))
         await pilot.pause(0.2)
         assert table._update_count == before
-        banner = dashboard(app).query_one("#docker-banner")
+        banner = dashboard(app).query_one(DockerBanner)
         backend.bus.publish(DockerConnectionLost(reason="engine gone"))
         await until(pilot, lambda: banner.has_class("-visible"), "the banner")
         assert "engine gone" in str(banner.content)

@@ -1,0 +1,72 @@
+"""Write docs/screenshots/*.svg from the recorded session (python -m tests.tui.make_screenshots)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from flowmgr_tui.app import FlowMgrApp
+from flowmgr_tui.screens.container_detail import ContainerDetailScreen
+from tests.tui.helpers import until
+from tests.tui.make_recording import ECHO_ID
+from tests.tui.recording import ReplayBackend
+from tests.tui.test_snapshots import recorded_app
+
+OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+async def _ready(app: FlowMgrApp, pilot: Pilot[None]) -> None:
+    backend = app.backend
+    assert isinstance(backend, ReplayBackend)
+    await until(pilot, backend.replayed.is_set, "the replay")
+    await pilot.pause(0.2)
+
+
+async def shoot(size: tuple[int, int], suffix: str = "") -> None:
+    """Every main screen at one terminal size."""
+    app = recorded_app()
+    async with app.run_test(size=size) as pilot:
+        await _ready(app, pilot)
+        app.save_screenshot(f"dashboard{suffix}.svg", str(OUT))
+        if suffix:
+            return
+        await pilot.press("slash", *"e")
+        await pilot.pause(0.2)
+        app.save_screenshot("dashboard-filter.svg", str(OUT))
+        await pilot.press("escape")
+        app.open_detail(ECHO_ID)
+        await until(pilot, lambda: isinstance(app.screen, ContainerDetailScreen), "detail")
+        await pilot.pause(0.5)
+        app.save_screenshot("detail-graphs.svg", str(OUT))
+        for key, name in (("2", "logs"), ("3", "messages"), ("4", "activity")):
+            await pilot.press(key)
+            await pilot.pause(0.3)
+            app.save_screenshot(f"detail-{name}.svg", str(OUT))
+        await pilot.press("escape")
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        await pilot.press(*"my-flow", "tab", *"MODE=demo", "tab", *"99999:80", "ctrl+s")
+        await pilot.pause(0.2)
+        app.save_screenshot("create-form.svg", str(OUT))
+        await pilot.press("escape")
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        app.save_screenshot("help.svg", str(OUT))
+        await pilot.press("escape")
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"stop")
+        await pilot.pause(0.5)
+        app.save_screenshot("command-palette.svg", str(OUT))
+
+
+async def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    await shoot((120, 32))
+    await shoot((80, 24), "-80x24")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
