@@ -85,10 +85,27 @@ class _Channel:
     inode: tuple[int, int] | None = None
     conn: _Connection | None = None
     last_communication: datetime | None = None
+    rejected: int = 0
+    """Bad frames so far (each one reset a connection)."""
+    warned_at: float = float("-inf")
+    rejected_unlogged: int = 0
 
     @property
     def short(self) -> str:
         return self.container_id[:12]
+
+    def log_rejection(self, err: FrameError) -> None:
+        """Warn about a bad frame, at most once a second per flow (a hostile flow may loop)."""
+        self.rejected += 1
+        stamp = asyncio.get_running_loop().time()
+        if stamp - self.warned_at < 1.0:
+            self.rejected_unlogged += 1
+            return
+        more = f" ({self.rejected_unlogged} more since the last warning)" \
+            if self.rejected_unlogged else ""
+        logger.warning("flow %s sent a bad frame (%s); its connection was reset%s",
+                       self.short, err, more)
+        self.warned_at, self.rejected_unlogged = stamp, 0
 
 
 def check_socket_path(socket_path: str) -> None:
@@ -260,8 +277,7 @@ class FlowChannelHub:
             await self._read_loop(channel, conn)
         except FrameError as err:
             reason = f"frame rejected: {err}"
-            logger.warning("flow %s sent a bad frame (%s); its connection was reset",
-                           channel.short, err)
+            channel.log_rejection(err)
             self._bus.publish(FlowFrameRejected(container_id=channel.container_id,
                                                 reason=str(err)))
         except (ConnectionError, OSError) as err:

@@ -213,6 +213,21 @@ async def test_bad_frame_is_logged(
     assert any("bad frame" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_looping_bad_peer_is_reported_each_time_but_logged_once_a_second(
+    hub: FlowChannelHub, events: Subscription, sock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await hub.open("c1", str(sock_dir / "c1.sock"))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(20):
+        _reader, writer = await dial(sock_dir / "c1.sock")
+        writer.write(struct.pack(">I", 0xFFFFFFFF))
+        await wait_for(events, lambda e: isinstance(e, FlowFrameRejected))
+    elapsed = loop.time() - start
+    warnings = [r for r in caplog.records if "bad frame" in r.getMessage()]
+    assert 1 <= len(warnings) <= 1 + int(elapsed)
+
+
 async def test_a_flow_that_never_reads_times_out_with_bounded_memory(
     bus: EventBus, events: Subscription, sock_dir: Path
 ) -> None:
