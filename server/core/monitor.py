@@ -148,13 +148,15 @@ class DockerMonitor:
         async def one(cid: str) -> ContainerInfo | None:
             async with sem:
                 try:
-                    return await self.adapter.inspect(cid)
+                    info = await self.adapter.inspect(cid)
                 except ContainerNotFound:
                     return None
+            # Publish each container as soon as it is inspected: a panel shows its first
+            # screen of rows without waiting for the last of 200 inspects.
+            await self.apply(info)
+            return info
 
         infos = [i for i in await asyncio.gather(*(one(c) for c in ids)) if i is not None]
-        for info in infos:
-            await self.apply(info)
         live = {i.id for i in infos}
         for cid in [c for c in self.registry.records if c not in live]:
             await self.forget(cid)
