@@ -21,7 +21,7 @@ from server.core.logs import LogFollowers
 from server.core.masking import mask_env
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec
 from server.core.monitor import DockerMonitor
-from server.core.policy import host_config_defaults, validate_create
+from server.core.policy import host_config_defaults, validate_code_path, validate_create
 from server.core.registry import Record, Registry
 from server.core.stats import ResourceSampler
 from server.core.stopped import StoppedSet
@@ -312,7 +312,7 @@ class ContainerManager:
 
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
         """Copy `code_path` into the code directory; restart when it was running."""
-        src = check_code_path(code_path)
+        src = check_code_path(validate_code_path(code_path, self.settings))
         rec = await self._checked(ref)
         cid, code_dir = rec.info.id, self.settings.docker.code_dir
         archive = await asyncio.to_thread(code_archive, src, code_dir)

@@ -13,7 +13,8 @@ from server.core.config import Settings
 from server.core.errors import InvalidRequest
 from server.core.models import CreateSpec
 
-__all__ = ["validate_create", "host_config_defaults", "protected_host_paths", "MAX_NAME_LENGTH"]
+__all__ = ["validate_create", "validate_code_path", "host_config_defaults", "protected_host_paths",
+           "MAX_NAME_LENGTH"]
 
 MAX_NAME_LENGTH = 63
 """Longest container name accepted, so `<socket_dir>/<name>/flow.sock` stays short."""
@@ -59,6 +60,22 @@ def validate_create(
     if spec.memory_limit is not None:
         memory_bytes(spec.memory_limit, field="memory_limit")
     return replace(spec, volumes=volumes, ports=ports, environment=dict(spec.environment))
+
+
+def validate_code_path(
+    code_path: object, settings: Settings, *, env: Mapping[str, str] | None = None
+) -> str:
+    """The resolved `update_container` source; InvalidRequest(field="code_path") when it is a
+    protected host path (a client may not copy /etc or the engine's data into a flow)."""
+    env = os.environ if env is None else env
+    if not isinstance(code_path, str) or not code_path.startswith("/"):
+        raise InvalidRequest("code_path must be an absolute path on the manager's host",
+                             field="code_path")
+    try:
+        return _check_host_path(code_path, protected_host_paths(settings, env))
+    except InvalidRequest as err:
+        raise InvalidRequest(err.message.replace("host path", "code_path", 1), field="code_path",
+                             details={"code_path": code_path}) from None
 
 
 def host_config_defaults(settings: Settings) -> dict[str, Any]:

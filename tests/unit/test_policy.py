@@ -11,7 +11,7 @@ import pytest
 from server.core.config import Settings, load_settings
 from server.core.errors import InvalidRequest
 from server.core.models import CreateSpec
-from server.core.policy import MAX_NAME_LENGTH, validate_create
+from server.core.policy import MAX_NAME_LENGTH, validate_code_path, validate_create
 
 DOCKER_SOCK = "/var/run/docker.sock"
 
@@ -245,3 +245,22 @@ def test_good_spec_accepted_and_normalised(tmp_path: Path, cfg: Settings) -> Non
 
 def test_default_spec_accepted_with_real_environment(cfg: Settings) -> None:
     assert validate_create(_spec(), cfg) == _spec()
+
+
+@pytest.mark.parametrize("code_path", ["/", "/etc", "/etc/", "/proc/self", "/var/lib/docker",
+                                       "/var/run", "relative", "", None, 3, "/nonexistent-x"])
+def test_protected_code_paths_refused(code_path: Any, cfg: Settings) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        validate_code_path(code_path, cfg, env={})
+    assert info.value.field == "code_path"
+
+
+def test_code_path_symlink_to_etc_refused(links: Path, cfg: Settings) -> None:
+    with pytest.raises(InvalidRequest, match="code_path"):
+        validate_code_path(str(links / "etc"), cfg, env={})
+
+
+def test_code_path_resolved(tmp_path: Path, cfg: Settings) -> None:
+    (tmp_path / "code").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "code")
+    assert validate_code_path(f"{tmp_path}/link/", cfg, env={}) == str(tmp_path / "code")
