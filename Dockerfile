@@ -8,6 +8,8 @@
 ARG BASE_IMAGE=python:3.12-slim
 
 FROM ${BASE_IMAGE} AS build
+# Marks the throw-away build stage so scripts/build-images.sh can prune it (and nothing else).
+LABEL flowmgr.stage=build
 ARG OFFLINE_WHEELS=0
 # .dockerignore lets only the package sources and build/wheels in.
 COPY . /src/

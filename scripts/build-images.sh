@@ -144,12 +144,24 @@ build_flowmgr() {
     docker build -q --label "$HASH_LABEL=$hash" --build-arg BASE_IMAGE="$BASE_TAG" \
         --build-arg OFFLINE_WHEELS=1 --build-arg DOCKER_GID="$(docker_gid)" \
         -t "$FLOWMGR_TAG" . >/dev/null
+    # The legacy builder keeps the build stage as an untagged image; only ours carry this label.
+    docker image prune -f --filter label=flowmgr.stage=build >/dev/null
 }
 
 # The group that owns the engine's socket here, so the image's user can reach it.
 docker_gid() { stat -c %g /var/run/docker.sock 2>/dev/null || echo 0; }
 
+declare -A TAG_OF=([base]=$BASE_TAG [busybox]=$BUSYBOX_TAG [unhealthy]=$UNHEALTHY_TAG
+                   [flow]=$FLOW_TAG [flowmgr]=$FLOWMGR_TAG)
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+
 for name in "${WANTED[@]}"; do
+    old="$(image_id "${TAG_OF[$name]}")"
     "build_$name"
+    new="$(image_id "${TAG_OF[$name]}")"
+    # Drop the image this one replaced; Docker refuses while any container still uses it.
+    if [[ -n "$old" && "$old" != "$new" ]]; then
+        docker image rm "$old" >/dev/null 2>&1 || log "kept the previous ${TAG_OF[$name]} (in use)"
+    fi
 done
 log "done: $(docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^(flowmgr|flow:)' | sort | tr '\n' ' ')"
