@@ -53,9 +53,9 @@ class FlowMgrASGIApp(socketio.ASGIApp):  # type: ignore[misc]
 class JsonPacket(socketio.packet.Packet):  # type: ignore[misc]
     """Socket.IO packet that skips the search for binary attachments in outgoing data.
 
-    Everything this server emits comes from pydantic `model_dump(mode="json")` (and error
-    details are made JSON-safe), so the recursive walk python-socketio does on every emit
-    would only ever find nothing.
+    Everything this server emits is built of JSON types (schemas.py's `payload()` builders,
+    JSON decoded messages, error details made JSON-safe in errors.py), so the recursive walk
+    python-socketio does on every emit would only ever find nothing.
     """
 
     @classmethod

@@ -27,7 +27,7 @@ from server.core.models import (
 )
 
 __all__ = [
-    "iso", "epoch", "uptime_text", "parse_request", "request_id_of",
+    "Wire", "iso", "epoch", "uptime_text", "parse_request", "request_id_of",
     "RequestIn", "ContainerRef", "CreateContainerRequest", "UpdateContainerRequest",
     "SendMessageRequest", "GetLogsRequest", "ListContainersRequest",
     "ContainerCreatedOut", "ContainerStateOut", "ContainerUpdatedOut", "MessageSentOut",
@@ -154,10 +154,17 @@ def _json_type(value: Any) -> str:
 
 
 # ---------------------------------------------------------------- answers (server -> requester)
+#
+# The models below are the contract of every outgoing payload. The `payload()` builders make
+# plain dicts of exactly that shape from the core's typed values: validating our own output
+# on every emit cost several times more than building it (2.6 ms vs 0.4 ms for a 100-item
+# list), so the unit tests validate each builder against its model instead.
+
+Wire = dict[str, Any]
 
 
 class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class ContainerCreatedOut(_Out):
@@ -170,11 +177,11 @@ class ContainerCreatedOut(_Out):
     socket_path: str
     ports: dict[str, int | None]
 
-    @classmethod
-    def of(cls, snap: ContainerSnapshot) -> ContainerCreatedOut:
+    @staticmethod
+    def payload(snap: ContainerSnapshot) -> Wire:
         """From the new container's snapshot."""
-        return cls(container_id=snap.id, name=snap.name, image=snap.image,
-                   socket_path=snap.socket_path, ports=dict(snap.ports))
+        return {"container_id": snap.id, "name": snap.name, "image": snap.image,
+                "status": "created", "socket_path": snap.socket_path, "ports": dict(snap.ports)}
 
 
 class ContainerStateOut(_Out):
@@ -182,6 +189,11 @@ class ContainerStateOut(_Out):
 
     container_id: str
     status: Literal["running", "stopped", "deleted"]
+
+    @staticmethod
+    def payload(container_id: str, status: Literal["running", "stopped", "deleted"]) -> Wire:
+        """The answer to a lifecycle request."""
+        return {"container_id": container_id, "status": status}
 
 
 class ContainerUpdatedOut(_Out):
@@ -191,6 +203,11 @@ class ContainerUpdatedOut(_Out):
     code_path: str
     status: Literal["updated"] = "updated"
 
+    @staticmethod
+    def payload(container_id: str, code_path: str) -> Wire:
+        """The answer to `update_container`."""
+        return {"container_id": container_id, "code_path": code_path, "status": "updated"}
+
 
 class MessageSentOut(_Out):
     """`message_sent`."""
@@ -198,6 +215,11 @@ class MessageSentOut(_Out):
     container_id: str
     message: dict[str, Any]
     status: Literal["sent"] = "sent"
+
+    @staticmethod
+    def payload(container_id: str, message: dict[str, Any]) -> Wire:
+        """The answer to `send_message`."""
+        return {"container_id": container_id, "message": message, "status": "sent"}
 
 
 class ResourceUsageOut(_Out):
@@ -213,13 +235,20 @@ class ResourceUsageOut(_Out):
     disk_write_bytes: int
     timestamp: str
 
-    @classmethod
-    def of(cls, sample: ResourceSample | None) -> ResourceUsageOut | None:
+    @staticmethod
+    def payload(sample: ResourceSample | None) -> Wire | None:
         """From a core sample (None stays None)."""
         if sample is None:
             return None
-        values = {name: getattr(sample, name) for name in cls.model_fields if name != "timestamp"}
-        return cls(**values, timestamp=sample.timestamp.isoformat())
+        return {"cpu_percent": float(sample.cpu_percent),
+                "memory_usage": int(sample.memory_usage),
+                "memory_limit": int(sample.memory_limit),
+                "memory_percent": float(sample.memory_percent),
+                "network_rx_bytes": int(sample.network_rx_bytes),
+                "network_tx_bytes": int(sample.network_tx_bytes),
+                "disk_read_bytes": int(sample.disk_read_bytes),
+                "disk_write_bytes": int(sample.disk_write_bytes),
+                "timestamp": sample.timestamp.isoformat()}
 
 
 class ContainerStatusOut(_Out):
@@ -233,13 +262,14 @@ class ContainerStatusOut(_Out):
     last_communication: str | None
     resource_usage: ResourceUsageOut | None
 
-    @classmethod
-    def of(cls, status: ContainerStatus) -> ContainerStatusOut:
+    @staticmethod
+    def payload(status: ContainerStatus) -> Wire:
         """From the core's status value."""
-        return cls(container_id=status.container_id, state=status.state, health=status.health,
-                   uptime=uptime_text(status.uptime), socket_connected=status.socket_connected,
-                   last_communication=iso(status.last_communication),
-                   resource_usage=ResourceUsageOut.of(status.resource_usage))
+        return {"container_id": status.container_id, "state": status.state,
+                "health": status.health, "uptime": uptime_text(status.uptime),
+                "socket_connected": status.socket_connected,
+                "last_communication": iso(status.last_communication),
+                "resource_usage": ResourceUsageOut.payload(status.resource_usage)}
 
 
 class ContainerItemOut(_Out):
@@ -253,12 +283,12 @@ class ContainerItemOut(_Out):
     socket_path: str
     ports: dict[str, int | None]
 
-    @classmethod
-    def of(cls, snap: ContainerSnapshot) -> ContainerItemOut:
+    @staticmethod
+    def payload(snap: ContainerSnapshot) -> Wire:
         """From a snapshot."""
-        return cls(id=snap.id, name=snap.name, status=snap.state, image=snap.image,
-                   created=snap.created.isoformat(), socket_path=snap.socket_path,
-                   ports=dict(snap.ports))
+        return {"id": snap.id, "name": snap.name, "status": snap.state, "image": snap.image,
+                "created": snap.created.isoformat(), "socket_path": snap.socket_path,
+                "ports": dict(snap.ports)}
 
 
 class ContainerListOut(_Out):
@@ -267,10 +297,10 @@ class ContainerListOut(_Out):
     containers: list[ContainerItemOut]
     count: int
 
-    @classmethod
-    def of(cls, snaps: list[ContainerSnapshot]) -> ContainerListOut:
+    @staticmethod
+    def payload(snaps: list[ContainerSnapshot]) -> Wire:
         """From the manager's snapshot."""
-        return cls(containers=[ContainerItemOut.of(s) for s in snaps], count=len(snaps))
+        return {"containers": [ContainerItemOut.payload(s) for s in snaps], "count": len(snaps)}
 
 
 class ContainerLogsOut(_Out):
@@ -279,12 +309,22 @@ class ContainerLogsOut(_Out):
     container_id: str
     lines: list[str]
 
+    @staticmethod
+    def payload(container_id: str, lines: list[str]) -> Wire:
+        """The answer to `get_container_logs`."""
+        return {"container_id": container_id, "lines": list(lines)}
+
 
 class LogSubscriptionOut(_Out):
     """ext: the ack of `subscribe_logs` / `unsubscribe_logs` (lines come as `container_log`)."""
 
     container_id: str
     status: Literal["subscribed", "unsubscribed"]
+
+    @staticmethod
+    def payload(container_id: str, status: Literal["subscribed", "unsubscribed"]) -> Wire:
+        """The ack of a log (un)subscription."""
+        return {"container_id": container_id, "status": status}
 
 
 class ConnectedOut(_Out):
@@ -318,11 +358,11 @@ class StatusChangedOut(_Out):
     new_state: str
     timestamp: float
 
-    @classmethod
-    def of(cls, ev: ContainerStateChanged) -> StatusChangedOut:
+    @staticmethod
+    def payload(ev: ContainerStateChanged) -> Wire:
         """From the core event."""
-        return cls(container_id=ev.container_id, old_state=ev.old_state,
-                   new_state=ev.new_state, timestamp=epoch(ev.at))
+        return {"container_id": ev.container_id, "old_state": ev.old_state,
+                "new_state": ev.new_state, "timestamp": epoch(ev.at)}
 
 
 class HealthWarningOut(_Out):
@@ -332,11 +372,11 @@ class HealthWarningOut(_Out):
     health: Health
     timestamp: float
 
-    @classmethod
-    def of(cls, ev: HealthChanged) -> HealthWarningOut:
+    @staticmethod
+    def payload(ev: HealthChanged) -> Wire:
         """From the core event."""
-        return cls(container_id=ev.container_id, health=ev.new_health,  # type: ignore[arg-type]
-                   timestamp=epoch(ev.at))
+        return {"container_id": ev.container_id, "health": ev.new_health,
+                "timestamp": epoch(ev.at)}
 
 
 class CrashDetails(_Out):
@@ -355,12 +395,12 @@ class ContainerCrashedOut(_Out):
     crash_details: CrashDetails
     timestamp: float
 
-    @classmethod
-    def of(cls, ev: ContainerCrashed) -> ContainerCrashedOut:
+    @staticmethod
+    def payload(ev: ContainerCrashed) -> Wire:
         """From the core event."""
-        return cls(container_id=ev.container_id, exit_code=ev.exit_code,
-                   crash_details=CrashDetails(error=ev.error, logs="\n".join(ev.logs)),
-                   timestamp=epoch(ev.at))
+        return {"container_id": ev.container_id, "exit_code": ev.exit_code,
+                "crash_details": {"error": ev.error, "logs": "\n".join(ev.logs)},
+                "timestamp": epoch(ev.at)}
 
 
 class StatusBody(_Out):
@@ -379,13 +419,14 @@ class StatusUpdateOut(_Out):
     container_id: str
     status: StatusBody
 
-    @classmethod
-    def of(cls, ev: StatusReported) -> StatusUpdateOut:
+    @staticmethod
+    def payload(ev: StatusReported) -> Wire:
         """From the core event."""
         st = ev.status
-        return cls(container_id=st.container_id, status=StatusBody(
-            state=st.state, health=st.health, socket_connected=st.socket_connected,
-            uptime=uptime_text(st.uptime), resource_usage=ResourceUsageOut.of(st.resource_usage)))
+        return {"container_id": st.container_id, "status": {
+            "state": st.state, "health": st.health, "socket_connected": st.socket_connected,
+            "uptime": uptime_text(st.uptime),
+            "resource_usage": ResourceUsageOut.payload(st.resource_usage)}}
 
 
 class ActivityLogOut(_Out):
@@ -397,11 +438,12 @@ class ActivityLogOut(_Out):
     details: dict[str, Any]
     timestamp: str
 
-    @classmethod
-    def of(cls, ev: ActivityLogged) -> ActivityLogOut:
-        """From the core event (already masked by the core)."""
-        return cls(activity_type=ev.activity_type, container_id=ev.container_id,
-                   message=ev.message, details=dict(ev.details), timestamp=ev.at.isoformat())
+    @staticmethod
+    def payload(ev: ActivityLogged) -> Wire:
+        """From the core event (masked by the core where it wrote the line)."""
+        return {"activity_type": ev.activity_type, "container_id": ev.container_id,
+                "message": ev.message, "details": dict(ev.details),
+                "timestamp": ev.at.isoformat()}
 
 
 class MessageReceivedOut(_Out):
@@ -411,10 +453,11 @@ class MessageReceivedOut(_Out):
     message: dict[str, Any]
     timestamp: str
 
-    @classmethod
-    def of(cls, ev: FlowMessageReceived) -> MessageReceivedOut:
+    @staticmethod
+    def payload(ev: FlowMessageReceived) -> Wire:
         """From the core event."""
-        return cls(container_id=ev.container_id, message=ev.message, timestamp=ev.at.isoformat())
+        return {"container_id": ev.container_id, "message": ev.message,
+                "timestamp": ev.at.isoformat()}
 
 
 class ContainerLogOut(_Out):
@@ -424,7 +467,8 @@ class ContainerLogOut(_Out):
     line: str
     timestamp: str
 
-    @classmethod
-    def of(cls, ev: LogLineReceived) -> ContainerLogOut:
+    @staticmethod
+    def payload(ev: LogLineReceived) -> Wire:
         """From the core event."""
-        return cls(container_id=ev.container_id, line=ev.line, timestamp=ev.at.isoformat())
+        return {"container_id": ev.container_id, "line": ev.line,
+                "timestamp": ev.at.isoformat()}

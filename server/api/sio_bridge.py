@@ -7,8 +7,6 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from server.api.schemas import (
     ActivityLogOut,
     ContainerCrashedOut,
@@ -17,6 +15,7 @@ from server.api.schemas import (
     MessageReceivedOut,
     StatusChangedOut,
     StatusUpdateOut,
+    Wire,
 )
 from server.core.events import (
     ActivityLogged,
@@ -45,14 +44,14 @@ def log_room(container_id: str) -> str:
     return f"logs:{container_id}"
 
 
-_BROADCASTS: dict[type[Event], tuple[str, Callable[[Any], BaseModel]]] = {
-    FlowMessageReceived: ("message_received", MessageReceivedOut.of),
-    ContainerStateChanged: ("status_changed", StatusChangedOut.of),
-    HealthChanged: ("container_health_warning", HealthWarningOut.of),
-    ContainerCrashed: ("container_crashed", ContainerCrashedOut.of),
-    StatusReported: ("container_status_update", StatusUpdateOut.of),
+_BROADCASTS: dict[type[Event], tuple[str, Callable[[Any], Wire]]] = {
+    FlowMessageReceived: ("message_received", MessageReceivedOut.payload),
+    ContainerStateChanged: ("status_changed", StatusChangedOut.payload),
+    HealthChanged: ("container_health_warning", HealthWarningOut.payload),
+    ContainerCrashed: ("container_crashed", ContainerCrashedOut.payload),
+    StatusReported: ("container_status_update", StatusUpdateOut.payload),
     # ActivityLogged arrives masked: the core masks once, where it writes the line.
-    ActivityLogged: ("activity_log", ActivityLogOut.of),
+    ActivityLogged: ("activity_log", ActivityLogOut.payload),
 }
 _WANTED = (*_BROADCASTS, LogLineReceived, ContainerRemoved)
 
@@ -103,7 +102,7 @@ class SioBridge:
     async def _dispatch(self, event: Event) -> None:
         if isinstance(event, LogLineReceived):
             if event.container_id in self._followers:
-                payload = ContainerLogOut.of(event).model_dump(mode="json")
+                payload = ContainerLogOut.payload(event)
                 await self._sio.emit("container_log", payload, to=log_room(event.container_id))
             return
         if isinstance(event, ContainerRemoved):
@@ -113,7 +112,7 @@ class SioBridge:
         if isinstance(event, HealthChanged) and event.new_health != "unhealthy":
             return
         name, build = _BROADCASTS[type(event)]
-        await self._sio.emit(name, build(event).model_dump(mode="json"))
+        await self._sio.emit(name, build(event))
         self.forwarded += 1
 
     async def subscribe_logs(self, sid: str, ref: str) -> str:

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import socketio
-from pydantic import BaseModel
 
 from server import __version__
 from server.api.errors import error_payload
@@ -30,6 +29,7 @@ from server.api.schemas import (
     RequestIn,
     SendMessageRequest,
     UpdateContainerRequest,
+    Wire,
     parse_request,
     request_id_of,
 )
@@ -43,7 +43,7 @@ __all__ = ["FlowNamespace"]
 
 logger = logging.getLogger(__name__)
 
-Action = Callable[[Any], Awaitable[BaseModel]]
+Action = Callable[[Any], Awaitable[Wire]]
 _REQUESTS = frozenset({
     "create_container", "start_container", "stop_container", "restart_container",
     "update_container", "delete_container", "send_message", "get_container_status",
@@ -93,102 +93,102 @@ class FlowNamespace(socketio.AsyncNamespace):
 
     async def on_create_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`create_container` -> `container_created`."""
-        async def act(req: CreateContainerRequest) -> BaseModel:
-            return ContainerCreatedOut.of(await self.manager.create_container(req.to_spec()))
+        async def act(req: CreateContainerRequest) -> Wire:
+            return ContainerCreatedOut.payload(await self.manager.create_container(req.to_spec()))
         return await self._run(sid, "create_container", data, CreateContainerRequest,
                                "container_created", act)
 
     async def on_start_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`start_container` -> `container_started`."""
-        async def act(req: ContainerRef) -> BaseModel:
+        async def act(req: ContainerRef) -> Wire:
             snap = await self.manager.start_container(req.container_id)
-            return ContainerStateOut(container_id=snap.id, status="running")
+            return ContainerStateOut.payload(snap.id, "running")
         return await self._run(sid, "start_container", data, ContainerRef, "container_started", act)
 
     async def on_stop_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`stop_container` -> `container_stopped`."""
-        async def act(req: ContainerRef) -> BaseModel:
+        async def act(req: ContainerRef) -> Wire:
             snap = await self.manager.stop_container(req.container_id)
-            return ContainerStateOut(container_id=snap.id, status="stopped")
+            return ContainerStateOut.payload(snap.id, "stopped")
         return await self._run(sid, "stop_container", data, ContainerRef, "container_stopped", act)
 
     async def on_restart_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`restart_container` -> `container_restarted`."""
-        async def act(req: ContainerRef) -> BaseModel:
+        async def act(req: ContainerRef) -> Wire:
             snap = await self.manager.restart_container(req.container_id)
-            return ContainerStateOut(container_id=snap.id, status="running")
+            return ContainerStateOut.payload(snap.id, "running")
         return await self._run(sid, "restart_container", data, ContainerRef,
                                "container_restarted", act)
 
     async def on_update_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`update_container` -> `container_updated`."""
-        async def act(req: UpdateContainerRequest) -> BaseModel:
+        async def act(req: UpdateContainerRequest) -> Wire:
             snap = await self.manager.update_container(req.container_id, req.code_path)
-            return ContainerUpdatedOut(container_id=snap.id, code_path=req.code_path)
+            return ContainerUpdatedOut.payload(snap.id, req.code_path)
         return await self._run(sid, "update_container", data, UpdateContainerRequest,
                                "container_updated", act)
 
     async def on_delete_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`delete_container` -> `container_deleted`."""
-        async def act(req: ContainerRef) -> BaseModel:
+        async def act(req: ContainerRef) -> Wire:
             container_id = await self.manager.delete_container(req.container_id)
-            return ContainerStateOut(container_id=container_id, status="deleted")
+            return ContainerStateOut.payload(container_id, "deleted")
         return await self._run(sid, "delete_container", data, ContainerRef,
                                "container_deleted", act)
 
     async def on_send_message(self, sid: str, data: Any) -> dict[str, Any]:
         """`send_message` -> `message_sent`."""
-        async def act(req: SendMessageRequest) -> BaseModel:
+        async def act(req: SendMessageRequest) -> Wire:
             container_id = self.manager.get(req.container_id).id
             await self.manager.send_message(container_id, req.message)
-            return MessageSentOut(container_id=container_id, message=req.message)
+            return MessageSentOut.payload(container_id, req.message)
         return await self._run(sid, "send_message", data, SendMessageRequest, "message_sent", act)
 
     async def on_get_container_status(self, sid: str, data: Any) -> dict[str, Any]:
         """`get_container_status` -> `container_status`."""
-        async def act(req: ContainerRef) -> BaseModel:
-            return ContainerStatusOut.of(await self.manager.get_status(req.container_id))
+        async def act(req: ContainerRef) -> Wire:
+            return ContainerStatusOut.payload(await self.manager.get_status(req.container_id))
         return await self._run(sid, "get_container_status", data, ContainerRef,
                                "container_status", act)
 
     async def on_list_containers(self, sid: str, data: Any) -> dict[str, Any]:
         """`list_containers` -> `container_list`."""
-        async def act(req: ListContainersRequest) -> BaseModel:
-            return ContainerListOut.of(await self.manager.list_containers())
+        async def act(req: ListContainersRequest) -> Wire:
+            return ContainerListOut.payload(await self.manager.list_containers())
         return await self._run(sid, "list_containers", data, ListContainersRequest,
                                "container_list", act)
 
     async def on_get_container_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `get_container_logs` -> `container_logs`."""
-        async def act(req: GetLogsRequest) -> BaseModel:
+        async def act(req: GetLogsRequest) -> Wire:
             container_id = self.manager.get(req.container_id).id
             lines = await self.manager.get_logs(container_id, tail=req.tail)
-            return ContainerLogsOut(container_id=container_id, lines=lines)
+            return ContainerLogsOut.payload(container_id, lines)
         return await self._run(sid, "get_container_logs", data, GetLogsRequest,
                                "container_logs", act)
 
     async def on_subscribe_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `subscribe_logs`: join the log room; lines follow as `container_log`."""
-        async def act(req: ContainerRef) -> BaseModel:
+        async def act(req: ContainerRef) -> Wire:
             container_id = await self.bridge.subscribe_logs(sid, req.container_id)
-            return LogSubscriptionOut(container_id=container_id, status="subscribed")
+            return LogSubscriptionOut.payload(container_id, "subscribed")
         return await self._run(sid, "subscribe_logs", data, ContainerRef, "", act)
 
     async def on_unsubscribe_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `unsubscribe_logs`: leave the log room."""
-        async def act(req: ContainerRef) -> BaseModel:
+        async def act(req: ContainerRef) -> Wire:
             container_id = await self.bridge.unsubscribe_logs(sid, req.container_id)
-            return LogSubscriptionOut(container_id=container_id, status="unsubscribed")
+            return LogSubscriptionOut.payload(container_id, "unsubscribed")
         return await self._run(sid, "unsubscribe_logs", data, ContainerRef, "", act)
 
-    async def _unknown(self, req: RequestIn) -> BaseModel:
+    async def _unknown(self, req: RequestIn) -> Wire:
         raise InvalidRequest("unknown event; see PROTOCOL.md for the requests this server takes")
 
     async def _run(self, sid: str, operation: str, data: Any, schema: type[RequestIn],
                    answer: str, act: Action) -> dict[str, Any]:
         """Validate, act, then emit the answer (or `error`) to `sid`; the result is the ack."""
         try:
-            payload = (await act(parse_request(schema, data))).model_dump(mode="json")
+            payload = await act(parse_request(schema, data))
         except Exception as exc:  # every failure becomes an `error` to this client only
             payload, answer = error_payload(exc, operation, data), "error"
         rid = request_id_of(data)

@@ -6,18 +6,27 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from server.api.schemas import (
+    ActivityLogOut,
     ContainerCrashedOut,
+    ContainerCreatedOut,
     ContainerItemOut,
     ContainerListOut,
+    ContainerLogOut,
+    ContainerLogsOut,
     ContainerRef,
+    ContainerStateOut,
     ContainerStatusOut,
+    ContainerUpdatedOut,
     CreateContainerRequest,
     GetLogsRequest,
     HealthWarningOut,
     ListContainersRequest,
+    LogSubscriptionOut,
     MessageReceivedOut,
+    MessageSentOut,
     SendMessageRequest,
     StatusChangedOut,
     StatusUpdateOut,
@@ -27,10 +36,12 @@ from server.api.schemas import (
 )
 from server.core.errors import InvalidRequest
 from server.core.events import (
+    ActivityLogged,
     ContainerCrashed,
     ContainerStateChanged,
     FlowMessageReceived,
     HealthChanged,
+    LogLineReceived,
     StatusReported,
 )
 from server.core.models import ContainerSnapshot, ContainerStatus, ResourceSample
@@ -52,6 +63,27 @@ def _sample() -> ResourceSample:
     return ResourceSample(cpu_percent=1.5, memory_usage=1024, memory_limit=4096,
                           memory_percent=25.0, network_rx_bytes=1, network_tx_bytes=2,
                           disk_read_bytes=3, disk_write_bytes=4, timestamp=AT)
+
+
+def _checked(model: type[BaseModel], payload: dict[str, Any]) -> dict[str, Any]:
+    """The builder's dict must be exactly what the model declares (same keys, valid types)."""
+    strict = model.model_validate(payload, strict=True)
+    assert strict.model_dump(mode="json") == payload
+    return payload
+
+
+def test_small_answers_match_their_models() -> None:
+    _checked(ContainerCreatedOut, ContainerCreatedOut.payload(_snap()))
+    _checked(ContainerStateOut, ContainerStateOut.payload(CID, "stopped"))
+    _checked(ContainerUpdatedOut, ContainerUpdatedOut.payload(CID, "/srv/code"))
+    _checked(MessageSentOut, MessageSentOut.payload(CID, {"a": [1, {"b": None}]}))
+    _checked(ContainerLogsOut, ContainerLogsOut.payload(CID, ["x", "y"]))
+    _checked(LogSubscriptionOut, LogSubscriptionOut.payload(CID, "subscribed"))
+    _checked(ContainerLogOut, ContainerLogOut.payload(LogLineReceived(at=AT, container_id=CID,
+                                                                      line="hello")))
+    _checked(ActivityLogOut, ActivityLogOut.payload(ActivityLogged(
+        at=AT, activity_type="container_started", container_id=CID, message="started web",
+        details={"name": "web"})))
 
 
 def _invalid(schema: type[Any], data: Any) -> InvalidRequest:
@@ -126,23 +158,24 @@ def test_uptime_text() -> None:
 
 
 def test_broadcast_time_formats() -> None:
-    changed = StatusChangedOut.of(ContainerStateChanged(
+    changed = _checked(StatusChangedOut, StatusChangedOut.payload(ContainerStateChanged(
         at=AT, container_id=CID, old_state="running", new_state="stopped",
-        snapshot=_snap(state="stopped"))).model_dump(mode="json")
+        snapshot=_snap(state="stopped"))))
     assert changed == {"container_id": CID, "old_state": "running", "new_state": "stopped",
                        "timestamp": AT.timestamp()}
     assert isinstance(changed["timestamp"], float)
-    warn = HealthWarningOut.of(HealthChanged(at=AT, container_id=CID, old_health="healthy",
-                                             new_health="unhealthy")).model_dump(mode="json")
+    warn = _checked(HealthWarningOut, HealthWarningOut.payload(HealthChanged(
+        at=AT, container_id=CID, old_health="healthy", new_health="unhealthy")))
     assert warn == {"container_id": CID, "health": "unhealthy", "timestamp": AT.timestamp()}
-    got = MessageReceivedOut.of(FlowMessageReceived(at=AT, container_id=CID, message={"n": 1}))
-    assert got.model_dump(mode="json")["timestamp"] == "2026-01-02T03:04:05.678000+00:00"
+    got = _checked(MessageReceivedOut, MessageReceivedOut.payload(
+        FlowMessageReceived(at=AT, container_id=CID, message={"n": 1})))
+    assert got["timestamp"] == "2026-01-02T03:04:05.678000+00:00"
 
 
 def test_crash_payload() -> None:
-    out = ContainerCrashedOut.of(ContainerCrashed(
+    out = _checked(ContainerCrashedOut, ContainerCrashedOut.payload(ContainerCrashed(
         at=AT, container_id=CID, name="web", exit_code=137, error="Out of memory",
-        logs=["a", "b"])).model_dump(mode="json")
+        logs=["a", "b"])))
     assert out == {"container_id": CID, "exit_code": 137,
                    "crash_details": {"error": "Out of memory", "logs": "a\nb"},
                    "timestamp": AT.timestamp()}
@@ -152,7 +185,7 @@ def test_status_payloads() -> None:
     status = ContainerStatus(container_id=CID, name="web", state="running", health="healthy",
                              uptime=timedelta(seconds=3725), socket_connected=True,
                              last_communication=AT, resource_usage=_sample())
-    out = ContainerStatusOut.of(status).model_dump(mode="json")
+    out = _checked(ContainerStatusOut, ContainerStatusOut.payload(status))
     assert set(out) == {"container_id", "state", "health", "uptime", "socket_connected",
                         "last_communication", "resource_usage"}
     assert out["uptime"] == "1:02:05" and out["last_communication"] == AT.isoformat()
@@ -162,18 +195,19 @@ def test_status_payloads() -> None:
                           "disk_write_bytes", "timestamp"}
     assert isinstance(usage["memory_usage"], int) and isinstance(usage["cpu_percent"], float)
     assert usage["timestamp"] == AT.isoformat()
-    update = StatusUpdateOut.of(StatusReported(at=AT, status=status)).model_dump(mode="json")
+    update = _checked(StatusUpdateOut,
+                      StatusUpdateOut.payload(StatusReported(at=AT, status=status)))
     assert update["container_id"] == CID
     assert set(update["status"]) == {"state", "health", "socket_connected", "uptime",
                                      "resource_usage"}
-    idle = ContainerStatusOut.of(ContainerStatus(CID, "web", "exited", "none", None, False,
-                                                 None, None)).model_dump(mode="json")
+    idle = _checked(ContainerStatusOut, ContainerStatusOut.payload(
+        ContainerStatus(CID, "web", "exited", "none", None, False, None, None)))
     assert idle["uptime"] is None and idle["resource_usage"] is None
 
 
 def test_list_items() -> None:
-    out = ContainerListOut.of([_snap()]).model_dump(mode="json")
-    assert out["count"] == 1
+    out = _checked(ContainerListOut, ContainerListOut.payload([_snap(), _snap(name="b")]))
+    assert out["count"] == 2
     assert out["containers"][0] == {"id": CID, "name": "web", "status": "running",
                                     "image": "flow:latest", "created": AT.isoformat(),
                                     "socket_path": "/tmp/s/web/flow.sock",
