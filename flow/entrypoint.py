@@ -26,8 +26,8 @@ def find_main(code_dir: Path) -> Path | None:
 
 
 def builtin_commands(flow: flowrt.Flow) -> None:
-    """Commands every flow answers unless its code defines them itself."""
-    flow.handlers.setdefault("ping", lambda message: {"pong": True})
+    """Commands every flow answers unless its code registers its own."""
+    flow.handlers["ping"] = lambda message: {"pong": True}
 
 
 def main() -> int:
@@ -37,6 +37,7 @@ def main() -> int:
     script = find_main(code_dir)
     # Flow code may import its sibling modules, as `python main.py` would allow.
     sys.path.insert(0, str(code_dir))
+    builtin_commands(flowrt.flow)  # first, so the flow's own handlers replace them
     if script is None:
         log.warning("no flow code in %s (expected main.py); answering built-in commands only",
                     code_dir)
@@ -44,7 +45,6 @@ def main() -> int:
         log.info("running flow code %s", script)
         runpy.run_path(str(script), run_name="__main__")
     if not flowrt.flow.running:
-        builtin_commands(flowrt.flow)
         flowrt.flow.run()
     return 0
 
