@@ -144,7 +144,8 @@ def main() -> int:
             sys.exit(f"{tool} is missing: run scripts/setup.sh")
     run = uuid.uuid4().hex[:4]
     instance = f"bench{run}"
-    names = [f"fmb{run}{i:03d}" for i in range(args.containers)]
+    # A leading digit sorts first in lazydocker too, whatever other containers the host runs.
+    names = [f"0fmb{run}{i:03d}" for i in range(args.containers)]
     client = docker.from_env(timeout=120)
     work = Path(tempfile.mkdtemp(prefix="fmbench"))
     labels = {"flowmgr.managed": "true", "flowmgr.instance": instance,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -107,10 +108,9 @@ def _log_to_file(settings: Settings, path: str | None) -> Path:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from flowmgr_tui.app import FlowMgrApp, Service
-
-    services: list[Service] = []
+    services: list[Any] = []
     if args.connect:
+        from flowmgr_tui.app import FlowMgrApp
         from flowmgr_tui.remote import RemoteBackend
 
         token = args.token or os.environ.get("FLOWMGR_TOKEN") or settings.server.token
@@ -122,10 +122,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         from server.core.manager import ContainerManager
 
         backend = ContainerManager(settings)
+        starting = asyncio.ensure_future(backend.start())
+        # Import the panel in a thread while the core talks to Docker: the engine's answers
+        # arrive during the imports instead of after them (time to the first screen).
+        app_module = await asyncio.to_thread(importlib.import_module, "flowmgr_tui.app")
         if args.serve or settings.server.serve_in_panel:
             services.append(EmbeddedServer(backend, settings, args.host, args.port))
-        app = FlowMgrApp(backend, start_backend=True, services=services,
-                         default_image=settings.docker.default_image)
+        app = app_module.FlowMgrApp(backend, starting=starting, services=services,
+                                    default_image=settings.docker.default_image)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, lambda: app.call_later(app.action_quit))
     try:

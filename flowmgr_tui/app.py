@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from datetime import datetime
 from typing import Protocol
@@ -16,11 +16,9 @@ from flowmgr_tui.actions import ActionRunner, describe_error
 from flowmgr_tui.backend import Backend
 from flowmgr_tui.bridge import CoreEvents, EventBridge
 from flowmgr_tui.commands import ContainerCommands
+from flowmgr_tui.host_stats import HostSample, probe_host
 from flowmgr_tui.panel_state import PanelState
-from flowmgr_tui.screens.container_detail import ContainerDetailScreen, HostSample, probe_host
-from flowmgr_tui.screens.create_form import CreateForm
 from flowmgr_tui.screens.dashboard import DashboardScreen
-from flowmgr_tui.screens.help import HelpScreen
 from server.core.events import DockerConnectionLost, DockerConnectionRestored, now
 
 __all__ = ["FlowMgrApp", "Service"]
@@ -66,7 +64,8 @@ class FlowMgrApp(App[None]):
                  services: Sequence[Service] = (),
                  default_image: str = "", bridge_interval: float = 0.25,
                  host_probe: Callable[[], HostSample] = probe_host,
-                 host_interval: float = 2.0) -> None:
+                 host_interval: float = 2.0,
+                 starting: Awaitable[None] | None = None) -> None:
         super().__init__()
         self.backend = backend
         self.clock = clock
@@ -79,7 +78,9 @@ class FlowMgrApp(App[None]):
         self.host_interval = host_interval
         self.busy: dict[str, str] = {}
         """Container id -> the action in flight on it."""
-        self._start_backend = start_backend
+        self._starting = starting
+        """A `backend.start()` already under way (the entry point overlaps it with imports)."""
+        self._start_backend = start_backend or starting is not None
         self._services = list(services)
         if server_status is None and self._services:
             server_status = self._services[0].status
@@ -87,7 +88,7 @@ class FlowMgrApp(App[None]):
         # Subscribe before reading the snapshot, so no event falls between the two.
         self.bridge = EventBridge(backend.bus, min_interval=bridge_interval)
         # A core we are about to start has not looked yet: no banner until it has.
-        self.state = PanelState(backend.snapshot(), backend.docker_available or start_backend)
+        self.state = PanelState(backend.snapshot(), backend.docker_available or self._start_backend)
         self.state.seed(backend.recent_activity(), backend.recent_crashes())
         self.runner = ActionRunner(self, backend)
 
@@ -106,8 +107,9 @@ class FlowMgrApp(App[None]):
         """Fold events into the state and hand the changes to the open screens."""
         changes = self.state.apply(message.events)
         for screen in self.screen_stack:
-            if isinstance(screen, DashboardScreen | ContainerDetailScreen):
-                screen.ingest(changes, message.events)
+            ingest = getattr(screen, "ingest", None)  # the dashboard and the detail view
+            if ingest is not None:
+                ingest(changes, message.events)
 
     # --- used by screens, the runner and the palette -------------------------------------
 
@@ -127,14 +129,21 @@ class FlowMgrApp(App[None]):
 
     def open_detail(self, container_id: str) -> None:
         """Push the detail view of one container."""
+        # Screens past the dashboard are imported on first use: a faster first screen.
+        from flowmgr_tui.screens.container_detail import ContainerDetailScreen
+
         self.push_screen(ContainerDetailScreen(container_id, host_interval=self.host_interval))
 
     def open_create_form(self) -> None:
         """Push the create form."""
+        from flowmgr_tui.screens.create_form import CreateForm
+
         self.push_screen(CreateForm(self.backend, self.default_image))
 
     def action_help(self) -> None:
         """Show every key."""
+        from flowmgr_tui.screens.help import HelpScreen
+
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
@@ -175,14 +184,15 @@ class FlowMgrApp(App[None]):
     async def _start_backend_with_retry(self) -> None:
         """While the backend cannot start, show why and retry with backoff."""
         delay, failed = 1.0, False
+        starting, self._starting = self._starting, None
         while True:
             try:
-                await self.backend.start()
+                await (starting if starting is not None else self.backend.start())
             except Exception as err:  # shown in the banner and retried; never fatal
                 logger.warning("core did not start (%s); retrying in %.0fs",
                                describe_error(err), delay)
                 self.post_message(CoreEvents([DockerConnectionLost(reason=describe_error(err))]))
-                failed = True
+                failed, starting = True, None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue

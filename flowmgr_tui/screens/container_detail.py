@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import psutil
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -31,28 +29,11 @@ from server.core.models import ContainerSnapshot
 if TYPE_CHECKING:
     from flowmgr_tui.app import FlowMgrApp
 
-__all__ = ["ContainerDetailScreen", "HOST_INTERVAL", "HostSample", "probe_host"]
+__all__ = ["ContainerDetailScreen", "HOST_INTERVAL"]
 
 HOST_INTERVAL = 2.0
 """Seconds between host CPU/memory samples while this screen is open."""
 
-
-@dataclass(frozen=True, slots=True)
-class HostSample:
-    """Host CPU and memory at one moment."""
-
-    cpu_percent: float
-    cores: int
-    memory_used: int
-    memory_total: int
-    memory_percent: float
-
-
-def probe_host() -> HostSample:
-    """Read the host's CPU and memory with psutil (fast /proc reads; run off the loop anyway)."""
-    mem = psutil.virtual_memory()
-    return HostSample(psutil.cpu_percent(None), psutil.cpu_count() or 1, mem.used, mem.total,
-                      mem.percent)
 
 
 class ContainerDetailScreen(Screen[None]):

@@ -9,7 +9,8 @@ import pytest
 from textual.pilot import Pilot
 
 from flowmgr_tui.app import FlowMgrApp
-from flowmgr_tui.screens.container_detail import ContainerDetailScreen, HostSample
+from flowmgr_tui.host_stats import HostSample
+from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.screens.create_form import CreateForm
 from flowmgr_tui.widgets.resource_graph import ResourceGraph
 from tests.tui.helpers import row_names, until
