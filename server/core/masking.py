@@ -36,6 +36,10 @@ def is_secret_name(name: str) -> bool:
 
 def mask_text(text: str) -> str:
     """Mask URL credentials and secret-named values (NAME=v, "NAME": "v", NAME: v) in text."""
+    # Every pattern below needs "://", "Bearer" or a secret-looking name (Authorization holds
+    # AUTH): text with none of them is returned as is, cheaply (every flow message passes here).
+    if "://" not in text and "Bearer" not in text and _SECRET_NAME.search(text) is None:
+        return text
     text = _URL.sub(_url_masked, text)
     for pattern in (_ASSIGNMENT, _QUOTED, _COLON):
         text = _mask_named(pattern, text)
