@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -196,15 +199,31 @@ class ContainerManager:
 
     # actions
 
-    async def _checked(self, ref: str) -> Record:
-        """Resolve and re-check the labels on the engine right before a mutation."""
+    @asynccontextmanager
+    async def _checked(self, ref: str) -> AsyncIterator[Record]:
+        """Resolve, re-check the labels on the engine right before a mutation, and mark the
+        container as in hand, so the monitor leaves the inspect after it to the action."""
         rec = self.registry.resolve(ref)
-        info = await self.adapter.inspect(rec.info.id)
-        labels = info.labels
-        if labels.get("flowmgr.managed") != "true" or \
-                labels.get("flowmgr.instance") != self.settings.docker.instance:
-            raise ContainerNotFound(f"no managed container {ref!r}", details={"container_id": ref})
-        return rec
+        cid, acting = rec.info.id, self.registry.acting
+        acting[cid] = acting.get(cid, 0) + 1
+        try:
+            info = await self.adapter.inspect(cid)
+            labels = info.labels
+            if labels.get("flowmgr.managed") != "true" or \
+                    labels.get("flowmgr.instance") != self.settings.docker.instance:
+                raise ContainerNotFound(f"no managed container {ref!r}",
+                                        details={"container_id": ref})
+            yield rec
+        except FlowMgrError:
+            with contextlib.suppress(FlowMgrError):  # the failed action may have changed it
+                await self.monitor.refresh(cid)
+            raise
+        finally:
+            left = acting.get(cid, 1) - 1
+            if left > 0:
+                acting[cid] = left
+            else:
+                acting.pop(cid, None)
 
     async def _refresh(self, container_id: str) -> ContainerSnapshot:
         rec = await self.monitor.refresh(container_id)
@@ -242,6 +261,7 @@ class ContainerManager:
         host_options = host_config_defaults(self.settings)
         if spec.memory_limit:
             host_options["mem_limit"] = spec.memory_limit
+        self.registry.creating.add(spec.name)
         try:
             await self._ensure_network()
             cid = await self.adapter.create(
@@ -249,12 +269,14 @@ class ContainerManager:
                 labels={"flowmgr.managed": "true", "flowmgr.instance": dk.instance},
                 binds={**spec.volumes, str(sock_dir): dk.socket_mount}, ports=ports,
                 network=dk.network, host_options=host_options)
+            snap = await self._refresh(cid)
         except FlowMgrError:
             self._network_ready = False  # the network may have been removed under us
-            if made_dir:
+            if made_dir and spec.name not in {r.info.name for r in self.registry.records.values()}:
                 shutil.rmtree(sock_dir, ignore_errors=True)  # nothing may be left behind
             raise
-        snap = await self._refresh(cid)
+        finally:
+            self.registry.creating.discard(spec.name)
         self.registry.log("container_created", cid, f"created {spec.name} from {image}",
                           {"name": spec.name, "image": image, "environment": mask_env(env),
                            "volumes": dict(spec.volumes), "ports": ports})
@@ -271,40 +293,41 @@ class ContainerManager:
 
     async def start_container(self, ref: str) -> ContainerSnapshot:
         """Start a created or stopped container."""
-        rec = await self._checked(ref)
-        cid = rec.info.id
-        was = cid in self.registry.stopped
-        self.registry.stopped.discard(cid)
-        try:
-            await self.adapter.start(cid)
-        except FlowMgrError:
-            if was:
-                self.registry.stopped.add(cid)
-            raise
-        snap = await self._refresh(cid)
+        async with self._checked(ref) as rec:
+            cid = rec.info.id
+            was = cid in self.registry.stopped
+            self.registry.stopped.discard(cid)
+            try:
+                await self.adapter.start(cid)
+            except FlowMgrError:
+                if was:
+                    self.registry.stopped.add(cid)
+                raise
+            snap = await self._refresh(cid)
+        self.logs.container_started(cid)  # the start event came while the state was not yet known
         self.registry.log("container_started", cid, f"started {snap.name}", {"name": snap.name})
         return snap
 
     async def stop_container(self, ref: str) -> ContainerSnapshot:
         """Stop on request: state "stopped", never a crash."""
-        rec = await self._checked(ref)
-        cid = rec.info.id
-        self.registry.stopped.add(cid)
-        await self.adapter.stop(cid, self.settings.docker.stop_timeout)
-        snap = await self._refresh(cid)
+        async with self._checked(ref) as rec:
+            cid = rec.info.id
+            self.registry.stopped.add(cid)
+            await self.adapter.stop(cid, self.settings.docker.stop_timeout)
+            snap = await self._refresh(cid)
         self.registry.log("container_stopped", cid, f"stopped {snap.name}", {"name": snap.name})
         return snap
 
     async def restart_container(self, ref: str) -> ContainerSnapshot:
         """Stop (on request) and start again."""
-        rec = await self._checked(ref)
-        cid = rec.info.id
-        self.registry.stopped.add(cid)
-        try:
-            await self.adapter.restart(cid, self.settings.docker.stop_timeout)
-        finally:
-            self.registry.stopped.discard(cid)
-        snap = await self._refresh(cid)
+        async with self._checked(ref) as rec:
+            cid = rec.info.id
+            self.registry.stopped.add(cid)
+            try:
+                await self.adapter.restart(cid, self.settings.docker.stop_timeout)
+            finally:
+                self.registry.stopped.discard(cid)
+            snap = await self._refresh(cid)
         self.logs.container_started(cid)
         self.registry.log("container_restarted", cid, f"restarted {snap.name}",
                           {"name": snap.name})
@@ -313,27 +336,28 @@ class ContainerManager:
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
         """Copy `code_path` into the code directory; restart when it was running."""
         src = check_code_path(validate_code_path(code_path, self.settings))
-        rec = await self._checked(ref)
-        cid, code_dir = rec.info.id, self.settings.docker.code_dir
-        archive = await asyncio.to_thread(code_archive, src, code_dir)
-        running = rec.state == "running"
-        if running:
-            # old files must not linger next to the new code
-            await self.adapter.exec_run(cid, ["sh", "-c", f"rm -rf {code_dir}/* {code_dir}/.[!.]*"])
-        await self.adapter.put_archive(cid, "/", archive)
-        snap = await (self.restart_container(cid) if running else self._refresh(cid))
+        async with self._checked(ref) as rec:
+            cid, code_dir = rec.info.id, self.settings.docker.code_dir
+            archive = await asyncio.to_thread(code_archive, src, code_dir)
+            running = rec.state == "running"
+            if running:
+                # old files must not linger next to the new code
+                await self.adapter.exec_run(
+                    cid, ["sh", "-c", f"rm -rf {code_dir}/* {code_dir}/.[!.]*"])
+            await self.adapter.put_archive(cid, "/", archive)
+            snap = await (self.restart_container(cid) if running else self._refresh(cid))
         self.registry.log("container_updated", cid, f"updated {snap.name} from {code_path}",
                           {"name": snap.name, "code_path": code_path, "restarted": running})
         return snap
 
     async def delete_container(self, ref: str) -> str:
         """Remove the container (running or not) and its socket directory."""
-        rec = await self._checked(ref)
-        cid, name = rec.info.id, rec.info.name
-        self.registry.stopped.add(cid)
-        await self.adapter.remove(cid)
-        sock_dir = Path(rec.socket_path).parent
-        await self.monitor.forget(cid)
+        async with self._checked(ref) as rec:
+            cid, name = rec.info.id, rec.info.name
+            self.registry.stopped.add(cid)
+            await self.adapter.remove(cid)
+            sock_dir = Path(rec.socket_path).parent
+            await self.monitor.forget(cid)
         if sock_dir.parent == self._socket_dir:
             shutil.rmtree(sock_dir, ignore_errors=True)  # best effort: a leftover dir is harmless
         self.registry.log("container_deleted", cid, f"deleted {name}", {"name": name})

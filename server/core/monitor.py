@@ -210,18 +210,33 @@ class DockerMonitor:
         elif action in _REFRESH_ON:
             if action == "start":
                 self.registry.stopped.discard(cid)
-            if self._fresh(cid, event) is None:
+            if self._fresh(cid, event) is None and not self._in_hand(cid, event):
                 await self.refresh(cid)
             if action == "start":
                 await self.hooks.container_started(cid)
 
     def _fresh(self, cid: str, event: dict[str, Any]) -> ContainerInfo | None:
-        """The stored facts when an action's own inspect already saw this event's effect."""
+        """The stored facts when an inspect already saw this event's effect, or will soon.
+
+        An inspect sent after the event saw it; a manager action in flight on a container it
+        stopped on request inspects it itself when done (so a stop costs no extra round trip).
+        """
         rec = self.registry.records.get(cid)
-        stamp = event.get("timeNano")
-        if rec is None or not isinstance(stamp, int) or rec.info.asked_ns <= stamp:
+        if rec is None:
             return None
-        return rec.info
+        stamp = event.get("timeNano")
+        if isinstance(stamp, int) and rec.info.asked_ns > stamp:
+            return rec.info
+        if cid in self.registry.acting and cid in self.registry.stopped:
+            return rec.info
+        return None
+
+    def _in_hand(self, cid: str, event: dict[str, Any]) -> bool:
+        """True when a manager action in flight will inspect this container afterwards."""
+        if cid in self.registry.acting:
+            return True
+        name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name")
+        return cid not in self.registry.records and name in self.registry.creating
 
     def _requested(self, cid: str) -> bool:
         """A stop or kill was asked for (through us, or through Docker) shortly before."""

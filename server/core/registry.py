@@ -50,6 +50,10 @@ class Registry:
         self._socket_dir = socket_dir
         self._socket_mount = socket_mount
         self.records: dict[str, Record] = {}
+        self.acting: dict[str, int] = {}
+        """Ids with a manager action in flight: the action refreshes them itself afterwards."""
+        self.creating: set[str] = set()
+        """Names being created by the manager right now."""
         self.activity: deque[ActivityLogged] = deque(maxlen=2000)
         self.crashes: deque[ContainerCrashed] = deque(maxlen=500)
 
