@@ -110,8 +110,8 @@ async def _feed(reader: asyncio.StreamReader, chunks: list[bytes], eof: bool) ->
         reader.feed_eof()
 
 
-async def _decode_all(reader: asyncio.StreamReader, max_bytes: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+async def _decode_all(reader: asyncio.StreamReader, max_bytes: int,
+                      out: list[dict[str, Any]]) -> list[dict[str, Any]]:
     while (message := await read_frame(reader, max_bytes, body_timeout=0.01)) is not None:
         out.append(message)
     return out
@@ -139,11 +139,17 @@ async def _one(report: FuzzReport, kind: str, chunks: list[bytes], eof: bool,
     report.inputs += 1
     reader = asyncio.StreamReader()
     outcome: list[dict[str, Any]] | Exception
+    decoded: list[dict[str, Any]] = []
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
     feeder = asyncio.create_task(_feed(reader, chunks, eof))
     try:
-        outcome = await _decode_all(reader, max_bytes)
+        # Left open after whole frames, the decoder rightly waits for the next one (flows may
+        # idle): that wait is cut here, and what was decoded so far is judged.
+        async with asyncio.timeout(None if eof else 0.5):
+            outcome = await _decode_all(reader, max_bytes, decoded)
+    except TimeoutError:
+        outcome = decoded
     except Exception as err:  # noqa: BLE001 - judged below, outside the measurement
         outcome = err
     await feeder
