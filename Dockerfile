@@ -31,6 +31,7 @@ COPY --from=build /opt/flowmgr /opt/flowmgr
 COPY config.json /etc/flowmgr/config.json
 # `flowmgr` on PATH: the panel, attached to this container's running service.
 COPY deploy/container/flowmgr /usr/local/bin/flowmgr
+COPY deploy/container/entrypoint /usr/local/bin/flowmgr-entrypoint
 # No useradd in minimal bases: write the account lines directly, and add the user to the group
 # of the engine's socket (whatever that gid is named here, or a new "docker-host" group).
 RUN set -eu; \
@@ -42,7 +43,7 @@ RUN set -eu; \
     echo "flowmgr:x:${FLOWMGR_UID}:${FLOWMGR_UID}:flow manager:/home/flowmgr:/bin/sh" >> /etc/passwd; \
     mkdir -p /home/flowmgr /tmp/kawaflow/sockets; \
     chown "${FLOWMGR_UID}:${DOCKER_GID}" /home/flowmgr /tmp/kawaflow/sockets; \
-    chmod 2775 /tmp/kawaflow/sockets
+    chmod 2770 /tmp/kawaflow/sockets
 
 ENV PATH=/usr/local/bin:/opt/flowmgr/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
@@ -56,4 +57,5 @@ EXPOSE 8000
 # /health answers 503 while the engine is unreachable; urlopen raises on it, so the check fails.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)"]
+ENTRYPOINT ["/usr/local/bin/flowmgr-entrypoint"]
 CMD ["/opt/flowmgr/bin/flowmgr", "--server-only"]
