@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -95,9 +96,23 @@ def tool_tree(pid: int) -> dict[int, psutil.Process]:
     return {q.pid: q for q in [p, *p.children(recursive=True)]}
 
 
-def run_tool(label: str, cmd: str, names: list[str], idle: float, measure_idle: bool,
-             baseline_rate: float) -> dict[str, float]:
-    """Launch once: time to first screen; optionally settle and measure idle CPU and RSS."""
+def engine_rate(seconds: float) -> float:
+    """Engine CPU (% of a core) over `seconds`, nothing of ours running."""
+    eng = engine_procs()
+    before, w0 = cpu_seconds(eng), time.perf_counter()
+    time.sleep(seconds)
+    return delta(before, cpu_seconds(eng)) / (time.perf_counter() - w0) * 100
+
+
+def run_tool(label: str, cmd: str, names: list[str], idle: float,
+             measure_idle: bool) -> dict[str, float]:
+    """Launch once: time to first screen; optionally settle and measure idle CPU and RSS.
+
+    The engine's idle baseline is taken right before the launch, so drift from other load on
+    the machine (other test runs) affects both tools alike.
+    """
+    baseline_rate = engine_rate(idle) if measure_idle else 0.0
+    load_before = os.getloadavg()[0]
     tmux = Tmux()
     try:
         t0 = time.perf_counter()
@@ -123,7 +138,8 @@ def run_tool(label: str, cmd: str, names: list[str], idle: float, measure_idle: 
             tool = delta(b_tool, a_tool) / wall * 100
             engine = delta(b_eng, a_eng) / wall * 100
             rss = sum(p.memory_info().rss for p in procs.values() if p.is_running()) / 2**20
-            result.update(tool_cpu=tool, engine_cpu=engine,
+            result.update(baseline_engine_cpu=baseline_rate, load_avg=load_before,
+                          tool_cpu=tool, engine_cpu=engine,
                           engine_added=max(0.0, engine - baseline_rate),
                           total=tool + max(0.0, engine - baseline_rate), rss_mb=rss)
         return result
@@ -157,11 +173,6 @@ def main() -> int:
                                                           labels=labels), names))
         say(f"started {len(names)} containers in {time.perf_counter() - t:.1f}s")
         time.sleep(10)
-        eng = engine_procs()
-        before, w0 = cpu_seconds(eng), time.perf_counter()
-        time.sleep(args.idle)
-        baseline = delta(before, cpu_seconds(eng)) / (time.perf_counter() - w0) * 100
-        say(f"engine idle baseline: {baseline:.1f}% of a core")
 
         sock = Path("/tmp/fmb") / run
         config = work / "config.json"
@@ -176,8 +187,7 @@ def main() -> int:
         results: dict[str, list[dict[str, float]]] = {k: [] for k in cmds}
         for i in range(args.launches):
             for label, cmd in cmds.items():
-                r = run_tool(label, cmd, names, args.idle, measure_idle=(i == 0),
-                             baseline_rate=baseline)
+                r = run_tool(label, cmd, names, args.idle, measure_idle=(i == 0))
                 results[label].append(r)
                 say(label, {k: round(v, 2) for k, v in r.items()})
         summary = {}
@@ -188,7 +198,6 @@ def main() -> int:
                 "first_screens": [round(r["first_screen_s"], 3) for r in rs],
                 **{k: round(v, 2) for k, v in idle_r.items() if k != "first_screen_s"},
             }
-        summary["baseline_engine_cpu"] = round(baseline, 2)  # type: ignore[assignment]
         say(json.dumps(summary, indent=2))
         lz, fm = summary["lazydocker"], summary["flowmgr"]
         ratio = fm["total"] / lz["total"] if lz["total"] else float("inf")

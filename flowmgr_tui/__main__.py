@@ -57,11 +57,17 @@ class EmbeddedServer:
                 yield
 
         self.asgi = create_app(manager, settings)
+        self.failure = ""
         self.server = _PanelServer(uvicorn_config(self.asgi, settings, host=host, port=port))
 
     async def run(self) -> None:
-        """Serve until `request_stop`."""
-        await self.server.serve()
+        """Serve until `request_stop`; a failed bind is shown in the header, not fatal."""
+        try:
+            await self.server.serve()
+        except SystemExit:  # uvicorn exits the process when it cannot bind; the panel stays
+            cfg = self.server.config
+            self.failure = f"API not serving: cannot listen on {cfg.host}:{cfg.port} (see log)"
+            logger.error("embedded API could not start on %s:%s", cfg.host, cfg.port)
 
     def request_stop(self) -> None:
         """Ask uvicorn to shut down gracefully."""
@@ -84,6 +90,8 @@ class EmbeddedServer:
 
     def status(self) -> str:
         """`serving http://0.0.0.0:8000 | 2 clients`."""
+        if self.failure:
+            return self.failure
         if not self.server.started:
             return "API starting..."
         n = self.clients
