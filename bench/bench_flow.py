@@ -114,10 +114,12 @@ async def bench_rtt(m: ContainerManager, cid: str, n: int) -> None:
 
 
 async def bench_throughput(m: ContainerManager, cid: str, n: int, runs: int) -> None:
-    rates = []
+    rates, cpu_us = [], []
+    proc = psutil.Process()
     for _ in range(runs):
         async with m.bus.subscribe(predicate=replies_from(cid), maxsize=n + 10) as sub:
             start = time.perf_counter()
+            cpu0 = sum(proc.cpu_times()[:2])
 
             async def produce() -> None:
                 for i in range(n):
@@ -132,11 +134,13 @@ async def bench_throughput(m: ContainerManager, cid: str, n: int, runs: int) -> 
             await producer
             elapsed = time.perf_counter() - start
             rates.append(n / elapsed)
+            cpu_us.append((sum(proc.cpu_times()[:2]) - cpu0) / n * 1e6)
             assert sub.dropped == 0
         say(f"throughput run: {n} messages sent and {got} replies in {elapsed:.2f} s = "
-              f"{n / elapsed:,.0f} msg/s each way")
+            f"{n / elapsed:,.0f} msg/s each way; manager CPU {cpu_us[-1]:.1f} us per round trip")
     say(f"throughput: median {statistics.median(rates):,.0f} msg/s over {runs} runs "
-          f"of {n} round trips (pipelined)")
+        f"of {n} round trips (pipelined); manager CPU median {statistics.median(cpu_us):.1f} us "
+        f"per round trip (includes this bench's bus consumer)")
 
 
 async def bench_reconnect(m: ContainerManager, cid: str, times: int) -> None:
