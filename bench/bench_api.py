@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -197,58 +199,79 @@ async def bench_rtt(c: Client, ids: list[str], calls: int) -> None:
     say(f"rtt get_container_status: {summary(st)}")
 
 
-async def bench_load(url: str, c: Client, ids: list[str], calls: int) -> None:
-    stop = asyncio.Event()
+async def churn(url: str, ids: list[str], seconds: float) -> dict[str, int]:
+    """10 clients looping stop / status / restart / status on their own container."""
     done = {"stop": 0, "restart": 0, "status": 0}
+    deadline = time.monotonic() + seconds
 
-    async def churn(worker: Client, cid: str) -> None:
-        while not stop.is_set():
+    async def loop(worker: Client, cid: str) -> None:
+        while time.monotonic() < deadline:
             await worker.call("stop_container", {"container_id": cid})
-            done["stop"] += 1
             await worker.call("get_container_status", {"container_id": cid})
             await worker.call("restart_container", {"container_id": cid})
-            done["restart"] += 1
             await worker.call("get_container_status", {"container_id": cid})
+            done["stop"] += 1
+            done["restart"] += 1
             done["status"] += 2
 
-    async with clients(url, 10) as workers:
-        tasks = [asyncio.create_task(churn(w, ids[i])) for i, w in enumerate(workers)]
-        await asyncio.sleep(2)  # let the churn get going before measuring
-        began = time.perf_counter()
+    async with clients(url, len(ids)) as workers:
+        await asyncio.gather(*(loop(w, cid) for w, cid in zip(workers, ids, strict=True)))
+    return done
+
+
+def churn_process(url: str, ids: list[str], seconds: float, out: Any) -> None:
+    """Entry of the churn process (its own interpreter, so it does not slow the measuring)."""
+    out.put(asyncio.run(churn(url, ids, seconds)))
+
+
+async def bench_load(url: str, c: Client, ids: list[str], calls: int,
+                     seconds: float = 45) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    worker = ctx.Process(target=churn_process, args=(url, ids[:10], seconds, results))
+    worker.start()
+    try:
+        await asyncio.sleep(5)  # the churn process starts, connects and gets going
         lst = await timed(calls, lambda i: c.call("list_containers", {}))
         st = await timed(calls, lambda i: c.call("get_container_status",
                                                  {"container_id": ids[50 + i % 50]}))
-        took = time.perf_counter() - began
-        stop.set()
-        await asyncio.gather(*tasks)
+        done = await asyncio.to_thread(results.get, timeout=seconds + 120)
+    finally:
+        await asyncio.to_thread(worker.join, 30)
     say(f"load list_containers under 10 churning clients: {summary(lst)}")
     say(f"load get_container_status under 10 churning clients: {summary(st)}")
-    say(f"load: churn completed {done['stop']} stops, {done['restart']} restarts, "
-        f"{done['status']} status queries in {took:.1f} s of measuring")
+    say(f"load: the churn process completed {done['stop']} stops, {done['restart']} restarts "
+        f"and {done['status']} status queries in {seconds:.0f} s")
 
 
-async def bench_fanout(url: str, c: Client, ids: list[str], changes: int) -> None:
+def reached(samples: list[float], count: int) -> bool:
+    """Whether `count` samples are in."""
+    return len(samples) >= count
+
+
+async def bench_fanout(url: str, c: Client, ids: list[str], changes: int,
+                       listeners: int = 100) -> None:
     lat: list[float] = []
     target = ids[-1]
     seen = asyncio.Condition()
-    got = {"n": 0}
 
-    def setup(client: Client, _: int) -> None:
-        @client.sio.on("status_changed")
-        async def changed(data: dict[str, Any]) -> None:
-            if data["container_id"] == target:
-                lat.append((time.time() - data["timestamp"]) * 1000)
-                async with seen:
-                    got["n"] += 1
-                    seen.notify_all()
+    async def changed(data: dict[str, Any]) -> None:
+        if data["container_id"] == target:
+            lat.append((time.time() - data["timestamp"]) * 1000)
+            async with seen:
+                seen.notify_all()
 
-    async with clients(url, 100, setup) as listeners:
+    # Bare clients: 100 python-socketio clients in this one process would measure themselves.
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(listeners):
+            wire = await stack.enter_async_context(WireClient(url))
+            wire.handlers["status_changed"] = changed
         for i in range(changes):
             await c.call("stop_container" if i % 2 == 0 else "start_container",
                          {"container_id": target})
             async with asyncio.timeout(30), seen:
-                await seen.wait_for(lambda i=i: got["n"] >= (i + 1) * len(listeners))
-    say(f"fanout status_changed to 100 clients ({changes} changes): {summary(lat)}")
+                await seen.wait_for(functools.partial(reached, lat, (i + 1) * listeners))
+    say(f"fanout status_changed to {listeners} clients ({changes} changes): {summary(lat)}")
 
 
 async def bench_send(url: str, messages: int, window: int, runs: int,
@@ -261,16 +284,26 @@ async def bench_send(url: str, messages: int, window: int, runs: int,
         for run in range(runs):
             wire.broadcasts.clear()
             server.cpu_percent()
+            spent = cpu_seconds(server)
             mine = psutil.Process()
             mine.cpu_percent()
             began = time.perf_counter()
             ok = await pipelined_sends(wire, cid, messages, window)
             took = time.perf_counter() - began
             cpu, client_cpu = server.cpu_percent(), mine.cpu_percent()
+            per_request = (cpu_seconds(server) - spent) / messages * 1000
             say(f"send run {run + 1}: {messages} send_message in {took:.2f} s = "
                 f"{messages / took:,.0f} req/s, answers {ok}/{messages}, flow replies "
                 f"(message_received) so far {wire.broadcasts['message_received']}, "
-                f"server CPU {cpu:.0f} %, client CPU {client_cpu:.0f} %")
+                f"server CPU {cpu:.0f} % = {per_request:.3f} ms CPU per request "
+                f"(one core's worth: {1000 / per_request:,.0f} req/s), "
+                f"client CPU {client_cpu:.0f} %, load average {os.getloadavg()[0]:.1f}")
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU the process has used."""
+    times = proc.cpu_times()
+    return float(times.user + times.system)
 
 
 class WireClient:
@@ -288,6 +321,8 @@ class WireClient:
         self.reader: asyncio.Task[None] | None = None
         self.broadcasts: Counter[str] = Counter()
         """Events pushed by the server, by name (counted, not parsed)."""
+        self.handlers: dict[str, Callable[[Any], Awaitable[None]]] = {}
+        """Events to parse and hand on, by name."""
 
     async def __aenter__(self) -> WireClient:
         self.ws = await websockets.connect(self.url, max_size=None)
@@ -313,7 +348,10 @@ class WireClient:
                 if future is not None:
                     future.set_result(frame[end:])
             elif frame.startswith('42["'):
-                self.broadcasts[frame[4:frame.index('"', 4)]] += 1
+                name = frame[4:frame.index('"', 4)]
+                self.broadcasts[name] += 1
+                if name in self.handlers:
+                    await self.handlers[name](json.loads(frame[2:])[1])
 
     async def call(self, event: str, payload: dict[str, Any]) -> str:
         """Emit with an ack; the raw ack text."""
@@ -379,13 +417,15 @@ async def docker_benches(url: str, server: psutil.Process, args: argparse.Namesp
         ids = await make_containers(main_client, args.containers)
         say(f"setup: {len(ids)} containers created and started in "
             f"{time.perf_counter() - began:.1f} s")
+        say(f"load average at start: {os.getloadavg()[0]:.1f}")
         if "rtt" in args.which:
             await bench_rtt(main_client, ids, args.calls)
         if "load" in args.which:
             await bench_load(url, main_client, ids, args.calls)
         if "fanout" in args.which:
             await bench_fanout(url, main_client, ids, args.changes)
-        say(f"server RSS {server.memory_info().rss / 2**20:.0f} MiB")
+        say(f"server RSS {server.memory_info().rss / 2**20:.0f} MiB, "
+            f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

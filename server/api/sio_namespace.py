@@ -51,7 +51,7 @@ _REQUESTS = frozenset({
 })
 
 
-class FlowNamespace(socketio.AsyncNamespace):
+class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """The PROTOCOL.md requests, one `on_<request>` each, on the default namespace."""
 
     def __init__(self, manager: ContainerManager, bridge: SioBridge, *, token: str | None,
