@@ -69,10 +69,10 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if event in ("connect", "disconnect"):
             return await super().trigger_event(event, *args)
         sid, data = args[0], (args[1] if len(args) > 1 else None)
-        handler = getattr(self, f"on_{event}", None) if event in _REQUESTS else None
-        if handler is None:
-            return await self._run(sid, event[:80], data, RequestIn, "", self._unknown)
-        return await handler(sid, data)
+        name = event if isinstance(event, str) else repr(event)  # a hand-made packet: 42[5]
+        if name not in _REQUESTS:
+            return await self._run(sid, name[:80], data, RequestIn, "", self._unknown)
+        return await getattr(self, f"on_{name}")(sid, data)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         """Refuse a connect without the configured token; welcome everyone else."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from typing import Any
 
 import psutil
 import pytest
+import websockets
 from api_harness import BUSYBOX, client, docker_cli, running_service
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
@@ -161,4 +163,33 @@ async def test_oversized_payload_is_refused_cleanly(settings: Settings, transpor
                 await rec.disconnected.wait()
             assert rec.events["message_sent"] == []
         async with client(svc.url) as (sio, _):  # the server is fine
+            assert (await sio.call("list_containers", {}))["count"] == 0
+
+
+async def test_hand_made_packets_do_not_hurt_the_server(settings: Settings) -> None:
+    # Broken Socket.IO content inside valid Engine.IO message packets: the connection lives on.
+    socketio_garbage = ['42[5,{"a":1}]', '42[["x"],{}]', "42[]", "42{", '42"text"',
+                        "42[null]", '421["list_containers"]', '42["stop_container",1,2]']
+    # Broken Engine.IO packets: python-engineio may drop that one connection.
+    engineio_garbage = ["9zz", "4" + "[" * 5000]
+    async with running_service(settings) as svc:
+        url = svc.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+        async with websockets.connect(url) as ws:
+            await ws.recv()  # engine.io open
+            await ws.send("40")
+            assert (await ws.recv()).startswith("40")
+            for frame in socketio_garbage:
+                await ws.send(frame)
+            await ws.send('422["list_containers",{}]')
+            async with asyncio.timeout(20):
+                while not (reply := await ws.recv()).startswith("432"):
+                    pass
+            assert '"count": 0' in reply or '"count":0' in reply
+        for frame in engineio_garbage:
+            async with websockets.connect(url) as ws:
+                await ws.recv()
+                await ws.send(frame)
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await ws.send("40")
+        async with client(svc.url) as (sio, _):
             assert (await sio.call("list_containers", {}))["count"] == 0
