@@ -133,6 +133,7 @@ async def _talk_to_a_flow(url: str, name: str | None, cid: str = "", *,
             restarted = await client.call("restart_container", {"container_id": cid}, timeout=60)
             assert restarted.get("status") == "running", restarted
         await _send_until_echoed(client, cid, received)
+        await _wait_for_resource_usage(client, cid)
         return str(cid)
     finally:
         await client.disconnect()
@@ -154,6 +155,19 @@ async def _send_until_echoed(client: socketio.AsyncClient, cid: str,
             event = await received.get()
             if event["container_id"] == cid and event["message"].get("echo") == message:
                 return
+
+
+async def _wait_for_resource_usage(client: socketio.AsyncClient, cid: str) -> None:
+    """The containerised manager samples the flow's cgroup: memory shows up within seconds."""
+    status: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(30):
+            while not (status.get("resource_usage") or {}).get("memory_usage"):
+                status = await client.call("get_container_status", {"container_id": cid},
+                                           timeout=30)
+                await asyncio.sleep(0.5)  # samples arrive on the sampler's clock, not on request
+    except TimeoutError:
+        raise AssertionError(f"no resource usage for the flow: {status}") from None
 
 
 def _panel_in_tmux(container: str, expect: str, timeout: float = 90) -> str:
@@ -185,6 +199,7 @@ async def test_image_serves_socketio_and_opens_the_panel(
          "-v", "/var/run/docker.sock:/var/run/docker.sock",
          "-v", f"{sock_dir}:{sock_dir}", "-e", f"SOCKET_DIR={sock_dir}",
          "-v", f"{conf_file}:/etc/flowmgr/config.json:ro",
+         "--pid=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",  # resource usage, as documented
          "--group-add", str(_docker_gid()), "-p", "127.0.0.1::8000", flowmgr_image)
     try:
         await _wait_healthy(manager)

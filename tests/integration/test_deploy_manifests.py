@@ -66,6 +66,7 @@ def test_kubernetes_mounts_socket_dir_at_the_same_path() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert host_paths["docker-sock"] == mounts["docker-sock"] == "/var/run/docker.sock"
     assert host_paths["socket-dir"] == mounts["socket-dir"] == env["SOCKET_DIR"]
+    assert host_paths["cgroup"] == mounts["cgroup"] == "/sys/fs/cgroup" and pod["hostPID"]
     assert PROTOCOL_ENV | {"FLOWMGR_TOKEN"} <= set(env)
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
 
@@ -81,6 +82,7 @@ def test_compose_file_mounts_socket_dir_at_the_same_path() -> None:
     volumes = {v.split(":")[0]: v.split(":")[1] for v in service["volumes"]}
     assert volumes["/var/run/docker.sock"] == "/var/run/docker.sock"
     assert volumes["/tmp/kawaflow/sockets"] == "/tmp/kawaflow/sockets"
+    assert volumes["/sys/fs/cgroup"] == "/sys/fs/cgroup" and service["pid"] == "host"
     assert service["environment"]["SOCKET_DIR"] == "/tmp/kawaflow/sockets"
     assert PROTOCOL_ENV | {"FLOWMGR_TOKEN"} <= set(service["environment"])
     assert service["ports"][0].startswith("127.0.0.1:8000:8000")
