@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -155,3 +156,13 @@ def test_readme_opens_with_setup_and_test_commands() -> None:
     first, second = (line.split("#")[0].strip() for line in block.splitlines()[:2])
     assert first == "bash scripts/setup.sh && .venv/bin/flowmgr"
     assert second.startswith(".venv/bin/pytest")
+
+
+def test_readme_links_resolve() -> None:
+    """Every relative link and image in the README points at a file of the checkout."""
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if "://" not in t]
+    assert local, "no relative links found"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README links to missing files: {missing}"
