@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +167,37 @@ def test_readme_links_resolve() -> None:
     assert local, "no relative links found"
     missing = [t for t in local if not (ROOT / t).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def _task(*args: str) -> subprocess.CompletedProcess[str]:
+    task = Path(sys.executable).parent / "task"  # go-task-bin, installed with the dev tools
+    return subprocess.run([str(task), "--taskfile", str(ROOT / "Taskfile.yml"), *args],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_taskfile_has_the_documented_tasks() -> None:
+    """`task --list` parses the Taskfile and names every task the README promises."""
+    out = _task("--list")
+    assert out.returncode == 0, out.stderr
+    names = {line.split(":")[0].lstrip("* ").strip() for line in out.stdout.splitlines()[1:]}
+    assert {"setup", "test", "run", "serve", "images", "bench", "lint", "clean"} <= names
+
+
+def test_task_clean_targets_only_this_project() -> None:
+    """A dry run of `task clean` names only flowmgr's labels, images and build leftovers."""
+    out = _task("clean", "DRY_RUN=1")
+    assert out.returncode == 0, out.stderr
+    planned = [line.removeprefix("would run: ") for line in out.stdout.splitlines()
+               if line.startswith("would run: ")]
+    allowed_images = {"flowmgr:latest", "flow:latest", "flowmgr-test-unhealthy:latest",
+                      "flowmgr-test-busybox:latest", "flowmgr-base:bookworm"}
+    for cmd in planned:
+        if cmd.startswith("docker image rm "):
+            assert cmd.removeprefix("docker image rm ") in allowed_images, cmd
+        elif cmd.startswith(("docker rm -f ", "docker network rm ")):
+            continue  # ids found by the project's label filters (checked below)
+        else:
+            assert cmd == "rm -rf build .pytest_cache .ruff_cache .mypy_cache", cmd
+    script = (ROOT / "Taskfile.yml").read_text()
+    assert "LABELS: flowmgr.managed=true flowmgr.test flowmgr.component" in script
