@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import struct
+import threading
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -343,6 +345,43 @@ async def test_messages_that_cannot_be_framed_are_invalid_requests(
         await hub.send("c1", {"bad": {1, 2}})
     await hub.send("c1", {"ok": 1})
     assert await read_message(reader) == {"ok": 1}
+
+
+async def test_a_flooding_flow_does_not_starve_another(
+    hub: FlowChannelHub, events: Subscription, sock_dir: Path
+) -> None:
+    await connect(hub, events, "flood", sock_dir / "flood.sock")
+    _good_reader, good_writer = await connect(hub, events, "good", sock_dir / "good.sock")
+    flood = encode_frame({"n": 1}, 100) * 200_000  # >= 9 s of work at the default rate limit
+    blaster = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    blaster.connect(str(sock_dir / "flood.sock"))
+    thread = threading.Thread(target=_send_quietly, args=(blaster, flood), daemon=True)
+    thread.start()
+    try:
+        flooded = 0
+        async with asyncio.timeout(10):
+            while flooded < 1000:  # the flood is under way
+                event = await events.get()
+                flooded += isinstance(event, FlowMessageReceived)
+            good_writer.write(encode_frame({"from": "good"}, 100))
+            while True:
+                event = await events.get()
+                if isinstance(event, FlowMessageReceived):
+                    if event.container_id == "good":
+                        break
+                    flooded += 1
+        assert flooded < 150_000, "the good flow waited behind most of the flood"
+    finally:
+        blaster.close()
+        await hub.close("flood")
+        await asyncio.to_thread(thread.join, 10)
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass  # the hub closed the flood: expected
 
 
 async def test_a_flooding_flow_is_rate_limited(bus: EventBus, sock_dir: Path) -> None:
