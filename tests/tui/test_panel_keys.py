@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.message import Message
 from textual.notifications import Notify
-from textual.widgets import TextArea
+from textual.widgets import Input, Label, TextArea
 
+from flowmgr_tui.__main__ import main
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.commands import ContainerCommands
 from flowmgr_tui.screens.confirm import ConfirmScreen
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.screens.help import HelpScreen
+from flowmgr_tui.screens.path_prompt import PathPrompt
 from flowmgr_tui.widgets.log_pane import LogPane
 from flowmgr_tui.widgets.message_pane import MessagePane
 from server.core.events import LogLineReceived
@@ -144,3 +147,29 @@ async def test_message_editor_checks_json_before_sending() -> None:
         await pilot.press("ctrl+s")
         # The recording cannot send: the typed error from the backend lands under the editor.
         await until(pilot, lambda: "system_error" in pane.error_text, "the backend's refusal")
+
+
+async def test_update_code_asks_for_an_absolute_path_then_runs() -> None:
+    app, backend = _app()
+    seen: list[Message] = []
+    async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
+        await until(pilot, backend.replayed.is_set, "the replay")
+        dashboard(app).table.select(ECHO_ID)
+        await pilot.press("u")
+        await until(pilot, lambda: isinstance(app.screen, PathPrompt), "the path prompt")
+        prompt = app.screen
+        await pilot.press(*"relative/code", "enter")
+        assert "absolute path" in str(prompt.query_one("#path-error", Label).content)
+        assert app.screen is prompt
+        prompt.query_one(Input).value = "/srv/new-code"
+        await pilot.press("enter")
+        await until(pilot, lambda: any("read-only" in e for e in _errors(seen)), "the attempt")
+
+
+def test_server_only_hands_over_to_the_service_entry_point(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "config.json"
+    bad.write_text('{"server": {"port": "eighty"}}', encoding="utf-8")
+    # The service's own start-up check answers: exit code 2 and the key named.
+    assert main(["--server-only", "--config", str(bad)]) == 2
+    assert "server.port" in capsys.readouterr().out

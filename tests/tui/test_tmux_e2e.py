@@ -13,6 +13,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import socketio
 
 from server.core.config import Settings
 from tests.conftest import RUN_ID
@@ -92,6 +93,12 @@ async def test_flowmgr_in_tmux_lists_filters_stops_and_serves(
     health = await asyncio.to_thread(
         lambda: json.load(urllib.request.urlopen(f"http://127.0.0.1:{port[1]}/health", timeout=10)))
     assert health["status"] == "healthy"
+    sio = socketio.AsyncClient()
+    await sio.connect(f"http://127.0.0.1:{port[1]}", wait_timeout=10)
+    try:
+        await tmux.wait_for(lambda s: "| 1 client" in s, "the client count in the header")
+    finally:
+        await sio.disconnect()
 
     tmux.keys("/")
     tmux.keys("-l", names[1][-12:])  # typed literally: the filter narrows as it goes
