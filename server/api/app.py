@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from server import __version__
 from server.api.health import router as health_router
 from server.api.sio_bridge import SioBridge
+from server.api.sio_manager import DirectEmitManager
 from server.api.sio_namespace import FlowNamespace
 from server.core.config import Settings
 
@@ -75,7 +76,8 @@ def create_app(manager: ContainerManager, settings: Settings, *,
     origins = _origins(settings)
     sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=origins,
                                max_http_buffer_size=settings.server.max_message_bytes,
-                               logger=False, engineio_logger=False, serializer=JsonPacket)
+                               logger=False, engineio_logger=False, serializer=JsonPacket,
+                               client_manager=DirectEmitManager())
     bridge = SioBridge(sio, manager)
     sio.register_namespace(FlowNamespace(manager, bridge, token=settings.server.token,
                                          server_id=uuid.uuid4().hex[:12]))
