@@ -27,6 +27,8 @@ UPTIME_REFRESH = 20.0
 class DashboardScreen(Screen[None]):
     """Owns the selected container; every action key acts on it."""
 
+    AUTO_FOCUS = "ContainerTable"
+
     BINDINGS = [
         Binding("n", "create", "New", id="dash.create", tooltip="Create a container"),
         Binding("s", "act('start')", "Start", id="dash.start", tooltip="Start it"),
@@ -69,7 +71,6 @@ class DashboardScreen(Screen[None]):
         """Fill from the state gathered so far; keep uptimes fresh at a slow pace."""
         state = self.fm.state
         self.table.upsert(state.ordered())
-        self.table.focus()
         names = self.fm.names()
         merged: list[ActivityLogged | ContainerCrashed] = sorted(
             [*state.activity, *state.crashes], key=lambda e: e.at)

@@ -86,6 +86,7 @@ async def test_filter_sort_keep_the_cursor_on_its_container_and_help_opens() -> 
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, backend.replayed.is_set, "the replay")
         table = dashboard(app).table
+        assert app.focused is table  # arrows work from the start, no mouse needed
         await pilot.press("slash", *"echo")
         await until(pilot, lambda: row_names(app) == ["echo-1"], "the filtered row")
         await pilot.press("escape")
