@@ -145,7 +145,8 @@ build_flowmgr() {
         --build-arg OFFLINE_WHEELS=1 --build-arg DOCKER_GID="$(docker_gid)" \
         -t "$FLOWMGR_TAG" . >/dev/null
     # The legacy builder keeps the build stage as an untagged image; only ours carry this label.
-    docker image prune -f --filter label=flowmgr.stage=build >/dev/null
+    # Best effort: another prune running at the same time is not a build failure.
+    docker image prune -f --filter label=flowmgr.stage=build >/dev/null 2>&1 || true
 }
 
 # The group that owns the engine's socket here, so the image's user can reach it.
