@@ -17,6 +17,7 @@ from server.api.schemas import (
     StatusUpdateOut,
     Wire,
 )
+from server.core.bus import Subscription
 from server.core.events import (
     ActivityLogged,
     ContainerCrashed,
@@ -54,6 +55,7 @@ _BROADCASTS: dict[type[Event], tuple[str, Callable[[Any], Wire]]] = {
     ActivityLogged: ("activity_log", ActivityLogOut.payload),
 }
 _WANTED = (*_BROADCASTS, LogLineReceived, ContainerRemoved)
+_YIELD_EVERY = 32
 
 
 class SioBridge:
@@ -66,7 +68,7 @@ class SioBridge:
         self._followers: dict[str, set[str]] = {}
         """Container id -> sids subscribed to its log room."""
         self.forwarded = 0
-        """Events emitted so far (for tests and debugging)."""
+        """Events handled so far (for tests and debugging)."""
 
     async def start(self) -> None:
         """Subscribe to the bus and forward in one task until `stop()`."""
@@ -88,7 +90,7 @@ class SioBridge:
         """True while the forwarding task is alive."""
         return self._task is not None and not self._task.done()
 
-    async def _forward(self, sub: Any) -> None:
+    async def _forward(self, sub: Subscription) -> None:
         try:
             async for event in sub:
                 try:
@@ -96,6 +98,12 @@ class SioBridge:
                 except Exception:  # one bad event must not end the forwarding
                     logger.exception("could not forward %s to Socket.IO clients",
                                      type(event).__name__)
+                # Neither a queued event nor an emit suspends: yield now and then, or a
+                # burst (a status update of every container to every client) would hold
+                # requests back until it is all sent.
+                self.forwarded += 1
+                if self.forwarded % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
         finally:
             self._manager.bus.unsubscribe(sub)
 
@@ -113,7 +121,6 @@ class SioBridge:
             return
         name, build = _BROADCASTS[type(event)]
         await self._sio.emit(name, build(event))
-        self.forwarded += 1
 
     async def subscribe_logs(self, sid: str, ref: str) -> str:
         """Join `sid` to the container's log room, starting its log stream for the first one."""
