@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -63,22 +63,22 @@ async def cpu_window(seconds: float) -> tuple[float, float]:
     return ((cpu_seconds([me]) - own0) / wall * 100, (cpu_seconds(engine) - eng0) / wall * 100)
 
 
-async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
+async def timed(call: Awaitable[Any]) -> float:
     t0 = time.perf_counter()
-    await fn()
+    await call
     return time.perf_counter() - t0
 
 
 async def bench_status(m: ContainerManager, names: list[str]) -> dict[str, float]:
     samples = []
     for i in range(2000):
-        samples.append(await timed(lambda i=i: m.get_status(names[i % len(names)])))
+        samples.append(await timed(m.get_status(names[i % len(names)])))
     samples.sort()
     return {"p50": samples[len(samples) // 2], "p99": samples[int(len(samples) * 0.99)]}
 
 
 async def bench_snapshot(m: ContainerManager, ids: list[str]) -> dict[str, float]:
-    sweeps = [await timed(m.sampler.sample_all) for _ in range(7)]
+    sweeps = [await timed(m.sampler.sample_all()) for _ in range(7)]
     cli = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -139,8 +139,8 @@ async def bench_lifecycle(m: ContainerManager, settings: Settings, rounds: int,
         shutil.rmtree(sock)
 
     for i in range(rounds):
-        mgr.append(await timed(lambda i=i: via_manager(i)))
-        sdk.append(await timed(lambda i=i: asyncio.to_thread(via_sdk, i)))
+        mgr.append(await timed(via_manager(i)))
+        sdk.append(await timed(asyncio.to_thread(via_sdk, i)))
     client.close()
     return {"manager": statistics.median(mgr), "sdk": statistics.median(sdk)}
 
