@@ -99,7 +99,7 @@ def code_archive(src: Path, dest_dir: str) -> bytes:
         root = tarfile.TarInfo(prefix)
         root.type = tarfile.DIRTYPE
         root.mode = 0o755
-        tar.addfile(root)
+        tar.addfile(_as_root(root))
         for entry in sorted(src.iterdir()):
             tar.add(str(entry), arcname=f"{prefix}/{entry.name}", recursive=True,
                     filter=_as_root)

@@ -1,0 +1,90 @@
+"""Pure pieces of the core: the stopped-on-request file, crash causes, input checks, archives."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from server.core.docker_adapter import parse_time
+from server.core.errors import InvalidRequest
+from server.core.inputs import check_code_path, check_spec, code_archive, normalise_ports
+from server.core.models import CreateSpec
+from server.core.monitor import crash_cause
+from server.core.stopped import StoppedSet
+
+
+def test_stopped_set_survives_a_new_instance(tmp_path: Path) -> None:
+    first = StoppedSet(str(tmp_path), "inst")
+    first.load()
+    first.add("a" * 64)
+    first.add("b" * 64)
+    first.discard("b" * 64)
+    second = StoppedSet(str(tmp_path), "inst")
+    second.load()
+    assert "a" * 64 in second and "b" * 64 not in second
+    second.retain(set())
+    third = StoppedSet(str(tmp_path), "inst")
+    third.load()
+    assert "a" * 64 not in third
+    assert second.path.parent == tmp_path  # beside, never inside, the per-container dirs
+
+
+def test_stopped_set_ignores_a_damaged_file(tmp_path: Path) -> None:
+    s = StoppedSet(str(tmp_path), "inst")
+    s.path.write_text("{not json")
+    s.load()
+    assert "x" not in s
+
+
+def test_crash_causes() -> None:
+    assert crash_cause(3, False) == "Exited with code 3"
+    assert crash_cause(137, True) == "Out of memory"
+    assert crash_cause(137, False) == "Killed by signal 9"
+
+
+def test_ports_normalised_and_refused() -> None:
+    assert normalise_ports({"8080": 18080, "53/udp": 5353}) == {"8080/tcp": 18080,
+                                                               "53/udp": 5353}
+    for bad in ({"x": 1}, {"80": "81"}, {"80": 0}, {"80": True}, {"80/icmp": 81}, [1]):
+        with pytest.raises(InvalidRequest) as err:
+            normalise_ports(bad)
+        assert err.value.details["field"] == "ports"
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    (CreateSpec(name=""), "name"),
+    (CreateSpec(name="a/b"), "name"),
+    (CreateSpec(name="ok", image=""), "image"),
+    (CreateSpec(name="ok", environment={"A": 1}), "environment"),  # type: ignore[dict-item]
+    (CreateSpec(name="ok", environment={"A=B": "1"}), "environment"),
+    (CreateSpec(name="ok", volumes={"relative": "/x"}), "volumes"),
+    (CreateSpec(name="ok", volumes={"/": "relative"}), "volumes"),
+    (CreateSpec(name="ok", command="sh"), "command"),  # type: ignore[arg-type]
+])
+def test_spec_checks_name_the_field(spec: CreateSpec, field: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        check_spec(spec)
+    assert err.value.details["field"] == field
+
+
+def test_code_archive_lands_under_the_code_dir_owned_by_root(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "main.py").write_text("print(1)")
+    (tmp_path / "pkg" / "m.py").write_text("x = 1")
+    with tarfile.open(fileobj=io.BytesIO(code_archive(tmp_path, "/app"))) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert set(members) == {"app", "app/main.py", "app/pkg", "app/pkg/m.py"}
+    assert all(m.uid == 0 and m.uname == "root" for m in members.values())
+    assert check_code_path(str(tmp_path)) == tmp_path
+    with pytest.raises(InvalidRequest):
+        check_code_path(str(tmp_path / "main.py"))
+
+
+def test_docker_times() -> None:
+    t = parse_time("2026-11-27T07:31:50.197483317Z")
+    assert t is not None and t.microsecond == 197483 and t.utcoffset() is not None
+    assert parse_time("0001-01-01T00:00:00Z") is None
+    assert parse_time("garbage") is None
