@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import docker
@@ -19,6 +17,13 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
+from server.core.container_info import (
+    ContainerInfo,
+    StreamHandle,
+    info_from_inspect,
+    parse_time,
+    to_loop,
+)
 from server.core.errors import (
     ContainerNotFound,
     DockerApiError,
@@ -31,75 +36,6 @@ __all__ = ["DockerAdapter", "ContainerInfo", "StreamHandle", "parse_time", "to_l
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """Docker's RFC 3339 timestamps (nanoseconds, `Z`) as aware datetimes; zero time is None."""
-    if not value or value.startswith("0001-01-01"):
-        return None
-    m = _TIME.match(value)
-    if m is None:
-        return None
-    tz = m.group(3) or "Z"
-    stamp = f"{m.group(1)}.{(m.group(2) or '0')[:6]}{'+00:00' if tz == 'Z' else tz}"
-    return datetime.fromisoformat(stamp).astimezone(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerInfo:
-    """What an inspect tells the manager, without the raw dict."""
-
-    id: str
-    name: str
-    image: str
-    status: str
-    """Docker's own state word: created, running, paused, restarting, removing, exited, dead."""
-    health: str
-    created: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    exit_code: int
-    oom_killed: bool
-    pid: int
-    labels: dict[str, str] = field(default_factory=dict)
-    ports: dict[str, int | None] = field(default_factory=dict)
-    mounts: dict[str, str] = field(default_factory=dict)
-    """Container path -> host path of bind mounts."""
-    asked_ns: int = 0
-    """Wall clock (ns) when the inspect was sent: it reflects every event older than this."""
-
-
-def _info(raw: dict[str, Any], asked_ns: int = 0) -> ContainerInfo:
-    state = raw.get("State") or {}
-    cfg = raw.get("Config") or {}
-    health = (state.get("Health") or {}).get("Status") or "none"
-    ports: dict[str, int | None] = {}
-    bindings = (raw.get("HostConfig") or {}).get("PortBindings") or {}
-    for cport, binds in bindings.items():
-        host = (binds or [{}])[0].get("HostPort") or ""
-        ports[cport] = int(host) if host.isdigit() else None
-    mounts = {m["Destination"]: m.get("Source", "") for m in raw.get("Mounts") or []
-              if m.get("Type") == "bind"}
-    return ContainerInfo(
-        id=raw["Id"],
-        name=str(raw.get("Name", "")).lstrip("/"),
-        image=str(cfg.get("Image") or raw.get("Image", "")),
-        status=str(state.get("Status", "dead")),
-        health=health if health in ("healthy", "unhealthy", "starting") else "none",
-        created=parse_time(raw.get("Created")) or datetime.now(UTC),
-        started_at=parse_time(state.get("StartedAt")),
-        finished_at=parse_time(state.get("FinishedAt")),
-        exit_code=int(state.get("ExitCode") or 0),
-        oom_killed=bool(state.get("OOMKilled")),
-        pid=int(state.get("Pid") or 0),
-        labels=dict(cfg.get("Labels") or {}),
-        ports=ports,
-        mounts=mounts,
-        asked_ns=asked_ns,
-    )
 
 
 def _explanation(err: docker.errors.APIError) -> str:
@@ -130,45 +66,6 @@ def _translated(not_found: type[FlowMgrError] = ContainerNotFound,
             http.client.HTTPException, OSError, docker.errors.DockerException) as err:
         # refused, reset or cut mid-answer: the engine went away
         raise DockerUnavailable(f"the Docker Engine cannot be reached: {err}") from err
-
-
-def to_loop(loop: asyncio.AbstractEventLoop, fn: Any, arg: Any) -> None:
-    """Hand an item from a stream thread to the loop; after shutdown there is no one to tell."""
-    try:
-        loop.call_soon_threadsafe(fn, arg)
-    except RuntimeError:
-        logger.debug("event loop closed; dropping a late Docker stream item")
-
-
-class StreamHandle:
-    """A long stream (events, logs) read in its own thread; `close()` ends it from any thread."""
-
-    def __init__(self) -> None:
-        self._stream: Any = None
-        self._closed = False
-        self._lock = threading.Lock()
-        self.thread: threading.Thread | None = None
-
-    def _attach(self, stream: Any) -> bool:
-        with self._lock:
-            self._stream = stream
-            return not self._closed
-
-    def close(self) -> None:
-        """Stop the stream; its reader thread then ends."""
-        with self._lock:
-            self._closed = True
-            stream = self._stream
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception:  # noqa: BLE001 - closing a dead socket is best effort
-                logger.debug("closing a docker stream failed", exc_info=True)
-
-    @property
-    def closed(self) -> bool:
-        """True once `close()` was called."""
-        return self._closed
 
 
 class DockerAdapter:
@@ -231,7 +128,7 @@ class DockerAdapter:
         """One container's current facts."""
         asked = time.time_ns()
         raw = await self._call(lambda: self._client().inspect_container(container_id))
-        return _info(raw, asked)
+        return info_from_inspect(raw, asked)
 
     async def list_ids(self, labels: list[str], *, running_only: bool = False) -> list[str]:
         """Ids of containers carrying all `labels` ("key=value")."""

@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable
 
 from server.core.bus import EventBus
-from server.core.docker_adapter import DockerAdapter, StreamHandle, to_loop
+from server.core.container_info import StreamHandle, to_loop
+from server.core.docker_adapter import DockerAdapter
 from server.core.events import LogLineReceived
 
 __all__ = ["LogFollowers"]

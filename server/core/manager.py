@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import shutil
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from server.core.actions import ContainerActions
 from server.core.bus import EventBus
 from server.core.config import Settings
 from server.core.docker_adapter import DockerAdapter
-from server.core.errors import ContainerNotFound, DockerApiError, FlowMgrError, InvalidRequest
+from server.core.errors import ContainerNotFound, FlowMgrError, InvalidRequest
 from server.core.events import ActivityLogged, ContainerCrashed, StatusReported
 from server.core.flow_channel import FlowChannelHub
-from server.core.inputs import check_code_path, check_spec, code_archive, normalise_ports
 from server.core.logs import LogFollowers
-from server.core.masking import mask_env
-from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec
+from server.core.models import ContainerSnapshot, ContainerStatus
 from server.core.monitor import DockerMonitor
-from server.core.policy import host_config_defaults, validate_code_path, validate_create
 from server.core.registry import Record, Registry
 from server.core.stats import ResourceSampler
 from server.core.stopped import StoppedSet
@@ -34,7 +27,7 @@ __all__ = ["ContainerManager"]
 logger = logging.getLogger(__name__)
 
 
-class ContainerManager:
+class ContainerManager(ContainerActions):
     """The one core object per process: Docker lifecycle, monitoring, flow channels, events."""
 
     def __init__(self, settings: Settings, *, bus: EventBus | None = None,
@@ -197,172 +190,6 @@ class ContainerManager:
         """Same as `snapshot()`."""
         return self.snapshot()
 
-    # actions
-
-    @asynccontextmanager
-    async def _checked(self, ref: str) -> AsyncIterator[Record]:
-        """Resolve, re-check the labels on the engine right before a mutation, and mark the
-        container as in hand, so the monitor leaves the inspect after it to the action."""
-        rec = self.registry.resolve(ref)
-        cid, acting = rec.info.id, self.registry.acting
-        acting[cid] = acting.get(cid, 0) + 1
-        try:
-            info = await self.adapter.inspect(cid)
-            labels = info.labels
-            if labels.get("flowmgr.managed") != "true" or \
-                    labels.get("flowmgr.instance") != self.settings.docker.instance:
-                raise ContainerNotFound(f"no managed container {ref!r}",
-                                        details={"container_id": ref})
-            yield rec
-        except FlowMgrError:
-            with contextlib.suppress(FlowMgrError):  # the failed action may have changed it
-                await self.monitor.refresh(cid)
-            raise
-        finally:
-            left = acting.get(cid, 1) - 1
-            if left > 0:
-                acting[cid] = left
-            else:
-                acting.pop(cid, None)
-
-    async def _refresh(self, container_id: str) -> ContainerSnapshot:
-        rec = await self.monitor.refresh(container_id)
-        if rec is None:
-            raise ContainerNotFound(f"container {container_id[:12]} vanished",
-                                    details={"container_id": container_id})
-        return self.registry.snapshot_of(rec)
-
-    async def _ensure_network(self) -> None:
-        # one at a time: concurrent creates would otherwise make two networks of one name
-        async with self._network_lock:
-            if not self._network_ready:
-                labels = {"flowmgr.managed": "true",
-                          "flowmgr.instance": self.settings.docker.instance}
-                await self.adapter.ensure_network(self.settings.docker.network, labels)
-                self._network_ready = True
-
-    async def create_container(self, spec: CreateSpec) -> ContainerSnapshot:
-        """Create (not start) a managed container; state "created"."""
-        if not isinstance(spec, CreateSpec):
-            raise InvalidRequest("create_container needs a CreateSpec", field="spec")
-        check_spec(spec)
-        spec = validate_create(spec, self.settings)
-        ports = normalise_ports(spec.ports)
-        if any(r.info.name == spec.name for r in self.registry.records.values()):
-            raise InvalidRequest(f"a container named {spec.name!r} already exists", field="name")
-        if ports:
-            await self._check_ports(ports)
-        dk = self.settings.docker
-        image = spec.image or dk.default_image
-        sock_dir = self._socket_dir / spec.name
-        made_dir = not sock_dir.exists()
-        sock_dir.mkdir(parents=True, exist_ok=True)
-        env = {**spec.environment, "FLOW_SOCKET": f"{dk.socket_mount}/flow.sock"}
-        host_options = host_config_defaults(self.settings)
-        if spec.memory_limit:
-            host_options["mem_limit"] = spec.memory_limit
-        self.registry.creating.add(spec.name)
-        try:
-            await self._ensure_network()
-            cid = await self.adapter.create(
-                image=image, name=spec.name, command=spec.command, environment=env,
-                labels={"flowmgr.managed": "true", "flowmgr.instance": dk.instance},
-                binds={**spec.volumes, str(sock_dir): dk.socket_mount}, ports=ports,
-                network=dk.network, host_options=host_options)
-            snap = await self._refresh(cid)
-        except FlowMgrError:
-            self._network_ready = False  # the network may have been removed under us
-            if made_dir and spec.name not in {r.info.name for r in self.registry.records.values()}:
-                shutil.rmtree(sock_dir, ignore_errors=True)  # nothing may be left behind
-            raise
-        finally:
-            self.registry.creating.discard(spec.name)
-        self.registry.log("container_created", cid, f"created {spec.name} from {image}",
-                          {"name": spec.name, "image": image, "environment": mask_env(env),
-                           "volumes": dict(spec.volumes), "ports": ports})
-        return snap
-
-    async def _check_ports(self, ports: dict[str, int]) -> None:
-        """Docker only finds a taken host port at start; refuse it at create instead."""
-        taken = await self.adapter.published_host_ports()
-        for hport in ports.values():
-            if hport in taken or (self.adapter.is_local
-                                  and not await asyncio.to_thread(_port_free, hport)):
-                raise DockerApiError(f"Bind for 0.0.0.0:{hport} failed: port is already "
-                                     "allocated", details={"field": "ports", "host_port": hport})
-
-    async def start_container(self, ref: str) -> ContainerSnapshot:
-        """Start a created or stopped container."""
-        async with self._checked(ref) as rec:
-            cid = rec.info.id
-            was = cid in self.registry.stopped
-            self.registry.stopped.discard(cid)
-            try:
-                await self.adapter.start(cid)
-            except FlowMgrError:
-                if was:
-                    self.registry.stopped.add(cid)
-                raise
-            snap = await self._refresh(cid)
-        self.logs.container_started(cid)  # the start event came while the state was not yet known
-        self.registry.log("container_started", cid, f"started {snap.name}", {"name": snap.name})
-        return snap
-
-    async def stop_container(self, ref: str) -> ContainerSnapshot:
-        """Stop on request: state "stopped", never a crash."""
-        async with self._checked(ref) as rec:
-            cid = rec.info.id
-            self.registry.stopped.add(cid)
-            await self.adapter.stop(cid, self.settings.docker.stop_timeout)
-            snap = await self._refresh(cid)
-        self.registry.log("container_stopped", cid, f"stopped {snap.name}", {"name": snap.name})
-        return snap
-
-    async def restart_container(self, ref: str) -> ContainerSnapshot:
-        """Stop (on request) and start again."""
-        async with self._checked(ref) as rec:
-            cid = rec.info.id
-            self.registry.stopped.add(cid)
-            try:
-                await self.adapter.restart(cid, self.settings.docker.stop_timeout)
-            finally:
-                self.registry.stopped.discard(cid)
-            snap = await self._refresh(cid)
-        self.logs.container_started(cid)
-        self.registry.log("container_restarted", cid, f"restarted {snap.name}",
-                          {"name": snap.name})
-        return snap
-
-    async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
-        """Copy `code_path` into the code directory; restart when it was running."""
-        src = check_code_path(validate_code_path(code_path, self.settings))
-        async with self._checked(ref) as rec:
-            cid, code_dir = rec.info.id, self.settings.docker.code_dir
-            archive = await asyncio.to_thread(code_archive, src, code_dir)
-            running = rec.state == "running"
-            if running:
-                # old files must not linger next to the new code
-                await self.adapter.exec_run(
-                    cid, ["sh", "-c", f"rm -rf {code_dir}/* {code_dir}/.[!.]*"])
-            await self.adapter.put_archive(cid, "/", archive)
-            snap = await (self.restart_container(cid) if running else self._refresh(cid))
-        self.registry.log("container_updated", cid, f"updated {snap.name} from {code_path}",
-                          {"name": snap.name, "code_path": code_path, "restarted": running})
-        return snap
-
-    async def delete_container(self, ref: str) -> str:
-        """Remove the container (running or not) and its socket directory."""
-        async with self._checked(ref) as rec:
-            cid, name = rec.info.id, rec.info.name
-            self.registry.stopped.add(cid)
-            await self.adapter.remove(cid)
-            sock_dir = Path(rec.socket_path).parent
-            await self.monitor.forget(cid)
-        if sock_dir.parent == self._socket_dir:
-            shutil.rmtree(sock_dir, ignore_errors=True)  # best effort: a leftover dir is harmless
-        self.registry.log("container_deleted", cid, f"deleted {name}", {"name": name})
-        return cid
-
     async def get_logs(self, ref: str, tail: int = 100) -> list[str]:
         """The last `tail` lines of output."""
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
@@ -399,13 +226,3 @@ def _recent(items: list[_E], container_id: str | None, limit: int) -> list[_E]:
     """The last `limit` items, optionally only those of one container."""
     picked = [i for i in items if container_id is None or i.container_id == container_id]
     return picked[-limit:] if limit > 0 else []
-
-
-def _port_free(port: int) -> bool:
-    """True when nothing on this host listens on TCP `port`."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True

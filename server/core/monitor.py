@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from server.core.config import Settings
-from server.core.docker_adapter import ContainerInfo, DockerAdapter, to_loop
+from server.core.container_info import ContainerInfo, to_loop
+from server.core.docker_adapter import DockerAdapter
 from server.core.errors import ContainerNotFound, DockerApiError, FlowMgrError
 from server.core.events import DockerConnectionLost, DockerConnectionRestored, now
 from server.core.registry import Record, Registry

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 from server.core.bus import EventBus
-from server.core.docker_adapter import ContainerInfo
+from server.core.container_info import ContainerInfo
 from server.core.errors import ContainerNotFound, InvalidRequest
 from server.core.events import (
     ActivityLogged,

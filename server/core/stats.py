@@ -19,7 +19,8 @@ from server.core.cgroups import (
     read_usage,
 )
 from server.core.config import Settings
-from server.core.docker_adapter import DockerAdapter, parse_time
+from server.core.container_info import parse_time
+from server.core.docker_adapter import DockerAdapter
 from server.core.errors import FlowMgrError
 from server.core.events import StatsSampled, now
 from server.core.models import ResourceSample
