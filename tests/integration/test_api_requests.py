@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -159,4 +160,15 @@ async def test_log_subscription_streams_to_the_room_only(settings: Settings,
             ack = await sub.call("unsubscribe_logs", {"container_id": snap.id})
             assert ack["status"] == "unsubscribed"
             assert other_rec.events["container_log"] == []
+            assert not svc.manager.logs.followed(snap.id)  # the last one left: stream stopped
+
+            await sub.call("subscribe_logs", {"container_id": snap.id})
+            await other.call("subscribe_logs", {"container_id": snap.id})
+            await sub.disconnect()
+            assert svc.manager.logs.followed(snap.id)  # `other` still listens
+            await other_rec.wait_for("container_log")
+            await other.disconnect()
+        async with asyncio.timeout(10):
+            while svc.manager.logs.followed(snap.id):  # released when the last one disconnects
+                await asyncio.sleep(0.05)
         await svc.manager.delete_container(snap.id)
