@@ -171,9 +171,9 @@ def test_readme_links_resolve() -> None:
 
 def _task(*args: str) -> subprocess.CompletedProcess[str]:
     task = Path(sys.executable).parent / "task"  # go-task-bin, installed with the dev tools
-    return subprocess.run([str(task), "--taskfile", str(ROOT / "Taskfile.yml"), *args],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run([str(task), "--color=false", "--taskfile", str(ROOT / "Taskfile.yml"),
+                           *args], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
 
 
 def test_taskfile_has_the_documented_tasks() -> None:
