@@ -18,8 +18,10 @@ pytestmark = pytest.mark.docker
 async def test_plain_docker_run_is_invisible(settings: Settings,
                                              unique_name: Callable[[str], str]) -> None:
     name = unique_name("foreign")
-    out = await docker("run", "-d", "--name", name, "--label", f"{TEST_LABEL}={RUN_ID}",
-                       "--label", "flowmgr.managed=true", BUSYBOX)
+    # no network: the test needs none, and it must not depend on the default bridge
+    out = await docker("run", "-d", "--network", "none", "--name", name,
+                       "--label", f"{TEST_LABEL}={RUN_ID}", "--label", "flowmgr.managed=true",
+                       BUSYBOX)
     cid = out.stdout.strip()
     try:
         async with started_manager(settings) as m:
