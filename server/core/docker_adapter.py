@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -36,6 +37,8 @@ __all__ = ["DockerAdapter", "ContainerInfo", "StreamHandle", "parse_time", "to_l
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+_POOL_SIZE = 24
+"""Threads for short Docker calls; the HTTP pool (32) also serves the stream threads."""
 
 
 def _explanation(err: docker.errors.APIError) -> str:
@@ -75,6 +78,7 @@ class DockerAdapter:
         self.call_timeout = call_timeout
         self._base_url = base_url
         self._api: docker.APIClient | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def base_url(self) -> str:
@@ -105,8 +109,14 @@ class DockerAdapter:
             with _translated(not_found, what):
                 return fn(*args, **kwargs)
 
+        if self._pool is None:
+            # our own threads: slow stops must not starve the loop's default executor, and
+            # a sweep of inspects must not wait behind other code's to_thread work
+            self._pool = ThreadPoolExecutor(max_workers=_POOL_SIZE,
+                                            thread_name_prefix="docker-call")
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(asyncio.to_thread(run),
+            return await asyncio.wait_for(loop.run_in_executor(self._pool, run),
                                           timeout or self.call_timeout)
         except TimeoutError as err:
             raise DockerApiError(f"the Docker Engine did not answer within "
@@ -121,6 +131,9 @@ class DockerAdapter:
         if self._api is not None:
             api, self._api = self._api, None
             await asyncio.to_thread(api.close)
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # containers
 
