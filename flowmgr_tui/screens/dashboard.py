@@ -110,9 +110,10 @@ class DashboardScreen(Screen[None]):
             self._summary()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Enter in the filter goes back to the table, keeping the filter."""
+        """Enter in the filter goes back to the table, keeping the filter (shown below it)."""
         if event.input.id == "filter":
-            self.table.focus()
+            event.input.remove_class("-visible")
+            self.set_focus(self.table)
 
     def action_filter(self) -> None:
         """Show and focus the filter box."""

@@ -37,7 +37,7 @@ async def test_container_created_behind_the_panels_back_appears(
     async with app.run_test(size=SIZE) as pilot:
         assert name not in row_names(app)
         await asyncio.to_thread(
-            docker_client.containers.run, BUSYBOX, name=name, detach=True,
+            docker_client.containers.run, BUSYBOX, name=name, detach=True, network_mode="none",
             labels={"flowmgr.managed": "true", "flowmgr.instance": settings.docker.instance})
         await until(pilot, lambda: name in row_names(app), f"row {name}")
         table = dashboard(app).table

@@ -29,7 +29,7 @@ class Tmux:
     """One private tmux server (its own socket name) holding one session."""
 
     def __init__(self, name: str) -> None:
-        self.base = ["tmux", "-L", name]
+        self.base = ["tmux", "-L", name, "-f", "/dev/null"]  # no user config: a known size
 
     def run(self, *args: str) -> str:
         out = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=20)
@@ -78,7 +78,7 @@ async def test_flowmgr_in_tmux_lists_filters_stops_and_serves(
     names = [unique_name("tmuxa"), unique_name("tmuxb")]
     for name in names:
         await asyncio.to_thread(
-            docker_client.containers.run, BUSYBOX, name=name, detach=True,
+            docker_client.containers.run, BUSYBOX, name=name, detach=True, network_mode="none",
             labels={"flowmgr.managed": "true", "flowmgr.instance": settings.docker.instance})
     config = _config(settings, tmp_path / "config.json")
     cmd = (f"env TERM=xterm-256color CONFIG_FILE={config} {FLOWMGR} --serve --host 127.0.0.1 "
@@ -104,6 +104,8 @@ async def test_flowmgr_in_tmux_lists_filters_stops_and_serves(
     tmux.keys("-l", names[1][-12:])  # typed literally: the filter narrows as it goes
     await tmux.wait_for(lambda s: names[1] in s and names[0] not in s, "only the filtered row")
     tmux.keys("Enter")  # back to the table, filter kept; the cursor is on the only row
+    # The filter box closes when the table has the keys again: wait for that, not a delay.
+    await tmux.wait_for(lambda s: s.splitlines()[1].strip().startswith("Name"), "the box closed")
     tmux.keys("x")
     await tmux.wait_for(
         lambda s: any(names[1] in line and "- stopped" in line for line in s.splitlines()),
