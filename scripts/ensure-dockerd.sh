@@ -72,9 +72,26 @@ start_dockerd() {
     return 1
 }
 
+# A dockerd started elsewhere with `--bridge none` deletes the host's docker0 at its start-up, and
+# the running engine then fails every container on the default bridge (and every `docker build`
+# RUN step) until it restarts. Put the interface back, with the gateway address Docker expects.
+repair_default_bridge() {
+    local name subnet
+    name="$(docker network inspect bridge \
+        -f '{{index .Options "com.docker.network.bridge.name"}}' 2>/dev/null)" || return 0
+    [[ -n "$name" && $(id -u) -eq 0 ]] || return 0
+    ip link show "$name" >/dev/null 2>&1 && return 0
+    subnet="$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}')"
+    log "the default bridge $name is missing; re-creating it for $subnet"
+    ip link add name "$name" type bridge
+    ip addr add "$(python3 -c 'import ipaddress, sys; n = ipaddress.ip_network(sys.argv[1]); print(f"{next(n.hosts())}/{n.prefixlen}")' "$subnet")" dev "$name"
+    ip link set "$name" up
+}
+
 install_missing
 if engine_answers; then
     log "Docker Engine answers: $(docker info --format '{{.ServerVersion}}' 2>/dev/null)"
+    repair_default_bridge
 else
     start_dockerd
 fi

@@ -17,7 +17,13 @@ if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
 fi
 log "installing flowmgr and its dev tools into .venv"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' </dev/null
+# uv resolves and downloads in parallel (about 20 s here against 100 s for pip); pip is the
+# fallback when uv cannot be had.
+if .venv/bin/python -m pip install --quiet --disable-pip-version-check uv </dev/null; then
+    .venv/bin/uv pip install --quiet --python .venv/bin/python -e '.[dev]' </dev/null
+else
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' </dev/null
+fi
 
 if [[ "${FLOWMGR_SKIP_IMAGES:-0}" != 1 ]]; then
     bash scripts/build-images.sh
