@@ -77,7 +77,8 @@ def create_app(manager: ContainerManager, settings: Settings, *,
     sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=origins,
                                max_http_buffer_size=settings.server.max_message_bytes,
                                logger=False, engineio_logger=False, serializer=JsonPacket,
-                               client_manager=DirectEmitManager())
+                               client_manager=DirectEmitManager(
+                                   max(64 * 2**20, 16 * settings.flow.max_frame_bytes)))
     bridge = SioBridge(sio, manager)
     sio.register_namespace(FlowNamespace(manager, bridge, token=settings.server.token,
                                          server_id=uuid.uuid4().hex[:12]))

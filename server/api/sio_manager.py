@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from typing import Any
 
 import socketio
@@ -10,15 +12,47 @@ from socketio import packet as sio_packet
 
 __all__ = ["DirectEmitManager"]
 
+logger = logging.getLogger(__name__)
+
+
+class _Pending:
+    """Sizes of the packets we put in one client's FIFO queue and it has not taken yet."""
+
+    __slots__ = ("sizes", "total")
+
+    def __init__(self) -> None:
+        self.sizes: deque[int] = deque()
+        self.total = 0
+
+    def add(self, size: int) -> None:
+        self.sizes.append(size)
+        self.total += size
+
+    def consumed_down_to(self, queued: int) -> None:
+        """The queue holds `queued` packets: the older ones of ours were taken."""
+        while len(self.sizes) > queued:
+            self.total -= self.sizes.popleft()
+
 
 class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
-    """Emits without a task per recipient.
+    """Emits without a task per recipient, and drops a client that stops reading.
 
     The stock manager starts one task per recipient and waits for them all, so every emit
     costs at least one event-loop cycle; at a few thousand events per second the bus bridge
     then falls behind. Handing a packet to a recipient only appends it to that client's
     queue, which never blocks, so doing it inline keeps the order and costs no cycle.
+
+    That queue has no bound, so a client that stops reading would hold every broadcast
+    until its ping times out; one that falls `max_pending_bytes` behind is disconnected
+    instead (a byte bound, not a time: on a loaded machine a healthy client can pause).
     """
+
+    def __init__(self, max_pending_bytes: int = 64 * 2**20) -> None:
+        super().__init__()
+        self.max_pending_bytes = max_pending_bytes
+        self._pending: dict[str, _Pending] = {}
+        """eio sid -> the sizes of our packets still in its queue."""
+        self.dropped_clients = 0
 
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None,
                    skip_sid: Any = None, callback: Any = None, to: Any = None,
@@ -34,10 +68,41 @@ class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
         args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
         encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
                                            data=[event, *args]).encode()
-        frames = [eio_packet.Packet(eio_packet.MESSAGE, part)
-                  for part in (encoded if isinstance(encoded, list) else [encoded])]
+        parts = encoded if isinstance(encoded, list) else [encoded]
+        frames = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+        size = sum(len(part) for part in parts)
         skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        for sid, eio_sid in self.get_participants(namespace, room):
-            if sid not in skipped:
+        for sid, eio_sid in list(self.get_participants(namespace, room)):
+            if sid not in skipped and await self._room_for(eio_sid, size):
                 for frame in frames:
                     await self.server._send_eio_packet(eio_sid, frame)
+
+    async def _room_for(self, eio_sid: str, size: int) -> bool:
+        """Whether `eio_sid` may take `size` more bytes; a client over the bound is dropped."""
+        sock = self.server.eio.sockets.get(eio_sid)
+        if sock is None or sock.closed or sock.closing:
+            self._pending.pop(eio_sid, None)
+            return False
+        sizes = self._pending.setdefault(eio_sid, _Pending())
+        sizes.consumed_down_to(sock.queue.qsize())
+        behind = sizes.total + size
+        if behind <= self.max_pending_bytes:
+            sizes.add(size)
+            return True
+        self._pending.pop(eio_sid, None)
+        self.dropped_clients += 1
+        logger.warning("disconnecting Socket.IO client %s: it stopped reading (%d bytes "
+                       "waiting for it, limit %d)", eio_sid, behind, self.max_pending_bytes)
+        while not sock.queue.empty():  # free what it would never read
+            sock.queue.get_nowait()
+            sock.queue.task_done()
+        await sock.close(wait=False, abort=True)
+        sock.queue.put_nowait(None)  # ends its writer once the blocked send returns
+        return False
+
+    async def disconnect(self, sid: str, namespace: str, **kwargs: Any) -> Any:
+        """Forget the byte count of a client that leaves."""
+        eio_sid = self.eio_sid_from_sid(sid, namespace)
+        if eio_sid is not None:
+            self._pending.pop(eio_sid, None)
+        return await super().disconnect(sid, namespace, **kwargs)
