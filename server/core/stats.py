@@ -6,17 +6,15 @@ import asyncio
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from server.core.cgroups import (
-    CgroupPaths,
     RawUsage,
+    UsageReader,
     compute_sample,
     find_paths,
     host_memory,
     read_system_cpu_ns,
-    read_usage,
 )
 from server.core.config import Settings
 from server.core.container_info import parse_time
@@ -71,7 +69,7 @@ class ResourceSampler:
         self.proc_root = proc_root
         self.fs_root = fs_root
         """Prefix of the cgroup mount points (tests point both roots at recorded files)."""
-        self._paths: dict[str, tuple[int, CgroupPaths | None]] = {}
+        self._paths: dict[str, tuple[int, UsageReader | None]] = {}
         self._prev: dict[str, RawUsage] = {}
         self._api_due: dict[str, float] = {}
         self._online_cpus = os.cpu_count() or 1
@@ -134,15 +132,16 @@ class ResourceSampler:
                     mountinfo = self._read_text(f"{self.proc_root}/self/mountinfo")
                 paths = find_paths(self._read_text(f"{self.proc_root}/{pid}/cgroup"), mountinfo,
                                    self.fs_root)
-                known = (pid, paths)
+                reader = None if paths is None else \
+                    UsageReader(paths, f"{self.proc_root}/{pid}/net/dev", self._host_mem)
+                known = (pid, reader)
                 self._paths[cid] = known
                 self._prev.pop(cid, None)
             if known[1] is None:
                 unreadable.append(cid)
                 continue
             try:
-                cur = read_usage(known[1], Path(f"{self.proc_root}/{pid}/net/dev"), system_ns,
-                                 self._host_mem)
+                cur = known[1].read(system_ns)
             except (OSError, ValueError):
                 self._paths.pop(cid, None)
                 unreadable.append(cid)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from server.core.cgroups import (
     RawUsage,
+    UsageReader,
     compute_sample,
     find_paths,
     parse_blkio_v1,
@@ -100,3 +101,27 @@ def test_cpu_percent_like_docker_stats() -> None:
     assert sample.memory_percent == 25.0
     assert (sample.network_rx_bytes, sample.disk_write_bytes) == (5, 8)
     assert compute_sample(None, cur, 2, when).cpu_percent == 0.0
+
+
+def test_reader_rereads_memory_stat_only_when_usage_moves(tmp_path: Path) -> None:
+    paths = _paths(V2, 4242)
+    assert paths is not None
+    scope = tmp_path / "scope"
+    scope.mkdir()
+    for f in paths.memory.iterdir():
+        (scope / f.name).write_text(f.read_text())
+    reader = UsageReader(type(paths)(2, scope, scope, scope), V2 / "proc/4242/net/dev", HOST_MEM)
+    first = reader.read(0)
+    assert first.memory_usage == 26415104 - 9043968
+    # inactive_file alone changed: an idle container is not re-parsed every sweep
+    stat = (scope / "memory.stat").read_text().replace("inactive_file 9043968", "inactive_file 0")
+    (scope / "memory.stat").write_text(stat)
+    assert reader.read(0).memory_usage == first.memory_usage
+    # the usage counter moved: memory.stat is read again and the new inactive_file applies
+    (scope / "memory.current").write_text("30000000\n")
+    assert reader.read(0).memory_usage == 30000000
+    # the limit is refreshed every REFRESH reads
+    (scope / "memory.max").write_text("max\n")
+    for _ in range(UsageReader.REFRESH):
+        last = reader.read(0)
+    assert last.memory_limit == HOST_MEM
