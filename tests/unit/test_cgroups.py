@@ -29,6 +29,14 @@ def _paths(root: Path, pid: int):  # type: ignore[no-untyped-def]
                       (root / "proc/self/mountinfo").read_text(), str(root))
 
 
+def _copy_dir(src: Path, dst: Path) -> Path:
+    """A writable copy of a recorded cgroup directory."""
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_text(f.read_text())
+    return dst
+
+
 def test_v1_paths_and_usage_from_a_real_container() -> None:
     paths = _paths(V1, 6844)
     assert paths is not None and paths.version == 1
@@ -57,10 +65,7 @@ def test_v2_paths_and_usage() -> None:
 def test_unlimited_memory_shows_host_memory(tmp_path: Path) -> None:
     paths = _paths(V2, 4242)
     assert paths is not None
-    scope = tmp_path / "scope"
-    scope.mkdir()
-    for f in paths.memory.iterdir():
-        (scope / f.name).write_text(f.read_text())
+    scope = _copy_dir(paths.memory, tmp_path / "scope")
     (scope / "memory.max").write_text("max\n")
     usage = read_usage(type(paths)(2, scope, scope, scope), V2 / "proc/4242/net/dev", 0, HOST_MEM)
     assert usage.memory_limit == HOST_MEM
@@ -106,10 +111,7 @@ def test_cpu_percent_like_docker_stats() -> None:
 def test_reader_rereads_memory_stat_only_when_usage_moves(tmp_path: Path) -> None:
     paths = _paths(V2, 4242)
     assert paths is not None
-    scope = tmp_path / "scope"
-    scope.mkdir()
-    for f in paths.memory.iterdir():
-        (scope / f.name).write_text(f.read_text())
+    scope = _copy_dir(paths.memory, tmp_path / "scope")
     reader = UsageReader(type(paths)(2, scope, scope, scope), V2 / "proc/4242/net/dev", HOST_MEM)
     first = reader.read(0)
     assert first.memory_usage == 26415104 - 9043968
