@@ -164,6 +164,10 @@ class FlowChannelHub:
             _unlink_stale(path)
             channel.server = await asyncio.start_unix_server(
                 lambda r, w: self._serve(channel, r, w), path=socket_path)
+            # The flow's uid may differ from ours (a root flow with no CAP_DAC_OVERRIDE, a
+            # non-root manager): the per-flow directory, mounted into that flow alone, is
+            # what confines access, so the socket itself is open to any uid.
+            os.chmod(socket_path, 0o666)
             st = path.stat()
         except OSError as err:
             raise FlowSocketError(f"cannot listen on {socket_path}: {err}",

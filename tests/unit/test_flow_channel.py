@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import socket
+import stat
 import struct
 import threading
 import tracemalloc
@@ -404,3 +405,12 @@ async def test_a_flooding_flow_is_rate_limited(bus: EventBus, sock_dir: Path) ->
     finally:
         await hub.aclose()
     assert elapsed >= 0.25, f"300 frames over the burst took only {elapsed:.3f} s at 1000/s"
+
+
+async def test_the_socket_is_reachable_by_a_flow_of_another_uid(
+    hub: FlowChannelHub, sock_dir: Path
+) -> None:
+    # a root flow without CAP_DAC_OVERRIDE talking to a non-root manager needs o+rw
+    path = sock_dir / "c1" / "flow.sock"
+    await hub.open("c1", str(path))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666
