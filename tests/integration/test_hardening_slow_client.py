@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 FLOOD = 5_000
 PAYLOAD = "p" * 4_000
+BOUND = 8 * 2**20
+"""Packet bytes a client may fall behind before the server drops it (set for this test)."""
 
 
 def _stalled_client(port: int) -> socket.socket:
@@ -60,9 +62,12 @@ def _held() -> int:
     return tracemalloc.get_traced_memory()[0]
 
 
-async def _flood(settings: Settings, name: str, stall: bool) -> tuple[int, list[float]]:
-    """Flood with or without a stalled client: (resident growth, request times of another)."""
+async def _flood(settings: Settings, name: str, stall: bool) -> tuple[int, list[float], int]:
+    """Flood with or without a stalled client: (memory held, another client's request times,
+    clients the server dropped)."""
     async with running_service(settings) as svc, client(svc.url) as (sio, _rec):
+        # The default bound is max(64 MiB, 16 frames) of packets; a small one shows it acting.
+        svc.app.sio.manager.max_pending_bytes = BOUND
         seen = 0
 
         def count(_data: Any) -> None:
@@ -84,10 +89,14 @@ async def _flood(settings: Settings, name: str, stall: bool) -> tuple[int, list[
                 await asyncio.sleep(0.05)
             before = _held()
             started = time.monotonic()
-            for _ in range(FLOOD // 100):
+            lags: list[float] = []
+            for _ in range(FLOOD // 100):  # ~500 messages/s: a reading client keeps up
                 writer.write(frame * 100)
                 await writer.drain()
-            lags: list[float] = []
+                t0 = time.monotonic()
+                await sio.call("list_containers", {}, timeout=30)
+                lags.append(time.monotonic() - t0)
+                await asyncio.sleep(0.2)
             while seen < FLOOD + 100:
                 t0 = time.monotonic()
                 await sio.call("list_containers", {}, timeout=30)
@@ -99,28 +108,26 @@ async def _flood(settings: Settings, name: str, stall: bool) -> tuple[int, list[
                            stall, grown / 2**20, sorted(lags)[len(lags) // 2],
                            len(svc.app.sio.eio.sockets))
             writer.close()
+            dropped = svc.app.sio.manager.dropped_clients
         finally:
             if stalled is not None:
                 stalled.close()
-    return grown, sorted(lags)
+    return grown, sorted(lags), dropped
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="not yet: python-engineio's per-client queue is unbounded, "
-                   "so a client that stops reading holds every broadcast until the ping timeout "
-                   "drops it (measured +76 MiB held for 5,000 x 4 KB); a cap belongs in the API's "
-                   "emit path (server/api/sio_manager.py)")
 async def test_a_stalled_client_neither_slows_others_nor_grows_memory(
     settings: Settings, unique_name: Any
 ) -> None:
     tracemalloc.start()
     try:
-        grown, lags = await _flood(settings, unique_name("flood1"), stall=True)
-        _, base_lags = await _flood(settings, unique_name("flood0"), stall=False)
+        grown, lags, dropped = await _flood(settings, unique_name("flood1"), stall=True)
+        _, base_lags, base_dropped = await _flood(settings, unique_name("flood0"), stall=False)
     finally:
         tracemalloc.stop()
+    assert (dropped, base_dropped) == (1, 0)  # the stalled client, and only it, was dropped
     median, base_median = lags[len(lags) // 2], base_lags[len(base_lags) // 2]
     assert median < max(0.5, 2 * base_median), (
         f"median request time {median:.2f} s while a client stalls, {base_median:.2f} s without")
-    # 5,000 x 4 KB went to the stalled client: a buffer without bound holds ~20 MiB of it
-    assert grown < 8 * 1024 * 1024, f"memory held grew {grown / 2**20:.1f} MiB"
+    # 5,000 x 4 KB went to the stalled client: without the bound it held +76 MiB of it
+    assert grown < 40 * 1024 * 1024, f"memory held grew {grown / 2**20:.1f} MiB"
