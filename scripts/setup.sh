@@ -18,11 +18,12 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 log "installing flowmgr and its dev tools into .venv"
 # uv resolves and downloads in parallel (about 20 s here against 100 s for pip); pip is the
-# fallback when uv cannot be had.
+# fallback when uv cannot be had. constraints.txt pins the versions the suite was run green with
+# (a newer pytest-textual-snapshot/syrupy pair, for one, reads snapshots differently).
 if .venv/bin/python -m pip install --quiet --disable-pip-version-check uv </dev/null; then
-    .venv/bin/uv pip install --quiet --python .venv/bin/python -e '.[dev]' </dev/null
+    .venv/bin/uv pip install --quiet --python .venv/bin/python -c constraints.txt -e '.[dev]' </dev/null
 else
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' </dev/null
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' </dev/null
 fi
 
 if [[ "${FLOWMGR_SKIP_IMAGES:-0}" != 1 ]]; then

@@ -40,8 +40,13 @@ async def slow_engine(path: Path, delay: float) -> AsyncIterator[str]:
                 await dst.drain()
         dst.close()
 
+    writers: list[asyncio.StreamWriter] = []
+    tasks: set[asyncio.Task[None]] = set()
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tasks.add(asyncio.current_task())  # type: ignore[arg-type]
         up_reader, up_writer = await asyncio.open_unix_connection(ENGINE)
+        writers.extend((writer, up_writer))
         await asyncio.gather(pipe(reader, up_writer, delay), pipe(up_reader, writer, 0))
 
     server = await asyncio.start_unix_server(serve, str(path))
@@ -49,6 +54,13 @@ async def slow_engine(path: Path, delay: float) -> AsyncIterator[str]:
         yield f"unix://{path}"
     finally:
         server.close()
+        # Close every relayed connection now: left to the garbage collector, their writers
+        # warn (unraisable) inside whichever test runs next.
+        for w in writers:
+            w.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), 5)
 
