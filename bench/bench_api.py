@@ -91,10 +91,14 @@ def cleanup(sock_dir: Path) -> None:
                          capture_output=True, text=True).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-    nets = subprocess.run(["docker", "network", "ls", "-q", "--filter", label],
-                          capture_output=True, text=True).stdout.split()
-    if nets:
-        subprocess.run(["docker", "network", "rm", *nets], capture_output=True)
+    # The engine releases a removed container's endpoint a moment later: retry the network.
+    for _ in range(20):
+        nets = subprocess.run(["docker", "network", "ls", "-q", "--filter", label],
+                              capture_output=True, text=True).stdout.split()
+        if not nets or subprocess.run(["docker", "network", "rm", *nets],
+                                      capture_output=True).returncode == 0:
+            break
+        time.sleep(0.5)
     shutil.rmtree(sock_dir, ignore_errors=True)
 
 
