@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from server import __version__
-from server.core.config import Settings, load_settings
+from server.core.config import Settings, load_cli_settings
 from server.core.errors import ConfigError
 
 __all__ = ["main", "build_parser", "EmbeddedServer"]
@@ -158,13 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         from server.__main__ import main as server_main
 
         return server_main([a for a in argv if a != "--server-only"])
-    overrides: dict[str, Any] = {}
-    if args.host is not None:
-        overrides["server__host"] = args.host
-    if args.port is not None:
-        overrides["server__port"] = args.port
     try:
-        settings = load_settings(args.config, **overrides)
+        settings = load_cli_settings(args.config, args.host, args.port)
     except ConfigError as err:
         sys.stderr.write(f"flowmgr: {err}\n")
         return 2

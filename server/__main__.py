@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Any
 
 from server.api.serving import (
     GracefulServer,
@@ -14,7 +13,7 @@ from server.api.serving import (
     log_startup_warnings,
     uvicorn_config,
 )
-from server.core.config import load_settings
+from server.core.config import load_cli_settings
 from server.core.errors import ConfigError
 from server.logging_setup import setup_logging
 
@@ -35,13 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run until SIGTERM / Ctrl-C; 0 on a clean stop, 2 on a bad configuration, 1 otherwise."""
     args = build_parser().parse_args(argv)
-    overrides: dict[str, Any] = {}
-    if args.host is not None:
-        overrides["server__host"] = args.host
-    if args.port is not None:
-        overrides["server__port"] = args.port
     try:
-        settings = load_settings(args.config, **overrides)
+        settings = load_cli_settings(args.config, args.host, args.port)
     except ConfigError as err:
         setup_logging("INFO")
         logger.error("cannot start: %s", err)

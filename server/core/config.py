@@ -199,3 +199,13 @@ def _set_in(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
             node[key] = child
         node = child
     node[keys[-1]] = value
+
+
+def load_cli_settings(config_file: str | None, host: str | None, port: int | None) -> Settings:
+    """`load_settings` with the `--config/--host/--port` options both entry points share."""
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["server__host"] = host
+    if port is not None:
+        overrides["server__port"] = port
+    return load_settings(config_file, **overrides)
