@@ -14,6 +14,7 @@ from server.api.app import FlowMgrASGIApp, create_app
 from server.api.ws_transport import CoalescingWebSocketProtocol
 from server.core.config import Settings
 from server.core.manager import ContainerManager
+from server.core.priority import apply_priority
 
 __all__ = ["build_service", "uvicorn_config", "GracefulServer", "log_startup_warnings"]
 
@@ -24,7 +25,11 @@ SHUTDOWN_BUDGET = 5.0
 
 
 def build_service(settings: Settings) -> FlowMgrASGIApp:
-    """The service for `settings`, owning its manager's lifecycle (started in the lifespan)."""
+    """The service for `settings`, owning its manager's lifecycle (started in the lifespan).
+
+    Called before any thread starts, so the CPU priority it asks for covers them all.
+    """
+    apply_priority(settings.server.nice)
     return create_app(ContainerManager(settings), settings, manage_lifecycle=True)
 
 

@@ -38,6 +38,10 @@ class ServerSettings(_Strict):
     """ext: the largest inbound Socket.IO message; a larger one closes that client."""
     serve_in_panel: bool = False
     """ext: `flowmgr` (the panel) also serves this API in-process, as with `--serve`."""
+    nice: int = Field(default=-10, ge=-20, le=19)
+    """ext: the CPU priority the service asks for at start-up (Linux nice), so its answers are
+    not queued behind the engine's own work when starts and stops keep every core busy;
+    0 leaves the priority alone. Needs root or CAP_SYS_NICE, else a warning."""
 
 
 class DockerSettings(_Strict):
