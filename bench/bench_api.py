@@ -40,6 +40,9 @@ import psutil
 import socketio
 import websockets
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server.core.priority import apply_priority  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = f"bapi{uuid.uuid4().hex[:6]}"
 BUSYBOX = "flowmgr-test-busybox:latest"
@@ -73,11 +76,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(path: Path, sock_dir: Path) -> None:
+def write_config(path: Path, sock_dir: Path, nice: int | None) -> None:
+    server_nice = {} if nice is None else {"nice": nice}
     path.write_text(json.dumps({
         "socket_dir": str(sock_dir), "log_level": "WARNING",
         "server": {"host": "127.0.0.1", "port": 8000, "cors_origins": ["*"],
-                   "max_message_bytes": 1_000_000},
+                   "max_message_bytes": 1_000_000, **server_nice},
         "docker": {"default_image": "flow:latest", "network": f"flowmgr-{RUN}",
                    "instance": RUN, "stop_timeout": 2},
         "monitoring": {"health_check_interval": 30, "resource_check_interval": 60},
@@ -103,19 +107,21 @@ def cleanup(sock_dir: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def server_process(profile: str | None = None,
+async def server_process(profile: str | None = None, nice: int | None = None,
                          ) -> AsyncIterator[tuple[str, psutil.Process]]:
     """`python -m server` on a free port; its URL and process handle."""
     sock_dir = Path("/tmp/fmb") / RUN
     sock_dir.mkdir(parents=True)
     config = sock_dir.parent / f"{RUN}.json"
-    write_config(config, sock_dir)
+    write_config(config, sock_dir, nice)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     prefix = ["-m", "cProfile", "-o", profile] if profile else []
     proc = subprocess.Popen([sys.executable, *prefix, "-m", "server", "--config", str(config),
                              "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            env={k: v for k, v in os.environ.items() if k != "CONFIG_FILE"})
+                            env={k: v for k, v in os.environ.items() if k != "CONFIG_FILE"},
+                            # A service leads its own session (systemd, a container, setsid).
+                            start_new_session=True)
     try:
         async with httpx.AsyncClient() as http, asyncio.timeout(60):
             while True:
@@ -225,6 +231,7 @@ async def churn(url: str, ids: list[str], seconds: float) -> dict[str, int]:
 
 def churn_process(url: str, ids: list[str], seconds: float, out: Any) -> None:
     """Entry of the churn process (its own interpreter, so it does not slow the measuring)."""
+    os.setsid()  # its own session: it never shares the measuring client's CPU priority
     out.put(asyncio.run(churn(url, ids, seconds)))
 
 
@@ -404,12 +411,21 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", metavar="FILE", help="run the server under cProfile")
+    parser.add_argument("--server-nice", type=int, metavar="N",
+                        help="the service's server.nice (default: the config default)")
+    parser.add_argument("--client-nice", type=int, default=0, metavar="N",
+                        help="run the measuring client at this CPU priority, like a client on "
+                             "another machine that this engine's work does not slow (start "
+                             "the script under `setsid -w` so its session gets it)")
     args = parser.parse_args(argv)
+    if args.client_nice:
+        changed = apply_priority(args.client_nice)
+        say(f"measuring client priority: {', '.join(changed) or 'unchanged'}")
     if {"rtt", "load", "fanout"} & set(args.which):
-        async with server_process(args.profile) as (url, server):
+        async with server_process(args.profile, args.server_nice) as (url, server):
             await docker_benches(url, server, args)
     if "send" in args.which:
-        async with server_process(args.profile) as (url, server):
+        async with server_process(args.profile, args.server_nice) as (url, server):
             await bench_send(url, args.messages, args.window, args.runs, server)
             say(f"server RSS {server.memory_info().rss / 2**20:.0f} MiB")
 
