@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from server.core.masking import secret_env_values
+
 __all__ = ["ContainerInfo", "StreamHandle", "parse_time", "to_loop", "info_from_inspect"]
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,9 @@ class ContainerInfo:
     """Container path -> host path of bind mounts."""
     asked_ns: int = 0
     """Wall clock (ns) when the inspect was sent: it reflects every event older than this."""
+    secret_values: tuple[str, ...] = field(default=(), repr=False)
+    """Its secret-named env values (`masking.secret_env_values`), masked in its output. Kept out
+    of repr; snapshots and wire payloads copy named fields only, never this one."""
 
 
 def info_from_inspect(raw: dict[str, Any], asked_ns: int = 0) -> ContainerInfo:
@@ -82,6 +87,7 @@ def info_from_inspect(raw: dict[str, Any], asked_ns: int = 0) -> ContainerInfo:
         ports=ports,
         mounts=mounts,
         asked_ns=asked_ns,
+        secret_values=secret_env_values(cfg.get("Env") or []),
     )
 
 

@@ -11,6 +11,7 @@ from server.core.bus import EventBus
 from server.core.container_info import StreamHandle, to_loop
 from server.core.docker_adapter import DockerAdapter
 from server.core.events import LogLineReceived
+from server.core.masking import mask_log_line
 
 __all__ = ["LogFollowers"]
 
@@ -18,13 +19,15 @@ logger = logging.getLogger(__name__)
 
 
 class LogFollowers:
-    """Streams run only while someone follows; lines arrive on the bus as LogLineReceived."""
+    """Streams run only while someone follows; lines arrive on the bus as LogLineReceived,
+    secrets masked."""
 
-    def __init__(self, adapter: DockerAdapter, bus: EventBus,
-                 is_running: Callable[[str], bool]) -> None:
+    def __init__(self, adapter: DockerAdapter, bus: EventBus, is_running: Callable[[str], bool],
+                 secret_values: Callable[[str], tuple[str, ...]]) -> None:
         self._adapter = adapter
         self._bus = bus
         self._is_running = is_running
+        self._secret_values = secret_values
         self._refs: dict[str, int] = {}
         self._handles: dict[str, StreamHandle] = {}
         self._opened: dict[str, float] = {}
@@ -57,9 +60,13 @@ class LogFollowers:
             return
         loop = asyncio.get_running_loop()
         bus = self._bus
+        # env is fixed at create; every start reopens the stream, so this stays current
+        secrets = self._secret_values(container_id)
 
         def on_line(line: str) -> None:
-            to_loop(loop, bus.publish, LogLineReceived(container_id=container_id, line=line))
+            # masked here, in the stream's thread: the loop never pays for it
+            to_loop(loop, bus.publish, LogLineReceived(container_id=container_id,
+                                                       line=mask_log_line(line, secrets)))
 
         def on_end(err: BaseException | None) -> None:
             if err is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -16,6 +17,7 @@ from server.core.errors import ContainerNotFound, FlowMgrError, InvalidRequest
 from server.core.events import ActivityLogged, ContainerCrashed, StatusReported
 from server.core.flow_channel import FlowChannelHub
 from server.core.logs import LogFollowers
+from server.core.masking import mask_log_line
 from server.core.models import ContainerSnapshot, ContainerStatus
 from server.core.monitor import DockerMonitor
 from server.core.registry import Record, Registry
@@ -42,7 +44,7 @@ class ContainerManager(ContainerActions):
                                  settings.socket_dir, settings.docker.socket_mount)
         self.monitor = DockerMonitor(self.adapter, self.registry, settings, self)
         self.sampler = ResourceSampler(self.adapter, self.registry, settings)
-        self.logs = LogFollowers(self.adapter, self.bus, self._is_running)
+        self.logs = LogFollowers(self.adapter, self.bus, self._is_running, self._secret_values)
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._network_ready = False
@@ -152,6 +154,10 @@ class ContainerManager(ContainerActions):
         rec = self.registry.records.get(container_id)
         return rec is not None and rec.state == "running"
 
+    def _secret_values(self, container_id: str) -> tuple[str, ...]:
+        rec = self.registry.records.get(container_id)
+        return rec.info.secret_values if rec is not None else ()
+
     # reads from memory
 
     def snapshot(self) -> list[ContainerSnapshot]:
@@ -191,11 +197,12 @@ class ContainerManager(ContainerActions):
         return self.snapshot()
 
     async def get_logs(self, ref: str, tail: int = 100) -> list[str]:
-        """The last `tail` lines of output."""
+        """The last `tail` lines of output, secrets masked."""
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
             raise InvalidRequest("tail must be a non-negative integer", field="tail")
         rec = self.registry.resolve(ref)
-        return await self.adapter.logs(rec.info.id, tail)
+        return await self.adapter.logs(rec.info.id, tail,
+                                       partial(mask_log_line, secret_values=rec.info.secret_values))
 
     async def follow_logs(self, ref: str) -> str:
         """Start (or share) the log stream; lines arrive as LogLineReceived."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["MASK", "is_secret_name", "mask_text", "mask_value", "mask_env"]
+__all__ = ["MASK", "is_secret_name", "mask_text", "mask_value", "mask_env", "secret_env_values",
+           "mask_log_line"]
 
 MASK = "***"
 _SECRET_NAME = re.compile(
@@ -25,6 +27,8 @@ _QUOTED = (re.compile(r"[\"']([A-Za-z0-9_.-]++)[\"'][ \t]*+:[ \t]*+"), re.compil
 _COLON = (re.compile(rf"{_WORD}:[ \t]*+"), re.compile(r"\S*+"))
 _AUTHORIZATION = re.compile(r"\b((?:Proxy-)?Authorization)(:[ \t]*+)[^\r\n]++", re.IGNORECASE)
 _BEARER = re.compile(r"\b(Bearer)([ \t]++)[A-Za-z0-9._~+/=-]{8,}+")
+_MIN_LITERAL = 4
+"""Shorter secret values are not masked as literals in output: they would hide ordinary words."""
 _MAX_DEPTH = 64
 """Deeper structures are summarised, so masking never hits the recursion limit."""
 
@@ -65,6 +69,29 @@ def mask_value(value: Any, key: str | None = None, *, _depth: int = 0) -> Any:
 def mask_env(env: dict[str, str]) -> dict[str, str]:
     """An environment mapping with secret values masked."""
     return {k: (MASK if is_secret_name(str(k)) else mask_value(v)) for k, v in env.items()}
+
+
+def secret_env_values(env: Iterable[str]) -> tuple[str, ...]:
+    """Values of the secret-named variables in Docker's `NAME=value` list, to mask as literals.
+
+    Only values of at least 4 characters; longest first, so a value holding another is masked
+    whole rather than leaving its ends.
+    """
+    values = {value for name, sep, value in (item.partition("=") for item in env)
+              if sep and len(value) >= _MIN_LITERAL and is_secret_name(name)}
+    return tuple(sorted(values, key=lambda v: (-len(v), v)))
+
+
+def mask_log_line(line: str, secret_values: tuple[str, ...] = ()) -> str:
+    """One line of a container's output: `mask_text`, and its own secret values wherever they are.
+
+    A flow printing `connecting with hunter2` names no secret; only the literal value of its
+    DB_PASSWORD gives it away. A substring test per value keeps plain lines cheap.
+    """
+    for value in secret_values:
+        if value in line:
+            line = line.replace(value, MASK)
+    return mask_text(line)
 
 
 def _mask_all(value: Any, depth: int) -> Any:

@@ -21,7 +21,7 @@ from server.core.events import (
     now,
 )
 from server.core.flow_channel import FlowChannelHub
-from server.core.masking import mask_text, mask_value
+from server.core.masking import mask_log_line, mask_text, mask_value
 from server.core.models import ContainerSnapshot, ContainerStatus, Health, ResourceSample, State
 from server.core.stopped import StoppedSet
 
@@ -171,7 +171,7 @@ class Registry:
 
     def crashed(self, rec: Record, exit_code: int, error: str, logs: list[str]) -> None:
         """Publish one crash and its activity line."""
-        logs = [mask_text(line) for line in logs]
+        logs = [mask_log_line(line, rec.info.secret_values) for line in logs]
         event = ContainerCrashed(container_id=rec.info.id, name=rec.info.name,
                                  exit_code=exit_code, error=error, logs=logs)
         self.crashes.append(event)

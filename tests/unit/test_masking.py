@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.core.masking import MASK, is_secret_name, mask_env, mask_text, mask_value
+from server.core.container_info import info_from_inspect
+from server.core.masking import (
+    MASK,
+    is_secret_name,
+    mask_env,
+    mask_log_line,
+    mask_text,
+    mask_value,
+    secret_env_values,
+)
 
 SECRET = "hunter2XYZ"
 
@@ -150,3 +159,57 @@ def test_generated_secrets_never_survive(name: str, secret: str, template: str,
     text = prefix + " " + template.format(n=name, s=secret)
     assert secret not in mask_text(text)
     assert secret not in repr(mask_value({name: secret, "note": text}))
+
+
+# A container's own output: its secret env values are masked wherever they appear.
+
+_ENV = ["PATH=/usr/bin", f"DB_PASSWORD={SECRET}", "API_TOKEN=abc", "MODE=production",
+        "EMPTY_SECRET=", "NOEQUALS_KEY"]
+
+
+def test_secret_env_values_keeps_long_secret_named_values_only() -> None:
+    assert secret_env_values(_ENV) == (SECRET,)  # "abc" is too short, MODE is not secret
+
+
+def test_a_literal_secret_value_is_masked_without_its_name() -> None:
+    values = secret_env_values(_ENV)
+    assert mask_log_line(f"connecting with {SECRET} now", values) == "connecting with *** now"
+    assert mask_log_line(f"{SECRET}{SECRET}", values) == MASK * 2
+    assert mask_log_line(f"DB_PASSWORD={SECRET}", values) == "DB_PASSWORD=***"
+
+
+def test_short_values_are_not_masked_as_literals() -> None:
+    values = secret_env_values(["API_TOKEN=abc", "DB_PASSWORD=x"])
+    assert values == ()
+    assert mask_log_line("abc x abc", values) == "abc x abc"
+
+
+def test_overlapping_values_leave_neither_secret() -> None:
+    """Longest first: a value holding another is masked whole, not around the shorter one."""
+    values = secret_env_values(["A_TOKEN=hunter2", "B_PASSWORD=xhunter2x", "C_KEY=2xyzw",
+                                "D_SECRET=abcdef", "E_SECRET=defghi"])
+    assert values[0] == "xhunter2x"
+    for line in ["xhunter2x", "hunter2xyzw", "abcdefghi", "defghiabcdef", "a hunter2 b"]:
+        out = mask_log_line(line, values)
+        assert [v for v in values if v in out] == [], (line, out)
+        assert MASK in out
+    assert mask_log_line("xhunter2x", values) == MASK
+
+
+def test_regex_metacharacters_in_a_value_are_literal() -> None:
+    value = r"p@ss.(w*rd)+[x]|^$\1"
+    values = secret_env_values([f"DB_PASSWORD={value}"])
+    assert mask_log_line(f"pw is {value}.", values) == "pw is ***."
+    assert mask_log_line("pass word", values) == "pass word"  # no pattern matching
+
+
+def test_log_line_without_secrets_is_unchanged() -> None:
+    line = "2024-01-01 INFO worker processed item 7 in 3.2 ms"
+    assert mask_log_line(line, secret_env_values(_ENV)) is line
+    assert mask_log_line(f"https://u:{SECRET}@h/x", ()) == "https://u:***@h/x"
+
+
+def test_inspect_keeps_secret_values_out_of_repr() -> None:
+    info = info_from_inspect({"Id": "c1", "Name": "/c1", "Config": {"Env": _ENV}, "State": {}})
+    assert info.secret_values == (SECRET,)
+    assert SECRET not in repr(info)
