@@ -1,4 +1,5 @@
-"""The panel's activity pane never shows a secret in clear text (Pilot, real core and engine)."""
+"""The panel's activity and log panes never show a secret in clear text (Pilot, real core and
+engine)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from server.core.config import Settings
 from server.core.frames import encode_frame
 from server.core.manager import ContainerManager
 from server.core.models import CreateSpec
-from tests.tui.helpers import BUSYBOX, dashboard, until
+from tests.integration.leaky_flow import leaky_flow
+from tests.tui.helpers import BUSYBOX, dashboard, open_log_pane, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.tui]
 
@@ -44,3 +46,21 @@ async def test_activity_pane_masks_secrets(settings: Settings,
             shown = activity.shown_text
             assert "SECRET_KEY=***" in shown  # the crash's log tail is there, masked
             assert [x for x in s if x in shown] == []
+
+
+async def test_log_pane_masks_the_flows_secrets(settings: Settings,
+                                               unique_name: Callable[[str], str]) -> None:
+    flow = leaky_flow(unique_name("plog"))
+    async with ContainerManager(settings) as manager:
+        snap = await manager.create_container(flow.spec)
+        await manager.start_container(snap.id)
+        app = FlowMgrApp(manager)
+        async with app.run_test(size=(160, 50)) as pilot:
+            pane = await open_log_pane(app, pilot, snap.id)
+            await until(pilot, lambda: "tick-" in pane.shown_text, "the loaded tail")
+            ticks = pane.shown_text.count("tick-")
+            # live lines come from the followed stream, not the tail loaded on opening
+            await until(pilot, lambda: pane.shown_text.count("tick-") > ticks + 1, "live lines")
+            shown = pane.shown_text.splitlines()
+            assert flow.leaks(pane.shown_text) == []
+            assert set(flow.masked_lines()) <= set(shown), shown

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from textual.pilot import Pilot
 
 from flowmgr_tui.app import FlowMgrApp
+from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.screens.dashboard import DashboardScreen
+from flowmgr_tui.widgets.log_pane import LogPane
 
-__all__ = ["until", "dashboard", "row_names", "BUSYBOX", "WAIT"]
+__all__ = ["until", "dashboard", "row_names", "open_log_pane", "BUSYBOX", "WAIT"]
 
 BUSYBOX = "flowmgr-test-busybox:latest"
 WAIT = 40.0
@@ -40,3 +42,14 @@ def row_names(app: FlowMgrApp) -> list[str]:
     """Names in the table, in display order."""
     table = dashboard(app).table
     return [table.cell_text(cid, "name") for cid in table.shown_ids]
+
+
+async def open_log_pane(app: FlowMgrApp, pilot: Pilot[None], container_id: str) -> LogPane:
+    """Select the container's row, open its detail view and switch to the Logs tab."""
+    table = dashboard(app).table
+    await until(pilot, lambda: container_id in table.shown_ids, "the row")
+    table.select(container_id)
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(app.screen, ContainerDetailScreen), "detail")
+    await pilot.press("2")
+    return app.screen.query_one(LogPane)

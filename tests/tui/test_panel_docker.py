@@ -9,14 +9,12 @@ import docker
 import pytest
 
 from flowmgr_tui.app import FlowMgrApp
-from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.screens.create_form import CreateForm
 from flowmgr_tui.widgets.activity_list import ActivityList
-from flowmgr_tui.widgets.log_pane import LogPane
 from server.core.config import Settings
 from server.core.manager import ContainerManager
 from server.core.models import CreateSpec
-from tests.tui.helpers import BUSYBOX, dashboard, row_names, until
+from tests.tui.helpers import BUSYBOX, dashboard, open_log_pane, row_names, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.tui]
 
@@ -77,13 +75,7 @@ async def test_log_pane_shows_what_the_container_printed(
         "sh", "-c", "i=0; while true; do echo talker-line-$i; i=$((i+1)); sleep 0.2; done"])
     app = FlowMgrApp(manager)
     async with app.run_test(size=SIZE) as pilot:
-        table = dashboard(app).table
-        await until(pilot, lambda: cid in table.shown_ids, "the row")
-        table.select(cid)
-        await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, ContainerDetailScreen), "detail")
-        await pilot.press("2")
-        pane = app.screen.query_one(LogPane)
+        pane = await open_log_pane(app, pilot, cid)
         await until(pilot, lambda: "talker-line-" in pane.shown_text, "a log line")
         seen = pane.shown_text.count("talker-line-")
         await until(pilot, lambda: pane.shown_text.count("talker-line-") > seen, "live lines")
