@@ -29,9 +29,25 @@ def error_payload(exc: BaseException, operation: str, request: Any) -> dict[str,
         fields = {k: v for k, v in request.items() if k != "request_id"}
         details.update(_clipped(mask_value(fields)))
     details["operation"] = operation
-    out = ErrorOut(error_type=exc.error_type,  # type: ignore[arg-type]
-                   message=mask_text(exc.message), details=details, timestamp=now().isoformat())
-    return out.model_dump(mode="json")
+    out: dict[str, Any] = {"error_type": exc.error_type, "message": mask_text(exc.message),
+                           "details": details, "timestamp": now().isoformat()}
+    try:
+        return ErrorOut.model_validate(out).model_dump(mode="json")
+    except UnicodeEncodeError:
+        # JSON may carry lone surrogates ("\ud800") that UTF-8 cannot: the request's own text
+        # echoed, or quoted in the message. Without this the client got no answer at all.
+        return ErrorOut.model_validate(_escaped(out)).model_dump(mode="json")
+
+
+def _escaped(value: Any) -> Any:
+    """Every string (and key) with its lone surrogates written as backslash escapes."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
 
 
 def _clipped(fields: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 
@@ -62,6 +63,18 @@ def test_large_fields_are_not_echoed_back() -> None:
                         {"container_id": "x", "message": {"blob": "z" * 100_000}})
     assert out["details"]["message"].endswith("bytes not echoed>")
     assert out["details"]["container_id"] == "x"
+
+
+def test_lone_surrogates_are_echoed_escaped() -> None:
+    # JSON carries "\ud800"; UTF-8 cannot, and building the payload used to raise (no answer).
+    out = error_payload(InvalidRequest("host path /x\udfff does not exist", field="volumes"),
+                        "op\ud800", {"environment": {"K\ud800": "v"}, "x": ["\udfff"]})
+    json.dumps(out, ensure_ascii=False).encode("utf-8")  # any encoder takes it now
+    assert out["error_type"] == "validation_error"
+    assert out["message"] == "host path /x\\udfff does not exist"
+    assert out["details"]["environment"] == {"K\\ud800": "v"}
+    assert out["details"]["x"] == ["\\udfff"]
+    assert out["details"]["operation"] == "op\\ud800"
 
 
 def test_vocabularies_match_protocol() -> None:
