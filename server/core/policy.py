@@ -152,16 +152,23 @@ def _check_environment(environment: object) -> None:
     if not isinstance(environment, Mapping):
         raise InvalidRequest("environment must be an object of strings", field="environment")
     for key, value in environment.items():
-        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key or not _utf8(key):
             raise InvalidRequest(f"environment key {str(key)[:80]!r} is not a valid variable "
-                                 "name (empty, or holds '=' or NUL)", field="environment")
+                                 "name (empty, or holds '=', NUL or a lone surrogate)",
+                                 field="environment")
         if key == "FLOW_SOCKET":
             raise InvalidRequest("environment key FLOW_SOCKET is set by the manager",
                                  field="environment")
         # The value is never echoed: it may be a secret.
-        if not isinstance(value, str) or "\0" in value:
-            raise InvalidRequest(f"environment value of {key!r} must be a string without NUL",
-                                 field="environment", details={"key": key})
+        if not isinstance(value, str) or "\0" in value or not _utf8(value):
+            raise InvalidRequest(f"environment value of {key!r} must be a string without NUL "
+                                 "or lone surrogates", field="environment", details={"key": key})
+
+
+def _utf8(text: str) -> bool:
+    """False for text holding a lone surrogate: JSON can carry "\\ud800", but the engine would
+    receive U+FFFD instead, so the value checked would not be the value used."""
+    return text.isascii() or not any("\ud800" <= c <= "\udfff" for c in text)
 
 
 def _check_volumes(
@@ -230,6 +237,9 @@ def _check_path_text(path: str, what: str) -> None:
     """Refuse what Docker's bind syntax or a clear reading of the path cannot hold."""
     if any(c in path for c in ("\0", ":", ",", "\n")):
         raise InvalidRequest(f"{what} {path[:200]!r} holds a NUL, ':', ',' or newline",
+                             field="volumes")
+    if not _utf8(path):
+        raise InvalidRequest(f"{what} {path[:200]!r} is not UTF-8 (a lone surrogate)",
                              field="volumes")
     if ".." in path.split("/"):
         raise InvalidRequest(f"{what} {path[:200]!r} may not hold '..'", field="volumes")

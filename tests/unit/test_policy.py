@@ -125,9 +125,17 @@ def test_missing_host_path_refused(tmp_path: Path, cfg: Settings) -> None:
     _refused(_spec(volumes={str(tmp_path / "missing"): "/data"}), cfg, "volumes")
 
 
+def test_host_path_with_a_lone_surrogate_refused(tmp_path: Path, cfg: Settings) -> None:
+    # "\udcff" names the byte 0xff on this host, but the engine would get U+FFFD: the path
+    # checked would not be the path mounted. The directory exists, so only the text refuses it.
+    odd = tmp_path / "d\udcff"
+    odd.mkdir()
+    _refused(_spec(volumes={str(odd): "/data"}), cfg, "volumes", match="surrogate")
+
+
 @pytest.mark.parametrize(
     "target", ["data", "", "/", "//", "/run/flowmgr", "/run/flowmgr/", "/run/flowmgr/x",
-               "/run", "/a:/b", "/a/../run/flowmgr", "/x\0y"]
+               "/run", "/a:/b", "/a/../run/flowmgr", "/x\0y", "/x\ud800"]
 )
 def test_bad_container_paths_refused(target: str, tmp_path: Path, cfg: Settings) -> None:
     (tmp_path / "ok").mkdir()
@@ -181,7 +189,8 @@ def test_name_that_overflows_the_socket_path_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "environment",
     [{"": "x"}, {"A=B": "x"}, {"A\0": "x"}, {"A": 1}, {"A": None}, {"A": ["x"]},
-     {"A": "x\0y"}, {"FLOW_SOCKET": "/elsewhere"}, {1: "x"}],
+     {"A": "x\0y"}, {"FLOW_SOCKET": "/elsewhere"}, {1: "x"}, {"A\ud800": "x"},
+     {"A": "x\udfff"}],
 )
 def test_bad_environment_refused(environment: dict[Any, Any], cfg: Settings) -> None:
     _refused(_spec(environment=environment), cfg, "environment")
