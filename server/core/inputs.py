@@ -64,7 +64,9 @@ def normalise_ports(ports: Any) -> dict[str, int]:
     for cport, hport in ports.items():
         num, _, proto = str(cport).partition("/")
         proto = proto or "tcp"
-        if not num.isdigit() or not 0 < int(num) < 65536 or proto not in ("tcp", "udp", "sctp"):
+        # ASCII digits only: "²" passes isdigit() and then fails int(); "٨٠" would be port 80.
+        if not (num.isascii() and num.isdigit()) or not 0 < int(num) < 65536 \
+                or proto not in ("tcp", "udp", "sctp"):
             raise InvalidRequest(f"container port {cport!r} is not valid", field="ports")
         if isinstance(hport, bool) or not isinstance(hport, int) or not 0 < hport < 65536:
             raise InvalidRequest(f"host port for {cport!r} must be an integer 1-65535",

@@ -48,7 +48,8 @@ def test_crash_causes() -> None:
 def test_ports_normalised_and_refused() -> None:
     assert normalise_ports({"8080": 18080, "53/udp": 5353}) == {"8080/tcp": 18080,
                                                                "53/udp": 5353}
-    for bad in ({"x": 1}, {"80": "81"}, {"80": 0}, {"80": True}, {"80/icmp": 81}, [1]):
+    for bad in ({"x": 1}, {"80": "81"}, {"80": 0}, {"80": True}, {"80/icmp": 81}, [1],
+                {"²": 81}, {"٨٠": 81}):  # "²" passed isdigit() and crashed int()
         with pytest.raises(InvalidRequest) as err:
             normalise_ports(bad)
         assert err.value.details["field"] == "ports"
