@@ -66,9 +66,13 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         """Route requests with one payload (extra arguments ignored); answer unknown events."""
-        if event in ("connect", "disconnect"):
-            return await super().trigger_event(event, *args)
         sid, data = args[0], (args[1] if len(args) > 1 else None)
+        # python-socketio also routes a client's own `42["connect", ...]` here. Only the real
+        # connect and disconnect come while the sid is pending, not (or no longer) connected;
+        # a client's event of that name is an unknown request.
+        if event in ("connect", "disconnect") and \
+                not self.server.manager.is_connected(sid, self.namespace):
+            return await super().trigger_event(event, *args)
         name = event if isinstance(event, str) else repr(event)  # a hand-made packet: 42[5]
         if name not in _REQUESTS:
             return await self._run(sid, name[:80], data, RequestIn, "", self._unknown)
