@@ -200,7 +200,12 @@ class DockerMonitor:
             if rec is not None and health in ("healthy", "unhealthy", "starting"):
                 self.registry.set_health(rec, health)  # type: ignore[arg-type]
         elif action == "kill":
-            self._kills[cid] = time.monotonic()
+            # `docker stop` and `docker restart` send the stop signal first and SIGKILL only
+            # after the timeout; a kill that starts with SIGKILL is `docker kill`: the flow is
+            # killed, not stopped, and dies exited 137 as if killed on the host.
+            attrs = (event.get("Actor") or {}).get("Attributes") or {}
+            if str(attrs.get("signal", "")) not in ("9", "KILL", "SIGKILL"):
+                self._kills[cid] = time.monotonic()
         elif action == "oom":
             self._ooms.add(cid)
         elif action == "destroy":

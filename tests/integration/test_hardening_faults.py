@@ -1,5 +1,6 @@
-"""Faults from outside: a flow whose process is SIGKILLed on the host is a crash (137), not an
-OOM; with the restart policy "no", one failure is one crash."""
+"""Faults from outside: a flow whose process is SIGKILLed on the host or by `docker kill` is a
+crash (137), not an OOM, while `docker stop` is a stop; with the restart policy "no", one
+failure is one crash."""
 
 from __future__ import annotations
 
@@ -44,3 +45,21 @@ async def test_sigkill_is_reported_as_137_not_oom(settings: Settings,
         await asyncio.sleep(1.5)
         assert no_event(sub, ContainerCrashed, snap.id) == []
         assert (await docker("inspect", "-f", "{{.RestartCount}}", snap.id)).stdout.strip() == "0"
+
+
+async def test_docker_kill_is_exited_137_and_docker_stop_is_stopped(
+        settings: Settings, unique_name: Callable[[str], str]) -> None:
+    async with started_manager(settings) as m, m.bus.subscribe() as sub:
+        killed = await m.create_container(CreateSpec(name=unique_name("dkill"), image=BUSYBOX))
+        stopped = await m.create_container(CreateSpec(name=unique_name("dstop"), image=BUSYBOX))
+        for snap in (killed, stopped):
+            await m.start_container(snap.id)
+        await docker("kill", killed.id)  # SIGKILL through Docker, behind the manager's back
+        crash = await wait_event(sub, ContainerCrashed, lambda e: e.container_id == killed.id)
+        assert (crash.exit_code, crash.error) == (137, "Killed by signal 9")
+        assert m.get(killed.id).state == "exited"
+        await docker("stop", "-t", "1", stopped.id)  # TERM ignored by sleep, KILL after 1 s
+        async with asyncio.timeout(30):
+            while m.get(stopped.id).state != "stopped":
+                await asyncio.sleep(0.05)
+        assert no_event(sub, ContainerCrashed, stopped.id) == []
