@@ -17,7 +17,7 @@ from server import __version__
 from server.api.health import router as health_router
 from server.api.sio_bridge import SioBridge
 from server.api.sio_manager import DirectEmitManager
-from server.api.sio_namespace import FlowNamespace
+from server.api.sio_namespace import FlowNamespace, UndecodableAsEvent
 from server.core.config import Settings
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ class JsonPacket(socketio.packet.Packet):  # type: ignore[misc]
     JSON decoded messages, error details made JSON-safe in errors.py), so the recursive walk
     python-socketio does on every emit would only ever find nothing.
     """
+
+    json = UndecodableAsEvent
 
     @classmethod
     def data_is_binary(cls, data: Any) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import socketio
+from engineio import json as engineio_json
 
 from server import __version__
 from server.api.errors import error_payload
@@ -22,6 +23,7 @@ from server.api.schemas import (
     ContainerStatusOut,
     ContainerUpdatedOut,
     CreateContainerRequest,
+    EngineStatusOut,
     GetLogsRequest,
     ListContainersRequest,
     LogSubscriptionOut,
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from server.api.sio_bridge import SioBridge
     from server.core.manager import ContainerManager
 
-__all__ = ["FlowNamespace"]
+__all__ = ["FlowNamespace", "UndecodableAsEvent", "UNDECODABLE"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,26 @@ _REQUESTS = frozenset({
     "update_container", "delete_container", "send_message", "get_container_status",
     "list_containers", "get_container_logs", "subscribe_logs", "unsubscribe_logs",
 })
+
+
+UNDECODABLE = "<undecodable request>"
+"""The event name a packet whose JSON cannot be decoded is delivered under."""
+
+
+class UndecodableAsEvent:
+    """The packets' JSON module: engine.io's (integers of at most 100 digits), except that a body
+    it cannot decode (that, or nesting deeper than the parser's stack) becomes an event named
+    UNDECODABLE. python-socketio would drop the packet with a logged error, and a client
+    waiting for its ack would never get one; the packet's ack id is read before its JSON."""
+
+    dumps = staticmethod(engineio_json.dumps)
+
+    @staticmethod
+    def loads(text: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return engineio_json.loads(text, **kwargs)
+        except (ValueError, RecursionError):
+            return [UNDECODABLE]
 
 
 class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -74,6 +96,8 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 not self.server.manager.is_connected(sid, self.namespace):
             return await super().trigger_event(event, *args)
         name = event if isinstance(event, str) else repr(event)  # a hand-made packet: 42[5]
+        if name == UNDECODABLE:
+            return await self._run(sid, name, None, RequestIn, "", self._undecodable)
         if name not in _REQUESTS:
             return await self._run(sid, name[:80], data, RequestIn, "", self._unknown)
         return await getattr(self, f"on_{name}")(sid, data)
@@ -87,9 +111,15 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                                environ.get("REMOTE_ADDR", "?"))
                 raise socketio.exceptions.ConnectionRefusedError("authentication failed")
         # Emitted from a task: inside this handler the client is not connected yet.
-        task = asyncio.create_task(self.emit("connected", self._welcome, to=sid))
+        task = asyncio.create_task(self._greet(sid))
         self._welcomes.add(task)
         task.add_done_callback(self._welcomes.discard)
+
+    async def _greet(self, sid: str) -> None:
+        """The welcome, then (ext) the engine's state: a client arriving while it is down knows."""
+        await self.emit("connected", self._welcome, to=sid)
+        status = EngineStatusOut.current(self.manager.docker_available, self.manager.docker_change)
+        await self.emit("engine_status", status, to=sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Release the log streams this client kept alive."""
@@ -184,6 +214,10 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             container_id = await self.bridge.unsubscribe_logs(sid, req.container_id)
             return LogSubscriptionOut.payload(container_id, "unsubscribed")
         return await self._run(sid, "unsubscribe_logs", data, ContainerRef, "", act)
+
+    async def _undecodable(self, req: RequestIn) -> Wire:
+        raise InvalidRequest("the request is not JSON this server decodes: nested too deeply, "
+                             "or an integer of more than 100 digits")
 
     async def _unknown(self, req: RequestIn) -> Wire:
         raise InvalidRequest("unknown event; see PROTOCOL.md for the requests this server takes")

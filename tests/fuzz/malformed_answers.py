@@ -30,7 +30,7 @@ def check_answer(request: Malformed, answer: Any) -> str | None:
     if kind != request.expect:
         return f"{kind} instead of {request.expect}: {answer['message'][:200]}"
     operation = answer["details"].get("operation") if isinstance(answer["details"], dict) else None
-    if operation != request.event[:80]:
+    if operation != (request.operation or request.event[:80]):
         return f"details.operation {str(operation)[:90]!r}"
     payload = request.payload
     rid = payload.get("request_id") if isinstance(payload, dict) else None

@@ -29,6 +29,8 @@ BY_ID = ("start_container", "stop_container", "restart_container", "delete_conta
 EVENTS = (*BY_ID, "create_container", "update_container", "send_message", "list_containers",
           "get_container_logs")
 NOT_FOUND, INVALID = "container_not_found", "validation_error"
+UNDECODABLE = "<undecodable request>"
+"""The operation the server names for a request whose JSON it cannot decode."""
 
 # Strings a careless server trips over: encoders, regexes, path functions, int().
 JUNK_TEXT = ["\ud800", "\udfff", "a\x00b", "\x00", "\u202e\u200b\ufeff", "²³", "٨٠", "𝟠𝟘",
@@ -51,6 +53,8 @@ class Malformed:
     shape: str
     expect: str
     """The error type the server must answer with."""
+    operation: str | None = None
+    """`details.operation` of that error, when it is not the event's name."""
 
 
 def generate(count: int, *, seed: int, code_dir: str) -> list[Malformed]:
@@ -63,9 +67,12 @@ def generate(count: int, *, seed: int, code_dir: str) -> list[Malformed]:
     for i in range(count):
         name, make = shapes[i % len(shapes)] if i < len(shapes) else rng.choice(shapes)
         event, payload, expect = make()
-        if isinstance(payload, dict) and rng.random() < 0.5 and "request_id" not in payload:
+        # (an undecodable request is answered, but nothing of it can be echoed)
+        if isinstance(payload, dict) and rng.random() < 0.5 and "request_id" not in payload \
+                and name != "undecodable":
             payload = {**payload, "request_id": f"m{i}"}
-        out.append(Malformed(event, payload, name, expect))
+        out.append(Malformed(event, payload, name, expect,
+                             UNDECODABLE if name == "undecodable" else None))
     return out
 
 
@@ -81,7 +88,7 @@ class _Gen:
             "huge_string", "unknown_container", "unicode_id", "surrogate_id", "bad_environment",
             "bad_ports", "bad_volumes", "bad_image", "bad_name", "bad_code_path", "bad_message",
             "bad_tail", "bad_request_id", "deep_nesting", "unknown_event", "unicode_junk_fields",
-            "extra_arguments")]
+            "extra_arguments", "undecodable")]
 
     # ---------------------------------------------------------------- values
 
@@ -350,6 +357,11 @@ class _Gen:
         spec["name"] = "zz" + "".join(r.sample(NOT_NAME_TEXT, 3))
         spec["environment"] = {self.text(1, 6): "".join(r.sample(JUNK_TEXT, 2))}
         return "create_container", spec, INVALID
+
+    def undecodable(self) -> tuple[str, Any, str]:
+        """JSON the server's decoder refuses: an integer of more than 100 digits."""
+        event = self.r.choice(EVENTS)
+        return event, {"container_id": self.r.randint(10**100, 10**300)}, INVALID
 
     def extra_arguments(self) -> tuple[str, Any, str]:
         """Several arguments (a tuple is emitted as such): the first one is the request."""

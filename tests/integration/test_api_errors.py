@@ -131,6 +131,25 @@ async def test_lone_surrogates_get_a_typed_error(settings: Settings, tmp_path: P
         assert (await sio.call("list_containers", {}))["count"] == 0  # the odd mount was refused
 
 
+async def test_undecodable_json_is_answered(settings: Settings) -> None:
+    # engine.io's decoder refuses integers over 100 digits, Python's nesting past its stack:
+    # python-socketio dropped such a packet (logged), and the client's ack never came.
+    async with running_service(settings) as svc:
+        async with client(svc.url) as (sio, _):
+            ack = await sio.call("stop_container", {"container_id": 10**120}, timeout=10)
+            _check_error(ack, "validation_error", "<undecodable request>")
+        url = svc.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+        async with websockets.connect(url) as ws:
+            await ws.recv()
+            await ws.send("40")
+            assert (await ws.recv()).startswith("40")
+            await ws.send('427["list_containers",' + "[" * 5000 + "]" * 5000 + "]")
+            async with asyncio.timeout(20):
+                while not (reply := await ws.recv()).startswith("437"):
+                    pass
+            assert '"error_type":"validation_error"' in reply.replace(" ", "")
+
+
 # aiohttp (the client's polling transport) warns about posting 5 MB of raw bytes; that is the
 # client's business, the test is about what the server does with it.
 @pytest.mark.filterwarnings("ignore:Sending a large body:ResourceWarning")
