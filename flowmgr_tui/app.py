@@ -86,7 +86,8 @@ class FlowMgrApp(App[None]):
             server_status = self._services[0].status
         self._server_status = server_status
         # Subscribe before reading the snapshot, so no event falls between the two.
-        self.bridge = EventBridge(backend.bus, min_interval=bridge_interval)
+        self.bridge = EventBridge(backend.bus, min_interval=bridge_interval,
+                                  warming=self._start_backend)
         # A core we are about to start has not looked yet: no banner until it has.
         self.state = PanelState(backend.snapshot(), backend.docker_available or self._start_backend)
         self.state.seed(backend.recent_activity(), backend.recent_crashes())
@@ -196,6 +197,7 @@ class FlowMgrApp(App[None]):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
+            self.bridge.warming = False
             if self.backend.docker_available:
                 if failed or not self.state.docker_available:
                     self.post_message(CoreEvents([DockerConnectionRestored()]))

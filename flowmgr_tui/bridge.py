@@ -31,11 +31,17 @@ class CoreEvents(Message):
 class EventBridge:
     """Subscribes to the bus at construction (so nothing is missed) and pumps into the app."""
 
-    def __init__(self, bus: EventBus, *, min_interval: float = 0.25) -> None:
+    def __init__(self, bus: EventBus, *, min_interval: float = 0.25,
+                 warming: bool = False, warm_interval: float = 0.04) -> None:
         self._bus = bus
         self._sub: Subscription = bus.subscribe_raw(maxsize=20_000)
         self.min_interval = min_interval
         """Seconds between batches: stats samples coalesce in the bus meanwhile."""
+        self.warming = warming
+        """While the core takes its first look, containers come in as each inspect returns:
+        batches then follow each other after `warm_interval`, so the first screen of rows is
+        painted as soon as it is known (the caller clears this when the core has started)."""
+        self.warm_interval = warm_interval
 
     def start(self, app: App[Any]) -> None:
         """Run the pump as the app's single `core-events` worker."""
@@ -59,6 +65,6 @@ class EventBridge:
                 app.post_message(CoreEvents(batch))
                 # Sleeping here, not per event, is what keeps idle CPU low: 200 containers'
                 # stats collapse to one sample each per interval.
-                await asyncio.sleep(self.min_interval)
+                await asyncio.sleep(self.warm_interval if self.warming else self.min_interval)
         finally:
             self.close()

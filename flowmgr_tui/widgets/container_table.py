@@ -248,17 +248,19 @@ class ContainerTable(DataTable[Any]):
         res = snap.resources
         net = "-" if res is None else (
             f"{size(res.network_rx_bytes)}/{size(res.network_tx_bytes)}")
+        # Text, never str: DataTable parses a str cell as markup (costly on every first paint,
+        # and an image name is not markup).
         return (
             Text(snap.name, style="bold"),
-            snap.short_id,
-            snap.image,
+            Text(snap.short_id),
+            Text(snap.image),
             state_text(snap.state, self._busy.get(snap.id)),
             health_text(snap.health),
-            percent(res.cpu_percent if res else None),
-            size(res.memory_usage if res else None),
-            net,
-            uptime(snap.started_at, self._clock()) if snap.state == "running" else "-",
-            "on" if snap.socket_connected else "--",
+            Text(percent(res.cpu_percent if res else None)),
+            Text(size(res.memory_usage if res else None)),
+            Text(net),
+            Text(uptime(snap.started_at, self._clock()) if snap.state == "running" else "-"),
+            Text("on" if snap.socket_connected else "--"),
         )
 
     def _add(self, snap: ContainerSnapshot) -> None:
