@@ -95,7 +95,8 @@ class _Gen:
     def text(self, lo: int = 0, hi: int = 12, *, junk: list[str] = JUNK_TEXT) -> str:
         r = self.r
         wide = chr(r.randrange(0x80, 0x2FFFF))
-        alphabet = [*string.printable, *junk, "x" if wide in SURROGATES else wide]
+        surrogate = "\ud800" <= wide <= "\udfff"
+        alphabet = [*string.printable, *junk, wide if junk is JUNK_TEXT or not surrogate else "x"]
         return "".join(r.choice(alphabet) for _ in range(r.randint(lo, hi)))
 
     def scalar(self) -> Any:
