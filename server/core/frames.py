@@ -9,6 +9,7 @@ import struct
 from typing import Any
 
 from server.core.errors import FrameError, InvalidRequest
+from server.core.frame_values import max_values, too_many_values
 
 __all__ = ["HEADER", "encode_frame", "frame_length", "decode_body", "read_frame"]
 
@@ -47,8 +48,14 @@ def frame_length(header: bytes, max_bytes: int) -> int:
     return size
 
 
-def decode_body(body: bytes | bytearray) -> dict[str, Any]:
-    """The JSON object in a frame body; FrameError for bad UTF-8, bad JSON or a non-object."""
+def decode_body(body: bytes | bytearray, max_bytes: int) -> dict[str, Any]:
+    """The JSON object in a frame body; FrameError for bad UTF-8, bad JSON, a non-object, or
+    more JSON values than `max_values(max_bytes)` (checked before anything is parsed)."""
+    limit = max_values(max_bytes)
+    if too_many_values(body, limit):
+        raise FrameError(f"frame holds more than {limit} JSON values (the most a "
+                         f"{max_bytes}-byte frame maximum allows)",
+                         details={"max_values": limit, "max_frame_bytes": max_bytes})
     text = _utf8(body)
     try:
         value = json.loads(text, parse_constant=_reject_constant)
@@ -116,7 +123,7 @@ async def read_frame(
     finally:
         if timer is not None:
             timer.cancel()
-    return decode_body(body)
+    return decode_body(body, max_bytes)
 
 
 _CHUNK = 64 * 1024
