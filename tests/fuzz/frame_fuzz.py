@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.core.errors import FrameError
+from server.core.frame_values import max_values
 from server.core.frames import encode_frame, read_frame
+from tests.fuzz.amplification import at_the_cap, uncapped
 
 __all__ = ["FuzzReport", "generate", "run_fuzz", "HTTP_REQUEST"]
 
@@ -77,7 +79,12 @@ def generate(n: int, seed: int, max_bytes: int) -> Iterator[tuple[str, list[byte
             return
         count += 1
         yield "split", [valid[:cut], valid[cut:]], True
-    kinds = ["truncated", "oversized", "junk", "bad_body", "mutated", "http", "big_header"]
+    kinds = ["truncated", "oversized", "junk", "bad_body", "mutated", "http", "big_header",
+             "amplified"]
+    # Bodies of the frame maximum built to decode into many objects: far over the value cap,
+    # or right at it.
+    amplified = [*uncapped(max_bytes).values(),
+                 *at_the_cap(max_bytes, max_values(max_bytes)).values()]
     while count < n:
         kind = rng.choice(kinds)
         frame = encode_frame(rng.choice(_SAMPLES), max_bytes)
@@ -90,6 +97,9 @@ def generate(n: int, seed: int, max_bytes: int) -> Iterator[tuple[str, list[byte
             data = rng.randbytes(rng.randint(0, 256))
         elif kind == "bad_body":
             body = rng.choice(_BAD_BODIES)[:max_bytes]
+            data = struct.pack(">I", len(body)) + body
+        elif kind == "amplified":
+            body = rng.choice(amplified)
             data = struct.pack(">I", len(body)) + body
         elif kind == "mutated":
             data = _mutate(rng, frame + encode_frame(rng.choice(_SAMPLES), max_bytes))

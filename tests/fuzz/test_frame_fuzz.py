@@ -19,7 +19,9 @@ from server.core.bus import EventBus, Subscription
 from server.core.config import FlowSettings
 from server.core.events import Event, FlowChannelLost, FlowFrameRejected, FlowMessageReceived
 from server.core.flow_channel import FlowChannelHub
+from server.core.frame_values import BYTES_PER_VALUE, MIN_VALUES
 from server.core.frames import encode_frame
+from tests.fuzz.amplification import uncapped
 from tests.fuzz.frame_fuzz import HTTP_REQUEST, FuzzReport, run_fuzz
 
 MAX = 4096
@@ -27,6 +29,9 @@ _SLACK = 16 * 1024
 """Allocation beyond the frame maximum that asyncio itself needs for one read (task, futures)."""
 _JSON_AMPLIFICATION = 16
 """A body that parses (or half parses) costs its decoded objects: up to this many times its size."""
+_AMPLIFIED = 4 * MAX + MIN_VALUES * BYTES_PER_VALUE + _SLACK
+"""Bodies built for amplification: 4x the maximum, plus the value cap's floor for small maxima
+(256 values, however small the frame maximum)."""
 
 
 def _check(report: FuzzReport, n: int) -> None:
@@ -34,7 +39,8 @@ def _check(report: FuzzReport, n: int) -> None:
     assert report.unexpected == [], report.unexpected[:5]
     assert report.frames > 0 and len(report.rejected) >= 5
     for kind, peak in report.peaks.items():
-        bound = MAX * _JSON_AMPLIFICATION if kind == "bad_body" else MAX + _SLACK
+        bound = {"bad_body": MAX * _JSON_AMPLIFICATION, "amplified": _AMPLIFIED}.get(
+            kind, MAX + _SLACK)
         assert peak <= bound, f"{kind}: {peak} bytes allocated while reading one input"
 
 
@@ -96,12 +102,15 @@ def _blast(path: Path, payload: bytes, hold: bool) -> threading.Thread:
 
 
 _TEN_MIB = 10 * 1024 * 1024
+_EMPTY_OBJECTS = uncapped(1 << 20)["empty objects"]
+"""`{"a":[{},{},…]}`, 1 MiB: ~25 MiB once parsed, so refused by the value cap before parsing."""
 HOSTILE = {
     "10MiB_random": (os.urandom(_TEN_MIB), False),
     "max_header_then_10MiB_random": (struct.pack(">I", 1 << 20) + os.urandom(_TEN_MIB), False),
     "http_request": (HTTP_REQUEST, False),
     "oversized_header": (struct.pack(">I", 0xFFFFFFFF) + b"{}", False),
     "not_an_object": (struct.pack(">I", 2) + b"[]", False),
+    "json_amplification": (struct.pack(">I", len(_EMPTY_OBJECTS)) + _EMPTY_OBJECTS, False),
     "half_sent_frame_held_open": (struct.pack(">I", 100) + b'{"a":', True),
 }
 
@@ -129,6 +138,8 @@ async def test_hostile_peer_resets_only_its_own_connection(
                 tracemalloc.stop()
             await asyncio.to_thread(thread.join, 10)
             assert getattr(rejected, "container_id", None) == "bad"
+            if name == "json_amplification":  # refused by counting, before any parse
+                assert "JSON values" in getattr(rejected, "reason", "")
             assert getattr(lost, "container_id", None) == "bad"
             # Bounded by the 1 MiB frame maximum, not by the 10 MiB sent.
             assert peak <= (1 << 20) + 512 * 1024, f"{peak} bytes traced while refusing {name}"
