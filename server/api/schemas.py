@@ -12,10 +12,13 @@ from server.core.events import (
     ActivityLogged,
     ContainerCrashed,
     ContainerStateChanged,
+    DockerConnectionLost,
+    DockerConnectionRestored,
     FlowMessageReceived,
     HealthChanged,
     LogLineReceived,
     StatusReported,
+    now,
 )
 from server.core.models import (
     ContainerSnapshot,
@@ -35,6 +38,7 @@ __all__ = [
     "ContainerLogsOut", "LogSubscriptionOut", "ConnectedOut", "ErrorOut",
     "StatusChangedOut", "HealthWarningOut", "CrashDetails", "ContainerCrashedOut",
     "StatusUpdateOut", "ActivityLogOut", "MessageReceivedOut", "ContainerLogOut",
+    "EngineStatusOut",
 ]
 
 # Docker's own rule for container names, checked here so the error names the field.
@@ -472,3 +476,28 @@ class ContainerLogOut(_Out):
         """From the core event."""
         return {"container_id": ev.container_id, "line": ev.line,
                 "timestamp": ev.at.isoformat()}
+
+
+class EngineStatusOut(_Out):
+    """ext `engine_status` (to every client; timestamp: ISO 8601 of when the manager learned it)."""
+
+    available: bool
+    reason: str | None
+    timestamp: str
+
+    @staticmethod
+    def payload(ev: DockerConnectionLost | DockerConnectionRestored) -> Wire:
+        """From the core's loss or return event."""
+        reason = ev.reason if isinstance(ev, DockerConnectionLost) else None
+        return {"available": reason is None, "reason": reason, "timestamp": ev.at.isoformat()}
+
+    @staticmethod
+    def current(available: bool, change: DockerConnectionLost | DockerConnectionRestored | None
+                ) -> Wire:
+        """For a client just connected: the last change while it still holds, else `now`."""
+        if change is not None and isinstance(change, DockerConnectionRestored) == available:
+            return EngineStatusOut.payload(change)
+        # no change published yet: up from the start, or not reached yet
+        return {"available": available,
+                "reason": None if available else "the Docker Engine has not answered yet",
+                "timestamp": now().isoformat()}

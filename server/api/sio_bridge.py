@@ -11,6 +11,7 @@ from server.api.schemas import (
     ActivityLogOut,
     ContainerCrashedOut,
     ContainerLogOut,
+    EngineStatusOut,
     HealthWarningOut,
     MessageReceivedOut,
     StatusChangedOut,
@@ -23,6 +24,8 @@ from server.core.events import (
     ContainerCrashed,
     ContainerRemoved,
     ContainerStateChanged,
+    DockerConnectionLost,
+    DockerConnectionRestored,
     Event,
     FlowMessageReceived,
     HealthChanged,
@@ -53,6 +56,9 @@ _BROADCASTS: dict[type[Event], tuple[str, Callable[[Any], Wire]]] = {
     StatusReported: ("container_status_update", StatusUpdateOut.payload),
     # ActivityLogged arrives masked: the core masks once, where it writes the line.
     ActivityLogged: ("activity_log", ActivityLogOut.payload),
+    # ext: clients learn of an engine loss now, not from their next failing request.
+    DockerConnectionLost: ("engine_status", EngineStatusOut.payload),
+    DockerConnectionRestored: ("engine_status", EngineStatusOut.payload),
 }
 _WANTED = (*_BROADCASTS, LogLineReceived, ContainerRemoved)
 _YIELD_EVERY = 32

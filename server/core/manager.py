@@ -14,7 +14,13 @@ from server.core.bus import EventBus
 from server.core.config import Settings
 from server.core.docker_adapter import DockerAdapter
 from server.core.errors import ContainerNotFound, FlowMgrError, InvalidRequest
-from server.core.events import ActivityLogged, ContainerCrashed, StatusReported
+from server.core.events import (
+    ActivityLogged,
+    ContainerCrashed,
+    DockerConnectionLost,
+    DockerConnectionRestored,
+    StatusReported,
+)
 from server.core.flow_channel import FlowChannelHub
 from server.core.logs import LogFollowers
 from server.core.masking import mask_log_line
@@ -58,6 +64,11 @@ class ContainerManager(ContainerActions):
     def docker_available(self) -> bool:
         """Whether the engine answered last time (no round trip)."""
         return self.monitor.available
+
+    @property
+    def docker_change(self) -> DockerConnectionLost | DockerConnectionRestored | None:
+        """The last engine loss or return published (None until the engine is first lost)."""
+        return self.monitor.engine_change
 
     async def start(self) -> None:
         """Connect, adopt labelled containers, start the watchers (retries when Docker is down)."""

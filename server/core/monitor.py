@@ -70,6 +70,8 @@ class DockerMonitor:
         self._ooms: set[str] = set()
         self._crash_seen: dict[str, datetime | None] = {}
         self._lost_reported = False
+        self.engine_change: DockerConnectionLost | DockerConnectionRestored | None = None
+        """The last loss or return published (None until the engine is first lost)."""
 
     async def run(self) -> None:
         """Follow events until cancelled; on loss, retry with capped backoff."""
@@ -132,14 +134,16 @@ class DockerMonitor:
         self.available = False
         self._lost_reported = True
         logger.warning("Docker Engine unreachable (%s); retrying in the background", reason)
-        self.registry.bus.publish(DockerConnectionLost(reason=reason))
+        self.engine_change = DockerConnectionLost(reason=reason)
+        self.registry.bus.publish(self.engine_change)
 
     def _mark_restored(self) -> None:
         self.available = True
         if self._lost_reported:
             self._lost_reported = False
             logger.info("Docker Engine reachable again; state resynchronised")
-            self.registry.bus.publish(DockerConnectionRestored())
+            self.engine_change = DockerConnectionRestored()
+            self.registry.bus.publish(self.engine_change)
 
     async def resync(self) -> None:
         """Make memory match the engine's labelled containers (adoption on start)."""

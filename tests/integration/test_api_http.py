@@ -58,7 +58,11 @@ async def test_health_is_503_when_docker_is_unreachable(
         assert body["status"] != "healthy"
         assert body["components"]["container_manager"] != "active"
         assert "container_manager" in body["failing"]
-        async with client(svc.url) as (sio, _):  # requests still get answers, not silence
+        async with client(svc.url) as (sio, rec):  # requests still get answers, not silence
+            # ext: a client connecting while the engine is away is told so after the welcome
+            status = await rec.wait_for("engine_status")
+            assert status["available"] is False and status["reason"]
+            assert rec.events["connected"]
             answer = await sio.call("stop_container", {"container_id": "x"}, timeout=30)
             assert answer["error"] is True
             assert answer["error_type"] in {"docker_api_error", "container_not_found"}

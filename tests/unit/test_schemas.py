@@ -21,6 +21,7 @@ from server.api.schemas import (
     ContainerStatusOut,
     ContainerUpdatedOut,
     CreateContainerRequest,
+    EngineStatusOut,
     GetLogsRequest,
     HealthWarningOut,
     ListContainersRequest,
@@ -39,6 +40,8 @@ from server.core.events import (
     ActivityLogged,
     ContainerCrashed,
     ContainerStateChanged,
+    DockerConnectionLost,
+    DockerConnectionRestored,
     FlowMessageReceived,
     HealthChanged,
     LogLineReceived,
@@ -170,6 +173,23 @@ def test_broadcast_time_formats() -> None:
     got = _checked(MessageReceivedOut, MessageReceivedOut.payload(
         FlowMessageReceived(at=AT, container_id=CID, message={"n": 1})))
     assert got["timestamp"] == "2026-01-02T03:04:05.678000+00:00"
+
+
+def test_engine_status_payloads() -> None:
+    lost = DockerConnectionLost(at=AT, reason="events stream ended")
+    assert _checked(EngineStatusOut, EngineStatusOut.payload(lost)) == {
+        "available": False, "reason": "events stream ended", "timestamp": AT.isoformat()}
+    back = DockerConnectionRestored(at=AT)
+    assert _checked(EngineStatusOut, EngineStatusOut.payload(back))["available"] is True
+    # a new client gets the last change while it holds; otherwise what holds now
+    assert EngineStatusOut.current(False, lost) == EngineStatusOut.payload(lost)
+    assert EngineStatusOut.current(True, back) == EngineStatusOut.payload(back)
+    up = _checked(EngineStatusOut, EngineStatusOut.current(True, None))
+    assert up["available"] is True and up["reason"] is None and up["timestamp"] != AT.isoformat()
+    stale = _checked(EngineStatusOut, EngineStatusOut.current(True, lost))
+    assert stale["available"] is True and stale["reason"] is None
+    never = _checked(EngineStatusOut, EngineStatusOut.current(False, None))
+    assert never["available"] is False and never["reason"]
 
 
 def test_crash_payload() -> None:
