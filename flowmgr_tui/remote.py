@@ -53,6 +53,11 @@ class RemoteBackend:
         self._activity: deque[ActivityLogged] = deque(maxlen=500)
         self._crashes: deque[ContainerCrashed] = deque(maxlen=100)
         self._connected = False
+        self._engine = True
+        """The server's Docker Engine, as its last `engine_status` said."""
+        self._engine_reason = ""
+        self._shown = True
+        """What the bus last said: the panel's banner follows these two links together."""
         self._resync_task: asyncio.Task[None] | None = None
         self._register()
 
@@ -60,12 +65,14 @@ class RemoteBackend:
 
     @property
     def docker_available(self) -> bool:
-        """Whether the server answers (its own Docker trouble arrives as failed requests)."""
-        return self._connected
+        """Whether the server answers and says its Docker Engine does (ext `engine_status`)."""
+        return self._connected and self._engine
 
     def status_text(self) -> str:
         """For the header."""
-        return "connected" if self._connected else "not connected, retrying"
+        if not self._connected:
+            return "not connected, retrying"
+        return "connected" if self._engine else "connected; its Docker Engine is unreachable"
 
     async def start(self) -> None:
         """Connect (raises DockerUnavailable when the server cannot be reached) and load rows."""
@@ -192,17 +199,33 @@ class RemoteBackend:
         on("activity_log", self._on_activity)
         on("message_received", self._on_message)
         on("container_log", self._on_log)
+        on("engine_status", self._on_engine_status)
 
     async def _on_connect(self) -> None:
         was = self._connected
         self._connected = True
         if not was and self._containers:  # a reconnect: catch up on what we missed
-            self.bus.publish(DockerConnectionRestored())
+            self._tell(self._engine_reason)
             self._schedule_resync()
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self._connected = False
-        self.bus.publish(DockerConnectionLost(reason=f"lost {self.url} ({reason or 'closed'})"))
+        self._tell(f"lost {self.url} ({reason or 'closed'})")
+
+    async def _on_engine_status(self, data: dict[str, Any]) -> None:
+        """ext: the server's engine went away or came back (also sent after each welcome)."""
+        self._engine = data.get("available") is not False
+        self._engine_reason = f"the server's engine: {data.get('reason') or 'unreachable'}"
+        self._tell(self._engine_reason)
+
+    def _tell(self, reason: str) -> None:
+        """Publish a loss (with `reason`) or a return when the server or its engine changed."""
+        up = self.docker_available
+        if not up:
+            self.bus.publish(DockerConnectionLost(reason=reason))
+        elif not self._shown:
+            self.bus.publish(DockerConnectionRestored())
+        self._shown = up
 
     async def _on_status_changed(self, data: dict[str, Any]) -> None:
         self._set_state(str(data.get("container_id")), str(data.get("new_state")),

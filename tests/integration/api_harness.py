@@ -37,9 +37,10 @@ class Service:
 
 
 @contextlib.asynccontextmanager
-async def running_service(settings: Settings) -> AsyncIterator[Service]:
-    """Serve `create_app(ContainerManager(settings))` until the block ends."""
-    manager = ContainerManager(settings)
+async def running_service(settings: Settings, manager: ContainerManager | None = None
+                          ) -> AsyncIterator[Service]:
+    """Serve `create_app(manager or ContainerManager(settings))` until the block ends."""
+    manager = manager or ContainerManager(settings)
     app = create_app(manager, settings, manage_lifecycle=True)
     server = GracefulServer(uvicorn_config(app, settings, host="127.0.0.1", port=0))
     task = asyncio.create_task(server.serve())

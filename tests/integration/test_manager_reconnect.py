@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,45 +20,10 @@ from server.core.events import (
 )
 from server.core.manager import ContainerManager
 from server.core.models import CreateSpec
+from tests.integration.engine_relay import Relay
 from tests.integration.manager_helpers import BUSYBOX, WAIT, docker, wait_event
 
 pytestmark = pytest.mark.docker
-ENGINE = "/var/run/docker.sock"
-
-
-class Relay:
-    """Forwards a Unix socket to dockerd; `cut()` drops it and every open connection."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._server: asyncio.AbstractServer | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def open(self) -> None:
-        self._server = await asyncio.start_unix_server(self._serve, str(self.path))
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        await self._server.wait_closed()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_unix_connection(ENGINE)
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
 
 
 # docker-py's UnixHTTPConnection.connect leaks its socket when the connect is refused, which

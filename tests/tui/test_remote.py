@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.remote import RemoteBackend
+from flowmgr_tui.widgets.docker_banner import DockerBanner
 from server.core.config import Settings
+from server.core.docker_adapter import DockerAdapter
+from server.core.manager import ContainerManager
 from server.core.models import CreateSpec
 from tests.integration.api_harness import running_service
+from tests.integration.engine_relay import Relay
 from tests.tui.helpers import BUSYBOX, dashboard, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.tui]
@@ -51,3 +58,41 @@ async def test_remote_mode_shows_the_same_rows_as_local_mode(
                             "the remote stop")
         finally:
             await remote.backend.stop()
+
+
+# docker-py leaks the socket of each refused connect while the relay is cut (SDK matter)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+async def test_remote_panel_shows_the_servers_engine_loss(settings: Settings) -> None:
+    """The server's engine goes away (a relay to dockerd cut): the remote panel's banner says so
+    while its own Socket.IO link stays up, for a panel arriving during the loss and for one that
+    was there when it began."""
+    relay = Relay(Path(settings.socket_dir) / "engine.sock")
+    await relay.open()
+    adapter = DockerAdapter(settings.docker.call_timeout, base_url=f"unix://{relay.path}")
+    try:
+        async with running_service(settings, ContainerManager(settings, adapter=adapter)) as svc:
+            await relay.cut()
+            async with asyncio.timeout(30):
+                while svc.manager.docker_available:
+                    await asyncio.sleep(0.05)
+            backend = RemoteBackend(svc.url)
+            remote = FlowMgrApp(backend, start_backend=True)
+            try:
+                async with remote.run_test(size=SIZE) as pilot:
+                    banner = dashboard(remote).query_one(DockerBanner)
+                    await until(pilot, lambda: banner.has_class("-visible"),
+                                "the banner, told after the welcome")
+                    await relay.open()
+                    await until(pilot, lambda: not banner.has_class("-visible"),
+                                "the banner to go when the engine is back")
+                    await relay.cut()
+                    await until(pilot, lambda: banner.has_class("-visible")
+                                and "the server's engine" in str(banner.content),
+                                "the banner on the broadcast loss")
+                    assert backend.status_text().startswith("connected")  # the link held
+            finally:
+                await backend.stop()
+    finally:
+        await relay.cut()
+    gc.collect()  # docker-py's leaked sockets, under this test's warning filters
