@@ -106,6 +106,8 @@ class ResourceSampler:
         for gone in [c for c in self._prev if c not in live]:
             self._prev.pop(gone, None)
             self._paths.pop(gone, None)
+        for gone in [c for c in self._api_due if c not in self.registry.records]:
+            del self._api_due[gone]  # a removed container's next stats-API turn
         # a local engine's unreadable container has just exited; only remote ones need the API
         if unreadable and not self.adapter.is_local and \
                 (self._api_task is None or self._api_task.done()):
