@@ -40,6 +40,8 @@ ENGINE_NAMES = ("dockerd", "containerd", "containerd-shim", "containerd-shim-run
 COLS, ROWS = 160, 48
 SCREEN_NAMES = 5
 """The first screen counts as shown once this many bench container names are visible."""
+SETTLE = 10.0
+"""Seconds of rest before each launch."""
 
 
 def engine_procs() -> dict[int, psutil.Process]:
@@ -186,7 +188,11 @@ def main() -> int:
         }
         results: dict[str, list[dict[str, float]]] = {k: [] for k in cmds}
         for i in range(args.launches):
-            for label, cmd in cmds.items():
+            # Alternate who goes first, and let the engine settle after each tool (lazydocker
+            # leaves 200 stats streams for dockerd to tear down): neither tool starts on the
+            # other's leftovers more often than the other.
+            for label, cmd in (list(cmds.items()) if i % 2 == 0 else list(cmds.items())[::-1]):
+                time.sleep(SETTLE)
                 r = run_tool(label, cmd, names, args.idle, measure_idle=(i == 0))
                 results[label].append(r)
                 say(label, {k: round(v, 2) for k, v in r.items()})
