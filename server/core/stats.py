@@ -103,7 +103,8 @@ class ResourceSampler:
                 rec.resources = sample
                 self.registry.bus.publish(StatsSampled(container_id=cid, sample=sample))
         live = {cid for cid, _ in running}
-        for gone in [c for c in self._prev if c not in live]:
+        # _paths too: a container whose files were never readable has no _prev entry
+        for gone in [c for c in {*self._prev, *self._paths} if c not in live]:
             self._prev.pop(gone, None)
             self._paths.pop(gone, None)
         for gone in [c for c in self._api_due if c not in self.registry.records]:

@@ -53,6 +53,13 @@ async def test_sweep_reads_recorded_tree(tmp_path: Path, tree: str, pid: int, us
         assert isinstance(event, StatsSampled) and event.container_id == "a" * 64
     assert registry.records["a" * 64].resources is not None
     assert registry.records["b" * 64].resources is None
+    # both gone: nothing is kept for them, readable or not (a soak of 10,000 flows showed
+    # one entry left behind per container whose files were never readable)
+    assert "b" * 64 in sampler._paths
+    registry.remove("a" * 64)
+    registry.remove("b" * 64)
+    await sampler.sample_all()
+    assert (sampler._paths, sampler._prev, sampler._api_due) == ({}, {}, {})
 
 
 def test_stats_api_answer_like_the_cli() -> None:
