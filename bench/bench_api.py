@@ -96,13 +96,16 @@ def cleanup(sock_dir: Path) -> None:
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
     # The engine releases a removed container's endpoint a moment later: retry the network.
-    for _ in range(20):
+    for _ in range(60):
         nets = subprocess.run(["docker", "network", "ls", "-q", "--filter", label],
                               capture_output=True, text=True).stdout.split()
         if not nets or subprocess.run(["docker", "network", "rm", *nets],
                                       capture_output=True).returncode == 0:
             break
         time.sleep(0.5)
+    else:
+        say(f"warning: network of {RUN} still in use after 30 s; remove it with "
+            f"docker network rm $(docker network ls -q --filter {label})")
     shutil.rmtree(sock_dir, ignore_errors=True)
 
 

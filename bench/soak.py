@@ -121,7 +121,14 @@ def main() -> int:
                              capture_output=True, text=True).stdout.split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-        subprocess.run(["docker", "network", "rm", f"flowmgr-{tag}"], capture_output=True)
+        # the engine releases the removed containers' endpoints a moment later
+        for _ in range(60):
+            if subprocess.run(["docker", "network", "rm", f"flowmgr-{tag}"],
+                              capture_output=True).returncode == 0 or not subprocess.run(
+                    ["docker", "network", "ls", "-q", "--filter", f"name=flowmgr-{tag}"],
+                    capture_output=True, text=True).stdout.strip():
+                break
+            time.sleep(0.5)
         shutil.rmtree(sock_dir, ignore_errors=True)
     sys.stdout.write(json.dumps(result, indent=1) + "\n")
     return 1 if result["failures"] else 0
