@@ -17,6 +17,7 @@ import pytest
 from server.core.config import Settings
 from server.core.errors import FlowMgrError
 from server.core.models import CreateSpec
+from tests.integration.engine_relay import Streams, relay_to_engine
 from tests.integration.manager_helpers import BUSYBOX, docker, labelled_ids, started_manager
 
 pytestmark = [
@@ -25,7 +26,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
 ]
-ENGINE = "/var/run/docker.sock"
 ROOT = Path(__file__).resolve().parents[2]
 
 # The manager under test, in its own process: create one flow through the relay, then wait.
@@ -49,15 +49,9 @@ asyncio.run(main())
 async def create_answer_held(path: Path) -> AsyncIterator[tuple[str, asyncio.Event]]:
     """A relay to dockerd that never delivers the answer to a container create."""
     create_sent = asyncio.Event()
-    writers: list[asyncio.StreamWriter] = []
-    tasks: list[asyncio.Task[None]] = []
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_unix_connection(ENGINE)
-        writers.extend((writer, up_writer))
-        task = asyncio.current_task()
-        if task is not None:
-            tasks.append(task)
+    async def forward(streams: Streams) -> None:
+        reader, writer, up_reader, up_writer = streams
         held = False
 
         async def up() -> None:
@@ -79,16 +73,8 @@ async def create_answer_held(path: Path) -> AsyncIterator[tuple[str, asyncio.Eve
 
         await asyncio.gather(up(), down())
 
-    server = await asyncio.start_unix_server(serve, str(path))
-    try:
-        yield f"unix://{path}", create_sent
-    finally:
-        server.close()
-        for w in writers:
-            w.close()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async with relay_to_engine(path, forward) as url:
+        yield url, create_sent
 
 
 async def test_manager_killed_during_create_leaves_no_orphan_or_duplicate(

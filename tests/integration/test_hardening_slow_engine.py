@@ -16,6 +16,7 @@ from server.core.docker_adapter import DockerAdapter
 from server.core.errors import DockerApiError
 from server.core.manager import ContainerManager
 from server.core.models import CreateSpec
+from tests.integration.engine_relay import Streams, relay_to_engine
 from tests.integration.manager_helpers import BUSYBOX
 
 pytestmark = [
@@ -24,7 +25,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
 ]
-ENGINE = "/var/run/docker.sock"
 
 
 @contextlib.asynccontextmanager
@@ -40,29 +40,12 @@ async def slow_engine(path: Path, delay: float) -> AsyncIterator[str]:
                 await dst.drain()
         dst.close()
 
-    writers: list[asyncio.StreamWriter] = []
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tasks.add(asyncio.current_task())  # type: ignore[arg-type]
-        up_reader, up_writer = await asyncio.open_unix_connection(ENGINE)
-        writers.extend((writer, up_writer))
+    async def forward(streams: Streams) -> None:
+        reader, writer, up_reader, up_writer = streams
         await asyncio.gather(pipe(reader, up_writer, delay), pipe(up_reader, writer, 0))
 
-    server = await asyncio.start_unix_server(serve, str(path))
-    try:
-        yield f"unix://{path}"
-    finally:
-        server.close()
-        # Close every relayed connection now: left to the garbage collector, their writers
-        # warn (unraisable) inside whichever test runs next.
-        for w in writers:
-            w.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 5)
+    async with relay_to_engine(path, forward) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager
