@@ -101,6 +101,10 @@ def _blast(path: Path, payload: bytes, hold: bool) -> threading.Thread:
     return thread
 
 
+_READ_AHEAD = 768 * 1024
+"""What asyncio holds beside the frame while reading it: the transport's 256 KiB recv, which may
+land on a stream buffer just under its 128 KiB pause mark (grown with bytearray's over-allocation).
+Measured 0.47-0.53 MiB in practice (a 1 MiB frame peaked at 1.52-1.58 MB)."""
 _TEN_MIB = 10 * 1024 * 1024
 _EMPTY_OBJECTS = uncapped(1 << 20)["empty objects"]
 """`{"a":[{},{},…]}`, 1 MiB: ~25 MiB once parsed, so refused by the value cap before parsing."""
@@ -141,8 +145,9 @@ async def test_hostile_peer_resets_only_its_own_connection(
             if name == "json_amplification":  # refused by counting, before any parse
                 assert "JSON values" in getattr(rejected, "reason", "")
             assert getattr(lost, "container_id", None) == "bad"
-            # Bounded by the 1 MiB frame maximum, not by the 10 MiB sent.
-            assert peak <= (1 << 20) + 512 * 1024, f"{peak} bytes traced while refusing {name}"
+            # Bounded by the 1 MiB frame maximum, not by the 10 MiB sent (nor by a second copy
+            # of the frame).
+            assert peak <= (1 << 20) + _READ_AHEAD, f"{peak} bytes traced while refusing {name}"
             # The other flow never noticed: it still talks both ways.
             good_w.write(encode_frame({"n": 2}, 1 << 20))
             got = await _wait(sub, lambda e: isinstance(e, FlowMessageReceived))
