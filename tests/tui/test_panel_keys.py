@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,19 @@ def test_server_only_hands_over_to_the_service_entry_point(
     # The service's own start-up check answers: exit code 2 and the key named.
     assert main(["--server-only", "--config", str(bad)]) == 2
     assert "server.port" in capsys.readouterr().out
+
+
+def test_a_config_error_leaves_the_garbage_collector_running(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "config.json"
+    bad.write_text('{"docker": {"stop_timeout": -1}}', encoding="utf-8")
+    assert gc.isenabled()
+    try:
+        # main() pauses the cyclic GC for start-up; every way out must resume it.
+        assert main(["--config", str(bad), "--log-file", str(tmp_path / "panel.log")]) == 2
+        assert "docker.stop_timeout" in capsys.readouterr().err
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 0, "start-up objects are frozen, not rescanned"
+    finally:
+        gc.enable()
+        gc.unfreeze()
