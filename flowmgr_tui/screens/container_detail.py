@@ -13,13 +13,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, TabbedContent, TabPane
+from textual.widgets import Header, Label, TabbedContent, TabPane
 
 from flowmgr_tui.actions import describe_error
 from flowmgr_tui.formatting import health_text, percent, size, state_text, uptime_exact
 from flowmgr_tui.panel_state import HISTORY_SAMPLES, Changes
 from flowmgr_tui.widgets.activity_list import ActivityList
 from flowmgr_tui.widgets.docker_banner import DockerBanner
+from flowmgr_tui.widgets.key_footer import KeyFooter
 from flowmgr_tui.widgets.log_pane import LogPane
 from flowmgr_tui.widgets.message_pane import MessagePane
 from flowmgr_tui.widgets.resource_graph import ResourceGraph
@@ -94,7 +95,7 @@ class ContainerDetailScreen(Screen[None]):
                 yield MessagePane(id="message-pane")
             with TabPane("Activity 4", id="activity"):
                 yield ActivityList(crash_tail=20, id="detail-activity")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         """Fill from the state, then start following logs and sampling the host."""

@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Label
+from textual.widgets import Header, Input, Label
 
 from flowmgr_tui.panel_state import Changes
 from flowmgr_tui.widgets.activity_list import ActivityList
 from flowmgr_tui.widgets.container_table import COLUMNS, ContainerTable
 from flowmgr_tui.widgets.docker_banner import DockerBanner
+from flowmgr_tui.widgets.key_footer import KeyFooter
 from server.core.events import ActivityLogged, ContainerCrashed, Event
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class DashboardScreen(Screen[None]):
         yield ContainerTable(clock=self.fm.clock, id="containers")
         yield Label("", id="table-summary")
         yield ActivityList(id="activity")
-        yield Footer()
+        yield KeyFooter()
 
     @property
     def fm(self) -> FlowMgrApp:
