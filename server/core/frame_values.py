@@ -27,11 +27,15 @@ _UNITS_PER_MATCH = 64
 # A string, then more (text outside strings, short string) units, anchored where a string
 # starts; a long string ends the run, so that it may be skipped with find(). Possessive
 # quantifiers: a string left open fails in one linear pass instead of backtracking, and
-# anchoring (match, not search) never restarts inside a string at an escaped quote.
+# anchoring (match, not search) never restarts inside a string at an escaped quote. The repeat
+# of units is greedy, not possessive: before 3.11.5 (Debian 12 ships 3.11.2), a possessive
+# repeat of a group that backtracks inside could end at the wrong place (CPython gh-106052):
+# a unit "matched" 1024 characters into a long string, and valid frames were refused. Each
+# unit starts at a quote, so greedy finds the same units, keeping at most 64 backtrack marks.
 _STRING_PATTERN = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
 _SHORT_STRING = rb'"(?:[^"\\]|\\.){0,%d}+"' % _LONG_STRING
 _UNITS = re.compile(
-    rb'%s(?:[^"]*+%s){0,%d}+' % (_STRING_PATTERN, _SHORT_STRING, _UNITS_PER_MATCH - 1),
+    rb'%s(?:[^"]*+%s){0,%d}' % (_STRING_PATTERN, _SHORT_STRING, _UNITS_PER_MATCH - 1),
     re.DOTALL)
 _STRING = re.compile(_STRING_PATTERN, re.DOTALL)
 
