@@ -31,8 +31,9 @@ install_missing() {
     done
     # busybox-static ships a static /bin/busybox; the plain busybox package is dynamic.
     dpkg -s busybox-static >/dev/null 2>&1 || pkgs+=(busybox-static)
-    command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
-    python3 -c 'import ensurepip' >/dev/null 2>&1 || pkgs+=(python3-venv)
+    # Debian's own python3 and its venv module: setup.sh builds the .venv from it (PGO/LTO build).
+    [[ -x /usr/bin/python3 ]] || pkgs+=(python3)
+    /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || pkgs+=(python3-venv)
     command -v git >/dev/null 2>&1 || pkgs+=(git)
     if ((${#pkgs[@]})); then
         log "installing: ${pkgs[*]}"
