@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from server.core.errors import ConfigError
 
-__all__ = ["Settings", "ServerSettings", "DockerSettings", "MonitoringSettings", "FlowSettings",
-           "load_settings", "DEFAULT_CONFIG_FILE"]
+__all__ = ["Settings", "ServerSettings", "DockerSettings", "BindRoot", "MonitoringSettings",
+           "FlowSettings", "load_settings", "DEFAULT_CONFIG_FILE"]
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parents[2] / "config.json"
 """`config.json` beside the service (the checkout's root)."""
@@ -30,10 +30,15 @@ class ServerSettings(_Strict):
 
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=0, le=65535)
-    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
-    """Allowed browser Origins; ["*"] allows any (the documented default, warned about)."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Allowed browser Origins besides the service's own; [] (the default) allows none, ["*"]
+    allows any page on the web (warned about at start-up)."""
     token: str | None = None
-    """ext: when set, a Socket.IO connect must carry {"token": ...} in its auth payload."""
+    """ext: a Socket.IO connect must carry {"token": ...} in its auth payload. When neither this
+    nor FLOWMGR_TOKEN is set, a token is generated on first start and kept in `token_file`."""
+    token_file: str | None = None
+    """ext: where the generated token is kept (0600, owned by the manager); default
+    `<socket_dir>/.flowmgr-<instance>/.api-token`. `flowmgr --connect` reads it too."""
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     """ext: the largest inbound Socket.IO message; a larger one closes that client."""
     serve_in_panel: bool = False
@@ -42,6 +47,14 @@ class ServerSettings(_Strict):
     """ext: the CPU priority the service asks for at start-up (Linux nice), so its answers are
     not queued behind the engine's own work when starts and stops keep every core busy;
     0 leaves the priority alone. Needs root or CAP_SYS_NICE, else a warning."""
+
+
+class BindRoot(_Strict):
+    """ext: one host directory flows may bind-mount from (or beneath)."""
+
+    path: str = Field(pattern=r"^/")
+    writable: bool = False
+    """Whether a request may ask for a read-write mount beneath it."""
 
 
 class DockerSettings(_Strict):
@@ -81,6 +94,28 @@ class DockerSettings(_Strict):
     """ext: the engine's data root; flows may never mount it or anything beneath it."""
     forbidden_host_paths: list[str] = Field(default_factory=list)
     """ext: more host paths flows may never mount (added to the built-in list)."""
+    bind_roots: list[BindRoot] = Field(default_factory=list)
+    """ext: the only host directories whose contents a flow may bind-mount (`volumes`); empty
+    (the default) allows no host path at all. Read-only unless the request asks for write
+    and the root is `writable`."""
+    data_mount: str | None = "/data"
+    """ext: where each flow gets its own named volume (`flowmgr-data-<name>`, removed with the
+    flow), so state needs no host path; null to give none."""
+    code_roots: list[str] = Field(default_factory=list)
+    """ext: the only host directories `update_container` may copy code from; empty (the
+    default) refuses every `code_path`."""
+    max_code_bytes: int = Field(default=64 * 2**20, ge=1024)
+    """ext: the largest code tree `update_container` copies (sum of file sizes)."""
+    max_code_files: int = Field(default=10_000, ge=1)
+    """ext: the most entries (files, directories, links) one update copies."""
+    max_flows: int = Field(default=500, ge=1)
+    """ext: the most flows (managed containers) this manager creates."""
+    max_log_bytes: int = Field(default=1 * 2**20, ge=1024)
+    """ext: the most bytes of output one `get_container_logs` answer carries (newest kept)."""
+    log_max_size: str = Field(default="10m", pattern=r"^[0-9]{1,9}[kmg]$")
+    """ext: Docker json-file log rotation of flows: size of one log file."""
+    log_max_files: int = Field(default=3, ge=1, le=100)
+    """ext: Docker json-file log rotation of flows: files kept."""
 
 
 class MonitoringSettings(_Strict):
@@ -116,6 +151,17 @@ class Settings(_Strict):
     flow: FlowSettings = Field(default_factory=FlowSettings)
     config_file: str | None = None
     """Where these settings were read from (set by `load_settings`; not a file key)."""
+
+    @property
+    def state_dir(self) -> str:
+        """The manager's private directory (0700, its own): flows' socket directories, the
+        stop-state file, the generated API token. No flow and no other user reaches it."""
+        return os.path.join(self.socket_dir, f".flowmgr-{self.docker.instance}")
+
+    @property
+    def token_path(self) -> str:
+        """Where the generated API token is kept."""
+        return self.server.token_file or os.path.join(self.state_dir, ".api-token")
 
 
 _ENV_KEYS: dict[str, tuple[str, ...]] = {
