@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
+import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from server.core.config import Settings
 from server.core.docker_adapter import DockerAdapter
@@ -20,6 +19,7 @@ from server.core.models import ContainerSnapshot, CreateSpec
 from server.core.monitor import DockerMonitor
 from server.core.policy import host_config_defaults, validate_code_path, validate_create
 from server.core.registry import Record, Registry
+from server.core.state_dir import StateDir
 
 __all__ = ["ContainerActions"]
 
@@ -32,7 +32,7 @@ class ContainerActions:
     registry: Registry
     monitor: DockerMonitor
     logs: LogFollowers
-    _socket_dir: Path
+    state: StateDir
     _network_ready: bool
     _network_lock: asyncio.Lock
 
@@ -85,15 +85,15 @@ class ContainerActions:
         check_spec(spec)
         spec = validate_create(spec, self.settings)
         ports = normalise_ports(spec.ports)
-        if any(r.info.name == spec.name for r in self.registry.records.values()):
+        if any(r.info.name == spec.name for r in self.registry.records.values()) \
+                or spec.name in self.registry.creating:
             raise InvalidRequest(f"a container named {spec.name!r} already exists", field="name")
+        self._check_dir_unused(spec.name)
         if ports:
             await self._check_ports(ports)
         dk = self.settings.docker
         image = spec.image or dk.default_image
-        sock_dir = self._socket_dir / spec.name
-        made_dir = not sock_dir.exists()
-        sock_dir.mkdir(parents=True, exist_ok=True)
+        sock_dir = await asyncio.to_thread(self.state.make_flow_dir, spec.name)
         env = {**spec.environment, "FLOW_SOCKET": f"{dk.socket_mount}/flow.sock"}
         host_options = host_config_defaults(self.settings)
         if spec.memory_limit:
@@ -104,13 +104,14 @@ class ContainerActions:
             cid = await self.adapter.create(
                 image=image, name=spec.name, command=spec.command, environment=env,
                 labels={"flowmgr.managed": "true", "flowmgr.instance": dk.instance},
-                binds={**spec.volumes, str(sock_dir): dk.socket_mount}, ports=ports,
+                binds={**spec.volumes, sock_dir: dk.socket_mount}, ports=ports,
                 network=dk.network, host_options=host_options)
             snap = await self._refresh(cid)
         except FlowMgrError:
             self._network_ready = False  # the network may have been removed under us
-            if made_dir and spec.name not in {r.info.name for r in self.registry.records.values()}:
-                shutil.rmtree(sock_dir, ignore_errors=True)  # nothing may be left behind
+            if spec.name not in {r.info.name for r in self.registry.records.values()}:
+                # nothing may be left behind
+                await asyncio.to_thread(self.state.remove_flow_dir, spec.name)
             raise
         finally:
             self.registry.creating.discard(spec.name)
@@ -118,6 +119,23 @@ class ContainerActions:
                           {"name": spec.name, "image": image, "environment": mask_env(env),
                            "volumes": dict(spec.volumes), "ports": ports})
         return snap
+
+    def _check_dir_unused(self, name: str) -> None:
+        """No live flow may share the new flow's socket directory (one renamed behind the
+        manager's back keeps the old name's directory)."""
+        path = self.state.flow_dir(name)
+        for rec in self.registry.records.values():
+            if os.path.normpath(rec.info.mounts.get(self.settings.docker.socket_mount, "")) \
+                    == path:
+                raise InvalidRequest(f"the socket directory of {name!r} is in use by container "
+                                     f"{rec.info.name}", field="name")
+
+    async def _verify_flow_dir(self, rec: Record) -> None:
+        """Right before the engine mounts it: the flow's socket directory is the manager's own
+        for this flow, reached through directories only root or the manager can change."""
+        await asyncio.to_thread(self.state.verify_flow_dir,
+                                rec.info.mounts.get(self.settings.docker.socket_mount),
+                                rec.info.name)
 
     async def _check_ports(self, ports: dict[str, int]) -> None:
         """Docker only finds a taken host port at start; refuse it at create instead."""
@@ -133,6 +151,7 @@ class ContainerActions:
         async with self._checked(ref) as rec:
             cid = rec.info.id
             was = cid in self.registry.stopped
+            await self._verify_flow_dir(rec)
             self.registry.stopped.discard(cid)
             try:
                 await self.adapter.start(cid)
@@ -159,6 +178,7 @@ class ContainerActions:
         """Stop (on request) and start again."""
         async with self._checked(ref) as rec:
             cid = rec.info.id
+            await self._verify_flow_dir(rec)
             self.registry.stopped.add(cid)
             try:
                 await self.adapter.restart(cid, self.settings.docker.stop_timeout)
@@ -193,10 +213,11 @@ class ContainerActions:
             cid, name = rec.info.id, rec.info.name
             self.registry.stopped.add(cid)
             await self.adapter.remove(cid)
-            sock_dir = Path(rec.socket_path).parent
+            mounted = rec.info.mounts.get(self.settings.docker.socket_mount)
             await self.monitor.forget(cid)
-        if sock_dir.parent == self._socket_dir:
-            shutil.rmtree(sock_dir, ignore_errors=True)  # best effort: a leftover dir is harmless
+        if mounted is not None and os.path.normpath(mounted) == self.state.flow_dir(name):
+            # best effort: a leftover is replaced at the next create of that name
+            await asyncio.to_thread(self.state.remove_flow_dir, name)
         self.registry.log("container_deleted", cid, f"deleted {name}", {"name": name})
         return cid
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import stat
 from dataclasses import dataclass, field
@@ -347,19 +348,32 @@ def _bind_listener(path: Path) -> tuple[socket.socket, os.stat_result]:
 
     Adopting 200 flows at start-up made these file-system calls 0.6 s of event-loop time,
     which the panel's first screen waited behind.
+
+    The socket is bound under a temporary name one level up (the manager's own directory, which
+    no flow reaches), made 0666 there and renamed into place. A flow running as root owns the
+    inside of its mounted directory: had the socket been bound in place, the flow could swap
+    `flow.sock` for a symbolic link between bind and chmod, and chmod, which follows links,
+    would open a host file of its choosing to everyone.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     _unlink_stale(path)
+    tmp = path.parent.parent / f".s{secrets.token_hex(3)}"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(str(path))
-        # The flow's uid may differ from ours (a root flow with no CAP_DAC_OVERRIDE, a
-        # non-root manager): the per-flow directory, mounted into that flow alone, is
-        # what confines access, so the socket itself is open to any uid.
-        os.chmod(path, 0o666)
+        sock.bind(str(tmp))
+        try:
+            # The flow's uid may differ from ours (a root flow with no CAP_DAC_OVERRIDE, a
+            # non-root manager): the per-flow directory, mounted into that flow alone, is
+            # what confines access, so the socket itself is open to any uid.
+            os.chmod(tmp, 0o666)
+            st = tmp.lstat()
+            os.rename(tmp, path)  # replaces a link or file the flow put there, never follows it
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         sock.listen(100)
         sock.setblocking(False)
-        return sock, path.stat()
+        return sock, st
     except BaseException:
         sock.close()
         raise

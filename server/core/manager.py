@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import partial
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -27,6 +26,7 @@ from server.core.masking import mask_log_line
 from server.core.models import ContainerSnapshot, ContainerStatus
 from server.core.monitor import DockerMonitor
 from server.core.registry import Record, Registry
+from server.core.state_dir import StateDir
 from server.core.stats import ResourceSampler
 from server.core.stopped import StoppedSet
 
@@ -44,10 +44,9 @@ class ContainerManager(ContainerActions):
         self.bus = bus or EventBus()
         self.adapter = adapter or DockerAdapter(settings.docker.call_timeout)
         self.hub = FlowChannelHub(self.bus, settings.flow)
-        self._socket_dir = Path(settings.socket_dir)
-        self.registry = Registry(self.bus, self.hub, StoppedSet(settings.socket_dir,
-                                                                 settings.docker.instance),
-                                 settings.socket_dir, settings.docker.socket_mount)
+        self.state = StateDir(settings)
+        self.registry = Registry(self.bus, self.hub, StoppedSet(self.state.path),
+                                 self.state.path, settings.docker.socket_mount)
         self.monitor = DockerMonitor(self.adapter, self.registry, settings, self)
         self.sampler = ResourceSampler(self.adapter, self.registry, settings)
         self.logs = LogFollowers(self.adapter, self.bus, self._is_running, self._secret_values)
@@ -75,7 +74,7 @@ class ContainerManager(ContainerActions):
         if self._started:
             return
         self.bus.bind_loop(asyncio.get_running_loop())
-        self._socket_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.state.prepare)  # ConfigError when not safe
         self.registry.stopped.load()
         self._started = True
         self._spawn(self.monitor.run(), "docker-events")
@@ -139,6 +138,15 @@ class ContainerManager(ContainerActions):
 
     async def container_added(self, rec: Record) -> None:
         """Open the flow channel of a new or adopted container."""
+        try:
+            # an adopted container's mount comes from the engine: listen only in our own dir
+            await self._verify_flow_dir(rec)
+        except FlowMgrError as err:
+            logger.warning("no flow channel for %s: %s", rec.info.name, err)
+            self.registry.log("container_error", rec.info.id,
+                              f"not listening for {rec.info.name}: {err}",
+                              {"name": rec.info.name, "error": err.message})
+            return
         # shielded and tracked: a stop() arriving mid-open must not orphan a listening socket
         opening = asyncio.ensure_future(self.hub.open(rec.info.id, rec.socket_path))
         self._opening.add(opening)

@@ -17,7 +17,7 @@ __all__ = ["validate_create", "validate_code_path", "host_config_defaults", "pro
            "MAX_NAME_LENGTH"]
 
 MAX_NAME_LENGTH = 63
-"""Longest container name accepted, so `<socket_dir>/<name>/flow.sock` stays short."""
+"""Longest container name accepted; `<state_dir>/<name>/flow.sock` must fit in 107 bytes too."""
 _MAX_SOCKET_PATH = 107
 """sun_path holds 108 bytes including the terminating NUL."""
 _SOCKET_FILE = "flow.sock"
@@ -134,10 +134,16 @@ def _check_name(name: object, settings: Settings) -> None:
     if not _NAME.fullmatch(name):
         raise InvalidRequest("name may hold only letters, digits, '_', '.' and '-', and must "
                              "start with a letter or digit", field="name")
-    sock = posixpath.join(settings.socket_dir, name, _SOCKET_FILE)
-    if len(sock.encode()) > _MAX_SOCKET_PATH:
-        raise InvalidRequest(f"name is too long for a socket path under {settings.socket_dir}",
-                             field="name")
+    sock = posixpath.join(settings.state_dir, name, _SOCKET_FILE)
+    size = len(sock.encode())
+    if size > _MAX_SOCKET_PATH:
+        room = _MAX_SOCKET_PATH - (size - len(name.encode()))
+        raise InvalidRequest(
+            f"name is too long: the flow's socket path {sock} would be {size} bytes, and Unix "
+            f"socket paths hold at most {_MAX_SOCKET_PATH}; with socket_dir "
+            f"{settings.socket_dir} (and instance {settings.docker.instance!r}) names may be "
+            f"at most {max(room, 0)} characters: choose a shorter name or socket_dir",
+            field="name", details={"socket_path_bytes": size, "max_name": max(room, 0)})
 
 
 def _check_image(image: object) -> None:

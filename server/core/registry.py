@@ -43,11 +43,11 @@ class Registry:
     """Records keyed by full id; every change is published once on the bus."""
 
     def __init__(self, bus: EventBus, hub: FlowChannelHub, stopped: StoppedSet,
-                 socket_dir: str, socket_mount: str) -> None:
+                 state_dir: str, socket_mount: str) -> None:
         self.bus = bus
         self.hub = hub
         self.stopped = stopped
-        self._socket_dir = socket_dir
+        self._state_dir = state_dir
         self._socket_mount = socket_mount
         self.records: dict[str, Record] = {}
         self.acting: dict[str, int] = {}
@@ -114,11 +114,9 @@ class Registry:
         return "dead"
 
     def socket_path_for(self, info: ContainerInfo) -> str:
-        """Where the container's flow socket lives on this host."""
-        host_dir = info.mounts.get(self._socket_mount)
-        if not host_dir:
-            host_dir = os.path.join(self._socket_dir, info.name)
-        return os.path.join(host_dir, "flow.sock")
+        """Where the manager listens for the container's flow: always in its own state dir,
+        whatever the container mounts (an adopted one mounting elsewhere gets no channel)."""
+        return os.path.join(self._state_dir, info.name, "flow.sock")
 
     def apply(self, info: ContainerInfo) -> tuple[Record, str | None]:
         """Store fresh facts; publish Added / StateChanged / HealthChanged; return old state."""

@@ -15,12 +15,13 @@ logger = logging.getLogger(__name__)
 class StoppedSet:
     """Which exited containers count as `stopped` (on request) rather than `exited` (on their own).
 
-    The file lives directly in `socket_dir`, outside every per-container directory, so no flow
-    can see or change it.
+    The file is `<state_dir>/.stopped.json`: in the manager's private directory (0700), outside
+    every flow's directory (a flow name never starts with '.'), so no flow or other user can see
+    or change it.
     """
 
-    def __init__(self, socket_dir: str, instance: str) -> None:
-        self.path = Path(socket_dir) / f".flowmgr-stopped-{instance}.json"
+    def __init__(self, state_dir: str) -> None:
+        self.path = Path(state_dir) / ".stopped.json"
         self._ids: set[str] = set()
 
     def load(self) -> None:
@@ -59,7 +60,7 @@ class StoppedSet:
     def _save(self) -> None:
         # write-then-rename so a crash mid-write never leaves a torn file
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # no mkdir here: the state dir is made (0700) and checked by StateDir.prepare
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(sorted(self._ids)), encoding="utf-8")
             os.replace(tmp, self.path)

@@ -209,7 +209,10 @@ async def test_image_serves_socketio_and_opens_the_panel(
             health = (await http.get(f"{url}/health", timeout=10)).json()
         assert health["status"] == "healthy" and health["socket_dir"] == str(sock_dir), health
         cid = await _talk_to_a_flow(url, flow_name)
-        assert any(p.name == flow_name for p in sock_dir.iterdir()), "flow socket dir missing"
+        # flows' socket dirs live in the manager's private dir (owned by its uid, 0700)
+        state = sock_dir / f".flowmgr-{RUN_ID}"
+        assert (state.stat().st_uid, state.stat().st_mode & 0o777) == (10001, 0o700)
+        assert any(p.name == flow_name for p in state.iterdir()), "flow socket dir missing"
         # The table shows the 12-character id in full (long names are cut to the column).
         pane = await asyncio.to_thread(_panel_in_tmux, manager, cid[:12])
         row = next((line for line in pane.splitlines() if cid[:12] in line), "")

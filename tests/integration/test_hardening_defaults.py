@@ -105,7 +105,7 @@ async def test_policy_refuses_before_any_docker_call(
         assert all(s.name != name for s in m.snapshot())
     out = await docker("ps", "-a", "--filter", f"name=^/{name}$", "--format", "{{.ID}}")
     assert out.stdout.strip() == ""
-    assert not Path(settings.socket_dir, name).exists()
+    assert not Path(settings.state_dir, name).exists()
 
 
 async def test_symlink_to_the_docker_socket_refused(

@@ -49,12 +49,12 @@ def _view(m: ContainerManager) -> list[ContainerSnapshot]:
 async def unchanged(w: World, err: type[FlowMgrError], call: Any) -> FlowMgrError:
     """Run `call`, expect `err`, and check nothing changed in memory or on the engine."""
     before, ids = _view(w.m), await labelled_ids(w.settings)
-    dirs = sorted(p.name for p in Path(w.settings.socket_dir).iterdir())
+    dirs = sorted(p.name for p in Path(w.settings.state_dir).iterdir())
     with pytest.raises(err) as info:
         await call
     assert _view(w.m) == before
     assert await labelled_ids(w.settings) == ids
-    assert sorted(p.name for p in Path(w.settings.socket_dir).iterdir()) == dirs
+    assert sorted(p.name for p in Path(w.settings.state_dir).iterdir()) == dirs
     return info.value
 
 

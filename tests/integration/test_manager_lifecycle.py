@@ -37,7 +37,7 @@ async def test_lifecycle_end_to_end(settings: Settings, unique_name: Callable[[s
             name=name, image=BUSYBOX, environment={"GREETING": "hi", "API_TOKEN": "s3cret"},
             volumes={str(tmp_path): "/data"}, ports={"8080": port}))
         assert snap.state == "created" and snap.name == name
-        assert snap.socket_path == f"{settings.socket_dir}/{name}/flow.sock"
+        assert snap.socket_path == f"{settings.state_dir}/{name}/flow.sock"
         assert m.get(name).id == snap.id == m.get(snap.id[:12]).id
 
         raw = await inspect(snap.id)
@@ -49,7 +49,7 @@ async def test_lifecycle_end_to_end(settings: Settings, unique_name: Callable[[s
         assert raw["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostPort"] == str(port)
         binds = {m_["Destination"]: m_["Source"] for m_ in raw["Mounts"]}
         assert binds["/data"] == str(tmp_path)
-        assert binds[settings.docker.socket_mount] == f"{settings.socket_dir}/{name}"
+        assert binds[settings.docker.socket_mount] == f"{settings.state_dir}/{name}"
         assert settings.docker.network in raw["NetworkSettings"]["Networks"]
         assert raw["HostConfig"]["Memory"] == 512 * 1024 * 1024
         assert raw["HostConfig"]["NanoCpus"] == int(settings.docker.cpu_limit * 1e9)
@@ -78,7 +78,7 @@ async def test_lifecycle_end_to_end(settings: Settings, unique_name: Callable[[s
         assert (await inspect(snap.id))["State"]["Running"] is True
 
         assert await m.delete_container(name) == snap.id
-        assert not Path(settings.socket_dir, name).exists()
+        assert not Path(settings.state_dir, name).exists()
         assert all(s.id != snap.id for s in m.snapshot())
         gone = await docker("inspect", snap.id, check=False)
         assert gone.returncode != 0

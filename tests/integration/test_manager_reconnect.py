@@ -91,7 +91,7 @@ async def test_start_without_engine_then_engine_arrives(settings: Settings,
             name = unique_name("late")
             with pytest.raises(DockerUnavailable):
                 await m.create_container(CreateSpec(name=name, image=BUSYBOX))
-            assert not Path(settings.socket_dir, name).exists()  # nothing left behind
+            assert not Path(settings.state_dir, name).exists()  # nothing left behind
             await relay.open()
             await wait_event(sub, DockerConnectionRestored)
             assert m.health()["container_manager"] == "active"

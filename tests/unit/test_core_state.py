@@ -17,23 +17,23 @@ from server.core.stopped import StoppedSet
 
 
 def test_stopped_set_survives_a_new_instance(tmp_path: Path) -> None:
-    first = StoppedSet(str(tmp_path), "inst")
+    first = StoppedSet(str(tmp_path))
     first.load()
     first.add("a" * 64)
     first.add("b" * 64)
     first.discard("b" * 64)
-    second = StoppedSet(str(tmp_path), "inst")
+    second = StoppedSet(str(tmp_path))
     second.load()
     assert "a" * 64 in second and "b" * 64 not in second
     second.retain(set())
-    third = StoppedSet(str(tmp_path), "inst")
+    third = StoppedSet(str(tmp_path))
     third.load()
     assert "a" * 64 not in third
     assert second.path.parent == tmp_path  # beside, never inside, the per-container dirs
 
 
 def test_stopped_set_ignores_a_damaged_file(tmp_path: Path) -> None:
-    s = StoppedSet(str(tmp_path), "inst")
+    s = StoppedSet(str(tmp_path))
     s.path.write_text("{not json")
     s.load()
     assert "x" not in s

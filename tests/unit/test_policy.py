@@ -186,6 +186,17 @@ def test_name_that_overflows_the_socket_path_refused(tmp_path: Path) -> None:
     _refused(_spec(name="a" * 50), cfg, "name")
 
 
+def test_socket_path_limit_counts_the_managers_private_directory() -> None:
+    # <socket_dir>/.flowmgr-default/<name>/flow.sock: 45 + 17 + 1 + name + 10 <= 107
+    cfg = load_settings(env={}, socket_dir="/tmp/" + "s" * 40)
+    assert validate_create(_spec(name="a" * 34), cfg, env={}).name == "a" * 34
+    with pytest.raises(InvalidRequest) as err:
+        validate_create(_spec(name="a" * 35), cfg, env={})
+    assert err.value.field == "name" and err.value.details["max_name"] == 34
+    assert "/.flowmgr-default/" in err.value.message and cfg.socket_dir in err.value.message
+    assert "at most 34 characters" in err.value.message
+
+
 @pytest.mark.parametrize(
     "environment",
     [{"": "x"}, {"A=B": "x"}, {"A\0": "x"}, {"A": 1}, {"A": None}, {"A": ["x"]},

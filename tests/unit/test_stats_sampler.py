@@ -33,7 +33,7 @@ async def test_sweep_reads_recorded_tree(tmp_path: Path, tree: str, pid: int, us
     settings = load_settings(env={}, socket_dir=str(tmp_path))
     bus = EventBus()
     registry = Registry(bus, FlowChannelHub(bus, settings.flow),
-                        StoppedSet(str(tmp_path), "t"), str(tmp_path), "/run/flowmgr")
+                        StoppedSet(str(tmp_path)), str(tmp_path), "/run/flowmgr")
     registry.apply(_info("a" * 64, pid))
     registry.apply(_info("b" * 64, 999999))  # no such process: counted as unreadable
     sampler = ResourceSampler(DockerAdapter(), registry, settings,
