@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 for name in order:
                     tree, extra = variants[name]
                     rows[name].append(lifecycle(tree, args.rounds, extra))
-                    print(f"pair {i + 1} {name}: {rows[name][-1]}", file=sys.stderr)
+                    sys.stderr.write(f"pair {i + 1} {name}: {rows[name][-1]}\n")
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT)
     summary: dict[str, Any] = {}
