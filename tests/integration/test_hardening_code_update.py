@@ -393,10 +393,10 @@ async def test_a_file_changed_during_the_upload_aborts_it_with_a_typed_error(
     """The stream itself raises mid-request (inside the HTTP client): the caller gets
     `validation_error` naming the entry, not an engine failure, and the engine is usable."""
     import server.core.actions as actions
+    from server.core.code_update import archive_chunks as real
 
     code = _code(root)
     (code / "z_big").write_bytes(b"z" * (4 << 20))
-    real = actions.archive_chunks
 
     def racing(*args: Any) -> Any:
         for i, chunk in enumerate(real(*args)):
