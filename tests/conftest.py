@@ -93,6 +93,13 @@ def settings(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> I
     shutil.rmtree(sock_dir, ignore_errors=True)
 
 
+def with_code_roots(settings: Settings, *roots: Path | str) -> Settings:
+    """`settings` allowing `update_container` from `roots` (empty `docker.code_roots` refuses
+    every update: issue 11), for tests whose code lives in a tmp directory."""
+    return settings.model_copy(update={"docker": settings.docker.model_copy(
+        update={"code_roots": [str(r) for r in roots]})})
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolate_env() -> None:
     """Tests read no CONFIG_FILE or env overrides from the caller's shell by accident."""

@@ -10,15 +10,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from server.core.code_update import (
+    archive_chunks,
+    check_code_mounts,
+    open_code_tree,
+    scan_code_tree,
+)
 from server.core.config import Settings
 from server.core.docker_adapter import DockerAdapter
 from server.core.errors import ContainerNotFound, DockerApiError, FlowMgrError, InvalidRequest
-from server.core.inputs import check_code_path, check_spec, code_archive, normalise_ports
+from server.core.inputs import check_spec, normalise_ports
 from server.core.logs import LogFollowers
 from server.core.masking import mask_env
 from server.core.models import ContainerSnapshot, CreateSpec
 from server.core.monitor import DockerMonitor
-from server.core.policy import host_config_defaults, validate_code_path, validate_create
+from server.core.policy import host_config_defaults, validate_create
 from server.core.registry import Record, Registry
 
 __all__ = ["ContainerActions"]
@@ -171,20 +177,35 @@ class ContainerActions:
         return snap
 
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
-        """Copy `code_path` into the code directory; restart when it was running."""
-        src = check_code_path(validate_code_path(code_path, self.settings))
-        async with self._checked(ref) as rec:
-            cid, code_dir = rec.info.id, self.settings.docker.code_dir
-            archive = await asyncio.to_thread(code_archive, src, code_dir)
-            running = rec.state == "running"
-            if running:
-                # old files must not linger next to the new code
-                await self.adapter.exec_run(
-                    cid, ["sh", "-c", f"rm -rf {code_dir}/* {code_dir}/.[!.]*"])
-            await self.adapter.put_archive(cid, "/", archive)
-            snap = await (self.restart_container(cid) if running else self._refresh(cid))
-        self.registry.log("container_updated", cid, f"updated {snap.name} from {code_path}",
-                          {"name": snap.name, "code_path": code_path, "restarted": running})
+        """Copy the tree at `code_path` (beneath a code root) into the code directory. A
+        running flow has its old code removed, is stopped for the copy and started again."""
+        dk = self.settings.docker
+        # the path first (policy before lookup), opened: from here on it is used by descriptor
+        tree = await asyncio.to_thread(open_code_tree, code_path, self.settings)
+        try:
+            async with self._checked(ref) as rec:
+                cid = rec.info.id
+                check_code_mounts(await self.adapter.mount_destinations(cid), dk.code_dir)
+                entries = await asyncio.to_thread(scan_code_tree, tree, dk.max_code_bytes,
+                                                  dk.max_code_files)
+                running = rec.state == "running"
+                if running:
+                    # As the flow itself (its user, no capabilities), so no more than it could
+                    # do; no mount is at, over or beneath the code dir, and rm does not follow
+                    # an operand that is a link.
+                    await self.adapter.exec_run(cid, ["rm", "-rf", "--", dk.code_dir])
+                    # The engine extracts as root: with no flow process left, none can swap a
+                    # link into the path it writes while it writes.
+                    self.registry.stopped.add(cid)
+                    await self.adapter.stop(cid, dk.stop_timeout)
+                await self.adapter.put_archive(cid, "/",
+                                               archive_chunks(tree, entries, dk.code_dir))
+                snap = await (self.start_container(cid) if running else self._refresh(cid))
+        finally:
+            tree.close()
+        self.registry.log("container_updated", cid, f"updated {snap.name} from {tree.path}",
+                          {"name": snap.name, "code_path": tree.path, "restarted": running,
+                           "entries": len(entries)})
         return snap
 
     async def delete_container(self, ref: str) -> str:

@@ -7,7 +7,7 @@ import http.client
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
@@ -253,11 +253,22 @@ class DockerAdapter:
 
         return await self._call(run)
 
-    async def put_archive(self, container_id: str, path: str, data: bytes) -> None:
-        """Extract a tar archive into `path` inside the container."""
+    async def put_archive(self, container_id: str, path: str,
+                          data: bytes | Iterable[bytes]) -> None:
+        """Extract a tar archive into `path` inside the container. An iterable of chunks is
+        sent as a chunked request body as it is produced (read in the call's thread), so no
+        whole archive is held; an exception it raises aborts the upload and propagates."""
         ok = await self._call(lambda: self._client().put_archive(container_id, path, data))
         if not ok:
             raise DockerApiError(f"the engine refused the archive for {path}")
+
+    async def mount_destinations(self, container_id: str) -> list[str]:
+        """Every path inside the container where something is mounted: binds, volumes and
+        tmpfs (`HostConfig.Tmpfs` is not listed in `Mounts`)."""
+        raw = await self._call(lambda: self._client().inspect_container(container_id))
+        out = [str(m.get("Destination", "")) for m in raw.get("Mounts") or []]
+        out += [str(t) for t in ((raw.get("HostConfig") or {}).get("Tmpfs") or {})]
+        return out
 
     async def stats_once(self, container_id: str) -> dict[str, Any]:
         """One `docker stats`-style sample from the API (slow: about 1 s); for remote engines."""

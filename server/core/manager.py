@@ -26,6 +26,7 @@ from server.core.logs import LogFollowers
 from server.core.masking import mask_log_line
 from server.core.models import ContainerSnapshot, ContainerStatus
 from server.core.monitor import DockerMonitor
+from server.core.policy import validate_code_settings
 from server.core.registry import Record, Registry
 from server.core.stats import ResourceSampler
 from server.core.stopped import StoppedSet
@@ -74,6 +75,7 @@ class ContainerManager(ContainerActions):
         """Connect, adopt labelled containers, start the watchers (retries when Docker is down)."""
         if self._started:
             return
+        validate_code_settings(self.settings)  # ConfigError: an unsafe code root stops the start
         self.bus.bind_loop(asyncio.get_running_loop())
         self._socket_dir.mkdir(parents=True, exist_ok=True)
         self.registry.stopped.load()

@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from server.core.code_update import check_code_settings, open_code_tree
 from server.core.config import Settings
 from server.core.errors import InvalidRequest
 from server.core.models import CreateSpec
 
-__all__ = ["validate_create", "validate_code_path", "host_config_defaults", "protected_host_paths",
-           "MAX_NAME_LENGTH"]
+__all__ = ["validate_create", "validate_code_path", "validate_code_settings",
+           "host_config_defaults", "protected_host_paths", "MAX_NAME_LENGTH"]
 
 MAX_NAME_LENGTH = 63
 """Longest container name accepted, so `<socket_dir>/<name>/flow.sock` stays short."""
@@ -65,17 +66,18 @@ def validate_create(
 def validate_code_path(
     code_path: object, settings: Settings, *, env: Mapping[str, str] | None = None
 ) -> str:
-    """The resolved `update_container` source; InvalidRequest(field="code_path") when it is a
-    protected host path (a client may not copy /etc or the engine's data into a flow)."""
+    """The normalised `update_container` source, or InvalidRequest(field="code_path"): it must
+    lie at or beneath one of `docker.code_roots` (checked lexically first, so no answer tells
+    what exists outside them) and be reached without any symbolic link (`code_update`)."""
+    with open_code_tree(code_path, settings) as tree:
+        return tree.path
+
+
+def validate_code_settings(settings: Settings, *, env: Mapping[str, str] | None = None) -> None:
+    """At manager start: ConfigError unless `docker.code_dir` and `docker.code_roots` are safe
+    (no root is, holds or lies beneath a protected host path, the config or the token file)."""
     env = os.environ if env is None else env
-    if not isinstance(code_path, str) or not code_path.startswith("/"):
-        raise InvalidRequest("code_path must be an absolute path on the manager's host",
-                             field="code_path")
-    try:
-        return _check_host_path(code_path, protected_host_paths(settings, env))
-    except InvalidRequest as err:
-        raise InvalidRequest(err.message.replace("host path", "code_path", 1), field="code_path",
-                             details={"code_path": code_path}) from None
+    check_code_settings(settings, protected_host_paths(settings, env))
 
 
 def host_config_defaults(settings: Settings) -> dict[str, Any]:

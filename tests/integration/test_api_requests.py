@@ -15,8 +15,17 @@ from api_harness import BUSYBOX, Recorder, client, running_service
 from server.core.config import Settings
 from server.core.events import ACTIVITY_TYPES
 from server.core.models import HEALTHS, STATES
+from tests.conftest import with_code_roots
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """These tests update flows from tmp_path: allow it as the code root (issue 11: with no
+    docker.code_roots every update is refused)."""
+    return with_code_roots(settings, tmp_path)
+
 
 STATE_ANSWER = {"container_id", "status"}
 STATUS_FIELDS = {"container_id", "state", "health", "uptime", "socket_connected",

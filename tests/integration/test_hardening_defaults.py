@@ -119,9 +119,10 @@ async def test_symlink_to_the_docker_socket_refused(
 
 
 async def test_update_cannot_copy_host_secrets_into_a_flow(
-    settings: Settings, unique_name: Callable[[str], str]
+    settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    async with started_manager(settings) as m:
+    # with a code root configured too: the protected paths lie outside it
+    async with started_manager(_with_docker(settings, code_roots=[str(tmp_path)])) as m:
         snap = await m.create_container(CreateSpec(name=unique_name("upd"), image=BUSYBOX))
         for code_path in ("/etc", "/", "/proc/self", "/var/lib/docker"):
             with pytest.raises(InvalidRequest) as info:

@@ -11,6 +11,7 @@ import pytest
 from server.core.config import Settings
 from server.core.events import ContainerStateChanged, LogLineReceived, StatsSampled
 from server.core.models import CreateSpec
+from tests.conftest import with_code_roots
 from tests.integration.manager_helpers import (
     BUSYBOX,
     docker,
@@ -20,6 +21,13 @@ from tests.integration.manager_helpers import (
 )
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """These tests update flows from tmp_path: allow it as the code root (issue 11: with no
+    docker.code_roots every update is refused)."""
+    return with_code_roots(settings, tmp_path)
 
 
 def free_port() -> int:

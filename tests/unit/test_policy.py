@@ -256,20 +256,32 @@ def test_default_spec_accepted_with_real_environment(cfg: Settings) -> None:
     assert validate_create(_spec(), cfg) == _spec()
 
 
+def _rooted(cfg: Settings, root: Path) -> Settings:
+    return cfg.model_copy(update={"docker": cfg.docker.model_copy(
+        update={"code_roots": [str(root)]})})
+
+
 @pytest.mark.parametrize("code_path", ["/", "/etc", "/etc/", "/proc/self", "/var/lib/docker",
                                        "/var/run", "relative", "", None, 3, "/nonexistent-x"])
-def test_protected_code_paths_refused(code_path: Any, cfg: Settings) -> None:
-    with pytest.raises(InvalidRequest) as info:
-        validate_code_path(code_path, cfg, env={})
-    assert info.value.field == "code_path"
+def test_protected_code_paths_refused(code_path: Any, cfg: Settings, tmp_path: Path) -> None:
+    for settings in (cfg, _rooted(cfg, tmp_path)):  # no roots: every update refused
+        with pytest.raises(InvalidRequest) as info:
+            validate_code_path(code_path, settings, env={})
+        assert info.value.field == "code_path"
 
 
-def test_code_path_symlink_to_etc_refused(links: Path, cfg: Settings) -> None:
-    with pytest.raises(InvalidRequest, match="code_path"):
-        validate_code_path(str(links / "etc"), cfg, env={})
+def test_code_path_symlink_to_etc_refused(links: Path, cfg: Settings, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="symbolic link"):
+        validate_code_path(str(links / "etc"), _rooted(cfg, tmp_path), env={})
 
 
-def test_code_path_resolved(tmp_path: Path, cfg: Settings) -> None:
+def test_code_path_through_a_symlink_refused_and_spellings_normalised(
+    tmp_path: Path, cfg: Settings
+) -> None:
+    """Links are never followed, not even to a directory inside the root (issue 11 item 3)."""
     (tmp_path / "code").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "code")
-    assert validate_code_path(f"{tmp_path}/link/", cfg, env={}) == str(tmp_path / "code")
+    rooted = _rooted(cfg, tmp_path)
+    with pytest.raises(InvalidRequest, match="symbolic link"):
+        validate_code_path(f"{tmp_path}/link/", rooted, env={})
+    assert validate_code_path(f"/{tmp_path}//code/./", rooted, env={}) == str(tmp_path / "code")
