@@ -11,6 +11,7 @@ from typing import Any
 
 from server.core.config import Settings
 from server.core.errors import InvalidRequest
+from server.core.flow_env import check_environment
 from server.core.models import CreateSpec
 
 __all__ = ["validate_create", "validate_code_path", "host_config_defaults", "protected_host_paths",
@@ -53,7 +54,7 @@ def validate_create(
     _check_name(spec.name, settings)
     if spec.image is not None:
         _check_image(spec.image)
-    _check_environment(spec.environment)
+    check_environment(spec.environment)  # flow_env.REFUSED_ENV: the one list
     volumes = _check_volumes(spec.volumes, settings, env)
     ports = _check_ports(spec.ports, settings)
     _check_command(spec.command)
@@ -146,23 +147,6 @@ def _check_image(image: object) -> None:
     if len(image) > 255 or not (_IMAGE.fullmatch(image) or _IMAGE_ID.fullmatch(image)):
         raise InvalidRequest(f"image {image[:80]!r} is not a valid image reference",
                              field="image")
-
-
-def _check_environment(environment: object) -> None:
-    if not isinstance(environment, Mapping):
-        raise InvalidRequest("environment must be an object of strings", field="environment")
-    for key, value in environment.items():
-        if not isinstance(key, str) or not key or "=" in key or "\0" in key or not _utf8(key):
-            raise InvalidRequest(f"environment key {str(key)[:80]!r} is not a valid variable "
-                                 "name (empty, or holds '=', NUL or a lone surrogate)",
-                                 field="environment")
-        if key == "FLOW_SOCKET":
-            raise InvalidRequest("environment key FLOW_SOCKET is set by the manager",
-                                 field="environment")
-        # The value is never echoed: it may be a secret.
-        if not isinstance(value, str) or "\0" in value or not _utf8(value):
-            raise InvalidRequest(f"environment value of {key!r} must be a string without NUL "
-                                 "or lone surrogates", field="environment", details={"key": key})
 
 
 def _utf8(text: str) -> bool:
