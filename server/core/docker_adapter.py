@@ -33,6 +33,7 @@ from server.core.errors import (
     FlowMgrError,
     ImageNotFound,
 )
+from server.core.log_tail import LogTail, TailBuffer
 
 __all__ = ["DockerAdapter", "ContainerInfo", "StreamHandle", "parse_time", "to_loop"]
 
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _POOL_SIZE = 24
 """Threads for short Docker calls."""
+DEFAULT_LOG_BYTES = 1 << 20
+"""Byte budget of a `logs` answer when the caller names none (docker.max_log_bytes's default)."""
 _HTTP_POOL_SIZE = 64
 """Connections kept to the engine: one per call thread, plus the long streams (events, each
 followed log) that hold theirs open; past it, urllib3 discards extras with a warning."""
@@ -232,14 +235,23 @@ class DockerAdapter:
         await self._call(lambda: self._client().remove_container(container_id, force=True))
 
     async def logs(self, container_id: str, tail: int,
-                   each_line: Callable[[str], str] | None = None) -> list[str]:
-        """The last `tail` lines of its output (stdout and stderr), each passed through
-        `each_line` in the worker thread (10,000 lines cost tens of ms: not on the loop)."""
-        def read() -> list[str]:
-            raw = self._client().logs(container_id, stdout=True, stderr=True, tail=tail)
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-            lines = text.splitlines()
-            return lines if each_line is None else [each_line(line) for line in lines]
+                   each_line: Callable[[str], str] | None = None, *,
+                   max_bytes: int = DEFAULT_LOG_BYTES) -> LogTail:
+        """The last `tail` lines of its output (stdout and stderr), at most `max_bytes` of
+        them (the newest; `.truncated` says when older ones were left out), each passed
+        through `each_line` in the worker thread (10,000 lines cost tens of ms: not on the
+        loop). The engine's answer is read frame by frame, never whole."""
+        def read() -> LogTail:
+            kept = TailBuffer(max_bytes)
+            stream = self._client().logs(container_id, stdout=True, stderr=True, tail=tail,
+                                         stream=True, follow=False)
+            try:
+                for chunk in stream:
+                    kept.feed(chunk)
+            finally:
+                # docker-py took the socket's timeout off for the stream: never pool it again
+                stream.close()
+            return kept.result(each_line)
 
         return await self._call(read)
 

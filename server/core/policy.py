@@ -93,6 +93,9 @@ def host_config_defaults(settings: Settings) -> dict[str, Any]:
         "nano_cpus": int(d.cpu_limit * 1_000_000_000),
         "restart_policy": restart,
         "read_only": d.read_only,
+        # the engine rotates each flow's output: a chatty flow cannot fill the host's disk
+        "log_config": {"type": "json-file", "config": {
+            "max-size": d.log_max_size, "max-file": str(d.log_max_files)}},
     }
     if d.cap_add:
         kwargs["cap_add"] = list(d.cap_add)
