@@ -43,6 +43,8 @@ _POOL_SIZE = 24
 """Threads for short Docker calls."""
 DEFAULT_LOG_BYTES = 1 << 20
 """Byte budget of a `logs` answer when the caller names none (docker.max_log_bytes's default)."""
+MAX_STREAM_LINE = 64 << 10
+"""Longest followed log line: a longer one arrives in pieces of this many bytes."""
 _HTTP_POOL_SIZE = 64
 """Connections kept to the engine: one per call thread, plus the long streams (events, each
 followed log) that hold theirs open; past it, urllib3 discards extras with a warning."""
@@ -327,12 +329,13 @@ class DockerAdapter:
 
     def stream_logs(self, container_id: str, on_line: Callable[[str], None],
                     on_end: Callable[[BaseException | None], None]) -> StreamHandle:
-        """Follow a container's new output lines in a named thread."""
+        """Follow a container's new output lines in a named thread (a line longer than
+        MAX_STREAM_LINE bytes arrives in pieces)."""
         handle = StreamHandle()
 
         def run() -> None:
             error: BaseException | None = None
-            buf = b""
+            buf = bytearray()
             try:
                 with _translated():
                     stream = self._client().logs(container_id, stream=True, follow=True,
@@ -340,9 +343,15 @@ class DockerAdapter:
                     if handle._attach(stream):
                         for chunk in stream:
                             buf += chunk
-                            *lines, buf = buf.split(b"\n")
+                            *lines, rest = bytes(buf).split(b"\n")
                             for line in lines:
                                 on_line(line.decode("utf-8", "replace").rstrip("\r"))
+                            # a line without end is passed on in pieces: a flow printing
+                            # 40 MB with no newline held them all and took 29 s of CPU
+                            while len(rest) >= MAX_STREAM_LINE:
+                                on_line(rest[:MAX_STREAM_LINE].decode("utf-8", "replace"))
+                                rest = rest[MAX_STREAM_LINE:]
+                            buf[:] = rest
                 if buf:
                     on_line(buf.decode("utf-8", "replace"))
             except BaseException as err:  # noqa: BLE001 - handed to the caller
