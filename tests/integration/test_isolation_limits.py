@@ -85,6 +85,11 @@ async def test_a_log_answer_is_capped_in_bytes_and_memory(
         assert lines == [f"{i:06d} " + "x" * WIDTH for i in range(first, LINES)]
         assert len(text) > cap - 2 * (WIDTH + 8)
         assert grown < 48 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB for one answer"
+        # the core allows any tail (the API stops at 10,000): the same cap, the same memory
+        with peak_rss() as rss:
+            core = await svc.manager.get_logs(snap.id, tail=100_000)
+        assert core.truncated and list(core) == lines
+        assert rss[1] - rss[0] < 16 * 2**20, f"core: RSS +{(rss[1] - rss[0]) / 2**20:.1f} MiB"
         # a small answer is whole and says so
         small = await sio.call("get_container_logs", {"container_id": snap.id, "tail": 3})
         assert len(small["lines"]) == 3 and small["truncated"] is False
