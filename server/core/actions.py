@@ -93,6 +93,7 @@ class ContainerActions:
         ports = normalise_ports(spec.ports)
         if any(r.info.name == spec.name for r in self.registry.records.values()):
             raise InvalidRequest(f"a container named {spec.name!r} already exists", field="name")
+        self._check_flow_quota()
         if ports:
             await self._check_ports(ports)
         dk = self.settings.docker
@@ -104,6 +105,7 @@ class ContainerActions:
         host_options = host_config_defaults(self.settings)
         if spec.memory_limit:
             host_options["mem_limit"] = spec.memory_limit
+        self._check_flow_quota()  # again: no await from here to the reservation
         self.registry.creating.add(spec.name)
         try:
             await self._ensure_network()
@@ -124,6 +126,16 @@ class ContainerActions:
                           {"name": spec.name, "image": image, "environment": mask_env(env),
                            "volumes": dict(spec.volumes), "ports": ports})
         return snap
+
+    def _check_flow_quota(self) -> None:
+        """At most docker.max_flows managed containers, creates in flight included."""
+        limit = self.settings.docker.max_flows
+        names = {r.info.name for r in self.registry.records.values()}
+        count = len(self.registry.records) + len(self.registry.creating - names)
+        if count >= limit:
+            raise InvalidRequest(f"this manager has {count} flows, its limit (docker.max_flows "
+                                 f"= {limit}): delete one first",
+                                 details={"limit": limit, "setting": "docker.max_flows"})
 
     async def _check_ports(self, ports: dict[str, int]) -> None:
         """Docker only finds a taken host port at start; refuse it at create instead."""

@@ -33,6 +33,7 @@ from server.core.errors import (
     FlowMgrError,
     ImageNotFound,
 )
+from server.core.log_tail import LogTail, TailBuffer
 
 __all__ = ["DockerAdapter", "ContainerInfo", "StreamHandle", "parse_time", "to_loop"]
 
@@ -40,6 +41,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _POOL_SIZE = 24
 """Threads for short Docker calls."""
+DEFAULT_LOG_BYTES = 1 << 20
+"""Byte budget of a `logs` answer when the caller names none (docker.max_log_bytes's default)."""
+MAX_STREAM_LINE = 64 << 10
+"""Longest followed log line: a longer one arrives in pieces of this many bytes."""
 _HTTP_POOL_SIZE = 64
 """Connections kept to the engine: one per call thread, plus the long streams (events, each
 followed log) that hold theirs open; past it, urllib3 discards extras with a warning."""
@@ -232,14 +237,23 @@ class DockerAdapter:
         await self._call(lambda: self._client().remove_container(container_id, force=True))
 
     async def logs(self, container_id: str, tail: int,
-                   each_line: Callable[[str], str] | None = None) -> list[str]:
-        """The last `tail` lines of its output (stdout and stderr), each passed through
-        `each_line` in the worker thread (10,000 lines cost tens of ms: not on the loop)."""
-        def read() -> list[str]:
-            raw = self._client().logs(container_id, stdout=True, stderr=True, tail=tail)
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-            lines = text.splitlines()
-            return lines if each_line is None else [each_line(line) for line in lines]
+                   each_line: Callable[[str], str] | None = None, *,
+                   max_bytes: int = DEFAULT_LOG_BYTES) -> LogTail:
+        """The last `tail` lines of its output (stdout and stderr), at most `max_bytes` of
+        them (the newest; `.truncated` says when older ones were left out), each passed
+        through `each_line` in the worker thread (10,000 lines cost tens of ms: not on the
+        loop). The engine's answer is read frame by frame, never whole."""
+        def read() -> LogTail:
+            kept = TailBuffer(max_bytes)
+            stream = self._client().logs(container_id, stdout=True, stderr=True, tail=tail,
+                                         stream=True, follow=False)
+            try:
+                for chunk in stream:
+                    kept.feed(chunk)
+            finally:
+                # docker-py took the socket's timeout off for the stream: never pool it again
+                stream.close()
+            return kept.result(each_line)
 
         return await self._call(read)
 
@@ -326,12 +340,13 @@ class DockerAdapter:
 
     def stream_logs(self, container_id: str, on_line: Callable[[str], None],
                     on_end: Callable[[BaseException | None], None]) -> StreamHandle:
-        """Follow a container's new output lines in a named thread."""
+        """Follow a container's new output lines in a named thread (a line longer than
+        MAX_STREAM_LINE bytes arrives in pieces)."""
         handle = StreamHandle()
 
         def run() -> None:
             error: BaseException | None = None
-            buf = b""
+            buf = bytearray()
             try:
                 with _translated():
                     stream = self._client().logs(container_id, stream=True, follow=True,
@@ -339,9 +354,15 @@ class DockerAdapter:
                     if handle._attach(stream):
                         for chunk in stream:
                             buf += chunk
-                            *lines, buf = buf.split(b"\n")
+                            *lines, rest = bytes(buf).split(b"\n")
                             for line in lines:
                                 on_line(line.decode("utf-8", "replace").rstrip("\r"))
+                            # a line without end is passed on in pieces: a flow printing
+                            # 40 MB with no newline held them all and took 29 s of CPU
+                            while len(rest) >= MAX_STREAM_LINE:
+                                on_line(rest[:MAX_STREAM_LINE].decode("utf-8", "replace"))
+                                rest = rest[MAX_STREAM_LINE:]
+                            buf[:] = rest
                 if buf:
                     on_line(buf.decode("utf-8", "replace"))
             except BaseException as err:  # noqa: BLE001 - handed to the caller

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from server.core.errors import InvalidRequest
+from server.core.flow_env import check_environment
 from server.core.models import CreateSpec
 
 __all__ = ["check_spec", "normalise_ports", "NAME_RE"]
@@ -34,10 +35,7 @@ def check_spec(spec: CreateSpec) -> None:
                              "and '-', starting with a letter or digit", field="name")
     if spec.image is not None and (not isinstance(spec.image, str) or not spec.image.strip()):
         raise InvalidRequest("image must be a non-empty string", field="image")
-    env = _str_map(spec.environment, "environment")
-    for key in env:
-        if not key or "=" in key or "\0" in key:
-            raise InvalidRequest(f"environment name {key!r} is not valid", field="environment")
+    check_environment(spec.environment)  # the same check as policy.validate_create's
     for host, cpath in _str_map(spec.volumes, "volumes").items():
         if not os.path.isabs(host) or not os.path.exists(host):
             raise InvalidRequest(f"volume host path {host!r} does not exist", field="volumes",

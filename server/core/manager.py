@@ -22,6 +22,7 @@ from server.core.events import (
     StatusReported,
 )
 from server.core.flow_channel import FlowChannelHub
+from server.core.log_tail import LogTail
 from server.core.logs import LogFollowers
 from server.core.masking import mask_log_line
 from server.core.models import ContainerSnapshot, ContainerStatus
@@ -209,13 +210,15 @@ class ContainerManager(ContainerActions):
         """Same as `snapshot()`."""
         return self.snapshot()
 
-    async def get_logs(self, ref: str, tail: int = 100) -> list[str]:
-        """The last `tail` lines of output, secrets masked."""
+    async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
+        """The last `tail` lines of output, secrets masked, at most `docker.max_log_bytes` of
+        them (the newest; `.truncated` tells when older ones were left out)."""
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
             raise InvalidRequest("tail must be a non-negative integer", field="tail")
         rec = self.registry.resolve(ref)
         return await self.adapter.logs(rec.info.id, tail,
-                                       partial(mask_log_line, secret_values=rec.info.secret_values))
+                                       partial(mask_log_line, secret_values=rec.info.secret_values),
+                                       max_bytes=self.settings.docker.max_log_bytes)
 
     async def follow_logs(self, ref: str) -> str:
         """Start (or share) the log stream; lines arrive as LogLineReceived."""

@@ -12,6 +12,7 @@ from typing import Any
 from server.core.code_update import check_code_settings, open_code_tree
 from server.core.config import Settings
 from server.core.errors import InvalidRequest
+from server.core.flow_env import check_environment
 from server.core.models import CreateSpec
 
 __all__ = ["validate_create", "validate_code_path", "validate_code_settings",
@@ -54,7 +55,7 @@ def validate_create(
     _check_name(spec.name, settings)
     if spec.image is not None:
         _check_image(spec.image)
-    _check_environment(spec.environment)
+    check_environment(spec.environment)  # flow_env.REFUSED_ENV: the one list
     volumes = _check_volumes(spec.volumes, settings, env)
     ports = _check_ports(spec.ports, settings)
     _check_command(spec.command)
@@ -94,6 +95,9 @@ def host_config_defaults(settings: Settings) -> dict[str, Any]:
         "nano_cpus": int(d.cpu_limit * 1_000_000_000),
         "restart_policy": restart,
         "read_only": d.read_only,
+        # the engine rotates each flow's output: a chatty flow cannot fill the host's disk
+        "log_config": {"type": "json-file", "config": {
+            "max-size": d.log_max_size, "max-file": str(d.log_max_files)}},
     }
     if d.cap_add:
         kwargs["cap_add"] = list(d.cap_add)
@@ -148,23 +152,6 @@ def _check_image(image: object) -> None:
     if len(image) > 255 or not (_IMAGE.fullmatch(image) or _IMAGE_ID.fullmatch(image)):
         raise InvalidRequest(f"image {image[:80]!r} is not a valid image reference",
                              field="image")
-
-
-def _check_environment(environment: object) -> None:
-    if not isinstance(environment, Mapping):
-        raise InvalidRequest("environment must be an object of strings", field="environment")
-    for key, value in environment.items():
-        if not isinstance(key, str) or not key or "=" in key or "\0" in key or not _utf8(key):
-            raise InvalidRequest(f"environment key {str(key)[:80]!r} is not a valid variable "
-                                 "name (empty, or holds '=', NUL or a lone surrogate)",
-                                 field="environment")
-        if key == "FLOW_SOCKET":
-            raise InvalidRequest("environment key FLOW_SOCKET is set by the manager",
-                                 field="environment")
-        # The value is never echoed: it may be a secret.
-        if not isinstance(value, str) or "\0" in value or not _utf8(value):
-            raise InvalidRequest(f"environment value of {key!r} must be a string without NUL "
-                                 "or lone surrogates", field="environment", details={"key": key})
 
 
 def _utf8(text: str) -> bool:

@@ -95,8 +95,9 @@ async def test_every_request_has_its_answer(settings: Settings, unique_name: Any
         assert item["status"] in STATES and ISO.match(item["created"])
 
         logs = await _ask(sio, rec, "get_container_logs", "container_logs",
-                          {"container_id": cid, "tail": 5}, {"container_id", "lines"})
-        assert isinstance(logs["lines"], list)
+                          {"container_id": cid, "tail": 5},
+                          {"container_id", "lines", "truncated"})
+        assert isinstance(logs["lines"], list) and logs["truncated"] is False
 
         code = tmp_path / "code"
         code.mkdir()

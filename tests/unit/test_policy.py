@@ -239,7 +239,7 @@ def test_good_spec_accepted_and_normalised(tmp_path: Path, cfg: Settings) -> Non
     (tmp_path / "datalink").symlink_to(data)
     spec = _spec(
         name="A.b_c-9",
-        environment={"DB_PASSWORD": "s", "EMPTY": "", "PATH": "/bin"},
+        environment={"DB_PASSWORD": "s", "EMPTY": "", "LANG": "C.UTF-8"},  # PATH: refused
         volumes={f"{tmp_path}//datalink/": "/srv/data/", str(other): "/srv/all"},
         ports={"8080": 18080, "8080/udp": "18080", "9000/tcp": 65535},
         memory_limit="64m",
