@@ -22,10 +22,12 @@ from server.core.events import (
     StatusReported,
 )
 from server.core.flow_channel import FlowChannelHub
+from server.core.host_paths import BindPins
 from server.core.logs import LogFollowers
 from server.core.masking import mask_log_line
 from server.core.models import ContainerSnapshot, ContainerStatus
 from server.core.monitor import DockerMonitor
+from server.core.policy import validate_bind_roots
 from server.core.registry import Record, Registry
 from server.core.stats import ResourceSampler
 from server.core.stopped import StoppedSet
@@ -55,6 +57,7 @@ class ContainerManager(ContainerActions):
         self._started = False
         self._network_ready = False
         self._network_lock = asyncio.Lock()
+        self.bind_pins = BindPins()
         self._opening: set[asyncio.Future[None]] = set()
         self._sampler_task: asyncio.Task[None] | None = None
 
@@ -74,6 +77,8 @@ class ContainerManager(ContainerActions):
         """Connect, adopt labelled containers, start the watchers (retries when Docker is down)."""
         if self._started:
             return
+        # a bad bind root is a configuration error: stop here, before anything is adopted
+        await asyncio.to_thread(validate_bind_roots, self.settings)
         self.bus.bind_loop(asyncio.get_running_loop())
         self._socket_dir.mkdir(parents=True, exist_ok=True)
         self.registry.stopped.load()
@@ -138,7 +143,8 @@ class ContainerManager(ContainerActions):
     # hooks the monitor calls
 
     async def container_added(self, rec: Record) -> None:
-        """Open the flow channel of a new or adopted container."""
+        """Open the flow channel of a new or adopted container; pin its host binds."""
+        await self._adopt_binds(rec)
         # shielded and tracked: a stop() arriving mid-open must not orphan a listening socket
         opening = asyncio.ensure_future(self.hub.open(rec.info.id, rec.socket_path))
         self._opening.add(opening)
@@ -155,6 +161,7 @@ class ContainerManager(ContainerActions):
     async def container_removed(self, container_id: str) -> None:
         """Close the channel and log stream of a vanished container."""
         self.logs.forget(container_id)
+        self.bind_pins.forget(container_id)
         await self.hub.close(container_id)
 
     async def container_started(self, container_id: str) -> None:
