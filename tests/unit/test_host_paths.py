@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,7 +172,7 @@ def test_pins_recheck_sees_a_swap(tree: Path) -> None:
     pins.recheck("cid")  # no binds: nothing to check
 
 
-def _cfg(tmp_path: Path, *roots: str | dict[str, object], **kw: object) -> Settings:
+def _cfg(tmp_path: Path, *roots: str | dict[str, object], **kw: Any) -> Settings:
     return load_settings(env={}, socket_dir=str(tmp_path / "sockets"),
                          docker__bind_roots=[r if isinstance(r, dict) else {"path": r}
                                              for r in roots], **kw)
