@@ -153,23 +153,30 @@ def walk(path: str, *, uid: int | None = None, want_dir: bool = False) -> tuple[
         os.close(fd)
 
 
+def _ancestors(path: str) -> list[str]:
+    """"/a/b/c" -> ["/a/b", "/a", "/"]: the directories strictly above `path`."""
+    out: list[str] = []
+    while path not in ("/", ""):
+        path = path.rsplit("/", 1)[0] or "/"
+        out.append(path)
+    return out
+
+
 def nesting_problem(new: Sequence[Pin], others: Iterable[Pin]) -> str | None:
     """Why `new` (one container's binds) may not sit beside `others` (every other managed
     container's): a source strictly beneath a writable source could be renamed or replaced by
-    the flow writing there, between the check and the mount."""
+    the flow writing there, between the check and the mount. Linear in the number of pins."""
     pool = [*others, *new]
+    writable = {p.source for p in pool if p.mode == "rw"}
+    held = {a: p.source for p in pool for a in _ancestors(p.source)}
     for pin in new:
-        for other in pool:
-            if other is pin:
-                continue
-            if other.mode == "rw" and pin.source != other.source \
-                    and beneath(pin.source, other.source):
-                return (f"host path {pin.source} lies beneath {other.source}, which a flow "
-                        "may write: it could be replaced before the mount")
-            if pin.mode == "rw" and pin.source != other.source \
-                    and beneath(other.source, pin.source):
-                return (f"host path {pin.source} would be writable and holds {other.source}, "
-                        "mounted by a flow: the flow writing here could replace it")
+        above = next((a for a in _ancestors(pin.source) if a in writable), None)
+        if above is not None:
+            return (f"host path {pin.source} lies beneath {above}, which a flow may write: it "
+                    "could be replaced before the mount")
+        if pin.mode == "rw" and pin.source in held:
+            return (f"host path {pin.source} would be writable and holds {held[pin.source]}, "
+                    "mounted by a flow: the flow writing here could replace it")
     return None
 
 

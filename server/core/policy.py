@@ -49,6 +49,9 @@ _IMAGE = re.compile(
 )
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
+MAX_BINDS = 64
+"""Most host binds one create may ask for (each is walked, and checked against every other)."""
+
 _SYSTEM_PATHS = ("/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run",
                  "/var/lib/containerd", "/var/run/docker.sock", "/run/docker.sock")
 """Host paths no flow may mount, nor anything beneath them, nor any directory holding them."""
@@ -192,6 +195,8 @@ def _check_volumes(
     if not volumes:
         return ()
     dk = settings.docker
+    if len(volumes) > MAX_BINDS:
+        raise InvalidRequest(f"volumes may hold at most {MAX_BINDS} mounts", field="volumes")
     if not dk.bind_roots:
         raise InvalidRequest("host binds are disabled: set docker.bind_roots in the "
                              "configuration to allow mounts from beneath chosen directories",

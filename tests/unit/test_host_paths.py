@@ -248,3 +248,14 @@ def test_bad_roots_are_a_config_error(tmp_path: Path, tree: Path) -> None:
     os.chmod(tree, 0o777)
     with pytest.raises(ConfigError, match="writable by its group or others"):
         validate_bind_roots(_cfg(tmp_path, str(tree / "a")), env={})
+
+
+def test_nesting_check_stays_fast_with_many_pins() -> None:
+    import time
+    others = [_pin(f"/r/f{i}/d{j}", "rw" if j % 2 else "ro") for i in range(500) for j in range(8)]
+    new = [_pin(f"/r/new/{k}", "rw") for k in range(64)]
+    start = time.perf_counter()
+    assert nesting_problem(new, others) is None
+    assert nesting_problem([_pin("/r/f7/d1/x")], others) is not None
+    assert nesting_problem([_pin("/r/f7", "rw")], others) is not None
+    assert time.perf_counter() - start < 0.5

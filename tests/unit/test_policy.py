@@ -373,3 +373,9 @@ def test_socket_mount_and_data_mount_targets_refused(tmp_path: Path, cfg: Settin
         _refused(_spec(volumes={str(tmp_path / "d"): target}), cfg, "volumes", match="cover")
     no_data = cfg.model_copy(update={"docker": cfg.docker.model_copy(update={"data_mount": None})})
     assert validate_create(_spec(volumes={str(tmp_path / "d"): "/data"}), no_data, env={}).binds
+
+
+def test_too_many_binds_refused(tmp_path: Path, cfg: Settings) -> None:
+    from server.core.policy import MAX_BINDS
+    vols = {f"{tmp_path}/d{i}": f"/m{i}" for i in range(MAX_BINDS + 1)}
+    _refused(_spec(volumes=vols), cfg, "volumes", match=f"at most {MAX_BINDS}")
