@@ -231,7 +231,6 @@ class ContainerActions:
         self.registry.log("container_deleted", cid, f"deleted {name}", {"name": name})
         return cid
 
-
     async def _recheck_binds(self, rec: Record) -> None:
         """Walk the container's host binds again right before the engine mounts them: each
         must still be reached through no symlink and be the inode that was checked."""
