@@ -259,3 +259,19 @@ def test_nesting_check_stays_fast_with_many_pins() -> None:
     assert nesting_problem([_pin("/r/f7/d1/x")], others) is not None
     assert nesting_problem([_pin("/r/f7", "rw")], others) is not None
     assert time.perf_counter() - start < 0.5
+
+
+def test_the_service_does_not_start_with_a_bad_root(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+    conf = tmp_path / "config.json"
+    conf.write_text(json.dumps({"socket_dir": str(tmp_path / "s"),
+                                "docker": {"bind_roots": [{"path": "/etc"}]}}))
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-m", "server", "--config", str(conf)], cwd=repo,
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(repo)})
+    assert out.returncode == 2, out
+    assert "docker.bind_roots: '/etc' is, holds or lies beneath the protected path /etc" in \
+        out.stdout + out.stderr
