@@ -240,6 +240,9 @@ class ContainerActions:
             return
         try:
             await asyncio.to_thread(self.bind_pins.recheck, cid)
+            problem = self.bind_pins.nesting(cid)
+            if problem:
+                raise HostPathError(problem)
         except HostPathError as err:
             self.registry.log("container_error", cid, f"{rec.info.name} not started: {err}",
                               {"name": rec.info.name, "error": str(err)})

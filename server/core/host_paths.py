@@ -216,12 +216,12 @@ class BindPins:
 
     def recheck(self, container_id: str) -> None:
         """Walk every bind of the container again: raise HostPathError when one is no longer
-        what was checked (a symlink on the way, another inode, out of the roots by nesting).
-        Blocking: call it in a thread."""
-        if container_id in self.broken:
-            raise HostPathError(self.broken[container_id])
-        pins = self.pins.get(container_id, ())
-        for pin in pins:
+        what was checked (a symlink or a non-directory on the way, gone, another inode).
+        Blocking: call it in a thread (it reads one entry of `pins`, never iterates them)."""
+        reason = self.broken.get(container_id)
+        if reason is not None:
+            raise HostPathError(reason)
+        for pin in self.pins.get(container_id, ()):
             try:
                 dev_ino = walk(pin.source)
             except HostPathError as err:
@@ -230,6 +230,8 @@ class BindPins:
             if dev_ino != (pin.dev, pin.ino):
                 raise HostPathError(f"host path {pin.source} changed since it was checked: it "
                                     "is another file or directory now")
-        problem = nesting_problem(pins, self.others(container_id))
-        if problem:
-            raise HostPathError(problem)
+
+    def nesting(self, container_id: str) -> str | None:
+        """`nesting_problem` of the container's binds against every other container's (an
+        adopted set may break the rule; created ones cannot). On the loop: it iterates."""
+        return nesting_problem(self.pins.get(container_id, ()), self.others(container_id))

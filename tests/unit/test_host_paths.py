@@ -275,3 +275,13 @@ def test_the_service_does_not_start_with_a_bad_root(tmp_path: Path) -> None:
     assert out.returncode == 2, out
     assert "docker.bind_roots: '/etc' is, holds or lies beneath the protected path /etc" in \
         out.stdout + out.stderr
+
+
+def test_pins_nesting_between_adopted_containers() -> None:
+    pins = BindPins()
+    pins.record("a", [_pin("/r/a", "rw")])
+    pins.record("b", [_pin("/r/a/b")])
+    assert "lies beneath /r/a" in (pins.nesting("b") or "")
+    assert "holds /r/a/b" in (pins.nesting("a") or "")
+    pins.forget("b")
+    assert pins.nesting("a") is None
