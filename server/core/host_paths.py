@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = ["Mode", "Pin", "BindPins", "HostPathError", "split_mode", "plain_path_problem",
-           "root_for", "walk", "nesting_problem", "beneath"]
+           "root_for", "walk", "nesting_problem", "beneath", "closed_to_others"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,17 @@ def walk(path: str, *, uid: int | None = None, want_dir: bool = False) -> tuple[
         return st.st_dev, st.st_ino
     finally:
         os.close(fd)
+
+
+def closed_to_others(path: str) -> bool:
+    """True when some directory from `/` down to plain `path` (itself included) lets neither
+    its group nor others search it, so no other local user can reach what lies beneath."""
+    parts = [p for p in path.split("/") if p]
+    for i in range(len(parts) + 1):
+        st = os.lstat("/" + "/".join(parts[:i]))
+        if stat.S_ISDIR(st.st_mode) and not st.st_mode & (stat.S_IXGRP | stat.S_IXOTH):
+            return True
+    return False
 
 
 def _ancestors(path: str) -> list[str]:

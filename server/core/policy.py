@@ -15,6 +15,7 @@ from server.core.errors import ConfigError, InvalidRequest
 from server.core.host_paths import (
     HostPathError,
     Pin,
+    closed_to_others,
     plain_path_problem,
     root_for,
     split_mode,
@@ -286,6 +287,11 @@ def validate_bind_roots(settings: Settings, env: Mapping[str, str] | None = None
             if _same_file(path, p):
                 raise ConfigError(f"{where} is the protected path {p} under another name",
                                   details={"field": "docker.bind_roots"})
+        if root.writable and not closed_to_others(path):
+            # flows write there as root: a setuid file one plants must not be run by a user
+            raise ConfigError(f"{where} is writable by flows and other users can reach it: "
+                              f"chmod 700 it (or a directory above it)",
+                              details={"field": "docker.bind_roots"})
 
 
 def adopted_pins(binds: tuple[BindMount, ...], settings: Settings) -> tuple[Pin, ...]:

@@ -17,6 +17,7 @@ from server.core.host_paths import (
     BindPins,
     HostPathError,
     Pin,
+    closed_to_others,
     nesting_problem,
     plain_path_problem,
     root_for,
@@ -285,3 +286,27 @@ def test_pins_nesting_between_adopted_containers() -> None:
     assert "holds /r/a/b" in (pins.nesting("a") or "")
     pins.forget("b")
     assert pins.nesting("a") is None
+
+
+def test_a_writable_root_must_be_closed_to_other_users(tmp_path: Path, tree: Path) -> None:
+    """Flows write there as root: a setuid-root file one plants must not be reachable by a
+    local user. Some directory on the way must deny group and others the search bit."""
+    assert not closed_to_others("/tmp")  # searchable by everyone
+    os.chmod(tree, 0o755)
+    os.chmod(tree / "a", 0o755)
+    assert closed_to_others(str(tree / "a"))  # pytest's /tmp/pytest-of-<user> is 0700
+    validate_bind_roots(_cfg(tmp_path, {"path": str(tree / "a"), "writable": True}), env={})
+    outside = Path("/tmp") / f"flowmgr-open-root-{os.getpid()}"
+    outside.mkdir(mode=0o755)
+    try:
+        os.chmod(outside, 0o755)
+        (outside / "w").mkdir()
+        os.chmod(outside / "w", 0o755)
+        open_root = _cfg(tmp_path, {"path": str(outside / "w"), "writable": True})
+        with pytest.raises(ConfigError, match="other users can reach it: chmod 700"):
+            validate_bind_roots(open_root, env={})
+        validate_bind_roots(_cfg(tmp_path, {"path": str(outside / "w")}), env={})  # ro: fine
+        os.chmod(outside / "w", 0o700)
+        validate_bind_roots(open_root, env={})
+    finally:
+        shutil.rmtree(outside)
