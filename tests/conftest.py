@@ -37,7 +37,7 @@ def _docker_ok() -> str | None:
 
 
 def _sweep(label: str) -> None:
-    """Remove every container and network carrying `label` (best effort, logged by docker)."""
+    """Remove every container, network and volume carrying `label` (best effort)."""
     ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"],
                          capture_output=True, text=True).stdout.split()
     if ids:
@@ -46,6 +46,11 @@ def _sweep(label: str) -> None:
                           capture_output=True, text=True).stdout.split()
     if nets:
         subprocess.run(["docker", "network", "rm", *nets], capture_output=True)
+    # each flow's own data volume (flowmgr-data-<name>) outlives a container removed by hand
+    vols = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label={label}"],
+                          capture_output=True, text=True).stdout.split()
+    if vols:
+        subprocess.run(["docker", "volume", "rm", *vols], capture_output=True)
 
 
 @pytest.fixture(scope="session")

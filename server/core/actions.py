@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import socket
 from collections.abc import AsyncIterator
@@ -17,17 +18,20 @@ from server.core.code_update import (
     scan_code_tree,
 )
 from server.core.config import Settings
-from server.core.docker_adapter import DockerAdapter
+from server.core.docker_adapter import BindMount, DockerAdapter
 from server.core.errors import ContainerNotFound, DockerApiError, FlowMgrError, InvalidRequest
+from server.core.host_paths import BindPins, HostPathError, nesting_problem
 from server.core.inputs import check_spec, normalise_ports
 from server.core.logs import LogFollowers
 from server.core.masking import mask_env
 from server.core.models import ContainerSnapshot, CreateSpec
 from server.core.monitor import DockerMonitor
-from server.core.policy import host_config_defaults, validate_create
+from server.core.policy import adopted_pins, host_config_defaults, validate_create
 from server.core.registry import Record, Registry
 
 __all__ = ["ContainerActions"]
+
+logger = logging.getLogger(__name__)
 
 
 class ContainerActions:
@@ -41,6 +45,7 @@ class ContainerActions:
     _socket_dir: Path
     _network_ready: bool
     _network_lock: asyncio.Lock
+    bind_pins: BindPins
 
     @asynccontextmanager
     async def _checked(self, ref: str) -> AsyncIterator[Record]:
@@ -89,7 +94,9 @@ class ContainerActions:
         if not isinstance(spec, CreateSpec):
             raise InvalidRequest("create_container needs a CreateSpec", field="spec")
         check_spec(spec)
-        spec = validate_create(spec, self.settings)
+        # host binds are walked on disk: not on the loop
+        spec = await asyncio.to_thread(validate_create, spec, self.settings) if spec.volumes \
+            else validate_create(spec, self.settings)
         ports = normalise_ports(spec.ports)
         if any(r.info.name == spec.name for r in self.registry.records.values()):
             raise InvalidRequest(f"a container named {spec.name!r} already exists", field="name")
@@ -106,19 +113,35 @@ class ContainerActions:
         if spec.memory_limit:
             host_options["mem_limit"] = spec.memory_limit
         self._check_flow_quota()  # again: no await from here to the reservation
+        labels = {"flowmgr.managed": "true", "flowmgr.instance": dk.instance}
+        binds = [BindMount(p.source, p.target, p.mode == "ro") for p in spec.binds]
+        data = {_data_volume(spec.name): dk.data_mount} if dk.data_mount else {}
+        made_volume = False
         self.registry.creating.add(spec.name)
         try:
-            await self._ensure_network()
-            cid = await self.adapter.create(
-                image=image, name=spec.name, command=spec.command, environment=env,
-                labels={"flowmgr.managed": "true", "flowmgr.instance": dk.instance},
-                binds={**spec.volumes, str(sock_dir): dk.socket_mount}, ports=ports,
-                network=dk.network, host_options=host_options)
+            # one bind-creating create at a time: the nesting rule must see every other's binds
+            async with self.bind_pins.lock if spec.binds else contextlib.nullcontext():
+                problem = nesting_problem(spec.binds, self.bind_pins.others())
+                if problem:
+                    raise InvalidRequest(problem, field="volumes")
+                await self._ensure_network()
+                for volume in data:
+                    made_volume = await self.adapter.ensure_volume(volume, dk.volume_driver,
+                                                                   labels)
+                cid = await self.adapter.create(
+                    image=image, name=spec.name, command=spec.command, environment=env,
+                    labels=labels,
+                    binds=[*binds, BindMount(str(sock_dir), dk.socket_mount, False)],
+                    volumes=data, ports=ports, network=dk.network, host_options=host_options)
+                self.bind_pins.record(cid, spec.binds)
             snap = await self._refresh(cid)
         except FlowMgrError:
             self._network_ready = False  # the network may have been removed under us
             if made_dir and spec.name not in {r.info.name for r in self.registry.records.values()}:
                 shutil.rmtree(sock_dir, ignore_errors=True)  # nothing may be left behind
+            if made_volume:
+                with contextlib.suppress(FlowMgrError):
+                    await self.adapter.remove_volume(_data_volume(spec.name), labels)
             raise
         finally:
             self.registry.creating.discard(spec.name)
@@ -151,6 +174,7 @@ class ContainerActions:
         async with self._checked(ref) as rec:
             cid = rec.info.id
             was = cid in self.registry.stopped
+            await self._recheck_binds(rec)
             self.registry.stopped.discard(cid)
             try:
                 await self.adapter.start(cid)
@@ -177,6 +201,7 @@ class ContainerActions:
         """Stop (on request) and start again."""
         async with self._checked(ref) as rec:
             cid = rec.info.id
+            await self._recheck_binds(rec)
             self.registry.stopped.add(cid)
             try:
                 await self.adapter.restart(cid, self.settings.docker.stop_timeout)
@@ -228,10 +253,64 @@ class ContainerActions:
             await self.adapter.remove(cid)
             sock_dir = Path(rec.socket_path).parent
             await self.monitor.forget(cid)
+            await self._remove_data_volume(name)
         if sock_dir.parent == self._socket_dir:
             shutil.rmtree(sock_dir, ignore_errors=True)  # best effort: a leftover dir is harmless
         self.registry.log("container_deleted", cid, f"deleted {name}", {"name": name})
         return cid
+
+    async def _recheck_binds(self, rec: Record) -> None:
+        """Walk the container's host binds again right before the engine mounts them: each
+        must still be reached through no symlink and be the inode that was checked."""
+        cid = rec.info.id
+        await self._adopt_binds(rec)  # a start may come before the adoption finished
+        if not self.bind_pins.knows(cid):
+            return
+        try:
+            await asyncio.to_thread(self.bind_pins.recheck, cid)
+            problem = self.bind_pins.nesting(cid)
+            if problem:
+                raise HostPathError(problem)
+        except HostPathError as err:
+            self.registry.log("container_error", cid, f"{rec.info.name} not started: {err}",
+                              {"name": rec.info.name, "error": str(err)})
+            raise InvalidRequest(f"{rec.info.name} was not started: {err}", field="volumes",
+                                 details={"container_id": cid}) from None
+
+    async def _adopt_binds(self, rec: Record) -> None:
+        """Pin the host binds of a container found on the engine (walked again now); when the
+        walk fails, the container is kept but never started by this manager."""
+        cid = rec.info.id
+        host = tuple(b for b in rec.info.binds if b.target != self.settings.docker.socket_mount)
+        if not host or self.bind_pins.knows(cid):
+            return
+        try:
+            pins = await asyncio.to_thread(adopted_pins, host, self.settings)
+        except (HostPathError, OSError) as err:
+            logger.warning("%s: its host binds fail their check, it will not be started: %s",
+                           rec.info.name, err)
+            self.bind_pins.mark_broken(cid, f"its host binds failed their check when it was "
+                                            f"adopted: {err}")
+            self.registry.log("container_error", cid,
+                              f"{rec.info.name}: host binds refused on adoption: {err}",
+                              {"name": rec.info.name, "error": str(err)})
+            return
+        if not self.bind_pins.knows(cid):
+            self.bind_pins.record(cid, pins)
+
+    async def _remove_data_volume(self, name: str) -> None:
+        """Remove the flow's own data volume (best effort: a leftover is reused by a flow of
+        the same name, and only if it still carries this manager's labels)."""
+        labels = {"flowmgr.managed": "true", "flowmgr.instance": self.settings.docker.instance}
+        try:
+            await self.adapter.remove_volume(_data_volume(name), labels)
+        except FlowMgrError as err:
+            logger.warning("could not remove the data volume of %s: %s", name, err)
+
+
+def _data_volume(name: str) -> str:
+    """The named volume every flow gets at `docker.data_mount`."""
+    return f"flowmgr-data-{name}"
 
 
 def _port_free(port: int) -> bool:

@@ -15,11 +15,13 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 import urllib3.exceptions
 from docker.transport import UnixHTTPAdapter
 
 from server.core.container_info import (
+    BindMount,
     ContainerInfo,
     StreamHandle,
     info_from_inspect,
@@ -35,7 +37,8 @@ from server.core.errors import (
 )
 from server.core.log_tail import LogTail, TailBuffer
 
-__all__ = ["DockerAdapter", "ContainerInfo", "StreamHandle", "parse_time", "to_loop"]
+__all__ = ["DockerAdapter", "ContainerInfo", "BindMount", "StreamHandle", "parse_time",
+           "to_loop"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -191,19 +194,28 @@ class DockerAdapter:
 
     async def create(self, *, image: str, name: str, command: list[str] | None,
                      environment: dict[str, str], labels: dict[str, str],
-                     binds: dict[str, str], ports: dict[str, int], network: str,
-                     host_options: dict[str, Any]) -> str:
+                     binds: list[BindMount], ports: dict[str, int], network: str,
+                     host_options: dict[str, Any],
+                     volumes: dict[str, str] | None = None) -> str:
         """Create a container (never pulls); return its full id.
 
-        `host_options` are `create_host_config` keywords (limits, capabilities, restart policy).
+        `binds` are host mounts, each with its own mode; `volumes` maps named volumes to
+        container paths. Both go as Mounts, not Binds: the engine then refuses a missing host
+        source instead of creating it as root. `host_options` are `create_host_config`
+        keywords (limits, capabilities, restart policy).
         """
+        mounts = [docker.types.Mount(b.target, b.source, type="bind", read_only=b.read_only)
+                  for b in binds]
+        mounts += [docker.types.Mount(target, vol, type="volume")
+                   for vol, target in (volumes or {}).items()]
+
         def run() -> str:
             api = self._client()
             options = dict(host_options)
             if "mem_limit" in options:
                 options.setdefault("memswap_limit", options["mem_limit"])  # no swap: OOM is OOM
             host_config = api.create_host_config(
-                binds={host: {"bind": cpath, "mode": "rw"} for host, cpath in binds.items()},
+                mounts=mounts,
                 port_bindings=dict(ports),
                 network_mode=network,
                 **options,
@@ -289,6 +301,43 @@ class DockerAdapter:
         raw: dict[str, Any] = await self._call(
             lambda: self._client().stats(container_id, stream=False))
         return raw
+
+    # volumes
+
+    async def ensure_volume(self, name: str, driver: str, labels: dict[str, str]) -> bool:
+        """Create the named volume `name` with `labels`; True when made now. An existing one
+        is reused only when it carries `labels`, uses `driver` and has no driver options (a
+        volume of another owner, or one bind-mounting a host path, is refused)."""
+        def run() -> bool:
+            api = self._client()
+            try:
+                found = api.inspect_volume(name)
+            except docker.errors.NotFound:
+                api.create_volume(name, driver=driver, labels=labels)
+                return True
+            ours = all((found.get("Labels") or {}).get(k) == v for k, v in labels.items())
+            if not ours or found.get("Driver") != driver or found.get("Options"):
+                raise DockerApiError(f"volume {name} exists and is not this manager's own",
+                                     details={"volume": name})
+            return False
+
+        return await self._call(run, not_found=DockerApiError)
+
+    async def remove_volume(self, name: str, labels: dict[str, str]) -> None:
+        """Remove the named volume if it exists and carries `labels` (never another's)."""
+        def run() -> None:
+            api = self._client()
+            try:
+                found = api.inspect_volume(name)
+            except docker.errors.NotFound:
+                return
+            if all((found.get("Labels") or {}).get(k) == v for k, v in labels.items()):
+                try:
+                    api.remove_volume(name)
+                except docker.errors.NotFound:
+                    pass
+
+        await self._call(run, not_found=DockerApiError)
 
     # images and networks
 

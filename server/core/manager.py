@@ -22,12 +22,13 @@ from server.core.events import (
     StatusReported,
 )
 from server.core.flow_channel import FlowChannelHub
+from server.core.host_paths import BindPins
 from server.core.log_tail import LogTail
 from server.core.logs import LogFollowers
 from server.core.masking import mask_log_line
 from server.core.models import ContainerSnapshot, ContainerStatus
 from server.core.monitor import DockerMonitor
-from server.core.policy import validate_code_settings
+from server.core.policy import validate_bind_roots, validate_code_settings
 from server.core.registry import Record, Registry
 from server.core.stats import ResourceSampler
 from server.core.stopped import StoppedSet
@@ -57,6 +58,7 @@ class ContainerManager(ContainerActions):
         self._started = False
         self._network_ready = False
         self._network_lock = asyncio.Lock()
+        self.bind_pins = BindPins()
         self._opening: set[asyncio.Future[None]] = set()
         self._sampler_task: asyncio.Task[None] | None = None
 
@@ -77,6 +79,8 @@ class ContainerManager(ContainerActions):
         if self._started:
             return
         validate_code_settings(self.settings)  # ConfigError: an unsafe code root stops the start
+        # a bad bind root is a configuration error: stop here, before anything is adopted
+        await asyncio.to_thread(validate_bind_roots, self.settings)
         self.bus.bind_loop(asyncio.get_running_loop())
         self._socket_dir.mkdir(parents=True, exist_ok=True)
         self.registry.stopped.load()
@@ -141,7 +145,8 @@ class ContainerManager(ContainerActions):
     # hooks the monitor calls
 
     async def container_added(self, rec: Record) -> None:
-        """Open the flow channel of a new or adopted container."""
+        """Open the flow channel of a new or adopted container; pin its host binds."""
+        await self._adopt_binds(rec)
         # shielded and tracked: a stop() arriving mid-open must not orphan a listening socket
         opening = asyncio.ensure_future(self.hub.open(rec.info.id, rec.socket_path))
         self._opening.add(opening)
@@ -158,6 +163,7 @@ class ContainerManager(ContainerActions):
     async def container_removed(self, container_id: str) -> None:
         """Close the channel and log stream of a vanished container."""
         self.logs.forget(container_id)
+        self.bind_pins.forget(container_id)
         await self.hub.close(container_id)
 
     async def container_started(self, container_id: str) -> None:

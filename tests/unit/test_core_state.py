@@ -59,8 +59,10 @@ def test_ports_normalised_and_refused() -> None:
     (CreateSpec(name="ok", image=""), "image"),
     (CreateSpec(name="ok", environment={"A": 1}), "environment"),  # type: ignore[dict-item]
     (CreateSpec(name="ok", environment={"A=B": "1"}), "environment"),
-    (CreateSpec(name="ok", volumes={"relative": "/x"}), "volumes"),
-    (CreateSpec(name="ok", volumes={"/": "relative"}), "volumes"),
+    # check_spec checks the volumes' types only; what a host path may be is the policy's
+    # (allow-list first, so no answer tells whether a path outside the bind roots exists)
+    (CreateSpec(name="ok", volumes={"/x": 1}), "volumes"),  # type: ignore[dict-item]
+    (CreateSpec(name="ok", volumes=["/x"]), "volumes"),  # type: ignore[arg-type]
     (CreateSpec(name="ok", command="sh"), "command"),  # type: ignore[arg-type]
 ])
 def test_spec_checks_name_the_field(spec: CreateSpec, field: str) -> None:
