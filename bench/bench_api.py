@@ -76,14 +76,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(path: Path, sock_dir: Path, nice: int | None) -> None:
+def write_config(path: Path, sock_dir: Path, nice: int | None,
+                 code_roots: list[str] | None = None) -> None:
     server_nice = {} if nice is None else {"nice": nice}
     path.write_text(json.dumps({
         "socket_dir": str(sock_dir), "log_level": "WARNING",
         "server": {"host": "127.0.0.1", "port": 8000, "cors_origins": ["*"],
                    "max_message_bytes": 1_000_000, **server_nice},
         "docker": {"default_image": "flow:latest", "network": f"flowmgr-{RUN}",
-                   "instance": RUN, "stop_timeout": 2},
+                   "instance": RUN, "stop_timeout": 2, "code_roots": code_roots or []},
         "monitoring": {"health_check_interval": 30, "resource_check_interval": 60},
     }))
 
@@ -111,12 +112,13 @@ def cleanup(sock_dir: Path) -> None:
 
 @contextlib.asynccontextmanager
 async def server_process(profile: str | None = None, nice: int | None = None,
+                         code_roots: list[str] | None = None,
                          ) -> AsyncIterator[tuple[str, psutil.Process]]:
     """`python -m server` on a free port; its URL and process handle."""
     sock_dir = Path("/tmp/fmb") / RUN
     sock_dir.mkdir(parents=True)
     config = sock_dir.parent / f"{RUN}.json"
-    write_config(config, sock_dir, nice)
+    write_config(config, sock_dir, nice, code_roots)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     prefix = ["-m", "cProfile", "-o", profile] if profile else []

@@ -151,7 +151,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                              docker__instance=f"bench-{run}",
                              docker__network=f"flowmgr-bench-{run}",
                              docker__stop_timeout=2, docker__memory_limit="64m",
-                             monitoring__health_check_interval=5.0)
+                             monitoring__health_check_interval=5.0,
+                             **({"docker__data_mount": None} if args.data_mount == "none" else {}))
     prefix = f"bench-{run}"
     results: dict[str, Any] = {"containers": args.containers, "instance": settings.docker.instance}
     try:
@@ -224,6 +225,8 @@ if __name__ == "__main__":
     parser.add_argument("--cpu-seconds", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--json", action="store_true", help="print raw numbers as JSON too")
+    parser.add_argument("--data-mount", choices=["default", "none"], default="default",
+                        help="none: flows get no per-flow data volume")
     parser.add_argument("--only", nargs="+", default=["status", "snapshot", "cpu", "lifecycle"],
                         choices=["status", "snapshot", "cpu", "lifecycle"])
     ns = parser.parse_args()

@@ -57,7 +57,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         warmup = generate(args.warmup, seed=args.seed + 1, code_dir=code_dir)
         requests = generate(args.requests, seed=args.seed, code_dir=code_dir)
-        async with server_process() as (url, server), \
+        # update_container copies only from docker.code_roots (issue 11)
+        async with server_process(code_roots=[code_dir]) as (url, server), \
                 clients(url, args.clients) as connected:
             sios = [c.sio for c in connected]
             await send_all(sios, warmup)

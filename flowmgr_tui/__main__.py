@@ -186,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             settings = load_cli_settings(args.config, args.host, args.port)
+            if not args.connect:  # the in-process core mounts from them
+                from server.core.policy import validate_bind_roots
+
+                validate_bind_roots(settings)
         except ConfigError as err:
             sys.stderr.write(f"flowmgr: {err}\n")
             return 2

@@ -85,7 +85,8 @@ def parse_ports(raw: str) -> dict[str, int]:
 
 
 def parse_volumes(raw: str) -> dict[str, str]:
-    """`/srv/data:/data` (host path : container path, both absolute)."""
+    """`/srv/data:/data` (host path : container path, both absolute); `/srv/data:/data:rw`
+    asks for a writable mount (read-only otherwise; the service decides)."""
     volumes: dict[str, str] = {}
     for item in _items(raw):
         host, sep, target = item.partition(":")

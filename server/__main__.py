@@ -15,6 +15,7 @@ from server.api.serving import (
 )
 from server.core.config import load_cli_settings
 from server.core.errors import ConfigError
+from server.core.policy import validate_bind_roots
 from server.logging_setup import setup_logging
 
 __all__ = ["main", "build_parser"]
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_cli_settings(args.config, args.host, args.port)
+        validate_bind_roots(settings)  # before uvicorn: a bad root is exit 2, not a traceback
     except ConfigError as err:
         setup_logging("INFO")
         logger.error("cannot start: %s", err)

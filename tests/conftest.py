@@ -37,7 +37,7 @@ def _docker_ok() -> str | None:
 
 
 def _sweep(label: str) -> None:
-    """Remove every container and network carrying `label` (best effort, logged by docker)."""
+    """Remove every container, network and volume carrying `label` (best effort)."""
     ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"],
                          capture_output=True, text=True).stdout.split()
     if ids:
@@ -46,6 +46,11 @@ def _sweep(label: str) -> None:
                           capture_output=True, text=True).stdout.split()
     if nets:
         subprocess.run(["docker", "network", "rm", *nets], capture_output=True)
+    # each flow's own data volume (flowmgr-data-<name>) outlives a container removed by hand
+    vols = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label={label}"],
+                          capture_output=True, text=True).stdout.split()
+    if vols:
+        subprocess.run(["docker", "volume", "rm", *vols], capture_output=True)
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +96,13 @@ def settings(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> I
     yield s
     _sweep(f"flowmgr.instance={RUN_ID}")
     shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def with_code_roots(settings: Settings, *roots: Path | str) -> Settings:
+    """`settings` allowing `update_container` from `roots` (empty `docker.code_roots` refuses
+    every update: issue 11), for tests whose code lives in a tmp directory."""
+    return settings.model_copy(update={"docker": settings.docker.model_copy(
+        update={"code_roots": [str(r) for r in roots]})})
 
 
 @pytest.fixture(scope="session", autouse=True)

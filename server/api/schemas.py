@@ -312,11 +312,13 @@ class ContainerLogsOut(_Out):
 
     container_id: str
     lines: list[str]
+    truncated: bool = False
+    """ext: older lines were left out to keep the answer within `docker.max_log_bytes`."""
 
     @staticmethod
-    def payload(container_id: str, lines: list[str]) -> Wire:
+    def payload(container_id: str, lines: list[str], truncated: bool = False) -> Wire:
         """The answer to `get_container_logs`."""
-        return {"container_id": container_id, "lines": list(lines)}
+        return {"container_id": container_id, "lines": list(lines), "truncated": truncated}
 
 
 class LogSubscriptionOut(_Out):

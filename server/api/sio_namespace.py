@@ -197,7 +197,7 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         async def act(req: GetLogsRequest) -> Wire:
             container_id = self.manager.get(req.container_id).id
             lines = await self.manager.get_logs(container_id, tail=req.tail)
-            return ContainerLogsOut.payload(container_id, lines)
+            return ContainerLogsOut.payload(container_id, lines, lines.truncated)
         return await self._run(sid, "get_container_logs", data, GetLogsRequest,
                                "container_logs", act)
 

@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from server.core.code_update import (
+    archive_chunks,
+    check_code_mounts,
+    open_code_tree,
+    scan_code_tree,
+)
 from server.core.config import Settings
-from server.core.docker_adapter import DockerAdapter
+from server.core.docker_adapter import BindMount, DockerAdapter
 from server.core.errors import ContainerNotFound, DockerApiError, FlowMgrError, InvalidRequest
-from server.core.inputs import check_code_path, check_spec, code_archive, normalise_ports
+from server.core.host_paths import BindPins, HostPathError, nesting_problem
+from server.core.inputs import check_spec, normalise_ports
 from server.core.logs import LogFollowers
 from server.core.masking import mask_env
 from server.core.models import ContainerSnapshot, CreateSpec
 from server.core.monitor import DockerMonitor
-from server.core.policy import host_config_defaults, validate_code_path, validate_create
+from server.core.policy import adopted_pins, host_config_defaults, validate_create
 from server.core.registry import Record, Registry
 from server.core.state_dir import StateDir
 
 __all__ = ["ContainerActions"]
+
+logger = logging.getLogger(__name__)
 
 
 class ContainerActions:
@@ -35,6 +45,7 @@ class ContainerActions:
     state: StateDir
     _network_ready: bool
     _network_lock: asyncio.Lock
+    bind_pins: BindPins
 
     @asynccontextmanager
     async def _checked(self, ref: str) -> AsyncIterator[Record]:
@@ -83,35 +94,55 @@ class ContainerActions:
         if not isinstance(spec, CreateSpec):
             raise InvalidRequest("create_container needs a CreateSpec", field="spec")
         check_spec(spec)
-        spec = validate_create(spec, self.settings)
+        # host binds are walked on disk: not on the loop
+        spec = await asyncio.to_thread(validate_create, spec, self.settings) if spec.volumes \
+            else validate_create(spec, self.settings)
         ports = normalise_ports(spec.ports)
         if any(r.info.name == spec.name for r in self.registry.records.values()) \
                 or spec.name in self.registry.creating:
             raise InvalidRequest(f"a container named {spec.name!r} already exists", field="name")
+        self._check_flow_quota()
         self._check_dir_unused(spec.name)
         if ports:
             await self._check_ports(ports)
         dk = self.settings.docker
         image = spec.image or dk.default_image
-        sock_dir = await asyncio.to_thread(self.state.make_flow_dir, spec.name)
         env = {**spec.environment, "FLOW_SOCKET": f"{dk.socket_mount}/flow.sock"}
         host_options = host_config_defaults(self.settings)
         if spec.memory_limit:
             host_options["mem_limit"] = spec.memory_limit
+        self._check_flow_quota()  # again: no await from here to the reservation
+        labels = {"flowmgr.managed": "true", "flowmgr.instance": dk.instance}
+        binds = [BindMount(p.source, p.target, p.mode == "ro") for p in spec.binds]
+        data = {_data_volume(spec.name): dk.data_mount} if dk.data_mount else {}
+        made_volume = False
         self.registry.creating.add(spec.name)
         try:
-            await self._ensure_network()
-            cid = await self.adapter.create(
-                image=image, name=spec.name, command=spec.command, environment=env,
-                labels={"flowmgr.managed": "true", "flowmgr.instance": dk.instance},
-                binds={**spec.volumes, sock_dir: dk.socket_mount}, ports=ports,
-                network=dk.network, host_options=host_options)
+            sock_dir = await asyncio.to_thread(self.state.make_flow_dir, spec.name)
+            # one bind-creating create at a time: the nesting rule must see every other's binds
+            async with self.bind_pins.lock if spec.binds else contextlib.nullcontext():
+                problem = nesting_problem(spec.binds, self.bind_pins.others())
+                if problem:
+                    raise InvalidRequest(problem, field="volumes")
+                await self._ensure_network()
+                for volume in data:
+                    made_volume = await self.adapter.ensure_volume(volume, dk.volume_driver,
+                                                                   labels)
+                cid = await self.adapter.create(
+                    image=image, name=spec.name, command=spec.command, environment=env,
+                    labels=labels,
+                    binds=[*binds, BindMount(sock_dir, dk.socket_mount, False)],
+                    volumes=data, ports=ports, network=dk.network, host_options=host_options)
+                self.bind_pins.record(cid, spec.binds)
             snap = await self._refresh(cid)
         except FlowMgrError:
             self._network_ready = False  # the network may have been removed under us
             if spec.name not in {r.info.name for r in self.registry.records.values()}:
                 # nothing may be left behind
                 await asyncio.to_thread(self.state.remove_flow_dir, spec.name)
+            if made_volume:
+                with contextlib.suppress(FlowMgrError):
+                    await self.adapter.remove_volume(_data_volume(spec.name), labels)
             raise
         finally:
             self.registry.creating.discard(spec.name)
@@ -137,6 +168,16 @@ class ContainerActions:
                                 rec.info.mounts.get(self.settings.docker.socket_mount),
                                 rec.info.name)
 
+    def _check_flow_quota(self) -> None:
+        """At most docker.max_flows managed containers, creates in flight included."""
+        limit = self.settings.docker.max_flows
+        names = {r.info.name for r in self.registry.records.values()}
+        count = len(self.registry.records) + len(self.registry.creating - names)
+        if count >= limit:
+            raise InvalidRequest(f"this manager has {count} flows, its limit (docker.max_flows "
+                                 f"= {limit}): delete one first",
+                                 details={"limit": limit, "setting": "docker.max_flows"})
+
     async def _check_ports(self, ports: dict[str, int]) -> None:
         """Docker only finds a taken host port at start; refuse it at create instead."""
         taken = await self.adapter.published_host_ports()
@@ -152,6 +193,7 @@ class ContainerActions:
             cid = rec.info.id
             was = cid in self.registry.stopped
             await self._verify_flow_dir(rec)
+            await self._recheck_binds(rec)
             self.registry.stopped.discard(cid)
             try:
                 await self.adapter.start(cid)
@@ -179,6 +221,7 @@ class ContainerActions:
         async with self._checked(ref) as rec:
             cid = rec.info.id
             await self._verify_flow_dir(rec)
+            await self._recheck_binds(rec)
             self.registry.stopped.add(cid)
             try:
                 await self.adapter.restart(cid, self.settings.docker.stop_timeout)
@@ -191,20 +234,35 @@ class ContainerActions:
         return snap
 
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
-        """Copy `code_path` into the code directory; restart when it was running."""
-        src = check_code_path(validate_code_path(code_path, self.settings))
-        async with self._checked(ref) as rec:
-            cid, code_dir = rec.info.id, self.settings.docker.code_dir
-            archive = await asyncio.to_thread(code_archive, src, code_dir)
-            running = rec.state == "running"
-            if running:
-                # old files must not linger next to the new code
-                await self.adapter.exec_run(
-                    cid, ["sh", "-c", f"rm -rf {code_dir}/* {code_dir}/.[!.]*"])
-            await self.adapter.put_archive(cid, "/", archive)
-            snap = await (self.restart_container(cid) if running else self._refresh(cid))
-        self.registry.log("container_updated", cid, f"updated {snap.name} from {code_path}",
-                          {"name": snap.name, "code_path": code_path, "restarted": running})
+        """Copy the tree at `code_path` (beneath a code root) into the code directory. A
+        running flow has its old code removed, is stopped for the copy and started again."""
+        dk = self.settings.docker
+        # the path first (policy before lookup), opened: from here on it is used by descriptor
+        tree = await asyncio.to_thread(open_code_tree, code_path, self.settings)
+        try:
+            async with self._checked(ref) as rec:
+                cid = rec.info.id
+                check_code_mounts(await self.adapter.mount_destinations(cid), dk.code_dir)
+                entries = await asyncio.to_thread(scan_code_tree, tree, dk.max_code_bytes,
+                                                  dk.max_code_files)
+                running = rec.state == "running"
+                if running:
+                    # As the flow itself (its user, no capabilities), so no more than it could
+                    # do; no mount is at, over or beneath the code dir, and rm does not follow
+                    # an operand that is a link.
+                    await self.adapter.exec_run(cid, ["rm", "-rf", "--", dk.code_dir])
+                    # The engine extracts as root: with no flow process left, none can swap a
+                    # link into the path it writes while it writes.
+                    self.registry.stopped.add(cid)
+                    await self.adapter.stop(cid, dk.stop_timeout)
+                await self.adapter.put_archive(cid, "/",
+                                               archive_chunks(tree, entries, dk.code_dir))
+                snap = await (self.start_container(cid) if running else self._refresh(cid))
+        finally:
+            tree.close()
+        self.registry.log("container_updated", cid, f"updated {snap.name} from {tree.path}",
+                          {"name": snap.name, "code_path": tree.path, "restarted": running,
+                           "entries": len(entries)})
         return snap
 
     async def delete_container(self, ref: str) -> str:
@@ -215,11 +273,65 @@ class ContainerActions:
             await self.adapter.remove(cid)
             mounted = rec.info.mounts.get(self.settings.docker.socket_mount)
             await self.monitor.forget(cid)
+            await self._remove_data_volume(name)
         if mounted is not None and os.path.normpath(mounted) == self.state.flow_dir(name):
             # best effort: a leftover is replaced at the next create of that name
             await asyncio.to_thread(self.state.remove_flow_dir, name)
         self.registry.log("container_deleted", cid, f"deleted {name}", {"name": name})
         return cid
+
+    async def _recheck_binds(self, rec: Record) -> None:
+        """Walk the container's host binds again right before the engine mounts them: each
+        must still be reached through no symlink and be the inode that was checked."""
+        cid = rec.info.id
+        await self._adopt_binds(rec)  # a start may come before the adoption finished
+        if not self.bind_pins.knows(cid):
+            return
+        try:
+            await asyncio.to_thread(self.bind_pins.recheck, cid)
+            problem = self.bind_pins.nesting(cid)
+            if problem:
+                raise HostPathError(problem)
+        except HostPathError as err:
+            self.registry.log("container_error", cid, f"{rec.info.name} not started: {err}",
+                              {"name": rec.info.name, "error": str(err)})
+            raise InvalidRequest(f"{rec.info.name} was not started: {err}", field="volumes",
+                                 details={"container_id": cid}) from None
+
+    async def _adopt_binds(self, rec: Record) -> None:
+        """Pin the host binds of a container found on the engine (walked again now); when the
+        walk fails, the container is kept but never started by this manager."""
+        cid = rec.info.id
+        host = tuple(b for b in rec.info.binds if b.target != self.settings.docker.socket_mount)
+        if not host or self.bind_pins.knows(cid):
+            return
+        try:
+            pins = await asyncio.to_thread(adopted_pins, host, self.settings)
+        except (HostPathError, OSError) as err:
+            logger.warning("%s: its host binds fail their check, it will not be started: %s",
+                           rec.info.name, err)
+            self.bind_pins.mark_broken(cid, f"its host binds failed their check when it was "
+                                            f"adopted: {err}")
+            self.registry.log("container_error", cid,
+                              f"{rec.info.name}: host binds refused on adoption: {err}",
+                              {"name": rec.info.name, "error": str(err)})
+            return
+        if not self.bind_pins.knows(cid):
+            self.bind_pins.record(cid, pins)
+
+    async def _remove_data_volume(self, name: str) -> None:
+        """Remove the flow's own data volume (best effort: a leftover is reused by a flow of
+        the same name, and only if it still carries this manager's labels)."""
+        labels = {"flowmgr.managed": "true", "flowmgr.instance": self.settings.docker.instance}
+        try:
+            await self.adapter.remove_volume(_data_volume(name), labels)
+        except FlowMgrError as err:
+            logger.warning("could not remove the data volume of %s: %s", name, err)
+
+
+def _data_volume(name: str) -> str:
+    """The named volume every flow gets at `docker.data_mount`."""
+    return f"flowmgr-data-{name}"
 
 
 def _port_free(port: int) -> bool:

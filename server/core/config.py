@@ -103,7 +103,10 @@ class DockerSettings(_Strict):
     flow), so state needs no host path; null to give none."""
     code_roots: list[str] = Field(default_factory=list)
     """ext: the only host directories `update_container` may copy code from; empty (the
-    default) refuses every `code_path`."""
+    default) refuses every `code_path`. Listing a root is the operator's promise that all
+    beneath it may be given to flows (the manager still copies only what its own user could read
+    without privilege). Checked at start: absolute real paths of directories, not holding or
+    beneath the socket dir, system paths, the engine's data, the config or the token file."""
     max_code_bytes: int = Field(default=64 * 2**20, ge=1024)
     """ext: the largest code tree `update_container` copies (sum of file sizes)."""
     max_code_files: int = Field(default=10_000, ge=1)

@@ -12,7 +12,8 @@ from typing import Any
 
 from server.core.masking import secret_env_values
 
-__all__ = ["ContainerInfo", "StreamHandle", "parse_time", "to_loop", "info_from_inspect"]
+__all__ = ["ContainerInfo", "BindMount", "StreamHandle", "parse_time", "to_loop",
+           "info_from_inspect"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,16 @@ def parse_time(value: str | None) -> datetime | None:
     tz = m.group(3) or "Z"
     stamp = f"{m.group(1)}.{(m.group(2) or '0')[:6]}{'+00:00' if tz == 'Z' else tz}"
     return datetime.fromisoformat(stamp).astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class BindMount:
+    """One host bind of a container: host source, container target, and whether it is
+    read-only (what `DockerAdapter.create` takes and what an inspect's Mounts say)."""
+
+    source: str
+    target: str
+    read_only: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,8 @@ class ContainerInfo:
     ports: dict[str, int | None] = field(default_factory=dict)
     mounts: dict[str, str] = field(default_factory=dict)
     """Container path -> host path of bind mounts."""
+    binds: tuple[BindMount, ...] = ()
+    """Every bind mount, with its mode (the manager re-checks host sources before a start)."""
     asked_ns: int = 0
     """Wall clock (ns) when the inspect was sent: it reflects every event older than this."""
     secret_values: tuple[str, ...] = field(default=(), repr=False)
@@ -71,6 +84,9 @@ def info_from_inspect(raw: dict[str, Any], asked_ns: int = 0) -> ContainerInfo:
         ports[cport] = int(host) if host.isdigit() else None
     mounts = {m["Destination"]: m.get("Source", "") for m in raw.get("Mounts") or []
               if m.get("Type") == "bind"}
+    binds = tuple(BindMount(str(m.get("Source", "")), str(m.get("Destination", "")),
+                            not m.get("RW", False))
+                  for m in raw.get("Mounts") or [] if m.get("Type") == "bind")
     return ContainerInfo(
         id=raw["Id"],
         name=str(raw.get("Name", "")).lstrip("/"),
@@ -86,6 +102,7 @@ def info_from_inspect(raw: dict[str, Any], asked_ns: int = 0) -> ContainerInfo:
         labels=dict(cfg.get("Labels") or {}),
         ports=ports,
         mounts=mounts,
+        binds=binds,
         asked_ns=asked_ns,
         secret_values=secret_env_values(cfg.get("Env") or []),
     )

@@ -7,7 +7,7 @@ import http.client
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
@@ -15,11 +15,13 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 import urllib3.exceptions
 from docker.transport import UnixHTTPAdapter
 
 from server.core.container_info import (
+    BindMount,
     ContainerInfo,
     StreamHandle,
     info_from_inspect,
@@ -33,13 +35,19 @@ from server.core.errors import (
     FlowMgrError,
     ImageNotFound,
 )
+from server.core.log_tail import LogTail, TailBuffer
 
-__all__ = ["DockerAdapter", "ContainerInfo", "StreamHandle", "parse_time", "to_loop"]
+__all__ = ["DockerAdapter", "ContainerInfo", "BindMount", "StreamHandle", "parse_time",
+           "to_loop"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _POOL_SIZE = 24
 """Threads for short Docker calls."""
+DEFAULT_LOG_BYTES = 1 << 20
+"""Byte budget of a `logs` answer when the caller names none (docker.max_log_bytes's default)."""
+MAX_STREAM_LINE = 64 << 10
+"""Longest followed log line: a longer one arrives in pieces of this many bytes."""
 _HTTP_POOL_SIZE = 64
 """Connections kept to the engine: one per call thread, plus the long streams (events, each
 followed log) that hold theirs open; past it, urllib3 discards extras with a warning."""
@@ -186,19 +194,28 @@ class DockerAdapter:
 
     async def create(self, *, image: str, name: str, command: list[str] | None,
                      environment: dict[str, str], labels: dict[str, str],
-                     binds: dict[str, str], ports: dict[str, int], network: str,
-                     host_options: dict[str, Any]) -> str:
+                     binds: list[BindMount], ports: dict[str, int], network: str,
+                     host_options: dict[str, Any],
+                     volumes: dict[str, str] | None = None) -> str:
         """Create a container (never pulls); return its full id.
 
-        `host_options` are `create_host_config` keywords (limits, capabilities, restart policy).
+        `binds` are host mounts, each with its own mode; `volumes` maps named volumes to
+        container paths. Both go as Mounts, not Binds: the engine then refuses a missing host
+        source instead of creating it as root. `host_options` are `create_host_config`
+        keywords (limits, capabilities, restart policy).
         """
+        mounts = [docker.types.Mount(b.target, b.source, type="bind", read_only=b.read_only)
+                  for b in binds]
+        mounts += [docker.types.Mount(target, vol, type="volume")
+                   for vol, target in (volumes or {}).items()]
+
         def run() -> str:
             api = self._client()
             options = dict(host_options)
             if "mem_limit" in options:
                 options.setdefault("memswap_limit", options["mem_limit"])  # no swap: OOM is OOM
             host_config = api.create_host_config(
-                binds={host: {"bind": cpath, "mode": "rw"} for host, cpath in binds.items()},
+                mounts=mounts,
                 port_bindings=dict(ports),
                 network_mode=network,
                 **options,
@@ -232,14 +249,23 @@ class DockerAdapter:
         await self._call(lambda: self._client().remove_container(container_id, force=True))
 
     async def logs(self, container_id: str, tail: int,
-                   each_line: Callable[[str], str] | None = None) -> list[str]:
-        """The last `tail` lines of its output (stdout and stderr), each passed through
-        `each_line` in the worker thread (10,000 lines cost tens of ms: not on the loop)."""
-        def read() -> list[str]:
-            raw = self._client().logs(container_id, stdout=True, stderr=True, tail=tail)
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-            lines = text.splitlines()
-            return lines if each_line is None else [each_line(line) for line in lines]
+                   each_line: Callable[[str], str] | None = None, *,
+                   max_bytes: int = DEFAULT_LOG_BYTES) -> LogTail:
+        """The last `tail` lines of its output (stdout and stderr), at most `max_bytes` of
+        them (the newest; `.truncated` says when older ones were left out), each passed
+        through `each_line` in the worker thread (10,000 lines cost tens of ms: not on the
+        loop). The engine's answer is read frame by frame, never whole."""
+        def read() -> LogTail:
+            kept = TailBuffer(max_bytes)
+            stream = self._client().logs(container_id, stdout=True, stderr=True, tail=tail,
+                                         stream=True, follow=False)
+            try:
+                for chunk in stream:
+                    kept.feed(chunk)
+            finally:
+                # docker-py took the socket's timeout off for the stream: never pool it again
+                stream.close()
+            return kept.result(each_line)
 
         return await self._call(read)
 
@@ -253,17 +279,65 @@ class DockerAdapter:
 
         return await self._call(run)
 
-    async def put_archive(self, container_id: str, path: str, data: bytes) -> None:
-        """Extract a tar archive into `path` inside the container."""
+    async def put_archive(self, container_id: str, path: str,
+                          data: bytes | Iterable[bytes]) -> None:
+        """Extract a tar archive into `path` inside the container. An iterable of chunks is
+        sent as a chunked request body as it is produced (read in the call's thread), so no
+        whole archive is held; an exception it raises aborts the upload and propagates."""
         ok = await self._call(lambda: self._client().put_archive(container_id, path, data))
         if not ok:
             raise DockerApiError(f"the engine refused the archive for {path}")
+
+    async def mount_destinations(self, container_id: str) -> list[str]:
+        """Every path inside the container where something is mounted: binds, volumes and
+        tmpfs (`HostConfig.Tmpfs` is not listed in `Mounts`)."""
+        raw = await self._call(lambda: self._client().inspect_container(container_id))
+        out = [str(m.get("Destination", "")) for m in raw.get("Mounts") or []]
+        out += [str(t) for t in ((raw.get("HostConfig") or {}).get("Tmpfs") or {})]
+        return out
 
     async def stats_once(self, container_id: str) -> dict[str, Any]:
         """One `docker stats`-style sample from the API (slow: about 1 s); for remote engines."""
         raw: dict[str, Any] = await self._call(
             lambda: self._client().stats(container_id, stream=False))
         return raw
+
+    # volumes
+
+    async def ensure_volume(self, name: str, driver: str, labels: dict[str, str]) -> bool:
+        """Create the named volume `name` with `labels`; True when made now. An existing one
+        is reused only when it carries `labels`, uses `driver` and has no driver options (a
+        volume of another owner, or one bind-mounting a host path, is refused)."""
+        def run() -> bool:
+            api = self._client()
+            try:
+                found = api.inspect_volume(name)
+            except docker.errors.NotFound:
+                api.create_volume(name, driver=driver, labels=labels)
+                return True
+            ours = all((found.get("Labels") or {}).get(k) == v for k, v in labels.items())
+            if not ours or found.get("Driver") != driver or found.get("Options"):
+                raise DockerApiError(f"volume {name} exists and is not this manager's own",
+                                     details={"volume": name})
+            return False
+
+        return await self._call(run, not_found=DockerApiError)
+
+    async def remove_volume(self, name: str, labels: dict[str, str]) -> None:
+        """Remove the named volume if it exists and carries `labels` (never another's)."""
+        def run() -> None:
+            api = self._client()
+            try:
+                found = api.inspect_volume(name)
+            except docker.errors.NotFound:
+                return
+            if all((found.get("Labels") or {}).get(k) == v for k, v in labels.items()):
+                try:
+                    api.remove_volume(name)
+                except docker.errors.NotFound:
+                    pass
+
+        await self._call(run, not_found=DockerApiError)
 
     # images and networks
 
@@ -315,12 +389,13 @@ class DockerAdapter:
 
     def stream_logs(self, container_id: str, on_line: Callable[[str], None],
                     on_end: Callable[[BaseException | None], None]) -> StreamHandle:
-        """Follow a container's new output lines in a named thread."""
+        """Follow a container's new output lines in a named thread (a line longer than
+        MAX_STREAM_LINE bytes arrives in pieces)."""
         handle = StreamHandle()
 
         def run() -> None:
             error: BaseException | None = None
-            buf = b""
+            buf = bytearray()
             try:
                 with _translated():
                     stream = self._client().logs(container_id, stream=True, follow=True,
@@ -328,9 +403,15 @@ class DockerAdapter:
                     if handle._attach(stream):
                         for chunk in stream:
                             buf += chunk
-                            *lines, buf = buf.split(b"\n")
+                            *lines, rest = bytes(buf).split(b"\n")
                             for line in lines:
                                 on_line(line.decode("utf-8", "replace").rstrip("\r"))
+                            # a line without end is passed on in pieces: a flow printing
+                            # 40 MB with no newline held them all and took 29 s of CPU
+                            while len(rest) >= MAX_STREAM_LINE:
+                                on_line(rest[:MAX_STREAM_LINE].decode("utf-8", "replace"))
+                                rest = rest[MAX_STREAM_LINE:]
+                            buf[:] = rest
                 if buf:
                     on_line(buf.decode("utf-8", "replace"))
             except BaseException as err:  # noqa: BLE001 - handed to the caller

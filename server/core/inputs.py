@@ -1,18 +1,15 @@
-"""Checks on what callers hand the manager, and the code archive `update_container` copies."""
+"""Checks on what callers hand the manager (the code `update_container` copies: code_update)."""
 
 from __future__ import annotations
 
-import io
-import os
 import re
-import tarfile
-from pathlib import Path
 from typing import Any
 
 from server.core.errors import InvalidRequest
+from server.core.flow_env import check_environment
 from server.core.models import CreateSpec
 
-__all__ = ["check_spec", "check_code_path", "normalise_ports", "code_archive", "NAME_RE"]
+__all__ = ["check_spec", "normalise_ports", "NAME_RE"]
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 """Docker's own rule for container names (also keeps socket directories inside socket_dir)."""
@@ -37,17 +34,10 @@ def check_spec(spec: CreateSpec) -> None:
                              "and '-', starting with a letter or digit", field="name")
     if spec.image is not None and (not isinstance(spec.image, str) or not spec.image.strip()):
         raise InvalidRequest("image must be a non-empty string", field="image")
-    env = _str_map(spec.environment, "environment")
-    for key in env:
-        if not key or "=" in key or "\0" in key:
-            raise InvalidRequest(f"environment name {key!r} is not valid", field="environment")
-    for host, cpath in _str_map(spec.volumes, "volumes").items():
-        if not os.path.isabs(host) or not os.path.exists(host):
-            raise InvalidRequest(f"volume host path {host!r} does not exist", field="volumes",
-                                 details={"host_path": host})
-        if not cpath.startswith("/"):
-            raise InvalidRequest(f"volume container path {cpath!r} must be absolute",
-                                 field="volumes")
+    check_environment(spec.environment)  # the same check as policy.validate_create's
+    # types only: the host paths are checked by policy.validate_create, allow-list first, so
+    # no answer tells whether a path outside the bind roots exists
+    _str_map(spec.volumes, "volumes")
     normalise_ports(spec.ports)
     if spec.command is not None and (not isinstance(spec.command, list)
                                      or not all(isinstance(c, str) for c in spec.command)):
@@ -73,36 +63,3 @@ def normalise_ports(ports: Any) -> dict[str, int]:
                                  field="ports")
         out[f"{int(num)}/{proto}"] = hport
     return out
-
-
-def check_code_path(code_path: Any) -> Path:
-    """The directory `update_container` copies; InvalidRequest naming `code_path` otherwise."""
-    if not isinstance(code_path, str) or not code_path:
-        raise InvalidRequest("code_path must be a non-empty string", field="code_path")
-    path = Path(code_path)
-    if not path.is_dir():
-        raise InvalidRequest(f"code_path {code_path!r} is not a directory on the manager's host",
-                             field="code_path", details={"code_path": code_path})
-    return path
-
-
-def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    # flows run as root with every capability dropped: they can only replace files they own
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
-
-
-def code_archive(src: Path, dest_dir: str) -> bytes:
-    """A tar of `src`'s contents placed under `dest_dir` (relative to `/`), in memory."""
-    prefix = dest_dir.strip("/")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        root = tarfile.TarInfo(prefix)
-        root.type = tarfile.DIRTYPE
-        root.mode = 0o755
-        tar.addfile(_as_root(root))
-        for entry in sorted(src.iterdir()):
-            tar.add(str(entry), arcname=f"{prefix}/{entry.name}", recursive=True,
-                    filter=_as_root)
-    return buf.getvalue()

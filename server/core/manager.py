@@ -21,10 +21,13 @@ from server.core.events import (
     StatusReported,
 )
 from server.core.flow_channel import FlowChannelHub
+from server.core.host_paths import BindPins
+from server.core.log_tail import LogTail
 from server.core.logs import LogFollowers
 from server.core.masking import mask_log_line
 from server.core.models import ContainerSnapshot, ContainerStatus
 from server.core.monitor import DockerMonitor
+from server.core.policy import validate_bind_roots, validate_code_settings
 from server.core.registry import Record, Registry
 from server.core.state_dir import StateDir
 from server.core.stats import ResourceSampler
@@ -54,6 +57,7 @@ class ContainerManager(ContainerActions):
         self._started = False
         self._network_ready = False
         self._network_lock = asyncio.Lock()
+        self.bind_pins = BindPins()
         self._opening: set[asyncio.Future[None]] = set()
         self._sampler_task: asyncio.Task[None] | None = None
 
@@ -73,6 +77,9 @@ class ContainerManager(ContainerActions):
         """Connect, adopt labelled containers, start the watchers (retries when Docker is down)."""
         if self._started:
             return
+        validate_code_settings(self.settings)  # ConfigError: an unsafe code root stops the start
+        # a bad bind root is a configuration error: stop here, before anything is adopted
+        await asyncio.to_thread(validate_bind_roots, self.settings)
         self.bus.bind_loop(asyncio.get_running_loop())
         await asyncio.to_thread(self.state.prepare)  # ConfigError when not safe
         self.registry.stopped.load()
@@ -137,7 +144,8 @@ class ContainerManager(ContainerActions):
     # hooks the monitor calls
 
     async def container_added(self, rec: Record) -> None:
-        """Open the flow channel of a new or adopted container."""
+        """Open the flow channel of a new or adopted container; pin its host binds."""
+        await self._adopt_binds(rec)
         try:
             # an adopted container's mount comes from the engine: listen only in our own dir
             await self._verify_flow_dir(rec)
@@ -163,6 +171,7 @@ class ContainerManager(ContainerActions):
     async def container_removed(self, container_id: str) -> None:
         """Close the channel and log stream of a vanished container."""
         self.logs.forget(container_id)
+        self.bind_pins.forget(container_id)
         await self.hub.close(container_id)
 
     async def container_started(self, container_id: str) -> None:
@@ -215,13 +224,15 @@ class ContainerManager(ContainerActions):
         """Same as `snapshot()`."""
         return self.snapshot()
 
-    async def get_logs(self, ref: str, tail: int = 100) -> list[str]:
-        """The last `tail` lines of output, secrets masked."""
+    async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
+        """The last `tail` lines of output, secrets masked, at most `docker.max_log_bytes` of
+        them (the newest; `.truncated` tells when older ones were left out)."""
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
             raise InvalidRequest("tail must be a non-negative integer", field="tail")
         rec = self.registry.resolve(ref)
         return await self.adapter.logs(rec.info.id, tail,
-                                       partial(mask_log_line, secret_values=rec.info.secret_values))
+                                       partial(mask_log_line, secret_values=rec.info.secret_values),
+                                       max_bytes=self.settings.docker.max_log_bytes)
 
     async def follow_logs(self, ref: str) -> str:
         """Start (or share) the log stream; lines arrive as LogLineReceived."""

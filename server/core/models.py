@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from server.core.host_paths import Pin
 
 __all__ = [
     "State",
@@ -98,13 +101,16 @@ class CreateSpec:
     """None means `docker.default_image`."""
     environment: dict[str, str] = field(default_factory=dict)
     volumes: dict[str, str] = field(default_factory=dict)
-    """Host path -> container path."""
+    """Host path -> container path; the container path may end with ":rw" (ask for write)
+    or ":ro" (the default)."""
     ports: dict[str, int] = field(default_factory=dict)
     """Container port ("8080" or "8080/tcp") -> host port."""
     command: list[str] | None = None
     """Overrides the image's command (tests and tools; not on the wire)."""
     memory_limit: str | None = None
     """Overrides the configured default (e.g. "64m")."""
+    binds: tuple[Pin, ...] = ()
+    """Set by `policy.validate_create`: the checked host binds (never from a request)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -281,7 +281,9 @@ class DockerMonitor:
             return
         self._crash_seen[cid] = info.finished_at
         try:
-            logs = await self.adapter.logs(cid, self.settings.monitoring.crash_log_lines)
+            logs: list[str] = await self.adapter.logs(
+                cid, self.settings.monitoring.crash_log_lines,
+                max_bytes=self.settings.docker.max_log_bytes)
         except FlowMgrError as err:
             logs = [f"(logs unavailable: {err})"]
         self.registry.crashed(rec, exit_code, crash_cause(exit_code, oom), logs)

@@ -9,11 +9,24 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from server.core.config import Settings
-from server.core.errors import InvalidRequest
+from server.core.code_update import check_code_settings, open_code_tree
+from server.core.config import DEFAULT_CONFIG_FILE, Settings
+from server.core.container_info import BindMount
+from server.core.errors import ConfigError, InvalidRequest
+from server.core.flow_env import check_environment
+from server.core.host_paths import (
+    HostPathError,
+    Pin,
+    closed_to_others,
+    plain_path_problem,
+    root_for,
+    split_mode,
+    walk,
+)
 from server.core.models import CreateSpec
 
-__all__ = ["validate_create", "validate_code_path", "host_config_defaults", "protected_host_paths",
+__all__ = ["validate_create", "validate_code_path", "validate_code_settings",
+           "host_config_defaults", "protected_host_paths", "validate_bind_roots", "adopted_pins",
            "MAX_NAME_LENGTH"]
 
 MAX_NAME_LENGTH = 63
@@ -40,6 +53,9 @@ _IMAGE = re.compile(
 )
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
+MAX_BINDS = 64
+"""Most host binds one create may ask for (each is walked, and checked against every other)."""
+
 _SYSTEM_PATHS = ("/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run",
                  "/var/lib/containerd", "/var/run/docker.sock", "/run/docker.sock")
 """Host paths no flow may mount, nor anything beneath them, nor any directory holding them."""
@@ -48,34 +64,39 @@ _SYSTEM_PATHS = ("/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run",
 def validate_create(
     spec: CreateSpec, settings: Settings, *, env: Mapping[str, str] | None = None
 ) -> CreateSpec:
-    """Return the spec (host paths resolved, host ports as ints) or raise InvalidRequest."""
+    """Return the spec (binds checked and pinned, host ports as ints) or raise InvalidRequest.
+
+    Walks the host bind sources on disk: call it in a thread.
+    """
     env = os.environ if env is None else env
     _check_name(spec.name, settings)
     if spec.image is not None:
         _check_image(spec.image)
-    _check_environment(spec.environment)
-    volumes = _check_volumes(spec.volumes, settings, env)
+    check_environment(spec.environment)  # flow_env.REFUSED_ENV: the one list
+    binds = _check_volumes(spec.volumes, settings, env)
     ports = _check_ports(spec.ports, settings)
     _check_command(spec.command)
     if spec.memory_limit is not None:
         memory_bytes(spec.memory_limit, field="memory_limit")
-    return replace(spec, volumes=volumes, ports=ports, environment=dict(spec.environment))
+    return replace(spec, volumes={p.source: f"{p.target}:{p.mode}" for p in binds},
+                   binds=binds, ports=ports, environment=dict(spec.environment))
 
 
 def validate_code_path(
     code_path: object, settings: Settings, *, env: Mapping[str, str] | None = None
 ) -> str:
-    """The resolved `update_container` source; InvalidRequest(field="code_path") when it is a
-    protected host path (a client may not copy /etc or the engine's data into a flow)."""
+    """The normalised `update_container` source, or InvalidRequest(field="code_path"): it must
+    lie at or beneath one of `docker.code_roots` (checked lexically first, so no answer tells
+    what exists outside them) and be reached without any symbolic link (`code_update`)."""
+    with open_code_tree(code_path, settings) as tree:
+        return tree.path
+
+
+def validate_code_settings(settings: Settings, *, env: Mapping[str, str] | None = None) -> None:
+    """At manager start: ConfigError unless `docker.code_dir` and `docker.code_roots` are safe
+    (no root is, holds or lies beneath a protected host path, the config or the token file)."""
     env = os.environ if env is None else env
-    if not isinstance(code_path, str) or not code_path.startswith("/"):
-        raise InvalidRequest("code_path must be an absolute path on the manager's host",
-                             field="code_path")
-    try:
-        return _check_host_path(code_path, protected_host_paths(settings, env))
-    except InvalidRequest as err:
-        raise InvalidRequest(err.message.replace("host path", "code_path", 1), field="code_path",
-                             details={"code_path": code_path}) from None
+    check_code_settings(settings, protected_host_paths(settings, env))
 
 
 def host_config_defaults(settings: Settings) -> dict[str, Any]:
@@ -92,6 +113,9 @@ def host_config_defaults(settings: Settings) -> dict[str, Any]:
         "nano_cpus": int(d.cpu_limit * 1_000_000_000),
         "restart_policy": restart,
         "read_only": d.read_only,
+        # the engine rotates each flow's output: a chatty flow cannot fill the host's disk
+        "log_config": {"type": "json-file", "config": {
+            "max-size": d.log_max_size, "max-file": str(d.log_max_files)}},
     }
     if d.cap_add:
         kwargs["cap_add"] = list(d.cap_add)
@@ -154,23 +178,6 @@ def _check_image(image: object) -> None:
                              field="image")
 
 
-def _check_environment(environment: object) -> None:
-    if not isinstance(environment, Mapping):
-        raise InvalidRequest("environment must be an object of strings", field="environment")
-    for key, value in environment.items():
-        if not isinstance(key, str) or not key or "=" in key or "\0" in key or not _utf8(key):
-            raise InvalidRequest(f"environment key {str(key)[:80]!r} is not a valid variable "
-                                 "name (empty, or holds '=', NUL or a lone surrogate)",
-                                 field="environment")
-        if key == "FLOW_SOCKET":
-            raise InvalidRequest("environment key FLOW_SOCKET is set by the manager",
-                                 field="environment")
-        # The value is never echoed: it may be a secret.
-        if not isinstance(value, str) or "\0" in value or not _utf8(value):
-            raise InvalidRequest(f"environment value of {key!r} must be a string without NUL "
-                                 "or lone surrogates", field="environment", details={"key": key})
-
-
 def _utf8(text: str) -> bool:
     """False for text holding a lone surrogate: JSON can carry "\\ud800", but the engine would
     receive U+FFFD instead, so the value checked would not be the value used."""
@@ -179,20 +186,130 @@ def _utf8(text: str) -> bool:
 
 def _check_volumes(
     volumes: object, settings: Settings, env: Mapping[str, str]
-) -> dict[str, str]:
+) -> tuple[Pin, ...]:
     if not isinstance(volumes, Mapping):
         raise InvalidRequest("volumes must map host paths to container paths", field="volumes")
-    protected = protected_host_paths(settings, env)
-    out: dict[str, str] = {}
+    if not volumes:
+        return ()
+    dk = settings.docker
+    if len(volumes) > MAX_BINDS:
+        raise InvalidRequest(f"volumes may hold at most {MAX_BINDS} mounts", field="volumes")
+    if not dk.bind_roots:
+        raise InvalidRequest("host binds are disabled: set docker.bind_roots in the "
+                             "configuration to allow mounts from beneath chosen directories",
+                             field="volumes")
+    roots = [(r.path, r.writable) for r in dk.bind_roots]
+    protected = _bind_protected(settings, env)
+    out: list[Pin] = []
     targets: set[str] = set()
     for host, target in volumes.items():
-        real = _check_host_path(host, protected)
-        clean = _check_container_path(target, settings.docker.socket_mount)
+        clean, mode = _check_container_path(target, settings)
         if clean in targets:
             raise InvalidRequest(f"container path {clean} is mounted twice", field="volumes")
         targets.add(clean)
-        out[real] = clean
+        out.append(_check_bind_source(host, clean, mode, roots, protected))
+    return tuple(out)
+
+
+def _check_bind_source(host: object, target: str, mode: str,
+                       roots: list[tuple[str, bool]], protected: list[str]) -> Pin:
+    """Lexically first (so no answer tells what exists outside the roots), then on disk."""
+    if not isinstance(host, str):
+        raise InvalidRequest("host path must be a string", field="volumes")
+    problem = plain_path_problem(host)
+    if problem:
+        raise InvalidRequest(f"host path {host[:200]!r} {problem}", field="volumes")
+    found = root_for(host, roots)
+    if found is None:
+        raise InvalidRequest(f"host path {host} is not at or beneath any of docker.bind_roots",
+                             field="volumes", details={"host_path": host})
+    root, writable = found
+    if mode == "rw" and not writable:
+        raise InvalidRequest(f"host path {host} may only be mounted read-only: its bind root "
+                             f"{root} is not writable (docker.bind_roots writable: false)",
+                             field="volumes", details={"host_path": host, "bind_root": root})
+    _refuse_related(host, host, protected)  # a second line: roots are checked at start
+    try:
+        dev, ino = walk(host)
+    except HostPathError as err:
+        raise InvalidRequest(f"host path {host} may not be mounted: {err}", field="volumes",
+                             details={"host_path": host}) from None
+    for p in protected:
+        if _same_file(host, p):
+            raise InvalidRequest(f"host path {host} is the protected path {p} under another name",
+                                 field="volumes", details={"host_path": host})
+    return Pin(host, target, "rw" if mode == "rw" else "ro", root, dev, ino)
+
+
+def _bind_protected(settings: Settings, env: Mapping[str, str]) -> list[str]:
+    """What no bind root may be, hold or lie beneath: the protected paths, and the manager's
+    own checkout, configuration file and token (they hold the token and code run as root)."""
+    extra = [str(DEFAULT_CONFIG_FILE.parent), settings.token_path, settings.state_dir]
+    if settings.config_file:
+        extra.append(settings.config_file)
+    out = protected_host_paths(settings, env)
+    for p in extra:
+        if p.startswith("/"):
+            out.extend({_lexical(p), os.path.realpath(p)})
     return out
+
+
+def validate_bind_roots(settings: Settings, env: Mapping[str, str] | None = None) -> None:
+    """Raise ConfigError unless every bind root is a plain absolute path to an existing
+    directory reached through no symlink and no directory another user controls, that is not,
+    holds nor lies beneath a protected path. Blocking: call it in a thread at start-up."""
+    env = os.environ if env is None else env
+    protected = _bind_protected(settings, env)
+    for root in settings.docker.bind_roots:
+        path = root.path
+        where = f"docker.bind_roots: {path!r}"
+        problem = plain_path_problem(path)
+        if problem:
+            raise ConfigError(f"{where} {problem}", details={"field": "docker.bind_roots"})
+        for p in protected:
+            if _related(path, p):
+                raise ConfigError(f"{where} is, holds or lies beneath the protected path {p}",
+                                  details={"field": "docker.bind_roots"})
+        try:
+            walk(path, want_dir=True)
+        except HostPathError as err:
+            hint = ""
+            real = os.path.realpath(path)
+            if real != path:
+                hint = f" (its real path is {real}: name that instead, if it is safe)"
+            raise ConfigError(f"{where} cannot serve as a bind root: {err}{hint}",
+                              details={"field": "docker.bind_roots"}) from None
+        for p in protected:
+            if _same_file(path, p):
+                raise ConfigError(f"{where} is the protected path {p} under another name",
+                                  details={"field": "docker.bind_roots"})
+        if root.writable and not closed_to_others(path):
+            # flows write there as root: a setuid file one plants must not be run by a user
+            raise ConfigError(f"{where} is writable by flows and other users can reach it: "
+                              f"chmod 700 it (or a directory above it)",
+                              details={"field": "docker.bind_roots"})
+
+
+def adopted_pins(binds: tuple[BindMount, ...], settings: Settings) -> tuple[Pin, ...]:
+    """Pins for the host binds of a container found on the engine (not the socket mount),
+    walked again now; HostPathError when one is outside today's roots or fails its walk.
+    Blocking: call it in a thread."""
+    roots = [(r.path, r.writable) for r in settings.docker.bind_roots]
+    out: list[Pin] = []
+    for b in binds:
+        if b.target == settings.docker.socket_mount:
+            continue
+        problem = plain_path_problem(b.source)
+        found = None if problem else root_for(b.source, roots)
+        if found is None:
+            raise HostPathError(f"host path {b.source} (at {b.target}) is not beneath any of "
+                                "docker.bind_roots")
+        if not b.read_only and not found[1]:
+            raise HostPathError(f"host path {b.source} is mounted read-write but its bind root "
+                                f"{found[0]} is not writable")
+        dev, ino = walk(b.source)
+        out.append(Pin(b.source, b.target, "ro" if b.read_only else "rw", found[0], dev, ino))
+    return tuple(out)
 
 
 def _check_host_path(host: object, protected: list[str]) -> str:
@@ -225,18 +342,26 @@ def _refuse_related(host: str, candidate: str, protected: list[str]) -> None:
                                  details={"host_path": host})
 
 
-def _check_container_path(target: object, socket_mount: str) -> str:
-    if not isinstance(target, str) or not target.startswith("/"):
-        raise InvalidRequest(f"container path {str(target)[:200]!r} must be absolute",
+def _check_container_path(target: object, settings: Settings) -> tuple[str, str]:
+    """The clean container path and the mode asked for ("ro" unless it ends with ":rw")."""
+    if not isinstance(target, str):
+        raise InvalidRequest(f"container path {str(target)[:200]!r} must be a string",
+                             field="volumes")
+    target, mode = split_mode(target)
+    if not target.startswith("/"):
+        raise InvalidRequest(f"container path {target[:200]!r} must be absolute",
                              field="volumes")
     _check_path_text(target, "container path")
     clean = _lexical(target)
     if clean == "/":
         raise InvalidRequest("container path may not be /", field="volumes")
-    if _related(clean, _lexical(socket_mount)):
-        raise InvalidRequest(f"container path {target} would cover the flow's socket mount "
-                             f"{socket_mount}", field="volumes")
-    return clean
+    dk = settings.docker
+    for mount, what in ((dk.socket_mount, "the flow's socket mount"),
+                        (dk.data_mount, "the flow's own data volume")):
+        if mount and _related(clean, _lexical(mount)):
+            raise InvalidRequest(f"container path {target} would cover {what} {mount}",
+                                 field="volumes")
+    return clean, mode or "ro"
 
 
 def _check_path_text(path: str, what: str) -> None:

@@ -15,10 +15,18 @@ import websockets
 from api_harness import BUSYBOX, client, docker_cli, running_service
 
 from server.core.config import Settings
+from tests.conftest import with_code_roots
 from tests.fuzz.malformed_answers import ERROR_FIELDS, send_all
 from tests.fuzz.malformed_requests import generate
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """These tests update flows from tmp_path: allow it as the code root (issue 11: with no
+    docker.code_roots every update is refused)."""
+    return with_code_roots(settings, tmp_path)
 
 def _check_error(answer: dict[str, Any], error_type: str, operation: str) -> None:
     assert set(answer) - {"request_id"} == ERROR_FIELDS, answer

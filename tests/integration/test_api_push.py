@@ -12,6 +12,7 @@ from api_harness import BUSYBOX, client, docker_cli, running_service
 
 from server.core.config import Settings
 from server.core.events import FlowChannelConnected
+from tests.conftest import with_code_roots
 
 pytestmark = pytest.mark.docker
 
@@ -96,7 +97,9 @@ async def test_message_received_when_a_flow_sends(settings: Settings, unique_nam
 
 async def test_container_crashed_when_a_flow_exits_non_zero(settings: Settings,
                                                            unique_name: Any) -> None:
-    async with running_service(settings) as svc, client(svc.url) as (sio, rec):
+    # the example flows are its code root (issue 11: no docker.code_roots, no update)
+    async with running_service(with_code_roots(settings, FLOW_EXAMPLES)) as svc, \
+            client(svc.url) as (sio, rec):
         cid = await _connected_flow(svc, sio, unique_name("crash"),
                                     environment={"API_TOKEN": "tok-very-secret"})
         async with svc.manager.bus.subscribe(

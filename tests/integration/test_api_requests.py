@@ -15,8 +15,17 @@ from api_harness import BUSYBOX, Recorder, client, running_service
 from server.core.config import Settings
 from server.core.events import ACTIVITY_TYPES
 from server.core.models import HEALTHS, STATES
+from tests.conftest import with_code_roots
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """These tests update flows from tmp_path: allow it as the code root (issue 11: with no
+    docker.code_roots every update is refused)."""
+    return with_code_roots(settings, tmp_path)
+
 
 STATE_ANSWER = {"container_id", "status"}
 STATUS_FIELDS = {"container_id", "state", "health", "uptime", "socket_connected",
@@ -86,8 +95,9 @@ async def test_every_request_has_its_answer(settings: Settings, unique_name: Any
         assert item["status"] in STATES and ISO.match(item["created"])
 
         logs = await _ask(sio, rec, "get_container_logs", "container_logs",
-                          {"container_id": cid, "tail": 5}, {"container_id", "lines"})
-        assert isinstance(logs["lines"], list)
+                          {"container_id": cid, "tail": 5},
+                          {"container_id", "lines", "truncated"})
+        assert isinstance(logs["lines"], list) and logs["truncated"] is False
 
         code = tmp_path / "code"
         code.mkdir()

@@ -22,9 +22,18 @@ from server.core.events import (
 )
 from server.core.manager import ContainerManager
 from server.core.models import ContainerSnapshot, CreateSpec
+from tests.conftest import with_code_roots
 from tests.integration.manager_helpers import docker, started_manager, wait_event
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """These tests update flows from tmp_path and the example flows: allow them as code roots
+    (issue 11: with no docker.code_roots every update is refused)."""
+    return with_code_roots(settings, tmp_path, Path(__file__).resolve().parents[2] / "flow"
+                           / "examples")
 
 REPLY_V = """
 import flowrt

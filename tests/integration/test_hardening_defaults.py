@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from server.core.config import Settings
+from server.core.config import BindRoot, Settings
 from server.core.errors import InvalidRequest
 from server.core.models import CreateSpec
 from tests.integration.manager_helpers import BUSYBOX, docker, inspect, started_manager
@@ -94,10 +94,14 @@ async def test_pids_limit_holds(settings: Settings, unique_name: Callable[[str],
     {"/etc": "/host-etc"},
     {"/var/lib/docker": "/d"},
 ])
+@pytest.mark.parametrize("with_root", [False, True])
 async def test_policy_refuses_before_any_docker_call(
-    settings: Settings, unique_name: Callable[[str], str], volumes: dict[str, str]
+    settings: Settings, unique_name: Callable[[str], str], volumes: dict[str, str],
+    with_root: bool, tmp_path: Path
 ) -> None:
     name = unique_name("refused")
+    if with_root:  # a bind root elsewhere changes nothing for these
+        settings = _with_docker(settings, bind_roots=[BindRoot(path=str(tmp_path))])
     async with started_manager(settings) as m:
         with pytest.raises(InvalidRequest) as info:
             await m.create_container(CreateSpec(name=name, image=BUSYBOX, volumes=volumes))
@@ -112,16 +116,19 @@ async def test_symlink_to_the_docker_socket_refused(
     settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     (tmp_path / "innocent").symlink_to("/var/run/docker.sock")
+    # under a bind root (issue 11: no host bind without one), the link itself is refused
+    settings = _with_docker(settings, bind_roots=[BindRoot(path=str(tmp_path))])
     async with started_manager(settings) as m:
-        with pytest.raises(InvalidRequest, match="protected"):
+        with pytest.raises(InvalidRequest, match="symbolic link"):
             await m.create_container(CreateSpec(name=unique_name("sneaky"), image=BUSYBOX,
                                                 volumes={str(tmp_path / "innocent"): "/d.sock"}))
 
 
 async def test_update_cannot_copy_host_secrets_into_a_flow(
-    settings: Settings, unique_name: Callable[[str], str]
+    settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    async with started_manager(settings) as m:
+    # with a code root configured too: the protected paths lie outside it
+    async with started_manager(_with_docker(settings, code_roots=[str(tmp_path)])) as m:
         snap = await m.create_container(CreateSpec(name=unique_name("upd"), image=BUSYBOX))
         for code_path in ("/etc", "/", "/proc/self", "/var/lib/docker"):
             with pytest.raises(InvalidRequest) as info:

@@ -13,10 +13,17 @@ from server.core.config import Settings
 from server.core.errors import ContainerNotFound
 from server.core.manager import ContainerManager
 from server.core.models import CreateSpec
-from tests.conftest import RUN_ID, TEST_LABEL
+from tests.conftest import RUN_ID, TEST_LABEL, with_code_roots
 from tests.integration.manager_helpers import BUSYBOX, docker, inspect, started_manager
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """These tests update flows from tmp_path: allow it as the code root (issue 11: with no
+    docker.code_roots every update is refused)."""
+    return with_code_roots(settings, tmp_path)
 
 
 def _lookalike_labels(instance: str) -> list[dict[str, str]]:

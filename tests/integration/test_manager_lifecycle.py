@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from server.core.config import Settings
+from server.core.config import BindRoot, Settings
 from server.core.events import ContainerStateChanged, LogLineReceived, StatsSampled
 from server.core.models import CreateSpec
+from tests.conftest import with_code_roots
 from tests.integration.manager_helpers import (
     BUSYBOX,
     docker,
@@ -20,6 +21,13 @@ from tests.integration.manager_helpers import (
 )
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """These tests update flows from tmp_path: allow it as the code root (issue 11: with no
+    docker.code_roots every update is refused)."""
+    return with_code_roots(settings, tmp_path)
 
 
 def free_port() -> int:
@@ -32,10 +40,13 @@ async def test_lifecycle_end_to_end(settings: Settings, unique_name: Callable[[s
                                     tmp_path: Path) -> None:
     name, port = unique_name("life"), free_port()
     (tmp_path / "data.txt").write_text("hello")
+    # host binds need a bind root now (issue 11), and /data is the flow's own volume
+    settings = settings.model_copy(update={"docker": settings.docker.model_copy(
+        update={"bind_roots": [BindRoot(path=str(tmp_path))]})})
     async with started_manager(settings) as m, m.bus.subscribe() as sub:
         snap = await m.create_container(CreateSpec(
             name=name, image=BUSYBOX, environment={"GREETING": "hi", "API_TOKEN": "s3cret"},
-            volumes={str(tmp_path): "/data"}, ports={"8080": port}))
+            volumes={str(tmp_path): "/srv"}, ports={"8080": port}))
         assert snap.state == "created" and snap.name == name
         assert snap.socket_path == f"{settings.state_dir}/{name}/flow.sock"
         assert m.get(name).id == snap.id == m.get(snap.id[:12]).id
@@ -48,7 +59,7 @@ async def test_lifecycle_end_to_end(settings: Settings, unique_name: Callable[[s
         assert raw["Config"]["Labels"]["flowmgr.instance"] == settings.docker.instance
         assert raw["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostPort"] == str(port)
         binds = {m_["Destination"]: m_["Source"] for m_ in raw["Mounts"]}
-        assert binds["/data"] == str(tmp_path)
+        assert binds["/srv"] == str(tmp_path)
         assert binds[settings.docker.socket_mount] == f"{settings.state_dir}/{name}"
         assert settings.docker.network in raw["NetworkSettings"]["Networks"]
         assert raw["HostConfig"]["Memory"] == 512 * 1024 * 1024
@@ -62,7 +73,7 @@ async def test_lifecycle_end_to_end(settings: Settings, unique_name: Callable[[s
         assert started.state == "running"
         await wait_event(sub, ContainerStateChanged,
                          lambda e: e.container_id == snap.id and e.new_state == "running")
-        assert (await docker("exec", snap.id, "cat", "/data/data.txt")).stdout == "hello"
+        assert (await docker("exec", snap.id, "cat", "/srv/data.txt")).stdout == "hello"
         published = (await inspect(snap.id))["NetworkSettings"]["Ports"]["8080/tcp"]
         assert published and published[0]["HostPort"] == str(port)
         await wait_event(sub, StatsSampled, lambda e: e.container_id == snap.id)

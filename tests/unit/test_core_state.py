@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from server.core.docker_adapter import parse_time
 from server.core.errors import InvalidRequest
-from server.core.inputs import check_code_path, check_spec, code_archive, normalise_ports
+from server.core.inputs import check_spec, normalise_ports
 from server.core.models import CreateSpec
 from server.core.monitor import crash_cause
 from server.core.stopped import StoppedSet
@@ -61,27 +59,16 @@ def test_ports_normalised_and_refused() -> None:
     (CreateSpec(name="ok", image=""), "image"),
     (CreateSpec(name="ok", environment={"A": 1}), "environment"),  # type: ignore[dict-item]
     (CreateSpec(name="ok", environment={"A=B": "1"}), "environment"),
-    (CreateSpec(name="ok", volumes={"relative": "/x"}), "volumes"),
-    (CreateSpec(name="ok", volumes={"/": "relative"}), "volumes"),
+    # check_spec checks the volumes' types only; what a host path may be is the policy's
+    # (allow-list first, so no answer tells whether a path outside the bind roots exists)
+    (CreateSpec(name="ok", volumes={"/x": 1}), "volumes"),  # type: ignore[dict-item]
+    (CreateSpec(name="ok", volumes=["/x"]), "volumes"),  # type: ignore[arg-type]
     (CreateSpec(name="ok", command="sh"), "command"),  # type: ignore[arg-type]
 ])
 def test_spec_checks_name_the_field(spec: CreateSpec, field: str) -> None:
     with pytest.raises(InvalidRequest) as err:
         check_spec(spec)
     assert err.value.details["field"] == field
-
-
-def test_code_archive_lands_under_the_code_dir_owned_by_root(tmp_path: Path) -> None:
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "main.py").write_text("print(1)")
-    (tmp_path / "pkg" / "m.py").write_text("x = 1")
-    with tarfile.open(fileobj=io.BytesIO(code_archive(tmp_path, "/app"))) as tar:
-        members = {m.name: m for m in tar.getmembers()}
-    assert set(members) == {"app", "app/main.py", "app/pkg", "app/pkg/m.py"}
-    assert all(m.uid == 0 and m.uname == "root" for m in members.values())
-    assert check_code_path(str(tmp_path)) == tmp_path
-    with pytest.raises(InvalidRequest):
-        check_code_path(str(tmp_path / "main.py"))
 
 
 def test_docker_times() -> None:

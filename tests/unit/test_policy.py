@@ -1,4 +1,9 @@
-"""The create policy: each refusal names its field; real symlinks to the Docker socket caught."""
+"""The create policy: each refusal names its field; real symlinks to the Docker socket caught.
+
+Host binds need `docker.bind_roots` (issue 11): `cfg` allows binds beneath tmp_path, `open_cfg`
+names `/` as a root (which `validate_bind_roots` refuses at start) so the protected-path checks
+behind the allow-list are still exercised on their own.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,16 @@ DOCKER_SOCK = "/var/run/docker.sock"
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> Settings:
-    """Settings with a socket dir of its own (so tmp_path itself stays mountable)."""
-    return load_settings(env={}, socket_dir=str(tmp_path / "sockets"))
+    """Settings with a socket dir of its own, and tmp_path as the one (read-only) bind root."""
+    return load_settings(env={}, socket_dir=str(tmp_path / "sockets"),
+                         docker__bind_roots=[{"path": str(tmp_path)}])
+
+
+@pytest.fixture
+def open_cfg(tmp_path: Path) -> Settings:
+    """`/` as a bind root: never accepted at start, here only to test the second line."""
+    return load_settings(env={}, socket_dir=str(tmp_path / "sockets"),
+                         docker__bind_roots=[{"path": "/", "writable": True}])
 
 
 @pytest.fixture
@@ -66,8 +79,9 @@ BAD_HOST_PATHS = [
 
 
 @pytest.mark.parametrize("host", BAD_HOST_PATHS)
-def test_protected_host_paths_refused(host: str, cfg: Settings) -> None:
-    _refused(_spec(volumes={host: "/data"}), cfg, "volumes")
+def test_protected_host_paths_refused(host: str, cfg: Settings, open_cfg: Settings) -> None:
+    _refused(_spec(volumes={host: "/srv"}), cfg, "volumes")  # outside the root
+    _refused(_spec(volumes={host: "/srv"}), open_cfg, "volumes")  # protected, even under "/"
 
 
 @pytest.mark.parametrize(
@@ -81,12 +95,18 @@ def test_path_through_symlinked_directory_refused(links: Path, cfg: Settings) ->
     _refused(_spec(volumes={f"{links}/varrun/docker.sock": "/d"}), cfg, "volumes")
 
 
+@pytest.mark.parametrize("link", ["sock", "varrun", "root", "etc", "data", "rel", "dangling"])
+def test_symlinks_refused_even_under_an_open_root(link: str, links: Path,
+                                                  open_cfg: Settings) -> None:
+    _refused(_spec(volumes={str(links / link): "/d"}), open_cfg, "volumes")
+
+
 def test_docker_host_socket_refused(tmp_path: Path, cfg: Settings) -> None:
     engine = tmp_path / "engine"
     engine.mkdir()
     (engine / "d.sock").touch()
     env = {"DOCKER_HOST": f"unix://{engine}/d.sock"}
-    _refused(_spec(volumes={str(engine): "/e"}), cfg, "volumes", env)
+    _refused(_spec(volumes={str(engine): "/e"}), cfg, "volumes", env, match="protected")
     _refused(_spec(volumes={f"{engine}/d.sock": "/e"}), cfg, "volumes", env)
     validate_create(_spec(volumes={str(engine): "/e"}), cfg, env={})  # only because of DOCKER_HOST
 
@@ -98,22 +118,25 @@ def test_hard_link_to_a_protected_file_refused(tmp_path: Path) -> None:
     (tmp_path / "alias").mkdir()
     os.link(secret / "key", tmp_path / "alias" / "key")
     cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"),
-                        docker__forbidden_host_paths=[str(secret / "key")])
-    _refused(_spec(volumes={str(tmp_path / "alias" / "key"): "/k"}), cfg, "volumes")
+                        docker__forbidden_host_paths=[str(secret / "key")],
+                        docker__bind_roots=[{"path": str(tmp_path)}])
+    _refused(_spec(volumes={str(tmp_path / "alias" / "key"): "/k"}), cfg, "volumes",
+             match="hard links")
 
 
 def test_socket_dir_and_its_parents_refused(cfg: Settings) -> None:
     sockets = Path(cfg.socket_dir)
     (sockets / "other-flow").mkdir(parents=True)
     for host in (sockets, sockets / "other-flow", sockets.parent):
-        _refused(_spec(volumes={str(host): "/s"}), cfg, "volumes")
+        _refused(_spec(volumes={str(host): "/s"}), cfg, "volumes", match="protected")
 
 
 def test_configured_data_root_refused(tmp_path: Path) -> None:
     root = tmp_path / "dockerdata"
     root.mkdir()
-    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"), docker__data_root=str(root))
-    _refused(_spec(volumes={str(root): "/x"}), cfg, "volumes")
+    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"), docker__data_root=str(root),
+                        docker__bind_roots=[{"path": str(tmp_path)}])
+    _refused(_spec(volumes={str(root): "/x"}), cfg, "volumes", match="protected")
 
 
 @pytest.mark.parametrize("host", ["relative/path", "data", "./data", "~/data", "", "C:/x"])
@@ -122,7 +145,8 @@ def test_relative_host_paths_refused(host: str, cfg: Settings) -> None:
 
 
 def test_missing_host_path_refused(tmp_path: Path, cfg: Settings) -> None:
-    _refused(_spec(volumes={str(tmp_path / "missing"): "/data"}), cfg, "volumes")
+    _refused(_spec(volumes={str(tmp_path / "missing"): "/srv"}), cfg, "volumes",
+             match="does not exist")
 
 
 def test_host_path_with_a_lone_surrogate_refused(tmp_path: Path, cfg: Settings) -> None:
@@ -130,12 +154,13 @@ def test_host_path_with_a_lone_surrogate_refused(tmp_path: Path, cfg: Settings) 
     # checked would not be the path mounted. The directory exists, so only the text refuses it.
     odd = tmp_path / "d\udcff"
     odd.mkdir()
-    _refused(_spec(volumes={str(odd): "/data"}), cfg, "volumes", match="surrogate")
+    _refused(_spec(volumes={str(odd): "/srv"}), cfg, "volumes", match="surrogate")
 
 
 @pytest.mark.parametrize(
     "target", ["data", "", "/", "//", "/run/flowmgr", "/run/flowmgr/", "/run/flowmgr/x",
-               "/run", "/a:/b", "/a/../run/flowmgr", "/x\0y", "/x\ud800"]
+               "/run", "/a:/b", "/a/../run/flowmgr", "/x\0y", "/x\ud800", "/data", "/data/x",
+               "/data:rw", "/", "/x:z", "/x:RW", "/x:rw:ro", "/x:ro,rw", ":rw", "x:ro"]
 )
 def test_bad_container_paths_refused(target: str, tmp_path: Path, cfg: Settings) -> None:
     (tmp_path / "ok").mkdir()
@@ -145,7 +170,7 @@ def test_bad_container_paths_refused(target: str, tmp_path: Path, cfg: Settings)
 def test_two_mounts_on_one_container_path_refused(tmp_path: Path, cfg: Settings) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    vols = {str(tmp_path / "a"): "/data", str(tmp_path / "b"): "/data/"}
+    vols = {str(tmp_path / "a"): "/srv", str(tmp_path / "b"): "/srv/:rw"}
     _refused(_spec(volumes=vols), cfg, "volumes")
 
 
@@ -243,21 +268,25 @@ def test_good_images_accepted(image: str, cfg: Settings) -> None:
     assert validate_create(_spec(image=image), cfg, env={}).image == image
 
 
-def test_good_spec_accepted_and_normalised(tmp_path: Path, cfg: Settings) -> None:
-    data, other = tmp_path / "data", tmp_path / "other"
-    data.mkdir()
-    other.mkdir()
-    (tmp_path / "datalink").symlink_to(data)
+def test_good_spec_accepted_and_normalised(tmp_path: Path) -> None:
+    data, other = tmp_path / "ro" / "data", tmp_path / "rw" / "other"
+    data.mkdir(parents=True)
+    other.mkdir(parents=True)
+    cfg = load_settings(env={}, socket_dir=str(tmp_path / "sockets"), docker__bind_roots=[
+        {"path": str(tmp_path / "ro")}, {"path": str(tmp_path / "rw"), "writable": True}])
     spec = _spec(
         name="A.b_c-9",
-        environment={"DB_PASSWORD": "s", "EMPTY": "", "PATH": "/bin"},
-        volumes={f"{tmp_path}//datalink/": "/srv/data/", str(other): "/srv/all"},
+        environment={"DB_PASSWORD": "s", "EMPTY": "", "LANG": "C.UTF-8"},  # PATH: refused
+        volumes={str(data): "/srv/data/", str(other): "/srv/all:rw"},
         ports={"8080": 18080, "8080/udp": "18080", "9000/tcp": 65535},
         memory_limit="64m",
         command=["sh", "-c", "sleep 1"],
     )
     out = validate_create(spec, cfg, env={})
-    assert out.volumes == {str(data): "/srv/data", str(other): "/srv/all"}
+    assert out.volumes == {str(data): "/srv/data:ro", str(other): "/srv/all:rw"}
+    assert [(p.source, p.target, p.mode) for p in out.binds] == [
+        (str(data), "/srv/data", "ro"), (str(other), "/srv/all", "rw")]
+    assert out.binds[0].ino == data.stat().st_ino
     assert out.ports == {"8080": 18080, "8080/udp": 18080, "9000/tcp": 65535}
     assert out.environment == spec.environment
     assert validate_create(_spec(image=None), cfg, env={}).image is None
@@ -267,20 +296,109 @@ def test_default_spec_accepted_with_real_environment(cfg: Settings) -> None:
     assert validate_create(_spec(), cfg) == _spec()
 
 
+def _rooted(cfg: Settings, root: Path) -> Settings:
+    return cfg.model_copy(update={"docker": cfg.docker.model_copy(
+        update={"code_roots": [str(root)]})})
+
+
 @pytest.mark.parametrize("code_path", ["/", "/etc", "/etc/", "/proc/self", "/var/lib/docker",
                                        "/var/run", "relative", "", None, 3, "/nonexistent-x"])
-def test_protected_code_paths_refused(code_path: Any, cfg: Settings) -> None:
-    with pytest.raises(InvalidRequest) as info:
-        validate_code_path(code_path, cfg, env={})
-    assert info.value.field == "code_path"
+def test_protected_code_paths_refused(code_path: Any, cfg: Settings, tmp_path: Path) -> None:
+    for settings in (cfg, _rooted(cfg, tmp_path)):  # no roots: every update refused
+        with pytest.raises(InvalidRequest) as info:
+            validate_code_path(code_path, settings, env={})
+        assert info.value.field == "code_path"
 
 
-def test_code_path_symlink_to_etc_refused(links: Path, cfg: Settings) -> None:
-    with pytest.raises(InvalidRequest, match="code_path"):
-        validate_code_path(str(links / "etc"), cfg, env={})
+def test_code_path_symlink_to_etc_refused(links: Path, cfg: Settings, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="symbolic link"):
+        validate_code_path(str(links / "etc"), _rooted(cfg, tmp_path), env={})
 
 
-def test_code_path_resolved(tmp_path: Path, cfg: Settings) -> None:
+def test_code_path_through_a_symlink_refused_and_spellings_normalised(
+    tmp_path: Path, cfg: Settings
+) -> None:
+    """Links are never followed, not even to a directory inside the root (issue 11 item 3)."""
     (tmp_path / "code").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "code")
-    assert validate_code_path(f"{tmp_path}/link/", cfg, env={}) == str(tmp_path / "code")
+    rooted = _rooted(cfg, tmp_path)
+    with pytest.raises(InvalidRequest, match="symbolic link"):
+        validate_code_path(f"{tmp_path}/link/", rooted, env={})
+    assert validate_code_path(f"/{tmp_path}//code/./", rooted, env={}) == str(tmp_path / "code")
+
+
+# Host binds by allow-list (issue 11 item 1).
+
+def test_no_bind_roots_refuses_every_host_bind(tmp_path: Path) -> None:
+    cfg = load_settings(env={}, socket_dir=str(tmp_path / "sockets"))
+    (tmp_path / "d").mkdir()
+    for host in (str(tmp_path / "d"), "/etc", "/root", "/nonexistent"):
+        _refused(_spec(volumes={host: "/srv"}), cfg, "volumes",
+                 match="host binds are disabled: set docker.bind_roots")
+    assert validate_create(_spec(), cfg, env={}).binds == ()
+
+
+@pytest.mark.parametrize("host", ["/root", "/usr/local/bin", "/home", "/etc", "/opt", "/var/log",
+                                  "/lib/systemd/system", "/nonexistent/x", "/tmp"])
+def test_paths_outside_the_roots_are_refused_alike(host: str, cfg: Settings) -> None:
+    """The answer is the same whether the path exists: nothing outside the roots is probed."""
+    with pytest.raises(InvalidRequest) as info:
+        validate_create(_spec(volumes={host: "/srv"}), cfg, env={})
+    assert info.value.message == f"host path {host} is not at or beneath any of docker.bind_roots"
+
+
+def test_the_checkout_and_its_config_are_outside_the_roots(cfg: Settings) -> None:
+    from server.core.config import DEFAULT_CONFIG_FILE
+    for host in (DEFAULT_CONFIG_FILE.parent, DEFAULT_CONFIG_FILE):
+        _refused(_spec(volumes={str(host): "/srv"}), cfg, "volumes", match="bind_roots")
+
+
+@pytest.mark.parametrize("spelling", ["{r}/d/", "{r}//d", "{r}/./d", "{r}/d/.", "{r}/x/../d",
+                                      "{r}/d/..", "{r}/d\n", "{r}/d,ro", "{r}/d:ro"])
+def test_non_plain_host_paths_refused(spelling: str, tmp_path: Path, cfg: Settings) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "x").mkdir()
+    _refused(_spec(volumes={spelling.format(r=tmp_path): "/srv"}), cfg, "volumes")
+
+
+def test_read_only_unless_asked_and_allowed(tmp_path: Path, cfg: Settings) -> None:
+    (tmp_path / "d").mkdir()
+    out = validate_create(_spec(volumes={str(tmp_path / "d"): "/srv"}), cfg, env={})
+    assert out.binds[0].mode == "ro" and out.volumes == {str(tmp_path / "d"): "/srv:ro"}
+    out = validate_create(_spec(volumes={str(tmp_path / "d"): "/srv:ro"}), cfg, env={})
+    assert out.binds[0].mode == "ro"
+    with pytest.raises(InvalidRequest, match=f"bind root {tmp_path} is not writable") as info:
+        validate_create(_spec(volumes={str(tmp_path / "d"): "/srv:rw"}), cfg, env={})
+    assert info.value.field == "volumes" and info.value.details["bind_root"] == str(tmp_path)
+
+
+def test_the_deepest_root_decides_the_mode(tmp_path: Path) -> None:
+    (tmp_path / "rw" / "d").mkdir(parents=True)
+    (tmp_path / "d").mkdir()
+    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"), docker__bind_roots=[
+        {"path": str(tmp_path)}, {"path": str(tmp_path / "rw"), "writable": True}])
+    out = validate_create(_spec(volumes={str(tmp_path / "rw" / "d"): "/srv:rw"}), cfg, env={})
+    assert out.binds[0].root == str(tmp_path / "rw")
+    _refused(_spec(volumes={str(tmp_path / "d"): "/srv:rw"}), cfg, "volumes",
+             match="not writable")
+
+
+def test_a_root_itself_may_be_mounted(tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"),
+                        docker__bind_roots=[{"path": str(tmp_path / "r")}])
+    assert validate_create(_spec(volumes={str(tmp_path / "r"): "/srv"}), cfg, env={}).binds
+
+
+def test_socket_mount_and_data_mount_targets_refused(tmp_path: Path, cfg: Settings) -> None:
+    (tmp_path / "d").mkdir()
+    for target in ("/run/flowmgr", "/data", "/data/sub:rw", "/run"):
+        _refused(_spec(volumes={str(tmp_path / "d"): target}), cfg, "volumes", match="cover")
+    no_data = cfg.model_copy(update={"docker": cfg.docker.model_copy(update={"data_mount": None})})
+    assert validate_create(_spec(volumes={str(tmp_path / "d"): "/data"}), no_data, env={}).binds
+
+
+def test_too_many_binds_refused(tmp_path: Path, cfg: Settings) -> None:
+    from server.core.policy import MAX_BINDS
+    vols = {f"{tmp_path}/d{i}": f"/m{i}" for i in range(MAX_BINDS + 1)}
+    _refused(_spec(volumes=vols), cfg, "volumes", match=f"at most {MAX_BINDS}")

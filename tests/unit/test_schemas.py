@@ -81,6 +81,7 @@ def test_small_answers_match_their_models() -> None:
     _checked(ContainerUpdatedOut, ContainerUpdatedOut.payload(CID, "/srv/code"))
     _checked(MessageSentOut, MessageSentOut.payload(CID, {"a": [1, {"b": None}]}))
     _checked(ContainerLogsOut, ContainerLogsOut.payload(CID, ["x", "y"]))
+    assert _checked(ContainerLogsOut, ContainerLogsOut.payload(CID, ["y"], True))["truncated"]
     _checked(LogSubscriptionOut, LogSubscriptionOut.payload(CID, "subscribed"))
     _checked(ContainerLogOut, ContainerLogOut.payload(LogLineReceived(at=AT, container_id=CID,
                                                                       line="hello")))
