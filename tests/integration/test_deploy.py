@@ -64,12 +64,12 @@ def flowmgr_image(docker_engine: None) -> str:
 
 @pytest.fixture
 def deploy_dirs() -> Iterator[tuple[Path, Path]]:
-    """A short socket dir set up as the README says (group of docker.sock, 2770) and a config."""
+    """A short socket dir set up as the README says (group of docker.sock, 3770) and a config."""
     key = uuid.uuid4().hex[:8]
     sock_dir = Path("/tmp/fm") / f"d{key}"
     sock_dir.mkdir(parents=True)
     os.chown(sock_dir, -1, _docker_gid())
-    sock_dir.chmod(0o2770)
+    sock_dir.chmod(0o3770)
     conf_dir = Path("/tmp/fm") / f"c{key}"
     conf_dir.mkdir()
     config = json.loads((ROOT / "config.json").read_text())

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from server.core.config import Settings
-from server.core.errors import ConfigError, FlowSocketError
+from server.core.errors import ConfigError, FlowSocketError, InvalidRequest
 from server.core.events import FlowMessageReceived
 from server.core.manager import ContainerManager
 from server.core.models import CreateSpec
@@ -302,3 +302,21 @@ async def test_an_adopted_container_mounting_another_dir_gets_no_channel(
         with pytest.raises(FlowSocketError, match="not the manager's directory"):
             await m.start_container(cid)
         assert (await inspect(cid))["State"]["Running"] is False
+
+
+async def test_a_new_flow_never_shares_a_live_flows_directory(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    async with started_manager(settings) as m:
+        first = await m.create_container(CreateSpec(name=unique_name("old"), image=BUSYBOX,
+                                                    command=SLEEP))
+        # renamed behind the manager's back: it keeps mounting the old name's directory
+        await docker("rename", first.id, unique_name("renamed"))
+        for _ in range(100):
+            if m.get(first.id).name != first.name:
+                break
+            await asyncio.sleep(0.1)
+        with pytest.raises(InvalidRequest) as err:
+            await m.create_container(CreateSpec(name=first.name, image=BUSYBOX, command=SLEEP))
+        assert err.value.field == "name" and "in use" in err.value.message
+        assert os.path.exists(first.socket_path)  # its channel is left alone
