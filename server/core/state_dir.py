@@ -67,8 +67,8 @@ class StateDir:
             raise ConfigError(f"docker.instance may not hold '/' (the manager's directory "
                               f"{self.path} must lie directly in socket_dir)",
                               details={"field": "docker.instance"})
-        self._make_socket_dir()
         try:
+            self._make_socket_dir()
             real = self._walk(self.socket_dir)
             fd = os.open(real, _DIR_FLAGS)
         except (UnsafePath, OSError) as err:
@@ -79,6 +79,9 @@ class StateDir:
         try:
             self._check_socket_dir(fd)
             os.close(self._open_state(fd, ConfigError))
+        except OSError as err:
+            raise ConfigError(f"cannot prepare {self.path}: {_reason(err)}",
+                              details={"field": "socket_dir", "path": self.path}) from None
         finally:
             os.close(fd)
 
@@ -141,6 +144,14 @@ class StateDir:
         following links, and a new directory is made.
         """
         _check_name(name)
+        try:
+            self._make_flow_dir(name)
+        except OSError as err:
+            raise FlowSocketError(f"cannot make the socket directory {self.flow_dir(name)}: "
+                                  f"{_reason(err)}", details={"name": name}) from None
+        return self.flow_dir(name)
+
+    def _make_flow_dir(self, name: str) -> None:
         with self._state_fd() as state:
             try:
                 os.mkdir(name, FLOW_DIR_MODE, dir_fd=state)
@@ -154,7 +165,6 @@ class StateDir:
                                self.flow_dir(name))
                 os.mkdir(name, FLOW_DIR_MODE, dir_fd=state)
             os.close(self._open_flow(state, name))
-        return self.flow_dir(name)
 
     def verify_flow_dir(self, source: str | None, name: str) -> None:
         """Right before the engine mounts `source` into the flow `name`: it must be the
@@ -163,13 +173,18 @@ class StateDir:
         a mode the flow itself changed (it owns the inside of its mount) is set back."""
         _check_name(name)
         want = self.flow_dir(name)
-        if source is None or os.path.normpath(source) != want:
+        # normpath alone would read `x/../a` as `a`, where the engine would follow a link `x`
+        if source is None or ".." in source.split("/") or os.path.normpath(source) != want:
             raise FlowSocketError(
                 f"the socket directory of {name} is {source or 'not mounted'}, not the "
                 f"manager's directory {want} for it: recreate the flow",
                 details={"name": name, "socket_dir": source, "expected": want})
-        with self._state_fd() as state:
-            os.close(self._open_flow(state, name))
+        try:
+            with self._state_fd() as state:
+                os.close(self._open_flow(state, name))
+        except OSError as err:
+            raise FlowSocketError(f"cannot check the socket directory {want}: {_reason(err)}",
+                                  details={"name": name}) from None
 
     def remove_flow_dir(self, name: str) -> None:
         """Best effort: a deleted flow's directory (a leftover is replaced at the next create)."""
