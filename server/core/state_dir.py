@@ -116,14 +116,14 @@ class StateDir:
             if self.uid in (0, st.st_uid):
                 mode |= stat.S_ISVTX
                 os.fchmod(fd, mode)  # o+t: `chmod 777` still works; renames of others' entries not
-                logger.warning("socket_dir %s was writable by other users without the sticky bit; "
+                logger.warning("socket_dir %s was writable by others without the sticky bit; "
                                "set it (mode now %04o) so no one can rename the manager's "
                                "directory in it", where, mode)
             else:
                 logger.warning(
-                    "socket_dir %s (mode %04o, owner uid %d) is writable by other users without "
-                    "the sticky bit: they can rename the manager's directory %s away and put "
-                    "their own in its place. Fix: chmod +t %s (or chmod 0700 / chown %d it)",
+                    "socket_dir %s (mode %04o, owner uid %d) is writable by its group or others "
+                    "without the sticky bit: they can rename the manager's directory %s away "
+                    "and put their own in its place. Fix: chmod +t %s (or chmod 0700, chown %d)",
                     where, mode, st.st_uid, self.path, where, self.uid)
         if mode & 0o077:
             who = "other users" if mode & 0o007 else f"group {st.st_gid}"
