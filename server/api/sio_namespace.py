@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ import socketio
 from engineio import json as engineio_json
 
 from server import __version__
+from server.api.auth import AUTHENTICATED, RefusalLog, token_matches
 from server.api.errors import error_payload
 from server.api.schemas import (
     ConnectedOut,
@@ -76,12 +76,15 @@ class UndecodableAsEvent:
 class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """The PROTOCOL.md requests, one `on_<request>` each, on the default namespace."""
 
-    def __init__(self, manager: ContainerManager, bridge: SioBridge, *, token: str | None,
+    def __init__(self, manager: ContainerManager, bridge: SioBridge, *, token: str,
                  server_id: str) -> None:
         super().__init__("/")
+        if not token:
+            raise ValueError("the API always requires a token (see server.core.token_file)")
         self.manager = manager
         self.bridge = bridge
-        self._token = token.encode() if token else None
+        self._token = token.encode("utf-8")
+        self.refusals = RefusalLog()
         self._welcome = ConnectedOut(message="Connected to Flow Manager", version=__version__,
                                      server_id=server_id).model_dump()
         self._welcomes: set[asyncio.Task[None]] = set()
@@ -94,7 +97,18 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         # a client's event of that name is an unknown request.
         if event in ("connect", "disconnect") and \
                 not self.server.manager.is_connected(sid, self.namespace):
-            return await super().trigger_event(event, *args)
+            if event != "connect":
+                return await super().trigger_event(event, *args)
+            try:
+                return await super().trigger_event(event, *args)
+            except socketio.exceptions.ConnectionRefusedError:
+                raise
+            except Exception:
+                # python-socketio lets any other exception escape its connect handling and
+                # leaves the client pending (neither refused nor connected): refuse instead.
+                logger.exception("connect handler failed; refusing the client")
+                raise socketio.exceptions.ConnectionRefusedError("authentication failed") \
+                    from None
         name = event if isinstance(event, str) else repr(event)  # a hand-made packet: 42[5]
         if name == UNDECODABLE:
             return await self._run(sid, name, None, RequestIn, "", self._undecodable)
@@ -103,13 +117,12 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return await getattr(self, f"on_{name}")(sid, data)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        """Refuse a connect without the configured token; welcome everyone else."""
-        if self._token is not None:
-            given = auth.get("token") if isinstance(auth, dict) else None
-            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self._token):
-                logger.warning("refused a Socket.IO client without a valid token (%s)",
-                               environ.get("REMOTE_ADDR", "?"))
-                raise socketio.exceptions.ConnectionRefusedError("authentication failed")
+        """Refuse a connect without exactly the token; the others join the broadcast room."""
+        if not token_matches(auth, self._token):
+            self.refusals.refused_one(str(environ.get("REMOTE_ADDR", "?")))
+            raise socketio.exceptions.ConnectionRefusedError("authentication failed")
+        # Only now: broadcasts go to this room alone (see AUTHENTICATED).
+        await self.enter_room(sid, AUTHENTICATED)
         # Emitted from a task: inside this handler the client is not connected yet.
         task = asyncio.create_task(self._greet(sid))
         self._welcomes.add(task)
