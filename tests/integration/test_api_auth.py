@@ -23,6 +23,7 @@ import psutil
 import pytest
 import socketio
 
+import server.api.auth as auth_module
 import server.api.sio_namespace as sio_namespace
 from server.api.serving import log_startup_warnings
 from server.core.config import Settings
@@ -248,7 +249,7 @@ async def test_a_failing_connect_handler_refuses_and_leaks_nothing(
     client pending in the everyone-room; ours turns it into a refusal, and broadcasts go to the
     authenticated room only anyway."""
     async with running_service(settings) as svc, aiohttp.ClientSession() as session:
-        real = sio_namespace.token_matches
+        real = auth_module.token_matches
 
         def broken(auth: Any, expected: bytes) -> bool:
             if isinstance(auth, dict) and auth.get("token") == "boom":
@@ -399,7 +400,7 @@ async def test_docs_are_off_and_openapi_needs_the_token(settings: Settings) -> N
             assert (await http.get(path)).status_code == 404, path
         for header in (None, "Bearer", f"Bearer {T}x", f"Basic {T}", f"bearer x{T}",
                        "Bearer \u00ff" + T, f"Bearer {T[:-1]}", "Bearer " + "a" * 100_000):
-            headers = {} if header is None else {"Authorization": header.encode("latin-1")}
+            headers = {} if header is None else {b"Authorization": header.encode("latin-1")}
             answer = await http.get("/openapi.json", headers=headers)
             assert answer.status_code in (401, 431), (header and header[:40], answer.status_code)
             assert "paths" not in answer.text
