@@ -18,7 +18,7 @@ from server.core.config import Settings
 from server.core.manager import ContainerManager
 
 __all__ = ["Service", "Recorder", "running_service", "client", "docker_cli", "BUSYBOX",
-           "TEST_TOKEN", "AUTH", "with_test_token"]
+           "TEST_TOKEN", "AUTH", "RAW_CONNECT", "with_test_token"]
 
 BUSYBOX = "flowmgr-test-busybox:latest"
 
@@ -26,6 +26,8 @@ TEST_TOKEN = "harness-token-0123456789abcdef"
 """The token every harness service requires (the API always requires one) unless a test
 configures its own; `client()` presents it unless given another `auth`."""
 AUTH = {"token": TEST_TOKEN}
+RAW_CONNECT = '40{"token":"' + TEST_TOKEN + '"}'
+"""The Socket.IO connect packet with TEST_TOKEN, for tests speaking raw engine.io."""
 _DEFAULT: Any = object()
 
 
