@@ -409,3 +409,69 @@ async def test_docs_are_off_and_openapi_needs_the_token(settings: Settings) -> N
         health = await http.get("/health")
         assert health.status_code == 200
         assert T not in health.text and ".api-token" not in health.text
+
+
+# --- a flow on its bridge gateway ---------------------------------------------------------
+
+# busybox sh + wget: /health, /openapi.json, then an engine.io polling session with a
+# Socket.IO connect that carries no token; one "PROBE key value" line each.
+_PROBE = r"""
+B="$1"
+echo "PROBE health $(wget -S -O /dev/null "$B/health" 2>&1 | grep -o 'HTTP/1.1 [0-9]*')"
+echo "PROBE openapi $(wget -S -O /dev/null "$B/openapi.json" 2>&1 | grep -o 'HTTP/1.1 [0-9]*')"
+SID=$(wget -q -O - "$B/socket.io/?EIO=4&transport=polling" | sed 's/.*"sid":"\([^"]*\)".*/\1/')
+wget -q -O /dev/null --post-data=40 "$B/socket.io/?EIO=4&transport=polling&sid=$SID"
+echo "PROBE connect $(wget -q -O - "$B/socket.io/?EIO=4&transport=polling&sid=$SID")"
+"""
+
+
+async def test_a_flow_on_its_bridge_gateway_cannot_drive_the_api(
+        settings: Settings, unique_name: Any) -> None:
+    """Default settings (no token configured): a real flow reaching the service on its
+    network's gateway, where a 0.0.0.0 binding also listens, is refused. The service listens on
+    that gateway address only (traffic stays on Docker's bridge on this machine)."""
+    from server.api.app import create_app
+    from server.api.serving import GracefulServer, uvicorn_config
+    from server.core.manager import ContainerManager
+    from server.core.models import CreateSpec
+    from tests.conftest import RUN_ID, TEST_LABEL
+    from tests.integration.api_harness import docker_cli
+
+    assert settings.server.token is None
+    network = settings.docker.network
+    await docker_cli("network", "create", "--label", f"{TEST_LABEL}={RUN_ID}", network)
+    gateway = await docker_cli("network", "inspect", "-f",
+                               "{{(index .IPAM.Config 0).Gateway}}", network)
+    manager = ContainerManager(settings)
+    app = create_app(manager, settings, manage_lifecycle=True)  # the generated token
+    server = GracefulServer(uvicorn_config(app, settings, host=gateway, port=0))
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(60):
+            while not server.started:
+                assert not task.done()
+                await asyncio.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        snap = await manager.create_container(CreateSpec(
+            name=unique_name("probe"), image=BUSYBOX,
+            command=["sh", "-c", _PROBE, "probe", f"http://{gateway}:{port}"]))
+        await manager.start_container(snap.id)
+        logs = ""
+        try:
+            async with asyncio.timeout(60):
+                while "PROBE" not in (logs := await docker_cli("logs", snap.id)):
+                    await asyncio.sleep(0.5)
+        except TimeoutError:
+            raise AssertionError(f"the probe did not report:\n{logs}") from None
+        async with asyncio.timeout(30):
+            while "PROBE connect" not in (logs := await docker_cli("logs", snap.id)):
+                await asyncio.sleep(0.5)
+        probe = dict(line.split(" ", 2)[1:] for line in logs.splitlines()
+                     if line.startswith("PROBE ") and line.count(" ") >= 2)
+        assert probe["health"] == "HTTP/1.1 200", logs  # the flow does reach the service ...
+        assert probe["openapi"] == "HTTP/1.1 401", logs  # ... and is refused everything else
+        assert probe["connect"].startswith("44"), logs
+        assert not app.sio.manager.rooms.get("/", {}).get("authenticated")
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
