@@ -21,7 +21,7 @@ def _write(tmp_path: Path, data: Any) -> Path:
 def test_shipped_config_matches_protocol_defaults() -> None:
     s = load_settings(DEFAULT_CONFIG_FILE, env={})
     assert s.socket_dir == "/tmp/kawaflow/sockets"
-    assert s.server.port == 8000 and s.server.cors_origins == ["*"]
+    assert s.server.port == 8000 and s.server.cors_origins == []  # own origin only (issue 11)
     assert s.docker.default_image == "flow:latest" and s.docker.network == "kawaflow"
     assert s.monitoring.health_check_interval == 30
     assert s.config_file == str(DEFAULT_CONFIG_FILE)
