@@ -43,6 +43,10 @@ class ApiToken:
 def api_token(settings: Settings) -> ApiToken:
     """The configured token, else the token file's (made on first use); raise ConfigError."""
     if settings.server.token:
+        if len(settings.server.token) > MAX_TOKEN_CHARS:
+            raise ConfigError(f"the configured token (FLOWMGR_TOKEN or server.token) is longer "
+                              f"than {MAX_TOKEN_CHARS} characters: no client could present it",
+                              details={"field": "server.token"})
         return ApiToken(settings.server.token, "configured")
     path = settings.token_path
     value, created = load_or_create(path)
@@ -55,6 +59,10 @@ def with_api_token(settings: Settings) -> Settings:
     if token.source == "configured":
         logger.info("Socket.IO clients must present the configured token "
                     "(FLOWMGR_TOKEN or server.token)")
+        if len(token.value) < _MIN_FILE_TOKEN:
+            logger.warning("the configured token has fewer than %d characters: easy to guess; "
+                           "unset it to have one generated, or set a longer one",
+                           _MIN_FILE_TOKEN)
     else:
         logger.info("Socket.IO clients must present the API token %s %s (readable by this "
                     "user only; `flowmgr --connect` finds it there, or pass it in FLOWMGR_TOKEN)",

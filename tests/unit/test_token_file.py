@@ -150,3 +150,17 @@ def test_the_client_reads_the_file_and_says_what_is_wrong(tmp_path: Path) -> Non
     path.write_text("")
     with pytest.raises(ConfigError, match="does not hold a token"):
         read_client_token(str(path))
+
+
+def test_a_configured_token_too_long_to_present_stops_start_up(tmp_path: Path) -> None:
+    settings = load_settings(env={"FLOWMGR_TOKEN": "a" * 5000}, socket_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="longer than"):
+        api_token(settings)
+
+
+def test_a_short_configured_token_is_warned_about(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings(env={"FLOWMGR_TOKEN": "abc"}, socket_dir=str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        with_api_token(settings)
+    assert "easy to guess" in caplog.text and "abc" not in caplog.text
