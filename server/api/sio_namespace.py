@@ -100,16 +100,17 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         # a client's event of that name is an unknown request.
         if event in ("connect", "disconnect") and \
                 not self.server.manager.is_connected(sid, self.namespace):
-            if event != "connect":
-                return await super().trigger_event(event, *args)
             try:
                 return await super().trigger_event(event, *args)
             except socketio.exceptions.ConnectionRefusedError:
                 raise
             except Exception:
+                if event != "connect":
+                    raise
                 # python-socketio lets any other exception escape its connect handling and
                 # leaves the client pending (neither refused nor connected): refuse instead.
                 logger.exception("connect handler failed; refusing the client")
+                self._hang_up_later(sid)
                 raise socketio.exceptions.ConnectionRefusedError("authentication failed") \
                     from None
         name = event if isinstance(event, str) else repr(event)  # a hand-made packet: 42[5]
