@@ -8,12 +8,12 @@ __all__ = ["iso", "epoch", "uptime_text", "from_iso", "from_epoch", "uptime_of"]
 
 
 def iso(at: datetime | None) -> str | None:
-    """ISO 8601 text of an aware datetime (PROTOCOL.md's "ISO 8601")."""
+    """ISO 8601 text of an aware datetime (docs/PROTOCOL.md's "ISO 8601")."""
     return None if at is None else at.isoformat()
 
 
 def epoch(at: datetime) -> float:
-    """Epoch seconds as a float (PROTOCOL.md's "epoch float")."""
+    """Epoch seconds as a float (docs/PROTOCOL.md's "epoch float")."""
     return at.timestamp()
 
 
