@@ -5,7 +5,7 @@ memory, and a live server afterwards (issue 7, "Clients: bad input").
     .venv/bin/python bench/bench_malformed.py --requests 2000 --clients 4 --seed 7
 
 The requests come from tests/fuzz/malformed_requests.py (seeded: every request event of
-PROTOCOL.md and its ext ones, every malformed shape). Each one must be answered by its ack with
+docs/PROTOCOL.md and its ext ones, every malformed shape). Each one must be answered by its ack with
 the typed `error` it is built to get; latency is emit -> ack per request. Resident memory is the
 server process's, after a warm-up of --warmup requests of another seed. Prints a JSON summary;
 exits 1 when any request got a wrong answer or none, or the server is not alive afterwards.

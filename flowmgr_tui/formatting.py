@@ -80,7 +80,7 @@ def uptime(started: datetime | None, now: datetime) -> str:
 
 
 def uptime_exact(delta: timedelta | None) -> str:
-    """`H:MM:SS` as in PROTOCOL.md."""
+    """`H:MM:SS` as in docs/PROTOCOL.md."""
     if delta is None:
         return "-"
     secs = max(0, int(delta.total_seconds()))

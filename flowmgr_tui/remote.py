@@ -1,17 +1,18 @@
-"""RemoteBackend: the panel's Backend over Socket.IO (PROTOCOL.md), feeding a local EventBus."""
+"""RemoteBackend: the panel's Backend over Socket.IO (docs/PROTOCOL.md), feeding a local EventBus.
+Every payload is encoded and decoded by `server.wire`, the module the server encodes with."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 import socketio
 
-from flowmgr_tui.remote_wire import error_of, sample_of, snapshot_of, uptime_of, when
 from flowmgr_tui.state.rules import settle
 from server.core.bus import EventBus
 from server.core.errors import ContainerNotFound, DockerUnavailable, FlowMgrError
@@ -23,13 +24,44 @@ from server.core.events import (
     ContainerStateChanged,
     DockerConnectionLost,
     DockerConnectionRestored,
-    FlowMessageReceived,
-    FlowMessageSent,
-    HealthChanged,
-    LogLineReceived,
     StatsSampled,
+    now,
 )
-from server.core.models import ContainerSnapshot, CreateSpec
+from server.core.log_tail import LogTail
+from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec
+from server.wire.answers import (
+    ContainerCreatedOut,
+    ContainerListOut,
+    ContainerLogsOut,
+    ContainerStateOut,
+    ContainerStatusOut,
+    ContainerUpdatedOut,
+    LogSubscriptionOut,
+    MessageSentOut,
+)
+from server.wire.base import MalformedPayload, WireModel
+from server.wire.errors import ErrorOut
+from server.wire.pushes import (
+    ActivityLogOut,
+    ContainerCrashedOut,
+    ContainerLogOut,
+    EngineStatusOut,
+    HealthWarningOut,
+    MessageReceivedOut,
+    Push,
+    StatusChangedOut,
+    StatusUpdateOut,
+)
+from server.wire.requests import (
+    ContainerRef,
+    CreateContainerRequest,
+    GetLogsRequest,
+    ListContainersRequest,
+    RequestIn,
+    SendMessageRequest,
+    UpdateContainerRequest,
+    body,
+)
 
 __all__ = ["RemoteBackend"]
 
@@ -38,10 +70,17 @@ logger = logging.getLogger(__name__)
 CALL_TIMEOUT = 90.0
 """Seconds a request may take (a stop waits for the flow's own stop timeout)."""
 _RESYNC_ON = ("container_created", "container_deleted")
+Reply = TypeVar("Reply", bound=WireModel)
+P = TypeVar("P", bound=Push)
+
+
+def _ref(container_id: str) -> ContainerRef:
+    """A request naming one container; built unchecked: the server judges the reference."""
+    return ContainerRef.model_construct(container_id=container_id)
 
 
 class RemoteBackend:
-    """Speaks PROTOCOL.md as a client; keeps a snapshot from list/status answers and pushes."""
+    """Speaks docs/PROTOCOL.md as a client; keeps a snapshot from list/status answers and pushes."""
 
     def __init__(self, url: str, *, token: str | None = None) -> None:
         self.url = url
@@ -121,35 +160,36 @@ class RemoteBackend:
 
     # --- requests ------------------------------------------------------------------------
 
-    async def _call(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _ask(self, event: str, request: RequestIn, reply: type[Reply]) -> Reply:
+        """Send `request` as `event`: its answer decoded, or its `error` raised as the core's."""
         if not self._connected:
             raise DockerUnavailable(f"not connected to {self.url}")
         try:
-            answer = await self._sio.call(event, payload, timeout=CALL_TIMEOUT)
+            answer = await self._sio.call(event, body(request), timeout=CALL_TIMEOUT)
         except socketio.exceptions.TimeoutError as err:
             raise DockerUnavailable(f"{self.url} did not answer {event}") from err
-        if not isinstance(answer, dict):
-            raise FlowMgrError(f"unexpected answer to {event}: {answer!r}")
-        if answer.get("error") is True:
-            raise error_of(answer)
-        return answer
+        if isinstance(answer, dict) and answer.get("error") is True:
+            raise ErrorOut.decode(answer).to_core()
+        try:
+            return reply.decode(answer)
+        except MalformedPayload as err:
+            raise FlowMgrError(f"unexpected answer to {event}: {err}") from None
 
     async def create_container(self, spec: CreateSpec) -> ContainerSnapshot:
         """`create_container` -> `container_created`."""
-        body: dict[str, Any] = {"name": spec.name, "environment": spec.environment,
-                                "volumes": spec.volumes, "ports": spec.ports}
-        if spec.image:
-            body["image"] = spec.image
-        answer = await self._call("create_container", body)
-        snap = snapshot_of({**answer, "created": datetime.now(UTC).isoformat()})
+        # Built unchecked: the server's verdict is the one the panel shows.
+        request = CreateContainerRequest.model_construct(
+            name=spec.name, image=spec.image, environment=spec.environment,
+            volumes=spec.volumes, ports=spec.ports)
+        answer = await self._ask("create_container", request, ContainerCreatedOut)
+        snap = answer.to_snapshot(now())
         self._put(snap, added=True)
         return snap
 
     async def _state_call(self, event: str, ref: str) -> ContainerSnapshot:
-        answer = await self._call(event, {"container_id": ref})
-        cid = str(answer.get("container_id", ref))
-        self._set_state(cid, str(answer.get("status", "")), when(None))
-        return self._containers.get(cid) or self.get(ref)
+        answer = await self._ask(event, _ref(ref), ContainerStateOut)
+        self._set_state(answer.container_id, answer.status, now())
+        return self._containers.get(answer.container_id) or self.get(ref)
 
     async def start_container(self, ref: str) -> ContainerSnapshot:
         return await self._state_call("start_container", ref)
@@ -161,31 +201,31 @@ class RemoteBackend:
         return await self._state_call("restart_container", ref)
 
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
-        await self._call("update_container", {"container_id": ref, "code_path": code_path})
+        request = UpdateContainerRequest.model_construct(container_id=ref, code_path=code_path)
+        await self._ask("update_container", request, ContainerUpdatedOut)
         return self.get(ref)
 
     async def delete_container(self, ref: str) -> str:
-        answer = await self._call("delete_container", {"container_id": ref})
-        cid = str(answer.get("container_id", ref))
-        self._drop(cid)
-        return cid
+        answer = await self._ask("delete_container", _ref(ref), ContainerStateOut)
+        self._drop(answer.container_id)
+        return answer.container_id
 
-    async def get_logs(self, ref: str, tail: int = 100) -> list[str]:
-        answer = await self._call("get_container_logs", {"container_id": ref, "tail": tail})
-        return [str(line) for line in answer.get("lines", [])]
+    async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
+        request = GetLogsRequest.model_construct(container_id=ref, tail=tail)
+        return (await self._ask("get_container_logs", request, ContainerLogsOut)).to_core()
 
     async def follow_logs(self, ref: str) -> str:
-        answer = await self._call("subscribe_logs", {"container_id": ref})
-        return str(answer.get("container_id", ref))
+        answer = await self._ask("subscribe_logs", _ref(ref), LogSubscriptionOut)
+        return answer.container_id
 
     async def unfollow_logs(self, container_id: str) -> None:
         if self._connected:
-            await self._call("unsubscribe_logs", {"container_id": container_id})
+            await self._ask("unsubscribe_logs", _ref(container_id), LogSubscriptionOut)
 
     async def send_message(self, ref: str, message: dict[str, Any]) -> None:
-        answer = await self._call("send_message", {"container_id": ref, "message": message})
-        self.bus.publish(FlowMessageSent(container_id=str(answer.get("container_id", ref)),
-                                         message=message))
+        request = SendMessageRequest.model_construct(container_id=ref, message=message)
+        answer = await self._ask("send_message", request, MessageSentOut)
+        self.bus.publish(answer.to_core())
 
     # --- pushes --------------------------------------------------------------------------
 
@@ -193,14 +233,25 @@ class RemoteBackend:
         on = self._sio.on
         on("connect", self._on_connect)
         on("disconnect", self._on_disconnect)
-        on("status_changed", self._on_status_changed)
-        on("container_health_warning", self._on_health)
-        on("container_crashed", self._on_crashed)
-        on("container_status_update", self._on_status_update)
-        on("activity_log", self._on_activity)
-        on("message_received", self._on_message)
-        on("container_log", self._on_log)
-        on("engine_status", self._on_engine_status)
+        self._on_push(StatusChangedOut, self._on_status_changed)
+        self._on_push(HealthWarningOut, self._on_health)
+        self._on_push(ContainerCrashedOut, self._on_crashed)
+        self._on_push(StatusUpdateOut, self._on_status_update)
+        self._on_push(ActivityLogOut, self._on_activity)
+        self._on_push(MessageReceivedOut, lambda msg: self.bus.publish(msg.to_core()))
+        self._on_push(ContainerLogOut, lambda msg: self.bus.publish(msg.to_core()))
+        self._on_push(EngineStatusOut, self._on_engine_status)
+
+    def _on_push(self, model: type[P], handle: Callable[[P], None]) -> None:
+        """Handle `model.event`, decoded; a payload without its shape is logged and dropped."""
+        async def handler(data: Any) -> None:
+            try:
+                value = model.decode(data)
+            except MalformedPayload as err:
+                logger.warning("ignored a malformed %s from %s: %s", model.event, self.url, err)
+                return
+            handle(value)
+        self._sio.on(model.event, handler)
 
     async def _on_connect(self) -> None:
         was = self._connected
@@ -213,10 +264,10 @@ class RemoteBackend:
         self._connected = False
         self._tell(f"lost {self.url} ({reason or 'closed'})")
 
-    async def _on_engine_status(self, data: dict[str, Any]) -> None:
+    def _on_engine_status(self, msg: EngineStatusOut) -> None:
         """ext: the server's engine went away or came back (also sent after each welcome)."""
-        self._engine = data.get("available") is not False
-        self._engine_reason = f"the server's engine: {data.get('reason') or 'unreachable'}"
+        self._engine = msg.available
+        self._engine_reason = f"the server's engine: {msg.reason or 'unreachable'}"
         self._tell(self._engine_reason)
 
     def _tell(self, reason: str) -> None:
@@ -228,57 +279,36 @@ class RemoteBackend:
             self.bus.publish(DockerConnectionRestored())
         self._shown = up
 
-    async def _on_status_changed(self, data: dict[str, Any]) -> None:
-        self._set_state(str(data.get("container_id")), str(data.get("new_state")),
-                        when(data.get("timestamp")))
+    def _on_status_changed(self, msg: StatusChangedOut) -> None:
+        self._set_state(msg.container_id, msg.new_state, msg.at)
 
-    async def _on_health(self, data: dict[str, Any]) -> None:
-        cid, health = str(data.get("container_id")), str(data.get("health"))
-        snap = self._containers.get(cid)
-        if snap is not None and snap.health != health:
-            self._containers[cid] = replace(snap, health=health)  # type: ignore[arg-type]
-            self.bus.publish(HealthChanged(container_id=cid, old_health=snap.health,
-                                           new_health=health, at=when(data.get("timestamp"))))
+    def _on_health(self, msg: HealthWarningOut) -> None:
+        snap = self._containers.get(msg.container_id)
+        if snap is not None and snap.health != msg.health:
+            self._containers[msg.container_id] = replace(snap, health=msg.health)
+            self.bus.publish(msg.to_core(old_health=snap.health))
 
-    async def _on_crashed(self, data: dict[str, Any]) -> None:
-        cid = str(data.get("container_id"))
-        details = data.get("crash_details") or {}
-        logs = details.get("logs") or ""
-        snap = self._containers.get(cid)
-        crash = ContainerCrashed(
-            container_id=cid, name=snap.name if snap else cid[:12],
-            exit_code=int(data.get("exit_code", -1)), error=str(details.get("error", "")),
-            logs=logs.splitlines() if isinstance(logs, str) else [str(x) for x in logs],
-            at=when(data.get("timestamp")))
+    def _on_crashed(self, msg: ContainerCrashedOut) -> None:
+        crash = msg.to_core(name=self._name(msg.container_id))
         self._crashes.append(crash)
         self.bus.publish(crash)
 
-    async def _on_status_update(self, data: dict[str, Any]) -> None:
-        self._apply_status(str(data.get("container_id")), data.get("status") or {})
+    def _on_status_update(self, msg: StatusUpdateOut) -> None:
+        self._apply_status(msg.to_core(name=self._name(msg.container_id)))
 
-    async def _on_activity(self, data: dict[str, Any]) -> None:
-        cid = data.get("container_id")
-        ev = ActivityLogged(activity_type=str(data.get("activity_type")),
-                            container_id=None if cid is None else str(cid),
-                            message=str(data.get("message", "")),
-                            details=dict(data.get("details") or {}),
-                            at=when(data.get("timestamp")))
+    def _on_activity(self, msg: ActivityLogOut) -> None:
+        ev = msg.to_core()
         self._activity.append(ev)
         self.bus.publish(ev)
         if ev.activity_type in _RESYNC_ON:
             self._schedule_resync()
 
-    async def _on_message(self, data: dict[str, Any]) -> None:
-        self.bus.publish(FlowMessageReceived(container_id=str(data.get("container_id")),
-                                             message=dict(data.get("message") or {}),
-                                             at=when(data.get("timestamp"))))
-
-    async def _on_log(self, data: dict[str, Any]) -> None:
-        self.bus.publish(LogLineReceived(container_id=str(data.get("container_id")),
-                                         line=str(data.get("line", "")),
-                                         at=when(data.get("timestamp"))))
-
     # --- state ---------------------------------------------------------------------------
+
+    def _name(self, cid: str) -> str:
+        """The container's name as last heard (its short id when it is not known yet)."""
+        snap = self._containers.get(cid)
+        return snap.name if snap else cid[:12]
 
     def _schedule_resync(self) -> None:
         if self._resync_task is None or self._resync_task.done():
@@ -287,13 +317,14 @@ class RemoteBackend:
     async def _resync(self) -> None:
         """List, then ask each container's status; publish what differs from what we had."""
         try:
-            answer = await self._call("list_containers", {})
-            items = {str(i["id"]): i for i in answer.get("containers", [])}
+            answer = await self._ask("list_containers", ListContainersRequest.model_construct(),
+                                     ContainerListOut)
+            items = {item.id: item for item in answer.containers}
             for cid in set(self._containers) - set(items):
                 self._drop(cid)
             for cid, item in items.items():
                 old = self._containers.get(cid)
-                self._put(snapshot_of(item, old), added=old is None)
+                self._put(item.to_snapshot(old), added=old is None)
             sem = asyncio.Semaphore(16)
             await asyncio.gather(*(self._status(cid, sem) for cid in items))
         except FlowMgrError as err:
@@ -302,26 +333,26 @@ class RemoteBackend:
     async def _status(self, cid: str, sem: asyncio.Semaphore) -> None:
         async with sem:
             try:
-                status = await self._call("get_container_status", {"container_id": cid})
+                answer = await self._ask("get_container_status", _ref(cid), ContainerStatusOut)
             except ContainerNotFound:
                 self._drop(cid)
                 return
-        self._apply_status(cid, status)
+        self._apply_status(answer.to_core(name=self._name(cid)))
 
-    def _apply_status(self, cid: str, status: dict[str, Any]) -> None:
+    def _apply_status(self, status: ContainerStatus) -> None:
+        cid = status.container_id
         snap = self._containers.get(cid)
         if snap is None:
             self._schedule_resync()
             return
-        up = uptime_of(status.get("uptime"))
-        sample = sample_of(status.get("resource_usage"))
-        new = replace(snap, state=status.get("state", snap.state),
-                      health=status.get("health", snap.health),
-                      socket_connected=bool(status.get("socket_connected", False)),
-                      started_at=(datetime.now(UTC) - up) if up is not None else snap.started_at,
+        up = status.uptime
+        sample = status.resource_usage
+        new = replace(snap, state=status.state, health=status.health,
+                      socket_connected=status.socket_connected,
+                      started_at=(now() - up) if up is not None else snap.started_at,
                       resources=sample)
-        if status.get("last_communication"):
-            new = replace(new, last_communication=when(status["last_communication"]))
+        if status.last_communication is not None:
+            new = replace(new, last_communication=status.last_communication)
         self._put(new, added=False, old_state=snap.state)
         if sample is not None:
             self.bus.publish(StatsSampled(container_id=cid, sample=sample))

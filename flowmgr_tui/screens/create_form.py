@@ -24,7 +24,7 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("ports", "Ports", "HOST:CONTAINER, e.g. 8080:80, 5353:53/udp"),
     ("volumes", "Volumes", "/host/path:/container/path"),
 )
-"""Field key (as in PROTOCOL.md's create_container), label, placeholder."""
+"""Field key (as in docs/PROTOCOL.md's create_container), label, placeholder."""
 
 
 class CreateForm(ModalScreen[ContainerSnapshot | None]):

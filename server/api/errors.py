@@ -1,4 +1,5 @@
-"""The one translation of exceptions into PROTOCOL.md's `error` payload."""
+"""The one translation of exceptions into the `error` payload (docs/PROTOCOL.md; its shape:
+`server.wire.errors.ErrorOut`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import json
 import logging
 from typing import Any
 
-from server.api.schemas import ErrorOut
 from server.core.errors import FlowMgrError, InternalError
 from server.core.events import now
 from server.core.masking import mask_text, mask_value
+from server.wire.errors import ErrorOut
 
 __all__ = ["error_payload"]
 

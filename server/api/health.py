@@ -33,7 +33,7 @@ ManagerDep = Annotated[HealthSource, Depends(_manager)]
 
 @router.get("/health", summary="Service health (503 while a component is down)")
 async def health(manager: ManagerDep) -> JSONResponse:
-    """PROTOCOL.md's health document; 503 naming the component that is not active."""
+    """docs/PROTOCOL.md's health document; 503 naming the component that is not active."""
     components = dict(manager.health())
     healthy = all(state == "active" for state in components.values())
     body: dict[str, Any] = {

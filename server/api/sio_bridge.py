@@ -4,35 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from server.api.auth import AUTHENTICATED
-from server.api.schemas import (
-    ActivityLogOut,
-    ContainerCrashedOut,
-    ContainerLogOut,
-    EngineStatusOut,
-    HealthWarningOut,
-    MessageReceivedOut,
-    StatusChangedOut,
-    StatusUpdateOut,
-    Wire,
-)
 from server.core.bus import Subscription
-from server.core.events import (
-    ActivityLogged,
-    ContainerCrashed,
-    ContainerRemoved,
-    ContainerStateChanged,
-    DockerConnectionLost,
-    DockerConnectionRestored,
-    Event,
-    FlowMessageReceived,
-    HealthChanged,
-    LogLineReceived,
-    StatusReported,
-)
+from server.core.events import ContainerRemoved, Event, HealthChanged, LogLineReceived
+from server.wire.pushes import BROADCASTS, ContainerLogOut
 
 if TYPE_CHECKING:
     import socketio
@@ -49,19 +26,7 @@ def log_room(container_id: str) -> str:
     return f"logs:{container_id}"
 
 
-_BROADCASTS: dict[type[Event], tuple[str, Callable[[Any], Wire]]] = {
-    FlowMessageReceived: ("message_received", MessageReceivedOut.payload),
-    ContainerStateChanged: ("status_changed", StatusChangedOut.payload),
-    HealthChanged: ("container_health_warning", HealthWarningOut.payload),
-    ContainerCrashed: ("container_crashed", ContainerCrashedOut.payload),
-    StatusReported: ("container_status_update", StatusUpdateOut.payload),
-    # ActivityLogged arrives masked: the core masks once, where it writes the line.
-    ActivityLogged: ("activity_log", ActivityLogOut.payload),
-    # ext: clients learn of an engine loss now, not from their next failing request.
-    DockerConnectionLost: ("engine_status", EngineStatusOut.payload),
-    DockerConnectionRestored: ("engine_status", EngineStatusOut.payload),
-}
-_WANTED = (*_BROADCASTS, LogLineReceived, ContainerRemoved)
+_WANTED = (*BROADCASTS, ContainerRemoved)
 _YIELD_EVERY = 32
 
 
@@ -117,8 +82,8 @@ class SioBridge:
     async def _dispatch(self, event: Event) -> None:
         if isinstance(event, LogLineReceived):
             if event.container_id in self._followers:
-                payload = ContainerLogOut.payload(event)
-                await self._sio.emit("container_log", payload, to=log_room(event.container_id))
+                await self._sio.emit(ContainerLogOut.event, ContainerLogOut.payload(event),
+                                     to=log_room(event.container_id))
             return
         if isinstance(event, ContainerRemoved):
             if self._followers.pop(event.container_id, None) is not None:
@@ -126,7 +91,10 @@ class SioBridge:
             return
         if isinstance(event, HealthChanged) and event.new_health != "unhealthy":
             return
-        name, build = _BROADCASTS[type(event)]
+        # ActivityLogged arrives masked: the core masks once, where it writes the line.
+        # ext: DockerConnectionLost/Restored go out as `engine_status`, so clients learn of an
+        # engine loss now, not from their next failing request.
+        name, build = BROADCASTS[type(event)]
         await self._sio.emit(name, build(event), to=AUTHENTICATED)
 
     async def subscribe_logs(self, sid: str, ref: str) -> str:

@@ -13,29 +13,32 @@ from engineio import json as engineio_json
 from server import __version__
 from server.api.auth import AUTHENTICATED, RefusalLog, token_matches
 from server.api.errors import error_payload
-from server.api.schemas import (
+from server.core.errors import InvalidRequest
+from server.wire.answers import (
     ConnectedOut,
     ContainerCreatedOut,
     ContainerListOut,
     ContainerLogsOut,
-    ContainerRef,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
-    CreateContainerRequest,
-    EngineStatusOut,
-    GetLogsRequest,
-    ListContainersRequest,
     LogSubscriptionOut,
     MessageSentOut,
+)
+from server.wire.base import Wire
+from server.wire.catalog import REQUESTS
+from server.wire.pushes import EngineStatusOut
+from server.wire.requests import (
+    ContainerRef,
+    CreateContainerRequest,
+    GetLogsRequest,
+    ListContainersRequest,
     RequestIn,
     SendMessageRequest,
     UpdateContainerRequest,
-    Wire,
     parse_request,
     request_id_of,
 )
-from server.core.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from server.api.sio_bridge import SioBridge
@@ -46,11 +49,6 @@ __all__ = ["FlowNamespace", "UndecodableAsEvent", "UNDECODABLE"]
 logger = logging.getLogger(__name__)
 
 Action = Callable[[Any], Awaitable[Wire]]
-_REQUESTS = frozenset({
-    "create_container", "start_container", "stop_container", "restart_container",
-    "update_container", "delete_container", "send_message", "get_container_status",
-    "list_containers", "get_container_logs", "subscribe_logs", "unsubscribe_logs",
-})
 
 
 REFUSED_GRACE = 5.0
@@ -77,7 +75,7 @@ class UndecodableAsEvent:
 
 
 class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    """The PROTOCOL.md requests, one `on_<request>` each, on the default namespace."""
+    """The docs/PROTOCOL.md requests, one `on_<request>` each, on the default namespace."""
 
     def __init__(self, manager: ContainerManager, bridge: SioBridge, *, token: str,
                  server_id: str) -> None:
@@ -88,8 +86,7 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.bridge = bridge
         self._token = token.encode("utf-8")
         self.refusals = RefusalLog()
-        self._welcome = ConnectedOut(message="Connected to Flow Manager", version=__version__,
-                                     server_id=server_id).model_dump()
+        self._welcome = ConnectedOut.payload("Connected to Flow Manager", __version__, server_id)
         self._welcomes: set[asyncio.Task[None]] = set()
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
@@ -116,7 +113,7 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         name = event if isinstance(event, str) else repr(event)  # a hand-made packet: 42[5]
         if name == UNDECODABLE:
             return await self._run(sid, name, None, RequestIn, "", self._undecodable)
-        if name not in _REQUESTS:
+        if name not in REQUESTS:
             return await self._run(sid, name[:80], data, RequestIn, "", self._unknown)
         return await getattr(self, f"on_{name}")(sid, data)
 
@@ -164,7 +161,7 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """The welcome, then (ext) the engine's state: a client arriving while it is down knows."""
         await self.emit("connected", self._welcome, to=sid)
         status = EngineStatusOut.current(self.manager.docker_available, self.manager.docker_change)
-        await self.emit("engine_status", status, to=sid)
+        await self.emit(EngineStatusOut.event, status, to=sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Release the log streams this client kept alive."""
@@ -174,46 +171,42 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """`create_container` -> `container_created`."""
         async def act(req: CreateContainerRequest) -> Wire:
             return ContainerCreatedOut.payload(await self.manager.create_container(req.to_spec()))
-        return await self._run(sid, "create_container", data, CreateContainerRequest,
-                               "container_created", act)
+        return await self._serve(sid, "create_container", data, act)
 
     async def on_start_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`start_container` -> `container_started`."""
         async def act(req: ContainerRef) -> Wire:
             snap = await self.manager.start_container(req.container_id)
             return ContainerStateOut.payload(snap.id, "running")
-        return await self._run(sid, "start_container", data, ContainerRef, "container_started", act)
+        return await self._serve(sid, "start_container", data, act)
 
     async def on_stop_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`stop_container` -> `container_stopped`."""
         async def act(req: ContainerRef) -> Wire:
             snap = await self.manager.stop_container(req.container_id)
             return ContainerStateOut.payload(snap.id, "stopped")
-        return await self._run(sid, "stop_container", data, ContainerRef, "container_stopped", act)
+        return await self._serve(sid, "stop_container", data, act)
 
     async def on_restart_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`restart_container` -> `container_restarted`."""
         async def act(req: ContainerRef) -> Wire:
             snap = await self.manager.restart_container(req.container_id)
             return ContainerStateOut.payload(snap.id, "running")
-        return await self._run(sid, "restart_container", data, ContainerRef,
-                               "container_restarted", act)
+        return await self._serve(sid, "restart_container", data, act)
 
     async def on_update_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`update_container` -> `container_updated`."""
         async def act(req: UpdateContainerRequest) -> Wire:
             snap = await self.manager.update_container(req.container_id, req.code_path)
             return ContainerUpdatedOut.payload(snap.id, req.code_path)
-        return await self._run(sid, "update_container", data, UpdateContainerRequest,
-                               "container_updated", act)
+        return await self._serve(sid, "update_container", data, act)
 
     async def on_delete_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`delete_container` -> `container_deleted`."""
         async def act(req: ContainerRef) -> Wire:
             container_id = await self.manager.delete_container(req.container_id)
             return ContainerStateOut.payload(container_id, "deleted")
-        return await self._run(sid, "delete_container", data, ContainerRef,
-                               "container_deleted", act)
+        return await self._serve(sid, "delete_container", data, act)
 
     async def on_send_message(self, sid: str, data: Any) -> dict[str, Any]:
         """`send_message` -> `message_sent`."""
@@ -221,21 +214,19 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             container_id = self.manager.get(req.container_id).id
             await self.manager.send_message(container_id, req.message)
             return MessageSentOut.payload(container_id, req.message)
-        return await self._run(sid, "send_message", data, SendMessageRequest, "message_sent", act)
+        return await self._serve(sid, "send_message", data, act)
 
     async def on_get_container_status(self, sid: str, data: Any) -> dict[str, Any]:
         """`get_container_status` -> `container_status`."""
         async def act(req: ContainerRef) -> Wire:
             return ContainerStatusOut.payload(await self.manager.get_status(req.container_id))
-        return await self._run(sid, "get_container_status", data, ContainerRef,
-                               "container_status", act)
+        return await self._serve(sid, "get_container_status", data, act)
 
     async def on_list_containers(self, sid: str, data: Any) -> dict[str, Any]:
         """`list_containers` -> `container_list`."""
         async def act(req: ListContainersRequest) -> Wire:
             return ContainerListOut.payload(await self.manager.list_containers())
-        return await self._run(sid, "list_containers", data, ListContainersRequest,
-                               "container_list", act)
+        return await self._serve(sid, "list_containers", data, act)
 
     async def on_get_container_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `get_container_logs` -> `container_logs`."""
@@ -243,29 +234,34 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             container_id = self.manager.get(req.container_id).id
             lines = await self.manager.get_logs(container_id, tail=req.tail)
             return ContainerLogsOut.payload(container_id, lines, lines.truncated)
-        return await self._run(sid, "get_container_logs", data, GetLogsRequest,
-                               "container_logs", act)
+        return await self._serve(sid, "get_container_logs", data, act)
 
     async def on_subscribe_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `subscribe_logs`: join the log room; lines follow as `container_log`."""
         async def act(req: ContainerRef) -> Wire:
             container_id = await self.bridge.subscribe_logs(sid, req.container_id)
             return LogSubscriptionOut.payload(container_id, "subscribed")
-        return await self._run(sid, "subscribe_logs", data, ContainerRef, "", act)
+        return await self._serve(sid, "subscribe_logs", data, act)
 
     async def on_unsubscribe_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `unsubscribe_logs`: leave the log room."""
         async def act(req: ContainerRef) -> Wire:
             container_id = await self.bridge.unsubscribe_logs(sid, req.container_id)
             return LogSubscriptionOut.payload(container_id, "unsubscribed")
-        return await self._run(sid, "unsubscribe_logs", data, ContainerRef, "", act)
+        return await self._serve(sid, "unsubscribe_logs", data, act)
 
     async def _undecodable(self, req: RequestIn) -> Wire:
         raise InvalidRequest("the request is not JSON this server decodes: nested too deeply, "
                              "or an integer of more than 100 digits")
 
     async def _unknown(self, req: RequestIn) -> Wire:
-        raise InvalidRequest("unknown event; see PROTOCOL.md for the requests this server takes")
+        raise InvalidRequest("unknown event; see docs/PROTOCOL.md for the requests this server "
+                             "takes")
+
+    async def _serve(self, sid: str, name: str, data: Any, act: Action) -> dict[str, Any]:
+        """Run request `name` with its fields and answer event from the wire catalog."""
+        exchange = REQUESTS[name]
+        return await self._run(sid, name, data, exchange.request, exchange.answer, act)
 
     async def _run(self, sid: str, operation: str, data: Any, schema: type[RequestIn],
                    answer: str, act: Action) -> dict[str, Any]:

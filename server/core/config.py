@@ -1,4 +1,4 @@
-"""Settings: config.json (or CONFIG_FILE) first, then the PROTOCOL.md env vars on top."""
+"""Settings: config.json (or CONFIG_FILE) first, then the docs/PROTOCOL.md env vars on top."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ class FlowSettings(_Strict):
 
 
 class Settings(_Strict):
-    """Everything configurable; see PROTOCOL.md "Configuration"."""
+    """Everything configurable; see docs/PROTOCOL.md "Configuration"."""
 
     socket_dir: str = "/tmp/kawaflow/sockets"
     log_level: LogLevel = "INFO"

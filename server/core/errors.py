@@ -1,4 +1,4 @@
-"""Every error flowmgr raises: one class per PROTOCOL.md error type."""
+"""Every error flowmgr raises: one class per docs/PROTOCOL.md error type."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ __all__ = [
 
 
 class FlowMgrError(Exception):
-    """Root of the taxonomy; `error_type` is the PROTOCOL.md code sent on the wire."""
+    """Root of the taxonomy; `error_type` is the docs/PROTOCOL.md code sent on the wire."""
 
     error_type: ClassVar[str] = "system_error"
 

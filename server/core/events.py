@@ -161,7 +161,7 @@ class FlowFrameRejected(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActivityLogged(Event):
-    """One line of the activity log (PROTOCOL.md `activity_log`); secrets already masked."""
+    """One line of the activity log (docs/PROTOCOL.md `activity_log`); secrets already masked."""
 
     activity_type: str
     container_id: str | None

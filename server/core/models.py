@@ -80,7 +80,7 @@ class ContainerSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class ContainerStatus:
-    """The answer to a status query (PROTOCOL.md `container_status`)."""
+    """The answer to a status query (docs/PROTOCOL.md `container_status`)."""
 
     container_id: str
     name: str

@@ -1,6 +1,6 @@
 """A seeded generator of malformed Socket.IO requests, shared by the API test and the bench.
 
-Every request event of PROTOCOL.md (and its ext ones) gets every shape that applies: non-object
+Every request event of docs/PROTOCOL.md (and its ext ones) gets every shape that applies: non-object
 payloads, missing fields, wrong types, empty and over-long strings, huge strings, unknown
 containers, bad environment/ports/volumes/images/names, unicode junk (lone surrogates, NUL,
 controls, superscript digits) and deep nesting. Each request is built to be refused, and says

@@ -1,4 +1,4 @@
-"""Every PROTOCOL.md request and its answer, over a real server, with a real client."""
+"""Every docs/PROTOCOL.md request and its answer, over a real server, with a real client."""
 
 from __future__ import annotations
 

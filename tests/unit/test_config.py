@@ -21,7 +21,7 @@ def _write(tmp_path: Path, data: Any) -> Path:
 def test_shipped_config_matches_protocol_defaults() -> None:
     s = load_settings(DEFAULT_CONFIG_FILE, env={})
     assert s.socket_dir == "/tmp/kawaflow/sockets"
-    # CORS: PROTOCOL.md's default was "*"; the isolation issue made it same-origin only ([]),
+    # CORS: docs/PROTOCOL.md's default was "*"; the isolation issue made it same-origin only ([]),
     # so no web page can drive the API from an operator's browser.
     assert s.server.port == 8000 and s.server.cors_origins == []
     assert s.docker.default_image == "flow:latest" and s.docker.network == "kawaflow"

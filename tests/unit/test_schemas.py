@@ -1,4 +1,5 @@
-"""Wire schemas: request validation at the edge and the time formats PROTOCOL.md fixes."""
+"""Wire schemas (server.wire): request validation at the edge and the time formats
+docs/PROTOCOL.md fixes."""
 
 from __future__ import annotations
 
@@ -8,33 +9,6 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from server.api.schemas import (
-    ActivityLogOut,
-    ContainerCrashedOut,
-    ContainerCreatedOut,
-    ContainerItemOut,
-    ContainerListOut,
-    ContainerLogOut,
-    ContainerLogsOut,
-    ContainerRef,
-    ContainerStateOut,
-    ContainerStatusOut,
-    ContainerUpdatedOut,
-    CreateContainerRequest,
-    EngineStatusOut,
-    GetLogsRequest,
-    HealthWarningOut,
-    ListContainersRequest,
-    LogSubscriptionOut,
-    MessageReceivedOut,
-    MessageSentOut,
-    SendMessageRequest,
-    StatusChangedOut,
-    StatusUpdateOut,
-    parse_request,
-    request_id_of,
-    uptime_text,
-)
 from server.core.errors import InvalidRequest
 from server.core.events import (
     ActivityLogged,
@@ -48,6 +22,37 @@ from server.core.events import (
     StatusReported,
 )
 from server.core.models import ContainerSnapshot, ContainerStatus, ResourceSample
+from server.wire.answers import (
+    ContainerCreatedOut,
+    ContainerItemOut,
+    ContainerListOut,
+    ContainerLogsOut,
+    ContainerStateOut,
+    ContainerStatusOut,
+    ContainerUpdatedOut,
+    LogSubscriptionOut,
+    MessageSentOut,
+)
+from server.wire.pushes import (
+    ActivityLogOut,
+    ContainerCrashedOut,
+    ContainerLogOut,
+    EngineStatusOut,
+    HealthWarningOut,
+    MessageReceivedOut,
+    StatusChangedOut,
+    StatusUpdateOut,
+)
+from server.wire.requests import (
+    ContainerRef,
+    CreateContainerRequest,
+    GetLogsRequest,
+    ListContainersRequest,
+    SendMessageRequest,
+    parse_request,
+    request_id_of,
+)
+from server.wire.times import uptime_text
 
 AT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 CID = "a" * 64

@@ -1,0 +1,71 @@
+"""Every event of docs/PROTOCOL.md by name: the requests with their answers, and what the
+server sends on its own. The server routes by it; the tests hold it equal to the document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.wire.answers import (
+    ConnectedOut,
+    ContainerCreatedOut,
+    ContainerListOut,
+    ContainerLogsOut,
+    ContainerStateOut,
+    ContainerStatusOut,
+    ContainerUpdatedOut,
+    LogSubscriptionOut,
+    MessageSentOut,
+)
+from server.wire.base import WireModel
+from server.wire.errors import ErrorOut
+from server.wire.pushes import PUSHES
+from server.wire.requests import (
+    ContainerRef,
+    CreateContainerRequest,
+    GetLogsRequest,
+    ListContainersRequest,
+    RequestIn,
+    SendMessageRequest,
+    UpdateContainerRequest,
+)
+
+__all__ = ["Exchange", "REQUESTS", "SERVER_EVENTS"]
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request: its fields, the event that answers it and that answer's shape."""
+
+    request: type[RequestIn]
+    answer: str
+    """The answer event; "" when the ack alone answers (ext log subscriptions)."""
+    reply: type[WireModel]
+    """The answer's (and the ack's) shape."""
+
+
+REQUESTS: dict[str, Exchange] = {
+    "create_container": Exchange(CreateContainerRequest, "container_created",
+                                 ContainerCreatedOut),
+    "start_container": Exchange(ContainerRef, "container_started", ContainerStateOut),
+    "stop_container": Exchange(ContainerRef, "container_stopped", ContainerStateOut),
+    "restart_container": Exchange(ContainerRef, "container_restarted", ContainerStateOut),
+    "update_container": Exchange(UpdateContainerRequest, "container_updated",
+                                 ContainerUpdatedOut),
+    "delete_container": Exchange(ContainerRef, "container_deleted", ContainerStateOut),
+    "send_message": Exchange(SendMessageRequest, "message_sent", MessageSentOut),
+    "get_container_status": Exchange(ContainerRef, "container_status", ContainerStatusOut),
+    "list_containers": Exchange(ListContainersRequest, "container_list", ContainerListOut),
+    # ext
+    "get_container_logs": Exchange(GetLogsRequest, "container_logs", ContainerLogsOut),
+    "subscribe_logs": Exchange(ContainerRef, "", LogSubscriptionOut),
+    "unsubscribe_logs": Exchange(ContainerRef, "", LogSubscriptionOut),
+}
+"""Every request the server takes, by name."""
+
+SERVER_EVENTS: dict[str, type[WireModel]] = {
+    "connected": ConnectedOut,
+    "error": ErrorOut,
+    **{x.answer: x.reply for x in REQUESTS.values() if x.answer},
+    **PUSHES,
+}
+"""Every event the server emits, by name, with its payload's shape."""

@@ -1,0 +1,116 @@
+"""Requests (client -> server): each one's fields, parsed by the server, encoded by clients."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from server.core.errors import InvalidRequest
+from server.core.models import CreateSpec
+
+__all__ = [
+    "RequestIn", "ContainerRef", "CreateContainerRequest", "UpdateContainerRequest",
+    "SendMessageRequest", "GetLogsRequest", "ListContainersRequest",
+    "parse_request", "request_id_of", "body",
+]
+
+# Docker's own rule for container names, checked here so the error names the field.
+_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"
+
+
+class RequestIn(BaseModel):
+    """Fields every request may carry."""
+
+    # Strict: "5" is not a number and 5 is not a name; unknown keys are ignored, as
+    # existing clients may send more than the contract lists.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    request_id: str | None = Field(default=None, max_length=256)
+    """ext: echoed in the answer or error."""
+
+
+class ListContainersRequest(RequestIn):
+    """`list_containers`: no fields."""
+
+
+class ContainerRef(RequestIn):
+    """A request naming one container (full id, unique prefix or name)."""
+
+    container_id: str = Field(min_length=1, max_length=256)
+
+
+class UpdateContainerRequest(ContainerRef):
+    """`update_container`."""
+
+    code_path: str = Field(min_length=1, max_length=4096)
+
+
+class SendMessageRequest(ContainerRef):
+    """`send_message`."""
+
+    message: dict[str, Any]
+
+
+class GetLogsRequest(ContainerRef):
+    """ext `get_container_logs`."""
+
+    tail: int = Field(default=100, ge=0, le=10_000)
+
+
+class CreateContainerRequest(RequestIn):
+    """`create_container`."""
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    environment: dict[str, str] = Field(default_factory=dict)
+    volumes: dict[str, str] = Field(default_factory=dict)
+    """Host path -> container path."""
+    ports: dict[str, int] = Field(default_factory=dict)
+    """Container port ("8080" or "8080/tcp") -> host port; the core's policy checks the values."""
+
+    def to_spec(self) -> CreateSpec:
+        """The core's create request."""
+        return CreateSpec(name=self.name, image=self.image, environment=dict(self.environment),
+                          volumes=dict(self.volumes), ports=dict(self.ports))
+
+
+RequestT = TypeVar("RequestT", bound=RequestIn)
+
+
+def request_id_of(data: Any) -> str | None:
+    """The request's `request_id` when it is a string (only strings are echoed)."""
+    if isinstance(data, dict):
+        rid = data.get("request_id")
+        if isinstance(rid, str) and len(rid) <= 256:
+            return rid
+    return None
+
+
+def parse_request(schema: type[RequestT], data: Any) -> RequestT:
+    """Validate a payload; raise InvalidRequest naming the first bad field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"the payload must be a JSON object, not {_json_type(data)}",
+                             details={"received": _json_type(data)})
+    try:
+        return schema.model_validate(data)
+    except ValidationError as err:
+        problems = [{"field": ".".join(str(p) for p in e["loc"]) or "payload", "message": e["msg"]}
+                    for e in err.errors(include_url=False, include_input=False)[:10]]
+        first = problems[0]
+        raise InvalidRequest(f"{first['field']}: {first['message']}", field=first["field"],
+                             details={"errors": problems}) from None
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def body(request: RequestIn) -> dict[str, Any]:
+    """A request's payload as a client sends it (absent optional fields left out). Build the
+    request with `model_construct`: the server, not the client, judges the values."""
+    return request.model_dump(exclude_none=True)
