@@ -438,7 +438,10 @@ async def test_a_flow_on_its_bridge_gateway_cannot_drive_the_api(
     from tests.integration.api_harness import docker_cli
 
     assert settings.server.token is None
-    network = settings.docker.network
+    # Its own network, removed at the end: the run's shared one must keep the manager's labels.
+    network = f"{settings.docker.network}-gw"
+    settings = settings.model_copy(update={"docker": settings.docker.model_copy(
+        update={"network": network})})
     await docker_cli("network", "create", "--label", f"{TEST_LABEL}={RUN_ID}", network)
     gateway = await docker_cli("network", "inspect", "-f",
                                "{{(index .IPAM.Config 0).Gateway}}", network)
@@ -475,3 +478,8 @@ async def test_a_flow_on_its_bridge_gateway_cannot_drive_the_api(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+        # the probe first: a network with a container on it cannot be removed
+        probes = await docker_cli("ps", "-aq", "--filter", f"network={network}")
+        if probes:
+            await docker_cli("rm", "-f", *probes.split())
+        await docker_cli("network", "rm", network)
