@@ -44,6 +44,12 @@ async def test_a_stopped_container_shows_no_usage_as_the_core_reports_none() -> 
         assert table.cell_text(ECHO_ID, "cpu") == "-"
 
 
+async def _push(backend: RemoteBackend, event: str, data: dict[str, object]) -> None:
+    """Deliver a server push as python-socketio would: through the handler the backend
+    registered for it (which decodes with the wire module)."""
+    await backend._sio.handlers["/"][event](data)
+
+
 async def test_the_remote_wire_reaches_the_same_state_and_a_stop_clears_usage() -> None:
     backend = RemoteBackend("http://127.0.0.1:9")  # never connected: pushes are fed by hand
     snap = [e.snapshot for e in build() if isinstance(e, ContainerAdded | ContainerStateChanged)
@@ -56,12 +62,14 @@ async def test_the_remote_wire_reaches_the_same_state_and_a_stop_clears_usage() 
         table = dashboard(app).table
         await until(pilot, lambda: ECHO_ID in table.shown_ids, "the row")
         assert table.cell_text(ECHO_ID, "cpu") != "-"
-        await backend._on_status_changed({"container_id": ECHO_ID, "new_state": "exited"})
+        await _push(backend, "status_changed", {"container_id": ECHO_ID, "old_state": "running",
+                                                "new_state": "exited", "timestamp": 0.0})
         await until(pilot, lambda: table.cell_text(ECHO_ID, "state") == "x exited", "the stop")
         assert [table.cell_text(ECHO_ID, c) for c in USAGE] == ["-", "-", "-"]
         # The server's status of a stopped container has no resource_usage: still none.
-        await backend._on_status_update({"container_id": ECHO_ID,
-                                         "status": {"state": "exited", "health": "none"}})
+        await _push(backend, "container_status_update", {"container_id": ECHO_ID, "status": {
+            "state": "exited", "health": "none", "socket_connected": False, "uptime": None,
+            "resource_usage": None}})
         await pilot.pause(0.1)
         assert table.cell_text(ECHO_ID, "cpu") == "-"
 
