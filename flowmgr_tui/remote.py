@@ -29,6 +29,7 @@ from server.core.events import (
     StatsSampled,
 )
 from server.core.models import ContainerSnapshot, CreateSpec
+from server.core.validation import check_shapes
 
 __all__ = ["RemoteBackend"]
 
@@ -134,7 +135,9 @@ class RemoteBackend:
         return answer
 
     async def create_container(self, spec: CreateSpec) -> ContainerSnapshot:
-        """`create_container` -> `container_created`."""
+        """`create_container` -> `container_created`: the validator's shapes first (the same
+        answer the server would give, without the round trip), the server's host rules then."""
+        check_shapes(spec)
         body: dict[str, Any] = {"name": spec.name, "environment": spec.environment,
                                 "volumes": spec.volumes, "ports": spec.ports}
         if spec.image:

@@ -41,10 +41,6 @@ __all__ = [
     "EngineStatusOut",
 ]
 
-# Docker's own rule for container names, checked here so the error names the field.
-_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"
-
-
 def iso(at: datetime | None) -> str | None:
     """ISO 8601 text of an aware datetime (PROTOCOL.md's "ISO 8601")."""
     return None if at is None else at.isoformat()
@@ -106,15 +102,16 @@ class GetLogsRequest(ContainerRef):
 
 
 class CreateContainerRequest(RequestIn):
-    """`create_container`."""
+    """`create_container`: JSON types only. What the values may be is the core's one validator's
+    (server/core/validation), run by `create_container`, so every front end gets its verdict."""
 
-    name: str = Field(pattern=_NAME_PATTERN)
-    image: str | None = Field(default=None, min_length=1, max_length=512)
+    name: str
+    image: str | None = None
     environment: dict[str, str] = Field(default_factory=dict)
     volumes: dict[str, str] = Field(default_factory=dict)
     """Host path -> container path."""
     ports: dict[str, int] = Field(default_factory=dict)
-    """Container port ("8080" or "8080/tcp") -> host port; the core's policy checks the values."""
+    """Container port ("8080" or "8080/tcp") -> host port."""
 
     def to_spec(self) -> CreateSpec:
         """The core's create request."""

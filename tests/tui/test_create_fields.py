@@ -1,6 +1,8 @@
-"""The create form's field rules: each bad value is an InvalidRequest naming its field."""
+"""The create form: text syntax parsed here, every rule the core validator's (its messages)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +15,8 @@ from flowmgr_tui.create_fields import (
     parse_volumes,
 )
 from server.core.errors import InvalidRequest
+from server.core.models import CreateSpec
+from server.core.validation import shape_problems
 
 pytestmark = pytest.mark.tui
 
@@ -28,23 +32,47 @@ def test_good_fields_build_a_spec() -> None:
     assert spec.volumes == {"/srv/data": "/data"}
 
 
-@pytest.mark.parametrize("raw", ["99999:80", "80", "0:80", "a:80", "8080:80/icmp", "1:2, 1:3"])
-def test_bad_ports_are_refused(raw: str) -> None:
-    with pytest.raises(InvalidRequest) as err:
-        parse_ports(raw)
-    assert err.value.field == "ports"
+# The parsers know only text syntax; every rule on the values is the validator's, and the form
+# shows its message (issue 12: the form had rules of its own, e.g. one host port twice was
+# refused whatever the protocol; the validator refuses it per protocol, as Docker does).
+@pytest.mark.parametrize("raw", ["99999:80", "0:80", "8080:80/icmp", "1:2, 1:3", "8080:80/sctp",
+                                 "8080:²", "8080:65536", "8080:80, 8081:80/tcp"])
+def test_bad_ports_are_refused_by_the_validator(raw: str) -> None:
+    spec, errors = build_spec({"name": "web-1", "ports": raw})
+    assert spec is None and set(errors) == {"ports"}
+    try:
+        problems = shape_problems(CreateSpec(name="web-1", ports=parse_ports(raw)))
+    except InvalidRequest as err:  # a container port twice: the text cannot be a map
+        problems = {"ports": err.message}
+    assert errors == problems
 
 
 @pytest.mark.parametrize(("parse", "raw", "field"), [
-    (parse_name, "", "name"), (parse_name, "-bad", "name"), (parse_name, "a b", "name"),
-    (parse_image, "Flow:Latest", "image"), (parse_image, "a b", "image"),
-    (parse_env, "NOEQUALS", "environment"), (parse_env, "1A=x", "environment"),
-    (parse_volumes, "relative:/x", "volumes"), (parse_volumes, "/x", "volumes"),
+    (parse_env, "NOEQUALS", "environment"), (parse_env, "A=1, A=2", "environment"),
+    (parse_ports, "80", "ports"), (parse_ports, "a:80", "ports"), (parse_ports, "²:80", "ports"),
+    (parse_volumes, "/x", "volumes"), (parse_volumes, "/a:/x, /a:/y", "volumes"),
 ])
-def test_each_field_names_itself(parse: object, raw: str, field: str) -> None:
+def test_text_syntax_errors_name_the_field(parse: object, raw: str, field: str) -> None:
     with pytest.raises(InvalidRequest) as err:
         parse(raw)  # type: ignore[operator]
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"name": ""}, "name"), ({"name": "-bad"}, "name"), ({"name": "a b"}, "name"),
+    ({"name": "a" * 70}, "name"), ({"name": "a"}, "name"),
+    ({"image": "Flow:Latest"}, "image"), ({"image": "a b"}, "image"),
+    ({"environment": "1A=x"}, "environment"), ({"environment": "ld_preload=x"}, "environment"),
+    ({"environment": "PYTHONPATH=/x"}, "environment"),
+    ({"volumes": "relative:/x"}, "volumes"), ({"volumes": "/x:y"}, "volumes"),
+])
+def test_each_field_shows_the_validators_message(fields: dict[str, str], field: str) -> None:
+    spec, errors = build_spec({"name": "web-1", **fields})
+    assert spec is None and list(errors) == [field]
+    raw = CreateSpec(name="web-1")
+    wanted = {"name": parse_name, "image": parse_image, "environment": parse_env,
+              "volumes": parse_volumes}[field](fields[field])
+    assert errors == shape_problems(replace(raw, **{field: wanted}))
 
 
 def test_empty_image_means_the_default_and_registry_ports_are_fine() -> None:
