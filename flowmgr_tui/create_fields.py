@@ -51,16 +51,15 @@ def parse_env(raw: str) -> dict[str, str]:
 
 
 def parse_ports(raw: str) -> dict[str, int]:
-    """`8080:80, 5353:53/udp` as in `docker run -p HOST:CONTAINER[/proto]` -> {"80/tcp": 8080}."""
+    """`8080:80, 5353:53/udp` as in `docker run -p HOST:CONTAINER[/proto]` -> {"80": 8080}."""
     ports: dict[str, int] = {}
     for item in _items(raw):
         host, sep, container = (s.strip() for s in item.partition(":"))
         if not sep or not (host.isascii() and host.isdigit()):
             raise InvalidRequest(f"{item!r}: write HOST:CONTAINER with a number as HOST, "
                                  "e.g. 8080:80", field="ports")
-        key = container if "/" in container else f"{container}/tcp"
-        _once(ports, key, item, "container port", "ports")
-        ports[key] = int(host)
+        _once(ports, container, item, "container port", "ports")
+        ports[container] = int(host)
     return ports
 
 

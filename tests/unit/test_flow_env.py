@@ -11,6 +11,7 @@ import pytest
 
 from server.core.config import Settings, load_settings
 from server.core.errors import InvalidRequest
+from server.core.models import CreateSpec
 from server.core.validation import check_shapes
 from server.core.validation.environment import (
     MAX_ENV_NAME,
@@ -18,7 +19,6 @@ from server.core.validation.environment import (
     check_environment,
     refused_by,
 )
-from server.core.models import CreateSpec
 from server.core.validation.host import validate_create
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@
 The remote panel runs these before sending (it cannot see the server's host); the core runs
 them first too (`host.validate_create`), so both give the same message for the same input.
 Each refusal is an InvalidRequest naming its field. Where the earlier copies disagreed, Docker's
-own rules won (docs/ARCHITECTURE.md "Create rules").
+own rules won (docs/CORE.md "Create rules").
 """
 
 from __future__ import annotations
