@@ -15,6 +15,7 @@ from flowmgr_tui.create_fields import (
     parse_ports,
     parse_volumes,
 )
+from flowmgr_tui.remote import RemoteBackend
 from server.core.errors import InvalidRequest
 from server.core.models import CreateSpec
 from server.core.validation import shape_problems
@@ -85,3 +86,17 @@ def test_every_bad_field_is_reported_at_once() -> None:
     spec, errors = build_spec({"name": "", "ports": "x"})
     assert spec is None
     assert set(errors) == {"name", "ports"}
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    (CreateSpec(name="a"), "name"), (CreateSpec(name="ok", ports={"80/sctp": 8080}), "ports"),
+    (CreateSpec(name="ok", environment={"ld_preload": "x"}), "environment"),
+])
+async def test_the_remote_panel_checks_the_shapes_before_sending(spec: CreateSpec,
+                                                                 field: str) -> None:
+    """Not even connected: the refusal is the validator's, not "not connected"."""
+    backend = RemoteBackend("http://127.0.0.1:9")
+    with pytest.raises(InvalidRequest) as err:
+        await backend.create_container(spec)
+    assert err.value.field == field
+    assert {field: err.value.message} == shape_problems(spec)
