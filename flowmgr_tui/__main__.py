@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     sys.stderr.write(NO_TOKEN.format(path=settings.token_path))
                     return 2
             else:  # the in-process core mounts from the bind roots
-                from server.core.policy import validate_bind_roots
+                from server.core.validation.host import validate_bind_roots
 
                 validate_bind_roots(settings)
                 if args.serve or settings.server.serve_in_panel:

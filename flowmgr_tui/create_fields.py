@@ -1,48 +1,41 @@
-"""Parse and check the create form's fields; each failure is an InvalidRequest naming its field."""
+"""The create form's text -> a create request, then the core's one validator on it.
+
+The parsers here know only the fields' text syntax (`KEY=value`, `HOST:CONTAINER[/proto]`,
+`/host:/container[:rw]`, items split by commas or newlines); every rule on the values is the
+validator's (server/core/validation/shapes.py), so the form shows exactly its messages.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from server.core.errors import InvalidRequest
 from server.core.models import CreateSpec
+from server.core.validation import shape_problems
 
 __all__ = ["parse_name", "parse_image", "parse_env", "parse_ports", "parse_volumes",
            "build_spec"]
-
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_IMAGE = re.compile(
-    rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PROTOCOLS = ("tcp", "udp", "sctp")
 
 
 def _items(raw: str) -> list[str]:
     return [p.strip() for p in re.split(r"[,\n]", raw) if p.strip()]
 
 
+def _once(seen: Mapping[str, object], key: str, item: str, what: str, field: str) -> None:
+    """A map holds each key once: a second one would silently replace the first."""
+    if key in seen:
+        raise InvalidRequest(f"{item!r}: {what} {key} is given twice", field=field)
+
+
 def parse_name(raw: str) -> str:
-    """Docker's container-name rule: a letter or digit, then letters, digits, `_ . -`."""
-    name = raw.strip()
-    if not name:
-        raise InvalidRequest("a name is required", field="name")
-    if not _NAME.match(name):
-        raise InvalidRequest("letters, digits and _ . - only; start with a letter or digit",
-                             field="name")
-    return name
+    """The name as typed, without surrounding blanks."""
+    return raw.strip()
 
 
 def parse_image(raw: str) -> str | None:
     """An image reference such as `flow:latest`; empty means the configured default."""
-    image = raw.strip()
-    if not image:
-        return None
-    if not _IMAGE.match(image):
-        raise InvalidRequest(f"{image!r} is not an image reference (like flow:latest)",
-                             field="image")
-    return image
+    return raw.strip() or None
 
 
 def parse_env(raw: str) -> dict[str, str]:
@@ -50,55 +43,43 @@ def parse_env(raw: str) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in _items(raw):
         key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not _ENV_KEY.match(key):
-            raise InvalidRequest(f"{item!r}: write KEY=value (KEY: letters, digits, _)",
-                                 field="environment")
-        env[key] = value
+        if not sep:
+            raise InvalidRequest(f"{item!r}: write KEY=value", field="environment")
+        _once(env, key.strip(), item, "variable", "environment")
+        env[key.strip()] = value
     return env
 
 
-def _port(text: str, item: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise InvalidRequest(f"{item!r}: {text!r} is not a port (1-65535)", field="ports")
-    return int(text)
-
-
 def parse_ports(raw: str) -> dict[str, int]:
-    """`8080:80, 5353:53/udp` as in `docker run -p HOST:CONTAINER[/proto]`."""
+    """`8080:80, 5353:53/udp` as in `docker run -p HOST:CONTAINER[/proto]` -> {"80": 8080}."""
     ports: dict[str, int] = {}
-    used: set[int] = set()
     for item in _items(raw):
-        host, sep, rest = item.partition(":")
-        if not sep:
-            raise InvalidRequest(f"{item!r}: write HOST:CONTAINER, e.g. 8080:80", field="ports")
-        cport, _, proto = rest.partition("/")
-        proto = proto or "tcp"
-        if proto not in _PROTOCOLS:
-            raise InvalidRequest(f"{item!r}: protocol must be tcp, udp or sctp", field="ports")
-        host_port, container_port = _port(host.strip(), item), _port(cport.strip(), item)
-        if host_port in used:
-            raise InvalidRequest(f"host port {host_port} is used twice", field="ports")
-        used.add(host_port)
-        ports[f"{container_port}/{proto}"] = host_port
+        host, sep, container = (s.strip() for s in item.partition(":"))
+        if not sep or not (host.isascii() and host.isdigit()):
+            raise InvalidRequest(f"{item!r}: write HOST:CONTAINER with a number as HOST, "
+                                 "e.g. 8080:80", field="ports")
+        _once(ports, container, item, "container port", "ports")
+        ports[container] = int(host)
     return ports
 
 
 def parse_volumes(raw: str) -> dict[str, str]:
-    """`/srv/data:/data` (host path : container path, both absolute); `/srv/data:/data:rw`
-    asks for a writable mount (read-only otherwise; the service decides)."""
+    """`/srv/data:/data` (host path : container path); `/srv/data:/data:rw` asks for a
+    writable mount (read-only otherwise; the service decides)."""
     volumes: dict[str, str] = {}
     for item in _items(raw):
         host, sep, target = item.partition(":")
-        if not sep or not host.startswith("/") or not target.startswith("/"):
+        if not sep:
             raise InvalidRequest(f"{item!r}: write /host/path:/container/path",
                                  field="volumes")
+        _once(volumes, host, item, "host path", "volumes")
         volumes[host] = target
     return volumes
 
 
 def build_spec(fields: dict[str, str]) -> tuple[CreateSpec | None, dict[str, str]]:
-    """All fields at once: the spec, or None and one message per bad field."""
+    """All fields at once: the spec, or None and one message per bad field (a field's text
+    syntax first, then the validator's rules on what parsed)."""
     errors: dict[str, str] = {}
     parsed: dict[str, object] = {}
     parsers = {"name": parse_name, "image": parse_image, "environment": parse_env,
@@ -108,6 +89,9 @@ def build_spec(fields: dict[str, str]) -> tuple[CreateSpec | None, dict[str, str
             parsed[key] = parse(fields.get(key, ""))
         except InvalidRequest as err:
             errors[key] = err.message
+    spec = CreateSpec(**parsed)  # type: ignore[arg-type]
+    for key, message in shape_problems(spec).items():
+        errors.setdefault(key, message)
     if errors:
         return None, errors
-    return CreateSpec(**parsed), {}  # type: ignore[arg-type]
+    return spec, {}

@@ -29,6 +29,7 @@ from server.core.events import (
 )
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec
+from server.core.validation import check_shapes
 from server.wire.answers import (
     ContainerCreatedOut,
     ContainerListOut,
@@ -176,8 +177,9 @@ class RemoteBackend:
             raise FlowMgrError(f"unexpected answer to {event}: {err}") from None
 
     async def create_container(self, spec: CreateSpec) -> ContainerSnapshot:
-        """`create_container` -> `container_created`."""
-        # Built unchecked: the server's verdict is the one the panel shows.
+        """`create_container` -> `container_created`: the validator's shapes first (the same
+        answer the server would give, without the round trip), the server's host rules then."""
+        check_shapes(spec)
         request = CreateContainerRequest.model_construct(
             name=spec.name, image=spec.image, environment=spec.environment,
             volumes=spec.volumes, ports=spec.ports)

@@ -15,7 +15,7 @@ from server.api.serving import (
 )
 from server.core.config import load_cli_settings
 from server.core.errors import ConfigError
-from server.core.policy import validate_bind_roots
+from server.core.validation.host import validate_bind_roots
 from server.logging_setup import setup_logging
 
 __all__ = ["main", "build_parser"]

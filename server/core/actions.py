@@ -20,14 +20,15 @@ from server.core.config import Settings
 from server.core.docker_adapter import BindMount, DockerAdapter
 from server.core.errors import ContainerNotFound, DockerApiError, FlowMgrError, InvalidRequest
 from server.core.host_paths import BindPins, HostPathError, nesting_problem
-from server.core.inputs import check_spec, normalise_ports
 from server.core.logs import LogFollowers
 from server.core.masking import mask_env
 from server.core.models import ContainerSnapshot, CreateSpec
 from server.core.monitor import DockerMonitor
-from server.core.policy import adopted_pins, host_config_defaults, validate_create
+from server.core.policy import host_config_defaults
 from server.core.registry import Record, Registry
 from server.core.state_dir import StateDir
+from server.core.validation import port_bindings
+from server.core.validation.host import adopted_pins, validate_create
 
 __all__ = ["ContainerActions"]
 
@@ -93,11 +94,11 @@ class ContainerActions:
         """Create (not start) a managed container; state "created"."""
         if not isinstance(spec, CreateSpec):
             raise InvalidRequest("create_container needs a CreateSpec", field="spec")
-        check_spec(spec)
-        # host binds are walked on disk: not on the loop
+        # the one set of create rules (server/core/validation); host binds are walked on
+        # disk: not on the loop
         spec = await asyncio.to_thread(validate_create, spec, self.settings) if spec.volumes \
             else validate_create(spec, self.settings)
-        ports = normalise_ports(spec.ports)
+        ports = port_bindings(spec.ports)
         if any(r.info.name == spec.name for r in self.registry.records.values()) \
                 or spec.name in self.registry.creating:
             raise InvalidRequest(f"a container named {spec.name!r} already exists", field="name")

@@ -27,11 +27,12 @@ from server.core.logs import LogFollowers
 from server.core.masking import mask_log_line
 from server.core.models import ContainerSnapshot, ContainerStatus
 from server.core.monitor import DockerMonitor
-from server.core.policy import validate_bind_roots, validate_code_settings
+from server.core.policy import validate_code_settings
 from server.core.registry import Record, Registry
 from server.core.state_dir import StateDir
 from server.core.stats import ResourceSampler
 from server.core.stopped import StoppedSet
+from server.core.validation.host import validate_bind_roots
 
 __all__ = ["ContainerManager"]
 

@@ -110,7 +110,7 @@ class CreateSpec:
     memory_limit: str | None = None
     """Overrides the configured default (e.g. "64m")."""
     binds: tuple[Pin, ...] = ()
-    """Set by `policy.validate_create`: the checked host binds (never from a request)."""
+    """Set by `validation.host.validate_create`: the checked host binds (never from a request)."""
 
 
 @dataclass(frozen=True, slots=True)

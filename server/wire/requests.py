@@ -15,10 +15,6 @@ __all__ = [
     "parse_request", "request_id_of", "body",
 ]
 
-# Docker's own rule for container names, checked here so the error names the field.
-_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"
-
-
 class RequestIn(BaseModel):
     """Fields every request may carry."""
 
@@ -59,15 +55,16 @@ class GetLogsRequest(ContainerRef):
 
 
 class CreateContainerRequest(RequestIn):
-    """`create_container`."""
+    """`create_container`: JSON types only. What the values may be is the core's one validator's
+    (server/core/validation), run by `create_container`, so every front end gets its verdict."""
 
-    name: str = Field(pattern=_NAME_PATTERN)
-    image: str | None = Field(default=None, min_length=1, max_length=512)
+    name: str
+    image: str | None = None
     environment: dict[str, str] = Field(default_factory=dict)
     volumes: dict[str, str] = Field(default_factory=dict)
     """Host path -> container path."""
     ports: dict[str, int] = Field(default_factory=dict)
-    """Container port ("8080" or "8080/tcp") -> host port; the core's policy checks the values."""
+    """Container port ("8080" or "8080/tcp") -> host port."""
 
     def to_spec(self) -> CreateSpec:
         """The core's create request."""

@@ -11,10 +11,15 @@ import pytest
 
 from server.core.config import Settings, load_settings
 from server.core.errors import InvalidRequest
-from server.core.flow_env import MAX_ENV_NAME, REFUSED_ENV, check_environment, refused_by
-from server.core.inputs import check_spec
 from server.core.models import CreateSpec
-from server.core.policy import validate_create
+from server.core.validation import check_shapes
+from server.core.validation.environment import (
+    MAX_ENV_NAME,
+    REFUSED_ENV,
+    check_environment,
+    refused_by,
+)
+from server.core.validation.host import validate_create
 
 ROOT = Path(__file__).resolve().parents[2]
 VALUE = "s3cret-value-$(id)"
@@ -38,8 +43,8 @@ def _refuses(environment: dict[Any, Any], cfg: Settings) -> InvalidRequest:
     err = info.value
     assert err.error_type == "validation_error" and err.details["field"] == "environment"
     assert VALUE not in err.message and VALUE not in repr(err.details)
-    with pytest.raises(InvalidRequest) as again:  # the older check in inputs agrees
-        check_spec(spec)
+    with pytest.raises(InvalidRequest) as again:  # the panels' check (the shapes) agrees
+        check_shapes(spec)
     assert again.value.details == err.details
     return err
 
@@ -103,7 +108,7 @@ def test_bad_values_refused_without_echo(value: Any, cfg: Settings) -> None:
 def test_ordinary_names_accepted(name: str, cfg: Settings) -> None:
     spec = CreateSpec(name="flow-1", image="flow:latest", environment={name: VALUE})
     assert validate_create(spec, cfg, env={}).environment == {name: VALUE}
-    check_spec(spec)
+    check_shapes(spec)
 
 
 def test_not_a_mapping_refused() -> None:

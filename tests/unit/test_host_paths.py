@@ -24,7 +24,7 @@ from server.core.host_paths import (
     split_mode,
     walk,
 )
-from server.core.policy import adopted_pins, validate_bind_roots
+from server.core.validation.host import adopted_pins, validate_bind_roots
 
 NOBODY = 65534
 

@@ -16,7 +16,9 @@ import pytest
 from server.core.config import Settings, load_settings
 from server.core.errors import InvalidRequest
 from server.core.models import CreateSpec
-from server.core.policy import MAX_NAME_LENGTH, validate_code_path, validate_create
+from server.core.policy import validate_code_path
+from server.core.validation import MAX_NAME_LENGTH
+from server.core.validation.host import validate_create
 
 DOCKER_SOCK = "/var/run/docker.sock"
 
@@ -399,6 +401,6 @@ def test_socket_mount_and_data_mount_targets_refused(tmp_path: Path, cfg: Settin
 
 
 def test_too_many_binds_refused(tmp_path: Path, cfg: Settings) -> None:
-    from server.core.policy import MAX_BINDS
+    from server.core.validation.shapes import MAX_BINDS
     vols = {f"{tmp_path}/d{i}": f"/m{i}" for i in range(MAX_BINDS + 1)}
     _refused(_spec(volumes=vols), cfg, "volumes", match=f"at most {MAX_BINDS}")

@@ -145,10 +145,12 @@ def test_create_request_builds_a_spec() -> None:
     assert spec.ports == {"8080": 18080, "53/udp": 5353}
 
 
+# JSON types only: a name's or image's text is judged by the core's one validator (issue 12;
+# "" and "bad name" were refused here too, by a pattern of its own: tests/integration/
+# test_one_validator.py now sees the same verdict from every front end).
 @pytest.mark.parametrize(("payload", "field"), [
     ({}, "name"),
-    ({"name": ""}, "name"),
-    ({"name": "bad name"}, "name"),
+    ({"name": 3}, "name"),
     ({"name": "ok", "image": 3}, "image"),
     ({"name": "ok", "environment": {"PORT": 8080}}, "environment.PORT"),
     ({"name": "ok", "environment": ["A=1"]}, "environment"),

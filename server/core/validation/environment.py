@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from server.core.errors import InvalidRequest
 
-__all__ = ["check_environment", "refused_by", "REFUSED_ENV", "MAX_ENV_NAME"]
+__all__ = ["check_environment", "refused_by", "utf8_text", "REFUSED_ENV", "MAX_ENV_NAME"]
 
 MAX_ENV_NAME = 255
 """Longest variable name accepted."""
@@ -108,7 +108,7 @@ def check_environment(environment: object) -> None:
                                  "interpreter, the loader, a shell or the flow runtime "
                                  "(see docs/FLOWS.md)", field="environment",
                                  details={"variable": key, "rule": rule})
-        if not isinstance(value, str) or "\0" in value or not _utf8(value):
+        if not isinstance(value, str) or "\0" in value or not utf8_text(value):
             raise InvalidRequest(f"environment value of {key} must be a string without NUL "
                                  "or lone surrogates", field="environment",
                                  details={"variable": key})
@@ -119,6 +119,7 @@ def _printable(key: str) -> str:
     return ascii(key[:80])[1:-1]
 
 
-def _utf8(text: str) -> bool:
-    """False for text holding a lone surrogate: the engine would receive U+FFFD instead."""
+def utf8_text(text: str) -> bool:
+    """False for text holding a lone surrogate: JSON can carry "\\ud800", but the engine would
+    receive U+FFFD instead, so the value checked would not be the value used."""
     return text.isascii() or not any("\ud800" <= c <= "\udfff" for c in text)
