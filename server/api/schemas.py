@@ -161,8 +161,8 @@ def _json_type(value: Any) -> str:
 #
 # The models below are the contract of every outgoing payload. The `payload()` builders make
 # plain dicts of exactly that shape from the core's typed values: validating our own output
-# on every emit cost several times more than building it (2.6 ms vs 0.4 ms for a 100-item
-# list), so the unit tests validate each builder against its model instead.
+# on every emit costs several times more than building it (bench/RESULTS.md), so the unit
+# tests validate each builder against its model instead.
 
 Wire = dict[str, Any]
 
