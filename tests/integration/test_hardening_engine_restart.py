@@ -39,9 +39,6 @@ logger = logging.getLogger(__name__)
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.slow,
-    # docker-py leaks the socket of each refused connect while the engine is down (SDK matter)
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
 ]
 
 
