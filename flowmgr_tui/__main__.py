@@ -52,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="listen port for --serve (overrides PORT)")
     parser.add_argument("--connect", metavar="URL",
                         help="drive a remote flow manager, e.g. http://host:8000")
-    parser.add_argument("--token", help="token for --connect (default: FLOWMGR_TOKEN)")
+    parser.add_argument("--token-file", metavar="PATH",
+                        help="file holding the token for --connect (default: FLOWMGR_TOKEN, "
+                             "then server.token, then the service's token file "
+                             "<socket_dir>/.flowmgr-<instance>/.api-token)")
+    # Refused with a message (see main): a command line is visible to every local user.
+    parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--log-file", help="where the panel logs (default: "
                         "$XDG_STATE_HOME/flowmgr/panel.log)")
     return parser
@@ -137,8 +142,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         from flowmgr_tui.app import FlowMgrApp
         from flowmgr_tui.remote import RemoteBackend
 
-        token = args.token or os.environ.get("FLOWMGR_TOKEN") or settings.server.token
-        backend: Any = RemoteBackend(args.connect, token=token)
+        backend: Any = RemoteBackend(args.connect, token=args.resolved_token)
         app = FlowMgrApp(backend, start_backend=True, mode=f"remote {args.connect}",
                          server_status=backend.status_text,
                          default_image=settings.docker.default_image)
@@ -171,10 +175,47 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     return app.return_code or 0
 
 
+TOKEN_ON_COMMAND_LINE = (
+    "flowmgr: --token is refused: a command line is visible to every local user (ps, "
+    "/proc/<pid>/cmdline). Pass the token in the FLOWMGR_TOKEN environment variable or in a "
+    "file with --token-file PATH; on the service's host or inside its container flowmgr "
+    "finds the service's token file by itself.\n")
+
+NO_TOKEN = (
+    "flowmgr: no token for --connect: the service requires one. Set FLOWMGR_TOKEN, pass "
+    "--token-file PATH, or run where the service's token file {path} is readable (its "
+    "user, root, or inside its container).\n")
+
+
+def connect_token(args: argparse.Namespace, settings: Settings,
+                  env: dict[str, str] | None = None) -> str | None:
+    """The token `--connect` presents: FLOWMGR_TOKEN, then --token-file, then server.token
+    (config file), then the service's token file if this user can read it; raises ConfigError
+    (a named file that cannot be read or holds no token)."""
+    from server.core.errors import ConfigError
+    from server.core.token_file import read_client_token
+
+    env = dict(os.environ) if env is None else env
+    if env.get("FLOWMGR_TOKEN"):
+        return env["FLOWMGR_TOKEN"]
+    if args.token_file:
+        token = read_client_token(args.token_file)
+        if token is None:
+            raise ConfigError(f"--token-file {args.token_file}: no such file",
+                              details={"file": args.token_file})
+        return token
+    if settings.server.token:
+        return settings.server.token
+    return read_client_token(settings.token_path)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `flowmgr` console script."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if args.token is not None:
+        sys.stderr.write(TOKEN_ON_COMMAND_LINE)
+        return 2
     if args.server_only:
         from server.__main__ import main as server_main
 
@@ -183,17 +224,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from server.core.config import load_cli_settings
         from server.core.errors import ConfigError
+        from server.core.token_file import with_api_token
 
         try:
             settings = load_cli_settings(args.config, args.host, args.port)
-            if not args.connect:  # the in-process core mounts from them
+            _log_to_file(settings, args.log_file)
+            # Before the loop runs: both read files (the serving panel may create one).
+            if args.connect:
+                args.resolved_token = connect_token(args, settings)
+                if args.resolved_token is None:
+                    sys.stderr.write(NO_TOKEN.format(path=settings.token_path))
+                    return 2
+            else:  # the in-process core mounts from the bind roots
                 from server.core.policy import validate_bind_roots
 
                 validate_bind_roots(settings)
+                if args.serve or settings.server.serve_in_panel:
+                    settings = with_api_token(settings)
         except ConfigError as err:
             sys.stderr.write(f"flowmgr: {err}\n")
             return 2
-        _log_to_file(settings, args.log_file)
         return asyncio.run(_run(args, settings))
     finally:
         _resume_gc()

@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level)
     log_startup_warnings(settings)
-    server = GracefulServer(uvicorn_config(build_service(settings), settings))
+    try:
+        service = build_service(settings)
+    except ConfigError as err:
+        logger.error("cannot start: %s", err)
+        return 2
+    server = GracefulServer(uvicorn_config(service, settings))
     asyncio.run(server.serve())
     return 0 if server.started else 1
 

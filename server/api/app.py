@@ -10,15 +10,18 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import socketio
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 
 from server import __version__
+from server.api.auth import bearer_matches, engineio_origins
 from server.api.health import router as health_router
 from server.api.sio_bridge import SioBridge
 from server.api.sio_manager import DirectEmitManager
 from server.api.sio_namespace import FlowNamespace, UndecodableAsEvent
 from server.core.config import Settings
+from server.core.token_file import with_api_token
 
 if TYPE_CHECKING:
     from server.core.manager import ContainerManager
@@ -67,22 +70,24 @@ class JsonPacket(socketio.packet.Packet):  # type: ignore[misc]
         return False
 
 
-def _origins(settings: Settings) -> str | list[str]:
-    origins = settings.server.cors_origins
-    return "*" if "*" in origins else list(origins)
-
-
 def create_app(manager: ContainerManager, settings: Settings, *,
                manage_lifecycle: bool = False) -> FlowMgrASGIApp:
-    """The service's ASGI app; with `manage_lifecycle` its lifespan also starts/stops `manager`."""
-    origins = _origins(settings)
-    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=origins,
+    """The service's ASGI app; with `manage_lifecycle` its lifespan also starts/stops `manager`.
+
+    A token is always required: with none configured, the token file's (see token_file.py;
+    reading it blocks, so callers on a running loop resolve it first with `with_api_token`).
+    """
+    if not settings.server.token:
+        settings = with_api_token(settings)
+    token = settings.server.token or ""
+    origins = settings.server.cors_origins
+    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=engineio_origins(origins),
                                max_http_buffer_size=settings.server.max_message_bytes,
                                logger=False, engineio_logger=False, serializer=JsonPacket,
                                client_manager=DirectEmitManager(
                                    max(64 * 2**20, 16 * settings.flow.max_frame_bytes)))
     bridge = SioBridge(sio, manager)
-    sio.register_namespace(FlowNamespace(manager, bridge, token=settings.server.token,
+    sio.register_namespace(FlowNamespace(manager, bridge, token=token,
                                          server_id=uuid.uuid4().hex[:12]))
 
     @asynccontextmanager
@@ -100,11 +105,24 @@ def create_app(manager: ContainerManager, settings: Settings, *,
                 await manager.stop()
             api.state.started = False
 
-    api = FastAPI(title="Flow Manager", version=__version__, lifespan=lifespan)
+    # No /docs or /redoc (a browser page cannot send the token with the requests they make);
+    # the OpenAPI document is served to token holders only, by the route below.
+    api = FastAPI(title="Flow Manager", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
     api.state.manager = manager
     api.state.settings = settings
     api.state.started = False
-    api.add_middleware(CORSMiddleware, allow_origins=["*"] if origins == "*" else origins,
+    # [] = no CORS headers at all: browsers then allow the service's own origin only.
+    api.add_middleware(CORSMiddleware, allow_origins=["*"] if "*" in origins else list(origins),
                        allow_methods=["*"], allow_headers=["*"])
     api.include_router(health_router)
+    expected = token.encode("utf-8")
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        if not bearer_matches(request.headers.get("authorization"), expected):
+            return JSONResponse({"detail": "send Authorization: Bearer <the API token>"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return JSONResponse(api.openapi())
+
     return FlowMgrASGIApp(sio, api, bridge)

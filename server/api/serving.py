@@ -15,6 +15,7 @@ from server.api.ws_transport import CoalescingWebSocketProtocol
 from server.core.config import Settings
 from server.core.manager import ContainerManager
 from server.core.priority import apply_priority
+from server.core.token_file import with_api_token
 
 __all__ = ["build_service", "uvicorn_config", "GracefulServer", "log_startup_warnings"]
 
@@ -27,8 +28,10 @@ SHUTDOWN_BUDGET = 5.0
 def build_service(settings: Settings) -> FlowMgrASGIApp:
     """The service for `settings`, owning its manager's lifecycle (started in the lifespan).
 
-    Called before any thread starts, so the CPU priority it asks for covers them all.
+    Called before any thread starts, so the CPU priority it asks for covers them all; raises
+    ConfigError when the API token file is unsafe (see token_file.py).
     """
+    settings = with_api_token(settings)
     apply_priority(settings.server.nice)
     return create_app(ContainerManager(settings), settings, manage_lifecycle=True)
 
@@ -84,12 +87,8 @@ class GracefulServer(uvicorn.Server):
 
 
 def log_startup_warnings(settings: Settings) -> None:
-    """Say what is open: CORS `*` and running without a token."""
+    """Say what is open: CORS `*` (the token is always required; `with_api_token` says where
+    it comes from)."""
     if "*" in settings.server.cors_origins:
         logger.warning("CORS allows any origin (cors_origins=['*']); set CORS_ORIGINS to the "
                        "web front ends that may connect")
-    if not settings.server.token:
-        logger.warning("no token configured: any client that reaches this port may manage "
-                       "flows; set FLOWMGR_TOKEN (or server.token) to require one")
-    else:
-        logger.info("Socket.IO clients must present the configured token")

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from server.api.auth import AUTHENTICATED
 from server.api.schemas import (
     ActivityLogOut,
     ContainerCrashedOut,
@@ -126,7 +127,7 @@ class SioBridge:
         if isinstance(event, HealthChanged) and event.new_health != "unhealthy":
             return
         name, build = _BROADCASTS[type(event)]
-        await self._sio.emit(name, build(event))
+        await self._sio.emit(name, build(event), to=AUTHENTICATED)
 
     async def subscribe_logs(self, sid: str, ref: str) -> str:
         """Join `sid` to the container's log room, starting its log stream for the first one."""

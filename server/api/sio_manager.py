@@ -10,6 +10,8 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from server.api.auth import AUTHENTICATED
+
 __all__ = ["DirectEmitManager"]
 
 logger = logging.getLogger(__name__)
@@ -57,12 +59,17 @@ class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
     async def emit(self, event: str, data: Any, namespace: str, room: Any = None,
                    skip_sid: Any = None, callback: Any = None, to: Any = None,
                    **kwargs: Any) -> None:
-        """Encode once, enqueue for every participant of `room` (all clients when None)."""
+        """Encode once, enqueue for every participant of `room`.
+
+        A broadcast (no room) reaches the AUTHENTICATED room only, never a client whose
+        connect is still being checked or was refused."""
+        room = to or room
+        if room is None:
+            room = AUTHENTICATED
         if callback is not None:  # acks addressed to a group need per-recipient ids
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
-                               callback=callback, to=to, **kwargs)
+                               callback=callback, **kwargs)
             return
-        room = to or room
         if namespace not in self.rooms:
             return
         args = list(data) if isinstance(data, tuple) else [] if data is None else [data]

@@ -17,9 +17,26 @@ from server.api.serving import GracefulServer, uvicorn_config
 from server.core.config import Settings
 from server.core.manager import ContainerManager
 
-__all__ = ["Service", "Recorder", "running_service", "client", "docker_cli", "BUSYBOX"]
+__all__ = ["Service", "Recorder", "running_service", "client", "docker_cli", "BUSYBOX",
+           "TEST_TOKEN", "AUTH", "RAW_CONNECT", "with_test_token"]
 
 BUSYBOX = "flowmgr-test-busybox:latest"
+
+TEST_TOKEN = "harness-token-0123456789abcdef"
+"""The token every harness service requires (the API always requires one) unless a test
+configures its own; `client()` presents it unless given another `auth`."""
+AUTH = {"token": TEST_TOKEN}
+RAW_CONNECT = '40{"token":"' + TEST_TOKEN + '"}'
+"""The Socket.IO connect packet with TEST_TOKEN, for tests speaking raw engine.io."""
+_DEFAULT: Any = object()
+
+
+def with_test_token(settings: Settings) -> Settings:
+    """`settings` with TEST_TOKEN as `server.token` when it has no token of its own."""
+    if settings.server.token:
+        return settings
+    return settings.model_copy(update={
+        "server": settings.server.model_copy(update={"token": TEST_TOKEN})})
 
 WAIT = 20.0
 """Seconds any one expected event may take (Docker on a busy machine)."""
@@ -39,7 +56,11 @@ class Service:
 @contextlib.asynccontextmanager
 async def running_service(settings: Settings, manager: ContainerManager | None = None
                           ) -> AsyncIterator[Service]:
-    """Serve `create_app(manager or ContainerManager(settings))` until the block ends."""
+    """Serve `create_app(manager or ContainerManager(settings))` until the block ends.
+
+    With no token in `settings`, the service requires TEST_TOKEN (which `client()` presents).
+    """
+    settings = with_test_token(settings)
     manager = manager or ContainerManager(settings)
     app = create_app(manager, settings, manage_lifecycle=True)
     server = GracefulServer(uvicorn_config(app, settings, host="127.0.0.1", port=0))
@@ -84,10 +105,14 @@ class Recorder:
 
 
 @contextlib.asynccontextmanager
-async def client(url: str, *, auth: Any = None, headers: dict[str, str] | None = None,
+async def client(url: str, *, auth: Any = _DEFAULT, headers: dict[str, str] | None = None,
                  transports: list[str] | None = None) -> AsyncIterator[
                      tuple[socketio.AsyncClient, Recorder]]:
-    """A connected AsyncClient recording everything; disconnected at the end."""
+    """A connected AsyncClient recording everything; disconnected at the end.
+
+    It presents TEST_TOKEN unless `auth` is given (None: no auth payload at all)."""
+    if auth is _DEFAULT:
+        auth = AUTH
     # Our own HTTP session, closed here: the client leaks its own when a connect is refused.
     async with aiohttp.ClientSession() as session:
         sio = socketio.AsyncClient(reconnection=False, http_session=session)

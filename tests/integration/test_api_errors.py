@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 import websockets
-from api_harness import BUSYBOX, client, docker_cli, running_service
+from api_harness import BUSYBOX, RAW_CONNECT, client, docker_cli, running_service
 
 from server.core.config import Settings
 from tests.conftest import with_code_roots
@@ -149,7 +149,7 @@ async def test_undecodable_json_is_answered(settings: Settings) -> None:
         url = svc.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
         async with websockets.connect(url) as ws:
             await ws.recv()
-            await ws.send("40")
+            await ws.send(RAW_CONNECT)
             assert (await ws.recv()).startswith("40")
             await ws.send('427["list_containers",' + "[" * 5000 + "]" * 5000 + "]")
             async with asyncio.timeout(20):
@@ -187,7 +187,7 @@ async def test_hand_made_packets_do_not_hurt_the_server(settings: Settings) -> N
         url = svc.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
         async with websockets.connect(url) as ws:
             await ws.recv()  # engine.io open
-            await ws.send("40")
+            await ws.send(RAW_CONNECT)
             assert (await ws.recv()).startswith("40")
             for frame in socketio_garbage:
                 await ws.send(frame)
@@ -201,6 +201,6 @@ async def test_hand_made_packets_do_not_hurt_the_server(settings: Settings) -> N
                 await ws.recv()
                 await ws.send(frame)
                 with contextlib.suppress(websockets.ConnectionClosed):
-                    await ws.send("40")
+                    await ws.send(RAW_CONNECT)
         async with client(svc.url) as (sio, _):
             assert (await sio.call("list_containers", {}))["count"] == 0

@@ -17,9 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from api_harness import BUSYBOX, client, docker_cli, running_service
+from api_harness import BUSYBOX, TEST_TOKEN, client, docker_cli, running_service
 
 from server.core.config import Settings
+from server.core.token_file import read_client_token
 
 pytestmark = pytest.mark.docker
 
@@ -37,9 +38,10 @@ async def test_health_openapi_and_lifespan(settings: Settings) -> None:
                 "status": "healthy", "service": "flow-manager", "socket_dir": settings.socket_dir,
                 "components": {"container_manager": "active", "socket_handler": "active",
                                "event_handler": "active"}}
-            spec = (await http.get("/openapi.json")).json()
+            # The OpenAPI document for token holders only; no /docs pages (see test_api_auth)
+            spec = (await http.get("/openapi.json",
+                                   headers={"Authorization": f"Bearer {TEST_TOKEN}"})).json()
             assert "/health" in spec["paths"]
-            assert (await http.get("/docs")).status_code == 200
     assert svc.app.api.state.started is False and not svc.app.bridge.running
 
 
@@ -74,9 +76,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _config(settings: Settings, path: Path) -> Path:
+def _config(settings: Settings, path: Path, *, token: str | None = TEST_TOKEN) -> Path:
+    """`settings` as a config file, requiring `token` (None: the service makes its own)."""
     data = settings.model_dump(exclude={"config_file"})
     data["server"]["host"] = "0.0.0.0"  # the command lines below override it
+    data["server"]["token"] = token
     path.write_text(json.dumps(data))
     return path
 
@@ -108,14 +112,17 @@ def _stop(proc: subprocess.Popen[str], sig: int) -> tuple[float, str]:
 
 async def test_headless_start_sigterm_and_readoption(settings: Settings, unique_name: Any,
                                                     tmp_path: Path) -> None:
-    config = _config(settings, tmp_path / "config.json")
+    # No token configured: the service makes one in its token file, clients read it there.
+    config = _config(settings, tmp_path / "config.json", token=None)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _spawn("-m", "server", "--host", "127.0.0.1", "--port", str(port),
                   "--config", str(config))
     try:
         await _wait_healthy(url, proc)
-        async with client(url) as (sio, rec):
+        token = read_client_token(settings.token_path)
+        assert token
+        async with client(url, auth={"token": token}) as (sio, rec):
             name = unique_name("keep")
             cid = (await sio.call("create_container", {"image": BUSYBOX, "name": name},
                                   timeout=60))["container_id"]
@@ -131,7 +138,8 @@ async def test_headless_start_sigterm_and_readoption(settings: Settings, unique_
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
     text = " ".join(line["msg"] for line in lines)
-    assert "CORS allows any origin" in text and "no token configured" in text
+    assert "CORS allows any origin" not in text  # default: the service's own origin only
+    assert f"API token generated in {settings.token_path}" in text and token not in out
     assert await docker_cli("inspect", "-f", "{{.State.Running}}", cid) == "true"
 
     # `flowmgr --server-only` adopts the container the first run left running
@@ -141,7 +149,8 @@ async def test_headless_start_sigterm_and_readoption(settings: Settings, unique_
                   str(port), "--config", str(config))
     try:
         await _wait_healthy(url, proc)
-        async with client(url) as (sio, _):
+        # the second start reads the same token back
+        async with client(url, auth={"token": token}) as (sio, _):
             listed = await sio.call("list_containers", {})
             item = next(i for i in listed["containers"] if i["id"] == cid)
             assert item["status"] == "running"
@@ -150,6 +159,7 @@ async def test_headless_start_sigterm_and_readoption(settings: Settings, unique_
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0 and took < 5.0, out
+    assert f"API token kept in {settings.token_path}" in out and token not in out
 
 
 async def test_uvicorn_module_app_honours_config_file_and_env(settings: Settings,

@@ -29,9 +29,15 @@ async def test_a_client_without_the_token_is_refused(settings: Settings, auth: A
             assert (await sio.call("list_containers", {}))["count"] == 0
 
 
-async def test_no_token_configured_means_open(settings: Settings) -> None:
-    async with running_service(settings) as svc, client(svc.url, auth={"token": "any"}) as (_, r):
-        await r.wait_for("connected")
+async def test_no_token_configured_means_the_generated_one(settings: Settings) -> None:
+    """Not open any more (issue 11): the service makes a token in its token file."""
+    from server.api.app import create_app
+    from server.core.manager import ContainerManager
+    from server.core.token_file import read_client_token
+
+    app = create_app(ContainerManager(settings), settings)  # no token in settings
+    token = read_client_token(settings.token_path)
+    assert token and app.api.state.settings.server.token == token
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])

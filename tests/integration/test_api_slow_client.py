@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import websockets
-from api_harness import client, running_service
+from api_harness import RAW_CONNECT, client, running_service
 
 from server.core.config import Settings
 from server.core.events import ActivityLogged
@@ -39,7 +39,7 @@ async def test_a_stalled_client_is_dropped_and_the_others_get_everything(
         # max_queue=1 and no reads: the stalled client's TCP window fills, then its queue does.
         async with websockets.connect(url, max_queue=1) as stalled:
             await stalled.recv()
-            await stalled.send("40")
+            await stalled.send(RAW_CONNECT)
             async with asyncio.timeout(10):
                 while len(svc.app.sio.eio.sockets) < 2:
                     await asyncio.sleep(0.02)

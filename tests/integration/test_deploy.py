@@ -19,6 +19,7 @@ import httpx
 import pytest
 import socketio
 
+from server.core.token_file import read_client_token
 from tests.conftest import RUN_ID, TEST_LABEL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,7 +111,15 @@ async def _wait_healthy(container: str, timeout: float = 120) -> None:
             f"{container} not healthy within {timeout}s ({state}):\n{logs}") from None
 
 
-async def _talk_to_a_flow(url: str, name: str | None, cid: str = "", *,
+def _generated_token(sock_dir: Path) -> str:
+    """The token the containerised service generated in the mounted socket dir (no token is
+    configured, as in the guide's plain `docker run`); root on the host reads it."""
+    token = read_client_token(str(sock_dir / f".flowmgr-{RUN_ID}" / ".api-token"))
+    assert token, "the service generated no token in the mounted socket dir"
+    return token
+
+
+async def _talk_to_a_flow(url: str, token: str, name: str | None, cid: str = "", *,
                           restart: bool = False) -> str:
     """Create and start a flow (when `name` is given) or restart it, message it; return its id."""
     client = socketio.AsyncClient(reconnection=False)
@@ -118,7 +127,7 @@ async def _talk_to_a_flow(url: str, name: str | None, cid: str = "", *,
     received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     client.on("connected", lambda data: welcomed.done() or welcomed.set_result(data))
     client.on("message_received", received.put_nowait)
-    await client.connect(url, wait_timeout=20)
+    await client.connect(url, auth={"token": token}, wait_timeout=20)
     try:
         async with asyncio.timeout(20):
             assert "message" in await welcomed
@@ -208,7 +217,8 @@ async def test_image_serves_socketio_and_opens_the_panel(
         async with httpx.AsyncClient() as http:
             health = (await http.get(f"{url}/health", timeout=10)).json()
         assert health["status"] == "healthy" and health["socket_dir"] == str(sock_dir), health
-        cid = await _talk_to_a_flow(url, flow_name)
+        token = _generated_token(sock_dir)
+        cid = await _talk_to_a_flow(url, token, flow_name)
         # flows' socket dirs live in the manager's private dir (owned by its uid, 0700)
         state = sock_dir / f".flowmgr-{RUN_ID}"
         assert (state.stat().st_uid, state.stat().st_mode & 0o777) == (10001, 0o700)
@@ -219,7 +229,7 @@ async def test_image_serves_socketio_and_opens_the_panel(
         assert "running" in row, f"the panel did not list {cid[:12]} as running:\n{pane}"
         # Opening and closing the panel must leave the service's channels working, also for a
         # flow that reconnects afterwards (a restart makes it dial its socket path anew).
-        await _talk_to_a_flow(url, None, cid, restart=True)
+        await _talk_to_a_flow(url, token, None, cid, restart=True)
     finally:
         _run("docker", "rm", "-f", manager, check=False)
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from server.core.config import Settings
-from tests.integration.api_harness import BUSYBOX, client, docker_cli, running_service
+from tests.integration.api_harness import AUTH, BUSYBOX, client, docker_cli, running_service
 from tests.integration.test_api_http import _config, _free_port, _spawn, _stop, _wait_healthy
 
 pytestmark = pytest.mark.docker
@@ -109,7 +109,7 @@ async def test_sigterm_with_100_clients_exits_0_within_5s_and_stops_nothing(
                                   timeout=60))["container_id"]
             await sio.call("start_container", {"container_id": cid}, timeout=60)
         async with aiohttp.ClientSession() as session:
-            sockets = [_raw_socket(session, url, None) for _ in range(100)]
+            sockets = [_raw_socket(session, url, AUTH) for _ in range(100)]
             opened = [await s.__aenter__() for s in sockets]
             assert all(answer.startswith("40{") for _ws, answer in opened)
             took, out = await asyncio.to_thread(_stop, proc, signal.SIGTERM)

@@ -18,7 +18,7 @@ import pytest
 from server.core.config import Settings
 from server.core.frames import encode_frame
 from server.core.models import CreateSpec
-from tests.integration.api_harness import BUSYBOX, client, running_service
+from tests.integration.api_harness import BUSYBOX, RAW_CONNECT, client, running_service
 
 pytestmark = pytest.mark.docker
 
@@ -39,9 +39,9 @@ def _stalled_client(port: int) -> socket.socket:
                   f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
     _read_until(sock, b'"maxPayload"')  # the 101 answer and Engine.IO's open packet
-    # a masked text frame "40": the Socket.IO connect
+    # a masked text frame "40{token}": the Socket.IO connect
     mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(b"40"))
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(RAW_CONNECT.encode()))
     sock.sendall(bytes([0x81, 0x80 | len(body)]) + mask + body)
     _read_until(sock, b'"connected"')  # the Socket.IO connect answer and the welcome event
     return sock

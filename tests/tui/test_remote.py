@@ -16,7 +16,7 @@ from server.core.config import Settings
 from server.core.docker_adapter import DockerAdapter
 from server.core.manager import ContainerManager
 from server.core.models import CreateSpec
-from tests.integration.api_harness import running_service
+from tests.integration.api_harness import TEST_TOKEN, running_service
 from tests.integration.engine_relay import Relay
 from tests.tui.helpers import BUSYBOX, dashboard, until
 
@@ -44,7 +44,7 @@ async def test_remote_mode_shows_the_same_rows_as_local_mode(
         async with local.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: len(_rows(local)) == 3, "three local rows")
             local_rows = _rows(local)
-        remote = FlowMgrApp(RemoteBackend(service.url), start_backend=True)
+        remote = FlowMgrApp(RemoteBackend(service.url, token=TEST_TOKEN), start_backend=True)
         try:
             async with remote.run_test(size=SIZE) as pilot:
                 await until(pilot, lambda: _rows(remote) == local_rows,
@@ -73,7 +73,7 @@ async def test_remote_panel_shows_the_servers_engine_loss(settings: Settings) ->
             async with asyncio.timeout(30):
                 while svc.manager.docker_available:
                     await asyncio.sleep(0.05)
-            backend = RemoteBackend(svc.url)
+            backend = RemoteBackend(svc.url, token=TEST_TOKEN)
             remote = FlowMgrApp(backend, start_backend=True)
             try:
                 async with remote.run_test(size=SIZE) as pilot:

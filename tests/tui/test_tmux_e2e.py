@@ -16,6 +16,7 @@ import pytest
 import socketio
 
 from server.core.config import Settings
+from server.core.token_file import read_client_token
 from tests.conftest import RUN_ID
 from tests.tui.helpers import BUSYBOX
 
@@ -94,7 +95,9 @@ async def test_flowmgr_in_tmux_lists_filters_stops_and_serves(
         lambda: json.load(urllib.request.urlopen(f"http://127.0.0.1:{port[1]}/health", timeout=10)))
     assert health["status"] == "healthy"
     sio = socketio.AsyncClient()
-    await sio.connect(f"http://127.0.0.1:{port[1]}", wait_timeout=10)
+    # No token configured: the serving panel made one in its token file (issue 11)
+    token = read_client_token(settings.token_path)
+    await sio.connect(f"http://127.0.0.1:{port[1]}", auth={"token": token}, wait_timeout=10)
     try:
         await tmux.wait_for(lambda s: "| 1 client" in s, "the client count in the header")
     finally:
