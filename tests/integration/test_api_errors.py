@@ -150,10 +150,10 @@ async def test_undecodable_json_is_answered(settings: Settings) -> None:
         async with websockets.connect(url) as ws:
             await ws.recv()
             await ws.send(RAW_CONNECT)
-            assert (await ws.recv()).startswith("40")
+            assert (await ws.recv(decode=True)).startswith("40")
             await ws.send('427["list_containers",' + "[" * 5000 + "]" * 5000 + "]")
             async with asyncio.timeout(20):
-                while not (reply := await ws.recv()).startswith("437"):
+                while not (reply := await ws.recv(decode=True)).startswith("437"):
                     pass
             assert '"error_type":"validation_error"' in reply.replace(" ", "")
 
@@ -188,12 +188,12 @@ async def test_hand_made_packets_do_not_hurt_the_server(settings: Settings) -> N
         async with websockets.connect(url) as ws:
             await ws.recv()  # engine.io open
             await ws.send(RAW_CONNECT)
-            assert (await ws.recv()).startswith("40")
+            assert (await ws.recv(decode=True)).startswith("40")
             for frame in socketio_garbage:
                 await ws.send(frame)
             await ws.send('422["list_containers",{}]')
             async with asyncio.timeout(20):
-                while not (reply := await ws.recv()).startswith("432"):
+                while not (reply := await ws.recv(decode=True)).startswith("432"):
                     pass
             assert '"count": 0' in reply or '"count":0' in reply
         for frame in engineio_garbage:
