@@ -3,64 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
+from textual.app import App
 from textual.worker import Worker
 
 from flowmgr_tui.backend import Backend
-from server.core.errors import FlowMgrError
+from flowmgr_tui.formatting import describe_error
+from flowmgr_tui.keymap import VERBS, Verb
+from flowmgr_tui.state.panel_state import PanelState
 
-if TYPE_CHECKING:
-    from flowmgr_tui.app import FlowMgrApp
+__all__ = ["ActionRunner"]
 
-__all__ = ["ActionRunner", "Verb", "VERBS", "describe_error"]
-
-
-@dataclass(frozen=True, slots=True)
-class Verb:
-    """One thing the panel can do to a container."""
-
-    name: str
-    label: str
-    """For menus: "Stop"."""
-    doing: str
-    """For progress: "stopping"."""
-    done: str
-    """For the outcome: "stopped"."""
-    key: str
-    """The key that does it on the dashboard and the detail screen."""
-
-
-VERBS: dict[str, Verb] = {v.name: v for v in (
-    Verb("start", "Start", "starting", "started", "s"),
-    Verb("stop", "Stop", "stopping", "stopped", "x"),
-    Verb("restart", "Restart", "restarting", "restarted", "r"),
-    Verb("update", "Update code of", "updating", "updated", "u"),
-    Verb("delete", "Delete", "deleting", "deleted", "d"),
-)}
-
-
-def describe_error(err: BaseException) -> str:
-    """`container_not_found: no managed container 'x'` for ours, the class name otherwise."""
-    if isinstance(err, FlowMgrError):
-        return f"{err.error_type}: {err.message}"
-    return f"{type(err).__name__}: {err}"
+BusyMark = Callable[[str, str | None], None]
+"""Marks a container as having an action in flight ("stopping"), or done (None)."""
 
 
 class ActionRunner:
     """Runs one action per call in the app's `commands` worker group."""
 
-    def __init__(self, app: FlowMgrApp, backend: Backend) -> None:
+    def __init__(self, app: App[Any], backend: Backend, state: PanelState,
+                 mark_busy: BusyMark) -> None:
         self._app = app
         self._backend = backend
+        self._state = state
+        self._mark_busy = mark_busy
 
     def request(self, verb: str, container_id: str) -> None:
         """Ask first when the action needs it (delete: confirm; update: a path), then run."""
         from flowmgr_tui.screens.confirm import ConfirmScreen
         from flowmgr_tui.screens.path_prompt import PathPrompt
 
-        name = self._name(container_id)
+        name = self._state.name_of(container_id)
         if verb == "delete":
             self._app.push_screen(
                 ConfirmScreen(f"Delete {name}?",
@@ -91,14 +65,14 @@ class ActionRunner:
             "delete": lambda: b.delete_container(container_id),
         }
         v = VERBS[verb]
-        name = self._name(container_id)
+        name = self._state.name_of(container_id)
         return self._app.run_worker(self._do(v, container_id, name, calls[verb]),
                                     name=f"{verb} {name}", group="commands",
                                     exit_on_error=False)
 
     async def _do(self, v: Verb, cid: str, name: str,
                   call: Callable[[], Awaitable[object]]) -> None:
-        self._app.set_busy(cid, v.doing)
+        self._mark_busy(cid, v.doing)
         try:
             await call()
         except Exception as err:  # every failure is shown; FlowMgrError is the usual case
@@ -108,8 +82,4 @@ class ActionRunner:
         else:
             self._app.notify(f"{name} {v.done}", title=v.label, timeout=3)
         finally:
-            self._app.set_busy(cid, None)
-
-    def _name(self, container_id: str) -> str:
-        snap = self._app.state.containers.get(container_id)
-        return snap.name if snap else container_id[:12]
+            self._mark_busy(cid, None)

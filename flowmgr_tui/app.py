@@ -1,4 +1,8 @@
-"""FlowMgrApp: wiring only: the backend, the event bridge, screens, keys and the palette."""
+"""FlowMgrApp: wiring only: the backend, the event bridge, the state, screens and the palette.
+
+Nothing in the package imports this module: screens get the data they show and post messages
+(flowmgr_tui/messages.py) that are handled here.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,23 @@ from datetime import datetime
 from typing import Protocol
 
 from textual.app import App
-from textual.binding import Binding
 
-from flowmgr_tui.actions import ActionRunner, describe_error
+from flowmgr_tui.actions import ActionRunner
 from flowmgr_tui.backend import Backend
 from flowmgr_tui.bridge import CoreEvents, EventBridge
 from flowmgr_tui.commands import ContainerCommands
+from flowmgr_tui.formatting import describe_error
 from flowmgr_tui.host_stats import HostSample, probe_host
-from flowmgr_tui.panel_state import PanelState
+from flowmgr_tui.keymap import bindings
+from flowmgr_tui.messages import (
+    ContainerActionRequested,
+    CreateFormRequested,
+    HelpRequested,
+    SortRequested,
+)
 from flowmgr_tui.screens.dashboard import DashboardScreen
-from server.core.events import DockerConnectionLost, DockerConnectionRestored, now
+from flowmgr_tui.state.panel_state import Changes, PanelState, ShowsChanges
+from server.core.events import DockerConnectionLost, DockerConnectionRestored, Event, now
 
 __all__ = ["FlowMgrApp", "Service"]
 
@@ -51,12 +62,7 @@ class FlowMgrApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "flowmgr"
     COMMANDS = App.COMMANDS | {ContainerCommands}
-    BINDINGS = [
-        Binding("q", "quit", "Quit", id="app.quit", tooltip="Leave the panel"),
-        Binding("ctrl+c", "quit", "Quit", id="app.quit2", show=False, priority=True,
-                tooltip="Leave the panel"),
-        Binding("question_mark", "help", "Help", id="app.help", tooltip="All keys"),
-    ]
+    BINDINGS = bindings("app")
 
     def __init__(self, backend: Backend, *, start_backend: bool = False,
                  clock: Callable[[], datetime] = now, mode: str = "local",
@@ -76,8 +82,6 @@ class FlowMgrApp(App[None]):
         self.host_probe = host_probe
         """Reads host CPU/memory for the detail view (snapshot tests pass a fixed one)."""
         self.host_interval = host_interval
-        self.busy: dict[str, str] = {}
-        """Container id -> the action in flight on it."""
         self._starting = starting
         """A `backend.start()` already under way (the entry point overlaps it with imports)."""
         self._start_backend = start_backend or starting is not None
@@ -90,12 +94,14 @@ class FlowMgrApp(App[None]):
                                   warming=self._start_backend)
         # A core we are about to start has not looked yet: no banner until it has.
         self.state = PanelState(backend.snapshot(), backend.docker_available or self._start_backend)
+        """The panel's one copy of the containers: screens render from it."""
         self.state.seed(backend.recent_activity(), backend.recent_crashes())
-        self.runner = ActionRunner(self, backend)
+        self.runner = ActionRunner(self, backend, self.state, self._mark_busy)
+        self.dashboard = DashboardScreen(self.state, clock=clock)
 
     def on_mount(self) -> None:
         """Show the dashboard, start pumping events, start the core when asked to."""
-        self.push_screen(DashboardScreen())
+        self.push_screen(self.dashboard)
         self.bridge.start(self)
         self._update_subtitle()
         if self._server_status is not None:
@@ -105,41 +111,48 @@ class FlowMgrApp(App[None]):
                             exit_on_error=False)
 
     def on_core_events(self, message: CoreEvents) -> None:
-        """Fold events into the state and hand the changes to the open screens."""
-        changes = self.state.apply(message.events)
+        """Fold events into the state and let the open screens redraw what changed."""
+        self._show(self.state.apply(message.events), message.events)
+
+    def _mark_busy(self, container_id: str, doing: str | None) -> None:
+        self._show(self.state.set_busy(container_id, doing), ())
+
+    def _show(self, changes: Changes, events: Sequence[Event]) -> None:
         for screen in self.screen_stack:
-            ingest = getattr(screen, "ingest", None)  # the dashboard and the detail view
-            if ingest is not None:
-                ingest(changes, message.events)
+            if isinstance(screen, ShowsChanges):  # the dashboard and the detail view
+                screen.show_changes(changes, events)
 
-    # --- used by screens, the runner and the palette -------------------------------------
+    # --- what screens and the palette ask for --------------------------------------------
 
-    def names(self) -> dict[str, str]:
-        """Container id -> name, for activity lines."""
-        return {cid: snap.name for cid, snap in self.state.containers.items()}
-
-    def set_busy(self, container_id: str, verb: str | None) -> None:
-        """Mark a container as having an action in flight (None: done)."""
-        if verb is None:
-            self.busy.pop(container_id, None)
+    def on_container_action_requested(self, message: ContainerActionRequested) -> None:
+        """Open a container's detail view, or run a verb on it."""
+        if message.verb == "open":
+            self.open_detail(message.container_id)
         else:
-            self.busy[container_id] = verb
-        for screen in self.screen_stack:
-            if isinstance(screen, DashboardScreen):
-                screen.table.set_busy(container_id, verb)
+            self.runner.request(message.verb, message.container_id)
 
-    def open_detail(self, container_id: str) -> None:
-        """Push the detail view of one container."""
-        # Screens past the dashboard are imported on first use: a faster first screen.
-        from flowmgr_tui.screens.container_detail import ContainerDetailScreen
-
-        self.push_screen(ContainerDetailScreen(container_id, host_interval=self.host_interval))
-
-    def open_create_form(self) -> None:
+    def on_create_form_requested(self, _: CreateFormRequested) -> None:
         """Push the create form."""
+        # Screens past the dashboard are imported on first use: a faster first screen.
         from flowmgr_tui.screens.create_form import CreateForm
 
         self.push_screen(CreateForm(self.backend, self.default_image))
+
+    def on_help_requested(self, _: HelpRequested) -> None:
+        """Show every key (the palette asks for it)."""
+        self.action_help()
+
+    def on_sort_requested(self, message: SortRequested) -> None:
+        """Sort the dashboard's table (the palette asks for it)."""
+        self.dashboard.sort_by(message.column)
+
+    def open_detail(self, container_id: str) -> None:
+        """Push the detail view of one container."""
+        from flowmgr_tui.screens.container_detail import ContainerDetailScreen
+
+        self.push_screen(ContainerDetailScreen(
+            container_id, state=self.state, backend=self.backend, clock=self.clock,
+            host_probe=self.host_probe, host_interval=self.host_interval))
 
     def action_help(self) -> None:
         """Show every key."""
@@ -147,13 +160,6 @@ class FlowMgrApp(App[None]):
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
-
-    def action_container(self, verb: str, container_id: str) -> None:
-        """Run a verb on a container (the palette calls this)."""
-        if verb == "open":
-            self.open_detail(container_id)
-        else:
-            self.runner.request(verb, container_id)
 
     # --- helpers -------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Text for cells: sizes, percentages, uptime, and state/health readable with or without colour."""
+"""Text for cells and notices: sizes, percentages, uptime, errors, and state/health readable
+with or without colour."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from datetime import datetime, timedelta
 
 from rich.text import Text
 
-__all__ = ["state_text", "health_text", "size", "percent", "uptime", "uptime_exact", "clock"]
+from server.core.errors import FlowMgrError
+
+__all__ = ["state_text", "health_text", "size", "percent", "uptime", "uptime_exact", "clock",
+           "describe_error"]
 
 # Symbols are plain ASCII so TERM=linux consoles and monochrome terminals show them too.
 _STATE_STYLE: dict[str, tuple[str, str]] = {
@@ -86,3 +90,10 @@ def uptime_exact(delta: timedelta | None) -> str:
 def clock(at: datetime) -> str:
     """`HH:MM:SS` in UTC, for log-like lists."""
     return at.strftime("%H:%M:%S")
+
+
+def describe_error(err: BaseException) -> str:
+    """`container_not_found: no managed container 'x'` for ours, the class name otherwise."""
+    if isinstance(err, FlowMgrError):
+        return f"{err.error_type}: {err.message}"
+    return f"{type(err).__name__}: {err}"

@@ -12,6 +12,7 @@ from typing import Any
 import socketio
 
 from flowmgr_tui.remote_wire import error_of, sample_of, snapshot_of, uptime_of, when
+from flowmgr_tui.state.rules import settle
 from server.core.bus import EventBus
 from server.core.errors import ContainerNotFound, FlowMgrError, ServerUnreachable
 from server.core.events import (
@@ -318,7 +319,7 @@ class RemoteBackend:
                       health=status.get("health", snap.health),
                       socket_connected=bool(status.get("socket_connected", False)),
                       started_at=(datetime.now(UTC) - up) if up is not None else snap.started_at,
-                      resources=sample or snap.resources)
+                      resources=sample)
         if status.get("last_communication"):
             new = replace(new, last_communication=when(status["last_communication"]))
         self._put(new, added=False, old_state=snap.state)
@@ -338,6 +339,8 @@ class RemoteBackend:
                   added=False, old_state=snap.state)
 
     def _put(self, snap: ContainerSnapshot, *, added: bool, old_state: str | None = None) -> None:
+        # Settled as the panel's state settles it: what a stopped container reports is no usage.
+        snap = settle(snap, self._containers.get(snap.id))
         self._containers[snap.id] = snap
         if added:
             self.bus.publish(ContainerAdded(snapshot=snap))

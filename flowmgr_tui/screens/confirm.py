@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
+
+from flowmgr_tui.keymap import bindings
 
 __all__ = ["ConfirmScreen"]
 
@@ -14,10 +15,7 @@ __all__ = ["ConfirmScreen"]
 class ConfirmScreen(ModalScreen[bool]):
     """`y` / Enter on Yes confirms; `n` / Escape cancels."""
 
-    BINDINGS = [
-        Binding("y", "answer(True)", "Yes", id="confirm.yes", tooltip="Confirm"),
-        Binding("n,escape", "answer(False)", "No", id="confirm.no", tooltip="Cancel"),
-    ]
+    BINDINGS = bindings("confirm")
 
     def __init__(self, question: str, detail: str = "") -> None:
         super().__init__()

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Grid
 from textual.screen import Screen
 from textual.widgets import Header, Label, TabbedContent, TabPane
 
-from flowmgr_tui.actions import describe_error
-from flowmgr_tui.formatting import health_text, percent, size, state_text, uptime_exact
-from flowmgr_tui.panel_state import HISTORY_SAMPLES, Changes
+from flowmgr_tui.backend import Backend
+from flowmgr_tui.formatting import (
+    describe_error,
+    health_text,
+    percent,
+    size,
+    state_text,
+    uptime_exact,
+)
+from flowmgr_tui.host_stats import HostSample
+from flowmgr_tui.keymap import bindings
+from flowmgr_tui.messages import ContainerActionRequested
+from flowmgr_tui.state.panel_state import HISTORY_SAMPLES, Changes, PanelState
 from flowmgr_tui.widgets.activity_list import ActivityList
 from flowmgr_tui.widgets.docker_banner import DockerBanner
 from flowmgr_tui.widgets.key_footer import KeyFooter
@@ -27,54 +36,34 @@ from flowmgr_tui.widgets.resource_graph import ResourceGraph
 from server.core.events import ActivityLogged, ContainerCrashed, Event, LogLineReceived
 from server.core.models import ContainerSnapshot
 
-if TYPE_CHECKING:
-    from flowmgr_tui.app import FlowMgrApp
-
 __all__ = ["ContainerDetailScreen", "HOST_INTERVAL"]
 
 HOST_INTERVAL = 2.0
 """Seconds between host CPU/memory samples while this screen is open."""
 
 
-
 class ContainerDetailScreen(Screen[None]):
     """Follows the container's logs while open and stops following when closed."""
 
-    BINDINGS = [
-        Binding("escape", "back", "Back", id="detail.back", tooltip="Back to the list"),
-        Binding("1", "tab('overview')", "Graphs", id="detail.overview", tooltip="Graphs",
-                show=False),
-        Binding("2", "tab('logs')", "Logs", id="detail.logs", tooltip="Live logs", show=False),
-        Binding("3", "tab('messages')", "Messages", id="detail.messages",
-                tooltip="Messages", show=False),
-        Binding("4", "tab('activity')", "Activity", id="detail.activity",
-                tooltip="Activity", show=False),
-        Binding("s", "act('start')", "Start", id="detail.start", show=False, tooltip="Start"),
-        Binding("x", "act('stop')", "Stop", id="detail.stop", tooltip="Stop"),
-        Binding("r", "act('restart')", "Restart", id="detail.restart", tooltip="Restart"),
-        Binding("u", "act('update')", "Update", id="detail.update", show=False,
-                tooltip="Update code"),
-        Binding("d", "act('delete')", "Delete", id="detail.delete", show=False,
-                tooltip="Delete (asks)"),
-    ]
+    BINDINGS = bindings("detail")
 
-    def __init__(self, container_id: str, *, host_interval: float = HOST_INTERVAL) -> None:
+    def __init__(self, container_id: str, *, state: PanelState, backend: Backend,
+                 clock: Callable[[], datetime], host_probe: Callable[[], HostSample],
+                 host_interval: float = HOST_INTERVAL) -> None:
         super().__init__()
         self.container_id = container_id
         """Full id of the container shown."""
+        self.state = state
+        """What the screen shows; the app folds events into it and calls `show_changes`."""
+        self._backend = backend
+        """For its logs and messages (the rest comes from the state)."""
+        self._clock = clock
+        self._host_probe = host_probe
         self.host_interval = host_interval
         self._host_cpu: deque[float] = deque(maxlen=HISTORY_SAMPLES)
         self._host_mem: deque[float] = deque(maxlen=HISTORY_SAMPLES)
         self._followed: str | None = None
         self._early_lines: list[str] | None = []
-
-    @property
-    def fm(self) -> FlowMgrApp:
-        """The app, typed."""
-        from flowmgr_tui.app import FlowMgrApp
-
-        assert isinstance(self.app, FlowMgrApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         """Summary line over four tabs."""
@@ -99,7 +88,7 @@ class ContainerDetailScreen(Screen[None]):
 
     def on_mount(self) -> None:
         """Fill from the state, then start following logs and sampling the host."""
-        state = self.fm.state
+        state = self.state
         self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
         self._show_snapshot()
         self._show_graphs()
@@ -107,7 +96,7 @@ class ContainerDetailScreen(Screen[None]):
         history: list[ActivityLogged | ContainerCrashed] = [*state.activity, *state.crashes]
         mine = sorted((e for e in history if e.container_id == self.container_id),
                       key=lambda e: e.at)
-        self.query_one(ActivityList).add(mine, self.fm.names())
+        self.query_one(ActivityList).add(mine, state.names())
         self._follow(self.query_one(LogPane).tail)
         self._sample_host()
         self._ready = True
@@ -115,11 +104,11 @@ class ContainerDetailScreen(Screen[None]):
     def on_unmount(self) -> None:
         """Stop following; the app runs it since this screen's workers are gone."""
         if self._followed is not None:
-            self.fm.run_worker(self.fm.backend.unfollow_logs(self._followed),
-                               group="core", exit_on_error=False)
+            self.app.run_worker(self._backend.unfollow_logs(self._followed),
+                                group="core", exit_on_error=False)
 
-    def ingest(self, changes: Changes, events: list[Event]) -> None:
-        """Apply one batch of core events that concern this container."""
+    def show_changes(self, changes: Changes, events: Sequence[Event]) -> None:
+        """Redraw what one batch of events (or a busy mark) changed for this container."""
         if not getattr(self, "_ready", False):
             return  # on_mount reads the state, which already holds these events
         cid = self.container_id
@@ -132,7 +121,7 @@ class ContainerDetailScreen(Screen[None]):
         if cid in changes.samples:
             self._show_graphs()
         if changes.docker:
-            state = self.fm.state
+            state = self.state
             self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
         lines = [e.line for e in events if isinstance(e, LogLineReceived) and e.container_id == cid]
         if lines:
@@ -141,13 +130,13 @@ class ContainerDetailScreen(Screen[None]):
             else:
                 self.query_one(LogPane).append(lines)
         if cid in changes.messages:
-            box = self.fm.state.messages.get(cid, ())
+            box = self.state.messages.get(cid, ())
             new = [m for m in box if any(m.at == e.at for e in events)]
             self.query_one(MessagePane).add(new)
         if changes.activity:
             mine = [e for e in events if isinstance(e, ActivityLogged | ContainerCrashed)
                     and e.container_id == cid]
-            self.query_one(ActivityList).add(mine, self.fm.names())
+            self.query_one(ActivityList).add(mine, self.state.names())
 
     # --- workers -------------------------------------------------------------------------
 
@@ -157,8 +146,8 @@ class ContainerDetailScreen(Screen[None]):
         self._early_lines = []
         try:
             if self._followed is None:
-                self._followed = await self.fm.backend.follow_logs(self.container_id)
-            old = await self.fm.backend.get_logs(self.container_id, tail=tail)
+                self._followed = await self._backend.follow_logs(self.container_id)
+            old = await self._backend.get_logs(self.container_id, tail=tail)
         except Exception as err:  # shown in the pane: logs are optional, the screen works on
             pane.load([f"[logs unavailable: {describe_error(err)}]"])
             self._early_lines = None
@@ -170,7 +159,7 @@ class ContainerDetailScreen(Screen[None]):
 
     @work(group="host-stats", exclusive=True, exit_on_error=False)
     async def _sample_host(self) -> None:
-        probe = self.fm.host_probe
+        probe = self._host_probe
         await asyncio.to_thread(probe)  # primes psutil's CPU counter
         while True:
             await asyncio.sleep(self.host_interval)
@@ -197,7 +186,7 @@ class ContainerDetailScreen(Screen[None]):
     async def _send(self, message: dict[str, object]) -> None:
         pane = self.query_one(MessagePane)
         try:
-            await self.fm.backend.send_message(self.container_id, message)
+            await self._backend.send_message(self.container_id, message)
         except Exception as err:  # the typed error is shown under the editor
             pane.show_error(describe_error(err))
             self.notify(describe_error(err), title="Send failed", severity="error")
@@ -217,25 +206,24 @@ class ContainerDetailScreen(Screen[None]):
 
     def action_act(self, verb: str) -> None:
         """Run a verb on this container."""
-        self.fm.runner.request(verb, self.container_id)
+        self.post_message(ContainerActionRequested(verb, self.container_id))
 
     # --- helpers -------------------------------------------------------------------------
 
     def _snap(self) -> ContainerSnapshot | None:
-        return self.fm.state.containers.get(self.container_id)
+        return self.state.containers.get(self.container_id)
 
     def _display_name(self) -> str:
-        snap = self._snap()
-        return snap.name if snap else self.container_id[:12]
+        return self.state.name_of(self.container_id)
 
     def _show_snapshot(self) -> None:
         snap = self._snap()
         if snap is None:
             return
-        now: datetime = self.fm.clock()
+        now = self._clock()
         up = now - snap.started_at if snap.started_at and snap.state == "running" else None
         line = Text.assemble((snap.name, "bold"), f"  {snap.short_id}  {snap.image}  ",
-                             state_text(snap.state, self.fm.busy.get(snap.id)), "  ",
+                             state_text(snap.state, self.state.busy.get(snap.id)), "  ",
                              health_text(snap.health), f"  up {uptime_exact(up)}  sock ",
                              "on" if snap.socket_connected else "off")
         self.query_one("#detail-summary", Label).update(line)
@@ -248,7 +236,7 @@ class ContainerDetailScreen(Screen[None]):
             f"socket: {snap.socket_path}   last message: {last}")
 
     def _show_graphs(self) -> None:
-        hist = self.fm.state.history.get(self.container_id, ())
+        hist = self.state.history.get(self.container_id, ())
         snap = self._snap()
         res = snap.resources if snap else None
         cpu = [s.cpu_percent for s in hist]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from flowmgr_tui.actions import describe_error
 from flowmgr_tui.backend import Backend
 from flowmgr_tui.create_fields import build_spec
+from flowmgr_tui.formatting import describe_error
+from flowmgr_tui.keymap import bindings
 from server.core.errors import FlowMgrError
 from server.core.models import ContainerSnapshot, CreateSpec
 
@@ -30,10 +30,7 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
 class CreateForm(ModalScreen[ContainerSnapshot | None]):
     """Creates the container itself, so a refusal from the core lands beside its field too."""
 
-    BINDINGS = [
-        Binding("escape", "cancel", "Cancel", id="create.cancel", tooltip="Close the form"),
-        Binding("ctrl+s", "submit", "Create", id="create.submit", tooltip="Create it"),
-    ]
+    BINDINGS = bindings("create")
 
     def __init__(self, backend: Backend, default_image: str = "") -> None:
         super().__init__()

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Header, Input, Label
 
-from flowmgr_tui.panel_state import Changes
+from flowmgr_tui.keymap import bindings
+from flowmgr_tui.messages import ContainerActionRequested, CreateFormRequested
+from flowmgr_tui.state.panel_state import Changes, PanelState
 from flowmgr_tui.widgets.activity_list import ActivityList
 from flowmgr_tui.widgets.container_table import COLUMNS, ContainerTable
 from flowmgr_tui.widgets.docker_banner import DockerBanner
 from flowmgr_tui.widgets.key_footer import KeyFooter
 from server.core.events import ActivityLogged, ContainerCrashed, Event
-
-if TYPE_CHECKING:
-    from flowmgr_tui.app import FlowMgrApp
 
 __all__ = ["DashboardScreen"]
 
@@ -26,42 +25,27 @@ UPTIME_REFRESH = 20.0
 
 
 class DashboardScreen(Screen[None]):
-    """Owns the selected container; every action key acts on it."""
+    """Owns the selected container; every action key asks the app to act on it."""
 
     AUTO_FOCUS = "ContainerTable"
 
-    BINDINGS = [
-        Binding("n", "create", "New", id="dash.create", tooltip="Create a container"),
-        Binding("s", "act('start')", "Start", id="dash.start", tooltip="Start it"),
-        Binding("x", "act('stop')", "Stop", id="dash.stop", tooltip="Stop it"),
-        Binding("r", "act('restart')", "Restart", id="dash.restart", tooltip="Restart it"),
-        Binding("u", "act('update')", "Update", id="dash.update", tooltip="Update its code"),
-        Binding("d", "act('delete')", "Delete", id="dash.delete", tooltip="Delete it (asks)"),
-        Binding("slash", "filter", "Filter", id="dash.filter", tooltip="Filter rows as you type"),
-        Binding("o", "sort_next", "Sort", id="dash.sort", tooltip="Sort by the next column"),
-        Binding("O", "sort_reverse", "Reverse", id="dash.reverse", show=False,
-                tooltip="Reverse the order"),
-        Binding("escape", "clear_filter", "Clear filter", id="dash.clear", show=False,
-                tooltip="Show every row"),
-    ]
+    BINDINGS = bindings("dashboard")
+
+    def __init__(self, state: PanelState, *, clock: Callable[[], datetime]) -> None:
+        super().__init__()
+        self.state = state
+        """What the screen shows; the app folds events into it and calls `show_changes`."""
+        self._clock = clock
 
     def compose(self) -> ComposeResult:
         """Header, banner, filter box, table, activity, footer."""
         yield Header(icon="=")
         yield DockerBanner(id="docker-banner")
         yield Input(placeholder="filter: name, id, image or state", id="filter", compact=True)
-        yield ContainerTable(clock=self.fm.clock, id="containers")
+        yield ContainerTable(self.state, clock=self._clock, id="containers")
         yield Label("", id="table-summary")
         yield ActivityList(id="activity")
         yield KeyFooter()
-
-    @property
-    def fm(self) -> FlowMgrApp:
-        """The app, typed."""
-        from flowmgr_tui.app import FlowMgrApp
-
-        assert isinstance(self.app, FlowMgrApp)
-        return self.app
 
     @property
     def table(self) -> ContainerTable:
@@ -70,39 +54,41 @@ class DashboardScreen(Screen[None]):
 
     def on_mount(self) -> None:
         """Fill from the state gathered so far; keep uptimes fresh at a slow pace."""
-        state = self.fm.state
-        self.table.upsert(state.ordered())
-        names = self.fm.names()
+        state = self.state
+        self.table.show_rows(s.id for s in state.ordered())
         merged: list[ActivityLogged | ContainerCrashed] = sorted(
             [*state.activity, *state.crashes], key=lambda e: e.at)
-        self.query_one(ActivityList).add(merged[-100:], names)
+        self.query_one(ActivityList).add(merged[-100:], state.names())
         self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
         self._summary()
         self.set_interval(UPTIME_REFRESH, self.table.refresh_clock)
         self._ready = True
 
-    def ingest(self, changes: Changes, events: list[Event]) -> None:
-        """Apply one batch of core events."""
+    def show_changes(self, changes: Changes, events: Sequence[Event]) -> None:
+        """Redraw what one batch of events (or a busy mark) changed."""
         if not getattr(self, "_ready", False):
             return  # on_mount reads the state, which already holds these events
-        state = self.fm.state
-        if changes.removed:
-            self.table.remove_containers(changes.removed)
-        if changes.rows:
-            self.table.upsert(state.containers[c] for c in changes.rows
-                              if c in state.containers)
+        state = self.state
+        if changes.removed or changes.rows:
+            self.table.show_rows([*changes.removed, *changes.rows])
         if changes.activity:
             self.query_one(ActivityList).add(
                 (e for e in events if isinstance(e, ActivityLogged | ContainerCrashed)),
-                self.fm.names())
+                state.names())
         if changes.docker:
             self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
         if changes.rows or changes.removed:
             self._summary()  # a no-op unless the counts changed
 
+    def sort_by(self, column: str) -> None:
+        """Sort the table by a column, ascending (the palette asks for it)."""
+        self.table.sort_by(column, reverse=False)
+        self._summary()
+
     def on_container_table_open_requested(self, event: ContainerTable.OpenRequested) -> None:
         """Enter on a row: the detail view."""
-        self.fm.open_detail(event.container_id)
+        event.stop()
+        self.post_message(ContainerActionRequested("open", event.container_id))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         """Filter as the user types."""
@@ -145,7 +131,7 @@ class DashboardScreen(Screen[None]):
 
     def action_create(self) -> None:
         """Open the create form."""
-        self.fm.open_create_form()
+        self.post_message(CreateFormRequested())
 
     def action_act(self, verb: str) -> None:
         """Run a verb on the selected container."""
@@ -153,11 +139,11 @@ class DashboardScreen(Screen[None]):
         if cid is None:
             self.notify("no container selected", severity="warning")
             return
-        self.fm.runner.request(verb, cid)
+        self.post_message(ContainerActionRequested(verb, cid))
 
     def _summary(self) -> None:
         table = self.table
-        total, shown = len(self.fm.state.containers), table.row_count
+        total, shown = len(self.state.containers), table.row_count
         arrow = "v" if table.sort_reverse else "^"
         text = f" {shown} of {total} containers | sort: {table.sort_column} {arrow}"
         if table.filter_text:

@@ -1,35 +1,19 @@
-"""HelpScreen: every key of the panel on one page."""
+"""HelpScreen: every key of the panel on one page, listed from the keymap."""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-__all__ = ["HelpScreen", "HELP_TEXT"]
+from flowmgr_tui.keymap import KEYS, SCOPES, bindings, key_text
 
-HELP_TEXT = """\
-Containers (dashboard)
-  up/down, pgup/pgdn   move          enter   open the detail view
-  /                    filter        esc     clear the filter
-  o / O                sort by next column / reverse   (or click a header)
-  n                    create a container (form)
-  s  x  r              start, stop, restart the selected container
-  u                    update its code (asks for a path)
-  d                    delete it (asks first)
+__all__ = ["HelpScreen", "help_text"]
 
-Detail view
-  1 2 3 4              overview (graphs), logs, messages, activity
-  esc                  back to the list
-  s x r u d            the same actions on this container
-  logs:     p pause   w wrap   t tail length   / search
-  messages: ctrl+s send the JSON in the editor (checked first)
-
-Everywhere
-  ctrl+p               command palette: every action for every container
-  ?                    this help          q / ctrl+c   quit
+NOTES = """\
+Also: up/down, pgup/pgdn move in the table, enter opens the detail view; a click on a header
+sorts by it; ctrl+p opens the command palette: every action for every container.
 
 State reads without colour:  + running  - stopped  x exited  ! dead  . created
   ~ restarting  = paused  * action in progress.   Health: ok healthy  !! unhealthy  .. starting
@@ -37,17 +21,32 @@ Sock: "on" when the flow is connected to its socket.
 """
 
 
+def help_text() -> str:
+    """One section per scope, one line per key, then the notes."""
+    lines: list[str] = []
+    for scope, heading in SCOPES.items():
+        lines.append(heading)
+        seen: set[tuple[str, str]] = set()
+        for key in KEYS:
+            if key.scope == scope and (key.action, key.help) not in seen:
+                seen.add((key.action, key.help))  # ctrl+c, like q, quits: one line for both
+                keys = " / ".join(key_text(k.keys) for k in KEYS
+                                 if k.scope == scope and k.action == key.action)
+                lines.append(f"  {keys:<20} {key.help}")
+        lines.append("")
+    return "\n".join(lines) + NOTES
+
+
 class HelpScreen(ModalScreen[None]):
     """Escape, q or ? closes it."""
 
-    BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help.close",
-                        tooltip="Close help")]
+    BINDINGS = bindings("help")
 
     def compose(self) -> ComposeResult:
         """The key list."""
         with VerticalScroll(classes="dialog help"):
             yield Label("flowmgr keys", classes="dialog-title")
-            yield Static(HELP_TEXT, markup=False)
+            yield Static(help_text(), markup=False)
 
     def action_close(self) -> None:
         """Back to where the user was."""

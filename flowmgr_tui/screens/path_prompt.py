@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
+
+from flowmgr_tui.keymap import bindings
 
 __all__ = ["PathPrompt"]
 
@@ -14,7 +15,7 @@ __all__ = ["PathPrompt"]
 class PathPrompt(ModalScreen[str | None]):
     """An absolute path, checked before the dialog closes."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="path.cancel", tooltip="Close")]
+    BINDINGS = bindings("path")
 
     def __init__(self, title: str, prompt: str) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""ContainerTable: one row per managed container, updated cell by cell in place."""
+"""ContainerTable: one row per managed container of the panel's state, updated cell by cell."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from flowmgr_tui.formatting import health_text, percent, size, state_text, uptime
+from flowmgr_tui.state.panel_state import PanelState
 from server.core.models import STATES, ContainerSnapshot, ResourceSample
 
 __all__ = ["ContainerTable", "COLUMNS"]
@@ -86,14 +87,18 @@ class ContainerTable(DataTable[Any]):
             super().__init__()
             self.container_id = container_id
 
-    def __init__(self, *, clock: Callable[[], datetime], name: str | None = None,
-                 id: str | None = None, classes: str | None = None) -> None:
+    def __init__(self, state: PanelState, *, clock: Callable[[], datetime],
+                 name: str | None = None, id: str | None = None,
+                 classes: str | None = None) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, name=name, id=id,
                          classes=classes)
+        self._state = state
+        """Where rows come from; the table keeps only what it drew."""
         self._clock = clock
-        self._all: dict[str, ContainerSnapshot] = {}
         self._cells: dict[str, tuple[Any, ...]] = {}
-        self._busy: dict[str, str] = {}
+        """Row -> the cells on screen, so an update rewrites only the ones that differ."""
+        self._drawn: dict[str, tuple[ContainerSnapshot, str | None]] = {}
+        """Row -> the snapshot (its usage held while within `_close`) and busy mark drawn."""
         self.filter_text = ""
         """Rows whose name, id, image or state contain this (case-insensitive) are shown."""
         self.sort_column = "name"
@@ -109,56 +114,46 @@ class ContainerTable(DataTable[Any]):
 
     # --- data in -------------------------------------------------------------------------
 
-    def upsert(self, snaps: Iterable[ContainerSnapshot]) -> None:
-        """Add new rows and rewrite changed cells of known ones; re-sort when order may change."""
+    def show_rows(self, container_ids: Iterable[str]) -> None:
+        """Draw these containers as the state now has them: add, rewrite changed cells, or
+        drop (gone or filtered out); re-sort when the order may change."""
         resort = False
-        for snap in snaps:
-            old = self._all.get(snap.id)
+        containers, busy = self._state.containers, self._state.busy
+        for cid in container_ids:
+            snap = containers.get(cid)
+            if snap is None or not self._matches(snap):
+                self._drop_row(cid)
+                continue
+            drawn = self._drawn.get(cid)
+            old = drawn[0] if drawn is not None else None
             if old is not None and snap.resources is not old.resources \
                     and _close(old.resources, snap.resources):
                 snap = replace(snap, resources=old.resources)
-            if old == snap and snap.id in self._cells:
+            mark = busy.get(cid)
+            if drawn == (snap, mark):
                 continue  # nothing on screen would change: skip formatting entirely
-            self._all[snap.id] = snap
-            if not self._matches(snap):
-                self._drop_row(snap.id)
-                continue
-            if snap.id not in self._cells:
+            self._drawn[cid] = (snap, mark)
+            if old is None:
                 self._add(snap)
                 resort = True
             else:
-                resort |= self._patch(snap) and old is not None and (
+                resort |= self._patch(snap) and (
                     _sort_value(old, self.sort_column) != _sort_value(snap, self.sort_column))
         if resort:
             self.apply_sort()
 
-    def remove_containers(self, container_ids: Iterable[str]) -> None:
-        """Forget containers that are gone."""
-        for cid in container_ids:
-            self._all.pop(cid, None)
-            self._busy.pop(cid, None)
-            self._drop_row(cid)
-
     def refresh_clock(self) -> None:
         """Recompute the uptime column (coarse, so this rarely changes a cell)."""
-        for cid in list(self._cells):
-            self._patch(self._all[cid])
-
-    def set_busy(self, container_id: str, verb: str | None) -> None:
-        """Show `* stopping` in the state cell while an action runs; None clears it."""
-        if verb is None:
-            self._busy.pop(container_id, None)
-        else:
-            self._busy[container_id] = verb
-        if container_id in self._cells:
-            self._patch(self._all[container_id])
+        for snap, _ in self._drawn.values():
+            self._patch(snap)
 
     def set_filter(self, text: str) -> None:
         """Show only matching rows; rows come back in sort order when the filter widens."""
         self.filter_text = text.strip().lower()
         changed = False
-        for cid, snap in self._all.items():
+        for cid, snap in self._state.containers.items():
             if self._matches(snap) and cid not in self._cells:
+                self._drawn[cid] = (snap, self._state.busy.get(cid))
                 self._add(snap)
                 changed = True
             elif not self._matches(snap) and cid in self._cells:
@@ -177,7 +172,7 @@ class ContainerTable(DataTable[Any]):
         """Reorder rows, keeping the cursor on the same container."""
         keep = self.selected_id
         values = {snap.short_id: _sort_value(snap, self.sort_column)
-                  for cid, snap in self._all.items() if cid in self._cells}
+                  for snap, _ in self._drawn.values()}
         self.sort("id", key=lambda short: values[str(short)], reverse=self.sort_reverse)
         if self._pinned and keep is not None and keep in self._cells:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
@@ -254,7 +249,7 @@ class ContainerTable(DataTable[Any]):
             Text(snap.name, style="bold"),
             Text(snap.short_id),
             Text(snap.image),
-            state_text(snap.state, self._busy.get(snap.id)),
+            state_text(snap.state, self._state.busy.get(snap.id)),
             health_text(snap.health),
             Text(percent(res.cpu_percent if res else None)),
             Text(size(res.memory_usage if res else None)),
@@ -281,5 +276,6 @@ class ContainerTable(DataTable[Any]):
         return True
 
     def _drop_row(self, container_id: str) -> None:
+        self._drawn.pop(container_id, None)
         if self._cells.pop(container_id, None) is not None:
             self.remove_row(container_id)

@@ -7,11 +7,12 @@ from collections.abc import Iterable
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Input, Label, RichLog
+
+from flowmgr_tui.keymap import bindings
 
 __all__ = ["LogPane", "TAIL_CHOICES"]
 
@@ -22,12 +23,7 @@ TAIL_CHOICES: tuple[int, ...] = (100, 500, 2000, 20)
 class LogPane(Vertical):
     """Keeps up to `max_lines` lines; shows those matching the search, unless paused."""
 
-    BINDINGS = [
-        Binding("p", "toggle_pause", "Pause", id="logs.pause", tooltip="Stop scrolling new lines"),
-        Binding("w", "toggle_wrap", "Wrap", id="logs.wrap", tooltip="Wrap long lines"),
-        Binding("t", "cycle_tail", "Tail", id="logs.tail", tooltip="Change how many lines load"),
-        Binding("slash", "search", "Search", id="logs.search", tooltip="Show matching lines"),
-    ]
+    BINDINGS = bindings("logs")
 
     paused: reactive[bool] = reactive(False)
     """While paused, new lines are kept but not shown."""

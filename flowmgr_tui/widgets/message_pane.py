@@ -8,13 +8,13 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Label, RichLog, TextArea
 
 from flowmgr_tui.formatting import clock
-from flowmgr_tui.panel_state import FlowMessage
+from flowmgr_tui.keymap import bindings
+from flowmgr_tui.state.panel_state import FlowMessage
 
 __all__ = ["MessagePane", "parse_message"]
 
@@ -33,8 +33,7 @@ def parse_message(raw: str) -> dict[str, Any]:
 class MessagePane(Vertical):
     """`<-` marks what the flow sent, `->` what was sent to it."""
 
-    BINDINGS = [Binding("ctrl+s", "send", "Send", id="messages.send",
-                        tooltip="Check the JSON and send it")]
+    BINDINGS = bindings("messages")
 
     class SendRequested(Message):
         """The editor holds a valid JSON object to send."""

@@ -8,7 +8,7 @@ import pytest
 
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.formatting import health_text, size, state_text, uptime
-from flowmgr_tui.panel_state import HISTORY_SAMPLES, PanelState
+from flowmgr_tui.state.panel_state import HISTORY_SAMPLES, PanelState
 from flowmgr_tui.widgets.docker_banner import DockerBanner
 from server.core.events import (
     ContainerRemoved,

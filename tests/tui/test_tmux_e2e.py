@@ -65,6 +65,11 @@ def tmux() -> Iterator[Tmux]:
         t.run("kill-server")
 
 
+def _table(screen: str) -> str:
+    """The screen above the table's summary line."""
+    return screen.split(" containers | sort:")[0]
+
+
 def _config(settings: Settings, path: Path) -> Path:
     data = {"socket_dir": settings.socket_dir, "log_level": "DEBUG",
             "docker": {"instance": settings.docker.instance, "network": settings.docker.network,
@@ -105,7 +110,10 @@ async def test_flowmgr_in_tmux_lists_filters_stops_and_serves(
 
     tmux.keys("/")
     tmux.keys("-l", names[1][-12:])  # typed literally: the filter narrows as it goes
-    await tmux.wait_for(lambda s: names[1] in s and names[0] not in s, "only the filtered row")
+    # The table only: the activity below may name the other container (an adopted container
+    # without the manager's socket dir logs a container_error since issue 11).
+    await tmux.wait_for(lambda s: names[1] in _table(s) and names[0] not in _table(s),
+                        "only the filtered row")
     tmux.keys("Enter")  # back to the table, filter kept; the cursor is on the only row
     # The filter box closes when the table has the keys again: wait for that, not a delay.
     await tmux.wait_for(lambda s: s.splitlines()[1].strip().startswith("Name"), "the box closed")

@@ -6,7 +6,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Protocol, runtime_checkable
 
+from flowmgr_tui.state.rules import settle
 from server.core.events import (
     ActivityLogged,
     ContainerAdded,
@@ -26,7 +28,7 @@ from server.core.events import (
 )
 from server.core.models import ContainerSnapshot, ResourceSample
 
-__all__ = ["PanelState", "FlowMessage", "Changes", "HISTORY_SAMPLES"]
+__all__ = ["PanelState", "FlowMessage", "Changes", "HISTORY_SAMPLES", "ShowsChanges"]
 
 HISTORY_SAMPLES = 180
 """Samples kept per container for the graphs (three minutes at one per second)."""
@@ -57,11 +59,26 @@ class Changes:
     docker: bool = False
 
 
+@runtime_checkable
+class ShowsChanges(Protocol):
+    """A screen that redraws from the state after each batch (the dashboard, the detail)."""
+
+    def show_changes(self, changes: Changes, events: Sequence[Event]) -> None:
+        """Redraw what `changes` touched; `events` are the batch that caused them."""
+        ...
+
+
 class PanelState:
-    """Latest snapshot per container plus bounded histories; fed only by core events."""
+    """Latest snapshot per container, actions in flight and bounded histories.
+
+    The only copy the panel keeps: fed by core events, which come from the local core's bus
+    or, in remote mode, are decoded from the wire onto the remote backend's bus.
+    """
 
     def __init__(self, snapshots: list[ContainerSnapshot], docker_available: bool) -> None:
-        self.containers: dict[str, ContainerSnapshot] = {s.id: s for s in snapshots}
+        self.containers: dict[str, ContainerSnapshot] = {s.id: settle(s, None) for s in snapshots}
+        self.busy: dict[str, str] = {}
+        """Container id -> the action in flight on it ("stopping")."""
         self.history: dict[str, deque[ResourceSample]] = {}
         self.messages: dict[str, deque[FlowMessage]] = {}
         self.activity: deque[ActivityLogged] = deque(maxlen=ACTIVITY_KEPT)
@@ -69,7 +86,7 @@ class PanelState:
         self.docker_available = docker_available
         self.docker_problem = ""
         """Why the engine was last lost (empty while it answers)."""
-        for snap in snapshots:
+        for snap in self.containers.values():
             if snap.resources is not None:
                 self._sample(snap.id, snap.resources)
 
@@ -77,6 +94,26 @@ class PanelState:
         """Load the history the core kept from before the panel opened."""
         self.activity.extend(activity)
         self.crashes.extend(crashes)
+
+    def set_busy(self, container_id: str, doing: str | None) -> Changes:
+        """Mark an action in flight on a container (None: it ended); return what changed."""
+        changes = Changes()
+        if doing is None:
+            self.busy.pop(container_id, None)
+        else:
+            self.busy[container_id] = doing
+        if container_id in self.containers:
+            changes.rows.add(container_id)
+        return changes
+
+    def names(self) -> dict[str, str]:
+        """Container id -> name, for activity lines."""
+        return {cid: snap.name for cid, snap in self.containers.items()}
+
+    def name_of(self, container_id: str) -> str:
+        """The container's name, or its short id once it is gone."""
+        snap = self.containers.get(container_id)
+        return snap.name if snap else container_id[:12]
 
     def apply(self, events: Sequence[Event]) -> Changes:
         """Fold a batch of events in; return what changed."""
@@ -87,20 +124,18 @@ class PanelState:
 
     def _apply_one(self, ev: Event, ch: Changes) -> None:
         if isinstance(ev, ContainerAdded | ContainerStateChanged):
-            old = self.containers.get(ev.snapshot.id)
-            snap = ev.snapshot
-            if old is not None and snap.resources is None and old.resources is not None:
-                snap = replace(snap, resources=old.resources)
+            snap = settle(ev.snapshot, self.containers.get(ev.snapshot.id))
             self.containers[snap.id] = snap
             ch.rows.add(snap.id)
             ch.removed.discard(snap.id)
         elif isinstance(ev, ContainerRemoved):
             self.containers.pop(ev.container_id, None)
             self.history.pop(ev.container_id, None)
+            self.busy.pop(ev.container_id, None)
             ch.removed.add(ev.container_id)
             ch.rows.discard(ev.container_id)
         elif isinstance(ev, StatsSampled):
-            self._update(ev.container_id, ch, resources=ev.sample)
+            self._update(ev.container_id, ch, resources=ev.sample)  # settled: running only
             self._sample(ev.container_id, ev.sample)
             ch.samples.add(ev.container_id)
         elif isinstance(ev, HealthChanged):
@@ -137,7 +172,8 @@ class PanelState:
         snap = self.containers.get(container_id)
         if snap is None:
             return
-        self.containers[container_id] = replace(snap, **fields)  # type: ignore[arg-type]
+        new = replace(snap, **fields)  # type: ignore[arg-type]
+        self.containers[container_id] = settle(new, snap)
         ch.rows.add(container_id)
 
     def _sample(self, container_id: str, sample: ResourceSample) -> None:

@@ -1,0 +1,32 @@
+"""What screens and the palette ask of the app: messages go up, the app decides."""
+
+from __future__ import annotations
+
+from textual.message import Message
+
+__all__ = ["ContainerActionRequested", "CreateFormRequested", "HelpRequested", "SortRequested"]
+
+
+class ContainerActionRequested(Message):
+    """Run a verb of keymap.VERBS on a container, or "open" its detail view."""
+
+    def __init__(self, verb: str, container_id: str) -> None:
+        super().__init__()
+        self.verb = verb
+        self.container_id = container_id
+
+
+class CreateFormRequested(Message):
+    """Open the create form."""
+
+
+class HelpRequested(Message):
+    """Show every key."""
+
+
+class SortRequested(Message):
+    """Sort the dashboard's table by a column (ascending)."""
+
+    def __init__(self, column: str) -> None:
+        super().__init__()
+        self.column = column

@@ -1,0 +1,85 @@
+"""One state for the panel: the table and screens render from it, fed by the local core's
+events or the remote wire through the same path; a stopped container shows no usage."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from textual.widgets import Label
+
+from flowmgr_tui.app import FlowMgrApp
+from flowmgr_tui.remote import RemoteBackend
+from flowmgr_tui.screens.container_detail import ContainerDetailScreen
+from server.core.events import ContainerAdded, ContainerStateChanged, StatsSampled
+from tests.tui.helpers import dashboard, until
+from tests.tui.make_recording import ECHO_ID, NOW, build
+from tests.tui.recording import ReplayBackend
+
+pytestmark = pytest.mark.tui
+
+SIZE = (120, 40)
+USAGE = ("cpu", "mem", "net")
+
+
+async def test_a_stopped_container_shows_no_usage_as_the_core_reports_none() -> None:
+    backend = ReplayBackend(build())
+    app = FlowMgrApp(backend, start_backend=True, clock=lambda: NOW, bridge_interval=0.01)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, backend.replayed.is_set, "the replay")
+        table = dashboard(app).table
+        await until(pilot, lambda: table.cell_text(ECHO_ID, "cpu") != "-", "echo's CPU")
+        running = app.state.containers[ECHO_ID]
+        # As the core publishes a stop: the snapshot carries no usage (registry.apply).
+        backend.bus.publish(ContainerStateChanged(
+            container_id=ECHO_ID, old_state="running", new_state="exited",
+            snapshot=replace(running, state="exited", exit_code=0, resources=None)))
+        await until(pilot, lambda: table.cell_text(ECHO_ID, "state") == "x exited", "the stop")
+        assert [table.cell_text(ECHO_ID, c) for c in USAGE] == ["-", "-", "-"]
+        assert app.state.containers[ECHO_ID].resources is None
+        # A sample that was on its way when the container stopped does not bring it back.
+        last = [e for e in build() if isinstance(e, StatsSampled)][-1]
+        backend.bus.publish(replace(last, at=NOW))
+        await pilot.pause(0.1)
+        assert table.cell_text(ECHO_ID, "cpu") == "-"
+
+
+async def test_the_remote_wire_reaches_the_same_state_and_a_stop_clears_usage() -> None:
+    backend = RemoteBackend("http://127.0.0.1:9")  # never connected: pushes are fed by hand
+    snap = [e.snapshot for e in build() if isinstance(e, ContainerAdded | ContainerStateChanged)
+            and e.snapshot.id == ECHO_ID][-1]
+    assert snap.state == "running"
+    sample = [e for e in build() if isinstance(e, StatsSampled)][-1].sample
+    backend._containers[ECHO_ID] = replace(snap, resources=sample)
+    app = FlowMgrApp(backend, clock=lambda: NOW, bridge_interval=0.01)
+    async with app.run_test(size=SIZE) as pilot:
+        table = dashboard(app).table
+        await until(pilot, lambda: ECHO_ID in table.shown_ids, "the row")
+        assert table.cell_text(ECHO_ID, "cpu") != "-"
+        await backend._on_status_changed({"container_id": ECHO_ID, "new_state": "exited"})
+        await until(pilot, lambda: table.cell_text(ECHO_ID, "state") == "x exited", "the stop")
+        assert [table.cell_text(ECHO_ID, c) for c in USAGE] == ["-", "-", "-"]
+        # The server's status of a stopped container has no resource_usage: still none.
+        await backend._on_status_update({"container_id": ECHO_ID,
+                                         "status": {"state": "exited", "health": "none"}})
+        await pilot.pause(0.1)
+        assert table.cell_text(ECHO_ID, "cpu") == "-"
+
+
+async def test_one_busy_mark_shows_in_the_row_and_the_detail_view() -> None:
+    backend = ReplayBackend(build())
+    app = FlowMgrApp(backend, start_backend=True, clock=lambda: NOW, bridge_interval=0.01)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, backend.replayed.is_set, "the replay")
+        app.open_detail(ECHO_ID)
+        await until(pilot, lambda: isinstance(app.screen, ContainerDetailScreen), "the detail")
+        await pilot.pause(0.1)
+        table = dashboard(app).table
+        app._mark_busy(ECHO_ID, "stopping")
+        assert app.state.busy == {ECHO_ID: "stopping"}
+        summary = app.screen.query_one("#detail-summary", Label)
+        assert table.cell_text(ECHO_ID, "state") == "* stopping"
+        assert "* stopping" in str(summary.content)
+        app._mark_busy(ECHO_ID, None)
+        assert app.state.busy == {} and table.cell_text(ECHO_ID, "state") == "+ running"
+        assert "+ running" in str(summary.content)
