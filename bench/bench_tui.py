@@ -22,6 +22,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import docker
 import psutil
@@ -201,7 +202,7 @@ def main() -> int:
                 r = run_tool(label, cmd, names, args.idle, measure_idle=(i == 0))
                 results[label].append(r)
                 say(label, {k: round(v, 2) for k, v in r.items()})
-        summary = {}
+        summary: dict[str, dict[str, Any]] = {}
         for label, rs in results.items():
             idle_r = rs[0]
             summary[label] = {

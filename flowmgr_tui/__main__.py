@@ -153,7 +153,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         # The panel first, then the core: start-up is CPU-bound on one interpreter (the engine
         # answers in milliseconds), and the core parsing 200 inspects while the panel imports
         # only delays both; started after, its first containers reach a mounted table at once
-        # (time to the first screen of rows, 200 containers: median 1.21 s -> 1.01 s).
+        # (bench/RESULTS.md, time to the first screen of rows).
         from flowmgr_tui.app import FlowMgrApp
 
         starting = asyncio.ensure_future(backend.start())

@@ -15,7 +15,7 @@ import socketio
 
 from flowmgr_tui.state.rules import settle
 from server.core.bus import EventBus
-from server.core.errors import ContainerNotFound, DockerUnavailable, FlowMgrError
+from server.core.errors import ContainerNotFound, FlowMgrError, ServerUnreachable
 from server.core.events import (
     ActivityLogged,
     ContainerAdded,
@@ -116,13 +116,13 @@ class RemoteBackend:
         return "connected" if self._engine else "connected; its Docker Engine is unreachable"
 
     async def start(self) -> None:
-        """Connect (raises DockerUnavailable when the server cannot be reached) and load rows."""
+        """Connect (raises ServerUnreachable when the server cannot be reached) and load rows."""
         self.bus.bind_loop(asyncio.get_running_loop())
         auth = {"token": self._token} if self._token else None
         try:
             await self._sio.connect(self.url, auth=auth, wait_timeout=10)
         except socketio.exceptions.ConnectionError as err:
-            raise DockerUnavailable(f"cannot reach {self.url}: {err}") from err
+            raise ServerUnreachable(f"cannot reach {self.url}: {err}") from err
         self._connected = True  # the connect handler may run after connect() returns
         await self._resync()
 
@@ -164,11 +164,11 @@ class RemoteBackend:
     async def _ask(self, event: str, request: RequestIn, reply: type[Reply]) -> Reply:
         """Send `request` as `event`: its answer decoded, or its `error` raised as the core's."""
         if not self._connected:
-            raise DockerUnavailable(f"not connected to {self.url}")
+            raise ServerUnreachable(f"not connected to {self.url}")
         try:
             answer = await self._sio.call(event, body(request), timeout=CALL_TIMEOUT)
         except socketio.exceptions.TimeoutError as err:
-            raise DockerUnavailable(f"{self.url} did not answer {event}") from err
+            raise ServerUnreachable(f"{self.url} did not answer {event}") from err
         if isinstance(answer, dict) and answer.get("error") is True:
             raise ErrorOut.decode(answer).to_core()
         try:

@@ -17,8 +17,8 @@ class KeyFooter(Footer):
 
     Each rebuild mounts a widget per key (~20 here, ~40 ms of styling). Opening a screen
     changes the bindings three times within 0.2 s (mounted, table focused, ...), and
-    Footer rebuilds for every one: on a 200-container start-up the first screen of rows
-    waited ~0.1 s behind two footers nobody saw. Later changes (focus moves) show 50 ms late.
+    Footer rebuilds for every one, so the first screen of rows would wait behind footers
+    nobody sees. Later changes (focus moves) show one settle period late.
     """
 
     settle = SETTLE

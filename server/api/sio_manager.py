@@ -80,11 +80,11 @@ class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
         size = sum(len(part) for part in parts)
         skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
         for sid, eio_sid in list(self.get_participants(namespace, room)):
-            if sid not in skipped and await self._room_for(eio_sid, size):
+            if sid not in skipped and await self._reserve_or_drop(eio_sid, size):
                 for frame in frames:
                     await self.server._send_eio_packet(eio_sid, frame)
 
-    async def _room_for(self, eio_sid: str, size: int) -> bool:
+    async def _reserve_or_drop(self, eio_sid: str, size: int) -> bool:
         """Whether `eio_sid` may take `size` more bytes; a client over the bound is dropped."""
         sock = self.server.eio.sockets.get(eio_sid)
         if sock is None or sock.closed or sock.closing:

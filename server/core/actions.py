@@ -53,26 +53,20 @@ class ContainerActions:
         """Resolve, re-check the labels on the engine right before a mutation, and mark the
         container as in hand, so the monitor leaves the inspect after it to the action."""
         rec = self.registry.resolve(ref)
-        cid, acting = rec.info.id, self.registry.acting
-        acting[cid] = acting.get(cid, 0) + 1
-        try:
-            info = await self.adapter.inspect(cid)
-            labels = info.labels
-            if labels.get("flowmgr.managed") != "true" or \
-                    labels.get("flowmgr.instance") != self.settings.docker.instance:
-                raise ContainerNotFound(f"no managed container {ref!r}",
-                                        details={"container_id": ref})
-            yield rec
-        except FlowMgrError:
-            with contextlib.suppress(FlowMgrError):  # the failed action may have changed it
-                await self.monitor.refresh(cid)
-            raise
-        finally:
-            left = acting.get(cid, 1) - 1
-            if left > 0:
-                acting[cid] = left
-            else:
-                acting.pop(cid, None)
+        cid = rec.info.id
+        with self.registry.acting_on(cid):
+            try:
+                info = await self.adapter.inspect(cid)
+                labels = info.labels
+                if labels.get("flowmgr.managed") != "true" or \
+                        labels.get("flowmgr.instance") != self.settings.docker.instance:
+                    raise ContainerNotFound(f"no managed container {ref!r}",
+                                            details={"container_id": ref})
+                yield rec
+            except FlowMgrError:
+                with contextlib.suppress(FlowMgrError):  # the failed action may have changed it
+                    await self.monitor.refresh(cid)
+                raise
 
     async def _refresh(self, container_id: str) -> ContainerSnapshot:
         rec = await self.monitor.refresh(container_id)
@@ -100,7 +94,7 @@ class ContainerActions:
             else validate_create(spec, self.settings)
         ports = port_bindings(spec.ports)
         if any(r.info.name == spec.name for r in self.registry.records.values()) \
-                or spec.name in self.registry.creating:
+                or self.registry.is_being_created(spec.name):
             raise InvalidRequest(f"a container named {spec.name!r} already exists", field="name")
         self._check_flow_quota()
         self._check_dir_unused(spec.name)
@@ -117,39 +111,38 @@ class ContainerActions:
         binds = [BindMount(p.source, p.target, p.mode == "ro") for p in spec.binds]
         data = {_data_volume(spec.name): dk.data_mount} if dk.data_mount else {}
         made_volume = False
-        self.registry.creating.add(spec.name)
-        try:
-            sock_dir = await asyncio.to_thread(self.state.make_flow_dir, spec.name)
-            # one bind-creating create at a time: the nesting rule must see every other's binds
-            async with self.bind_pins.lock if spec.binds else contextlib.nullcontext():
-                problem = nesting_problem(spec.binds, self.bind_pins.others())
-                if problem:
-                    raise InvalidRequest(problem, field="volumes")
-                await self._ensure_network()
-                for volume in data:
-                    made_volume = await self.adapter.ensure_volume(volume, dk.volume_driver,
-                                                                   labels)
-                cid = await self.adapter.create(
-                    image=image, name=spec.name, command=spec.command, environment=env,
-                    labels=labels,
-                    binds=[*binds, BindMount(sock_dir, dk.socket_mount, False)],
-                    volumes=data, ports=ports, network=dk.network, host_options=host_options)
-                self.bind_pins.record(cid, spec.binds)
-            snap = await self._refresh(cid)
-        except FlowMgrError:
-            self._network_ready = False  # the network may have been removed under us
-            if spec.name not in {r.info.name for r in self.registry.records.values()}:
-                # nothing may be left behind
-                await asyncio.to_thread(self.state.remove_flow_dir, spec.name)
-            if made_volume:
-                with contextlib.suppress(FlowMgrError):
-                    await self.adapter.remove_volume(_data_volume(spec.name), labels)
-            raise
-        finally:
-            self.registry.creating.discard(spec.name)
-        self.registry.log("container_created", cid, f"created {spec.name} from {image}",
-                          {"name": spec.name, "image": image, "environment": mask_env(env),
-                           "volumes": dict(spec.volumes), "ports": ports})
+        with self.registry.creating(spec.name):
+            try:
+                sock_dir = await asyncio.to_thread(self.state.make_flow_dir, spec.name)
+                # one bind-creating create at a time: the nesting rule sees every other's binds
+                async with self.bind_pins.lock if spec.binds else contextlib.nullcontext():
+                    problem = nesting_problem(spec.binds, self.bind_pins.others())
+                    if problem:
+                        raise InvalidRequest(problem, field="volumes")
+                    await self._ensure_network()
+                    for volume in data:
+                        made_volume = await self.adapter.ensure_volume(volume, dk.volume_driver,
+                                                                       labels)
+                    cid = await self.adapter.create(
+                        image=image, name=spec.name, command=spec.command, environment=env,
+                        labels=labels,
+                        binds=[*binds, BindMount(sock_dir, dk.socket_mount, False)],
+                        volumes=data, ports=ports, network=dk.network, host_options=host_options)
+                    self.bind_pins.record(cid, spec.binds)
+                snap = await self._refresh(cid)
+            except FlowMgrError:
+                self._network_ready = False  # the network may have been removed under us
+                if spec.name not in {r.info.name for r in self.registry.records.values()}:
+                    # nothing may be left behind
+                    await asyncio.to_thread(self.state.remove_flow_dir, spec.name)
+                if made_volume:
+                    with contextlib.suppress(FlowMgrError):
+                        await self.adapter.remove_volume(_data_volume(spec.name), labels)
+                raise
+        self.registry.record_activity(
+            "container_created", cid, f"created {spec.name} from {image}",
+            {"name": spec.name, "image": image, "environment": mask_env(env),
+             "volumes": dict(spec.volumes), "ports": ports})
         return snap
 
     def _check_dir_unused(self, name: str) -> None:
@@ -172,8 +165,7 @@ class ContainerActions:
     def _check_flow_quota(self) -> None:
         """At most docker.max_flows managed containers, creates in flight included."""
         limit = self.settings.docker.max_flows
-        names = {r.info.name for r in self.registry.records.values()}
-        count = len(self.registry.records) + len(self.registry.creating - names)
+        count = self.registry.flow_count()
         if count >= limit:
             raise InvalidRequest(f"this manager has {count} flows, its limit (docker.max_flows "
                                  f"= {limit}): delete one first",
@@ -192,29 +184,31 @@ class ContainerActions:
         """Start a created or stopped container."""
         async with self._checked(ref) as rec:
             cid = rec.info.id
-            was = cid in self.registry.stopped
+            was = self.registry.stopped_on_request(cid)
             await self._verify_flow_dir(rec)
             await self._recheck_binds(rec)
-            self.registry.stopped.discard(cid)
+            self.registry.mark_started(cid)
             try:
                 await self.adapter.start(cid)
             except FlowMgrError:
                 if was:
-                    self.registry.stopped.add(cid)
+                    self.registry.mark_stopped_on_request(cid)
                 raise
             snap = await self._refresh(cid)
         self.logs.container_started(cid)  # the start event came while the state was not yet known
-        self.registry.log("container_started", cid, f"started {snap.name}", {"name": snap.name})
+        self.registry.record_activity("container_started", cid, f"started {snap.name}",
+                                      {"name": snap.name})
         return snap
 
     async def stop_container(self, ref: str) -> ContainerSnapshot:
         """Stop on request: state "stopped", never a crash."""
         async with self._checked(ref) as rec:
             cid = rec.info.id
-            self.registry.stopped.add(cid)
+            self.registry.mark_stopped_on_request(cid)
             await self.adapter.stop(cid, self.settings.docker.stop_timeout)
             snap = await self._refresh(cid)
-        self.registry.log("container_stopped", cid, f"stopped {snap.name}", {"name": snap.name})
+        self.registry.record_activity("container_stopped", cid, f"stopped {snap.name}",
+                                      {"name": snap.name})
         return snap
 
     async def restart_container(self, ref: str) -> ContainerSnapshot:
@@ -223,15 +217,15 @@ class ContainerActions:
             cid = rec.info.id
             await self._verify_flow_dir(rec)
             await self._recheck_binds(rec)
-            self.registry.stopped.add(cid)
+            self.registry.mark_stopped_on_request(cid)
             try:
                 await self.adapter.restart(cid, self.settings.docker.stop_timeout)
             finally:
-                self.registry.stopped.discard(cid)
+                self.registry.mark_started(cid)
             snap = await self._refresh(cid)
         self.logs.container_started(cid)
-        self.registry.log("container_restarted", cid, f"restarted {snap.name}",
-                          {"name": snap.name})
+        self.registry.record_activity("container_restarted", cid, f"restarted {snap.name}",
+                                      {"name": snap.name})
         return snap
 
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
@@ -254,23 +248,24 @@ class ContainerActions:
                     await self.adapter.exec_run(cid, ["rm", "-rf", "--", dk.code_dir])
                     # The engine extracts as root: with no flow process left, none can swap a
                     # link into the path it writes while it writes.
-                    self.registry.stopped.add(cid)
+                    self.registry.mark_stopped_on_request(cid)
                     await self.adapter.stop(cid, dk.stop_timeout)
                 await self.adapter.put_archive(cid, "/",
                                                archive_chunks(tree, entries, dk.code_dir))
                 snap = await (self.start_container(cid) if running else self._refresh(cid))
         finally:
             tree.close()
-        self.registry.log("container_updated", cid, f"updated {snap.name} from {tree.path}",
-                          {"name": snap.name, "code_path": tree.path, "restarted": running,
-                           "entries": len(entries)})
+        self.registry.record_activity(
+            "container_updated", cid, f"updated {snap.name} from {tree.path}",
+            {"name": snap.name, "code_path": tree.path, "restarted": running,
+             "entries": len(entries)})
         return snap
 
     async def delete_container(self, ref: str) -> str:
         """Remove the container (running or not) and its socket directory."""
         async with self._checked(ref) as rec:
             cid, name = rec.info.id, rec.info.name
-            self.registry.stopped.add(cid)
+            self.registry.mark_stopped_on_request(cid)
             await self.adapter.remove(cid)
             mounted = rec.info.mounts.get(self.settings.docker.socket_mount)
             await self.monitor.forget(cid)
@@ -278,7 +273,7 @@ class ContainerActions:
         if mounted is not None and os.path.normpath(mounted) == self.state.flow_dir(name):
             # best effort: a leftover is replaced at the next create of that name
             await asyncio.to_thread(self.state.remove_flow_dir, name)
-        self.registry.log("container_deleted", cid, f"deleted {name}", {"name": name})
+        self.registry.record_activity("container_deleted", cid, f"deleted {name}", {"name": name})
         return cid
 
     async def _recheck_binds(self, rec: Record) -> None:
@@ -294,8 +289,9 @@ class ContainerActions:
             if problem:
                 raise HostPathError(problem)
         except HostPathError as err:
-            self.registry.log("container_error", cid, f"{rec.info.name} not started: {err}",
-                              {"name": rec.info.name, "error": str(err)})
+            self.registry.record_activity("container_error", cid,
+                                          f"{rec.info.name} not started: {err}",
+                                          {"name": rec.info.name, "error": str(err)})
             raise InvalidRequest(f"{rec.info.name} was not started: {err}", field="volumes",
                                  details={"container_id": cid}) from None
 
@@ -313,9 +309,9 @@ class ContainerActions:
                            rec.info.name, err)
             self.bind_pins.mark_broken(cid, f"its host binds failed their check when it was "
                                             f"adopted: {err}")
-            self.registry.log("container_error", cid,
-                              f"{rec.info.name}: host binds refused on adoption: {err}",
-                              {"name": rec.info.name, "error": str(err)})
+            self.registry.record_activity("container_error", cid,
+                                          f"{rec.info.name}: host binds refused on adoption: {err}",
+                                          {"name": rec.info.name, "error": str(err)})
             return
         if not self.bind_pins.knows(cid):
             self.bind_pins.record(cid, pins)

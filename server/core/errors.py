@@ -10,6 +10,7 @@ __all__ = [
     "ContainerNotFound",
     "DockerApiError",
     "DockerUnavailable",
+    "ServerUnreachable",
     "FlowSocketError",
     "FlowSocketTimeout",
     "FlowSocketConnectionError",
@@ -54,6 +55,11 @@ class DockerApiError(FlowMgrError):
 
 class DockerUnavailable(DockerApiError):
     """The engine cannot be reached at all."""
+
+
+class ServerUnreachable(DockerApiError):
+    """A remote panel's link to its manager is down or the manager did not answer in time
+    (the engine behind it is unknown; its wire code stays `docker_api_error`)."""
 
 
 class FlowSocketError(FlowMgrError):

@@ -346,8 +346,8 @@ class FlowChannelHub:
 def _bind_listener(path: Path) -> tuple[socket.socket, os.stat_result]:
     """Make the directory, replace a stale socket file, bind and listen, in a worker thread.
 
-    Adopting 200 flows at start-up made these file-system calls 0.6 s of event-loop time,
-    which the panel's first screen waited behind.
+    They are file-system calls: on the event loop, adopting 200 flows at start-up would hold
+    the panel's first screen behind them.
 
     The socket is bound under a temporary name one level up (the manager's own directory, which
     no flow reaches), made 0666 there and renamed into place. A flow running as root owns the

@@ -83,7 +83,7 @@ class ContainerManager(ContainerActions):
         await asyncio.to_thread(validate_bind_roots, self.settings)
         self.bus.bind_loop(asyncio.get_running_loop())
         await asyncio.to_thread(self.state.prepare)  # ConfigError when not safe
-        self.registry.stopped.load()
+        self.registry.load_stops()
         self._started = True
         self._spawn(self.monitor.run(), "docker-events")
         try:
@@ -151,10 +151,7 @@ class ContainerManager(ContainerActions):
             # an adopted container's mount comes from the engine: listen only in our own dir
             await self._verify_flow_dir(rec)
         except FlowMgrError as err:
-            logger.warning("no flow channel for %s: %s", rec.info.name, err)
-            self.registry.log("container_error", rec.info.id,
-                              f"not listening for {rec.info.name}: {err}",
-                              {"name": rec.info.name, "error": err.message})
+            self._no_channel(rec, f"not listening for {rec.info.name}", err)
             return
         # shielded and tracked: a stop() arriving mid-open must not orphan a listening socket
         opening = asyncio.ensure_future(self.hub.open(rec.info.id, rec.socket_path))
@@ -163,11 +160,13 @@ class ContainerManager(ContainerActions):
         try:
             await asyncio.shield(opening)
         except FlowMgrError as err:
-            # the container is still managed; only messaging it is impossible
-            logger.warning("no flow channel for %s: %s", rec.info.name, err)
-            self.registry.log("container_error", rec.info.id,
-                              f"cannot open the flow socket of {rec.info.name}: {err}",
-                              {"name": rec.info.name, "error": err.message})
+            self._no_channel(rec, f"cannot open the flow socket of {rec.info.name}", err)
+
+    def _no_channel(self, rec: Record, why: str, err: FlowMgrError) -> None:
+        """The container is still managed; only messaging it is impossible."""
+        logger.warning("no flow channel for %s: %s", rec.info.name, err)
+        self.registry.record_activity("container_error", rec.info.id, f"{why}: {err}",
+                                      {"name": rec.info.name, "error": err.message})
 
     async def container_removed(self, container_id: str) -> None:
         """Close the channel and log stream of a vanished container."""

@@ -165,7 +165,7 @@ class DockerMonitor:
         live = {i.id for i in infos}
         for cid in [c for c in self.registry.records if c not in live]:
             await self.forget(cid)
-        self.registry.stopped.retain(live)
+        self.registry.keep_stops_of(live)
         self.synced.set()
         self.tried.set()
 
@@ -219,7 +219,7 @@ class DockerMonitor:
             await self._died(cid, attrs, self._fresh(cid, event))
         elif action in _REFRESH_ON:
             if action == "start":
-                self.registry.stopped.discard(cid)
+                self.registry.mark_started(cid)
             if self._fresh(cid, event) is None and not self._in_hand(cid, event):
                 await self.refresh(cid)
             if action == "start":
@@ -237,22 +237,22 @@ class DockerMonitor:
         stamp = event.get("timeNano")
         if isinstance(stamp, int) and rec.info.asked_ns > stamp:
             return rec.info
-        if cid in self.registry.acting and cid in self.registry.stopped:
+        if self.registry.is_acted_on(cid) and self.registry.stopped_on_request(cid):
             return rec.info
         return None
 
     def _in_hand(self, cid: str, event: dict[str, Any]) -> bool:
         """True when a manager action in flight will inspect this container afterwards."""
-        if cid in self.registry.acting:
+        if self.registry.is_acted_on(cid):
             return True
         name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name")
-        return cid not in self.registry.records and name in self.registry.creating
+        return cid not in self.registry.records and self.registry.is_being_created(name)
 
     def _requested(self, cid: str) -> bool:
         """A stop or kill was asked for (through us, or through Docker) shortly before."""
         # consume the kill even when the stop was ours, or it would mark the next die as asked for
         kill_at = self._kills.pop(cid, None)
-        if cid in self.registry.stopped:
+        if self.registry.stopped_on_request(cid):
             return True
         window = self.settings.docker.stop_timeout + 15
         return kill_at is not None and time.monotonic() - kill_at < window
@@ -260,7 +260,7 @@ class DockerMonitor:
     async def _died(self, cid: str, attrs: dict[str, Any], fresh: ContainerInfo | None) -> None:
         requested = self._requested(cid)
         if requested:
-            self.registry.stopped.add(cid)
+            self.registry.mark_stopped_on_request(cid)
         if fresh is not None:
             info = fresh
         else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -40,22 +42,86 @@ class Record:
 
 
 class Registry:
-    """Records keyed by full id; every change is published once on the bus."""
+    """Records keyed by full id; every change is published once on the bus.
+
+    It also owns the crash-versus-stop bookkeeping: which containers were stopped on request
+    (an exit of theirs is no crash), which have a manager action in flight and which names are
+    being created (the action inspects those itself, so the monitor leaves them alone).
+    """
 
     def __init__(self, bus: EventBus, hub: FlowChannelHub, stopped: StoppedSet,
                  state_dir: str, socket_mount: str) -> None:
         self.bus = bus
         self.hub = hub
-        self.stopped = stopped
+        self._stopped = stopped
         self._state_dir = state_dir
         self._socket_mount = socket_mount
         self.records: dict[str, Record] = {}
-        self.acting: dict[str, int] = {}
-        """Ids with a manager action in flight: the action refreshes them itself afterwards."""
-        self.creating: set[str] = set()
+        self._acting: dict[str, int] = {}
+        """Ids with a manager action in flight (a count: actions may nest)."""
+        self._creating: set[str] = set()
         """Names being created by the manager right now."""
         self.activity: deque[ActivityLogged] = deque(maxlen=2000)
         self.crashes: deque[ContainerCrashed] = deque(maxlen=500)
+
+    # crash versus stop
+
+    def load_stops(self) -> None:
+        """Read which containers were stopped on request before this manager started."""
+        self._stopped.load()
+
+    def stopped_on_request(self, container_id: str) -> bool:
+        """Whether the container's last exit was (or its next one will be) asked for."""
+        return container_id in self._stopped
+
+    def mark_stopped_on_request(self, container_id: str) -> None:
+        """The container is stopped on request (by us, or asked through Docker): its exit is
+        no crash, and it shows as `stopped`, not `exited`."""
+        self._stopped.add(container_id)
+
+    def mark_started(self, container_id: str) -> None:
+        """The container starts (again): a later exit is its own (a crash unless code 0)."""
+        self._stopped.discard(container_id)
+
+    def keep_stops_of(self, live_ids: set[str]) -> None:
+        """Forget the stops of containers that no longer exist."""
+        self._stopped.retain(live_ids)
+
+    @contextmanager
+    def acting_on(self, container_id: str) -> Iterator[None]:
+        """Mark a manager action in flight on the container for the duration of the block."""
+        acting = self._acting
+        acting[container_id] = acting.get(container_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = acting.get(container_id, 1) - 1
+            if left > 0:
+                acting[container_id] = left
+            else:
+                acting.pop(container_id, None)
+
+    def is_acted_on(self, container_id: str) -> bool:
+        """Whether a manager action in flight will inspect the container itself afterwards."""
+        return container_id in self._acting
+
+    @contextmanager
+    def creating(self, name: str) -> Iterator[None]:
+        """Reserve `name` for a create in flight for the duration of the block."""
+        self._creating.add(name)
+        try:
+            yield
+        finally:
+            self._creating.discard(name)
+
+    def is_being_created(self, name: object) -> bool:
+        """Whether the manager is creating a container of that name right now."""
+        return name in self._creating
+
+    def flow_count(self) -> int:
+        """Managed containers, creates in flight included."""
+        names = {r.info.name for r in self.records.values()}
+        return len(self.records) + len(self._creating - names)
 
     # reads
 
@@ -106,7 +172,7 @@ class Registry:
 
     def map_state(self, info: ContainerInfo) -> State:
         """Docker's state word, with `exited` split into stopped (on request) and exited."""
-        if info.status == "exited" and info.id in self.stopped:
+        if info.status == "exited" and info.id in self._stopped:
             return "stopped"
         if info.status in ("created", "running", "paused", "restarting", "removing", "exited",
                            "dead"):
@@ -143,9 +209,10 @@ class Registry:
         self.bus.publish(ContainerStateChanged(
             container_id=rec.info.id, old_state=old_state, new_state=rec.state,
             snapshot=self.snapshot_of(rec)))
-        self.log("status_change", rec.info.id,
-                 f"{rec.info.name}: {old_state} -> {rec.state}",
-                 {"old_state": old_state, "new_state": rec.state, "name": rec.info.name})
+        self.record_activity("status_change", rec.info.id,
+                             f"{rec.info.name}: {old_state} -> {rec.state}",
+                             {"old_state": old_state, "new_state": rec.state,
+                              "name": rec.info.name})
 
     def set_health(self, rec: Record, health: Health, old_health: str | None = None) -> None:
         """Record a health transition; turning unhealthy is a warning."""
@@ -156,13 +223,13 @@ class Registry:
         self.bus.publish(HealthChanged(container_id=rec.info.id, old_health=old,
                                        new_health=health))
         if health == "unhealthy":
-            self.log("health_warning", rec.info.id, f"{rec.info.name} is unhealthy",
-                     {"health": health, "previous": old, "name": rec.info.name})
+            self.record_activity("health_warning", rec.info.id, f"{rec.info.name} is unhealthy",
+                                 {"health": health, "previous": old, "name": rec.info.name})
 
     def remove(self, container_id: str) -> Record | None:
         """Forget a container that is gone."""
         rec = self.records.pop(container_id, None)
-        self.stopped.discard(container_id)
+        self._stopped.discard(container_id)
         if rec is not None:
             self.bus.publish(ContainerRemoved(container_id=container_id, name=rec.info.name))
         return rec
@@ -174,10 +241,11 @@ class Registry:
                                  exit_code=exit_code, error=error, logs=logs)
         self.crashes.append(event)
         self.bus.publish(event)
-        self.log("container_crash", rec.info.id, f"{rec.info.name} crashed: {error}",
-                 {"exit_code": exit_code, "error": error, "logs": logs, "name": rec.info.name})
+        self.record_activity("container_crash", rec.info.id, f"{rec.info.name} crashed: {error}",
+                             {"exit_code": exit_code, "error": error, "logs": logs,
+                              "name": rec.info.name})
 
-    def log(self, activity_type: str, container_id: str | None, message: str,
+    def record_activity(self, activity_type: str, container_id: str | None, message: str,
             details: dict[str, Any] | None = None) -> None:
         """Publish one activity line, secrets masked."""
         event = ActivityLogged(activity_type=activity_type, container_id=container_id,

@@ -20,8 +20,8 @@ class MalformedPayload(FlowMgrError):
 
 class WireModel(BaseModel):
     """The shape of one payload. The server builds plain dicts with each model's `payload()`
-    (validating its own output on every emit cost several times more than building it: 2.6 ms
-    vs 0.4 ms for a 100-item list), and the unit tests check each builder against its model;
+    (validating its own output on every emit costs several times more than building it:
+    bench/RESULTS.md), and the unit tests check each builder against its model;
     a client validates what it receives with `decode()`."""
 
     # Keys a model does not declare are ignored when decoding: an answer echoes `request_id`

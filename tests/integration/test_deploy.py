@@ -125,7 +125,12 @@ async def _talk_to_a_flow(url: str, token: str, name: str | None, cid: str = "",
     client = socketio.AsyncClient(reconnection=False)
     welcomed: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
     received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    client.on("connected", lambda data: welcomed.done() or welcomed.set_result(data))
+
+    def welcome(data: dict[str, Any]) -> None:
+        if not welcomed.done():
+            welcomed.set_result(data)
+
+    client.on("connected", welcome)
     client.on("message_received", received.put_nowait)
     await client.connect(url, auth={"token": token}, wait_timeout=20)
     try:

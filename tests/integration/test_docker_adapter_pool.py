@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from docker.transport.unixconn import UnixHTTPConnection
 
+from server.core import docker_adapter
 from server.core.docker_adapter import DockerAdapter
 from tests.conftest import RUN_ID, TEST_LABEL
 from tests.integration.manager_helpers import BUSYBOX, docker
@@ -24,14 +24,15 @@ async def test_inspecting_many_containers_reuses_one_connection(
                            "--label", f"{TEST_LABEL}={RUN_ID}", BUSYBOX)
         ids.append(out.stdout.strip())
     connects = 0
-    real_connect = UnixHTTPConnection.connect
+    connection = docker_adapter._ClosingConnection  # noqa: SLF001 - the one the pool makes
+    real_connect = connection.connect
 
     def counting_connect(self: Any) -> None:
         nonlocal connects
         connects += 1
         real_connect(self)
 
-    monkeypatch.setattr(UnixHTTPConnection, "connect", counting_connect)
+    monkeypatch.setattr(connection, "connect", counting_connect)
     adapter = DockerAdapter(call_timeout=30)
     try:
         await adapter.ping()
@@ -42,6 +43,6 @@ async def test_inspecting_many_containers_reuses_one_connection(
         await adapter.close()
         await docker("rm", "-f", *ids, check=False)
     # docker-py alone opens a pool, and a connection, per distinct URL (here 5: the version
-    # handshake, the ping and three containers). Now: the handshake's own (made inside the
-    # client's constructor, before the adapter's pool is mounted), then one for all the rest.
-    assert connects == 2
+    # handshake, the ping and three containers). The adapter asks for the version once its
+    # pool is mounted, so one connection serves them all.
+    assert connects == 1

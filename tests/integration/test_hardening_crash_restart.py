@@ -22,9 +22,6 @@ from tests.integration.manager_helpers import BUSYBOX, docker, labelled_ids, sta
 
 pytestmark = [
     pytest.mark.docker,
-    # docker-py leaks the socket of a connection refused or cut (an SDK matter)
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
 ]
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -39,9 +39,6 @@ logger = logging.getLogger(__name__)
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.slow,
-    # docker-py leaks the socket of each refused connect while the engine is down (SDK matter)
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
 ]
 
 
@@ -125,10 +122,10 @@ async def engine() -> AsyncIterator[SecondEngine]:
     eng.root.mkdir()
     try:
         await eng.start()
-        save = subprocess.Popen(["docker", "save", BUSYBOX], stdout=subprocess.PIPE)
-        load = subprocess.run(["docker", "-H", eng.url, "load"], stdin=save.stdout,
-                              capture_output=True, text=True, timeout=120)
-        save.wait(60)
+        with subprocess.Popen(["docker", "save", BUSYBOX], stdout=subprocess.PIPE) as save:
+            load = subprocess.run(["docker", "-H", eng.url, "load"], stdin=save.stdout,
+                                  capture_output=True, text=True, timeout=120)
+            save.wait(60)
         assert load.returncode == 0, load.stderr
         yield eng
     finally:

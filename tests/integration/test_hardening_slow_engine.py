@@ -21,9 +21,6 @@ from tests.integration.manager_helpers import BUSYBOX
 
 pytestmark = [
     pytest.mark.docker,
-    # docker-py leaks a socket when a call is abandoned on timeout (an SDK matter)
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
 ]
 
 

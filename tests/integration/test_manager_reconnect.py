@@ -26,10 +26,6 @@ from tests.integration.manager_helpers import BUSYBOX, WAIT, docker, wait_event
 pytestmark = pytest.mark.docker
 
 
-# docker-py's UnixHTTPConnection.connect leaks its socket when the connect is refused, which
-# is exactly what happens while the engine is away; the leak is in the SDK, not in flowmgr.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_engine_loss_and_resync(settings: Settings, tmp_path: Path,
                                       unique_name: Callable[[str], str]) -> None:
     relay = Relay(Path(settings.socket_dir) / "engine.sock")
@@ -71,11 +67,9 @@ async def test_engine_loss_and_resync(settings: Settings, tmp_path: Path,
         await m.start_container(keep.id)
         assert m.get(keep.id).state == "running"
     await relay.cut()
-    gc.collect()  # collect docker-py's leaked sockets here, under this test's warning filter
+    gc.collect()  # a socket left open by a refused connect would warn (an error) here
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_start_without_engine_then_engine_arrives(settings: Settings,
                                                         unique_name: Callable[[str], str]) -> None:
     relay = Relay(Path(settings.socket_dir) / "late.sock")

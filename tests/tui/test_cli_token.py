@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ def _args(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["--connect", "http://127.0.0.1:1", *argv])
 
 
-def _settings(tmp_path: Path, **overrides: object) -> Settings:
+def _settings(tmp_path: Path, **overrides: Any) -> Settings:
     return load_settings(env={}, socket_dir=str(tmp_path / "sockets"), **overrides)
 
 

@@ -19,12 +19,6 @@ from tests.tui.recording import ReplayBackend, load
 
 pytestmark = [
     pytest.mark.tui,
-    # These tests open no socket. The Docker SDK leaks the sockets of requests cut by the
-    # remote-mode engine-loss test (tests/tui/test_remote.py, which ignores them); they are
-    # finalised whenever the collector next runs, which was seen to be during the first test
-    # here. Not this module's leak, and not collectable earlier from that test's teardown.
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
 ]
 
 Compare = Callable[..., bool]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ print(json.dumps({"changed": changed, "nice": os.getpriority(os.PRIO_PROCESS, 0)
 """
 
 
-def run_probe(nice: int, *, session: bool, nobody: bool = False) -> tuple[dict, str]:
+def run_probe(nice: int, *, session: bool, nobody: bool = False) -> tuple[dict[str, Any], str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if nobody:
         env["AS_NOBODY"] = "1"
