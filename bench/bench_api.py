@@ -62,9 +62,11 @@ def pct(values: list[float], q: float) -> float:
 
 def summary(values: list[float]) -> str:
     """p50 / p90 / p99 / max in ms."""
-    return (f"n={len(values)} p50={statistics.median(values):.2f} ms "
-            f"p90={pct(values, .9):.2f} ms p99={pct(values, .99):.2f} ms "
-            f"max={max(values):.2f} ms")
+    return (
+        f"n={len(values)} p50={statistics.median(values):.2f} ms "
+        f"p90={pct(values, 0.9):.2f} ms p99={pct(values, 0.99):.2f} ms "
+        f"max={max(values):.2f} ms"
+    )
 
 
 # ---------------------------------------------------------------- server process and cleanup
@@ -76,44 +78,69 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(path: Path, sock_dir: Path, nice: int | None,
-                 code_roots: list[str] | None = None) -> None:
+def write_config(
+    path: Path, sock_dir: Path, nice: int | None, code_roots: list[str] | None = None
+) -> None:
     server_nice = {} if nice is None else {"nice": nice}
-    path.write_text(json.dumps({
-        "socket_dir": str(sock_dir), "log_level": "WARNING",
-        "server": {"host": "127.0.0.1", "port": 8000, "cors_origins": ["*"],
-                   "max_message_bytes": 1_000_000, **server_nice},
-        "docker": {"default_image": "flow:latest", "network": f"flowmgr-{RUN}",
-                   "instance": RUN, "stop_timeout": 2, "code_roots": code_roots or []},
-        "monitoring": {"health_check_interval": 30, "resource_check_interval": 60},
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "socket_dir": str(sock_dir),
+                "log_level": "WARNING",
+                "server": {
+                    "host": "127.0.0.1",
+                    "port": 8000,
+                    "cors_origins": ["*"],
+                    "max_message_bytes": 1_000_000,
+                    **server_nice,
+                },
+                "docker": {
+                    "default_image": "flow:latest",
+                    "network": f"flowmgr-{RUN}",
+                    "instance": RUN,
+                    "stop_timeout": 2,
+                    "code_roots": code_roots or [],
+                },
+                "monitoring": {"health_check_interval": 30, "resource_check_interval": 60},
+            }
+        )
+    )
 
 
 def cleanup(sock_dir: Path) -> None:
     """Remove every container and network of this run (by its own instance label)."""
     label = f"label=flowmgr.instance={RUN}"
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", label],
-                         capture_output=True, text=True).stdout.split()
+    ids = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True
+    ).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
     # The engine releases a removed container's endpoint a moment later: retry the network.
     for _ in range(60):
-        nets = subprocess.run(["docker", "network", "ls", "-q", "--filter", label],
-                              capture_output=True, text=True).stdout.split()
-        if not nets or subprocess.run(["docker", "network", "rm", *nets],
-                                      capture_output=True).returncode == 0:
+        nets = subprocess.run(
+            ["docker", "network", "ls", "-q", "--filter", label], capture_output=True, text=True
+        ).stdout.split()
+        if (
+            not nets
+            or subprocess.run(["docker", "network", "rm", *nets], capture_output=True).returncode
+            == 0
+        ):
             break
         time.sleep(0.5)
     else:
-        say(f"warning: network of {RUN} still in use after 30 s; remove it with "
-            f"docker network rm $(docker network ls -q --filter {label})")
+        say(
+            f"warning: network of {RUN} still in use after 30 s; remove it with "
+            f"docker network rm $(docker network ls -q --filter {label})"
+        )
     shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
-async def server_process(profile: str | None = None, nice: int | None = None,
-                         code_roots: list[str] | None = None,
-                         ) -> AsyncIterator[tuple[str, psutil.Process]]:
+async def server_process(
+    profile: str | None = None,
+    nice: int | None = None,
+    code_roots: list[str] | None = None,
+) -> AsyncIterator[tuple[str, psutil.Process]]:
     """`python -m server` on a free port; its URL and process handle."""
     sock_dir = Path("/tmp/fmb") / RUN
     sock_dir.mkdir(parents=True)
@@ -122,11 +149,14 @@ async def server_process(profile: str | None = None, nice: int | None = None,
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     prefix = ["-m", "cProfile", "-o", profile] if profile else []
-    proc = subprocess.Popen([sys.executable, *prefix, "-m", "server", "--config", str(config),
-                             "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            env={k: v for k, v in os.environ.items() if k != "CONFIG_FILE"},
-                            # A service leads its own session (systemd, a container, setsid).
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, *prefix, "-m", "server", "--config", str(config), "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "CONFIG_FILE"},
+        # A service leads its own session (systemd, a container, setsid).
+        start_new_session=True,
+    )
     try:
         async with httpx.AsyncClient() as http, asyncio.timeout(60):
             while True:
@@ -159,9 +189,11 @@ class Client:
 
 
 @contextlib.asynccontextmanager
-async def clients(url: str, count: int,
-                  setup: Callable[[Client, int], None] | None = None,
-                  ) -> AsyncIterator[list[Client]]:
+async def clients(
+    url: str,
+    count: int,
+    setup: Callable[[Client, int], None] | None = None,
+) -> AsyncIterator[list[Client]]:
     """`count` connected websocket clients."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         made = [Client(session) for _ in range(count)]
@@ -175,15 +207,17 @@ async def clients(url: str, count: int,
             await asyncio.gather(*(c.sio.disconnect() for c in made), return_exceptions=True)
 
 
-async def make_containers(c: Client, count: int, image: str = BUSYBOX,
-                          parallel: int = 8) -> list[str]:
+async def make_containers(
+    c: Client, count: int, image: str = BUSYBOX, parallel: int = 8
+) -> list[str]:
     """Create and start `count` containers through the API."""
     gate = asyncio.Semaphore(parallel)
 
     async def one() -> str:
         async with gate:
-            made = await c.call("create_container", {"image": image,
-                                                     "name": f"{RUN}-{uuid.uuid4().hex[:6]}"})
+            made = await c.call(
+                "create_container", {"image": image, "name": f"{RUN}-{uuid.uuid4().hex[:6]}"}
+            )
             await c.call("start_container", {"container_id": made["container_id"]})
             return str(made["container_id"])
 
@@ -209,8 +243,9 @@ async def bench_rtt(c: Client, ids: list[str], calls: int) -> None:
     lst = await timed(calls, lambda i: c.call("list_containers", {}))
     count = (await c.call("list_containers", {}))["count"]
     say(f"rtt list_containers ({count} containers): {summary(lst)}")
-    st = await timed(calls, lambda i: c.call("get_container_status",
-                                             {"container_id": ids[i % len(ids)]}))
+    st = await timed(
+        calls, lambda i: c.call("get_container_status", {"container_id": ids[i % len(ids)]})
+    )
     say(f"rtt get_container_status: {summary(st)}")
 
 
@@ -240,8 +275,7 @@ def churn_process(url: str, ids: list[str], seconds: float, out: Any) -> None:
     out.put(asyncio.run(churn(url, ids, seconds)))
 
 
-async def bench_load(url: str, c: Client, ids: list[str], calls: int,
-                     seconds: float = 45) -> None:
+async def bench_load(url: str, c: Client, ids: list[str], calls: int, seconds: float = 45) -> None:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     worker = ctx.Process(target=churn_process, args=(url, ids[:10], seconds, results))
@@ -249,15 +283,18 @@ async def bench_load(url: str, c: Client, ids: list[str], calls: int,
     try:
         await asyncio.sleep(5)  # the churn process starts, connects and gets going
         lst = await timed(calls, lambda i: c.call("list_containers", {}))
-        st = await timed(calls, lambda i: c.call("get_container_status",
-                                                 {"container_id": ids[50 + i % 50]}))
+        st = await timed(
+            calls, lambda i: c.call("get_container_status", {"container_id": ids[50 + i % 50]})
+        )
         done = await asyncio.to_thread(results.get, timeout=seconds + 120)
     finally:
         await asyncio.to_thread(worker.join, 30)
     say(f"load list_containers under 10 churning clients: {summary(lst)}")
     say(f"load get_container_status under 10 churning clients: {summary(st)}")
-    say(f"load: the churn process completed {done['stop']} stops, {done['restart']} restarts "
-        f"and {done['status']} status queries in {seconds:.0f} s")
+    say(
+        f"load: the churn process completed {done['stop']} stops, {done['restart']} restarts "
+        f"and {done['status']} status queries in {seconds:.0f} s"
+    )
 
 
 def reached(samples: list[float], count: int) -> bool:
@@ -265,8 +302,9 @@ def reached(samples: list[float], count: int) -> bool:
     return len(samples) >= count
 
 
-async def bench_fanout(url: str, c: Client, ids: list[str], changes: int,
-                       listeners: int = 100) -> None:
+async def bench_fanout(
+    url: str, c: Client, ids: list[str], changes: int, listeners: int = 100
+) -> None:
     lat: list[float] = []
     target = ids[-1]
     seen = asyncio.Condition()
@@ -283,15 +321,17 @@ async def bench_fanout(url: str, c: Client, ids: list[str], changes: int,
             wire = await stack.enter_async_context(WireClient(url))
             wire.handlers["status_changed"] = changed
         for i in range(changes):
-            await c.call("stop_container" if i % 2 == 0 else "start_container",
-                         {"container_id": target})
+            await c.call(
+                "stop_container" if i % 2 == 0 else "start_container", {"container_id": target}
+            )
             async with asyncio.timeout(30), seen:
                 await seen.wait_for(functools.partial(reached, lat, (i + 1) * listeners))
     say(f"fanout status_changed to {listeners} clients ({changes} changes): {summary(lat)}")
 
 
-async def bench_send(url: str, messages: int, window: int, runs: int,
-                     server: psutil.Process) -> None:
+async def bench_send(
+    url: str, messages: int, window: int, runs: int, server: psutil.Process
+) -> None:
     async with clients(url, 1) as (c,):
         cid = await echo_flow(c)
     # Only the bare client stays connected: python-socketio's client would be the bottleneck.
@@ -308,12 +348,14 @@ async def bench_send(url: str, messages: int, window: int, runs: int,
             took = time.perf_counter() - began
             cpu, client_cpu = server.cpu_percent(), mine.cpu_percent()
             per_request = (cpu_seconds(server) - spent) / messages * 1000
-            say(f"send run {run + 1}: {messages} send_message in {took:.2f} s = "
+            say(
+                f"send run {run + 1}: {messages} send_message in {took:.2f} s = "
                 f"{messages / took:,.0f} req/s, answers {ok}/{messages}, flow replies "
                 f"(message_received) so far {wire.broadcasts['message_received']}, "
                 f"server CPU {cpu:.0f} % = {per_request:.3f} ms CPU per request "
                 f"(one core's worth: {1000 / per_request:,.0f} req/s), "
-                f"client CPU {client_cpu:.0f} %, load average {os.getloadavg()[0]:.1f}")
+                f"client CPU {client_cpu:.0f} %, load average {os.getloadavg()[0]:.1f}"
+            )
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -364,7 +406,7 @@ class WireClient:
                 if future is not None:
                     future.set_result(frame[end:])
             elif frame.startswith('42["'):
-                name = frame[4:frame.index('"', 4)]
+                name = frame[4 : frame.index('"', 4)]
                 self.broadcasts[name] += 1
                 if name in self.handlers:
                     await self.handlers[name](json.loads(frame[2:])[1])
@@ -386,8 +428,9 @@ async def pipelined_sends(c: WireClient, cid: str, messages: int, window: int) -
     async def one(i: int) -> None:
         nonlocal answered
         async with gate:
-            answer = await c.call("send_message", {"container_id": cid,
-                                                   "message": {"command": "echo", "i": i}})
+            answer = await c.call(
+                "send_message", {"container_id": cid, "message": {"command": "echo", "i": i}}
+            )
             answered += '"status": "sent"' in answer or '"status":"sent"' in answer
 
     await asyncio.gather(*(one(i) for i in range(messages)))
@@ -400,8 +443,7 @@ async def echo_flow(c: Client) -> str:
     cid = str(made["container_id"])
     await c.call("start_container", {"container_id": cid})
     async with asyncio.timeout(60):
-        while not (await c.call("get_container_status", {"container_id": cid}))[
-                "socket_connected"]:
+        while not (await c.call("get_container_status", {"container_id": cid}))["socket_connected"]:
             await asyncio.sleep(0.1)
     return cid
 
@@ -416,12 +458,21 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", metavar="FILE", help="run the server under cProfile")
-    parser.add_argument("--server-nice", type=int, metavar="N",
-                        help="the service's server.nice (default: the config default)")
-    parser.add_argument("--client-nice", type=int, default=0, metavar="N",
-                        help="run the measuring client at this CPU priority, like a client on "
-                             "another machine that this engine's work does not slow (start "
-                             "the script under `setsid -w` so its session gets it)")
+    parser.add_argument(
+        "--server-nice",
+        type=int,
+        metavar="N",
+        help="the service's server.nice (default: the config default)",
+    )
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the measuring client at this CPU priority, like a client on "
+        "another machine that this engine's work does not slow (start "
+        "the script under `setsid -w` so its session gets it)",
+    )
     args = parser.parse_args(argv)
     if args.client_nice:
         changed = apply_priority(args.client_nice)
@@ -440,8 +491,10 @@ async def docker_benches(url: str, server: psutil.Process, args: argparse.Namesp
     async with clients(url, 1) as (main_client,):
         began = time.perf_counter()
         ids = await make_containers(main_client, args.containers)
-        say(f"setup: {len(ids)} containers created and started in "
-            f"{time.perf_counter() - began:.1f} s")
+        say(
+            f"setup: {len(ids)} containers created and started in "
+            f"{time.perf_counter() - began:.1f} s"
+        )
         say(f"load average at start: {os.getloadavg()[0]:.1f}")
         if "rtt" in args.which:
             await bench_rtt(main_client, ids, args.calls)
@@ -449,8 +502,10 @@ async def docker_benches(url: str, server: psutil.Process, args: argparse.Namesp
             await bench_load(url, main_client, ids, args.calls)
         if "fanout" in args.which:
             await bench_fanout(url, main_client, ids, args.changes)
-        say(f"server RSS {server.memory_info().rss / 2**20:.0f} MiB, "
-            f"load average at end: {os.getloadavg()[0]:.1f}")
+        say(
+            f"server RSS {server.memory_info().rss / 2**20:.0f} MiB, "
+            f"load average at end: {os.getloadavg()[0]:.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -82,12 +82,16 @@ async def bench_snapshot(m: ContainerManager, ids: list[str]) -> dict[str, float
     cli = []
     for _ in range(3):
         t0 = time.perf_counter()
-        out = await asyncio.to_thread(subprocess.run, ["docker", "stats", "--no-stream", *ids],
-                                      capture_output=True, text=True)
+        out = await asyncio.to_thread(
+            subprocess.run, ["docker", "stats", "--no-stream", *ids], capture_output=True, text=True
+        )
         cli.append(time.perf_counter() - t0)
         assert out.returncode == 0, out.stderr
-    return {"sweep": statistics.median(sweeps), "cli": statistics.median(cli),
-            "fresh": sum(1 for s in m.snapshot() if s.resources is not None)}
+    return {
+        "sweep": statistics.median(sweeps),
+        "cli": statistics.median(cli),
+        "fresh": sum(1 for s in m.snapshot() if s.resources is not None),
+    }
 
 
 async def bench_cpu(m: ContainerManager, seconds: float) -> dict[str, float]:
@@ -102,15 +106,20 @@ async def bench_cpu(m: ContainerManager, seconds: float) -> dict[str, float]:
         on = await cpu_window(5.0)
         rows.append((idle, on))
     med = statistics.median
-    return {"pairs": pairs,
-            "idle_own": med(r[0][0] for r in rows), "idle_engine": med(r[0][1] for r in rows),
-            "own": med(r[1][0] for r in rows), "engine": med(r[1][1] for r in rows),
-            "added_own": med(r[1][0] - r[0][0] for r in rows),
-            "added_engine": med(r[1][1] - r[0][1] for r in rows)}
+    return {
+        "pairs": pairs,
+        "idle_own": med(r[0][0] for r in rows),
+        "idle_engine": med(r[0][1] for r in rows),
+        "own": med(r[1][0] for r in rows),
+        "engine": med(r[1][1] for r in rows),
+        "added_own": med(r[1][0] - r[0][0] for r in rows),
+        "added_engine": med(r[1][1] - r[0][1] for r in rows),
+    }
 
 
-async def bench_lifecycle(m: ContainerManager, settings: Settings, rounds: int,
-                          prefix: str) -> dict[str, float]:
+async def bench_lifecycle(
+    m: ContainerManager, settings: Settings, rounds: int, prefix: str
+) -> dict[str, float]:
     client = docker.from_env()
     dk = settings.docker
     # another instance label: the manager must not watch (and so slow down) the SDK's containers
@@ -128,11 +137,17 @@ async def bench_lifecycle(m: ContainerManager, settings: Settings, rounds: int,
         sock = Path(settings.socket_dir) / f"{prefix}-s{i}"
         sock.mkdir(parents=True, exist_ok=True)
         c = client.containers.create(
-            IMAGE, name=f"{prefix}-s{i}", labels=labels, network=dk.network,
-            mem_limit=dk.memory_limit, memswap_limit=dk.memory_limit,
-            nano_cpus=int(dk.cpu_limit * 1e9), pids_limit=dk.pids_limit,
+            IMAGE,
+            name=f"{prefix}-s{i}",
+            labels=labels,
+            network=dk.network,
+            mem_limit=dk.memory_limit,
+            memswap_limit=dk.memory_limit,
+            nano_cpus=int(dk.cpu_limit * 1e9),
+            pids_limit=dk.pids_limit,
             environment={"FLOW_SOCKET": f"{dk.socket_mount}/flow.sock"},
-            volumes={str(sock): {"bind": dk.socket_mount, "mode": "rw"}})
+            volumes={str(sock): {"bind": dk.socket_mount, "mode": "rw"}},
+        )
         c.start()
         c.stop(timeout=dk.stop_timeout)
         c.remove(force=True)
@@ -147,12 +162,16 @@ async def bench_lifecycle(m: ContainerManager, settings: Settings, rounds: int,
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
-    settings = load_settings(env={}, socket_dir=f"/tmp/fm/bench-{run}",
-                             docker__instance=f"bench-{run}",
-                             docker__network=f"flowmgr-bench-{run}",
-                             docker__stop_timeout=2, docker__memory_limit="64m",
-                             monitoring__health_check_interval=5.0,
-                             **({"docker__data_mount": None} if args.data_mount == "none" else {}))
+    settings = load_settings(
+        env={},
+        socket_dir=f"/tmp/fm/bench-{run}",
+        docker__instance=f"bench-{run}",
+        docker__network=f"flowmgr-bench-{run}",
+        docker__stop_timeout=2,
+        docker__memory_limit="64m",
+        monitoring__health_check_interval=5.0,
+        **({"docker__data_mount": None} if args.data_mount == "none" else {}),
+    )
     prefix = f"bench-{run}"
     results: dict[str, Any] = {"containers": args.containers, "instance": settings.docker.instance}
     try:
@@ -161,8 +180,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
             async def make(i: int) -> str:
                 async with sem:
-                    snap = await m.create_container(CreateSpec(name=f"{prefix}-{i:03d}",
-                                                               image=IMAGE))
+                    snap = await m.create_container(
+                        CreateSpec(name=f"{prefix}-{i:03d}", image=IMAGE)
+                    )
                     await m.start_container(snap.id)
                     return snap.id
 
@@ -186,9 +206,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         left = []
         for inst in (settings.docker.instance, f"{settings.docker.instance}-sdk"):
-            left += subprocess.run(["docker", "ps", "-aq", "--filter",
-                                    f"label=flowmgr.instance={inst}"],
-                                   capture_output=True, text=True).stdout.split()
+            left += subprocess.run(
+                ["docker", "ps", "-aq", "--filter", f"label=flowmgr.instance={inst}"],
+                capture_output=True,
+                text=True,
+            ).stdout.split()
         if left:
             subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
         subprocess.run(["docker", "network", "rm", settings.docker.network], capture_output=True)
@@ -199,23 +221,31 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def report(r: dict[str, Any]) -> str:
     lines = [f"- containers running: {r['containers']}"]
     if st := r.get("status"):
-        lines.append(f"- status query from cache: p50 {ms(st['p50'])}, p99 {ms(st['p99'])} "
-                     "(target p50 < 5 ms)")
+        lines.append(
+            f"- status query from cache: p50 {ms(st['p50'])}, p99 {ms(st['p99'])} "
+            "(target p50 < 5 ms)"
+        )
     if sn := r.get("snapshot"):
-        lines.append(f"- fresh resource snapshot of all: {ms(sn['sweep'])} (median of 7 sweeps) "
-                     f"vs `docker stats --no-stream` {sn['cli']:.2f} s (median of 3): ratio "
-                     f"{sn['sweep'] / sn['cli']:.4f} (target <= 0.5)")
+        lines.append(
+            f"- fresh resource snapshot of all: {ms(sn['sweep'])} (median of 7 sweeps) "
+            f"vs `docker stats --no-stream` {sn['cli']:.2f} s (median of 3): ratio "
+            f"{sn['sweep'] / sn['cli']:.4f} (target <= 0.5)"
+        )
     if cpu := r.get("cpu"):
         added = cpu["added_own"] + cpu["added_engine"]
-        lines.append(f"- keeping usage fresh every 1 s ({cpu['pairs']} pairs of 5 s windows): "
-                     f"manager {cpu['own']:.2f} % of a core (idle {cpu['idle_own']:.2f} %), "
-                     f"engine {cpu['engine']:.2f} % (idle {cpu['idle_engine']:.2f} %); median "
-                     f"added: manager {cpu['added_own']:.2f} + engine {cpu['added_engine']:.2f} "
-                     f"= {added:.2f} % of one core (target < 10 %)")
+        lines.append(
+            f"- keeping usage fresh every 1 s ({cpu['pairs']} pairs of 5 s windows): "
+            f"manager {cpu['own']:.2f} % of a core (idle {cpu['idle_own']:.2f} %), "
+            f"engine {cpu['engine']:.2f} % (idle {cpu['idle_engine']:.2f} %); median "
+            f"added: manager {cpu['added_own']:.2f} + engine {cpu['added_engine']:.2f} "
+            f"= {added:.2f} % of one core (target < 10 %)"
+        )
     if lc := r.get("lifecycle"):
-        lines.append(f"- lifecycle create/start/stop/delete, median: manager {lc['manager']:.3f} s "
-                     f"vs SDK {lc['sdk']:.3f} s: {(lc['manager'] / lc['sdk'] - 1) * 100:+.1f} % "
-                     "(target <= +10 %)")
+        lines.append(
+            f"- lifecycle create/start/stop/delete, median: manager {lc['manager']:.3f} s "
+            f"vs SDK {lc['sdk']:.3f} s: {(lc['manager'] / lc['sdk'] - 1) * 100:+.1f} % "
+            "(target <= +10 %)"
+        )
     return "\n".join(lines)
 
 
@@ -225,10 +255,18 @@ if __name__ == "__main__":
     parser.add_argument("--cpu-seconds", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--json", action="store_true", help="print raw numbers as JSON too")
-    parser.add_argument("--data-mount", choices=["default", "none"], default="default",
-                        help="none: flows get no per-flow data volume")
-    parser.add_argument("--only", nargs="+", default=["status", "snapshot", "cpu", "lifecycle"],
-                        choices=["status", "snapshot", "cpu", "lifecycle"])
+    parser.add_argument(
+        "--data-mount",
+        choices=["default", "none"],
+        default="default",
+        help="none: flows get no per-flow data volume",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=["status", "snapshot", "cpu", "lifecycle"],
+        choices=["status", "snapshot", "cpu", "lifecycle"],
+    )
     ns = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     res = asyncio.run(main(ns))

@@ -42,27 +42,35 @@ RUN = f"bench{uuid.uuid4().hex[:6]}"
 def bench_settings() -> Settings:
     sock_dir = Path("/tmp/fmb") / RUN
     sock_dir.mkdir(parents=True)
-    return load_settings(env={}, socket_dir=str(sock_dir), docker__instance=RUN,
-                         docker__network=f"flowmgr-{RUN}", docker__stop_timeout=2,
-                         log_level="WARNING")
+    return load_settings(
+        env={},
+        socket_dir=str(sock_dir),
+        docker__instance=RUN,
+        docker__network=f"flowmgr-{RUN}",
+        docker__stop_timeout=2,
+        log_level="WARNING",
+    )
 
 
 def cleanup(settings: Settings) -> None:
     """Remove every container and network of this bench run (by its own instance label)."""
     label = f"label=flowmgr.instance={RUN}"
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", label],
-                         capture_output=True, text=True).stdout.split()
+    ids = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True
+    ).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-    nets = subprocess.run(["docker", "network", "ls", "-q", "--filter", label],
-                          capture_output=True, text=True).stdout.split()
+    nets = subprocess.run(
+        ["docker", "network", "ls", "-q", "--filter", label], capture_output=True, text=True
+    ).stdout.split()
     if nets:
         subprocess.run(["docker", "network", "rm", *nets], capture_output=True)
     shutil.rmtree(settings.socket_dir, ignore_errors=True)
 
 
-async def connected_flows(m: ContainerManager, sub: Subscription, count: int,
-                          parallel: int = 8) -> list[str]:
+async def connected_flows(
+    m: ContainerManager, sub: Subscription, count: int, parallel: int = 8
+) -> list[str]:
     """Create and start `count` echo flows; return their ids once all are connected."""
     gate = asyncio.Semaphore(parallel)
 
@@ -109,8 +117,10 @@ async def bench_rtt(m: ContainerManager, cid: str, n: int) -> None:
             await sub.get()
             if i >= 200:  # warm-up excluded
                 samples.append((time.perf_counter() - t0) * 1000)
-    say(f"rtt: n={n} p50={statistics.median(samples):.3f} ms p90={pct(samples, .9):.3f} ms "
-          f"p99={pct(samples, .99):.3f} ms max={max(samples):.3f} ms")
+    say(
+        f"rtt: n={n} p50={statistics.median(samples):.3f} ms p90={pct(samples, 0.9):.3f} ms "
+        f"p99={pct(samples, 0.99):.3f} ms max={max(samples):.3f} ms"
+    )
 
 
 async def bench_throughput(m: ContainerManager, cid: str, n: int, runs: int) -> None:
@@ -136,11 +146,15 @@ async def bench_throughput(m: ContainerManager, cid: str, n: int, runs: int) -> 
             rates.append(n / elapsed)
             cpu_us.append((sum(proc.cpu_times()[:2]) - cpu0) / n * 1e6)
             assert sub.dropped == 0
-        say(f"throughput run: {n} messages sent and {got} replies in {elapsed:.2f} s = "
-            f"{n / elapsed:,.0f} msg/s each way; manager CPU {cpu_us[-1]:.1f} us per round trip")
-    say(f"throughput: median {statistics.median(rates):,.0f} msg/s over {runs} runs "
+        say(
+            f"throughput run: {n} messages sent and {got} replies in {elapsed:.2f} s = "
+            f"{n / elapsed:,.0f} msg/s each way; manager CPU {cpu_us[-1]:.1f} us per round trip"
+        )
+    say(
+        f"throughput: median {statistics.median(rates):,.0f} msg/s over {runs} runs "
         f"of {n} round trips (pipelined); manager CPU median {statistics.median(cpu_us):.1f} us "
-        f"per round trip (includes this bench's bus consumer)")
+        f"per round trip (includes this bench's bus consumer)"
+    )
 
 
 async def bench_reconnect(m: ContainerManager, cid: str, times: int) -> None:
@@ -156,8 +170,10 @@ async def bench_reconnect(m: ContainerManager, cid: str, times: int) -> None:
             async with asyncio.timeout(10):
                 await sub.get()
             samples.append(time.perf_counter() - start)
-    say(f"reconnect: median {statistics.median(samples) * 1000:.0f} ms, max "
-          f"{max(samples) * 1000:.0f} ms over {times} manager-side restarts")
+    say(
+        f"reconnect: median {statistics.median(samples) * 1000:.0f} ms, max "
+        f"{max(samples) * 1000:.0f} ms over {times} manager-side restarts"
+    )
 
 
 async def bench_flows(m: ContainerManager, count: int) -> None:
@@ -179,8 +195,10 @@ async def bench_flows(m: ContainerManager, count: int) -> None:
         after = proc.memory_info().rss
         connected = sum(1 for cid in ids if is_connected(m, cid))
     growth = (after - before) / (1024 * 1024)
-    say(f"flows: {connected}/{count} connected at once; manager RSS {before / 2**20:.1f} -> "
-          f"{after / 2**20:.1f} MiB: +{growth:.1f} MiB = {growth / count:.3f} MiB per flow")
+    say(
+        f"flows: {connected}/{count} connected at once; manager RSS {before / 2**20:.1f} -> "
+        f"{after / 2**20:.1f} MiB: +{growth:.1f} MiB = {growth / count:.3f} MiB per flow"
+    )
 
 
 async def main() -> None:

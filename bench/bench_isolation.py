@@ -26,10 +26,25 @@ ROOT = Path(__file__).resolve().parents[1]
 def lifecycle(tree: Path, rounds: int, extra: list[str]) -> dict[str, float]:
     """One bench_core lifecycle run from `tree`; its manager and SDK medians (s)."""
     out = subprocess.run(
-        [sys.executable, str(tree / "bench/bench_core.py"), "--only", "lifecycle",
-         "--containers", "0", "--rounds", str(rounds), "--json", *extra],
-        cwd=tree, env={"PYTHONPATH": str(tree), "PATH": "/usr/local/bin:/usr/bin:/bin"},
-        capture_output=True, text=True, check=True, timeout=900).stdout
+        [
+            sys.executable,
+            str(tree / "bench/bench_core.py"),
+            "--only",
+            "lifecycle",
+            "--containers",
+            "0",
+            "--rounds",
+            str(rounds),
+            "--json",
+            *extra,
+        ],
+        cwd=tree,
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/local/bin:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    ).stdout
     start, end = out.index("{"), out.index("\n}") + 2
     result: dict[str, float] = json.loads(out[start:end])["lifecycle"]
     return result
@@ -38,8 +53,9 @@ def lifecycle(tree: Path, rounds: int, extra: list[str]) -> dict[str, float]:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="flowmgr-bench-base-") as tmp:
         base = Path(tmp) / "base"
-        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(base), args.base],
-                       cwd=ROOT, check=True)
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "--detach", str(base), args.base], cwd=ROOT, check=True
+        )
         try:
             variants: dict[str, tuple[Path, list[str]]] = {
                 "base": (base, []),
@@ -63,8 +79,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "manager_over_sdk": statistics.median(r["manager"] / r["sdk"] for r in runs),
         }
     for name in ("checks", "checks+data volume"):
-        summary[name]["vs_base"] = (summary[name]["manager_over_sdk"]
-                                    / summary["base"]["manager_over_sdk"] - 1)
+        summary[name]["vs_base"] = (
+            summary[name]["manager_over_sdk"] / summary["base"]["manager_over_sdk"] - 1
+        )
     return summary
 
 
@@ -77,5 +94,7 @@ if __name__ == "__main__":
     sys.stdout.write(json.dumps(res, indent=1) + "\n")
     for name, r in res.items():
         extra = f", {r['vs_base'] * 100:+.1f} % vs base" if "vs_base" in r else ""
-        sys.stdout.write(f"{name}: manager {r['manager']:.3f} s, SDK {r['sdk']:.3f} s, "
-                         f"manager/SDK {r['manager_over_sdk']:.3f}{extra}\n")
+        sys.stdout.write(
+            f"{name}: manager {r['manager']:.3f} s, SDK {r['sdk']:.3f} s, "
+            f"manager/SDK {r['manager_over_sdk']:.3f}{extra}\n"
+        )

@@ -48,8 +48,12 @@ async def sample_rss(server: psutil.Process, peak: list[int], stop: asyncio.Even
 def latency(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
-    return {"p50": round(statistics.median(values), 2), "p90": round(pct(values, .9), 2),
-            "p99": round(pct(values, .99), 2), "max": round(max(values), 2)}
+    return {
+        "p50": round(statistics.median(values), 2),
+        "p90": round(pct(values, 0.9), 2),
+        "p99": round(pct(values, 0.99), 2),
+        "max": round(max(values), 2),
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -58,8 +62,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         warmup = generate(args.warmup, seed=args.seed + 1, code_dir=code_dir)
         requests = generate(args.requests, seed=args.seed, code_dir=code_dir)
         # update_container copies only from docker.code_roots (issue 11)
-        async with server_process(code_roots=[code_dir]) as (url, server), \
-                clients(url, args.clients) as connected:
+        async with (
+            server_process(code_roots=[code_dir]) as (url, server),
+            clients(url, args.clients) as connected,
+        ):
             sios = [c.sio for c in connected]
             await send_all(sios, warmup)
             rss_before = server.memory_info().rss
@@ -80,32 +86,75 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             listed = await sios[0].call("list_containers", {}, timeout=10)
     finally:
         shutil.rmtree(code_dir, ignore_errors=True)
-    return summary(args, out, took, cpu_ms, rss_before, rss_after, peak[0], alive, health,
-                   still, listed.get("count"), load_before)
+    return summary(
+        args,
+        out,
+        took,
+        cpu_ms,
+        rss_before,
+        rss_after,
+        peak[0],
+        alive,
+        health,
+        still,
+        listed.get("count"),
+        load_before,
+    )
 
 
-def summary(args: argparse.Namespace, out: Outcome, took: float, cpu_ms: float,
-            rss_before: int, rss_after: int, rss_peak: int, alive: bool, health: int, still: int,
-            count: Any, load_before: tuple[float, float, float]) -> dict[str, Any]:
+def summary(
+    args: argparse.Namespace,
+    out: Outcome,
+    took: float,
+    cpu_ms: float,
+    rss_before: int,
+    rss_after: int,
+    rss_peak: int,
+    alive: bool,
+    health: int,
+    still: int,
+    count: Any,
+    load_before: tuple[float, float, float],
+) -> dict[str, Any]:
     shapes = Counter(r.shape for r, _ in out.problems)
     return {
-        "requests": args.requests, "clients": args.clients, "seed": args.seed,
-        "warmup": args.warmup, "answered": out.answered, "wrong_or_missing": len(out.problems),
-        "error_events": out.error_events, "by_error_type": dict(out.by_type.most_common()),
+        "requests": args.requests,
+        "clients": args.clients,
+        "seed": args.seed,
+        "warmup": args.warmup,
+        "answered": out.answered,
+        "wrong_or_missing": len(out.problems),
+        "error_events": out.error_events,
+        "by_error_type": dict(out.by_type.most_common()),
         "problem_shapes": dict(shapes),
-        "problem_examples": [{"event": r.event[:80], "shape": r.shape, "expect": r.expect,
-                              "payload": repr(r.payload)[:200], "problem": p}
-                             for r, p in out.problems[:8]],
-        "seconds": round(took, 2), "requests_per_s": round(args.requests / took),
+        "problem_examples": [
+            {
+                "event": r.event[:80],
+                "shape": r.shape,
+                "expect": r.expect,
+                "payload": repr(r.payload)[:200],
+                "problem": p,
+            }
+            for r, p in out.problems[:8]
+        ],
+        "seconds": round(took, 2),
+        "requests_per_s": round(args.requests / took),
         "latency_ms": latency(out.latencies_ms),
         "server_cpu_ms_per_request": round(cpu_ms, 3),
-        "rss_mib": {"after_warmup": round(rss_before / MIB, 1),
-                    "after": round(rss_after / MIB, 1), "peak": round(rss_peak / MIB, 1),
-                    "growth": round((rss_after - rss_before) / MIB, 1)},
-        "server_alive": alive, "health_status": health, "clients_still_connected": still,
+        "rss_mib": {
+            "after_warmup": round(rss_before / MIB, 1),
+            "after": round(rss_after / MIB, 1),
+            "peak": round(rss_peak / MIB, 1),
+            "growth": round((rss_after - rss_before) / MIB, 1),
+        },
+        "server_alive": alive,
+        "health_status": health,
+        "clients_still_connected": still,
         "containers_listed": count,
-        "load_average": {"before": [round(x, 1) for x in load_before],
-                         "after": [round(x, 1) for x in os.getloadavg()]},
+        "load_average": {
+            "before": [round(x, 1) for x in load_before],
+            "after": [round(x, 1) for x in os.getloadavg()],
+        },
     }
 
 
@@ -118,10 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
     say(json.dumps(result, indent=2, ensure_ascii=True))
-    ok = (result["wrong_or_missing"] == 0 and result["answered"] == args.requests
-          and result["server_alive"] and result["health_status"] == 200
-          and result["clients_still_connected"] == args.clients
-          and result["containers_listed"] == 0)
+    ok = (
+        result["wrong_or_missing"] == 0
+        and result["answered"] == args.requests
+        and result["server_alive"]
+        and result["health_status"] == 200
+        and result["clients_still_connected"] == args.clients
+        and result["containers_listed"] == 0
+    )
     return 0 if ok else 1
 
 

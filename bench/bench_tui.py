@@ -77,17 +77,26 @@ class Tmux:
         self.base = ["tmux", "-L", f"bench-{uuid.uuid4().hex[:6]}"]
 
     def start(self, cmd: str) -> int:
-        subprocess.run([*self.base, "new-session", "-d", "-s", "b", "-x", str(COLS), "-y",
-                        str(ROWS), cmd], check=True)
-        subprocess.run([*self.base, "resize-window", "-t", "b", "-x", str(COLS), "-y",
-                        str(ROWS)], capture_output=True)
-        out = subprocess.run([*self.base, "list-panes", "-t", "b", "-F", "#{pane_pid}"],
-                             capture_output=True, text=True, check=True)
+        subprocess.run(
+            [*self.base, "new-session", "-d", "-s", "b", "-x", str(COLS), "-y", str(ROWS), cmd],
+            check=True,
+        )
+        subprocess.run(
+            [*self.base, "resize-window", "-t", "b", "-x", str(COLS), "-y", str(ROWS)],
+            capture_output=True,
+        )
+        out = subprocess.run(
+            [*self.base, "list-panes", "-t", "b", "-F", "#{pane_pid}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return int(out.stdout.split()[0])
 
     def screen(self) -> str:
-        return subprocess.run([*self.base, "capture-pane", "-p", "-t", "b"],
-                              capture_output=True, text=True).stdout
+        return subprocess.run(
+            [*self.base, "capture-pane", "-p", "-t", "b"], capture_output=True, text=True
+        ).stdout
 
     def stop(self) -> None:
         subprocess.run([*self.base, "kill-server"], capture_output=True)
@@ -107,8 +116,9 @@ def engine_rate(seconds: float) -> float:
     return delta(before, cpu_seconds(eng)) / (time.perf_counter() - w0) * 100
 
 
-def run_tool(label: str, cmd: str, names: list[str], idle: float,
-             measure_idle: bool) -> dict[str, float]:
+def run_tool(
+    label: str, cmd: str, names: list[str], idle: float, measure_idle: bool
+) -> dict[str, float]:
     """Launch once: time to first screen; optionally settle and measure idle CPU and RSS.
 
     The engine's idle baseline is taken right before the launch, so drift from other load on
@@ -141,10 +151,15 @@ def run_tool(label: str, cmd: str, names: list[str], idle: float,
             tool = delta(b_tool, a_tool) / wall * 100
             engine = delta(b_eng, a_eng) / wall * 100
             rss = sum(p.memory_info().rss for p in procs.values() if p.is_running()) / 2**20
-            result.update(baseline_engine_cpu=baseline_rate, load_avg=load_before,
-                          tool_cpu=tool, engine_cpu=engine,
-                          engine_added=max(0.0, engine - baseline_rate),
-                          total=tool + max(0.0, engine - baseline_rate), rss_mb=rss)
+            result.update(
+                baseline_engine_cpu=baseline_rate,
+                load_avg=load_before,
+                tool_cpu=tool,
+                engine_cpu=engine,
+                engine_added=max(0.0, engine - baseline_rate),
+                total=tool + max(0.0, engine - baseline_rate),
+                rss_mb=rss,
+            )
         return result
     finally:
         tmux.stop()
@@ -164,29 +179,43 @@ def main() -> int:
     # An installed package ships its bytecode (pip compiles it); this checkout may have none
     # when PYTHONDONTWRITEBYTECODE is set, and recompiling ~60 modules per launch (~80 ms)
     # is not what a user waits for.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "server"),
-                    str(ROOT / "flowmgr_tui")], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(ROOT / "server"), str(ROOT / "flowmgr_tui")],
+        check=True,
+    )
     run = uuid.uuid4().hex[:4]
     instance = f"bench{run}"
     # A leading digit sorts first in lazydocker too, whatever other containers the host runs.
     names = [f"0fmb{run}{i:03d}" for i in range(args.containers)]
     client = docker.from_env(timeout=120)
     work = Path(tempfile.mkdtemp(prefix="fmbench"))
-    labels = {"flowmgr.managed": "true", "flowmgr.instance": instance,
-              "flowmgr.test": f"bench-{run}"}
+    labels = {
+        "flowmgr.managed": "true",
+        "flowmgr.instance": instance,
+        "flowmgr.test": f"bench-{run}",
+    }
     try:
         t = time.perf_counter()
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda n: client.containers.run(BUSYBOX, name=n, detach=True,
-                                                          labels=labels), names))
+            list(
+                pool.map(
+                    lambda n: client.containers.run(BUSYBOX, name=n, detach=True, labels=labels),
+                    names,
+                )
+            )
         say(f"started {len(names)} containers in {time.perf_counter() - t:.1f}s")
         time.sleep(10)
 
         sock = Path("/tmp/fmb") / run
         config = work / "config.json"
-        config.write_text(json.dumps({
-            "socket_dir": str(sock), "docker": {"instance": instance,
-                                                "network": f"flowmgr-{instance}"}}))
+        config.write_text(
+            json.dumps(
+                {
+                    "socket_dir": str(sock),
+                    "docker": {"instance": instance, "network": f"flowmgr-{instance}"},
+                }
+            )
+        )
         env = f"env TERM=xterm-256color XDG_CONFIG_HOME={work}/xdg CONFIG_FILE={config}"
         cmds = {
             "lazydocker": f"exec {env} {lazydocker}",
@@ -197,7 +226,7 @@ def main() -> int:
             # Alternate who goes first, and let the engine settle after each tool (lazydocker
             # leaves 200 stats streams for dockerd to tear down): neither tool starts on the
             # other's leftovers more often than the other.
-            for label, cmd in (list(cmds.items()) if i % 2 == 0 else list(cmds.items())[::-1]):
+            for label, cmd in list(cmds.items()) if i % 2 == 0 else list(cmds.items())[::-1]:
                 time.sleep(SETTLE)
                 r = run_tool(label, cmd, names, args.idle, measure_idle=(i == 0))
                 results[label].append(r)
@@ -213,14 +242,22 @@ def main() -> int:
         say(json.dumps(summary, indent=2))
         lz, fm = summary["lazydocker"], summary["flowmgr"]
         ratio = fm["total"] / lz["total"] if lz["total"] else float("inf")
-        say(f"idle total: flowmgr {fm['total']:.1f}% vs lazydocker {lz['total']:.1f}% "
-              f"(ratio {ratio:.3f}, target <= {1 / 9:.3f})")
-        say(f"first screen: flowmgr {fm['first_screen_s_median']:.2f}s vs lazydocker "
-              f"{lz['first_screen_s_median']:.2f}s; flowmgr RSS {fm['rss_mb']:.0f} MB")
+        say(
+            f"idle total: flowmgr {fm['total']:.1f}% vs lazydocker {lz['total']:.1f}% "
+            f"(ratio {ratio:.3f}, target <= {1 / 9:.3f})"
+        )
+        say(
+            f"first screen: flowmgr {fm['first_screen_s_median']:.2f}s vs lazydocker "
+            f"{lz['first_screen_s_median']:.2f}s; flowmgr RSS {fm['rss_mb']:.0f} MB"
+        )
         return 0
     finally:
-        ids = [c.id for c in client.containers.list(all=True,
-                                                    filters={"label": f"flowmgr.test=bench-{run}"})]
+        ids = [
+            c.id
+            for c in client.containers.list(
+                all=True, filters={"label": f"flowmgr.test=bench-{run}"}
+            )
+        ]
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda c: client.api.remove_container(c, force=True), ids))
         for net in client.networks.list(filters={"label": f"flowmgr.instance={instance}"}):

@@ -52,9 +52,11 @@ def amplification() -> dict[str, dict[str, object]]:
     """Per 1 MiB body: peak allocation over body size of json.loads alone (no cap) and of
     decode_body (capped), the cap check's time, and decode_body's and json.loads' times."""
     limit = max_values(_MIB)
-    shapes = {**{f"{name}, 1 MiB": body for name, body in uncapped(_MIB).items()},
-              **{f"{name}, at the cap": body for name, body in at_the_cap(_MIB, limit).items()},
-              **legit(_MIB)}
+    shapes = {
+        **{f"{name}, 1 MiB": body for name, body in uncapped(_MIB).items()},
+        **{f"{name}, at the cap": body for name, body in at_the_cap(_MIB, limit).items()},
+        **legit(_MIB),
+    }
     out: dict[str, dict[str, object]] = {}
     for name, body in shapes.items():
         decode, loads = partial(_decode, body), partial(_loads_or_none, body)
@@ -97,11 +99,14 @@ def main() -> int:
         return 0
     report = asyncio.run(run_fuzz(args.inputs, seed=args.seed, max_bytes=args.max_bytes))
     summary = {
-        "inputs": report.inputs, "frames_decoded": report.frames,
+        "inputs": report.inputs,
+        "frames_decoded": report.frames,
         "rejected_total": sum(report.rejected.values()),
         "rejected_by_reason": dict(report.rejected.most_common(8)),
-        "unexpected": report.unexpected[:10], "peak_bytes_by_kind": report.peaks,
-        "max_bytes": args.max_bytes, "seconds": round(report.seconds, 1),
+        "unexpected": report.unexpected[:10],
+        "peak_bytes_by_kind": report.peaks,
+        "max_bytes": args.max_bytes,
+        "seconds": round(report.seconds, 1),
     }
     sys.stdout.write(json.dumps(summary, indent=1) + "\n")
     return 1 if report.unexpected else 0

@@ -36,14 +36,21 @@ CRASHER = ["sh", "-c", "sleep 3; echo soak-bye; exit 3"]
 
 def _usage() -> dict[str, float]:
     proc = psutil.Process()
-    return {"rss_mib": round(proc.memory_info().rss / 2**20, 1), "open_files": proc.num_fds(),
-            "threads": proc.num_threads()}
+    return {
+        "rss_mib": round(proc.memory_info().rss / 2**20, 1),
+        "open_files": proc.num_fds(),
+        "threads": proc.num_threads(),
+    }
 
 
 async def _cycle(m: ContainerManager, name: str, messages: int, stats: dict[str, int]) -> None:
     """Create, start, message both ways, wait for the crash, delete."""
-    async with m.bus.subscribe(predicate=lambda e: getattr(e, "container_id", None) is not None
-                               and isinstance(e, ContainerCrashed | FlowMessageReceived)) as sub:
+    async with m.bus.subscribe(
+        predicate=lambda e: (
+            getattr(e, "container_id", None) is not None
+            and isinstance(e, ContainerCrashed | FlowMessageReceived)
+        )
+    ) as sub:
         snap = await m.create_container(CreateSpec(name=name, image=BUSYBOX, command=CRASHER))
         try:
             await m.start_container(snap.id)
@@ -72,8 +79,15 @@ async def _cycle(m: ContainerManager, name: str, messages: int, stats: dict[str,
         stats["cycles"] += 1
 
 
-async def _worker(m: ContainerManager, run: str, i: int, deadline: float, messages: int,
-                  stats: dict[str, int], errors: list[str]) -> None:
+async def _worker(
+    m: ContainerManager,
+    run: str,
+    i: int,
+    deadline: float,
+    messages: int,
+    stats: dict[str, int],
+    errors: list[str],
+) -> None:
     n = 0
     while time.monotonic() < deadline:
         n += 1
@@ -90,17 +104,26 @@ async def soak(settings: Settings, minutes: float, flows: int, messages: int) ->
     errors: list[str] = []
     run = uuid.uuid4().hex[:6]
     async with ContainerManager(settings) as m:
-        await asyncio.gather(*(_cycle(m, f"soak-{run}-{i}-0", messages, stats)
-                               for i in range(flows)))
+        await asyncio.gather(
+            *(_cycle(m, f"soak-{run}-{i}-0", messages, stats) for i in range(flows))
+        )
         before = _usage()
         began = time.monotonic()
         deadline = began + minutes * 60
-        await asyncio.gather(*(_worker(m, run, i, deadline, messages, stats, errors)
-                               for i in range(flows)))
+        await asyncio.gather(
+            *(_worker(m, run, i, deadline, messages, stats, errors) for i in range(flows))
+        )
         after = _usage()
         elapsed = time.monotonic() - began
-    return {"minutes": round(elapsed / 60, 1), "flows": flows, **stats, "before": before,
-            "after": after, "end_after_stop": _usage(), "errors": errors[:10]}
+    return {
+        "minutes": round(elapsed / 60, 1),
+        "flows": flows,
+        **stats,
+        "before": before,
+        "after": after,
+        "end_after_stop": _usage(),
+        "errors": errors[:10],
+    }
 
 
 def main() -> int:
@@ -112,21 +135,36 @@ def main() -> int:
     args = parser.parse_args()
     tag = f"soak{uuid.uuid4().hex[:6]}"
     sock_dir = Path("/tmp/fm") / tag
-    settings = load_settings(env={}, socket_dir=str(sock_dir), docker__instance=tag,
-                             docker__network=f"flowmgr-{tag}", docker__stop_timeout=2)
+    settings = load_settings(
+        env={},
+        socket_dir=str(sock_dir),
+        docker__instance=tag,
+        docker__network=f"flowmgr-{tag}",
+        docker__stop_timeout=2,
+    )
     try:
         result = asyncio.run(soak(settings, args.minutes, args.flows, args.messages))
     finally:
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=flowmgr.instance={tag}"],
-                             capture_output=True, text=True).stdout.split()
+        ids = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=flowmgr.instance={tag}"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
         # the engine releases the removed containers' endpoints a moment later
         for _ in range(60):
-            if subprocess.run(["docker", "network", "rm", f"flowmgr-{tag}"],
-                              capture_output=True).returncode == 0 or not subprocess.run(
+            if (
+                subprocess.run(
+                    ["docker", "network", "rm", f"flowmgr-{tag}"], capture_output=True
+                ).returncode
+                == 0
+                or not subprocess.run(
                     ["docker", "network", "ls", "-q", "--filter", f"name=flowmgr-{tag}"],
-                    capture_output=True, text=True).stdout.strip():
+                    capture_output=True,
+                    text=True,
+                ).stdout.strip()
+            ):
                 break
             time.sleep(0.5)
         shutil.rmtree(sock_dir, ignore_errors=True)

@@ -39,8 +39,9 @@ def main() -> int:
     sys.path.insert(0, str(code_dir))
     builtin_commands(flowrt.flow)  # first, so the flow's own handlers replace them
     if script is None:
-        log.warning("no flow code in %s (expected main.py); answering built-in commands only",
-                    code_dir)
+        log.warning(
+            "no flow code in %s (expected main.py); answering built-in commands only", code_dir
+        )
     else:
         log.info("running flow code %s", script)
         runpy.run_path(str(script), run_name="__main__")

@@ -67,8 +67,9 @@ def encode(message: Message, max_bytes: int) -> bytes:
     """One frame: length prefix plus compact UTF-8 JSON."""
     if not isinstance(message, dict):
         raise FrameError(f"a message must be a JSON object (dict), not {type(message).__name__}")
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
     if len(body) > max_bytes:
         raise FrameError(f"message of {len(body)} bytes exceeds the {max_bytes}-byte maximum")
     return HEADER.pack(len(body)) + body
@@ -101,7 +102,8 @@ class Flow:
     ) -> None:
         self.socket_path = socket_path or os.environ.get("FLOW_SOCKET", DEFAULT_SOCKET)
         self.max_frame_bytes = max_frame_bytes or int(
-            os.environ.get("FLOW_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME))
+            os.environ.get("FLOW_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME)
+        )
         self.handlers: dict[str, Handler] = {}
         self.fallback: Handler | None = None
         self.connect_hooks: list[Callable[[], None]] = []
@@ -174,8 +176,11 @@ class Flow:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stop())
-        log.info("flow runtime started; commands: %s; socket %s",
-                 ", ".join(sorted(self.handlers)) or "(none)", self.socket_path)
+        log.info(
+            "flow runtime started; commands: %s; socket %s",
+            ", ".join(sorted(self.handlers)) or "(none)",
+            self.socket_path,
+        )
         delay = BACKOFF_FIRST
         while not self._stopping.is_set():
             sock = self._connect()
@@ -284,4 +289,3 @@ on_connect = flow.on_connect
 send = flow.send
 run = flow.run
 stop = flow.stop
-

@@ -45,29 +45,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flowmgr {__version__}")
     parser.add_argument("--server-only", action="store_true", help="run the headless service")
     parser.add_argument("--config", help="config.json (default: CONFIG_FILE or ./config.json)")
-    parser.add_argument("--serve", action="store_true",
-                        help="also serve the Socket.IO API from this process "
-                             "(config: server.serve_in_panel)")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="also serve the Socket.IO API from this process (config: server.serve_in_panel)",
+    )
     parser.add_argument("--host", help="listen address for --serve (overrides HOST)")
     parser.add_argument("--port", type=int, help="listen port for --serve (overrides PORT)")
-    parser.add_argument("--connect", metavar="URL",
-                        help="drive a remote flow manager, e.g. http://host:8000")
-    parser.add_argument("--token-file", metavar="PATH",
-                        help="file holding the token for --connect (default: FLOWMGR_TOKEN, "
-                             "then server.token, then the service's token file "
-                             "<socket_dir>/.flowmgr-<instance>/.api-token)")
+    parser.add_argument(
+        "--connect", metavar="URL", help="drive a remote flow manager, e.g. http://host:8000"
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the token for --connect (default: FLOWMGR_TOKEN, "
+        "then server.token, then the service's token file "
+        "<socket_dir>/.flowmgr-<instance>/.api-token)",
+    )
     # Refused with a message (see main): a command line is visible to every local user.
     parser.add_argument("--token", help=argparse.SUPPRESS)
-    parser.add_argument("--log-file", help="where the panel logs (default: "
-                        "$XDG_STATE_HOME/flowmgr/panel.log)")
+    parser.add_argument(
+        "--log-file", help="where the panel logs (default: $XDG_STATE_HOME/flowmgr/panel.log)"
+    )
     return parser
 
 
 class EmbeddedServer:
     """The API under uvicorn on the panel's loop, sharing its manager; the panel owns signals."""
 
-    def __init__(self, manager: Any, settings: Settings, host: str | None,
-                 port: int | None) -> None:
+    def __init__(
+        self, manager: Any, settings: Settings, host: str | None, port: int | None
+    ) -> None:
         from server.api.app import create_app
         from server.api.serving import GracefulServer, uvicorn_config
 
@@ -143,9 +151,13 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         from flowmgr_tui.remote import RemoteBackend
 
         backend: Any = RemoteBackend(args.connect, token=args.resolved_token)
-        app = FlowMgrApp(backend, start_backend=True, mode=f"remote {args.connect}",
-                         server_status=backend.status_text,
-                         default_image=settings.docker.default_image)
+        app = FlowMgrApp(
+            backend,
+            start_backend=True,
+            mode=f"remote {args.connect}",
+            server_status=backend.status_text,
+            default_image=settings.docker.default_image,
+        )
     else:
         from server.core.manager import ContainerManager
 
@@ -160,8 +172,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         starting.add_done_callback(lambda _: _resume_gc())
         if args.serve or settings.server.serve_in_panel:
             services.append(EmbeddedServer(backend, settings, args.host, args.port))
-        app = FlowMgrApp(backend, starting=starting, services=services,
-                         default_image=settings.docker.default_image)
+        app = FlowMgrApp(
+            backend,
+            starting=starting,
+            services=services,
+            default_image=settings.docker.default_image,
+        )
     loop = asyncio.get_running_loop()
     loop.call_later(GC_PAUSE_MAX, _resume_gc)
     loop.add_signal_handler(signal.SIGTERM, lambda: app.call_later(app.action_quit))
@@ -179,16 +195,19 @@ TOKEN_ON_COMMAND_LINE = (
     "flowmgr: --token is refused: a command line is visible to every local user (ps, "
     "/proc/<pid>/cmdline). Pass the token in the FLOWMGR_TOKEN environment variable or in a "
     "file with --token-file PATH; on the service's host or inside its container flowmgr "
-    "finds the service's token file by itself.\n")
+    "finds the service's token file by itself.\n"
+)
 
 NO_TOKEN = (
     "flowmgr: no token for --connect: the service requires one. Set FLOWMGR_TOKEN, pass "
     "--token-file PATH, or run where the service's token file {path} is readable (its "
-    "user, root, or inside its container).\n")
+    "user, root, or inside its container).\n"
+)
 
 
-def connect_token(args: argparse.Namespace, settings: Settings,
-                  env: dict[str, str] | None = None) -> str | None:
+def connect_token(
+    args: argparse.Namespace, settings: Settings, env: dict[str, str] | None = None
+) -> str | None:
     """The token `--connect` presents: FLOWMGR_TOKEN, then --token-file, then server.token
     (config file), then the service's token file if this user can read it; raises ConfigError
     (a named file that cannot be read or holds no token)."""
@@ -201,8 +220,9 @@ def connect_token(args: argparse.Namespace, settings: Settings,
     if args.token_file:
         token = read_client_token(args.token_file)
         if token is None:
-            raise ConfigError(f"--token-file {args.token_file}: no such file",
-                              details={"file": args.token_file})
+            raise ConfigError(
+                f"--token-file {args.token_file}: no such file", details={"file": args.token_file}
+            )
         return token
     if settings.server.token:
         return settings.server.token

@@ -22,8 +22,9 @@ BusyMark = Callable[[str, str | None], None]
 class ActionRunner:
     """Runs one action per call in the app's `commands` worker group."""
 
-    def __init__(self, app: App[Any], backend: Backend, state: PanelState,
-                 mark_busy: BusyMark) -> None:
+    def __init__(
+        self, app: App[Any], backend: Backend, state: PanelState, mark_busy: BusyMark
+    ) -> None:
         self._app = app
         self._backend = backend
         self._state = state
@@ -37,20 +38,23 @@ class ActionRunner:
         name = self._state.name_of(container_id)
         if verb == "delete":
             self._app.push_screen(
-                ConfirmScreen(f"Delete {name}?",
-                              "The container is removed with its filesystem. This cannot be "
-                              "undone."),
-                lambda ok: self._run_if(bool(ok), "delete", container_id))
+                ConfirmScreen(
+                    f"Delete {name}?",
+                    "The container is removed with its filesystem. This cannot be undone.",
+                ),
+                lambda ok: self._run_if(bool(ok), "delete", container_id),
+            )
         elif verb == "update":
             self._app.push_screen(
-                PathPrompt(f"Update code of {name}",
-                           "Path of the new code on the manager's host:"),
-                lambda path: self._run_if(bool(path), "update", container_id, code_path=path))
+                PathPrompt(f"Update code of {name}", "Path of the new code on the manager's host:"),
+                lambda path: self._run_if(bool(path), "update", container_id, code_path=path),
+            )
         else:
             self.run(verb, container_id)
 
-    def _run_if(self, go: bool, verb: str, container_id: str, *,
-                code_path: str | None = None) -> None:
+    def _run_if(
+        self, go: bool, verb: str, container_id: str, *, code_path: str | None = None
+    ) -> None:
         if go:
             self.run(verb, container_id, code_path=code_path)
 
@@ -66,18 +70,23 @@ class ActionRunner:
         }
         v = VERBS[verb]
         name = self._state.name_of(container_id)
-        return self._app.run_worker(self._do(v, container_id, name, calls[verb]),
-                                    name=f"{verb} {name}", group="commands",
-                                    exit_on_error=False)
+        return self._app.run_worker(
+            self._do(v, container_id, name, calls[verb]),
+            name=f"{verb} {name}",
+            group="commands",
+            exit_on_error=False,
+        )
 
-    async def _do(self, v: Verb, cid: str, name: str,
-                  call: Callable[[], Awaitable[object]]) -> None:
+    async def _do(
+        self, v: Verb, cid: str, name: str, call: Callable[[], Awaitable[object]]
+    ) -> None:
         self._mark_busy(cid, v.doing)
         try:
             await call()
         except Exception as err:  # every failure is shown; FlowMgrError is the usual case
-            self._app.notify(describe_error(err), title=f"{v.label} {name} failed",
-                             severity="error", timeout=8)
+            self._app.notify(
+                describe_error(err), title=f"{v.label} {name} failed", severity="error", timeout=8
+            )
             raise
         else:
             self._app.notify(f"{name} {v.done}", title=v.label, timeout=3)

@@ -64,14 +64,21 @@ class FlowMgrApp(App[None]):
     COMMANDS = App.COMMANDS | {ContainerCommands}
     BINDINGS = bindings("app")
 
-    def __init__(self, backend: Backend, *, start_backend: bool = False,
-                 clock: Callable[[], datetime] = now, mode: str = "local",
-                 server_status: Callable[[], str] | None = None,
-                 services: Sequence[Service] = (),
-                 default_image: str = "", bridge_interval: float = 0.25,
-                 host_probe: Callable[[], HostSample] = probe_host,
-                 host_interval: float = 2.0,
-                 starting: Awaitable[None] | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        start_backend: bool = False,
+        clock: Callable[[], datetime] = now,
+        mode: str = "local",
+        server_status: Callable[[], str] | None = None,
+        services: Sequence[Service] = (),
+        default_image: str = "",
+        bridge_interval: float = 0.25,
+        host_probe: Callable[[], HostSample] = probe_host,
+        host_interval: float = 2.0,
+        starting: Awaitable[None] | None = None,
+    ) -> None:
         super().__init__()
         self.backend = backend
         self.clock = clock
@@ -90,8 +97,9 @@ class FlowMgrApp(App[None]):
             server_status = self._services[0].status
         self._server_status = server_status
         # Subscribe before reading the snapshot, so no event falls between the two.
-        self.bridge = EventBridge(backend.bus, min_interval=bridge_interval,
-                                  warming=self._start_backend)
+        self.bridge = EventBridge(
+            backend.bus, min_interval=bridge_interval, warming=self._start_backend
+        )
         # A core we are about to start has not looked yet: no banner until it has.
         self.state = PanelState(backend.snapshot(), backend.docker_available or self._start_backend)
         """The panel's one copy of the containers: screens render from it."""
@@ -107,8 +115,9 @@ class FlowMgrApp(App[None]):
         if self._server_status is not None:
             self.set_interval(2.0, self._update_subtitle)
         if self._start_backend or self._services:
-            self.run_worker(self._start_core(), name="start core", group="core",
-                            exit_on_error=False)
+            self.run_worker(
+                self._start_core(), name="start core", group="core", exit_on_error=False
+            )
 
     def on_core_events(self, message: CoreEvents) -> None:
         """Fold events into the state and let the open screens redraw what changed."""
@@ -150,9 +159,16 @@ class FlowMgrApp(App[None]):
         """Push the detail view of one container."""
         from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 
-        self.push_screen(ContainerDetailScreen(
-            container_id, state=self.state, backend=self.backend, clock=self.clock,
-            host_probe=self.host_probe, host_interval=self.host_interval))
+        self.push_screen(
+            ContainerDetailScreen(
+                container_id,
+                state=self.state,
+                backend=self.backend,
+                clock=self.clock,
+                host_probe=self.host_probe,
+                host_interval=self.host_interval,
+            )
+        )
 
     def action_help(self) -> None:
         """Show every key."""
@@ -184,8 +200,7 @@ class FlowMgrApp(App[None]):
         if self._start_backend:
             await self._start_backend_with_retry()
         for service in self._services:
-            self.run_worker(service.run(), name="service", group="services",
-                            exit_on_error=False)
+            self.run_worker(service.run(), name="service", group="services", exit_on_error=False)
         self._update_subtitle()
 
     async def _start_backend_with_retry(self) -> None:
@@ -196,8 +211,9 @@ class FlowMgrApp(App[None]):
             try:
                 await (starting if starting is not None else self.backend.start())
             except Exception as err:  # shown in the banner and retried; never fatal
-                logger.warning("core did not start (%s); retrying in %.0fs",
-                               describe_error(err), delay)
+                logger.warning(
+                    "core did not start (%s); retrying in %.0fs", describe_error(err), delay
+                )
                 self.post_message(CoreEvents([DockerConnectionLost(reason=describe_error(err))]))
                 failed, starting = True, None
                 await asyncio.sleep(delay)
@@ -208,6 +224,5 @@ class FlowMgrApp(App[None]):
                 if failed or not self.state.docker_available:
                     self.post_message(CoreEvents([DockerConnectionRestored()]))
             else:
-                self.post_message(CoreEvents([DockerConnectionLost(
-                    reason="no answer yet")]))
+                self.post_message(CoreEvents([DockerConnectionLost(reason="no answer yet")]))
             return

@@ -31,8 +31,14 @@ class CoreEvents(Message):
 class EventBridge:
     """Subscribes to the bus at construction (so nothing is missed) and pumps into the app."""
 
-    def __init__(self, bus: EventBus, *, min_interval: float = 0.25,
-                 warming: bool = False, warm_interval: float = 0.04) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        min_interval: float = 0.25,
+        warming: bool = False,
+        warm_interval: float = 0.04,
+    ) -> None:
         self._bus = bus
         self._sub: Subscription = bus.subscribe_raw(maxsize=20_000)
         self.min_interval = min_interval
@@ -45,8 +51,13 @@ class EventBridge:
 
     def start(self, app: App[Any]) -> None:
         """Run the pump as the app's single `core-events` worker."""
-        app.run_worker(self._pump(app), name="core events", group="core-events",
-                       exclusive=True, exit_on_error=False)
+        app.run_worker(
+            self._pump(app),
+            name="core events",
+            group="core-events",
+            exclusive=True,
+            exit_on_error=False,
+        )
 
     def close(self) -> None:
         """Unsubscribe; the pump ends after the queue drains."""

@@ -48,11 +48,21 @@ class ContainerCommands(Provider):
             for key in palette_keys()
         ]
         for snap in panel.state.ordered():
-            out.append((f"Open {snap.name}", f"graphs, logs, messages ({snap.state})",
-                        partial(post, act, "open", snap.id)))
+            out.append(
+                (
+                    f"Open {snap.name}",
+                    f"graphs, logs, messages ({snap.state})",
+                    partial(post, act, "open", snap.id),
+                )
+            )
             for verb in VERBS.values():
-                out.append((f"{verb.label} {snap.name}", f"{snap.short_id}, {snap.state}",
-                            partial(post, act, verb.name, snap.id)))
+                out.append(
+                    (
+                        f"{verb.label} {snap.name}",
+                        f"{snap.short_id}, {snap.state}",
+                        partial(post, act, verb.name, snap.id),
+                    )
+                )
         for key, label, _ in COLUMNS:
             out.append((f"Sort by {label}", "order the table", partial(post, SortRequested, key)))
         return out

@@ -14,8 +14,7 @@ from server.core.errors import InvalidRequest
 from server.core.models import CreateSpec
 from server.core.validation import shape_problems
 
-__all__ = ["parse_name", "parse_image", "parse_env", "parse_ports", "parse_volumes",
-           "build_spec"]
+__all__ = ["parse_name", "parse_image", "parse_env", "parse_ports", "parse_volumes", "build_spec"]
 
 
 def _items(raw: str) -> list[str]:
@@ -56,8 +55,9 @@ def parse_ports(raw: str) -> dict[str, int]:
     for item in _items(raw):
         host, sep, container = (s.strip() for s in item.partition(":"))
         if not sep or not (host.isascii() and host.isdigit()):
-            raise InvalidRequest(f"{item!r}: write HOST:CONTAINER with a number as HOST, "
-                                 "e.g. 8080:80", field="ports")
+            raise InvalidRequest(
+                f"{item!r}: write HOST:CONTAINER with a number as HOST, e.g. 8080:80", field="ports"
+            )
         _once(ports, container, item, "container port", "ports")
         ports[container] = int(host)
     return ports
@@ -70,8 +70,7 @@ def parse_volumes(raw: str) -> dict[str, str]:
     for item in _items(raw):
         host, sep, target = item.partition(":")
         if not sep:
-            raise InvalidRequest(f"{item!r}: write /host/path:/container/path",
-                                 field="volumes")
+            raise InvalidRequest(f"{item!r}: write /host/path:/container/path", field="volumes")
         _once(volumes, host, item, "host path", "volumes")
         volumes[host] = target
     return volumes
@@ -82,8 +81,13 @@ def build_spec(fields: dict[str, str]) -> tuple[CreateSpec | None, dict[str, str
     syntax first, then the validator's rules on what parsed)."""
     errors: dict[str, str] = {}
     parsed: dict[str, object] = {}
-    parsers = {"name": parse_name, "image": parse_image, "environment": parse_env,
-               "ports": parse_ports, "volumes": parse_volumes}
+    parsers = {
+        "name": parse_name,
+        "image": parse_image,
+        "environment": parse_env,
+        "ports": parse_ports,
+        "volumes": parse_volumes,
+    }
     for key, parse in parsers.items():
         try:
             parsed[key] = parse(fields.get(key, ""))

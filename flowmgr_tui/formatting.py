@@ -9,8 +9,16 @@ from rich.text import Text
 
 from server.core.errors import FlowMgrError
 
-__all__ = ["state_text", "health_text", "size", "percent", "uptime", "uptime_exact", "clock",
-           "describe_error"]
+__all__ = [
+    "state_text",
+    "health_text",
+    "size",
+    "percent",
+    "uptime",
+    "uptime_exact",
+    "clock",
+    "describe_error",
+]
 
 # Symbols are plain ASCII so TERM=linux consoles and monochrome terminals show them too.
 _STATE_STYLE: dict[str, tuple[str, str]] = {

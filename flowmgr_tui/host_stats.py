@@ -23,5 +23,6 @@ def probe_host() -> HostSample:
     import psutil  # only the detail view needs it: keep it out of start-up
 
     mem = psutil.virtual_memory()
-    return HostSample(psutil.cpu_percent(None), psutil.cpu_count() or 1, mem.used, mem.total,
-                      mem.percent)
+    return HostSample(
+        psutil.cpu_percent(None), psutil.cpu_count() or 1, mem.used, mem.total, mem.percent
+    )

@@ -28,14 +28,24 @@ class Verb:
     """For the help screen and tooltips: "update its code (asks for a path)"."""
 
 
-VERBS: dict[str, Verb] = {v.name: v for v in (
-    Verb("start", "Start", "starting", "started", "s", "Start", "start it"),
-    Verb("stop", "Stop", "stopping", "stopped", "x", "Stop", "stop it"),
-    Verb("restart", "Restart", "restarting", "restarted", "r", "Restart", "restart it"),
-    Verb("update", "Update code of", "updating", "updated", "u", "Update",
-         "update its code (asks for a path)"),
-    Verb("delete", "Delete", "deleting", "deleted", "d", "Delete", "delete it (asks first)"),
-)}
+VERBS: dict[str, Verb] = {
+    v.name: v
+    for v in (
+        Verb("start", "Start", "starting", "started", "s", "Start", "start it"),
+        Verb("stop", "Stop", "stopping", "stopped", "x", "Stop", "stop it"),
+        Verb("restart", "Restart", "restarting", "restarted", "r", "Restart", "restart it"),
+        Verb(
+            "update",
+            "Update code of",
+            "updating",
+            "updated",
+            "u",
+            "Update",
+            "update its code (asks for a path)",
+        ),
+        Verb("delete", "Delete", "deleting", "deleted", "d", "Delete", "delete it (asks first)"),
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +74,10 @@ class Key:
 
 
 def _verb_keys(scope: str, hidden: frozenset[str] = frozenset()) -> tuple[Key, ...]:
-    return tuple(Key(scope, v.key, f"act('{v.name}')", v.short, v.help,
-                     show=v.name not in hidden) for v in VERBS.values())
+    return tuple(
+        Key(scope, v.key, f"act('{v.name}')", v.short, v.help, show=v.name not in hidden)
+        for v in VERBS.values()
+    )
 
 
 SCOPES: dict[str, str] = {
@@ -84,16 +96,15 @@ SCOPES: dict[str, str] = {
 KEYS: tuple[Key, ...] = (
     Key("app", "q", "quit", "Quit", "leave the panel"),
     Key("app", "ctrl+c", "quit", "Quit", "leave the panel", show=False, priority=True),
-    Key("app", "question_mark", "help", "Help", "every key of the panel",
-        palette="Help: keys"),
-    Key("dashboard", "n", "create", "New", "create a container (form)",
-        palette="Create a container"),
+    Key("app", "question_mark", "help", "Help", "every key of the panel", palette="Help: keys"),
+    Key(
+        "dashboard", "n", "create", "New", "create a container (form)", palette="Create a container"
+    ),
     *_verb_keys("dashboard"),
     Key("dashboard", "slash", "filter", "Filter", "filter rows as you type"),
     Key("dashboard", "o", "sort_next", "Sort", "sort by the next column (or click a header)"),
     Key("dashboard", "O", "sort_reverse", "Reverse", "reverse the order", show=False),
-    Key("dashboard", "escape", "clear_filter", "Clear filter", "clear the filter",
-        show=False),
+    Key("dashboard", "escape", "clear_filter", "Clear filter", "clear the filter", show=False),
     Key("detail", "escape", "back", "Back", "back to the list"),
     Key("detail", "1", "tab('overview')", "Graphs", "graphs", show=False),
     Key("detail", "2", "tab('logs')", "Logs", "live logs", show=False),
@@ -123,9 +134,19 @@ def key_text(keys: str) -> str:
 
 def bindings(scope: str) -> list[BindingType]:
     """The BINDINGS of one screen or widget, in table order."""
-    return [Binding(k.keys, k.action, k.label, show=k.show, priority=k.priority, id=k.id,
-                    tooltip=k.help[:1].upper() + k.help[1:])
-            for k in KEYS if k.scope == scope]
+    return [
+        Binding(
+            k.keys,
+            k.action,
+            k.label,
+            show=k.show,
+            priority=k.priority,
+            id=k.id,
+            tooltip=k.help[:1].upper() + k.help[1:],
+        )
+        for k in KEYS
+        if k.scope == scope
+    ]
 
 
 def palette_keys() -> list[Key]:

@@ -87,9 +87,13 @@ class RemoteBackend:
         self.url = url
         self.bus = EventBus()
         self._token = token
-        self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay=1,
-                                         reconnection_delay_max=10, logger=False,
-                                         engineio_logger=False)
+        self._sio = socketio.AsyncClient(
+            reconnection=True,
+            reconnection_delay=1,
+            reconnection_delay_max=10,
+            logger=False,
+            engineio_logger=False,
+        )
         self._containers: dict[str, ContainerSnapshot] = {}
         self._activity: deque[ActivityLogged] = deque(maxlen=500)
         self._crashes: deque[ContainerCrashed] = deque(maxlen=100)
@@ -141,20 +145,25 @@ class RemoteBackend:
 
     def get(self, ref: str) -> ContainerSnapshot:
         """By full id, unique prefix or name."""
-        hits = [s for s in self._containers.values()
-                if s.id == ref or s.name == ref or s.id.startswith(ref)]
+        hits = [
+            s
+            for s in self._containers.values()
+            if s.id == ref or s.name == ref or s.id.startswith(ref)
+        ]
         if len(hits) != 1:
             raise ContainerNotFound(f"no managed container {ref!r}", details={"ref": ref})
         return hits[0]
 
-    def recent_activity(self, container_id: str | None = None,
-                        limit: int = 200) -> list[ActivityLogged]:
+    def recent_activity(
+        self, container_id: str | None = None, limit: int = 200
+    ) -> list[ActivityLogged]:
         """Activity heard since connecting (the protocol has no history request)."""
         items = [a for a in self._activity if container_id in (None, a.container_id)]
         return items[-limit:]
 
-    def recent_crashes(self, container_id: str | None = None,
-                       limit: int = 50) -> list[ContainerCrashed]:
+    def recent_crashes(
+        self, container_id: str | None = None, limit: int = 50
+    ) -> list[ContainerCrashed]:
         """Crashes heard since connecting."""
         items = [c for c in self._crashes if container_id in (None, c.container_id)]
         return items[-limit:]
@@ -181,8 +190,12 @@ class RemoteBackend:
         answer the server would give, without the round trip), the server's host rules then."""
         check_shapes(spec)
         request = CreateContainerRequest.model_construct(
-            name=spec.name, image=spec.image, environment=spec.environment,
-            volumes=spec.volumes, ports=spec.ports)
+            name=spec.name,
+            image=spec.image,
+            environment=spec.environment,
+            volumes=spec.volumes,
+            ports=spec.ports,
+        )
         answer = await self._ask("create_container", request, ContainerCreatedOut)
         snap = answer.to_snapshot(now())
         self._put(snap, added=True)
@@ -246,6 +259,7 @@ class RemoteBackend:
 
     def _on_push(self, model: type[P], handle: Callable[[P], None]) -> None:
         """Handle `model.event`, decoded; a payload without its shape is logged and dropped."""
+
         async def handler(data: Any) -> None:
             try:
                 value = model.decode(data)
@@ -253,6 +267,7 @@ class RemoteBackend:
                 logger.warning("ignored a malformed %s from %s: %s", model.event, self.url, err)
                 return
             handle(value)
+
         self._sio.on(model.event, handler)
 
     async def _on_connect(self) -> None:
@@ -319,8 +334,9 @@ class RemoteBackend:
     async def _resync(self) -> None:
         """List, then ask each container's status; publish what differs from what we had."""
         try:
-            answer = await self._ask("list_containers", ListContainersRequest.model_construct(),
-                                     ContainerListOut)
+            answer = await self._ask(
+                "list_containers", ListContainersRequest.model_construct(), ContainerListOut
+            )
             items = {item.id: item for item in answer.containers}
             for cid in set(self._containers) - set(items):
                 self._drop(cid)
@@ -349,10 +365,14 @@ class RemoteBackend:
             return
         up = status.uptime
         sample = status.resource_usage
-        new = replace(snap, state=status.state, health=status.health,
-                      socket_connected=status.socket_connected,
-                      started_at=(now() - up) if up is not None else snap.started_at,
-                      resources=sample)
+        new = replace(
+            snap,
+            state=status.state,
+            health=status.health,
+            socket_connected=status.socket_connected,
+            started_at=(now() - up) if up is not None else snap.started_at,
+            resources=sample,
+        )
         if status.last_communication is not None:
             new = replace(new, last_communication=status.last_communication)
         self._put(new, added=False, old_state=snap.state)
@@ -368,8 +388,11 @@ class RemoteBackend:
             self._drop(cid)
             return
         started = at if state == "running" and snap.state != "running" else snap.started_at
-        self._put(replace(snap, state=state, started_at=started),  # type: ignore[arg-type]
-                  added=False, old_state=snap.state)
+        self._put(
+            replace(snap, state=state, started_at=started),  # type: ignore[arg-type]
+            added=False,
+            old_state=snap.state,
+        )
 
     def _put(self, snap: ContainerSnapshot, *, added: bool, old_state: str | None = None) -> None:
         # Settled as the panel's state settles it: what a stopped container reports is no usage.
@@ -378,9 +401,14 @@ class RemoteBackend:
         if added:
             self.bus.publish(ContainerAdded(snapshot=snap))
         else:
-            self.bus.publish(ContainerStateChanged(
-                container_id=snap.id, old_state=old_state or snap.state,
-                new_state=snap.state, snapshot=snap))
+            self.bus.publish(
+                ContainerStateChanged(
+                    container_id=snap.id,
+                    old_state=old_state or snap.state,
+                    new_state=snap.state,
+                    snapshot=snap,
+                )
+            )
 
     def _drop(self, cid: str) -> None:
         snap = self._containers.pop(cid, None)

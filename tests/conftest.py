@@ -27,8 +27,12 @@ IMAGES = {
 
 def _docker_ok() -> str | None:
     try:
-        out = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"docker CLI failed: {err}"
     if out.returncode != 0:
@@ -38,17 +42,24 @@ def _docker_ok() -> str | None:
 
 def _sweep(label: str) -> None:
     """Remove every container, network and volume carrying `label` (best effort)."""
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"],
-                         capture_output=True, text=True).stdout.split()
+    ids = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True
+    ).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-    nets = subprocess.run(["docker", "network", "ls", "-q", "--filter", f"label={label}"],
-                          capture_output=True, text=True).stdout.split()
+    nets = subprocess.run(
+        ["docker", "network", "ls", "-q", "--filter", f"label={label}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     if nets:
         subprocess.run(["docker", "network", "rm", *nets], capture_output=True)
     # each flow's own data volume (flowmgr-data-<name>) outlives a container removed by hand
-    vols = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label={label}"],
-                          capture_output=True, text=True).stdout.split()
+    vols = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", f"label={label}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     if vols:
         subprocess.run(["docker", "volume", "rm", *vols], capture_output=True)
 
@@ -59,9 +70,11 @@ def docker_engine() -> Iterator[None]:
     problem = _docker_ok()
     if problem:
         pytest.fail(f"no Docker Engine answers ({problem}); start dockerd (bash .ci/run does)")
-    missing = [img for img in IMAGES.values()
-               if subprocess.run(["docker", "image", "inspect", img],
-                                 capture_output=True).returncode != 0]
+    missing = [
+        img
+        for img in IMAGES.values()
+        if subprocess.run(["docker", "image", "inspect", img], capture_output=True).returncode != 0
+    ]
     if missing:
         pytest.fail(f"test images missing: {missing}; build them with scripts/build-images.sh")
     yield
@@ -101,8 +114,11 @@ def settings(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> I
 def with_code_roots(settings: Settings, *roots: Path | str) -> Settings:
     """`settings` allowing `update_container` from `roots` (empty `docker.code_roots` refuses
     every update: issue 11), for tests whose code lives in a tmp directory."""
-    return settings.model_copy(update={"docker": settings.docker.model_copy(
-        update={"code_roots": [str(r) for r in roots]})})
+    return settings.model_copy(
+        update={
+            "docker": settings.docker.model_copy(update={"code_roots": [str(r) for r in roots]})
+        }
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)

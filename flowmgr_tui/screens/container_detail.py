@@ -47,9 +47,16 @@ class ContainerDetailScreen(Screen[None]):
 
     BINDINGS = bindings("detail")
 
-    def __init__(self, container_id: str, *, state: PanelState, backend: Backend,
-                 clock: Callable[[], datetime], host_probe: Callable[[], HostSample],
-                 host_interval: float = HOST_INTERVAL) -> None:
+    def __init__(
+        self,
+        container_id: str,
+        *,
+        state: PanelState,
+        backend: Backend,
+        clock: Callable[[], datetime],
+        host_probe: Callable[[], HostSample],
+        host_interval: float = HOST_INTERVAL,
+    ) -> None:
         super().__init__()
         self.container_id = container_id
         """Full id of the container shown."""
@@ -94,8 +101,9 @@ class ContainerDetailScreen(Screen[None]):
         self._show_graphs()
         self.query_one(MessagePane).add(state.messages.get(self.container_id, ()))
         history: list[ActivityLogged | ContainerCrashed] = [*state.activity, *state.crashes]
-        mine = sorted((e for e in history if e.container_id == self.container_id),
-                      key=lambda e: e.at)
+        mine = sorted(
+            (e for e in history if e.container_id == self.container_id), key=lambda e: e.at
+        )
         self.query_one(ActivityList).add(mine, state.names())
         self._follow(self.query_one(LogPane).tail)
         self._sample_host()
@@ -104,8 +112,9 @@ class ContainerDetailScreen(Screen[None]):
     def on_unmount(self) -> None:
         """Stop following; the app runs it since this screen's workers are gone."""
         if self._followed is not None:
-            self.app.run_worker(self._backend.unfollow_logs(self._followed),
-                                group="core", exit_on_error=False)
+            self.app.run_worker(
+                self._backend.unfollow_logs(self._followed), group="core", exit_on_error=False
+            )
 
     def show_changes(self, changes: Changes, events: Sequence[Event]) -> None:
         """Redraw what one batch of events (or a busy mark) changed for this container."""
@@ -134,8 +143,11 @@ class ContainerDetailScreen(Screen[None]):
             new = [m for m in box if any(m.at == e.at for e in events)]
             self.query_one(MessagePane).add(new)
         if changes.activity:
-            mine = [e for e in events if isinstance(e, ActivityLogged | ContainerCrashed)
-                    and e.container_id == cid]
+            mine = [
+                e
+                for e in events
+                if isinstance(e, ActivityLogged | ContainerCrashed) and e.container_id == cid
+            ]
             self.query_one(ActivityList).add(mine, self.state.names())
 
     # --- workers -------------------------------------------------------------------------
@@ -154,7 +166,7 @@ class ContainerDetailScreen(Screen[None]):
             return
         early, self._early_lines = self._early_lines or [], None
         # Lines that arrived while the tail loaded may repeat its end: keep only new ones.
-        recent = set(old[-len(early):]) if early else set()
+        recent = set(old[-len(early) :]) if early else set()
         pane.load([*old, *(line for line in early if line not in recent)])
 
     @work(group="host-stats", exclusive=True, exit_on_error=False)
@@ -167,10 +179,12 @@ class ContainerDetailScreen(Screen[None]):
             self._host_cpu.append(h.cpu_percent)
             self._host_mem.append(h.memory_percent)
             self.query_one("#graph-host-cpu", ResourceGraph).show(
-                self._host_cpu, f"{h.cpu_percent:.1f}% of {h.cores} cores")
+                self._host_cpu, f"{h.cpu_percent:.1f}% of {h.cores} cores"
+            )
             self.query_one("#graph-host-mem", ResourceGraph).show(
-                self._host_mem, f"{size(h.memory_used)} of {size(h.memory_total)} "
-                                f"({h.memory_percent:.0f}%)")
+                self._host_mem,
+                f"{size(h.memory_used)} of {size(h.memory_total)} ({h.memory_percent:.0f}%)",
+            )
 
     # --- handlers and actions ------------------------------------------------------------
 
@@ -222,18 +236,27 @@ class ContainerDetailScreen(Screen[None]):
             return
         now = self._clock()
         up = now - snap.started_at if snap.started_at and snap.state == "running" else None
-        line = Text.assemble((snap.name, "bold"), f"  {snap.short_id}  {snap.image}  ",
-                             state_text(snap.state, self.state.busy.get(snap.id)), "  ",
-                             health_text(snap.health), f"  up {uptime_exact(up)}  sock ",
-                             "on" if snap.socket_connected else "off")
+        line = Text.assemble(
+            (snap.name, "bold"),
+            f"  {snap.short_id}  {snap.image}  ",
+            state_text(snap.state, self.state.busy.get(snap.id)),
+            "  ",
+            health_text(snap.health),
+            f"  up {uptime_exact(up)}  sock ",
+            "on" if snap.socket_connected else "off",
+        )
         self.query_one("#detail-summary", Label).update(line)
         ports = ", ".join(f"{h}->{c}" for c, h in snap.ports.items()) or "none"
-        last = snap.last_communication.isoformat(timespec="seconds") \
-            if snap.last_communication else "never"
+        last = (
+            snap.last_communication.isoformat(timespec="seconds")
+            if snap.last_communication
+            else "never"
+        )
         exit_code = "" if snap.exit_code is None else f"   exit code: {snap.exit_code}"
         self.query_one("#detail-info", Label).update(
             f"created: {snap.created.isoformat(timespec='seconds')}   ports: {ports}{exit_code}\n"
-            f"socket: {snap.socket_path}   last message: {last}")
+            f"socket: {snap.socket_path}   last message: {last}"
+        )
 
     def _show_graphs(self) -> None:
         hist = self.state.history.get(self.container_id, ())
@@ -242,9 +265,11 @@ class ContainerDetailScreen(Screen[None]):
         cpu = [s.cpu_percent for s in hist]
         mem = [float(s.memory_usage) for s in hist]
         self.query_one("#graph-cpu", ResourceGraph).show(
-            cpu, f"{percent(res.cpu_percent if res else None)} "
-                 f"(max {max(cpu, default=0.0):.1f}%, {len(cpu)} samples)")
+            cpu,
+            f"{percent(res.cpu_percent if res else None)} "
+            f"(max {max(cpu, default=0.0):.1f}%, {len(cpu)} samples)",
+        )
         limit = f" of {size(res.memory_limit)}" if res else ""
         self.query_one("#graph-mem", ResourceGraph).show(
-            mem, f"{size(res.memory_usage if res else None)}{limit}")
-
+            mem, f"{size(res.memory_usage if res else None)}{limit}"
+        )

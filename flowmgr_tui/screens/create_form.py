@@ -63,8 +63,7 @@ class CreateForm(ModalScreen[ContainerSnapshot | None]):
 
     def errors(self) -> dict[str, str]:
         """The error shown beside each field (empty when fine)."""
-        return {key: str(self.query_one(f"#error-{key}", Label).content)
-                for key, _, _ in FIELDS}
+        return {key: str(self.query_one(f"#error-{key}", Label).content) for key, _, _ in FIELDS}
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         """Enter moves on; Enter in the last field submits."""

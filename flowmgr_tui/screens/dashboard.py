@@ -57,7 +57,8 @@ class DashboardScreen(Screen[None]):
         state = self.state
         self.table.show_rows(s.id for s in state.ordered())
         merged: list[ActivityLogged | ContainerCrashed] = sorted(
-            [*state.activity, *state.crashes], key=lambda e: e.at)
+            [*state.activity, *state.crashes], key=lambda e: e.at
+        )
         self.query_one(ActivityList).add(merged[-100:], state.names())
         self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
         self._summary()
@@ -74,7 +75,8 @@ class DashboardScreen(Screen[None]):
         if changes.activity:
             self.query_one(ActivityList).add(
                 (e for e in events if isinstance(e, ActivityLogged | ContainerCrashed)),
-                state.names())
+                state.names(),
+            )
         if changes.docker:
             self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
         if changes.rows or changes.removed:

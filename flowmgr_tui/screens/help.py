@@ -30,8 +30,9 @@ def help_text() -> str:
         for key in KEYS:
             if key.scope == scope and (key.action, key.help) not in seen:
                 seen.add((key.action, key.help))  # ctrl+c, like q, quits: one line for both
-                keys = " / ".join(key_text(k.keys) for k in KEYS
-                                 if k.scope == scope and k.action == key.action)
+                keys = " / ".join(
+                    key_text(k.keys) for k in KEYS if k.scope == scope and k.action == key.action
+                )
                 lines.append(f"  {keys:<20} {key.help}")
         lines.append("")
     return "\n".join(lines) + NOTES

@@ -143,12 +143,17 @@ class PanelState:
         elif isinstance(ev, StatusReported):
             st = ev.status
             extra = {} if st.resource_usage is None else {"resources": st.resource_usage}
-            self._update(st.container_id, ch, state=st.state, health=st.health,
-                         socket_connected=st.socket_connected,
-                         last_communication=st.last_communication, **extra)
+            self._update(
+                st.container_id,
+                ch,
+                state=st.state,
+                health=st.health,
+                socket_connected=st.socket_connected,
+                last_communication=st.last_communication,
+                **extra,
+            )
         elif isinstance(ev, FlowChannelConnected | FlowChannelLost):
-            self._update(ev.container_id, ch,
-                         socket_connected=isinstance(ev, FlowChannelConnected))
+            self._update(ev.container_id, ch, socket_connected=isinstance(ev, FlowChannelConnected))
         elif isinstance(ev, FlowMessageReceived | FlowMessageSent):
             direction = "in" if isinstance(ev, FlowMessageReceived) else "out"
             box = self.messages.setdefault(ev.container_id, deque(maxlen=MESSAGES_KEPT))

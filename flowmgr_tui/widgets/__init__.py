@@ -1,4 +1,10 @@
 """The panel's widgets, one per module."""
 
-__all__ = ["activity_list", "container_table", "docker_banner", "log_pane", "message_pane",
-           "resource_graph"]
+__all__ = [
+    "activity_list",
+    "container_table",
+    "docker_banner",
+    "log_pane",
+    "message_pane",
+    "resource_graph",
+]

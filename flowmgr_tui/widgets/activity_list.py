@@ -12,8 +12,7 @@ from server.core.events import ActivityLogged, ContainerCrashed
 
 __all__ = ["ActivityList", "activity_line", "crash_lines"]
 
-_TYPE_STYLE = {"container_crash": "bold red", "container_error": "red",
-               "health_warning": "yellow"}
+_TYPE_STYLE = {"container_crash": "bold red", "container_error": "red", "health_warning": "yellow"}
 
 
 def activity_line(ev: ActivityLogged, names: dict[str, str]) -> Text:
@@ -35,14 +34,17 @@ def crash_lines(ev: ContainerCrashed, tail: int = 5) -> list[Text]:
 class ActivityList(RichLog):
     """A bounded log of activity lines; crash reports get their log tail underneath."""
 
-    def __init__(self, *, crash_tail: int = 5, id: str | None = None,
-                 classes: str | None = None) -> None:
-        super().__init__(max_lines=1000, wrap=False, markup=False, highlight=False, id=id,
-                         classes=classes)
+    def __init__(
+        self, *, crash_tail: int = 5, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__(
+            max_lines=1000, wrap=False, markup=False, highlight=False, id=id, classes=classes
+        )
         self.crash_tail = crash_tail
 
-    def add(self, items: Iterable[ActivityLogged | ContainerCrashed],
-            names: dict[str, str]) -> None:
+    def add(
+        self, items: Iterable[ActivityLogged | ContainerCrashed], names: dict[str, str]
+    ) -> None:
         """Append items in the order given."""
         for item in items:
             if isinstance(item, ContainerCrashed):

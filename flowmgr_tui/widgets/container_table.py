@@ -61,13 +61,14 @@ def _close(shown: ResourceSample | None, new: ResourceSample | None) -> bool:
     """
     if shown is None or new is None:
         return shown is new
-    return (abs(new.cpu_percent - shown.cpu_percent) < max(0.5, 0.1 * shown.cpu_percent)
-            and abs(new.memory_usage - shown.memory_usage)
-            < max(1024 * 1024, 0.05 * shown.memory_usage)
-            and abs(new.network_rx_bytes - shown.network_rx_bytes)
-            < max(4096, 0.02 * shown.network_rx_bytes)
-            and abs(new.network_tx_bytes - shown.network_tx_bytes)
-            < max(4096, 0.02 * shown.network_tx_bytes))
+    return (
+        abs(new.cpu_percent - shown.cpu_percent) < max(0.5, 0.1 * shown.cpu_percent)
+        and abs(new.memory_usage - shown.memory_usage) < max(1024 * 1024, 0.05 * shown.memory_usage)
+        and abs(new.network_rx_bytes - shown.network_rx_bytes)
+        < max(4096, 0.02 * shown.network_rx_bytes)
+        and abs(new.network_tx_bytes - shown.network_tx_bytes)
+        < max(4096, 0.02 * shown.network_tx_bytes)
+    )
 
 
 class ContainerTable(DataTable[Any]):
@@ -87,11 +88,16 @@ class ContainerTable(DataTable[Any]):
             super().__init__()
             self.container_id = container_id
 
-    def __init__(self, state: PanelState, *, clock: Callable[[], datetime],
-                 name: str | None = None, id: str | None = None,
-                 classes: str | None = None) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=False, name=name, id=id,
-                         classes=classes)
+    def __init__(
+        self,
+        state: PanelState,
+        *,
+        clock: Callable[[], datetime],
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, name=name, id=id, classes=classes)
         self._state = state
         """Where rows come from; the table keeps only what it drew."""
         self._clock = clock
@@ -126,8 +132,11 @@ class ContainerTable(DataTable[Any]):
                 continue
             drawn = self._drawn.get(cid)
             old = drawn[0] if drawn is not None else None
-            if old is not None and snap.resources is not old.resources \
-                    and _close(old.resources, snap.resources):
+            if (
+                old is not None
+                and snap.resources is not old.resources
+                and _close(old.resources, snap.resources)
+            ):
                 snap = replace(snap, resources=old.resources)
             mark = busy.get(cid)
             if drawn == (snap, mark):
@@ -138,7 +147,8 @@ class ContainerTable(DataTable[Any]):
                 resort = True
             else:
                 resort |= self._patch(snap) and (
-                    _sort_value(old, self.sort_column) != _sort_value(snap, self.sort_column))
+                    _sort_value(old, self.sort_column) != _sort_value(snap, self.sort_column)
+                )
         if resort:
             self.apply_sort()
 
@@ -171,8 +181,9 @@ class ContainerTable(DataTable[Any]):
     def apply_sort(self) -> None:
         """Reorder rows, keeping the cursor on the same container."""
         keep = self.selected_id
-        values = {snap.short_id: _sort_value(snap, self.sort_column)
-                  for snap, _ in self._drawn.values()}
+        values = {
+            snap.short_id: _sort_value(snap, self.sort_column) for snap, _ in self._drawn.values()
+        }
         self.sort("id", key=lambda short: values[str(short)], reverse=self.sort_reverse)
         if self._pinned and keep is not None and keep in self._cells:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
@@ -241,8 +252,7 @@ class ContainerTable(DataTable[Any]):
 
     def _cells_for(self, snap: ContainerSnapshot) -> tuple[Any, ...]:
         res = snap.resources
-        net = "-" if res is None else (
-            f"{size(res.network_rx_bytes)}/{size(res.network_tx_bytes)}")
+        net = "-" if res is None else (f"{size(res.network_rx_bytes)}/{size(res.network_tx_bytes)}")
         # Text, never str: DataTable parses a str cell as markup (costly on every first paint,
         # and an image name is not markup).
         return (

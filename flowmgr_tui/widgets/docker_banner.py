@@ -17,5 +17,7 @@ class DockerBanner(Static):
         self.set_class(not available, "-visible")
         if not available:
             why = f": {reason}" if reason else ""
-            self.update(f"!! Docker Engine unreachable{why} -- retrying; actions will fail "
-                        "until it is back.")
+            self.update(
+                f"!! Docker Engine unreachable{why} -- retrying; actions will fail "
+                "until it is back."
+            )

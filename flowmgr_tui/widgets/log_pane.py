@@ -39,8 +39,9 @@ class LogPane(Vertical):
             super().__init__()
             self.tail = tail
 
-    def __init__(self, *, max_lines: int = 5000, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(
+        self, *, max_lines: int = 5000, id: str | None = None, classes: str | None = None
+    ) -> None:
         super().__init__(id=id, classes=classes)
         self.max_lines = max_lines
         self.lines: deque[str] = deque(maxlen=max_lines)
@@ -52,8 +53,9 @@ class LogPane(Vertical):
         with Horizontal(classes="log-toolbar"):
             yield Label("", id="log-status")
             yield Input(placeholder="search (/)", id="log-search", compact=True)
-        yield RichLog(max_lines=self.max_lines, wrap=False, markup=False, highlight=False,
-                      id="log-view")
+        yield RichLog(
+            max_lines=self.max_lines, wrap=False, markup=False, highlight=False, id="log-view"
+        )
 
     def on_mount(self) -> None:
         """Show the initial status."""

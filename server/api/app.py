@@ -47,8 +47,9 @@ class FlowMgrASGIApp(socketio.ASGIApp):  # type: ignore[misc]
         sids = [sid for sid, _ in self.sio.manager.get_participants("/", None)]
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(*(self.sio.disconnect(sid) for sid in sids),
-                                     return_exceptions=True)
+                await asyncio.gather(
+                    *(self.sio.disconnect(sid) for sid in sids), return_exceptions=True
+                )
         except TimeoutError:
             logger.warning("not every client acknowledged the shutdown within %.1f s", timeout)
         return len(sids)
@@ -70,8 +71,9 @@ class JsonPacket(socketio.packet.Packet):  # type: ignore[misc]
         return False
 
 
-def create_app(manager: ContainerManager, settings: Settings, *,
-               manage_lifecycle: bool = False) -> FlowMgrASGIApp:
+def create_app(
+    manager: ContainerManager, settings: Settings, *, manage_lifecycle: bool = False
+) -> FlowMgrASGIApp:
     """The service's ASGI app; with `manage_lifecycle` its lifespan also starts/stops `manager`.
 
     A token is always required: with none configured, the token file's (see token_file.py;
@@ -81,14 +83,19 @@ def create_app(manager: ContainerManager, settings: Settings, *,
         settings = with_api_token(settings)
     token = settings.server.token or ""
     origins = settings.server.cors_origins
-    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=engineio_origins(origins),
-                               max_http_buffer_size=settings.server.max_message_bytes,
-                               logger=False, engineio_logger=False, serializer=JsonPacket,
-                               client_manager=DirectEmitManager(
-                                   max(64 * 2**20, 16 * settings.flow.max_frame_bytes)))
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        cors_allowed_origins=engineio_origins(origins),
+        max_http_buffer_size=settings.server.max_message_bytes,
+        logger=False,
+        engineio_logger=False,
+        serializer=JsonPacket,
+        client_manager=DirectEmitManager(max(64 * 2**20, 16 * settings.flow.max_frame_bytes)),
+    )
     bridge = SioBridge(sio, manager)
-    sio.register_namespace(FlowNamespace(manager, bridge, token=token,
-                                         server_id=uuid.uuid4().hex[:12]))
+    sio.register_namespace(
+        FlowNamespace(manager, bridge, token=token, server_id=uuid.uuid4().hex[:12])
+    )
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
@@ -107,22 +114,35 @@ def create_app(manager: ContainerManager, settings: Settings, *,
 
     # No /docs or /redoc (a browser page cannot send the token with the requests they make);
     # the OpenAPI document is served to token holders only, by the route below.
-    api = FastAPI(title="Flow Manager", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    api = FastAPI(
+        title="Flow Manager",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     api.state.manager = manager
     api.state.settings = settings
     api.state.started = False
     # [] = no CORS headers at all: browsers then allow the service's own origin only.
-    api.add_middleware(CORSMiddleware, allow_origins=["*"] if "*" in origins else list(origins),
-                       allow_methods=["*"], allow_headers=["*"])
+    api.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"] if "*" in origins else list(origins),
+        allow_methods=["*"],
+        allow_headers=["*"],
+    )
     api.include_router(health_router)
     expected = token.encode("utf-8")
 
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:
         if not bearer_matches(request.headers.get("authorization"), expected):
-            return JSONResponse({"detail": "send Authorization: Bearer <the API token>"},
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                {"detail": "send Authorization: Bearer <the API token>"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return JSONResponse(api.openapi())
 
     return FlowMgrASGIApp(sio, api, bridge)

@@ -10,8 +10,7 @@ from typing import Any
 
 from server.core.token_file import MAX_TOKEN_CHARS
 
-__all__ = ["AUTHENTICATED", "token_matches", "bearer_matches", "engineio_origins",
-           "RefusalLog"]
+__all__ = ["AUTHENTICATED", "token_matches", "bearer_matches", "engineio_origins", "RefusalLog"]
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,12 @@ def error_payload(exc: BaseException, operation: str, request: Any) -> dict[str,
         fields = {k: v for k, v in request.items() if k != "request_id"}
         details.update(_clipped(mask_value(fields)))
     details["operation"] = operation
-    out: dict[str, Any] = {"error_type": exc.error_type, "message": mask_text(exc.message),
-                           "details": details, "timestamp": now().isoformat()}
+    out: dict[str, Any] = {
+        "error_type": exc.error_type,
+        "message": mask_text(exc.message),
+        "details": details,
+        "timestamp": now().isoformat(),
+    }
     try:
         return ErrorOut.model_validate(out).model_dump(mode="json")
     except UnicodeEncodeError:

@@ -36,8 +36,9 @@ def build_service(settings: Settings) -> FlowMgrASGIApp:
     return create_app(ContainerManager(settings), settings, manage_lifecycle=True)
 
 
-def uvicorn_config(app: FlowMgrASGIApp, settings: Settings, *, host: str | None = None,
-                   port: int | None = None) -> uvicorn.Config:
+def uvicorn_config(
+    app: FlowMgrASGIApp, settings: Settings, *, host: str | None = None, port: int | None = None
+) -> uvicorn.Config:
     """The uvicorn config: logging left to us, websocket frames capped like Socket.IO's."""
     return uvicorn.Config(
         app,
@@ -90,5 +91,7 @@ def log_startup_warnings(settings: Settings) -> None:
     """Say what is open: CORS `*` (the token is always required; `with_api_token` says where
     it comes from)."""
     if "*" in settings.server.cors_origins:
-        logger.warning("CORS allows any origin (cors_origins=['*']); set CORS_ORIGINS to the "
-                       "web front ends that may connect")
+        logger.warning(
+            "CORS allows any origin (cors_origins=['*']); set CORS_ORIGINS to the "
+            "web front ends that may connect"
+        )

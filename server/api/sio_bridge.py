@@ -68,8 +68,9 @@ class SioBridge:
                 try:
                     await self._dispatch(event)
                 except Exception:  # one bad event must not end the forwarding
-                    logger.exception("could not forward %s to Socket.IO clients",
-                                     type(event).__name__)
+                    logger.exception(
+                        "could not forward %s to Socket.IO clients", type(event).__name__
+                    )
                 # Neither a queued event nor an emit suspends: yield now and then, or a
                 # burst (a status update of every container to every client) would hold
                 # requests back until it is all sent.
@@ -82,8 +83,11 @@ class SioBridge:
     async def _dispatch(self, event: Event) -> None:
         if isinstance(event, LogLineReceived):
             if event.container_id in self._followers:
-                await self._sio.emit(ContainerLogOut.event, ContainerLogOut.payload(event),
-                                     to=log_room(event.container_id))
+                await self._sio.emit(
+                    ContainerLogOut.event,
+                    ContainerLogOut.payload(event),
+                    to=log_room(event.container_id),
+                )
             return
         if isinstance(event, ContainerRemoved):
             if self._followers.pop(event.container_id, None) is not None:

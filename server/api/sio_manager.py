@@ -56,9 +56,17 @@ class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
         """eio sid -> the sizes of our packets still in its queue."""
         self.dropped_clients = 0
 
-    async def emit(self, event: str, data: Any, namespace: str, room: Any = None,
-                   skip_sid: Any = None, callback: Any = None, to: Any = None,
-                   **kwargs: Any) -> None:
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
         """Encode once, enqueue for every participant of `room`.
 
         A broadcast (no room) reaches the AUTHENTICATED room only, never a client whose
@@ -67,14 +75,16 @@ class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
         if room is None:
             room = AUTHENTICATED
         if callback is not None:  # acks addressed to a group need per-recipient ids
-            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
-                               callback=callback, **kwargs)
+            await super().emit(
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
+            )
             return
         if namespace not in self.rooms:
             return
         args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
-                                           data=[event, *args]).encode()
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *args]
+        ).encode()
         parts = encoded if isinstance(encoded, list) else [encoded]
         frames = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
         size = sum(len(part) for part in parts)
@@ -98,8 +108,13 @@ class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
             return True
         self._pending.pop(eio_sid, None)
         self.dropped_clients += 1
-        logger.warning("disconnecting Socket.IO client %s: it stopped reading (%d bytes "
-                       "waiting for it, limit %d)", eio_sid, behind, self.max_pending_bytes)
+        logger.warning(
+            "disconnecting Socket.IO client %s: it stopped reading (%d bytes "
+            "waiting for it, limit %d)",
+            eio_sid,
+            behind,
+            self.max_pending_bytes,
+        )
         while not sock.queue.empty():  # free what it would never read
             sock.queue.get_nowait()
             sock.queue.task_done()

@@ -77,8 +77,9 @@ class UndecodableAsEvent:
 class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """The docs/PROTOCOL.md requests, one `on_<request>` each, on the default namespace."""
 
-    def __init__(self, manager: ContainerManager, bridge: SioBridge, *, token: str,
-                 server_id: str) -> None:
+    def __init__(
+        self, manager: ContainerManager, bridge: SioBridge, *, token: str, server_id: str
+    ) -> None:
         super().__init__("/")
         if not token:
             raise ValueError("the API always requires a token (see server.core.token_file)")
@@ -95,8 +96,9 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         # python-socketio also routes a client's own `42["connect", ...]` here. Only the real
         # connect and disconnect come while the sid is pending, not (or no longer) connected;
         # a client's event of that name is an unknown request.
-        if event in ("connect", "disconnect") and \
-                not self.server.manager.is_connected(sid, self.namespace):
+        if event in ("connect", "disconnect") and not self.server.manager.is_connected(
+            sid, self.namespace
+        ):
             try:
                 return await super().trigger_event(event, *args)
             except socketio.exceptions.ConnectionRefusedError:
@@ -108,8 +110,7 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 # leaves the client pending (neither refused nor connected): refuse instead.
                 logger.exception("connect handler failed; refusing the client")
                 self._hang_up_later(sid)
-                raise socketio.exceptions.ConnectionRefusedError("authentication failed") \
-                    from None
+                raise socketio.exceptions.ConnectionRefusedError("authentication failed") from None
         name = event if isinstance(event, str) else repr(event)  # a hand-made packet: 42[5]
         if name == UNDECODABLE:
             return await self._run(sid, name, None, RequestIn, "", self._undecodable)
@@ -169,102 +170,130 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_create_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`create_container` -> `container_created`."""
+
         async def act(req: CreateContainerRequest) -> Wire:
             return ContainerCreatedOut.payload(await self.manager.create_container(req.to_spec()))
+
         return await self._serve(sid, "create_container", data, act)
 
     async def on_start_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`start_container` -> `container_started`."""
+
         async def act(req: ContainerRef) -> Wire:
             snap = await self.manager.start_container(req.container_id)
             return ContainerStateOut.payload(snap.id, "running")
+
         return await self._serve(sid, "start_container", data, act)
 
     async def on_stop_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`stop_container` -> `container_stopped`."""
+
         async def act(req: ContainerRef) -> Wire:
             snap = await self.manager.stop_container(req.container_id)
             return ContainerStateOut.payload(snap.id, "stopped")
+
         return await self._serve(sid, "stop_container", data, act)
 
     async def on_restart_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`restart_container` -> `container_restarted`."""
+
         async def act(req: ContainerRef) -> Wire:
             snap = await self.manager.restart_container(req.container_id)
             return ContainerStateOut.payload(snap.id, "running")
+
         return await self._serve(sid, "restart_container", data, act)
 
     async def on_update_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`update_container` -> `container_updated`."""
+
         async def act(req: UpdateContainerRequest) -> Wire:
             snap = await self.manager.update_container(req.container_id, req.code_path)
             return ContainerUpdatedOut.payload(snap.id, req.code_path)
+
         return await self._serve(sid, "update_container", data, act)
 
     async def on_delete_container(self, sid: str, data: Any) -> dict[str, Any]:
         """`delete_container` -> `container_deleted`."""
+
         async def act(req: ContainerRef) -> Wire:
             container_id = await self.manager.delete_container(req.container_id)
             return ContainerStateOut.payload(container_id, "deleted")
+
         return await self._serve(sid, "delete_container", data, act)
 
     async def on_send_message(self, sid: str, data: Any) -> dict[str, Any]:
         """`send_message` -> `message_sent`."""
+
         async def act(req: SendMessageRequest) -> Wire:
             container_id = self.manager.get(req.container_id).id
             await self.manager.send_message(container_id, req.message)
             return MessageSentOut.payload(container_id, req.message)
+
         return await self._serve(sid, "send_message", data, act)
 
     async def on_get_container_status(self, sid: str, data: Any) -> dict[str, Any]:
         """`get_container_status` -> `container_status`."""
+
         async def act(req: ContainerRef) -> Wire:
             return ContainerStatusOut.payload(await self.manager.get_status(req.container_id))
+
         return await self._serve(sid, "get_container_status", data, act)
 
     async def on_list_containers(self, sid: str, data: Any) -> dict[str, Any]:
         """`list_containers` -> `container_list`."""
+
         async def act(req: ListContainersRequest) -> Wire:
             return ContainerListOut.payload(await self.manager.list_containers())
+
         return await self._serve(sid, "list_containers", data, act)
 
     async def on_get_container_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `get_container_logs` -> `container_logs`."""
+
         async def act(req: GetLogsRequest) -> Wire:
             container_id = self.manager.get(req.container_id).id
             lines = await self.manager.get_logs(container_id, tail=req.tail)
             return ContainerLogsOut.payload(container_id, lines, lines.truncated)
+
         return await self._serve(sid, "get_container_logs", data, act)
 
     async def on_subscribe_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `subscribe_logs`: join the log room; lines follow as `container_log`."""
+
         async def act(req: ContainerRef) -> Wire:
             container_id = await self.bridge.subscribe_logs(sid, req.container_id)
             return LogSubscriptionOut.payload(container_id, "subscribed")
+
         return await self._serve(sid, "subscribe_logs", data, act)
 
     async def on_unsubscribe_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `unsubscribe_logs`: leave the log room."""
+
         async def act(req: ContainerRef) -> Wire:
             container_id = await self.bridge.unsubscribe_logs(sid, req.container_id)
             return LogSubscriptionOut.payload(container_id, "unsubscribed")
+
         return await self._serve(sid, "unsubscribe_logs", data, act)
 
     async def _undecodable(self, req: RequestIn) -> Wire:
-        raise InvalidRequest("the request is not JSON this server decodes: nested too deeply, "
-                             "or an integer of more than 100 digits")
+        raise InvalidRequest(
+            "the request is not JSON this server decodes: nested too deeply, "
+            "or an integer of more than 100 digits"
+        )
 
     async def _unknown(self, req: RequestIn) -> Wire:
-        raise InvalidRequest("unknown event; see docs/PROTOCOL.md for the requests this server "
-                             "takes")
+        raise InvalidRequest(
+            "unknown event; see docs/PROTOCOL.md for the requests this server takes"
+        )
 
     async def _serve(self, sid: str, name: str, data: Any, act: Action) -> dict[str, Any]:
         """Run request `name` with its fields and answer event from the wire catalog."""
         exchange = REQUESTS[name]
         return await self._run(sid, name, data, exchange.request, exchange.answer, act)
 
-    async def _run(self, sid: str, operation: str, data: Any, schema: type[RequestIn],
-                   answer: str, act: Action) -> dict[str, Any]:
+    async def _run(
+        self, sid: str, operation: str, data: Any, schema: type[RequestIn], answer: str, act: Action
+    ) -> dict[str, Any]:
         """Validate, act, then emit the answer (or `error`) to `sid`; the result is the ack."""
         try:
             payload = await act(parse_request(schema, data))

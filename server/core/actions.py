@@ -58,10 +58,13 @@ class ContainerActions:
             try:
                 info = await self.adapter.inspect(cid)
                 labels = info.labels
-                if labels.get("flowmgr.managed") != "true" or \
-                        labels.get("flowmgr.instance") != self.settings.docker.instance:
-                    raise ContainerNotFound(f"no managed container {ref!r}",
-                                            details={"container_id": ref})
+                if (
+                    labels.get("flowmgr.managed") != "true"
+                    or labels.get("flowmgr.instance") != self.settings.docker.instance
+                ):
+                    raise ContainerNotFound(
+                        f"no managed container {ref!r}", details={"container_id": ref}
+                    )
                 yield rec
             except FlowMgrError:
                 with contextlib.suppress(FlowMgrError):  # the failed action may have changed it
@@ -71,16 +74,19 @@ class ContainerActions:
     async def _refresh(self, container_id: str) -> ContainerSnapshot:
         rec = await self.monitor.refresh(container_id)
         if rec is None:
-            raise ContainerNotFound(f"container {container_id[:12]} vanished",
-                                    details={"container_id": container_id})
+            raise ContainerNotFound(
+                f"container {container_id[:12]} vanished", details={"container_id": container_id}
+            )
         return self.registry.snapshot_of(rec)
 
     async def _ensure_network(self) -> None:
         # one at a time: concurrent creates would otherwise make two networks of one name
         async with self._network_lock:
             if not self._network_ready:
-                labels = {"flowmgr.managed": "true",
-                          "flowmgr.instance": self.settings.docker.instance}
+                labels = {
+                    "flowmgr.managed": "true",
+                    "flowmgr.instance": self.settings.docker.instance,
+                }
                 await self.adapter.ensure_network(self.settings.docker.network, labels)
                 self._network_ready = True
 
@@ -90,11 +96,15 @@ class ContainerActions:
             raise InvalidRequest("create_container needs a CreateSpec", field="spec")
         # the one set of create rules (server/core/validation); host binds are walked on
         # disk: not on the loop
-        spec = await asyncio.to_thread(validate_create, spec, self.settings) if spec.volumes \
+        spec = (
+            await asyncio.to_thread(validate_create, spec, self.settings)
+            if spec.volumes
             else validate_create(spec, self.settings)
+        )
         ports = port_bindings(spec.ports)
-        if any(r.info.name == spec.name for r in self.registry.records.values()) \
-                or self.registry.is_being_created(spec.name):
+        if any(
+            r.info.name == spec.name for r in self.registry.records.values()
+        ) or self.registry.is_being_created(spec.name):
             raise InvalidRequest(f"a container named {spec.name!r} already exists", field="name")
         self._check_flow_quota()
         self._check_dir_unused(spec.name)
@@ -121,13 +131,21 @@ class ContainerActions:
                         raise InvalidRequest(problem, field="volumes")
                     await self._ensure_network()
                     for volume in data:
-                        made_volume = await self.adapter.ensure_volume(volume, dk.volume_driver,
-                                                                       labels)
+                        made_volume = await self.adapter.ensure_volume(
+                            volume, dk.volume_driver, labels
+                        )
                     cid = await self.adapter.create(
-                        image=image, name=spec.name, command=spec.command, environment=env,
+                        image=image,
+                        name=spec.name,
+                        command=spec.command,
+                        environment=env,
                         labels=labels,
                         binds=[*binds, BindMount(sock_dir, dk.socket_mount, False)],
-                        volumes=data, ports=ports, network=dk.network, host_options=host_options)
+                        volumes=data,
+                        ports=ports,
+                        network=dk.network,
+                        host_options=host_options,
+                    )
                     self.bind_pins.record(cid, spec.binds)
                 snap = await self._refresh(cid)
             except FlowMgrError:
@@ -140,9 +158,17 @@ class ContainerActions:
                         await self.adapter.remove_volume(_data_volume(spec.name), labels)
                 raise
         self.registry.record_activity(
-            "container_created", cid, f"created {spec.name} from {image}",
-            {"name": spec.name, "image": image, "environment": mask_env(env),
-             "volumes": dict(spec.volumes), "ports": ports})
+            "container_created",
+            cid,
+            f"created {spec.name} from {image}",
+            {
+                "name": spec.name,
+                "image": image,
+                "environment": mask_env(env),
+                "volumes": dict(spec.volumes),
+                "ports": ports,
+            },
+        )
         return snap
 
     def _check_dir_unused(self, name: str) -> None:
@@ -150,35 +176,43 @@ class ContainerActions:
         manager's back keeps the old name's directory)."""
         path = self.state.flow_dir(name)
         for rec in self.registry.records.values():
-            if os.path.normpath(rec.info.mounts.get(self.settings.docker.socket_mount, "")) \
-                    == path:
-                raise InvalidRequest(f"the socket directory of {name!r} is in use by container "
-                                     f"{rec.info.name}", field="name")
+            if os.path.normpath(rec.info.mounts.get(self.settings.docker.socket_mount, "")) == path:
+                raise InvalidRequest(
+                    f"the socket directory of {name!r} is in use by container {rec.info.name}",
+                    field="name",
+                )
 
     async def _verify_flow_dir(self, rec: Record) -> None:
         """Right before the engine mounts it: the flow's socket directory is the manager's own
         for this flow, reached through directories only root or the manager can change."""
-        await asyncio.to_thread(self.state.verify_flow_dir,
-                                rec.info.mounts.get(self.settings.docker.socket_mount),
-                                rec.info.name)
+        await asyncio.to_thread(
+            self.state.verify_flow_dir,
+            rec.info.mounts.get(self.settings.docker.socket_mount),
+            rec.info.name,
+        )
 
     def _check_flow_quota(self) -> None:
         """At most docker.max_flows managed containers, creates in flight included."""
         limit = self.settings.docker.max_flows
         count = self.registry.flow_count()
         if count >= limit:
-            raise InvalidRequest(f"this manager has {count} flows, its limit (docker.max_flows "
-                                 f"= {limit}): delete one first",
-                                 details={"limit": limit, "setting": "docker.max_flows"})
+            raise InvalidRequest(
+                f"this manager has {count} flows, its limit (docker.max_flows "
+                f"= {limit}): delete one first",
+                details={"limit": limit, "setting": "docker.max_flows"},
+            )
 
     async def _check_ports(self, ports: dict[str, int]) -> None:
         """Docker only finds a taken host port at start; refuse it at create instead."""
         taken = await self.adapter.published_host_ports()
         for hport in ports.values():
-            if hport in taken or (self.adapter.is_local
-                                  and not await asyncio.to_thread(_port_free, hport)):
-                raise DockerApiError(f"Bind for 0.0.0.0:{hport} failed: port is already "
-                                     "allocated", details={"field": "ports", "host_port": hport})
+            if hport in taken or (
+                self.adapter.is_local and not await asyncio.to_thread(_port_free, hport)
+            ):
+                raise DockerApiError(
+                    f"Bind for 0.0.0.0:{hport} failed: port is already allocated",
+                    details={"field": "ports", "host_port": hport},
+                )
 
     async def start_container(self, ref: str) -> ContainerSnapshot:
         """Start a created or stopped container."""
@@ -196,8 +230,9 @@ class ContainerActions:
                 raise
             snap = await self._refresh(cid)
         self.logs.container_started(cid)  # the start event came while the state was not yet known
-        self.registry.record_activity("container_started", cid, f"started {snap.name}",
-                                      {"name": snap.name})
+        self.registry.record_activity(
+            "container_started", cid, f"started {snap.name}", {"name": snap.name}
+        )
         return snap
 
     async def stop_container(self, ref: str) -> ContainerSnapshot:
@@ -207,8 +242,9 @@ class ContainerActions:
             self.registry.mark_stopped_on_request(cid)
             await self.adapter.stop(cid, self.settings.docker.stop_timeout)
             snap = await self._refresh(cid)
-        self.registry.record_activity("container_stopped", cid, f"stopped {snap.name}",
-                                      {"name": snap.name})
+        self.registry.record_activity(
+            "container_stopped", cid, f"stopped {snap.name}", {"name": snap.name}
+        )
         return snap
 
     async def restart_container(self, ref: str) -> ContainerSnapshot:
@@ -224,8 +260,9 @@ class ContainerActions:
                 self.registry.mark_started(cid)
             snap = await self._refresh(cid)
         self.logs.container_started(cid)
-        self.registry.record_activity("container_restarted", cid, f"restarted {snap.name}",
-                                      {"name": snap.name})
+        self.registry.record_activity(
+            "container_restarted", cid, f"restarted {snap.name}", {"name": snap.name}
+        )
         return snap
 
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
@@ -238,8 +275,9 @@ class ContainerActions:
             async with self._checked(ref) as rec:
                 cid = rec.info.id
                 check_code_mounts(await self.adapter.mount_destinations(cid), dk.code_dir)
-                entries = await asyncio.to_thread(scan_code_tree, tree, dk.max_code_bytes,
-                                                  dk.max_code_files)
+                entries = await asyncio.to_thread(
+                    scan_code_tree, tree, dk.max_code_bytes, dk.max_code_files
+                )
                 running = rec.state == "running"
                 if running:
                     # As the flow itself (its user, no capabilities), so no more than it could
@@ -250,15 +288,21 @@ class ContainerActions:
                     # link into the path it writes while it writes.
                     self.registry.mark_stopped_on_request(cid)
                     await self.adapter.stop(cid, dk.stop_timeout)
-                await self.adapter.put_archive(cid, "/",
-                                               archive_chunks(tree, entries, dk.code_dir))
+                await self.adapter.put_archive(cid, "/", archive_chunks(tree, entries, dk.code_dir))
                 snap = await (self.start_container(cid) if running else self._refresh(cid))
         finally:
             tree.close()
         self.registry.record_activity(
-            "container_updated", cid, f"updated {snap.name} from {tree.path}",
-            {"name": snap.name, "code_path": tree.path, "restarted": running,
-             "entries": len(entries)})
+            "container_updated",
+            cid,
+            f"updated {snap.name} from {tree.path}",
+            {
+                "name": snap.name,
+                "code_path": tree.path,
+                "restarted": running,
+                "entries": len(entries),
+            },
+        )
         return snap
 
     async def delete_container(self, ref: str) -> str:
@@ -289,11 +333,17 @@ class ContainerActions:
             if problem:
                 raise HostPathError(problem)
         except HostPathError as err:
-            self.registry.record_activity("container_error", cid,
-                                          f"{rec.info.name} not started: {err}",
-                                          {"name": rec.info.name, "error": str(err)})
-            raise InvalidRequest(f"{rec.info.name} was not started: {err}", field="volumes",
-                                 details={"container_id": cid}) from None
+            self.registry.record_activity(
+                "container_error",
+                cid,
+                f"{rec.info.name} not started: {err}",
+                {"name": rec.info.name, "error": str(err)},
+            )
+            raise InvalidRequest(
+                f"{rec.info.name} was not started: {err}",
+                field="volumes",
+                details={"container_id": cid},
+            ) from None
 
     async def _adopt_binds(self, rec: Record) -> None:
         """Pin the host binds of a container found on the engine (walked again now); when the
@@ -305,13 +355,20 @@ class ContainerActions:
         try:
             pins = await asyncio.to_thread(adopted_pins, host, self.settings)
         except (HostPathError, OSError) as err:
-            logger.warning("%s: its host binds fail their check, it will not be started: %s",
-                           rec.info.name, err)
-            self.bind_pins.mark_broken(cid, f"its host binds failed their check when it was "
-                                            f"adopted: {err}")
-            self.registry.record_activity("container_error", cid,
-                                          f"{rec.info.name}: host binds refused on adoption: {err}",
-                                          {"name": rec.info.name, "error": str(err)})
+            logger.warning(
+                "%s: its host binds fail their check, it will not be started: %s",
+                rec.info.name,
+                err,
+            )
+            self.bind_pins.mark_broken(
+                cid, f"its host binds failed their check when it was adopted: {err}"
+            )
+            self.registry.record_activity(
+                "container_error",
+                cid,
+                f"{rec.info.name}: host binds refused on adoption: {err}",
+                {"name": rec.info.name, "error": str(err)},
+            )
             return
         if not self.bind_pins.knows(cid):
             self.bind_pins.record(cid, pins)

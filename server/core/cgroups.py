@@ -10,9 +10,20 @@ from pathlib import Path
 from server.core.models import ResourceSample
 
 __all__ = [
-    "CgroupPaths", "RawUsage", "find_paths", "read_usage", "read_system_cpu_ns", "host_memory",
-    "parse_proc_cgroup", "parse_mountinfo", "parse_net_dev", "parse_blkio_v1", "parse_io_stat",
-    "parse_kv", "compute_sample", "UsageReader",
+    "CgroupPaths",
+    "RawUsage",
+    "find_paths",
+    "read_usage",
+    "read_system_cpu_ns",
+    "host_memory",
+    "parse_proc_cgroup",
+    "parse_mountinfo",
+    "parse_net_dev",
+    "parse_blkio_v1",
+    "parse_io_stat",
+    "parse_kv",
+    "compute_sample",
+    "UsageReader",
 ]
 
 _V1_CONTROLLERS = ("cpuacct", "memory", "blkio")
@@ -79,7 +90,7 @@ def _join(mount: tuple[str, str], path: str, fs_root: str) -> Path:
     root, point = mount
     rel = path
     if root != "/" and (path == root or path.startswith(root + "/")):
-        rel = path[len(root):]
+        rel = path[len(root) :]
     return Path(fs_root + point) / rel.lstrip("/")
 
 
@@ -178,7 +189,7 @@ def _kv_value(raw: bytes, key: bytes) -> int:
         return 0
     start = raw.index(b" ", pos + 1) + 1
     stop = raw.find(b"\n", start)
-    return _int_or(raw[start:stop if stop >= 0 else None], 0)
+    return _int_or(raw[start : stop if stop >= 0 else None], 0)
 
 
 def read_system_cpu_ns(proc_root: str = "/proc") -> int:
@@ -266,8 +277,9 @@ def read_usage(paths: CgroupPaths, net_dev: Path, system_ns: int, host_mem: int)
     return UsageReader(paths, net_dev, host_mem).read(system_ns)
 
 
-def compute_sample(prev: RawUsage | None, cur: RawUsage, online_cpus: int,
-                   when: datetime) -> ResourceSample:
+def compute_sample(
+    prev: RawUsage | None, cur: RawUsage, online_cpus: int, when: datetime
+) -> ResourceSample:
     """`docker stats` arithmetic: CPU % from the deltas against the host's CPU time."""
     cpu = 0.0
     if prev is not None:
@@ -277,6 +289,13 @@ def compute_sample(prev: RawUsage | None, cur: RawUsage, online_cpus: int,
             cpu = cpu_delta / sys_delta * online_cpus * 100.0
     mem_pct = cur.memory_usage / cur.memory_limit * 100.0 if cur.memory_limit else 0.0
     return ResourceSample(
-        cpu_percent=round(cpu, 2), memory_usage=cur.memory_usage, memory_limit=cur.memory_limit,
-        memory_percent=round(mem_pct, 2), network_rx_bytes=cur.rx, network_tx_bytes=cur.tx,
-        disk_read_bytes=cur.blk_read, disk_write_bytes=cur.blk_write, timestamp=when)
+        cpu_percent=round(cpu, 2),
+        memory_usage=cur.memory_usage,
+        memory_limit=cur.memory_limit,
+        memory_percent=round(mem_pct, 2),
+        network_rx_bytes=cur.rx,
+        network_tx_bytes=cur.tx,
+        disk_read_bytes=cur.blk_read,
+        disk_write_bytes=cur.blk_write,
+        timestamp=when,
+    )

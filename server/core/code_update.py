@@ -22,8 +22,17 @@ from typing import Any
 from server.core.config import Settings
 from server.core.errors import ConfigError, InvalidRequest
 
-__all__ = ["CodeTree", "CodeEntry", "check_code_path", "open_code_tree", "scan_code_tree",
-           "archive_chunks", "check_code_mounts", "check_code_settings", "MAX_DEPTH"]
+__all__ = [
+    "CodeTree",
+    "CodeEntry",
+    "check_code_path",
+    "open_code_tree",
+    "scan_code_tree",
+    "archive_chunks",
+    "check_code_mounts",
+    "check_code_settings",
+    "MAX_DEPTH",
+]
 
 MAX_DEPTH = 128
 """Deepest directory nesting copied: the walk holds one descriptor per level."""
@@ -67,13 +76,16 @@ def check_code_path(code_path: object, settings: Settings) -> tuple[str, str]:
     if not isinstance(code_path, str) or not code_path:
         raise _refuse("code_path must be a non-empty string")
     if not roots:
-        raise _refuse("update_container is disabled: no code roots are configured "
-                      "(set docker.code_roots to the directories code may be copied from)")
+        raise _refuse(
+            "update_container is disabled: no code roots are configured "
+            "(set docker.code_roots to the directories code may be copied from)"
+        )
     if "\0" in code_path or _has_surrogate(code_path):
         raise _refuse("code_path may not hold a NUL or a lone surrogate")
     if not code_path.startswith("/") or len(code_path.encode()) > _MAX_PATH:
-        raise _refuse(f"code_path {code_path[:200]!r} must be an absolute path of at most "
-                      f"{_MAX_PATH} bytes")
+        raise _refuse(
+            f"code_path {code_path[:200]!r} must be an absolute path of at most {_MAX_PATH} bytes"
+        )
     parts = code_path.split("/")
     if ".." in parts:
         raise _refuse(f"code_path {code_path[:200]!r} may not hold '..'")
@@ -82,8 +94,10 @@ def check_code_path(code_path: object, settings: Settings) -> tuple[str, str]:
         r = _norm(root)
         if r != "/" and (path == r or path.startswith(r + "/")):
             return path, r
-    raise _refuse(f"code_path {code_path[:200]!r} is not beneath any of the configured code "
-                  "roots (docker.code_roots)")
+    raise _refuse(
+        f"code_path {code_path[:200]!r} is not beneath any of the configured code "
+        "roots (docker.code_roots)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +163,7 @@ def open_code_tree(code_path: object, settings: Settings) -> CodeTree:
     fd = os.open("/", _PATH_FLAGS | os.O_DIRECTORY)
     try:
         for i, name in enumerate(parts):
-            shown = "/".join(parts[root_depth:i + 1]) or "."
+            shown = "/".join(parts[root_depth : i + 1]) or "."
             try:
                 nxt = os.open(name, _PATH_FLAGS, dir_fd=fd)
             except OSError as err:
@@ -158,18 +172,22 @@ def open_code_tree(code_path: object, settings: Settings) -> CodeTree:
             fd = nxt
             st = os.fstat(fd)
             if i < root_depth and not stat.S_ISDIR(st.st_mode):
-                raise _refuse("the code root of this code_path is not usable (it must be a "
-                              "directory without symbolic links)")
+                raise _refuse(
+                    "the code root of this code_path is not usable (it must be a "
+                    "directory without symbolic links)"
+                )
             if stat.S_ISLNK(st.st_mode):
-                raise _refuse(f"code_path {path}: {shown!r} is a symbolic link (links are "
-                              "not followed)")
+                raise _refuse(
+                    f"code_path {path}: {shown!r} is a symbolic link (links are not followed)"
+                )
             if not stat.S_ISDIR(st.st_mode):
                 raise _refuse(f"code_path {path}: {shown!r} is not a directory")
             last = i == len(parts) - 1
-            if i >= root_depth and not (_readable(st, need_list=True) if last
-                                        else _bits(st) & 1):
-                raise _refuse(f"code_path {path}: {shown!r} is not readable by the manager's "
-                              "user without privilege")
+            if i >= root_depth and not (_readable(st, need_list=True) if last else _bits(st) & 1):
+                raise _refuse(
+                    f"code_path {path}: {shown!r} is not readable by the manager's "
+                    "user without privilege"
+                )
         readable = os.open(".", _DIR_FLAGS, dir_fd=fd)
     except OSError as err:
         raise _refuse(f"code_path {path} cannot be opened: {err.strerror}") from None
@@ -180,8 +198,10 @@ def open_code_tree(code_path: object, settings: Settings) -> CodeTree:
 
 def _walk_error(err: OSError, path: str, shown: str, in_root: bool) -> InvalidRequest:
     if in_root:
-        return _refuse("the code root of this code_path is not usable (it must be a directory "
-                       "without symbolic links)")
+        return _refuse(
+            "the code root of this code_path is not usable (it must be a directory "
+            "without symbolic links)"
+        )
     if err.errno == 2:  # ENOENT
         return _refuse(f"code_path {path} does not exist")
     if err.errno == 13:  # EACCES
@@ -197,9 +217,11 @@ def _names(fd: int, count: list[int], max_files: int) -> list[str]:
         for entry in it:
             count[0] += 1
             if count[0] > max_files:
-                raise _refuse(f"code_path holds more than {max_files} entries "
-                              "(docker.max_code_files)", limit="docker.max_code_files",
-                              max=max_files)
+                raise _refuse(
+                    f"code_path holds more than {max_files} entries (docker.max_code_files)",
+                    limit="docker.max_code_files",
+                    max=max_files,
+                )
             names.append(entry.name)
     return sorted(names)
 
@@ -212,10 +234,12 @@ def scan_code_tree(tree: CodeTree, max_bytes: int, max_files: int) -> list[CodeE
     count, total = [0], 0
     root_st = os.fstat(tree.fd)
     if not _readable(root_st, need_list=True):
-        raise _refuse(f"code_path {tree.path} is not readable by the manager's user without "
-                      "privilege")
+        raise _refuse(
+            f"code_path {tree.path} is not readable by the manager's user without privilege"
+        )
     frames: list[tuple[int, str, Iterator[str]]] = [
-        (tree.fd, "", iter(_names(tree.fd, count, max_files)))]
+        (tree.fd, "", iter(_names(tree.fd, count, max_files)))
+    ]
     try:
         while frames:
             fd, prefix, names = frames[-1]
@@ -231,8 +255,7 @@ def scan_code_tree(tree: CodeTree, max_bytes: int, max_files: int) -> list[CodeE
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except OSError as err:
-                raise _refuse(f"code_path entry {rel!r} cannot be read: {err.strerror}") \
-                    from None
+                raise _refuse(f"code_path entry {rel!r} cannot be read: {err.strerror}") from None
             depth = len(frames)
             mode = st.st_mode
             if stat.S_ISDIR(mode):
@@ -245,25 +268,31 @@ def scan_code_tree(tree: CodeTree, max_bytes: int, max_files: int) -> list[CodeE
                 frames.append((sub, rel + "/", iter(_names(sub, count, max_files))))
             elif stat.S_ISREG(mode):
                 if st.st_nlink > 1:
-                    raise _refuse(f"code_path entry {rel!r} is a hard link ({st.st_nlink} "
-                                  "names): hard-linked files are not copied")
+                    raise _refuse(
+                        f"code_path entry {rel!r} is a hard link ({st.st_nlink} "
+                        "names): hard-linked files are not copied"
+                    )
                 if not _readable(st, need_list=False):
                     raise _unreadable(rel)
                 total += st.st_size
                 if total > max_bytes:
-                    raise _refuse(f"code_path holds more than {max_bytes} bytes of files "
-                                  "(docker.max_code_bytes)", limit="docker.max_code_bytes",
-                                  max=max_bytes)
+                    raise _refuse(
+                        f"code_path holds more than {max_bytes} bytes of files "
+                        "(docker.max_code_bytes)",
+                        limit="docker.max_code_bytes",
+                        max=max_bytes,
+                    )
                 out.append(_entry(rel, depth, "f", st))
             elif stat.S_ISLNK(mode):
                 target = os.readlink(name, dir_fd=fd)
                 if "\0" in target or _has_surrogate(target):
-                    raise _refuse(f"code_path entry {rel!r} is a link to a name that is not "
-                                  "UTF-8")
+                    raise _refuse(f"code_path entry {rel!r} is a link to a name that is not UTF-8")
                 out.append(_entry(rel, depth, "l", st, target))
             else:
-                raise _refuse(f"code_path entry {rel!r} is a {_kind(mode)}: only directories, "
-                              "regular files and symbolic links are copied")
+                raise _refuse(
+                    f"code_path entry {rel!r} is a {_kind(mode)}: only directories, "
+                    "regular files and symbolic links are copied"
+                )
     except OSError as err:
         raise _refuse(f"code_path {tree.path} cannot be read: {err.strerror}") from None
     finally:
@@ -274,8 +303,10 @@ def scan_code_tree(tree: CodeTree, max_bytes: int, max_files: int) -> list[CodeE
 
 
 def _unreadable(rel: str) -> InvalidRequest:
-    return _refuse(f"code_path entry {rel!r} is not readable by the manager's user without "
-                   "privilege (the manager copies only what its own user may read)")
+    return _refuse(
+        f"code_path entry {rel!r} is not readable by the manager's user without "
+        "privilege (the manager copies only what its own user may read)"
+    )
 
 
 def _kind(mode: int) -> str:
@@ -289,23 +320,40 @@ def _kind(mode: int) -> str:
 
 
 def _entry(rel: str, depth: int, kind: str, st: os.stat_result, target: str = "") -> CodeEntry:
-    return CodeEntry(rel, depth, kind, st.st_dev, st.st_ino, st.st_size if kind == "f" else 0,
-                     stat.S_IMODE(st.st_mode), st.st_mtime_ns, target)
+    return CodeEntry(
+        rel,
+        depth,
+        kind,
+        st.st_dev,
+        st.st_ino,
+        st.st_size if kind == "f" else 0,
+        stat.S_IMODE(st.st_mode),
+        st.st_mtime_ns,
+        target,
+    )
 
 
 def _changed(rel: str) -> InvalidRequest:
-    return _refuse(f"code_path entry {rel!r} changed while it was copied; the update was "
-                   "aborted (try again)")
+    return _refuse(
+        f"code_path entry {rel!r} changed while it was copied; the update was aborted (try again)"
+    )
 
 
 def _same(st: os.stat_result, e: CodeEntry) -> bool:
     return (st.st_dev, st.st_ino) == (e.dev, e.ino) and (
-        e.kind != "f" or (stat.S_ISREG(st.st_mode) and st.st_size == e.size
-                          and st.st_mtime_ns == e.mtime_ns and st.st_nlink == 1))
+        e.kind != "f"
+        or (
+            stat.S_ISREG(st.st_mode)
+            and st.st_size == e.size
+            and st.st_mtime_ns == e.mtime_ns
+            and st.st_nlink == 1
+        )
+    )
 
 
-def _open_checked(name: str, dir_fd: int, flags: int, expect: os.stat_result | CodeEntry,
-                  rel: str) -> int:
+def _open_checked(
+    name: str, dir_fd: int, flags: int, expect: os.stat_result | CodeEntry, rel: str
+) -> int:
     """Open `name` beneath `dir_fd` without following it; it must still be the entry seen."""
     try:
         fd = os.open(name, flags, dir_fd=dir_fd)
@@ -319,8 +367,7 @@ def _open_checked(name: str, dir_fd: int, flags: int, expect: os.stat_result | C
     return fd
 
 
-def _header(name: str, kind: str, mode: int, mtime: int, size: int = 0,
-            target: str = "") -> bytes:
+def _header(name: str, kind: str, mode: int, mtime: int, size: int = 0, target: str = "") -> bytes:
     info = tarfile.TarInfo(name)
     info.type = {"d": tarfile.DIRTYPE, "f": tarfile.REGTYPE, "l": tarfile.SYMTYPE}[kind]
     # the flow gets plain root-owned files: no set-id or sticky bits from the host
@@ -333,8 +380,7 @@ def _header(name: str, kind: str, mode: int, mtime: int, size: int = 0,
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
 
 
-def archive_chunks(tree: CodeTree, entries: Sequence[CodeEntry], code_dir: str
-                   ) -> Iterator[bytes]:
+def archive_chunks(tree: CodeTree, entries: Sequence[CodeEntry], code_dir: str) -> Iterator[bytes]:
     """The tar, in chunks of about 64 KiB, of `entries` placed at `code_dir` (relative to `/`).
 
     Every directory on the way to the code dir gets an entry of its own (root, 0755): the
@@ -348,7 +394,7 @@ def archive_chunks(tree: CodeTree, entries: Sequence[CodeEntry], code_dir: str
     try:
         comps = prefix.split("/")
         for i in range(len(comps)):
-            buf += _header("/".join(comps[:i + 1]), "d", 0o755, int(os.fstat(tree.fd).st_mtime))
+            buf += _header("/".join(comps[: i + 1]), "d", 0o755, int(os.fstat(tree.fd).st_mtime))
         for e in entries:
             while len(stack) > e.depth:
                 os.close(stack.pop())
@@ -413,14 +459,18 @@ def check_code_mounts(destinations: Iterable[str], code_dir: str) -> None:
     code = _norm(code_dir)
     for dest in destinations:
         if isinstance(dest, str) and dest.startswith("/") and _related(_norm(dest), code):
-            raise InvalidRequest(f"the container has a mount at {dest}, which is, holds or lies "
-                                 f"beneath its code directory {code}: update_container never "
-                                 "copies into a mount", field="container_id",
-                                 details={"mount": dest, "code_dir": code})
+            raise InvalidRequest(
+                f"the container has a mount at {dest}, which is, holds or lies "
+                f"beneath its code directory {code}: update_container never "
+                "copies into a mount",
+                field="container_id",
+                details={"mount": dest, "code_dir": code},
+            )
 
 
-def check_code_settings(settings: Settings, protected: Iterable[str],
-                        env: Mapping[str, str] | None = None) -> None:
+def check_code_settings(
+    settings: Settings, protected: Iterable[str], env: Mapping[str, str] | None = None
+) -> None:
     """At manager start: `docker.code_dir` and `docker.code_roots` are usable and safe, else
     ConfigError naming the key. A root must be an absolute, existing directory spelled without
     symbolic links, and may not be, hold or lie beneath a protected path (/, /etc, the socket
@@ -428,12 +478,16 @@ def check_code_settings(settings: Settings, protected: Iterable[str],
     d = settings.docker
     code_dir = d.code_dir
     if not code_dir.startswith("/") or ".." in code_dir.split("/") or _norm(code_dir) == "/":
-        raise ConfigError(f"docker.code_dir {code_dir!r} must be an absolute path other than "
-                          "/, without '..'", details={"field": "docker.code_dir"})
+        raise ConfigError(
+            f"docker.code_dir {code_dir!r} must be an absolute path other than /, without '..'",
+            details={"field": "docker.code_dir"},
+        )
     for other in (d.socket_mount, d.data_mount, "/run", "/proc", "/sys", "/dev", "/etc"):
         if other and _related(_norm(code_dir), _norm(other)):
-            raise ConfigError(f"docker.code_dir {code_dir!r} may not be, hold or lie beneath "
-                              f"{other}", details={"field": "docker.code_dir"})
+            raise ConfigError(
+                f"docker.code_dir {code_dir!r} may not be, hold or lie beneath {other}",
+                details={"field": "docker.code_dir"},
+            )
     guarded = [*protected, settings.token_path]
     if settings.config_file:
         guarded.append(settings.config_file)
@@ -443,8 +497,10 @@ def check_code_settings(settings: Settings, protected: Iterable[str],
 
 def _check_root(root: str, guarded: Sequence[str]) -> None:
     def bad(why: str) -> ConfigError:
-        return ConfigError(f"docker.code_roots: {root!r} {why}",
-                           details={"field": "docker.code_roots", "root": root})
+        return ConfigError(
+            f"docker.code_roots: {root!r} {why}",
+            details={"field": "docker.code_roots", "root": root},
+        )
 
     if not root.startswith("/") or "\0" in root or ".." in root.split("/"):
         raise bad("must be an absolute path without '..'")

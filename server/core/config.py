@@ -12,8 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from server.core.errors import ConfigError
 
-__all__ = ["Settings", "ServerSettings", "DockerSettings", "BindRoot", "MonitoringSettings",
-           "FlowSettings", "load_settings", "DEFAULT_CONFIG_FILE"]
+__all__ = [
+    "Settings",
+    "ServerSettings",
+    "DockerSettings",
+    "BindRoot",
+    "MonitoringSettings",
+    "FlowSettings",
+    "load_settings",
+    "DEFAULT_CONFIG_FILE",
+]
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parents[2] / "config.json"
 """`config.json` beside the service (the checkout's root)."""
@@ -182,8 +190,9 @@ def _env_value(name: str, raw: str) -> Any:
         try:
             return int(raw)
         except ValueError:
-            raise ConfigError(f"environment variable PORT={raw!r} is not a port number",
-                              details={"field": "PORT"}) from None
+            raise ConfigError(
+                f"environment variable PORT={raw!r} is not a port number", details={"field": "PORT"}
+            ) from None
     if name == "CORS_ORIGINS":
         return [o.strip() for o in raw.split(",") if o.strip()]
     if name == "LOG_LEVEL":
@@ -215,17 +224,21 @@ def load_settings(
         try:
             loaded = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot read configuration file {path}: {err}",
-                              details={"file": str(path)}) from err
+            raise ConfigError(
+                f"cannot read configuration file {path}: {err}", details={"file": str(path)}
+            ) from err
         if not isinstance(loaded, dict):
-            raise ConfigError(f"configuration file {path} must hold a JSON object",
-                              details={"file": str(path)})
+            raise ConfigError(
+                f"configuration file {path} must hold a JSON object", details={"file": str(path)}
+            )
         data = loaded
     elif config_file is not None or "CONFIG_FILE" in env:
         raise ConfigError(f"configuration file {path} does not exist", details={"file": str(path)})
     if "config_file" in data:
-        raise ConfigError(f"invalid configuration in {path}:\n  unknown key 'config_file'",
-                          details={"file": str(path), "field": "config_file"})
+        raise ConfigError(
+            f"invalid configuration in {path}:\n  unknown key 'config_file'",
+            details={"file": str(path), "field": "config_file"},
+        )
     try:
         Settings.model_validate(data)
     except ValidationError as err:
@@ -239,8 +252,9 @@ def load_settings(
     try:
         return Settings.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_describe(err, f"{path} with environment overrides"),
-                          details={"file": str(path)}) from None
+        raise ConfigError(
+            _describe(err, f"{path} with environment overrides"), details={"file": str(path)}
+        ) from None
 
 
 def _set_in(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:

@@ -12,8 +12,14 @@ from typing import Any
 
 from server.core.masking import secret_env_values
 
-__all__ = ["ContainerInfo", "BindMount", "StreamHandle", "parse_time", "to_loop",
-           "info_from_inspect"]
+__all__ = [
+    "ContainerInfo",
+    "BindMount",
+    "StreamHandle",
+    "parse_time",
+    "to_loop",
+    "info_from_inspect",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +88,16 @@ def info_from_inspect(raw: dict[str, Any], asked_ns: int = 0) -> ContainerInfo:
     for cport, binds in bindings.items():
         host = (binds or [{}])[0].get("HostPort") or ""
         ports[cport] = int(host) if host.isdigit() else None
-    mounts = {m["Destination"]: m.get("Source", "") for m in raw.get("Mounts") or []
-              if m.get("Type") == "bind"}
-    binds = tuple(BindMount(str(m.get("Source", "")), str(m.get("Destination", "")),
-                            not m.get("RW", False))
-                  for m in raw.get("Mounts") or [] if m.get("Type") == "bind")
+    mounts = {
+        m["Destination"]: m.get("Source", "")
+        for m in raw.get("Mounts") or []
+        if m.get("Type") == "bind"
+    }
+    binds = tuple(
+        BindMount(str(m.get("Source", "")), str(m.get("Destination", "")), not m.get("RW", False))
+        for m in raw.get("Mounts") or []
+        if m.get("Type") == "bind"
+    )
     return ContainerInfo(
         id=raw["Id"],
         name=str(raw.get("Name", "")).lstrip("/"),

@@ -40,8 +40,7 @@ from server.core.errors import (
 )
 from server.core.log_tail import LogTail, TailBuffer
 
-__all__ = ["DockerAdapter", "ContainerInfo", "BindMount", "StreamHandle", "parse_time",
-           "to_loop"]
+__all__ = ["DockerAdapter", "ContainerInfo", "BindMount", "StreamHandle", "parse_time", "to_loop"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,24 +63,32 @@ def _explanation(err: docker.errors.APIError) -> str:
 
 
 @contextmanager
-def _translated(not_found: type[FlowMgrError] = ContainerNotFound,
-                what: str = "") -> Iterator[None]:
+def _translated(
+    not_found: type[FlowMgrError] = ContainerNotFound, what: str = ""
+) -> Iterator[None]:
     """Turn docker-py and transport errors into the taxonomy: the one translation boundary."""
     try:
         yield
     except docker.errors.ImageNotFound as err:
         raise ImageNotFound(_explanation(err), details={"status": 404}) from err
     except docker.errors.NotFound as err:
-        raise not_found(_explanation(err) if not what else f"{what}: {_explanation(err)}",
-                        details={"status": 404}) from err
+        raise not_found(
+            _explanation(err) if not what else f"{what}: {_explanation(err)}",
+            details={"status": 404},
+        ) from err
     except docker.errors.APIError as err:
-        raise DockerApiError(_explanation(err),
-                             details={"status": err.status_code,
-                                      "explanation": _explanation(err)}) from err
+        raise DockerApiError(
+            _explanation(err), details={"status": err.status_code, "explanation": _explanation(err)}
+        ) from err
     except requests.exceptions.Timeout as err:
         raise DockerApiError(f"the Docker Engine did not answer in time: {err}") from err
-    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
-            http.client.HTTPException, OSError, docker.errors.DockerException) as err:
+    except (
+        requests.exceptions.RequestException,
+        urllib3.exceptions.HTTPError,
+        http.client.HTTPException,
+        OSError,
+        docker.errors.DockerException,
+    ) as err:
         # refused, reset or cut mid-answer: the engine went away
         raise DockerUnavailable(f"the Docker Engine cannot be reached: {err}") from err
 
@@ -99,8 +106,9 @@ class _SocketPool(UnixHTTPAdapter):  # type: ignore[misc]  # docker-py is untype
         with self.pools.lock:
             pool = self.pools.get(key)
             if pool is None:
-                pool = _ClosingConnectionPool(key, self.socket_path, self.timeout,
-                                              maxsize=self.max_pool_size)
+                pool = _ClosingConnectionPool(
+                    key, self.socket_path, self.timeout, maxsize=self.max_pool_size
+                )
                 self.pools[key] = pool
         return pool
 
@@ -129,8 +137,9 @@ def _one_pool_per_socket(api: docker.APIClient) -> None:
     adapter = api.adapters.get("http+docker://")
     if type(adapter) is not UnixHTTPAdapter:  # tcp, ssh: pooled by host already
         return
-    pool = _SocketPool(f"http+unix://{adapter.socket_path}", adapter.timeout,
-                       max_pool_size=adapter.max_pool_size)
+    pool = _SocketPool(
+        f"http+unix://{adapter.socket_path}", adapter.timeout, max_pool_size=adapter.max_pool_size
+    )
     api.mount("http+docker://", pool)
     api._custom_adapter = pool  # noqa: SLF001 - docker-py's fallback adapter, kept in step
     adapter.close()
@@ -153,19 +162,26 @@ class DockerAdapter:
     @property
     def is_local(self) -> bool:
         """True when the engine runs on this host (cgroup files are then readable)."""
-        return self.base_url.startswith(("http+docker://localhost", "http+docker://localunixsocket"))
+        return self.base_url.startswith(
+            ("http+docker://localhost", "http+docker://localunixsocket")
+        )
 
     def _client(self) -> docker.APIClient:
         if self._api is None:
             with _translated():
-                where = {"base_url": self._base_url} if self._base_url \
+                where = (
+                    {"base_url": self._base_url}
+                    if self._base_url
                     else docker.utils.kwargs_from_env()
+                )
                 # The API version is asked for once our pool is mounted: asked through
                 # docker-py's own, a refused connect would leave its socket open.
-                api = docker.APIClient(timeout=int(self.call_timeout),
-                                       max_pool_size=_HTTP_POOL_SIZE,
-                                       version=docker.constants.MINIMUM_DOCKER_API_VERSION,
-                                       **where)
+                api = docker.APIClient(
+                    timeout=int(self.call_timeout),
+                    max_pool_size=_HTTP_POOL_SIZE,
+                    version=docker.constants.MINIMUM_DOCKER_API_VERSION,
+                    **where,
+                )
                 _one_pool_per_socket(api)
                 try:
                     api._version = api._retrieve_server_version()  # noqa: SLF001
@@ -175,9 +191,15 @@ class DockerAdapter:
                 self._api = api
         return self._api
 
-    async def _call(self, fn: Callable[..., T], *args: Any, timeout: float | None = None,
-                    not_found: type[FlowMgrError] = ContainerNotFound, what: str = "",
-                    **kwargs: Any) -> T:
+    async def _call(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        timeout: float | None = None,
+        not_found: type[FlowMgrError] = ContainerNotFound,
+        what: str = "",
+        **kwargs: Any,
+    ) -> T:
         def run() -> T:
             with _translated(not_found, what):
                 return fn(*args, **kwargs)
@@ -185,15 +207,18 @@ class DockerAdapter:
         if self._pool is None:
             # our own threads: slow stops must not starve the loop's default executor, and
             # a sweep of inspects must not wait behind other code's to_thread work
-            self._pool = ThreadPoolExecutor(max_workers=_POOL_SIZE,
-                                            thread_name_prefix="docker-call")
+            self._pool = ThreadPoolExecutor(
+                max_workers=_POOL_SIZE, thread_name_prefix="docker-call"
+            )
         loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, run),
-                                          timeout or self.call_timeout)
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._pool, run), timeout or self.call_timeout
+            )
         except TimeoutError as err:
-            raise DockerApiError(f"the Docker Engine did not answer within "
-                                 f"{timeout or self.call_timeout:.0f} s") from err
+            raise DockerApiError(
+                f"the Docker Engine did not answer within {timeout or self.call_timeout:.0f} s"
+            ) from err
 
     async def ping(self) -> None:
         """Raise DockerUnavailable unless the engine answers."""
@@ -218,21 +243,34 @@ class DockerAdapter:
 
     async def list_ids(self, labels: list[str], *, running_only: bool = False) -> list[str]:
         """Ids of containers carrying all `labels` ("key=value")."""
-        rows = await self._call(lambda: self._client().containers(
-            all=not running_only, quiet=True, filters={"label": labels}))
+        rows = await self._call(
+            lambda: self._client().containers(
+                all=not running_only, quiet=True, filters={"label": labels}
+            )
+        )
         return [r["Id"] for r in rows]
 
     async def published_host_ports(self) -> set[int]:
         """Host ports published by any running container on this engine."""
         rows = await self._call(lambda: self._client().containers())
-        return {int(p["PublicPort"]) for r in rows for p in r.get("Ports") or []
-                if p.get("PublicPort")}
+        return {
+            int(p["PublicPort"]) for r in rows for p in r.get("Ports") or [] if p.get("PublicPort")
+        }
 
-    async def create(self, *, image: str, name: str, command: list[str] | None,
-                     environment: dict[str, str], labels: dict[str, str],
-                     binds: list[BindMount], ports: dict[str, int], network: str,
-                     host_options: dict[str, Any],
-                     volumes: dict[str, str] | None = None) -> str:
+    async def create(
+        self,
+        *,
+        image: str,
+        name: str,
+        command: list[str] | None,
+        environment: dict[str, str],
+        labels: dict[str, str],
+        binds: list[BindMount],
+        ports: dict[str, int],
+        network: str,
+        host_options: dict[str, Any],
+        volumes: dict[str, str] | None = None,
+    ) -> str:
         """Create a container (never pulls); return its full id.
 
         `binds` are host mounts, each with its own mode; `volumes` maps named volumes to
@@ -240,10 +278,14 @@ class DockerAdapter:
         source instead of creating it as root. `host_options` are `create_host_config`
         keywords (limits, capabilities, restart policy).
         """
-        mounts = [docker.types.Mount(b.target, b.source, type="bind", read_only=b.read_only)
-                  for b in binds]
-        mounts += [docker.types.Mount(target, vol, type="volume")
-                   for vol, target in (volumes or {}).items()]
+        mounts = [
+            docker.types.Mount(b.target, b.source, type="bind", read_only=b.read_only)
+            for b in binds
+        ]
+        mounts += [
+            docker.types.Mount(target, vol, type="volume")
+            for vol, target in (volumes or {}).items()
+        ]
 
         def run() -> str:
             api = self._client()
@@ -257,10 +299,16 @@ class DockerAdapter:
                 **options,
             )
             created = api.create_container(
-                image=image, name=name, command=command, environment=environment,
-                labels=labels, host_config=host_config, detach=True,
+                image=image,
+                name=name,
+                command=command,
+                environment=environment,
+                labels=labels,
+                host_config=host_config,
+                detach=True,
                 # (port, proto) tuples: docker-py mangles "80/tcp" strings here
-                ports=[(int(p.split("/")[0]), p.split("/")[1]) for p in ports])
+                ports=[(int(p.split("/")[0]), p.split("/")[1]) for p in ports],
+            )
             return str(created["Id"])
 
         # a 404 here is a missing network (a missing image is ImageNotFound already)
@@ -272,29 +320,40 @@ class DockerAdapter:
 
     async def stop(self, container_id: str, timeout: int) -> None:
         """Stop (TERM, then KILL after `timeout` s)."""
-        await self._call(lambda: self._client().stop(container_id, timeout=timeout),
-                         timeout=self.call_timeout + timeout)
+        await self._call(
+            lambda: self._client().stop(container_id, timeout=timeout),
+            timeout=self.call_timeout + timeout,
+        )
 
     async def restart(self, container_id: str, timeout: int) -> None:
         """Restart (stop with `timeout`, then start)."""
-        await self._call(lambda: self._client().restart(container_id, timeout=timeout),
-                         timeout=self.call_timeout + timeout)
+        await self._call(
+            lambda: self._client().restart(container_id, timeout=timeout),
+            timeout=self.call_timeout + timeout,
+        )
 
     async def remove(self, container_id: str) -> None:
         """Remove a container, running or not."""
         await self._call(lambda: self._client().remove_container(container_id, force=True))
 
-    async def logs(self, container_id: str, tail: int,
-                   each_line: Callable[[str], str] | None = None, *,
-                   max_bytes: int = DEFAULT_LOG_BYTES) -> LogTail:
+    async def logs(
+        self,
+        container_id: str,
+        tail: int,
+        each_line: Callable[[str], str] | None = None,
+        *,
+        max_bytes: int = DEFAULT_LOG_BYTES,
+    ) -> LogTail:
         """The last `tail` lines of its output (stdout and stderr), at most `max_bytes` of
         them (the newest; `.truncated` says when older ones were left out), each passed
         through `each_line` in the worker thread (10,000 lines cost tens of ms: not on the
         loop). The engine's answer is read frame by frame, never whole."""
+
         def read() -> LogTail:
             kept = TailBuffer(max_bytes)
-            stream = self._client().logs(container_id, stdout=True, stderr=True, tail=tail,
-                                         stream=True, follow=False)
+            stream = self._client().logs(
+                container_id, stdout=True, stderr=True, tail=tail, stream=True, follow=False
+            )
             try:
                 for chunk in stream:
                     kept.feed(chunk)
@@ -307,6 +366,7 @@ class DockerAdapter:
 
     async def exec_run(self, container_id: str, cmd: list[str]) -> int:
         """Run `cmd` in a running container; return its exit code."""
+
         def run() -> int:
             api = self._client()
             ex = api.exec_create(container_id, cmd, stdout=True, stderr=True)
@@ -315,8 +375,9 @@ class DockerAdapter:
 
         return await self._call(run)
 
-    async def put_archive(self, container_id: str, path: str,
-                          data: bytes | Iterable[bytes]) -> None:
+    async def put_archive(
+        self, container_id: str, path: str, data: bytes | Iterable[bytes]
+    ) -> None:
         """Extract a tar archive into `path` inside the container. An iterable of chunks is
         sent as a chunked request body as it is produced (read in the call's thread), so no
         whole archive is held; an exception it raises aborts the upload and propagates."""
@@ -335,7 +396,8 @@ class DockerAdapter:
     async def stats_once(self, container_id: str) -> dict[str, Any]:
         """One `docker stats`-style sample from the API (slow: about 1 s); for remote engines."""
         raw: dict[str, Any] = await self._call(
-            lambda: self._client().stats(container_id, stream=False))
+            lambda: self._client().stats(container_id, stream=False)
+        )
         return raw
 
     # volumes
@@ -344,6 +406,7 @@ class DockerAdapter:
         """Create the named volume `name` with `labels`; True when made now. An existing one
         is reused only when it carries `labels`, uses `driver` and has no driver options (a
         volume of another owner, or one bind-mounting a host path, is refused)."""
+
         def run() -> bool:
             api = self._client()
             try:
@@ -353,14 +416,16 @@ class DockerAdapter:
                 return True
             ours = all((found.get("Labels") or {}).get(k) == v for k, v in labels.items())
             if not ours or found.get("Driver") != driver or found.get("Options"):
-                raise DockerApiError(f"volume {name} exists and is not this manager's own",
-                                     details={"volume": name})
+                raise DockerApiError(
+                    f"volume {name} exists and is not this manager's own", details={"volume": name}
+                )
             return False
 
         return await self._call(run, not_found=DockerApiError)
 
     async def remove_volume(self, name: str, labels: dict[str, str]) -> None:
         """Remove the named volume if it exists and carries `labels` (never another's)."""
+
         def run() -> None:
             api = self._client()
             try:
@@ -387,6 +452,7 @@ class DockerAdapter:
 
     async def ensure_network(self, name: str, labels: dict[str, str]) -> None:
         """Create the bridge network `name` with `labels` unless it exists."""
+
         def run() -> None:
             api = self._client()
             if api.networks(names=[name]):
@@ -401,9 +467,13 @@ class DockerAdapter:
 
     # streams
 
-    def stream_events(self, filters: dict[str, Any], since: datetime | None,
-                      on_item: Callable[[dict[str, Any]], None],
-                      on_end: Callable[[BaseException | None], None]) -> StreamHandle:
+    def stream_events(
+        self,
+        filters: dict[str, Any],
+        since: datetime | None,
+        on_item: Callable[[dict[str, Any]], None],
+        on_end: Callable[[BaseException | None], None],
+    ) -> StreamHandle:
         """Follow the events stream in a named thread; `on_item`/`on_end` run in that thread."""
         handle = StreamHandle()
 
@@ -423,8 +493,12 @@ class DockerAdapter:
         handle.thread.start()
         return handle
 
-    def stream_logs(self, container_id: str, on_line: Callable[[str], None],
-                    on_end: Callable[[BaseException | None], None]) -> StreamHandle:
+    def stream_logs(
+        self,
+        container_id: str,
+        on_line: Callable[[str], None],
+        on_end: Callable[[BaseException | None], None],
+    ) -> StreamHandle:
         """Follow a container's new output lines in a named thread (a line longer than
         MAX_STREAM_LINE bytes arrives in pieces)."""
         handle = StreamHandle()
@@ -434,8 +508,9 @@ class DockerAdapter:
             buf = bytearray()
             try:
                 with _translated():
-                    stream = self._client().logs(container_id, stream=True, follow=True,
-                                                 tail=0, stdout=True, stderr=True)
+                    stream = self._client().logs(
+                        container_id, stream=True, follow=True, tail=0, stdout=True, stderr=True
+                    )
                     if handle._attach(stream):
                         for chunk in stream:
                             buf += chunk
@@ -455,7 +530,8 @@ class DockerAdapter:
                 error = err
             on_end(error)
 
-        handle.thread = threading.Thread(target=run, name=f"docker-logs-{container_id[:12]}",
-                                         daemon=True)
+        handle.thread = threading.Thread(
+            target=run, name=f"docker-logs-{container_id[:12]}", daemon=True
+        )
         handle.thread.start()
         return handle

@@ -31,9 +31,18 @@ __all__ = [
 ]
 
 ACTIVITY_TYPES: tuple[str, ...] = (
-    "container_created", "container_started", "container_stopped", "container_restarted",
-    "container_updated", "container_deleted", "message_sent", "message_received",
-    "status_change", "health_warning", "container_crash", "container_error",
+    "container_created",
+    "container_started",
+    "container_stopped",
+    "container_restarted",
+    "container_updated",
+    "container_deleted",
+    "message_sent",
+    "message_received",
+    "status_change",
+    "health_warning",
+    "container_crash",
+    "container_error",
 )
 
 

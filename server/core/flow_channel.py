@@ -103,10 +103,14 @@ class _Channel:
         if stamp - self.warned_at < 1.0:
             self.rejected_unlogged += 1
             return
-        more = f" ({self.rejected_unlogged} more since the last warning)" \
-            if self.rejected_unlogged else ""
-        logger.warning("flow %s sent a bad frame (%s); its connection was reset%s",
-                       self.short, err, more)
+        more = (
+            f" ({self.rejected_unlogged} more since the last warning)"
+            if self.rejected_unlogged
+            else ""
+        )
+        logger.warning(
+            "flow %s sent a bad frame (%s); its connection was reset%s", self.short, err, more
+        )
         self.warned_at, self.rejected_unlogged = stamp, 0
 
 
@@ -117,7 +121,9 @@ def check_socket_path(socket_path: str) -> None:
         raise InvalidRequest(
             f"socket path {socket_path!r} is {size} bytes long; Unix socket paths are limited "
             f"to {MAX_SOCKET_PATH_BYTES} bytes: choose a shorter socket_dir or container name",
-            field="socket_path", details={"socket_path": socket_path, "bytes": size})
+            field="socket_path",
+            details={"socket_path": socket_path, "bytes": size},
+        )
 
 
 def _masked(message: dict[str, Any]) -> Any:
@@ -164,10 +170,12 @@ class FlowChannelHub:
         try:
             sock, st = await asyncio.to_thread(_bind_listener, path)
             channel.server = await asyncio.start_unix_server(
-                lambda r, w: self._serve(channel, r, w), sock=sock)
+                lambda r, w: self._serve(channel, r, w), sock=sock
+            )
         except OSError as err:
-            raise FlowSocketError(f"cannot listen on {socket_path}: {err}",
-                                  details={"socket_path": socket_path}) from err
+            raise FlowSocketError(
+                f"cannot listen on {socket_path}: {err}", details={"socket_path": socket_path}
+            ) from err
         channel.inode = (st.st_dev, st.st_ino)
         self._channels[container_id] = channel
         logger.debug("listening for flow %s on %s", channel.short, socket_path)
@@ -199,8 +207,9 @@ class FlowChannelHub:
         channel = self._channels.get(container_id)
         if channel is None:
             return None
-        return ChannelInfo(container_id, channel.socket_path, channel.conn is not None,
-                           channel.last_communication)
+        return ChannelInfo(
+            container_id, channel.socket_path, channel.conn is not None, channel.last_communication
+        )
 
     # -- sending -------------------------------------------------------------------------
 
@@ -216,7 +225,8 @@ class FlowChannelHub:
         if channel is None or conn is None:
             raise FlowSocketConnectionError(
                 f"flow {container_id[:12]} is not connected to its socket",
-                details={"container_id": container_id})
+                details={"container_id": container_id},
+            )
         timeout = self._settings.send_timeout
         try:
             if conn.lock.locked():
@@ -228,19 +238,26 @@ class FlowChannelHub:
             self._drop(channel, conn, f"send timed out after {timeout} s")
             raise FlowSocketTimeout(
                 f"flow {channel.short} did not take the message within {timeout} s",
-                details={"container_id": container_id, "timeout": timeout}) from None
+                details={"container_id": container_id, "timeout": timeout},
+            ) from None
         except (ConnectionError, OSError) as err:
             self._drop(channel, conn, f"connection error while sending: {err}")
             raise FlowSocketConnectionError(
                 f"flow {channel.short} disconnected while sending: {err}",
-                details={"container_id": container_id}) from None
+                details={"container_id": container_id},
+            ) from None
         stamp = now()
         channel.last_communication = stamp
         self._bus.publish(FlowMessageSent(container_id=container_id, message=message, at=stamp))
-        self._bus.publish(ActivityLogged(
-            activity_type="message_sent", container_id=container_id, at=stamp,
-            message=f"Message sent to flow {channel.short}",
-            details={"message": _masked(message)}))
+        self._bus.publish(
+            ActivityLogged(
+                activity_type="message_sent",
+                container_id=container_id,
+                at=stamp,
+                message=f"Message sent to flow {channel.short}",
+                details={"message": _masked(message)},
+            )
+        )
 
     async def _write(self, conn: _Connection, message: dict[str, Any], timeout: float) -> None:
         """Write one frame; return once all of it is in the socket (drain under `timeout`)."""
@@ -278,8 +295,7 @@ class FlowChannelHub:
         except FrameError as err:
             reason = f"frame rejected: {err}"
             channel.log_rejection(err)
-            self._bus.publish(FlowFrameRejected(container_id=channel.container_id,
-                                                reason=str(err)))
+            self._bus.publish(FlowFrameRejected(container_id=channel.container_id, reason=str(err)))
         except (ConnectionError, OSError) as err:
             reason = f"connection error: {err}"
         except asyncio.CancelledError:
@@ -293,8 +309,9 @@ class FlowChannelHub:
         bucket = _TokenBucket(self._inbound_rate, self._inbound_burst)
         count = 0
         while True:
-            message = await read_frame(conn.reader, self._settings.max_frame_bytes,
-                                       self._frame_timeout)
+            message = await read_frame(
+                conn.reader, self._settings.max_frame_bytes, self._frame_timeout
+            )
             if message is None:
                 return
             self._received(channel, message)
@@ -309,10 +326,15 @@ class FlowChannelHub:
         channel.last_communication = stamp
         cid = channel.container_id
         self._bus.publish(FlowMessageReceived(container_id=cid, message=message, at=stamp))
-        self._bus.publish(ActivityLogged(
-            activity_type="message_received", container_id=cid, at=stamp,
-            message=f"Message received from flow {channel.short}",
-            details={"message": _masked(message)}))
+        self._bus.publish(
+            ActivityLogged(
+                activity_type="message_received",
+                container_id=cid,
+                at=stamp,
+                message=f"Message received from flow {channel.short}",
+                details={"message": _masked(message)},
+            )
+        )
 
     def _drop(self, channel: _Channel, conn: _Connection, reason: str) -> None:
         """Reset `conn`; publish FlowChannelLost if it was the channel's current one."""
@@ -330,8 +352,9 @@ class FlowChannelHub:
     # -- the socket file -----------------------------------------------------------------
 
     def _still_listening(self, channel: _Channel) -> bool:
-        return (channel.server is not None and channel.server.is_serving()
-                and self._owns_file(channel))
+        return (
+            channel.server is not None and channel.server.is_serving() and self._owns_file(channel)
+        )
 
     @staticmethod
     def _owns_file(channel: _Channel) -> bool:
@@ -386,6 +409,8 @@ def _unlink_stale(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise FlowSocketError(f"{path} exists and is not a socket; refusing to replace it",
-                              details={"socket_path": str(path)})
+        raise FlowSocketError(
+            f"{path} exists and is not a socket; refusing to replace it",
+            details={"socket_path": str(path)},
+        )
     path.unlink(missing_ok=True)

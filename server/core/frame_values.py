@@ -35,8 +35,8 @@ _UNITS_PER_MATCH = 64
 _STRING_PATTERN = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
 _SHORT_STRING = rb'"(?:[^"\\]|\\.){0,%d}+"' % _LONG_STRING
 _UNITS = re.compile(
-    rb'%s(?:[^"]*+%s){0,%d}' % (_STRING_PATTERN, _SHORT_STRING, _UNITS_PER_MATCH - 1),
-    re.DOTALL)
+    rb'%s(?:[^"]*+%s){0,%d}' % (_STRING_PATTERN, _SHORT_STRING, _UNITS_PER_MATCH - 1), re.DOTALL
+)
 _STRING = re.compile(_STRING_PATTERN, re.DOTALL)
 
 
@@ -84,7 +84,7 @@ def _outside_strings(body: bytes | bytearray, limit: int) -> int:
             if (match := _UNITS.match(body, start)) is None:
                 pos = start
                 break
-            outside, strings = _STRING.subn(b"", view[start:match.end()])
+            outside, strings = _STRING.subn(b"", view[start : match.end()])
             count += max(_structural(outside), strings - 1)
             pos = match.end()
     if count <= limit:

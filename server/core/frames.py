@@ -25,17 +25,21 @@ def _reject_constant(name: str) -> Any:
 def encode_frame(message: dict[str, Any], max_bytes: int) -> bytes:
     """One frame for `message`; InvalidRequest when it is not a JSON object or is too large."""
     if not isinstance(message, dict):
-        raise InvalidRequest(f"a message must be a JSON object, not {type(message).__name__}",
-                             field="message")
+        raise InvalidRequest(
+            f"a message must be a JSON object, not {type(message).__name__}", field="message"
+        )
     try:
-        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        body = json.dumps(
+            message, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
     except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as err:
         raise InvalidRequest(f"message cannot be encoded as JSON: {err}", field="message") from None
     if len(body) > max_bytes:
         raise InvalidRequest(
             f"message of {len(body)} bytes exceeds the {max_bytes}-byte frame maximum",
-            field="message", details={"size": len(body), "max_frame_bytes": max_bytes})
+            field="message",
+            details={"size": len(body), "max_frame_bytes": max_bytes},
+        )
     return HEADER.pack(len(body)) + body
 
 
@@ -43,8 +47,10 @@ def frame_length(header: bytes, max_bytes: int) -> int:
     """The body length a header announces; FrameError (before any body is read) when too big."""
     size: int = HEADER.unpack(header)[0]
     if size > max_bytes:
-        raise FrameError(f"frame of {size} bytes exceeds the {max_bytes}-byte maximum",
-                         details={"size": size, "max_frame_bytes": max_bytes})
+        raise FrameError(
+            f"frame of {size} bytes exceeds the {max_bytes}-byte maximum",
+            details={"size": size, "max_frame_bytes": max_bytes},
+        )
     return size
 
 
@@ -53,9 +59,11 @@ def decode_body(body: bytes | bytearray, max_bytes: int) -> dict[str, Any]:
     more JSON values than `max_values(max_bytes)` (checked before anything is parsed)."""
     limit = max_values(max_bytes)
     if too_many_values(body, limit):
-        raise FrameError(f"frame holds more than {limit} JSON values (the most a "
-                         f"{max_bytes}-byte frame maximum allows)",
-                         details={"max_values": limit, "max_frame_bytes": max_bytes})
+        raise FrameError(
+            f"frame holds more than {limit} JSON values (the most a "
+            f"{max_bytes}-byte frame maximum allows)",
+            details={"max_values": limit, "max_frame_bytes": max_bytes},
+        )
     text = _utf8(body)
     try:
         value = json.loads(text, parse_constant=_reject_constant)
@@ -81,11 +89,13 @@ def _utf8(body: bytes | bytearray) -> str:
     with memoryview(body) as view:
         for start in range(0, len(body), _CHUNK):
             try:
-                parts.append(decoder.decode(view[start:start + _CHUNK],
-                                            final=start + _CHUNK >= len(body)))
+                parts.append(
+                    decoder.decode(view[start : start + _CHUNK], final=start + _CHUNK >= len(body))
+                )
             except UnicodeDecodeError as err:
                 raise FrameError(
-                    f"frame is not valid UTF-8 (near byte {start + err.start})") from None
+                    f"frame is not valid UTF-8 (near byte {start + err.start})"
+                ) from None
     return "".join(parts)
 
 
@@ -139,7 +149,7 @@ async def _read_large_body(reader: asyncio.StreamReader, size: int) -> bytearray
         chunk = await reader.read(min(size - got, _CHUNK))
         if not chunk:
             raise _truncated(HEADER.size + got, HEADER.size + size)
-        view[got:got + len(chunk)] = chunk
+        view[got : got + len(chunk)] = chunk
         got += len(chunk)
     view.release()
     return body

@@ -25,8 +25,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Mode", "Pin", "BindPins", "HostPathError", "split_mode", "plain_path_problem",
-           "root_for", "walk", "nesting_problem", "beneath", "closed_to_others"]
+__all__ = [
+    "Mode",
+    "Pin",
+    "BindPins",
+    "HostPathError",
+    "split_mode",
+    "plain_path_problem",
+    "root_for",
+    "walk",
+    "nesting_problem",
+    "beneath",
+    "closed_to_others",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +65,7 @@ class Pin:
 
 
 def split_mode(target: str) -> tuple[str, Mode | None]:
-    """"/data:rw" -> ("/data", "rw"); "/data" -> ("/data", None). Other suffixes stay."""
+    """ "/data:rw" -> ("/data", "rw"); "/data" -> ("/data", None). Other suffixes stay."""
     for mode in ("rw", "ro"):
         if target.endswith(":" + mode):
             return target[: -len(mode) - 1], mode
@@ -96,8 +107,10 @@ def _owner_problem(st: os.stat_result, where: str, uid: int) -> str | None:
     if st.st_uid not in (0, uid):
         return f"{where} is owned by uid {st.st_uid} (only root or the manager may own it)"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
-        return (f"{where} is writable by its group or others (mode "
-                f"{stat.S_IMODE(st.st_mode):o}): another user could replace what lies beneath")
+        return (
+            f"{where} is writable by its group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):o}): another user could replace what lies beneath"
+        )
     return None
 
 
@@ -143,11 +156,14 @@ def walk(path: str, *, uid: int | None = None, want_dir: bool = False) -> tuple[
             raise HostPathError(f"{where} is a symbolic link")
         if stat.S_ISREG(st.st_mode) and not want_dir:
             if st.st_nlink > 1:
-                raise HostPathError(f"{where} is a file with {st.st_nlink} hard links (it may "
-                                    "be another file under a second name)")
+                raise HostPathError(
+                    f"{where} is a file with {st.st_nlink} hard links (it may "
+                    "be another file under a second name)"
+                )
         elif not stat.S_ISDIR(st.st_mode):
-            raise HostPathError(f"{where} is not a directory" + ("" if want_dir else
-                                                                 " or a regular file"))
+            raise HostPathError(
+                f"{where} is not a directory" + ("" if want_dir else " or a regular file")
+            )
         return st.st_dev, st.st_ino
     finally:
         os.close(fd)
@@ -165,7 +181,7 @@ def closed_to_others(path: str) -> bool:
 
 
 def _ancestors(path: str) -> list[str]:
-    """"/a/b/c" -> ["/a/b", "/a", "/"]: the directories strictly above `path`."""
+    """ "/a/b/c" -> ["/a/b", "/a", "/"]: the directories strictly above `path`."""
     out: list[str] = []
     while path not in ("/", ""):
         path = path.rsplit("/", 1)[0] or "/"
@@ -183,11 +199,15 @@ def nesting_problem(new: Sequence[Pin], others: Iterable[Pin]) -> str | None:
     for pin in new:
         above = next((a for a in _ancestors(pin.source) if a in writable), None)
         if above is not None:
-            return (f"host path {pin.source} lies beneath {above}, which a flow may write: it "
-                    "could be replaced before the mount")
+            return (
+                f"host path {pin.source} lies beneath {above}, which a flow may write: it "
+                "could be replaced before the mount"
+            )
         if pin.mode == "rw" and pin.source in held:
-            return (f"host path {pin.source} would be writable and holds {held[pin.source]}, "
-                    "mounted by a flow: the flow writing here could replace it")
+            return (
+                f"host path {pin.source} would be writable and holds {held[pin.source]}, "
+                "mounted by a flow: the flow writing here could replace it"
+            )
     return None
 
 
@@ -236,11 +256,14 @@ class BindPins:
             try:
                 dev_ino = walk(pin.source)
             except HostPathError as err:
-                raise HostPathError(f"host path {pin.source} changed since it was checked: "
-                                    f"{err}") from None
+                raise HostPathError(
+                    f"host path {pin.source} changed since it was checked: {err}"
+                ) from None
             if dev_ino != (pin.dev, pin.ino):
-                raise HostPathError(f"host path {pin.source} changed since it was checked: it "
-                                    "is another file or directory now")
+                raise HostPathError(
+                    f"host path {pin.source} changed since it was checked: it "
+                    "is another file or directory now"
+                )
 
     def nesting(self, container_id: str) -> str | None:
         """`nesting_problem` of the container's binds against every other container's (an

@@ -65,7 +65,7 @@ class TailBuffer:
             return
         room = self.max_bytes - 1 - len(self._partial)
         if len(piece) > room:
-            piece, self._cut, self.truncated = piece[:max(room, 0)], True, True
+            piece, self._cut, self.truncated = piece[: max(room, 0)], True, True
         self._partial += piece
 
     def _push(self, line: bytes) -> None:
@@ -86,7 +86,7 @@ def _trim(lines: LogTail, max_bytes: int) -> bool:
     cut = first > 0
     del lines[:first]
     if lines and total > max_bytes:
-        raw = lines[0].encode("utf-8", "surrogatepass")[:max_bytes - 1]
+        raw = lines[0].encode("utf-8", "surrogatepass")[: max_bytes - 1]
         lines[0] = raw.decode("utf-8", "ignore")
         cut = True
     return cut

@@ -22,8 +22,13 @@ class LogFollowers:
     """Streams run only while someone follows; lines arrive on the bus as LogLineReceived,
     secrets masked."""
 
-    def __init__(self, adapter: DockerAdapter, bus: EventBus, is_running: Callable[[str], bool],
-                 secret_values: Callable[[str], tuple[str, ...]]) -> None:
+    def __init__(
+        self,
+        adapter: DockerAdapter,
+        bus: EventBus,
+        is_running: Callable[[str], bool],
+        secret_values: Callable[[str], tuple[str, ...]],
+    ) -> None:
         self._adapter = adapter
         self._bus = bus
         self._is_running = is_running
@@ -65,8 +70,11 @@ class LogFollowers:
 
         def on_line(line: str) -> None:
             # masked here, in the stream's thread: the loop never pays for it
-            to_loop(loop, bus.publish, LogLineReceived(container_id=container_id,
-                                                       line=mask_log_line(line, secrets)))
+            to_loop(
+                loop,
+                bus.publish,
+                LogLineReceived(container_id=container_id, line=mask_log_line(line, secrets)),
+            )
 
         def on_end(err: BaseException | None) -> None:
             if err is not None:

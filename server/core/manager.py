@@ -42,15 +42,25 @@ logger = logging.getLogger(__name__)
 class ContainerManager(ContainerActions):
     """The one core object per process: Docker lifecycle, monitoring, flow channels, events."""
 
-    def __init__(self, settings: Settings, *, bus: EventBus | None = None,
-                 adapter: DockerAdapter | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bus: EventBus | None = None,
+        adapter: DockerAdapter | None = None,
+    ) -> None:
         self.settings = settings
         self.bus = bus or EventBus()
         self.adapter = adapter or DockerAdapter(settings.docker.call_timeout)
         self.hub = FlowChannelHub(self.bus, settings.flow)
         self.state = StateDir(settings)
-        self.registry = Registry(self.bus, self.hub, StoppedSet(self.state.path),
-                                 self.state.path, settings.docker.socket_mount)
+        self.registry = Registry(
+            self.bus,
+            self.hub,
+            StoppedSet(self.state.path),
+            self.state.path,
+            settings.docker.socket_mount,
+        )
         self.monitor = DockerMonitor(self.adapter, self.registry, settings, self)
         self.sampler = ResourceSampler(self.adapter, self.registry, settings)
         self.logs = LogFollowers(self.adapter, self.bus, self._is_running, self._secret_values)
@@ -90,8 +100,10 @@ class ContainerManager(ContainerActions):
             async with asyncio.timeout(self.settings.docker.call_timeout):
                 await self.monitor.tried.wait()
         except TimeoutError:
-            logger.warning("the Docker Engine did not answer within %.0f s of start",
-                           self.settings.docker.call_timeout)
+            logger.warning(
+                "the Docker Engine did not answer within %.0f s of start",
+                self.settings.docker.call_timeout,
+            )
         self.set_sampling(True)
         self._spawn(self._report_status(), "status-reporter")
 
@@ -106,8 +118,10 @@ class ContainerManager(ContainerActions):
             task.cancel()
         _, pending = await asyncio.wait(tasks, timeout=5) if tasks else (set(), set())
         if pending:
-            logger.warning("watcher tasks did not stop within 5 s: %s",
-                           ", ".join(t.get_name() for t in pending))
+            logger.warning(
+                "watcher tasks did not stop within 5 s: %s",
+                ", ".join(t.get_name() for t in pending),
+            )
         if self._opening:
             await asyncio.wait(list(self._opening), timeout=5)
         await self.hub.aclose()
@@ -118,8 +132,12 @@ class ContainerManager(ContainerActions):
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
@@ -165,8 +183,12 @@ class ContainerManager(ContainerActions):
     def _no_channel(self, rec: Record, why: str, err: FlowMgrError) -> None:
         """The container is still managed; only messaging it is impossible."""
         logger.warning("no flow channel for %s: %s", rec.info.name, err)
-        self.registry.record_activity("container_error", rec.info.id, f"{why}: {err}",
-                                      {"name": rec.info.name, "error": err.message})
+        self.registry.record_activity(
+            "container_error",
+            rec.info.id,
+            f"{why}: {err}",
+            {"name": rec.info.name, "error": err.message},
+        )
 
     async def container_removed(self, container_id: str) -> None:
         """Close the channel and log stream of a vanished container."""
@@ -210,13 +232,15 @@ class ContainerManager(ContainerActions):
             "event_handler": "active" if up and self.monitor.streaming else "unavailable",
         }
 
-    def recent_activity(self, container_id: str | None = None,
-                        limit: int = 200) -> list[ActivityLogged]:
+    def recent_activity(
+        self, container_id: str | None = None, limit: int = 200
+    ) -> list[ActivityLogged]:
         """The newest activity lines (oldest first), optionally for one container."""
         return _recent(list(self.registry.activity), container_id, limit)
 
-    def recent_crashes(self, container_id: str | None = None,
-                       limit: int = 50) -> list[ContainerCrashed]:
+    def recent_crashes(
+        self, container_id: str | None = None, limit: int = 50
+    ) -> list[ContainerCrashed]:
         """The newest crash reports (oldest first)."""
         return _recent(list(self.registry.crashes), container_id, limit)
 
@@ -230,9 +254,12 @@ class ContainerManager(ContainerActions):
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
             raise InvalidRequest("tail must be a non-negative integer", field="tail")
         rec = self.registry.resolve(ref)
-        return await self.adapter.logs(rec.info.id, tail,
-                                       partial(mask_log_line, secret_values=rec.info.secret_values),
-                                       max_bytes=self.settings.docker.max_log_bytes)
+        return await self.adapter.logs(
+            rec.info.id,
+            tail,
+            partial(mask_log_line, secret_values=rec.info.secret_values),
+            max_bytes=self.settings.docker.max_log_bytes,
+        )
 
     async def follow_logs(self, ref: str) -> str:
         """Start (or share) the log stream; lines arrive as LogLineReceived."""

@@ -6,8 +6,15 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["MASK", "is_secret_name", "mask_text", "mask_value", "mask_env", "secret_env_values",
-           "mask_log_line"]
+__all__ = [
+    "MASK",
+    "is_secret_name",
+    "mask_text",
+    "mask_value",
+    "mask_env",
+    "secret_env_values",
+    "mask_log_line",
+]
 
 MASK = "***"
 _SECRET_NAME = re.compile(
@@ -77,8 +84,11 @@ def secret_env_values(env: Iterable[str]) -> tuple[str, ...]:
     Only values of at least 4 characters; longest first, so a value holding another is masked
     whole rather than leaving its ends.
     """
-    values = {value for name, sep, value in (item.partition("=") for item in env)
-              if sep and len(value) >= _MIN_LITERAL and is_secret_name(name)}
+    values = {
+        value
+        for name, sep, value in (item.partition("=") for item in env)
+        if sep and len(value) >= _MIN_LITERAL and is_secret_name(name)
+    }
     return tuple(sorted(values, key=lambda v: (-len(v), v)))
 
 

@@ -26,7 +26,14 @@ State = Literal[
 ]
 Health = Literal["healthy", "unhealthy", "starting", "none"]
 STATES: tuple[str, ...] = (
-    "created", "running", "paused", "restarting", "removing", "stopped", "exited", "dead",
+    "created",
+    "running",
+    "paused",
+    "restarting",
+    "removing",
+    "stopped",
+    "exited",
+    "dead",
 )
 HEALTHS: tuple[str, ...] = ("healthy", "unhealthy", "starting", "none")
 

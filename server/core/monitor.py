@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 # Actions after which an inspect tells the new truth; others (attach, resize, archive...) change
 # nothing the manager shows.
-_REFRESH_ON = frozenset({"create", "start", "stop", "restart", "pause", "unpause", "rename",
-                         "update"})
+_REFRESH_ON = frozenset(
+    {"create", "start", "stop", "restart", "pause", "unpause", "rename", "update"}
+)
 
 
 def crash_cause(exit_code: int, oom: bool) -> str:
@@ -52,8 +53,9 @@ class _End:
 class DockerMonitor:
     """One task: events stream -> registry; reconnects with backoff and resyncs from labels."""
 
-    def __init__(self, adapter: DockerAdapter, registry: Registry, settings: Settings,
-                 hooks: MonitorHooks) -> None:
+    def __init__(
+        self, adapter: DockerAdapter, registry: Registry, settings: Settings, hooks: MonitorHooks
+    ) -> None:
         self.adapter = adapter
         self.registry = registry
         self.settings = settings
@@ -101,7 +103,8 @@ class DockerMonitor:
             to_loop(loop, queue.put_nowait, _End(err))
 
         handle = self.adapter.stream_events(
-            {"label": self.labels, "type": ["container"]}, since, on_item, on_end)
+            {"label": self.labels, "type": ["container"]}, since, on_item, on_end
+        )
         try:
             await self.resync()
             self.streaming = True
@@ -115,8 +118,9 @@ class DockerMonitor:
                 except ContainerNotFound:
                     continue
                 except DockerApiError as err:
-                    logger.warning("could not follow up a Docker event %s: %s",
-                                   item.get("Action"), err)
+                    logger.warning(
+                        "could not follow up a Docker event %s: %s", item.get("Action"), err
+                    )
         except FlowMgrError as err:
             return str(err)
         except Exception as err:  # a bug here must not end monitoring for good
@@ -282,8 +286,10 @@ class DockerMonitor:
         self._crash_seen[cid] = info.finished_at
         try:
             logs: list[str] = await self.adapter.logs(
-                cid, self.settings.monitoring.crash_log_lines,
-                max_bytes=self.settings.docker.max_log_bytes)
+                cid,
+                self.settings.monitoring.crash_log_lines,
+                max_bytes=self.settings.docker.max_log_bytes,
+            )
         except FlowMgrError as err:
             logs = [f"(logs unavailable: {err})"]
         self.registry.crashed(rec, exit_code, crash_cause(exit_code, oom), logs)

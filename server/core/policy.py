@@ -49,8 +49,10 @@ def host_config_defaults(settings: Settings) -> dict[str, Any]:
         "restart_policy": restart,
         "read_only": d.read_only,
         # the engine rotates each flow's output: a chatty flow cannot fill the host's disk
-        "log_config": {"type": "json-file", "config": {
-            "max-size": d.log_max_size, "max-file": str(d.log_max_files)}},
+        "log_config": {
+            "type": "json-file",
+            "config": {"max-size": d.log_max_size, "max-file": str(d.log_max_files)},
+        },
     }
     if d.cap_add:
         kwargs["cap_add"] = list(d.cap_add)

@@ -37,10 +37,13 @@ def apply_priority(nice: int, *, autogroup: Path = AUTOGROUP) -> list[str]:
     except OSError as err:
         # Expected for an unprivileged user or in a container: priority then comes from the
         # unit's Nice=/CPUWeight= or the container's CPU shares, so this is not a warning.
-        logger.info("could not set CPU priority nice=%d (%s): answers may wait behind the "
-                    "engine on a busy host; run as root, grant CAP_SYS_NICE, give the unit "
-                    "Nice= or the container CPU shares, or set server.nice to 0",
-                    nice, err.strerror)
+        logger.info(
+            "could not set CPU priority nice=%d (%s): answers may wait behind the "
+            "engine on a busy host; run as root, grant CAP_SYS_NICE, give the unit "
+            "Nice= or the container CPU shares, or set server.nice to 0",
+            nice,
+            err.strerror,
+        )
         return changed
     if os.getsid(0) == os.getpid() and autogroup.exists():
         try:

@@ -49,8 +49,14 @@ class Registry:
     being created (the action inspects those itself, so the monitor leaves them alone).
     """
 
-    def __init__(self, bus: EventBus, hub: FlowChannelHub, stopped: StoppedSet,
-                 state_dir: str, socket_mount: str) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        hub: FlowChannelHub,
+        stopped: StoppedSet,
+        state_dir: str,
+        socket_mount: str,
+    ) -> None:
         self.bus = bus
         self.hub = hub
         self._stopped = stopped
@@ -129,9 +135,15 @@ class Registry:
         """A frozen view of one record, with the channel's state."""
         chan = self.hub.info(rec.info.id)
         return ContainerSnapshot(
-            id=rec.info.id, name=rec.info.name, image=rec.info.image, state=rec.state,
-            health=rec.health, created=rec.info.created, started_at=rec.info.started_at,
-            socket_path=rec.socket_path, ports=dict(rec.info.ports),
+            id=rec.info.id,
+            name=rec.info.name,
+            image=rec.info.image,
+            state=rec.state,
+            health=rec.health,
+            created=rec.info.created,
+            started_at=rec.info.started_at,
+            socket_path=rec.socket_path,
+            ports=dict(rec.info.ports),
             exit_code=rec.info.exit_code if rec.state in ("exited", "stopped", "dead") else None,
             socket_connected=bool(chan and chan.connected),
             last_communication=chan.last_communication if chan else None,
@@ -145,9 +157,15 @@ class Registry:
         if rec.state == "running" and rec.info.started_at is not None:
             uptime = max(now() - rec.info.started_at, timedelta(0))
         return ContainerStatus(
-            container_id=snap.id, name=snap.name, state=snap.state, health=snap.health,
-            uptime=uptime, socket_connected=snap.socket_connected,
-            last_communication=snap.last_communication, resource_usage=rec.resources)
+            container_id=snap.id,
+            name=snap.name,
+            state=snap.state,
+            health=snap.health,
+            uptime=uptime,
+            socket_connected=snap.socket_connected,
+            last_communication=snap.last_communication,
+            resource_usage=rec.resources,
+        )
 
     def resolve(self, ref: object) -> Record:
         """Full id, then exact name, then unique id prefix; unmanaged ids are never found."""
@@ -163,9 +181,11 @@ class Registry:
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
-            raise InvalidRequest(f"id prefix {ref!r} matches {len(hits)} containers; give more "
-                                 "characters", field="container_id",
-                                 details={"container_id": ref})
+            raise InvalidRequest(
+                f"id prefix {ref!r} matches {len(hits)} containers; give more characters",
+                field="container_id",
+                details={"container_id": ref},
+            )
         raise ContainerNotFound(f"no managed container {ref!r}", details={"container_id": ref})
 
     # changes
@@ -174,8 +194,15 @@ class Registry:
         """Docker's state word, with `exited` split into stopped (on request) and exited."""
         if info.status == "exited" and info.id in self._stopped:
             return "stopped"
-        if info.status in ("created", "running", "paused", "restarting", "removing", "exited",
-                           "dead"):
+        if info.status in (
+            "created",
+            "running",
+            "paused",
+            "restarting",
+            "removing",
+            "exited",
+            "dead",
+        ):
             return cast(State, info.status)
         return "dead"
 
@@ -206,13 +233,20 @@ class Registry:
 
     def publish_state(self, rec: Record, old_state: str) -> None:
         """Announce a state change (event + status_change activity)."""
-        self.bus.publish(ContainerStateChanged(
-            container_id=rec.info.id, old_state=old_state, new_state=rec.state,
-            snapshot=self.snapshot_of(rec)))
-        self.record_activity("status_change", rec.info.id,
-                             f"{rec.info.name}: {old_state} -> {rec.state}",
-                             {"old_state": old_state, "new_state": rec.state,
-                              "name": rec.info.name})
+        self.bus.publish(
+            ContainerStateChanged(
+                container_id=rec.info.id,
+                old_state=old_state,
+                new_state=rec.state,
+                snapshot=self.snapshot_of(rec),
+            )
+        )
+        self.record_activity(
+            "status_change",
+            rec.info.id,
+            f"{rec.info.name}: {old_state} -> {rec.state}",
+            {"old_state": old_state, "new_state": rec.state, "name": rec.info.name},
+        )
 
     def set_health(self, rec: Record, health: Health, old_health: str | None = None) -> None:
         """Record a health transition; turning unhealthy is a warning."""
@@ -220,11 +254,14 @@ class Registry:
         rec.health = health
         if old == health:
             return
-        self.bus.publish(HealthChanged(container_id=rec.info.id, old_health=old,
-                                       new_health=health))
+        self.bus.publish(HealthChanged(container_id=rec.info.id, old_health=old, new_health=health))
         if health == "unhealthy":
-            self.record_activity("health_warning", rec.info.id, f"{rec.info.name} is unhealthy",
-                                 {"health": health, "previous": old, "name": rec.info.name})
+            self.record_activity(
+                "health_warning",
+                rec.info.id,
+                f"{rec.info.name} is unhealthy",
+                {"health": health, "previous": old, "name": rec.info.name},
+            )
 
     def remove(self, container_id: str) -> Record | None:
         """Forget a container that is gone."""
@@ -237,19 +274,35 @@ class Registry:
     def crashed(self, rec: Record, exit_code: int, error: str, logs: list[str]) -> None:
         """Publish one crash and its activity line."""
         logs = [mask_log_line(line, rec.info.secret_values) for line in logs]
-        event = ContainerCrashed(container_id=rec.info.id, name=rec.info.name,
-                                 exit_code=exit_code, error=error, logs=logs)
+        event = ContainerCrashed(
+            container_id=rec.info.id,
+            name=rec.info.name,
+            exit_code=exit_code,
+            error=error,
+            logs=logs,
+        )
         self.crashes.append(event)
         self.bus.publish(event)
-        self.record_activity("container_crash", rec.info.id, f"{rec.info.name} crashed: {error}",
-                             {"exit_code": exit_code, "error": error, "logs": logs,
-                              "name": rec.info.name})
+        self.record_activity(
+            "container_crash",
+            rec.info.id,
+            f"{rec.info.name} crashed: {error}",
+            {"exit_code": exit_code, "error": error, "logs": logs, "name": rec.info.name},
+        )
 
-    def record_activity(self, activity_type: str, container_id: str | None, message: str,
-            details: dict[str, Any] | None = None) -> None:
+    def record_activity(
+        self,
+        activity_type: str,
+        container_id: str | None,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         """Publish one activity line, secrets masked."""
-        event = ActivityLogged(activity_type=activity_type, container_id=container_id,
-                               message=mask_text(message),
-                               details=mask_value(dict(details or {})))
+        event = ActivityLogged(
+            activity_type=activity_type,
+            container_id=container_id,
+            message=mask_text(message),
+            details=mask_value(dict(details or {})),
+        )
         self.activity.append(event)
         self.bus.publish(event)

@@ -64,24 +64,29 @@ class StateDir:
     def prepare(self) -> None:
         """Make or check `socket_dir` and the state dir; ConfigError when they are not safe."""
         if os.path.dirname(self.path) != self.socket_dir:
-            raise ConfigError(f"docker.instance may not hold '/' (the manager's directory "
-                              f"{self.path} must lie directly in socket_dir)",
-                              details={"field": "docker.instance"})
+            raise ConfigError(
+                f"docker.instance may not hold '/' (the manager's directory "
+                f"{self.path} must lie directly in socket_dir)",
+                details={"field": "docker.instance"},
+            )
         try:
             self._make_socket_dir()
             real = self._walk(self.socket_dir)
             fd = os.open(real, _DIR_FLAGS)
         except (UnsafePath, OSError) as err:
-            raise ConfigError(f"socket_dir {self.socket_dir} is not safe to keep flows' sockets "
-                              f"in: {_reason(err)}",
-                              details={"field": "socket_dir", "socket_dir": self.socket_dir}) \
-                from None
+            raise ConfigError(
+                f"socket_dir {self.socket_dir} is not safe to keep flows' sockets "
+                f"in: {_reason(err)}",
+                details={"field": "socket_dir", "socket_dir": self.socket_dir},
+            ) from None
         try:
             self._check_socket_dir(fd)
             os.close(self._open_state(fd, ConfigError))
         except OSError as err:
-            raise ConfigError(f"cannot prepare {self.path}: {_reason(err)}",
-                              details={"field": "socket_dir", "path": self.path}) from None
+            raise ConfigError(
+                f"cannot prepare {self.path}: {_reason(err)}",
+                details={"field": "socket_dir", "path": self.path},
+            ) from None
         finally:
             os.close(fd)
 
@@ -111,20 +116,31 @@ class StateDir:
                 f"socket_dir {where} is owned by uid {st.st_uid}, not by root or the manager "
                 f"(uid {self.uid}): its owner could rename the manager's directory in it away; "
                 f"chown {self.uid} {where} (or use another socket_dir)",
-                details={"field": "socket_dir", "socket_dir": where})
+                details={"field": "socket_dir", "socket_dir": where},
+            )
         if mode & 0o022 and not mode & stat.S_ISVTX:
             if self.uid in (0, st.st_uid):
                 mode |= stat.S_ISVTX
                 os.fchmod(fd, mode)  # o+t: `chmod 777` still works; renames of others' entries not
-                logger.warning("socket_dir %s was writable by others without the sticky bit; "
-                               "set it (mode now %04o) so no one can rename the manager's "
-                               "directory in it", where, mode)
+                logger.warning(
+                    "socket_dir %s was writable by others without the sticky bit; "
+                    "set it (mode now %04o) so no one can rename the manager's "
+                    "directory in it",
+                    where,
+                    mode,
+                )
             else:
                 logger.warning(
                     "socket_dir %s (mode %04o, owner uid %d) is writable by its group or others "
                     "without the sticky bit: they can rename the manager's directory %s away "
                     "and put their own in its place. Fix: chmod +t %s (or chmod 0700, chown %d)",
-                    where, mode, st.st_uid, self.path, where, self.uid)
+                    where,
+                    mode,
+                    st.st_uid,
+                    self.path,
+                    where,
+                    self.uid,
+                )
         if mode & 0o077:
             who = "other users" if mode & 0o007 else f"group {st.st_gid}"
             write = "create entries in" if mode & 0o022 else "list"
@@ -132,7 +148,14 @@ class StateDir:
                 logging.WARNING if mode & 0o022 else logging.INFO,
                 "socket_dir %s is mode %04o: %s can %s it. Flows' sockets stay private (they are "
                 "in %s, mode 0700). To tighten: chmod 0700 %s (the manager needs no one else "
-                "there)", where, mode, who, write, self.path, where)
+                "there)",
+                where,
+                mode,
+                who,
+                write,
+                self.path,
+                where,
+            )
 
     # -- per flow --------------------------------------------------------------------------
 
@@ -147,8 +170,10 @@ class StateDir:
         try:
             self._make_flow_dir(name)
         except OSError as err:
-            raise FlowSocketError(f"cannot make the socket directory {self.flow_dir(name)}: "
-                                  f"{_reason(err)}", details={"name": name}) from None
+            raise FlowSocketError(
+                f"cannot make the socket directory {self.flow_dir(name)}: {_reason(err)}",
+                details={"name": name},
+            ) from None
         return self.flow_dir(name)
 
     def _make_flow_dir(self, name: str) -> None:
@@ -161,8 +186,9 @@ class StateDir:
                     shutil.rmtree(name, dir_fd=state)  # fd-based: never follows a link out
                 else:
                     os.unlink(name, dir_fd=state)
-                logger.warning("replaced a stale entry %s left in the manager's directory",
-                               self.flow_dir(name))
+                logger.warning(
+                    "replaced a stale entry %s left in the manager's directory", self.flow_dir(name)
+                )
                 os.mkdir(name, FLOW_DIR_MODE, dir_fd=state)
             os.close(self._open_flow(state, name))
 
@@ -178,13 +204,15 @@ class StateDir:
             raise FlowSocketError(
                 f"the socket directory of {name} is {source or 'not mounted'}, not the "
                 f"manager's directory {want} for it: recreate the flow",
-                details={"name": name, "socket_dir": source, "expected": want})
+                details={"name": name, "socket_dir": source, "expected": want},
+            )
         try:
             with self._state_fd() as state:
                 os.close(self._open_flow(state, name))
         except OSError as err:
-            raise FlowSocketError(f"cannot check the socket directory {want}: {_reason(err)}",
-                                  details={"name": name}) from None
+            raise FlowSocketError(
+                f"cannot check the socket directory {want}: {_reason(err)}", details={"name": name}
+            ) from None
 
     def remove_flow_dir(self, name: str) -> None:
         """Best effort: a deleted flow's directory (a leftover is replaced at the next create)."""
@@ -201,14 +229,18 @@ class StateDir:
         try:
             fd = os.open(self._walk(self.socket_dir), _DIR_FLAGS)
         except (UnsafePath, OSError) as err:
-            raise FlowSocketError(f"socket_dir {self.socket_dir} is not safe: {_reason(err)}",
-                                  details={"socket_dir": self.socket_dir}) from None
+            raise FlowSocketError(
+                f"socket_dir {self.socket_dir} is not safe: {_reason(err)}",
+                details={"socket_dir": self.socket_dir},
+            ) from None
         try:
             owner = os.fstat(fd).st_uid
             if owner not in (0, self.uid):
-                raise FlowSocketError(f"socket_dir {self.socket_dir} is owned by uid {owner}, "
-                                      "not by root or the manager",
-                                      details={"socket_dir": self.socket_dir})
+                raise FlowSocketError(
+                    f"socket_dir {self.socket_dir} is owned by uid {owner}, "
+                    "not by root or the manager",
+                    details={"socket_dir": self.socket_dir},
+                )
             state = self._open_state(fd, FlowSocketError)
         finally:
             os.close(fd)
@@ -217,8 +249,7 @@ class StateDir:
         finally:
             os.close(state)
 
-    def _open_state(self, socket_fd: int,
-                    error: type[ConfigError] | type[FlowSocketError]) -> int:
+    def _open_state(self, socket_fd: int, error: type[ConfigError] | type[FlowSocketError]) -> int:
         """Open (make when missing) the state dir below `socket_fd`; it must be ours, 0700."""
         name = os.path.basename(self.path)
         try:
@@ -227,10 +258,12 @@ class StateDir:
             os.mkdir(name, STATE_DIR_MODE, dir_fd=socket_fd)
             fd = os.open(name, _DIR_FLAGS, dir_fd=socket_fd)
         except OSError as err:  # ELOOP: a symlink; ENOTDIR: a file
-            raise error(f"{self.path} is not a directory of the manager's ({_reason(err)}): "
-                        f"another user may have put it there to catch flows' sockets; remove "
-                        f"it (rm {self.path}) and start again",
-                        details={"socket_dir": self.socket_dir, "path": self.path}) from None
+            raise error(
+                f"{self.path} is not a directory of the manager's ({_reason(err)}): "
+                f"another user may have put it there to catch flows' sockets; remove "
+                f"it (rm {self.path}) and start again",
+                details={"socket_dir": self.socket_dir, "path": self.path},
+            ) from None
         try:
             self._check_own(fd, STATE_DIR_MODE, self.path, error)
         except BaseException:
@@ -247,9 +280,11 @@ class StateDir:
             os.mkdir(name, FLOW_DIR_MODE, dir_fd=state_fd)
             fd = os.open(name, _DIR_FLAGS, dir_fd=state_fd)
         except OSError as err:
-            raise FlowSocketError(f"the socket directory {path} is not a directory of the "
-                                  f"manager's ({_reason(err)}); nothing was mounted",
-                                  details={"name": name, "path": path}) from None
+            raise FlowSocketError(
+                f"the socket directory {path} is not a directory of the "
+                f"manager's ({_reason(err)}); nothing was mounted",
+                details={"name": name, "path": path},
+            ) from None
         try:
             self._check_own(fd, FLOW_DIR_MODE, path, FlowSocketError)
         except BaseException:
@@ -257,15 +292,18 @@ class StateDir:
             raise
         return fd
 
-    def _check_own(self, fd: int, mode: int, path: str,
-                   error: type[ConfigError] | type[FlowSocketError]) -> None:
+    def _check_own(
+        self, fd: int, mode: int, path: str, error: type[ConfigError] | type[FlowSocketError]
+    ) -> None:
         """Ours and a directory (opened O_NOFOLLOW); a wrong mode is set right."""
         st = os.fstat(fd)
         if st.st_uid != self.uid:
-            raise error(f"{path} is owned by uid {st.st_uid}, not by the manager (uid "
-                        f"{self.uid}): another user may have made it to catch flows' sockets; "
-                        f"remove it (rm -r {path}) and start again",
-                        details={"socket_dir": self.socket_dir, "path": path})
+            raise error(
+                f"{path} is owned by uid {st.st_uid}, not by the manager (uid "
+                f"{self.uid}): another user may have made it to catch flows' sockets; "
+                f"remove it (rm -r {path}) and start again",
+                details={"socket_dir": self.socket_dir, "path": path},
+            )
         have = stat.S_IMODE(st.st_mode)
         if have != mode:
             os.fchmod(fd, mode)  # through the fd: the very directory that was checked
@@ -309,19 +347,24 @@ class StateDir:
 
     def _check_dir(self, st: os.stat_result, path: str) -> None:
         if st.st_uid not in (0, self.uid):
-            raise UnsafePath(f"{path} is owned by uid {st.st_uid}, not by root or the manager "
-                             f"(uid {self.uid}): that user could replace what lies beneath it")
+            raise UnsafePath(
+                f"{path} is owned by uid {st.st_uid}, not by root or the manager "
+                f"(uid {self.uid}): that user could replace what lies beneath it"
+            )
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o022 and not mode & stat.S_ISVTX:
-            raise UnsafePath(f"{path} (mode {mode:04o}) is writable by other users without the "
-                             f"sticky bit: they could rename what lies beneath it; chmod go-w "
-                             f"{path} or chmod +t {path}")
+            raise UnsafePath(
+                f"{path} (mode {mode:04o}) is writable by other users without the "
+                f"sticky bit: they could rename what lies beneath it; chmod go-w "
+                f"{path} or chmod +t {path}"
+            )
 
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise FlowSocketError(f"{str(name)[:80]!r} cannot name a socket directory",
-                              details={"name": str(name)[:80]})
+        raise FlowSocketError(
+            f"{str(name)[:80]!r} cannot name a socket directory", details={"name": str(name)[:80]}
+        )
 
 
 def _reason(err: BaseException) -> str:

@@ -32,11 +32,13 @@ logger = logging.getLogger(__name__)
 def sample_from_api(raw: dict[str, Any]) -> ResourceSample:
     """A Docker stats API answer turned into a sample, with the `docker stats` CLI's arithmetic."""
     cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
-    cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - \
-        (pre.get("cpu_usage") or {}).get("total_usage", 0)
+    cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (
+        pre.get("cpu_usage") or {}
+    ).get("total_usage", 0)
     sys_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
-    online = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage")
-                                           or []) or 1
+    online = (
+        cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
+    )
     cpu_pct = cpu_delta / sys_delta * online * 100.0 if cpu_delta > 0 and sys_delta > 0 else 0.0
     mem = raw.get("memory_stats") or {}
     stats = mem.get("stats") or {}
@@ -50,19 +52,29 @@ def sample_from_api(raw: dict[str, Any]) -> ResourceSample:
     read = sum(int(e.get("value", 0)) for e in blk if str(e.get("op")).lower() == "read")
     write = sum(int(e.get("value", 0)) for e in blk if str(e.get("op")).lower() == "write")
     return ResourceSample(
-        cpu_percent=round(cpu_pct, 2), memory_usage=usage, memory_limit=limit,
+        cpu_percent=round(cpu_pct, 2),
+        memory_usage=usage,
+        memory_limit=limit,
         memory_percent=round(usage / limit * 100.0, 2) if limit else 0.0,
         network_rx_bytes=sum(int(n.get("rx_bytes", 0)) for n in nets),
         network_tx_bytes=sum(int(n.get("tx_bytes", 0)) for n in nets),
-        disk_read_bytes=read, disk_write_bytes=write,
-        timestamp=parse_time(str(raw.get("read", ""))) or now())
+        disk_read_bytes=read,
+        disk_write_bytes=write,
+        timestamp=parse_time(str(raw.get("read", ""))) or now(),
+    )
 
 
 class ResourceSampler:
     """Cgroup files every `stats_interval` when local; the stats API as a slow fallback."""
 
-    def __init__(self, adapter: DockerAdapter, registry: Registry, settings: Settings,
-                 proc_root: str = "/proc", fs_root: str = "") -> None:
+    def __init__(
+        self,
+        adapter: DockerAdapter,
+        registry: Registry,
+        settings: Settings,
+        proc_root: str = "/proc",
+        fs_root: str = "",
+    ) -> None:
         self.adapter = adapter
         self.registry = registry
         self.settings = settings
@@ -94,8 +106,11 @@ class ResourceSampler:
 
     async def sample_all(self) -> dict[str, ResourceSample]:
         """One sweep over every running container; caches and publishes the samples."""
-        running = [(cid, rec.info.pid) for cid, rec in self.registry.records.items()
-                   if rec.state == "running" and rec.info.pid > 0]
+        running = [
+            (cid, rec.info.pid)
+            for cid, rec in self.registry.records.items()
+            if rec.state == "running" and rec.info.pid > 0
+        ]
         samples, unreadable = await asyncio.to_thread(self._read_all, running)
         for cid, sample in samples.items():
             rec = self.registry.records.get(cid)
@@ -110,16 +125,21 @@ class ResourceSampler:
         for gone in [c for c in self._api_due if c not in self.registry.records]:
             del self._api_due[gone]  # a removed container's next stats-API turn
         # a local engine's unreadable container has just exited; only remote ones need the API
-        if unreadable and not self.adapter.is_local and \
-                (self._api_task is None or self._api_task.done()):
+        if (
+            unreadable
+            and not self.adapter.is_local
+            and (self._api_task is None or self._api_task.done())
+        ):
             # the stats API takes about a second per call: never hold up the cgroup sweep
-            self._api_task = asyncio.create_task(self._sample_api(unreadable),
-                                                 name="stats-api-fallback")
+            self._api_task = asyncio.create_task(
+                self._sample_api(unreadable), name="stats-api-fallback"
+            )
         self.sweeps += 1
         return samples
 
-    def _read_all(self, running: list[tuple[str, int]]) -> tuple[dict[str, ResourceSample],
-                                                                 list[str]]:
+    def _read_all(
+        self, running: list[tuple[str, int]]
+    ) -> tuple[dict[str, ResourceSample], list[str]]:
         """Runs in a worker thread: plain file reads, microseconds per container."""
         if not self._host_mem:
             self._host_mem = host_memory(self.proc_root)
@@ -133,10 +153,14 @@ class ResourceSampler:
             if known is None or known[0] != pid:
                 if mountinfo is None:
                     mountinfo = self._read_text(f"{self.proc_root}/self/mountinfo")
-                paths = find_paths(self._read_text(f"{self.proc_root}/{pid}/cgroup"), mountinfo,
-                                   self.fs_root)
-                reader = None if paths is None else \
-                    UsageReader(paths, f"{self.proc_root}/{pid}/net/dev", self._host_mem)
+                paths = find_paths(
+                    self._read_text(f"{self.proc_root}/{pid}/cgroup"), mountinfo, self.fs_root
+                )
+                reader = (
+                    None
+                    if paths is None
+                    else UsageReader(paths, f"{self.proc_root}/{pid}/net/dev", self._host_mem)
+                )
                 known = (pid, reader)
                 self._paths[cid] = known
                 self._prev.pop(cid, None)

@@ -65,5 +65,9 @@ class StoppedSet:
             tmp.write_text(json.dumps(sorted(self._ids)), encoding="utf-8")
             os.replace(tmp, self.path)
         except OSError as err:
-            logger.warning("cannot save stop-state file %s (%s): a manager restart will show "
-                           "these containers as exited", self.path, err)
+            logger.warning(
+                "cannot save stop-state file %s (%s): a manager restart will show "
+                "these containers as exited",
+                self.path,
+                err,
+            )

@@ -12,9 +12,17 @@ from server.wire.base import Wire, WireModel
 from server.wire.times import from_iso, iso, uptime_of, uptime_text
 
 __all__ = [
-    "ContainerCreatedOut", "ContainerStateOut", "ContainerUpdatedOut", "MessageSentOut",
-    "ResourceUsageOut", "ContainerStatusOut", "ContainerItemOut", "ContainerListOut",
-    "ContainerLogsOut", "LogSubscriptionOut", "ConnectedOut",
+    "ContainerCreatedOut",
+    "ContainerStateOut",
+    "ContainerUpdatedOut",
+    "MessageSentOut",
+    "ResourceUsageOut",
+    "ContainerStatusOut",
+    "ContainerItemOut",
+    "ContainerListOut",
+    "ContainerLogsOut",
+    "LogSubscriptionOut",
+    "ConnectedOut",
 ]
 
 
@@ -31,15 +39,28 @@ class ContainerCreatedOut(WireModel):
     @staticmethod
     def payload(snap: ContainerSnapshot) -> Wire:
         """From the new container's snapshot."""
-        return {"container_id": snap.id, "name": snap.name, "image": snap.image,
-                "status": "created", "socket_path": snap.socket_path, "ports": dict(snap.ports)}
+        return {
+            "container_id": snap.id,
+            "name": snap.name,
+            "image": snap.image,
+            "status": "created",
+            "socket_path": snap.socket_path,
+            "ports": dict(snap.ports),
+        }
 
     def to_snapshot(self, created: datetime | None = None) -> ContainerSnapshot:
         """The new container as a snapshot (the answer carries no creation time: `created`)."""
         return ContainerSnapshot(
-            id=self.container_id, name=self.name, image=self.image, state="created",
-            health="none", created=created or now(), started_at=None,
-            socket_path=self.socket_path, ports=dict(self.ports))
+            id=self.container_id,
+            name=self.name,
+            image=self.image,
+            state="created",
+            health="none",
+            created=created or now(),
+            started_at=None,
+            socket_path=self.socket_path,
+            ports=dict(self.ports),
+        )
 
 
 class ContainerStateOut(WireModel):
@@ -102,24 +123,31 @@ class ResourceUsageOut(WireModel):
         """From a core sample (None stays None)."""
         if sample is None:
             return None
-        return {"cpu_percent": float(sample.cpu_percent),
-                "memory_usage": int(sample.memory_usage),
-                "memory_limit": int(sample.memory_limit),
-                "memory_percent": float(sample.memory_percent),
-                "network_rx_bytes": int(sample.network_rx_bytes),
-                "network_tx_bytes": int(sample.network_tx_bytes),
-                "disk_read_bytes": int(sample.disk_read_bytes),
-                "disk_write_bytes": int(sample.disk_write_bytes),
-                "timestamp": sample.timestamp.isoformat()}
+        return {
+            "cpu_percent": float(sample.cpu_percent),
+            "memory_usage": int(sample.memory_usage),
+            "memory_limit": int(sample.memory_limit),
+            "memory_percent": float(sample.memory_percent),
+            "network_rx_bytes": int(sample.network_rx_bytes),
+            "network_tx_bytes": int(sample.network_tx_bytes),
+            "disk_read_bytes": int(sample.disk_read_bytes),
+            "disk_write_bytes": int(sample.disk_write_bytes),
+            "timestamp": sample.timestamp.isoformat(),
+        }
 
     def to_core(self) -> ResourceSample:
         """The core's sample."""
         return ResourceSample(
-            cpu_percent=self.cpu_percent, memory_usage=self.memory_usage,
-            memory_limit=self.memory_limit, memory_percent=self.memory_percent,
-            network_rx_bytes=self.network_rx_bytes, network_tx_bytes=self.network_tx_bytes,
-            disk_read_bytes=self.disk_read_bytes, disk_write_bytes=self.disk_write_bytes,
-            timestamp=from_iso(self.timestamp))
+            cpu_percent=self.cpu_percent,
+            memory_usage=self.memory_usage,
+            memory_limit=self.memory_limit,
+            memory_percent=self.memory_percent,
+            network_rx_bytes=self.network_rx_bytes,
+            network_tx_bytes=self.network_tx_bytes,
+            disk_read_bytes=self.disk_read_bytes,
+            disk_write_bytes=self.disk_write_bytes,
+            timestamp=from_iso(self.timestamp),
+        )
 
 
 def sample_of(usage: ResourceUsageOut | None) -> ResourceSample | None:
@@ -141,20 +169,29 @@ class ContainerStatusOut(WireModel):
     @staticmethod
     def payload(status: ContainerStatus) -> Wire:
         """From the core's status value."""
-        return {"container_id": status.container_id, "state": status.state,
-                "health": status.health, "uptime": uptime_text(status.uptime),
-                "socket_connected": status.socket_connected,
-                "last_communication": iso(status.last_communication),
-                "resource_usage": ResourceUsageOut.payload(status.resource_usage)}
+        return {
+            "container_id": status.container_id,
+            "state": status.state,
+            "health": status.health,
+            "uptime": uptime_text(status.uptime),
+            "socket_connected": status.socket_connected,
+            "last_communication": iso(status.last_communication),
+            "resource_usage": ResourceUsageOut.payload(status.resource_usage),
+        }
 
     def to_core(self, name: str) -> ContainerStatus:
         """The core's status value (the answer does not carry the container's `name`)."""
         last = self.last_communication
         return ContainerStatus(
-            container_id=self.container_id, name=name, state=self.state, health=self.health,
-            uptime=uptime_of(self.uptime), socket_connected=self.socket_connected,
+            container_id=self.container_id,
+            name=name,
+            state=self.state,
+            health=self.health,
+            uptime=uptime_of(self.uptime),
+            socket_connected=self.socket_connected,
             last_communication=None if last is None else from_iso(last),
-            resource_usage=sample_of(self.resource_usage))
+            resource_usage=sample_of(self.resource_usage),
+        )
 
 
 class ContainerItemOut(WireModel):
@@ -171,21 +208,34 @@ class ContainerItemOut(WireModel):
     @staticmethod
     def payload(snap: ContainerSnapshot) -> Wire:
         """From a snapshot."""
-        return {"id": snap.id, "name": snap.name, "status": snap.state, "image": snap.image,
-                "created": snap.created.isoformat(), "socket_path": snap.socket_path,
-                "ports": dict(snap.ports)}
+        return {
+            "id": snap.id,
+            "name": snap.name,
+            "status": snap.state,
+            "image": snap.image,
+            "created": snap.created.isoformat(),
+            "socket_path": snap.socket_path,
+            "ports": dict(snap.ports),
+        }
 
     def to_snapshot(self, old: ContainerSnapshot | None = None) -> ContainerSnapshot:
         """A snapshot; what the item does not carry (health, start, socket, usage) is kept from
         `old`, the client's previous view of the same container."""
         return ContainerSnapshot(
-            id=self.id, name=self.name, image=self.image, state=self.status,
-            health=old.health if old else "none", created=from_iso(self.created),
-            started_at=old.started_at if old else None, socket_path=self.socket_path,
-            ports=dict(self.ports), exit_code=old.exit_code if old else None,
+            id=self.id,
+            name=self.name,
+            image=self.image,
+            state=self.status,
+            health=old.health if old else "none",
+            created=from_iso(self.created),
+            started_at=old.started_at if old else None,
+            socket_path=self.socket_path,
+            ports=dict(self.ports),
+            exit_code=old.exit_code if old else None,
             socket_connected=old.socket_connected if old else False,
             last_communication=old.last_communication if old else None,
-            resources=old.resources if old else None)
+            resources=old.resources if old else None,
+        )
 
 
 class ContainerListOut(WireModel):

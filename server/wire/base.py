@@ -36,5 +36,6 @@ class WireModel(BaseModel):
         except ValidationError as err:
             first = err.errors(include_url=False, include_input=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "payload"
-            raise MalformedPayload(f"{where}: {first['msg']}",
-                                   details={"model": cls.__name__}) from None
+            raise MalformedPayload(
+                f"{where}: {first['msg']}", details={"model": cls.__name__}
+            ) from None

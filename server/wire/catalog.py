@@ -44,13 +44,11 @@ class Exchange:
 
 
 REQUESTS: dict[str, Exchange] = {
-    "create_container": Exchange(CreateContainerRequest, "container_created",
-                                 ContainerCreatedOut),
+    "create_container": Exchange(CreateContainerRequest, "container_created", ContainerCreatedOut),
     "start_container": Exchange(ContainerRef, "container_started", ContainerStateOut),
     "stop_container": Exchange(ContainerRef, "container_stopped", ContainerStateOut),
     "restart_container": Exchange(ContainerRef, "container_restarted", ContainerStateOut),
-    "update_container": Exchange(UpdateContainerRequest, "container_updated",
-                                 ContainerUpdatedOut),
+    "update_container": Exchange(UpdateContainerRequest, "container_updated", ContainerUpdatedOut),
     "delete_container": Exchange(ContainerRef, "container_deleted", ContainerStateOut),
     "send_message": Exchange(SendMessageRequest, "message_sent", MessageSentOut),
     "get_container_status": Exchange(ContainerRef, "container_status", ContainerStatusOut),

@@ -26,9 +26,16 @@ class ErrorOut(WireModel):
     """`error`: to the requester only (built by `server.api.errors.error_payload`)."""
 
     error: Literal[True] = True
-    error_type: Literal["image_not_found", "container_not_found", "docker_api_error",
-                        "socket_error", "socket_timeout_error", "socket_connection_error",
-                        "validation_error", "system_error"]
+    error_type: Literal[
+        "image_not_found",
+        "container_not_found",
+        "docker_api_error",
+        "socket_error",
+        "socket_timeout_error",
+        "socket_connection_error",
+        "validation_error",
+        "system_error",
+    ]
     message: str
     details: dict[str, Any]
     timestamp: str
@@ -38,6 +45,5 @@ class ErrorOut(WireModel):
         cls = ERROR_TYPES[self.error_type]
         details = dict(self.details)
         if cls is errors.InvalidRequest:
-            return errors.InvalidRequest(self.message, field=details.get("field"),
-                                         details=details)
+            return errors.InvalidRequest(self.message, field=details.get("field"), details=details)
         return cls(self.message, details=details)

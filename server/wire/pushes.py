@@ -25,9 +25,19 @@ from server.wire.base import Wire, WireModel
 from server.wire.times import epoch, from_epoch, from_iso, uptime_of, uptime_text
 
 __all__ = [
-    "Push", "StatusChangedOut", "HealthWarningOut", "CrashDetails", "ContainerCrashedOut",
-    "StatusBody", "StatusUpdateOut", "ActivityLogOut", "MessageReceivedOut",
-    "ContainerLogOut", "EngineStatusOut", "PUSHES", "BROADCASTS",
+    "Push",
+    "StatusChangedOut",
+    "HealthWarningOut",
+    "CrashDetails",
+    "ContainerCrashedOut",
+    "StatusBody",
+    "StatusUpdateOut",
+    "ActivityLogOut",
+    "MessageReceivedOut",
+    "ContainerLogOut",
+    "EngineStatusOut",
+    "PUSHES",
+    "BROADCASTS",
 ]
 
 
@@ -49,8 +59,12 @@ class StatusChangedOut(Push):
     @staticmethod
     def payload(ev: ContainerStateChanged) -> Wire:
         """From the core event."""
-        return {"container_id": ev.container_id, "old_state": ev.old_state,
-                "new_state": ev.new_state, "timestamp": epoch(ev.at)}
+        return {
+            "container_id": ev.container_id,
+            "old_state": ev.old_state,
+            "new_state": ev.new_state,
+            "timestamp": epoch(ev.at),
+        }
 
     @property
     def at(self) -> datetime:
@@ -69,13 +83,16 @@ class HealthWarningOut(Push):
     @staticmethod
     def payload(ev: HealthChanged) -> Wire:
         """From the core event."""
-        return {"container_id": ev.container_id, "health": ev.new_health,
-                "timestamp": epoch(ev.at)}
+        return {"container_id": ev.container_id, "health": ev.new_health, "timestamp": epoch(ev.at)}
 
     def to_core(self, old_health: str) -> HealthChanged:
         """The core event (the warning does not carry the health before: `old_health`)."""
-        return HealthChanged(container_id=self.container_id, old_health=old_health,
-                             new_health=self.health, at=from_epoch(self.timestamp))
+        return HealthChanged(
+            container_id=self.container_id,
+            old_health=old_health,
+            new_health=self.health,
+            at=from_epoch(self.timestamp),
+        )
 
 
 class CrashDetails(WireModel):
@@ -98,16 +115,23 @@ class ContainerCrashedOut(Push):
     @staticmethod
     def payload(ev: ContainerCrashed) -> Wire:
         """From the core event."""
-        return {"container_id": ev.container_id, "exit_code": ev.exit_code,
-                "crash_details": {"error": ev.error, "logs": "\n".join(ev.logs)},
-                "timestamp": epoch(ev.at)}
+        return {
+            "container_id": ev.container_id,
+            "exit_code": ev.exit_code,
+            "crash_details": {"error": ev.error, "logs": "\n".join(ev.logs)},
+            "timestamp": epoch(ev.at),
+        }
 
     def to_core(self, name: str) -> ContainerCrashed:
         """The core event (the crash does not carry the container's `name`)."""
         return ContainerCrashed(
-            container_id=self.container_id, name=name, exit_code=self.exit_code,
-            error=self.crash_details.error, logs=self.crash_details.logs.splitlines(),
-            at=from_epoch(self.timestamp))
+            container_id=self.container_id,
+            name=name,
+            exit_code=self.exit_code,
+            error=self.crash_details.error,
+            logs=self.crash_details.logs.splitlines(),
+            at=from_epoch(self.timestamp),
+        )
 
 
 class StatusBody(WireModel):
@@ -131,19 +155,31 @@ class StatusUpdateOut(Push):
     def payload(ev: StatusReported) -> Wire:
         """From the core event."""
         st = ev.status
-        return {"container_id": st.container_id, "status": {
-            "state": st.state, "health": st.health, "socket_connected": st.socket_connected,
-            "uptime": uptime_text(st.uptime),
-            "resource_usage": ResourceUsageOut.payload(st.resource_usage)}}
+        return {
+            "container_id": st.container_id,
+            "status": {
+                "state": st.state,
+                "health": st.health,
+                "socket_connected": st.socket_connected,
+                "uptime": uptime_text(st.uptime),
+                "resource_usage": ResourceUsageOut.payload(st.resource_usage),
+            },
+        }
 
     def to_core(self, name: str) -> ContainerStatus:
         """The core's status value (the update carries neither `name` nor the last
         communication)."""
         st = self.status
         return ContainerStatus(
-            container_id=self.container_id, name=name, state=st.state, health=st.health,
-            uptime=uptime_of(st.uptime), socket_connected=st.socket_connected,
-            last_communication=None, resource_usage=sample_of(st.resource_usage))
+            container_id=self.container_id,
+            name=name,
+            state=st.state,
+            health=st.health,
+            uptime=uptime_of(st.uptime),
+            socket_connected=st.socket_connected,
+            last_communication=None,
+            resource_usage=sample_of(st.resource_usage),
+        )
 
 
 class ActivityLogOut(Push):
@@ -159,15 +195,23 @@ class ActivityLogOut(Push):
     @staticmethod
     def payload(ev: ActivityLogged) -> Wire:
         """From the core event (masked by the core where it wrote the line)."""
-        return {"activity_type": ev.activity_type, "container_id": ev.container_id,
-                "message": ev.message, "details": dict(ev.details),
-                "timestamp": ev.at.isoformat()}
+        return {
+            "activity_type": ev.activity_type,
+            "container_id": ev.container_id,
+            "message": ev.message,
+            "details": dict(ev.details),
+            "timestamp": ev.at.isoformat(),
+        }
 
     def to_core(self) -> ActivityLogged:
         """The core event."""
-        return ActivityLogged(activity_type=self.activity_type, container_id=self.container_id,
-                              message=self.message, details=dict(self.details),
-                              at=from_iso(self.timestamp))
+        return ActivityLogged(
+            activity_type=self.activity_type,
+            container_id=self.container_id,
+            message=self.message,
+            details=dict(self.details),
+            at=from_iso(self.timestamp),
+        )
 
 
 class MessageReceivedOut(Push):
@@ -181,13 +225,17 @@ class MessageReceivedOut(Push):
     @staticmethod
     def payload(ev: FlowMessageReceived) -> Wire:
         """From the core event."""
-        return {"container_id": ev.container_id, "message": ev.message,
-                "timestamp": ev.at.isoformat()}
+        return {
+            "container_id": ev.container_id,
+            "message": ev.message,
+            "timestamp": ev.at.isoformat(),
+        }
 
     def to_core(self) -> FlowMessageReceived:
         """The core event."""
-        return FlowMessageReceived(container_id=self.container_id, message=dict(self.message),
-                                   at=from_iso(self.timestamp))
+        return FlowMessageReceived(
+            container_id=self.container_id, message=dict(self.message), at=from_iso(self.timestamp)
+        )
 
 
 class ContainerLogOut(Push):
@@ -201,13 +249,13 @@ class ContainerLogOut(Push):
     @staticmethod
     def payload(ev: LogLineReceived) -> Wire:
         """From the core event."""
-        return {"container_id": ev.container_id, "line": ev.line,
-                "timestamp": ev.at.isoformat()}
+        return {"container_id": ev.container_id, "line": ev.line, "timestamp": ev.at.isoformat()}
 
     def to_core(self) -> LogLineReceived:
         """The core event."""
-        return LogLineReceived(container_id=self.container_id, line=self.line,
-                               at=from_iso(self.timestamp))
+        return LogLineReceived(
+            container_id=self.container_id, line=self.line, at=from_iso(self.timestamp)
+        )
 
 
 class EngineStatusOut(Push):
@@ -225,15 +273,18 @@ class EngineStatusOut(Push):
         return {"available": reason is None, "reason": reason, "timestamp": ev.at.isoformat()}
 
     @staticmethod
-    def current(available: bool, change: DockerConnectionLost | DockerConnectionRestored | None
-                ) -> Wire:
+    def current(
+        available: bool, change: DockerConnectionLost | DockerConnectionRestored | None
+    ) -> Wire:
         """For a client just connected: the last change while it still holds, else `now`."""
         if change is not None and isinstance(change, DockerConnectionRestored) == available:
             return EngineStatusOut.payload(change)
         # no change published yet: up from the start, or not reached yet
-        return {"available": available,
-                "reason": None if available else "the Docker Engine has not answered yet",
-                "timestamp": now().isoformat()}
+        return {
+            "available": available,
+            "reason": None if available else "the Docker Engine has not answered yet",
+            "timestamp": now().isoformat(),
+        }
 
     def to_core(self) -> DockerConnectionLost | DockerConnectionRestored:
         """The core's loss or return event."""
@@ -243,9 +294,19 @@ class EngineStatusOut(Push):
         return DockerConnectionLost(reason=self.reason or "unreachable", at=at)
 
 
-PUSHES: dict[str, type[Push]] = {model.event: model for model in (
-    MessageReceivedOut, StatusChangedOut, HealthWarningOut, ContainerCrashedOut,
-    StatusUpdateOut, ActivityLogOut, ContainerLogOut, EngineStatusOut)}
+PUSHES: dict[str, type[Push]] = {
+    model.event: model
+    for model in (
+        MessageReceivedOut,
+        StatusChangedOut,
+        HealthWarningOut,
+        ContainerCrashedOut,
+        StatusUpdateOut,
+        ActivityLogOut,
+        ContainerLogOut,
+        EngineStatusOut,
+    )
+}
 """Every event the server sends on its own, by name."""
 
 Encoder = Callable[[Any], Wire]

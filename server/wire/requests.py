@@ -10,10 +10,18 @@ from server.core.errors import InvalidRequest
 from server.core.models import CreateSpec
 
 __all__ = [
-    "RequestIn", "ContainerRef", "CreateContainerRequest", "UpdateContainerRequest",
-    "SendMessageRequest", "GetLogsRequest", "ListContainersRequest",
-    "parse_request", "request_id_of", "body",
+    "RequestIn",
+    "ContainerRef",
+    "CreateContainerRequest",
+    "UpdateContainerRequest",
+    "SendMessageRequest",
+    "GetLogsRequest",
+    "ListContainersRequest",
+    "parse_request",
+    "request_id_of",
+    "body",
 ]
+
 
 class RequestIn(BaseModel):
     """Fields every request may carry."""
@@ -68,8 +76,13 @@ class CreateContainerRequest(RequestIn):
 
     def to_spec(self) -> CreateSpec:
         """The core's create request."""
-        return CreateSpec(name=self.name, image=self.image, environment=dict(self.environment),
-                          volumes=dict(self.volumes), ports=dict(self.ports))
+        return CreateSpec(
+            name=self.name,
+            image=self.image,
+            environment=dict(self.environment),
+            volumes=dict(self.volumes),
+            ports=dict(self.ports),
+        )
 
 
 RequestT = TypeVar("RequestT", bound=RequestIn)
@@ -89,21 +102,33 @@ def parse_request(schema: type[RequestT], data: Any) -> RequestT:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise InvalidRequest(f"the payload must be a JSON object, not {_json_type(data)}",
-                             details={"received": _json_type(data)})
+        raise InvalidRequest(
+            f"the payload must be a JSON object, not {_json_type(data)}",
+            details={"received": _json_type(data)},
+        )
     try:
         return schema.model_validate(data)
     except ValidationError as err:
-        problems = [{"field": ".".join(str(p) for p in e["loc"]) or "payload", "message": e["msg"]}
-                    for e in err.errors(include_url=False, include_input=False)[:10]]
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "payload", "message": e["msg"]}
+            for e in err.errors(include_url=False, include_input=False)[:10]
+        ]
         first = problems[0]
-        raise InvalidRequest(f"{first['field']}: {first['message']}", field=first["field"],
-                             details={"errors": problems}) from None
+        raise InvalidRequest(
+            f"{first['field']}: {first['message']}",
+            field=first["field"],
+            details={"errors": problems},
+        ) from None
 
 
 def _json_type(value: Any) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
-             float: "a number"}
+    names = {
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
     return names.get(type(value), type(value).__name__)
 
 

@@ -18,7 +18,7 @@ def epoch(at: datetime) -> float:
 
 
 def uptime_text(uptime: timedelta | None) -> str | None:
-    """"H:MM:SS" (hours unbounded), or None when not running."""
+    """ "H:MM:SS" (hours unbounded), or None when not running."""
     if uptime is None:
         return None
     seconds = max(0, int(uptime.total_seconds()))
@@ -37,7 +37,7 @@ def from_epoch(seconds: float) -> datetime:
 
 
 def uptime_of(text: str | None) -> timedelta | None:
-    """"H:MM:SS" -> timedelta; None for null or anything else."""
+    """ "H:MM:SS" -> timedelta; None for null or anything else."""
     if text is None:
         return None
     try:

@@ -21,12 +21,30 @@ from tests.fuzz.amplification import at_the_cap, uncapped
 __all__ = ["FuzzReport", "generate", "run_fuzz", "HTTP_REQUEST"]
 
 HTTP_REQUEST = b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-_BAD_BODIES = [b"", b"{", b"}", b"[]", b"null", b'"s"', b"1e999", b'{"a": NaN}', b"\xff\xfe",
-               b"\xef\xbb\xbf{}", b'{"a":1,}', b"{'a': 1}", b'{"\xed\xa0\x80": 1}', b"\x00" * 8,
-               b"[" * 5000 + b"]" * 5000, b'{"a":' * 3000 + b"1" + b"}" * 3000]
+_BAD_BODIES = [
+    b"",
+    b"{",
+    b"}",
+    b"[]",
+    b"null",
+    b'"s"',
+    b"1e999",
+    b'{"a": NaN}',
+    b"\xff\xfe",
+    b"\xef\xbb\xbf{}",
+    b'{"a":1,}',
+    b"{'a': 1}",
+    b'{"\xed\xa0\x80": 1}',
+    b"\x00" * 8,
+    b"[" * 5000 + b"]" * 5000,
+    b'{"a":' * 3000 + b"1" + b"}" * 3000,
+]
 _SAMPLES: list[dict[str, Any]] = [
-    {}, {"command": "echo", "text": "héllo"}, {"n": 1, "f": 2.5, "l": [1, None, True]},
-    {"nested": {"a": {"b": ["x", {"c": "\u2603"}]}}}, {"k": "🚀" * 10},
+    {},
+    {"command": "echo", "text": "héllo"},
+    {"n": 1, "f": 2.5, "l": [1, None, True]},
+    {"nested": {"a": {"b": ["x", {"c": "\u2603"}]}}},
+    {"k": "🚀" * 10},
 ]
 
 
@@ -56,7 +74,7 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
         elif op == 1:
             buf[pos:pos] = rng.randbytes(rng.randint(1, 8))
         elif op == 2:
-            del buf[pos:pos + rng.randint(1, 8)]
+            del buf[pos : pos + rng.randint(1, 8)]
         else:
             buf[pos:pos] = struct.pack(">I", rng.choice([0, 1, 4096, 4097, 0x7FFFFFFF, 0xFFFFFFFF]))
     return bytes(buf)
@@ -79,17 +97,27 @@ def generate(n: int, seed: int, max_bytes: int) -> Iterator[tuple[str, list[byte
             return
         count += 1
         yield "split", [valid[:cut], valid[cut:]], True
-    kinds = ["truncated", "oversized", "junk", "bad_body", "mutated", "http", "big_header",
-             "amplified"]
+    kinds = [
+        "truncated",
+        "oversized",
+        "junk",
+        "bad_body",
+        "mutated",
+        "http",
+        "big_header",
+        "amplified",
+    ]
     # Bodies of the frame maximum built to decode into many objects: far over the value cap,
     # or right at it.
-    amplified = [*uncapped(max_bytes).values(),
-                 *at_the_cap(max_bytes, max_values(max_bytes)).values()]
+    amplified = [
+        *uncapped(max_bytes).values(),
+        *at_the_cap(max_bytes, max_values(max_bytes)).values(),
+    ]
     while count < n:
         kind = rng.choice(kinds)
         frame = encode_frame(rng.choice(_SAMPLES), max_bytes)
         if kind == "truncated":
-            data = frame[:rng.randrange(1, len(frame))]
+            data = frame[: rng.randrange(1, len(frame))]
         elif kind == "oversized":
             size = rng.randint(max_bytes + 1, 0xFFFFFFFF)
             data = struct.pack(">I", size) + rng.randbytes(rng.randint(0, 64))
@@ -104,7 +132,7 @@ def generate(n: int, seed: int, max_bytes: int) -> Iterator[tuple[str, list[byte
         elif kind == "mutated":
             data = _mutate(rng, frame + encode_frame(rng.choice(_SAMPLES), max_bytes))
         elif kind == "http":
-            data = HTTP_REQUEST[:rng.randint(1, len(HTTP_REQUEST))]
+            data = HTTP_REQUEST[: rng.randint(1, len(HTTP_REQUEST))]
         else:  # a legal length whose body never fully arrives, then the stream ends
             data = struct.pack(">I", max_bytes) + rng.randbytes(rng.randint(0, 64))
         count += 1
@@ -120,8 +148,9 @@ async def _feed(reader: asyncio.StreamReader, chunks: list[bytes], eof: bool) ->
         reader.feed_eof()
 
 
-async def _decode_all(reader: asyncio.StreamReader, max_bytes: int,
-                      out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _decode_all(
+    reader: asyncio.StreamReader, max_bytes: int, out: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     while (message := await read_frame(reader, max_bytes, body_timeout=0.01)) is not None:
         out.append(message)
     return out
@@ -144,8 +173,9 @@ async def run_fuzz(n: int, seed: int = 7, max_bytes: int = 4096) -> FuzzReport:
     return report
 
 
-async def _one(report: FuzzReport, kind: str, chunks: list[bytes], eof: bool,
-               max_bytes: int) -> None:
+async def _one(
+    report: FuzzReport, kind: str, chunks: list[bytes], eof: bool, max_bytes: int
+) -> None:
     report.inputs += 1
     reader = asyncio.StreamReader()
     outcome: list[dict[str, Any]] | Exception

@@ -54,8 +54,9 @@ class Outcome:
         return sum(self.by_type.values())
 
 
-async def send_all(clients: list[socketio.AsyncClient], requests: list[Malformed], *,
-                   timeout: float = 10.0) -> Outcome:
+async def send_all(
+    clients: list[socketio.AsyncClient], requests: list[Malformed], *, timeout: float = 10.0
+) -> Outcome:
     """Each client sends its share of `requests` one after another (ack = answer), all clients
     at once. A request unanswered within `timeout`, or a client dropped, is a problem."""
     out = Outcome()

@@ -40,7 +40,8 @@ def _check(report: FuzzReport, n: int) -> None:
     assert report.frames > 0 and len(report.rejected) >= 5
     for kind, peak in report.peaks.items():
         bound = {"bad_body": MAX * _JSON_AMPLIFICATION, "amplified": _AMPLIFIED}.get(
-            kind, MAX + _SLACK)
+            kind, MAX + _SLACK
+        )
         assert peak <= bound, f"{kind}: {peak} bytes allocated while reading one input"
 
 
@@ -57,6 +58,7 @@ async def test_decoder_fuzz_100k_inputs() -> None:
 
 # -- junk on real Unix sockets: only the sender's connection is reset ------------------------
 
+
 @pytest.fixture
 def sock_dir() -> Iterator[Path]:
     path = Path(f"/tmp/fmz-{uuid.uuid4().hex[:8]}")
@@ -68,8 +70,9 @@ def sock_dir() -> Iterator[Path]:
 @pytest.fixture
 async def hub_and_bus() -> AsyncIterator[tuple[FlowChannelHub, EventBus]]:
     bus = EventBus()
-    hub = FlowChannelHub(bus, FlowSettings(max_frame_bytes=1 << 20, send_timeout=1.0),
-                         frame_timeout=0.5)
+    hub = FlowChannelHub(
+        bus, FlowSettings(max_frame_bytes=1 << 20, send_timeout=1.0), frame_timeout=0.5
+    )
     yield hub, bus
     await hub.aclose()
 
@@ -163,7 +166,8 @@ async def test_hostile_peer_resets_only_its_own_connection(
         # The hostile flow's channel keeps listening: it may reconnect and behave.
         _r, bad_w = await asyncio.open_unix_connection(str(sock_dir / "bad.sock"))
         bad_w.write(encode_frame({"sorry": 1}, 1 << 20))
-        again = await _wait(sub, lambda e: isinstance(e, FlowMessageReceived)
-                            and e.container_id == "bad")
+        again = await _wait(
+            sub, lambda e: isinstance(e, FlowMessageReceived) and e.container_id == "bad"
+        )
         assert getattr(again, "message", None) == {"sorry": 1}
         bad_w.close()

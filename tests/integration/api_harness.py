@@ -17,8 +17,18 @@ from server.api.serving import GracefulServer, uvicorn_config
 from server.core.config import Settings
 from server.core.manager import ContainerManager
 
-__all__ = ["Service", "Recorder", "running_service", "client", "docker_cli", "BUSYBOX",
-           "TEST_TOKEN", "AUTH", "RAW_CONNECT", "with_test_token"]
+__all__ = [
+    "Service",
+    "Recorder",
+    "running_service",
+    "client",
+    "docker_cli",
+    "BUSYBOX",
+    "TEST_TOKEN",
+    "AUTH",
+    "RAW_CONNECT",
+    "with_test_token",
+]
 
 BUSYBOX = "flowmgr-test-busybox:latest"
 
@@ -35,8 +45,10 @@ def with_test_token(settings: Settings) -> Settings:
     """`settings` with TEST_TOKEN as `server.token` when it has no token of its own."""
     if settings.server.token:
         return settings
-    return settings.model_copy(update={
-        "server": settings.server.model_copy(update={"token": TEST_TOKEN})})
+    return settings.model_copy(
+        update={"server": settings.server.model_copy(update={"token": TEST_TOKEN})}
+    )
+
 
 WAIT = 20.0
 """Seconds any one expected event may take (Docker on a busy machine)."""
@@ -54,8 +66,9 @@ class Service:
 
 
 @contextlib.asynccontextmanager
-async def running_service(settings: Settings, manager: ContainerManager | None = None
-                          ) -> AsyncIterator[Service]:
+async def running_service(
+    settings: Settings, manager: ContainerManager | None = None
+) -> AsyncIterator[Service]:
     """Serve `create_app(manager or ContainerManager(settings))` until the block ends.
 
     With no token in `settings`, the service requires TEST_TOKEN (which `client()` presents).
@@ -93,8 +106,9 @@ class Recorder:
             self.events[event].append(data)
             self._changed.notify_all()
 
-    async def wait_for(self, event: str, predicate: Callable[[Any], bool] = lambda _: True,
-                       timeout: float = WAIT) -> Any:
+    async def wait_for(
+        self, event: str, predicate: Callable[[Any], bool] = lambda _: True, timeout: float = WAIT
+    ) -> Any:
         """The first `event` payload matching `predicate` (already received or yet to come)."""
         async with asyncio.timeout(timeout), self._changed:
             while True:
@@ -105,9 +119,13 @@ class Recorder:
 
 
 @contextlib.asynccontextmanager
-async def client(url: str, *, auth: Any = _DEFAULT, headers: dict[str, str] | None = None,
-                 transports: list[str] | None = None) -> AsyncIterator[
-                     tuple[socketio.AsyncClient, Recorder]]:
+async def client(
+    url: str,
+    *,
+    auth: Any = _DEFAULT,
+    headers: dict[str, str] | None = None,
+    transports: list[str] | None = None,
+) -> AsyncIterator[tuple[socketio.AsyncClient, Recorder]]:
     """A connected AsyncClient recording everything; disconnected at the end.
 
     It presents TEST_TOKEN unless `auth` is given (None: no auth payload at all)."""
@@ -119,8 +137,13 @@ async def client(url: str, *, auth: Any = _DEFAULT, headers: dict[str, str] | No
         rec = Recorder()
         sio.on("*", rec.record)
         sio.on("disconnect", lambda *_: rec.disconnected.set())
-        await sio.connect(url, auth=auth, headers=headers or {},
-                          transports=transports or ["websocket"], wait_timeout=10)
+        await sio.connect(
+            url,
+            auth=auth,
+            headers=headers or {},
+            transports=transports or ["websocket"],
+            wait_timeout=10,
+        )
         try:
             yield sio, rec
         finally:
@@ -130,8 +153,9 @@ async def client(url: str, *, auth: Any = _DEFAULT, headers: dict[str, str] | No
 
 async def docker_cli(*args: str) -> str:
     """Run the docker CLI (behind the manager's back); its stdout."""
-    proc = await asyncio.create_subprocess_exec("docker", *args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        "docker", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)}: {err.decode().strip()}")

@@ -48,14 +48,17 @@ class Relay:
         self._writers -= {writer, up_writer}
 
 
-Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter,
-                asyncio.StreamReader, asyncio.StreamWriter]
+Streams = tuple[
+    asyncio.StreamReader, asyncio.StreamWriter, asyncio.StreamReader, asyncio.StreamWriter
+]
 """A client's reader and writer, then the reader and writer of its connection to dockerd."""
 
 
 @contextlib.asynccontextmanager
-async def relay_to_engine(path: Path, forward: Callable[[Streams], Awaitable[None]],
-                          ) -> AsyncIterator[str]:
+async def relay_to_engine(
+    path: Path,
+    forward: Callable[[Streams], Awaitable[None]],
+) -> AsyncIterator[str]:
     """A Unix socket at `path` whose every client is connected to dockerd; `forward` moves
     (or holds, or drops) the bytes. Yields the `unix://` URL; on exit every relayed connection
     is closed now (left to the garbage collector, their writers warn inside the next test)."""

@@ -39,9 +39,19 @@ def leaky_flow(name: str, *, exit_code: int | None = None) -> LeakyFlow:
     password, url_password = secrets.token_hex(8), secrets.token_hex(8)
     # The shell expands the values inside the container: they reach the manager only as output.
     prints = 'echo "$DB_PASSWORD"; echo "DB_PASSWORD=$DB_PASSWORD"; echo "url $API_URL"'
-    script = (f"{prints}; exit {exit_code}" if exit_code is not None else
-              f"trap 'exit 0' TERM; i=0; while true; do {prints}; echo tick-$i; i=$((i+1)); "
-              "sleep 0.2 & wait $!; done")
-    spec = CreateSpec(name=name, image=BUSYBOX, command=["sh", "-c", script], environment={
-        "DB_PASSWORD": password, "API_URL": f"https://user:{url_password}@example.invalid/x"})
+    script = (
+        f"{prints}; exit {exit_code}"
+        if exit_code is not None
+        else f"trap 'exit 0' TERM; i=0; while true; do {prints}; echo tick-$i; i=$((i+1)); "
+        "sleep 0.2 & wait $!; done"
+    )
+    spec = CreateSpec(
+        name=name,
+        image=BUSYBOX,
+        command=["sh", "-c", script],
+        environment={
+            "DB_PASSWORD": password,
+            "API_URL": f"https://user:{url_password}@example.invalid/x",
+        },
+    )
     return LeakyFlow(spec, password, url_password)

@@ -14,8 +14,18 @@ from server.core.config import Settings
 from server.core.events import Event
 from server.core.manager import ContainerManager
 
-__all__ = ["BUSYBOX", "UNHEALTHY", "BASE", "WAIT", "started_manager", "wait_event", "docker",
-           "inspect", "labelled_ids", "no_event"]
+__all__ = [
+    "BUSYBOX",
+    "UNHEALTHY",
+    "BASE",
+    "WAIT",
+    "started_manager",
+    "wait_event",
+    "docker",
+    "inspect",
+    "labelled_ids",
+    "no_event",
+]
 
 BUSYBOX = "flowmgr-test-busybox:latest"
 UNHEALTHY = "flowmgr-test-unhealthy:latest"
@@ -34,8 +44,12 @@ async def started_manager(settings: Settings) -> AsyncIterator[ContainerManager]
         yield manager
 
 
-async def wait_event(sub: Subscription, kind: type[E], pred: Callable[[E], bool] = lambda e: True,
-                     timeout: float = WAIT) -> E:
+async def wait_event(
+    sub: Subscription,
+    kind: type[E],
+    pred: Callable[[E], bool] = lambda e: True,
+    timeout: float = WAIT,
+) -> E:
     """The next event of `kind` matching `pred`, or TimeoutError."""
     async with asyncio.timeout(timeout):
         async for event in sub:
@@ -55,8 +69,9 @@ def no_event(sub: Subscription, kind: type[Event], container_id: str) -> list[Ev
 
 async def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the docker CLI off the event loop."""
-    result = await asyncio.to_thread(subprocess.run, ["docker", *args], capture_output=True,
-                                     text=True, timeout=120)
+    result = await asyncio.to_thread(
+        subprocess.run, ["docker", *args], capture_output=True, text=True, timeout=120
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr}")
     return result
@@ -71,6 +86,7 @@ async def inspect(container_id: str) -> dict[str, Any]:
 
 async def labelled_ids(settings: Settings) -> set[str]:
     """Ids of every container (any state) carrying this run's instance label."""
-    out = await docker("ps", "-aq", "--no-trunc", "--filter",
-                       f"label=flowmgr.instance={settings.docker.instance}")
+    out = await docker(
+        "ps", "-aq", "--no-trunc", "--filter", f"label=flowmgr.instance={settings.docker.instance}"
+    )
     return set(out.stdout.split())

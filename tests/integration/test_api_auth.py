@@ -102,8 +102,9 @@ RAW_CONNECTS = {
 
 
 @asynccontextmanager
-async def _raw_ws(session: aiohttp.ClientSession, url: str,
-                  headers: dict[str, str] | None = None) -> AsyncIterator[Any]:
+async def _raw_ws(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[Any]:
     ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
     async with session.ws_connect(ws_url, headers=headers or {}) as ws:
         opened = await ws.receive_str(timeout=10)
@@ -121,8 +122,9 @@ async def _answer(ws: Any) -> str:
 
 
 @pytest.mark.parametrize("packet", RAW_CONNECTS.values(), ids=RAW_CONNECTS.keys())
-async def test_raw_websocket_connect_with_a_bad_token_is_refused(settings: Settings,
-                                                                 packet: str) -> None:
+async def test_raw_websocket_connect_with_a_bad_token_is_refused(
+    settings: Settings, packet: str
+) -> None:
     async with running_service(settings) as svc, aiohttp.ClientSession() as session:
         async with _raw_ws(session, svc.url) as ws:
             await ws.send_str(packet)
@@ -150,35 +152,43 @@ async def test_raw_invalid_utf8_is_refused(settings: Settings) -> None:
             assert not any(p.startswith("40{") for p in await _drain(ws, 2.0))
             assert not svc.app.sio.manager.rooms.get("/", {}).get("authenticated")
         sid = await _polling_open(session, svc.url)
-        async with session.post(f"{svc.url}/socket.io/?EIO=4&transport=polling&sid={sid}",
-                                data=b'40{"token":"\xed\xa0\x80"}') as resp:
+        async with session.post(
+            f"{svc.url}/socket.io/?EIO=4&transport=polling&sid={sid}",
+            data=b'40{"token":"\xed\xa0\x80"}',
+        ) as resp:
             await resp.read()
         answer = await _polling_read(session, svc.url, sid)
         assert not answer.startswith("40{"), answer
 
 
-async def _polling_open(session: aiohttp.ClientSession, url: str,
-                        headers: dict[str, str] | None = None) -> str:
-    async with session.get(f"{url}/socket.io/?EIO=4&transport=polling",
-                           headers=headers or {}) as resp:
+async def _polling_open(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+) -> str:
+    async with session.get(
+        f"{url}/socket.io/?EIO=4&transport=polling", headers=headers or {}
+    ) as resp:
         body = await resp.text()
         assert resp.status == 200, body
     return str(json.loads(body[1:])["sid"])
 
 
 async def _polling_read(session: aiohttp.ClientSession, url: str, sid: str) -> str:
-    async with session.get(f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}",
-                           timeout=aiohttp.ClientTimeout(total=30)) as resp:
+    async with session.get(
+        f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}",
+        timeout=aiohttp.ClientTimeout(total=30),
+    ) as resp:
         return await resp.text()
 
 
 @pytest.mark.parametrize("packet", RAW_CONNECTS.values(), ids=RAW_CONNECTS.keys())
-async def test_raw_polling_connect_with_a_bad_token_is_refused(settings: Settings,
-                                                               packet: str) -> None:
+async def test_raw_polling_connect_with_a_bad_token_is_refused(
+    settings: Settings, packet: str
+) -> None:
     async with running_service(settings) as svc, aiohttp.ClientSession() as session:
         sid = await _polling_open(session, svc.url)
-        async with session.post(f"{svc.url}/socket.io/?EIO=4&transport=polling&sid={sid}",
-                                data=packet.encode()) as resp:
+        async with session.post(
+            f"{svc.url}/socket.io/?EIO=4&transport=polling&sid={sid}", data=packet.encode()
+        ) as resp:
             await resp.read()
         answer = await _polling_read(session, svc.url, sid)
         assert not answer.startswith("40{") and "\x1e40{" not in answer, answer
@@ -211,8 +221,9 @@ async def _events_happen(url: str, unique_name: Any) -> dict[str, list[Any]]:
     """A good client creates, starts, stops and deletes a flow; what it heard."""
     async with client(url) as (sio, rec):
         await rec.wait_for("connected")
-        created = await sio.call("create_container", {"image": BUSYBOX,
-                                                      "name": unique_name("lurk")}, timeout=60)
+        created = await sio.call(
+            "create_container", {"image": BUSYBOX, "name": unique_name("lurk")}, timeout=60
+        )
         cid = created["container_id"]
         await sio.call("start_container", {"container_id": cid}, timeout=60)
         await rec.wait_for("status_changed", lambda d: d["container_id"] == cid)
@@ -221,8 +232,9 @@ async def _events_happen(url: str, unique_name: Any) -> dict[str, list[Any]]:
         return dict(rec.events)
 
 
-async def test_refused_clients_hanging_around_receive_no_broadcast(settings: Settings,
-                                                                   unique_name: Any) -> None:
+async def test_refused_clients_hanging_around_receive_no_broadcast(
+    settings: Settings, unique_name: Any
+) -> None:
     async with running_service(settings) as svc, aiohttp.ClientSession() as session:
         lurkers = []
         for packet in ('40{"token":"\\ud800"}', '40{"token":"wrong"}', "40", '40{"token":7}'):
@@ -244,7 +256,8 @@ async def test_refused_clients_hanging_around_receive_no_broadcast(settings: Set
 
 
 async def test_a_failing_connect_handler_refuses_and_leaks_nothing(
-        settings: Settings, unique_name: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: Settings, unique_name: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """python-socketio lets an unexpected exception out of the connect handler and leaves the
     client pending in the everyone-room; ours turns it into a refusal, and broadcasts go to the
     authenticated room only anyway."""
@@ -276,15 +289,18 @@ def _rss() -> int:
 async def _bad_polling_connect(session: aiohttp.ClientSession, url: str, i: int) -> str:
     sid = await _polling_open(session, url)
     auth = [{"token": "wrong"}, {"token": T + "x"}, {"token": None}, {}][i % 4]
-    async with session.post(f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}",
-                            data=("40" + json.dumps(auth)).encode()) as resp:
+    async with session.post(
+        f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}",
+        data=("40" + json.dumps(auth)).encode(),
+    ) as resp:
         await resp.read()
     return await _polling_read(session, url, sid)
 
 
 @pytest.mark.slow
 async def test_ten_thousand_concurrent_bad_connects_are_all_refused(
-        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     # pytest would keep every record (uvicorn's access log too): the harness growing
     caplog.set_level(logging.ERROR)
     async with running_service(settings) as svc:
@@ -292,6 +308,7 @@ async def test_ten_thousand_concurrent_bad_connects_are_all_refused(
         limit = asyncio.Semaphore(64)
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(connector=connector) as session:
+
             async def one(i: int) -> str:
                 async with limit:
                     return await _bad_polling_connect(session, svc.url, i)
@@ -330,8 +347,10 @@ async def test_ten_thousand_concurrent_bad_connects_are_all_refused(
 
 async def _engineio_pings_done(svc: Any) -> None:
     async with asyncio.timeout(svc.app.sio.eio.ping_interval + 20):
-        while any(t.get_coro().__qualname__ == "AsyncSocket._send_ping"  # type: ignore[union-attr]
-                  for t in asyncio.all_tasks()):
+        while any(
+            t.get_coro().__qualname__ == "AsyncSocket._send_ping"  # type: ignore[union-attr]
+            for t in asyncio.all_tasks()
+        ):
             await asyncio.sleep(0.5)
 
 
@@ -342,7 +361,8 @@ EVIL = "https://evil.example"
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
 async def test_default_cors_refuses_another_origin_even_with_the_token(
-        settings: Settings, transport: str) -> None:
+    settings: Settings, transport: str
+) -> None:
     assert settings.server.cors_origins == []
     async with running_service(settings) as svc:
         with pytest.raises(socketio.exceptions.ConnectionError):
@@ -352,15 +372,15 @@ async def test_default_cors_refuses_another_origin_even_with_the_token(
         async with client(svc.url, headers={"Origin": own}, transports=[transport]) as (_, r):
             await r.wait_for("connected")
         async with httpx.AsyncClient() as http:
-            polled = await http.get(f"{svc.url}/socket.io/?EIO=4&transport=polling",
-                                    headers={"Origin": EVIL})
+            polled = await http.get(
+                f"{svc.url}/socket.io/?EIO=4&transport=polling", headers={"Origin": EVIL}
+            )
             assert polled.status_code == 400
             health = await http.get(f"{svc.url}/health", headers={"Origin": EVIL})
             assert "access-control-allow-origin" not in health.headers
 
 
-async def test_raw_websocket_from_another_origin_is_refused_by_default(
-        settings: Settings) -> None:
+async def test_raw_websocket_from_another_origin_is_refused_by_default(settings: Settings) -> None:
     async with running_service(settings) as svc, aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.WSServerHandshakeError):
             async with _raw_ws(session, svc.url, {"Origin": EVIL}):
@@ -368,7 +388,8 @@ async def test_raw_websocket_from_another_origin_is_refused_by_default(
 
 
 async def test_configured_origin_works_and_star_allows_any_with_a_warning(
-        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     good = "https://ops.example"
     async with running_service(_with_server(settings, cors_origins=[good])) as svc:
         async with client(svc.url, headers={"Origin": good}) as (_, r):
@@ -398,8 +419,16 @@ async def test_docs_are_off_and_openapi_needs_the_token(settings: Settings) -> N
     async with running_service(settings) as svc, httpx.AsyncClient(base_url=svc.url) as http:
         for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
             assert (await http.get(path)).status_code == 404, path
-        for header in (None, "Bearer", f"Bearer {T}x", f"Basic {T}", f"bearer x{T}",
-                       "Bearer \u00ff" + T, f"Bearer {T[:-1]}", "Bearer " + "a" * 100_000):
+        for header in (
+            None,
+            "Bearer",
+            f"Bearer {T}x",
+            f"Basic {T}",
+            f"bearer x{T}",
+            "Bearer \u00ff" + T,
+            f"Bearer {T[:-1]}",
+            "Bearer " + "a" * 100_000,
+        ):
             headers = {} if header is None else {b"Authorization": header.encode("latin-1")}
             answer = await http.get("/openapi.json", headers=headers)
             assert answer.status_code in (401, 431), (header and header[:40], answer.status_code)
@@ -426,7 +455,8 @@ echo "PROBE connect $(wget -q -O - "$B/socket.io/?EIO=4&transport=polling&sid=$S
 
 
 async def test_a_flow_on_its_bridge_gateway_cannot_drive_the_api(
-        settings: Settings, unique_name: Any) -> None:
+    settings: Settings, unique_name: Any
+) -> None:
     """Default settings (no token configured): a real flow reaching the service on its
     network's gateway, where a 0.0.0.0 binding also listens, is refused. The service listens on
     that gateway address only (traffic stays on Docker's bridge on this machine)."""
@@ -440,11 +470,13 @@ async def test_a_flow_on_its_bridge_gateway_cannot_drive_the_api(
     assert settings.server.token is None
     # Its own network, removed at the end: the run's shared one must keep the manager's labels.
     network = f"{settings.docker.network}-gw"
-    settings = settings.model_copy(update={"docker": settings.docker.model_copy(
-        update={"network": network})})
+    settings = settings.model_copy(
+        update={"docker": settings.docker.model_copy(update={"network": network})}
+    )
     await docker_cli("network", "create", "--label", f"{TEST_LABEL}={RUN_ID}", network)
-    gateway = await docker_cli("network", "inspect", "-f",
-                               "{{(index .IPAM.Config 0).Gateway}}", network)
+    gateway = await docker_cli(
+        "network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", network
+    )
     manager = ContainerManager(settings)
     app = create_app(manager, settings, manage_lifecycle=True)  # the generated token
     server = GracefulServer(uvicorn_config(app, settings, host=gateway, port=0))
@@ -455,9 +487,13 @@ async def test_a_flow_on_its_bridge_gateway_cannot_drive_the_api(
                 assert not task.done()
                 await asyncio.sleep(0.05)
         port = server.servers[0].sockets[0].getsockname()[1]
-        snap = await manager.create_container(CreateSpec(
-            name=unique_name("probe"), image=BUSYBOX,
-            command=["sh", "-c", _PROBE, "probe", f"http://{gateway}:{port}"]))
+        snap = await manager.create_container(
+            CreateSpec(
+                name=unique_name("probe"),
+                image=BUSYBOX,
+                command=["sh", "-c", _PROBE, "probe", f"http://{gateway}:{port}"],
+            )
+        )
         await manager.start_container(snap.id)
         logs = ""
         try:
@@ -469,8 +505,11 @@ async def test_a_flow_on_its_bridge_gateway_cannot_drive_the_api(
         async with asyncio.timeout(30):
             while "PROBE connect" not in (logs := await docker_cli("logs", snap.id)):
                 await asyncio.sleep(0.5)
-        probe = dict(line.split(" ", 2)[1:] for line in logs.splitlines()
-                     if line.startswith("PROBE ") and line.count(" ") >= 2)
+        probe = dict(
+            line.split(" ", 2)[1:]
+            for line in logs.splitlines()
+            if line.startswith("PROBE ") and line.count(" ") >= 2
+        )
         assert probe["health"] == "HTTP/1.1 200", logs  # the flow does reach the service ...
         assert probe["openapi"] == "HTTP/1.1 401", logs  # ... and is refused everything else
         assert probe["connect"].startswith("44"), logs

@@ -28,25 +28,30 @@ def settings(settings: Settings, tmp_path: Path) -> Settings:
     docker.code_roots every update is refused)."""
     return with_code_roots(settings, tmp_path)
 
+
 def _check_error(answer: dict[str, Any], error_type: str, operation: str) -> None:
     assert set(answer) - {"request_id"} == ERROR_FIELDS, answer
     assert answer["error"] is True and answer["error_type"] == error_type, answer
     assert answer["details"]["operation"] == operation
 
 
-@pytest.mark.parametrize(("request_name", "payload", "field"), [
-    ("stop_container", {}, "container_id"),
-    ("stop_container", {"container_id": 12}, "container_id"),
-    ("start_container", {"container_id": None}, "container_id"),
-    ("update_container", {"container_id": "x"}, "code_path"),
-    ("send_message", {"container_id": "x", "message": "hi"}, "message"),
-    ("get_container_logs", {"container_id": "x", "tail": "ten"}, "tail"),
-    ("create_container", {"image": "flow:latest"}, "name"),
-    ("create_container", {"name": "ok", "environment": {"PORT": 80}}, "environment.PORT"),
-    ("create_container", {"name": "ok", "ports": {"80": "8080"}}, "ports.80"),
-])
-async def test_bad_fields_are_named(settings: Settings, request_name: str,
-                                    payload: dict[str, Any], field: str) -> None:
+@pytest.mark.parametrize(
+    ("request_name", "payload", "field"),
+    [
+        ("stop_container", {}, "container_id"),
+        ("stop_container", {"container_id": 12}, "container_id"),
+        ("start_container", {"container_id": None}, "container_id"),
+        ("update_container", {"container_id": "x"}, "code_path"),
+        ("send_message", {"container_id": "x", "message": "hi"}, "message"),
+        ("get_container_logs", {"container_id": "x", "tail": "ten"}, "tail"),
+        ("create_container", {"image": "flow:latest"}, "name"),
+        ("create_container", {"name": "ok", "environment": {"PORT": 80}}, "environment.PORT"),
+        ("create_container", {"name": "ok", "ports": {"80": "8080"}}, "ports.80"),
+    ],
+)
+async def test_bad_fields_are_named(
+    settings: Settings, request_name: str, payload: dict[str, Any], field: str
+) -> None:
     async with running_service(settings) as svc, client(svc.url) as (sio, rec):
         ack = await sio.call(request_name, {**payload, "request_id": "bad-1"})
         _check_error(ack, "validation_error", request_name)
@@ -55,18 +60,25 @@ async def test_bad_fields_are_named(settings: Settings, request_name: str,
         assert await rec.wait_for("error", lambda d: d.get("request_id") == "bad-1") == ack
 
 
-async def test_non_object_unknown_container_and_unknown_event(settings: Settings,
-                                                             unique_name: Any) -> None:
+async def test_non_object_unknown_container_and_unknown_event(
+    settings: Settings, unique_name: Any
+) -> None:
     stranger = unique_name("stranger")
-    await docker_cli("create", "--name", stranger, "--label",
-                     f"flowmgr.test={stranger.split('-')[0]}", BUSYBOX)
-    async with running_service(settings) as svc, client(svc.url) as (sio, rec), \
-            client(svc.url) as (_, bystander):
+    await docker_cli(
+        "create", "--name", stranger, "--label", f"flowmgr.test={stranger.split('-')[0]}", BUSYBOX
+    )
+    async with (
+        running_service(settings) as svc,
+        client(svc.url) as (sio, rec),
+        client(svc.url) as (_, bystander),
+    ):
         for payload in ([1, 2], "stop", 7, True):
-            _check_error(await sio.call("stop_container", payload), "validation_error",
-                         "stop_container")
-        ack = await sio.call("get_container_status", {"container_id": "no-such-flow",
-                                                      "request_id": "r9"})
+            _check_error(
+                await sio.call("stop_container", payload), "validation_error", "stop_container"
+            )
+        ack = await sio.call(
+            "get_container_status", {"container_id": "no-such-flow", "request_id": "r9"}
+        )
         _check_error(ack, "container_not_found", "get_container_status")
         assert ack["details"]["container_id"] == "no-such-flow" and ack["request_id"] == "r9"
         # a container that exists but is not ours is invisible
@@ -112,13 +124,16 @@ async def test_malformed_requests(settings: Settings, tmp_path: Path, count: int
             assert (await http.get(f"{svc.url}/health")).status_code == 200
 
 
-async def test_reserved_event_names_from_a_client_are_unknown_requests(
-        settings: Settings) -> None:
+async def test_reserved_event_names_from_a_client_are_unknown_requests(settings: Settings) -> None:
     # python-socketio routes a client's 42["connect", ...] to the connect handler: it used to
     # send a second welcome (or raise: no answer) and "disconnect" dropped its log streams.
     async with running_service(settings) as svc, client(svc.url) as (sio, rec):
-        for name, payload in (("connect", {"a": 1}), ("connect", None),
-                              ("disconnect", {"a": 1}), ("disconnect", "x")):
+        for name, payload in (
+            ("connect", {"a": 1}),
+            ("connect", None),
+            ("disconnect", {"a": 1}),
+            ("disconnect", "x"),
+        ):
             _check_error(await sio.call(name, payload, timeout=10), "validation_error", name)
         assert sio.connected and len(rec.events["connected"]) == 1
 
@@ -128,11 +143,11 @@ async def test_lone_surrogates_get_a_typed_error(settings: Settings, tmp_path: P
     (tmp_path / "ok").mkdir()
     async with running_service(settings) as svc, client(svc.url) as (sio, _):
         for name, payload in (
-                ("create_container", {"name": "ok", "environment": {"K\ud800": "v"}}),
-                ("create_container", {"name": "ok",
-                                      "volumes": {str(tmp_path / "ok"): "/x\ud800"}}),
-                ("restart_container", {"\udfff": 1}),
-                ("no_such\ud800", {})):
+            ("create_container", {"name": "ok", "environment": {"K\ud800": "v"}}),
+            ("create_container", {"name": "ok", "volumes": {str(tmp_path / "ok"): "/x\ud800"}}),
+            ("restart_container", {"\udfff": 1}),
+            ("no_such\ud800", {}),
+        ):
             ack = await sio.call(name, payload, timeout=10)
             _check_error(ack, "validation_error", ack["details"]["operation"])
             assert ack["details"]["operation"][:7] == name[:7]  # echoed as is, or escaped
@@ -163,9 +178,11 @@ async def test_oversized_payload_is_refused_cleanly(settings: Settings, transpor
     big = {"container_id": "x", "message": {"blob": "z" * (5 * 1024 * 1024)}}
     # aiohttp (the client's polling transport) warns when it posts 5 MB of raw bytes: expected
     # of the client, which is not under test; the test is about what the server does with it.
-    client_warns: contextlib.AbstractContextManager[object] = \
-        pytest.warns(ResourceWarning, match="Sending a large body") if transport == "polling" \
+    client_warns: contextlib.AbstractContextManager[object] = (
+        pytest.warns(ResourceWarning, match="Sending a large body")
+        if transport == "polling"
         else contextlib.nullcontext()
+    )
     async with running_service(settings) as svc:
         async with client(svc.url, transports=[transport]) as (sio, rec):
             with client_warns:
@@ -182,8 +199,16 @@ async def test_oversized_payload_is_refused_cleanly(settings: Settings, transpor
 
 async def test_hand_made_packets_do_not_hurt_the_server(settings: Settings) -> None:
     # Broken Socket.IO content inside valid Engine.IO message packets: the connection lives on.
-    socketio_garbage = ['42[5,{"a":1}]', '42[["x"],{}]', "42[]", "42{", '42"text"',
-                        "42[null]", '421["list_containers"]', '42["stop_container",1,2]']
+    socketio_garbage = [
+        '42[5,{"a":1}]',
+        '42[["x"],{}]',
+        "42[]",
+        "42{",
+        '42"text"',
+        "42[null]",
+        '421["list_containers"]',
+        '42["stop_container",1,2]',
+    ]
     # Broken Engine.IO packets: python-engineio may drop that one connection.
     engineio_garbage = ["9zz", "4" + "[" * 5000]
     async with running_service(settings) as svc:

@@ -35,21 +35,30 @@ async def test_health_openapi_and_lifespan(settings: Settings) -> None:
             health = await http.get("/health")
             assert health.status_code == 200
             assert health.json() == {
-                "status": "healthy", "service": "flow-manager", "socket_dir": settings.socket_dir,
-                "components": {"container_manager": "active", "socket_handler": "active",
-                               "event_handler": "active"}}
+                "status": "healthy",
+                "service": "flow-manager",
+                "socket_dir": settings.socket_dir,
+                "components": {
+                    "container_manager": "active",
+                    "socket_handler": "active",
+                    "event_handler": "active",
+                },
+            }
             # The OpenAPI document for token holders only; no /docs pages (see test_api_auth)
-            spec = (await http.get("/openapi.json",
-                                   headers={"Authorization": f"Bearer {TEST_TOKEN}"})).json()
+            spec = (
+                await http.get("/openapi.json", headers={"Authorization": f"Bearer {TEST_TOKEN}"})
+            ).json()
             assert "/health" in spec["paths"]
     assert svc.app.api.state.started is False and not svc.app.bridge.running
 
 
 async def test_health_is_503_when_docker_is_unreachable(
-        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix:///tmp/fm-dead-{uuid.uuid4().hex[:8]}.sock")
-    quick = settings.model_copy(update={
-        "docker": settings.docker.model_copy(update={"call_timeout": 3.0})})
+    quick = settings.model_copy(
+        update={"docker": settings.docker.model_copy(update={"call_timeout": 3.0})}
+    )
     async with running_service(quick) as svc:
         async with httpx.AsyncClient(base_url=svc.url) as http:
             health = await http.get("/health")
@@ -98,8 +107,14 @@ async def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
 
 
 def _spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _stop(proc: subprocess.Popen[str], sig: int) -> tuple[float, str]:
@@ -110,22 +125,25 @@ def _stop(proc: subprocess.Popen[str], sig: int) -> tuple[float, str]:
     return time.monotonic() - began, out
 
 
-async def test_headless_start_sigterm_and_readoption(settings: Settings, unique_name: Any,
-                                                    tmp_path: Path) -> None:
+async def test_headless_start_sigterm_and_readoption(
+    settings: Settings, unique_name: Any, tmp_path: Path
+) -> None:
     # No token configured: the service makes one in its token file, clients read it there.
     config = _config(settings, tmp_path / "config.json", token=None)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _spawn("-m", "server", "--host", "127.0.0.1", "--port", str(port),
-                  "--config", str(config))
+    proc = _spawn(
+        "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--config", str(config)
+    )
     try:
         await _wait_healthy(url, proc)
         token = read_client_token(settings.token_path)
         assert token
         async with client(url, auth={"token": token}) as (sio, rec):
             name = unique_name("keep")
-            cid = (await sio.call("create_container", {"image": BUSYBOX, "name": name},
-                                  timeout=60))["container_id"]
+            cid = (
+                await sio.call("create_container", {"image": BUSYBOX, "name": name}, timeout=60)
+            )["container_id"]
             await sio.call("start_container", {"container_id": cid}, timeout=60)
             took, out = await asyncio.to_thread(_stop, proc, signal.SIGTERM)
             async with asyncio.timeout(10):
@@ -145,8 +163,17 @@ async def test_headless_start_sigterm_and_readoption(settings: Settings, unique_
     # `flowmgr --server-only` adopts the container the first run left running
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _spawn("-m", "flowmgr_tui", "--server-only", "--host", "127.0.0.1", "--port",
-                  str(port), "--config", str(config))
+    proc = _spawn(
+        "-m",
+        "flowmgr_tui",
+        "--server-only",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+    )
     try:
         await _wait_healthy(url, proc)
         # the second start reads the same token back
@@ -162,20 +189,34 @@ async def test_headless_start_sigterm_and_readoption(settings: Settings, unique_
     assert f"API token kept in {settings.token_path}" in out and token not in out
 
 
-async def test_uvicorn_module_app_honours_config_file_and_env(settings: Settings,
-                                                              tmp_path: Path) -> None:
+async def test_uvicorn_module_app_honours_config_file_and_env(
+    settings: Settings, tmp_path: Path
+) -> None:
     config = _config(settings, tmp_path / "config.json")
     port = _free_port()
-    proc = _spawn("-m", "uvicorn", "server.app:app", "--host", "127.0.0.1", "--port", str(port),
-                  env={"CONFIG_FILE": str(config), "CORS_ORIGINS": "http://only.example",
-                       "LOG_LEVEL": "DEBUG"})
+    proc = _spawn(
+        "-m",
+        "uvicorn",
+        "server.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env={
+            "CONFIG_FILE": str(config),
+            "CORS_ORIGINS": "http://only.example",
+            "LOG_LEVEL": "DEBUG",
+        },
+    )
     try:
         await _wait_healthy(f"http://127.0.0.1:{port}", proc)
         async with httpx.AsyncClient() as http:
             health = (await http.get(f"http://127.0.0.1:{port}/health")).json()
             assert health["socket_dir"] == settings.socket_dir
-            refused = await http.get(f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling",
-                                     headers={"Origin": "http://elsewhere.example"})
+            refused = await http.get(
+                f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling",
+                headers={"Origin": "http://elsewhere.example"},
+            )
             assert refused.status_code == 400
         took, out = await asyncio.to_thread(_stop, proc, signal.SIGTERM)
     finally:

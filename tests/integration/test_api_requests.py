@@ -28,18 +28,39 @@ def settings(settings: Settings, tmp_path: Path) -> Settings:
 
 
 STATE_ANSWER = {"container_id", "status"}
-STATUS_FIELDS = {"container_id", "state", "health", "uptime", "socket_connected",
-                 "last_communication", "resource_usage"}
-USAGE_FIELDS = {"cpu_percent", "memory_usage", "memory_limit", "memory_percent",
-                "network_rx_bytes", "network_tx_bytes", "disk_read_bytes", "disk_write_bytes",
-                "timestamp"}
+STATUS_FIELDS = {
+    "container_id",
+    "state",
+    "health",
+    "uptime",
+    "socket_connected",
+    "last_communication",
+    "resource_usage",
+}
+USAGE_FIELDS = {
+    "cpu_percent",
+    "memory_usage",
+    "memory_limit",
+    "memory_percent",
+    "network_rx_bytes",
+    "network_tx_bytes",
+    "disk_read_bytes",
+    "disk_write_bytes",
+    "timestamp",
+}
 ITEM_FIELDS = {"id", "name", "status", "image", "created", "socket_path", "ports"}
 ACTIVITY_FIELDS = {"activity_type", "container_id", "message", "details", "timestamp"}
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)$")
 
 
-async def _ask(sio: socketio.AsyncClient, rec: Recorder, request: str, answer: str,
-               payload: dict[str, Any], fields: set[str]) -> dict[str, Any]:
+async def _ask(
+    sio: socketio.AsyncClient,
+    rec: Recorder,
+    request: str,
+    answer: str,
+    payload: dict[str, Any],
+    fields: set[str],
+) -> dict[str, Any]:
     """Call with an ack and a request_id; the answer event must equal the ack."""
     rid = f"{request}-{len(rec.events[answer])}"
     ack = await sio.call(request, {**payload, "request_id": rid}, timeout=90)
@@ -55,29 +76,48 @@ def _activity(rec: Recorder, kind: str, cid: str) -> Callable[[Any], bool]:
     return lambda d: d["activity_type"] == kind and d["container_id"] == cid
 
 
-async def test_every_request_has_its_answer(settings: Settings, unique_name: Any,
-                                            tmp_path: Path) -> None:
+async def test_every_request_has_its_answer(
+    settings: Settings, unique_name: Any, tmp_path: Path
+) -> None:
     async with running_service(settings) as svc, client(svc.url) as (sio, rec):
         welcome = await rec.wait_for("connected")
         assert isinstance(welcome["message"], str) and welcome["message"]
 
         name = unique_name("api")
-        created = await _ask(sio, rec, "create_container", "container_created", {
-            "image": BUSYBOX, "name": name,
-            "environment": {"MODE": "test", "DB_PASSWORD": "hunter2-secret"}},
-            {"container_id", "name", "image", "status", "socket_path", "ports"})
+        created = await _ask(
+            sio,
+            rec,
+            "create_container",
+            "container_created",
+            {
+                "image": BUSYBOX,
+                "name": name,
+                "environment": {"MODE": "test", "DB_PASSWORD": "hunter2-secret"},
+            },
+            {"container_id", "name", "image", "status", "socket_path", "ports"},
+        )
         cid = created["container_id"]
         assert re.fullmatch(r"[0-9a-f]{64}", cid)
         assert created["name"] == name and created["image"] == BUSYBOX
         assert created["status"] == "created" and created["socket_path"]
 
-        started = await _ask(sio, rec, "start_container", "container_started",
-                             {"container_id": name}, STATE_ANSWER)
-        assert started == {"container_id": cid, "status": "running",
-                           "request_id": started["request_id"]}
+        started = await _ask(
+            sio, rec, "start_container", "container_started", {"container_id": name}, STATE_ANSWER
+        )
+        assert started == {
+            "container_id": cid,
+            "status": "running",
+            "request_id": started["request_id"],
+        }
 
-        status = await _ask(sio, rec, "get_container_status", "container_status",
-                            {"container_id": cid[:12]}, STATUS_FIELDS)
+        status = await _ask(
+            sio,
+            rec,
+            "get_container_status",
+            "container_status",
+            {"container_id": cid[:12]},
+            STATUS_FIELDS,
+        )
         assert status["container_id"] == cid and status["state"] == "running"
         assert status["health"] in HEALTHS and isinstance(status["socket_connected"], bool)
         assert re.fullmatch(r"\d+:\d\d:\d\d", status["uptime"])
@@ -87,45 +127,73 @@ async def test_every_request_has_its_answer(settings: Settings, unique_name: Any
             assert isinstance(usage["memory_usage"], int)
             assert isinstance(usage["cpu_percent"], float)
 
-        listed = await _ask(sio, rec, "list_containers", "container_list", {},
-                            {"containers", "count"})
+        listed = await _ask(
+            sio, rec, "list_containers", "container_list", {}, {"containers", "count"}
+        )
         assert listed["count"] == len(listed["containers"]) >= 1
         item = next(i for i in listed["containers"] if i["id"] == cid)
         assert set(item) == ITEM_FIELDS and item["status"] == "running"
         assert item["status"] in STATES and ISO.match(item["created"])
 
-        logs = await _ask(sio, rec, "get_container_logs", "container_logs",
-                          {"container_id": cid, "tail": 5},
-                          {"container_id", "lines", "truncated"})
+        logs = await _ask(
+            sio,
+            rec,
+            "get_container_logs",
+            "container_logs",
+            {"container_id": cid, "tail": 5},
+            {"container_id", "lines", "truncated"},
+        )
         assert isinstance(logs["lines"], list) and logs["truncated"] is False
 
         code = tmp_path / "code"
         code.mkdir()
         (code / "main.py").write_text("print('v2')\n")
-        updated = await _ask(sio, rec, "update_container", "container_updated",
-                             {"container_id": cid, "code_path": str(code)},
-                             {"container_id", "code_path", "status"})
+        updated = await _ask(
+            sio,
+            rec,
+            "update_container",
+            "container_updated",
+            {"container_id": cid, "code_path": str(code)},
+            {"container_id", "code_path", "status"},
+        )
         assert updated["status"] == "updated" and updated["code_path"] == str(code)
 
-        restarted = await _ask(sio, rec, "restart_container", "container_restarted",
-                               {"container_id": cid}, STATE_ANSWER)
+        restarted = await _ask(
+            sio,
+            rec,
+            "restart_container",
+            "container_restarted",
+            {"container_id": cid},
+            STATE_ANSWER,
+        )
         assert restarted["status"] == "running"
 
-        stopped = await _ask(sio, rec, "stop_container", "container_stopped",
-                             {"container_id": cid}, STATE_ANSWER)
+        stopped = await _ask(
+            sio, rec, "stop_container", "container_stopped", {"container_id": cid}, STATE_ANSWER
+        )
         assert stopped["status"] == "stopped"
         after = await sio.call("get_container_status", {"container_id": cid})
         assert after["state"] == "stopped" and after["uptime"] is None
 
-        deleted = await _ask(sio, rec, "delete_container", "container_deleted",
-                             {"container_id": cid}, STATE_ANSWER)
-        assert deleted == {"container_id": cid, "status": "deleted",
-                           "request_id": deleted["request_id"]}
+        deleted = await _ask(
+            sio, rec, "delete_container", "container_deleted", {"container_id": cid}, STATE_ANSWER
+        )
+        assert deleted == {
+            "container_id": cid,
+            "status": "deleted",
+            "request_id": deleted["request_id"],
+        }
         gone = await sio.call("get_container_status", {"container_id": cid})
         assert gone["error_type"] == "container_not_found"
 
-        for kind in ("container_created", "container_started", "container_updated",
-                     "container_restarted", "container_stopped", "container_deleted"):
+        for kind in (
+            "container_created",
+            "container_started",
+            "container_updated",
+            "container_restarted",
+            "container_stopped",
+            "container_deleted",
+        ):
             entry = await rec.wait_for("activity_log", _activity(rec, kind, cid))
             assert set(entry) == ACTIVITY_FIELDS and ISO.match(entry["timestamp"])
             assert isinstance(entry["details"], dict)
@@ -133,14 +201,16 @@ async def test_every_request_has_its_answer(settings: Settings, unique_name: Any
         assert "hunter2-secret" not in repr(rec.events)
 
 
-async def test_send_message_without_a_flow_is_a_socket_error(settings: Settings,
-                                                            unique_name: Any) -> None:
+async def test_send_message_without_a_flow_is_a_socket_error(
+    settings: Settings, unique_name: Any
+) -> None:
     async with running_service(settings) as svc, client(svc.url) as (sio, rec):
         name = unique_name("nosock")
         created = await sio.call("create_container", {"image": BUSYBOX, "name": name}, timeout=60)
         await sio.call("start_container", {"container_id": name}, timeout=60)
-        err = await sio.call("send_message", {"container_id": name, "message": {"n": 1},
-                                              "request_id": "m1"})
+        err = await sio.call(
+            "send_message", {"container_id": name, "message": {"n": 1}, "request_id": "m1"}
+        )
         assert err["error"] is True and err["request_id"] == "m1"
         assert err["error_type"] in {"socket_connection_error", "socket_timeout_error"}
         assert err["details"]["operation"] == "send_message"
@@ -148,20 +218,27 @@ async def test_send_message_without_a_flow_is_a_socket_error(settings: Settings,
         await sio.call("delete_container", {"container_id": created["container_id"]}, timeout=60)
 
 
-async def test_log_subscription_streams_to_the_room_only(settings: Settings,
-                                                         unique_name: Any) -> None:
+async def test_log_subscription_streams_to_the_room_only(
+    settings: Settings, unique_name: Any
+) -> None:
     from server.core.models import CreateSpec
 
     async with running_service(settings) as svc:
         # The wire has no `command`; make a chatty container through the core itself.
-        snap = await svc.manager.create_container(CreateSpec(
-            name=unique_name("chatty"), image=BUSYBOX,
-            command=["sh", "-c", "trap 'exit 0' TERM; while true; do echo tick; "
-                                 "sleep 0.2 & wait $!; done"]))
+        snap = await svc.manager.create_container(
+            CreateSpec(
+                name=unique_name("chatty"),
+                image=BUSYBOX,
+                command=[
+                    "sh",
+                    "-c",
+                    "trap 'exit 0' TERM; while true; do echo tick; sleep 0.2 & wait $!; done",
+                ],
+            )
+        )
         await svc.manager.start_container(snap.id)
         async with client(svc.url) as (sub, sub_rec), client(svc.url) as (other, other_rec):
-            ack = await sub.call("subscribe_logs", {"container_id": snap.name,
-                                                    "request_id": "s1"})
+            ack = await sub.call("subscribe_logs", {"container_id": snap.name, "request_id": "s1"})
             assert ack == {"container_id": snap.id, "status": "subscribed", "request_id": "s1"}
             line = await sub_rec.wait_for("container_log")
             assert set(line) == {"container_id", "line", "timestamp"}

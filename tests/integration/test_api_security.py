@@ -41,13 +41,15 @@ async def test_no_token_configured_means_the_generated_one(settings: Settings) -
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
-async def test_restricted_cors_refuses_a_disallowed_origin(settings: Settings,
-                                                           transport: str) -> None:
+async def test_restricted_cors_refuses_a_disallowed_origin(
+    settings: Settings, transport: str
+) -> None:
     good = "http://panel.example:3000"
     async with running_service(_with_server(settings, cors_origins=[good])) as svc:
         with pytest.raises(socketio.exceptions.ConnectionError):
-            async with client(svc.url, headers={"Origin": "http://evil.example"},
-                              transports=[transport]):
+            async with client(
+                svc.url, headers={"Origin": "http://evil.example"}, transports=[transport]
+            ):
                 pass
         async with client(svc.url, headers={"Origin": good}, transports=[transport]) as (_, r):
             await r.wait_for("connected")

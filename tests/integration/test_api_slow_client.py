@@ -21,7 +21,8 @@ BATCHES = 40  # 40 x 50 x ~4 KB = ~8 MB: eight times the bound
 
 
 async def test_a_stalled_client_is_dropped_and_the_others_get_everything(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     async with running_service(settings) as svc, client(svc.url) as (sio, rec):
         manager = svc.app.sio.manager
         manager.max_pending_bytes = BOUND
@@ -46,9 +47,14 @@ async def test_a_stalled_client_is_dropped_and_the_others_get_everything(
             for b in range(BATCHES):
                 batch_done.clear()
                 for i in range(BATCH):
-                    svc.manager.bus.publish(ActivityLogged(
-                        activity_type="message_received", container_id=None,
-                        message=f"{b}-{i}", details={"blob": "x" * 4000}))
+                    svc.manager.bus.publish(
+                        ActivityLogged(
+                            activity_type="message_received",
+                            container_id=None,
+                            message=f"{b}-{i}",
+                            details={"blob": "x" * 4000},
+                        )
+                    )
                 async with asyncio.timeout(20):
                     await batch_done.wait()  # the reading client is never far behind
             assert got == BATCH * BATCHES and sio.connected

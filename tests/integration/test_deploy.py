@@ -29,18 +29,22 @@ COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("server.core.manager") is None,
-                       reason="the service (server.core.manager) has not landed yet"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("server.core.manager") is None,
+        reason="the service (server.core.manager) has not landed yet",
+    ),
 ]
 
 
 def _run(*args: str, timeout: float = 120, check: bool = True) -> str:
     """Run a command; on failure show what it printed."""
-    out = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                         stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if check and out.returncode != 0:
         raise AssertionError(
-            f"{' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+            f"{' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
+        )
     return out.stdout.strip()
 
 
@@ -86,8 +90,16 @@ def deploy_dirs() -> Iterator[tuple[Path, Path]]:
 
 def _remove_flows_and_network(network: str) -> None:
     """Best effort: flows the containerised manager made in this run, then its network."""
-    ids = _run("docker", "ps", "-aq", "--filter", f"label=flowmgr.instance={RUN_ID}",
-               "--filter", f"network={network}", check=False).split()
+    ids = _run(
+        "docker",
+        "ps",
+        "-aq",
+        "--filter",
+        f"label=flowmgr.instance={RUN_ID}",
+        "--filter",
+        f"network={network}",
+        check=False,
+    ).split()
     if ids:
         _run("docker", "rm", "-f", *ids, check=False)
     _run("docker", "network", "rm", network, check=False)
@@ -100,15 +112,21 @@ async def _wait_healthy(container: str, timeout: float = 120) -> None:
         async with asyncio.timeout(timeout):
             while state != "healthy":
                 state = await asyncio.to_thread(
-                    _run, "docker", "inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}",
-                    container)
+                    _run,
+                    "docker",
+                    "inspect",
+                    "-f",
+                    "{{.State.Status}} {{.State.Health.Status}}",
+                    container,
+                )
                 assert not state.startswith("exited"), _run("docker", "logs", container)
                 state = state.split()[-1]
                 await asyncio.sleep(0.5)
     except TimeoutError:
         logs = _run("docker", "logs", "--tail", "40", container, check=False)
         raise AssertionError(
-            f"{container} not healthy within {timeout}s ({state}):\n{logs}") from None
+            f"{container} not healthy within {timeout}s ({state}):\n{logs}"
+        ) from None
 
 
 def _generated_token(sock_dir: Path) -> str:
@@ -119,8 +137,9 @@ def _generated_token(sock_dir: Path) -> str:
     return token
 
 
-async def _talk_to_a_flow(url: str, token: str, name: str | None, cid: str = "", *,
-                          restart: bool = False) -> str:
+async def _talk_to_a_flow(
+    url: str, token: str, name: str | None, cid: str = "", *, restart: bool = False
+) -> str:
     """Create and start a flow (when `name` is given) or restart it, message it; return its id."""
     client = socketio.AsyncClient(reconnection=False)
     welcomed: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -137,8 +156,9 @@ async def _talk_to_a_flow(url: str, token: str, name: str | None, cid: str = "",
         async with asyncio.timeout(20):
             assert "message" in await welcomed
         if name is not None:
-            created = await client.call("create_container", {"name": name, "image": "flow:latest"},
-                                        timeout=60)
+            created = await client.call(
+                "create_container", {"name": name, "image": "flow:latest"}, timeout=60
+            )
             assert created.get("status") == "created", created
             cid = created["container_id"]
             started = await client.call("start_container", {"container_id": cid}, timeout=60)
@@ -153,14 +173,16 @@ async def _talk_to_a_flow(url: str, token: str, name: str | None, cid: str = "",
         await client.disconnect()
 
 
-async def _send_until_echoed(client: socketio.AsyncClient, cid: str,
-                             received: asyncio.Queue[dict[str, Any]]) -> None:
+async def _send_until_echoed(
+    client: socketio.AsyncClient, cid: str, received: asyncio.Queue[dict[str, Any]]
+) -> None:
     """The flow connects to its socket a moment after it starts: retry the send until it lands."""
     message = {"hello": "from the host", "n": 1}
     async with asyncio.timeout(60):
         while True:
-            sent = await client.call("send_message", {"container_id": cid, "message": message},
-                                     timeout=30)
+            sent = await client.call(
+                "send_message", {"container_id": cid, "message": message}, timeout=30
+            )
             if sent.get("status") == "sent":
                 break
             assert sent.get("error_type") in {"socket_connection_error", "socket_error"}, sent
@@ -177,8 +199,9 @@ async def _wait_for_resource_usage(client: socketio.AsyncClient, cid: str) -> No
     try:
         async with asyncio.timeout(30):
             while not (status.get("resource_usage") or {}).get("memory_usage"):
-                status = await client.call("get_container_status", {"container_id": cid},
-                                           timeout=30)
+                status = await client.call(
+                    "get_container_status", {"container_id": cid}, timeout=30
+                )
                 await asyncio.sleep(0.5)  # samples arrive on the sampler's clock, not on request
     except TimeoutError:
         raise AssertionError(f"no resource usage for the flow: {status}") from None
@@ -188,8 +211,18 @@ def _panel_in_tmux(container: str, expect: str, timeout: float = 90) -> str:
     """`docker exec -it CONTAINER flowmgr` under tmux; return the pane once `expect` shows."""
     server = f"fm-{uuid.uuid4().hex[:8]}"  # our own tmux server: other sessions stay untouched
     tmux = ("tmux", "-L", server)
-    _run(*tmux, "new-session", "-d", "-x", "120", "-y", "40", "-s", "panel",
-         f"docker exec -it {container} flowmgr")
+    _run(
+        *tmux,
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "-s",
+        "panel",
+        f"docker exec -it {container} flowmgr",
+    )
     pane = ""
     try:
         deadline = time.monotonic() + timeout
@@ -203,18 +236,39 @@ def _panel_in_tmux(container: str, expect: str, timeout: float = 90) -> str:
 
 
 async def test_image_serves_socketio_and_opens_the_panel(
-        flowmgr_image: str, deploy_dirs: tuple[Path, Path], unique_name: Any) -> None:
+    flowmgr_image: str, deploy_dirs: tuple[Path, Path], unique_name: Any
+) -> None:
     """Run the image with the socket and socket dir mounted; talk to a flow; read the panel."""
     sock_dir, conf_file = deploy_dirs
     manager = unique_name("manager")
     flow_name = unique_name("flow")
-    _run("docker", "run", "-d", "--name", manager, "--label", f"{TEST_LABEL}={RUN_ID}",
-         "--health-interval", "2s",  # the image's own check, run more often than in production
-         "-v", "/var/run/docker.sock:/var/run/docker.sock",
-         "-v", f"{sock_dir}:{sock_dir}", "-e", f"SOCKET_DIR={sock_dir}",
-         "-v", f"{conf_file}:/etc/flowmgr/config.json:ro",
-         "--pid=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",  # resource usage, as documented
-         "--group-add", str(_docker_gid()), "-p", "127.0.0.1::8000", flowmgr_image)
+    _run(
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        manager,
+        "--label",
+        f"{TEST_LABEL}={RUN_ID}",
+        "--health-interval",
+        "2s",  # the image's own check, run more often than in production
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock",
+        "-v",
+        f"{sock_dir}:{sock_dir}",
+        "-e",
+        f"SOCKET_DIR={sock_dir}",
+        "-v",
+        f"{conf_file}:/etc/flowmgr/config.json:ro",
+        "--pid=host",
+        "-v",
+        "/sys/fs/cgroup:/sys/fs/cgroup:ro",  # resource usage, as documented
+        "--group-add",
+        str(_docker_gid()),
+        "-p",
+        "127.0.0.1::8000",
+        flowmgr_image,
+    )
     try:
         await _wait_healthy(manager)
         port = _run("docker", "port", manager, "8000/tcp").splitlines()[0].rsplit(":", 1)[1]
@@ -240,8 +294,8 @@ async def test_image_serves_socketio_and_opens_the_panel(
 
 
 async def test_compose_file_runs_the_service(
-        flowmgr_image: str, deploy_dirs: tuple[Path, Path], tmp_path: Path,
-        unique_name: Any) -> None:
+    flowmgr_image: str, deploy_dirs: tuple[Path, Path], tmp_path: Path, unique_name: Any
+) -> None:
     """deploy/docker-compose.yml as written, with Debian's docker-compose: /health answers."""
     sock_dir, conf_file = deploy_dirs
     port = _free_port()
@@ -251,15 +305,27 @@ async def test_compose_file_runs_the_service(
     override.write_text(
         'version: "3.8"\nservices:\n  flow-manager:\n'
         f"    volumes:\n      - {conf_file}:/etc/flowmgr/config.json:ro\n"
-        f"    labels:\n      {TEST_LABEL}: {RUN_ID}\n")
-    env = {**os.environ, "FLOWMGR_IMAGE": flowmgr_image, "FLOWMGR_PORT": str(port),
-           "FLOWMGR_CONTAINER_NAME": unique_name("compose"), "SOCKET_DIR": str(sock_dir),
-           "DOCKER_GID": str(_docker_gid())}
+        f"    labels:\n      {TEST_LABEL}: {RUN_ID}\n"
+    )
+    env = {
+        **os.environ,
+        "FLOWMGR_IMAGE": flowmgr_image,
+        "FLOWMGR_PORT": str(port),
+        "FLOWMGR_CONTAINER_NAME": unique_name("compose"),
+        "SOCKET_DIR": str(sock_dir),
+        "DOCKER_GID": str(_docker_gid()),
+    }
     compose = ["docker-compose", "-p", project, "-f", str(COMPOSE_FILE), "-f", str(override)]
 
     def run_compose(*args: str) -> None:
-        out = subprocess.run([*compose, *args], env=env, capture_output=True, text=True,
-                             timeout=180, stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            [*compose, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
+        )
         assert out.returncode == 0, f"docker-compose {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
 
     try:
@@ -278,6 +344,7 @@ async def test_compose_file_runs_the_service(
         assert set(body["components"]) >= {"container_manager", "socket_handler", "event_handler"}
     finally:
         run_compose("down", "--remove-orphans", "--timeout", "10")
-    leftovers = _run("docker", "ps", "-aq", "--filter",
-                     f"label=com.docker.compose.project={project}")
+    leftovers = _run(
+        "docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"
+    )
     assert leftovers == ""

@@ -76,9 +76,14 @@ def test_kubernetes_mounts_socket_dir_at_the_same_path() -> None:
 def test_compose_file_mounts_socket_dir_at_the_same_path() -> None:
     """The compose service mounts docker.sock and SOCKET_DIR at its own path, with the env."""
     env = {k: v for k, v in os.environ.items() if k not in {"SOCKET_DIR", "FLOWMGR_IMAGE"}}
-    out = subprocess.run(["docker-compose", "-f", str(DEPLOY / "docker-compose.yml"), "config"],
-                         capture_output=True, text=True, env=env, timeout=60,
-                         stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        ["docker-compose", "-f", str(DEPLOY / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 0, out.stderr
     service = yaml.safe_load(out.stdout)["services"]["flow-manager"]
     volumes = {v.split(":")[0]: v.split(":")[1] for v in service["volumes"]}
@@ -100,8 +105,13 @@ def _systemd_verify(unit_text: str, tmp_path: Path) -> subprocess.CompletedProce
     binary.parent.mkdir(parents=True)
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
-    return subprocess.run(["systemd-analyze", "verify", f"--root={root}", "flowmgr.service"],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", "flowmgr.service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_systemd_unit_verifies_cleanly(tmp_path: Path) -> None:
@@ -109,8 +119,11 @@ def test_systemd_unit_verifies_cleanly(tmp_path: Path) -> None:
     unit = (DEPLOY / "flowmgr.service").read_text()
     out = _systemd_verify(unit, tmp_path)
     assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
-    for line in ("ExecStart=/opt/flowmgr/bin/flowmgr --server-only", "SupplementaryGroups=docker",
-                 "RuntimeDirectoryPreserve=yes"):
+    for line in (
+        "ExecStart=/opt/flowmgr/bin/flowmgr --server-only",
+        "SupplementaryGroups=docker",
+        "RuntimeDirectoryPreserve=yes",
+    ):
         assert line in unit
     env = {line.split("=", 2)[1] for line in unit.splitlines() if line.startswith("Environment=")}
     assert PROTOCOL_ENV <= env
@@ -118,8 +131,9 @@ def test_systemd_unit_verifies_cleanly(tmp_path: Path) -> None:
 
 def test_systemd_check_can_fail(tmp_path: Path) -> None:
     """A misspelt setting is reported, so the clean pass above means something."""
-    unit = (DEPLOY / "flowmgr.service").read_text().replace("Restart=on-failure",
-                                                             "Restart=sometimes")
+    unit = (
+        (DEPLOY / "flowmgr.service").read_text().replace("Restart=on-failure", "Restart=sometimes")
+    )
     assert "restart specifier" in _systemd_verify(unit, tmp_path).stderr
 
 
@@ -171,9 +185,15 @@ def test_readme_links_resolve() -> None:
 
 def _task(*args: str) -> subprocess.CompletedProcess[str]:
     task = Path(sys.executable).parent / "task"  # go-task-bin, installed with the dev tools
-    return subprocess.run([str(task), "--color=false", "--taskfile", str(ROOT / "Taskfile.yml"),
-                           *args], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
+    return subprocess.run(
+        [str(task), "--color=false", "--taskfile", str(ROOT / "Taskfile.yml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
 
 
 def test_taskfile_has_the_documented_tasks() -> None:
@@ -188,10 +208,18 @@ def test_task_clean_targets_only_this_project() -> None:
     """A dry run of `task clean` names only flowmgr's labels, images and build leftovers."""
     out = _task("clean", "DRY_RUN=1")
     assert out.returncode == 0, out.stderr
-    planned = [line.removeprefix("would run: ") for line in out.stdout.splitlines()
-               if line.startswith("would run: ")]
-    allowed_images = {"flowmgr:latest", "flow:latest", "flowmgr-test-unhealthy:latest",
-                      "flowmgr-test-busybox:latest", "flowmgr-base:bookworm"}
+    planned = [
+        line.removeprefix("would run: ")
+        for line in out.stdout.splitlines()
+        if line.startswith("would run: ")
+    ]
+    allowed_images = {
+        "flowmgr:latest",
+        "flow:latest",
+        "flowmgr-test-unhealthy:latest",
+        "flowmgr-test-busybox:latest",
+        "flowmgr-base:bookworm",
+    }
     for cmd in planned:
         if cmd.startswith("docker image rm "):
             assert cmd.removeprefix("docker image rm ") in allowed_images, cmd

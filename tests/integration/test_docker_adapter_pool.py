@@ -16,12 +16,20 @@ pytestmark = pytest.mark.docker
 
 
 async def test_inspecting_many_containers_reuses_one_connection(
-        docker_engine: None, unique_name: Callable[[str], str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    docker_engine: None, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     ids = []
     for _ in range(3):  # created, never started: only their URLs differ
-        out = await docker("create", "--network", "none", "--name", unique_name("pool"),
-                           "--label", f"{TEST_LABEL}={RUN_ID}", BUSYBOX)
+        out = await docker(
+            "create",
+            "--network",
+            "none",
+            "--name",
+            unique_name("pool"),
+            "--label",
+            f"{TEST_LABEL}={RUN_ID}",
+            BUSYBOX,
+        )
         ids.append(out.stdout.strip())
     connects = 0
     connection = docker_adapter._ClosingConnection  # noqa: SLF001 - the one the pool makes

@@ -32,8 +32,10 @@ pytestmark = pytest.mark.docker
 def settings(settings: Settings, tmp_path: Path) -> Settings:
     """These tests update flows from tmp_path and the example flows: allow them as code roots
     (issue 11: with no docker.code_roots every update is refused)."""
-    return with_code_roots(settings, tmp_path, Path(__file__).resolve().parents[2] / "flow"
-                           / "examples")
+    return with_code_roots(
+        settings, tmp_path, Path(__file__).resolve().parents[2] / "flow" / "examples"
+    )
+
 
 REPLY_V = """
 import flowrt
@@ -52,8 +54,9 @@ def code_dir(tmp_path: Path, name: str, source: str) -> Path:
     return code
 
 
-async def start_flow(m: ContainerManager, sub: Subscription, name: str,
-                     code: Path | None = None) -> ContainerSnapshot:
+async def start_flow(
+    m: ContainerManager, sub: Subscription, name: str, code: Path | None = None
+) -> ContainerSnapshot:
     """Create and start a flow:latest container (with `code`), wait for its channel."""
     snap = await m.create_container(CreateSpec(name=name))
     if code is not None:
@@ -63,8 +66,9 @@ async def start_flow(m: ContainerManager, sub: Subscription, name: str,
     return snap
 
 
-async def ask(m: ContainerManager, sub: Subscription, cid: str,
-              message: dict[str, Any]) -> dict[str, Any]:
+async def ask(
+    m: ContainerManager, sub: Subscription, cid: str, message: dict[str, Any]
+) -> dict[str, Any]:
     """send_message, then the flow's next message as seen on the bus."""
     await m.send_message(cid, message)
     got = await wait_event(sub, FlowMessageReceived, lambda e: e.container_id == cid)

@@ -63,8 +63,16 @@ async def run_flow(hub: FlowChannelHub, sock_dir: Path) -> AsyncIterator[RunFlow
         own = sock_dir / name
         own.mkdir()
         await hub.open(name, str(own / "flow.sock"))
-        args = ["run", "-d", "--name", f"{RUN_ID}-{name}-{uuid.uuid4().hex[:4]}",
-                "--label", f"{TEST_LABEL}={RUN_ID}", "-v", f"{own}:/run/flowmgr"]
+        args = [
+            "run",
+            "-d",
+            "--name",
+            f"{RUN_ID}-{name}-{uuid.uuid4().hex[:4]}",
+            "--label",
+            f"{TEST_LABEL}={RUN_ID}",
+            "-v",
+            f"{own}:/run/flowmgr",
+        ]
         if code is not None:
             args += ["-v", f"{code}:/app:ro"]
         out = await docker(*args, *extra, FLOW_IMAGE)
@@ -84,8 +92,9 @@ def flow_code(tmp_path: Path, source: str, name: str = "code") -> Path:
     return code
 
 
-async def reply_to(hub: FlowChannelHub, events: Subscription, name: str,
-                   message: dict[str, Any]) -> dict[str, Any]:
+async def reply_to(
+    hub: FlowChannelHub, events: Subscription, name: str, message: dict[str, Any]
+) -> dict[str, Any]:
     """Send `message` to flow `name` and return the next message it sends back."""
     await hub.send(name, message)
     got = await wait_event(events, FlowMessageReceived, lambda e: e.container_id == name)
@@ -101,8 +110,9 @@ async def test_echo_flow_answers_with_request_id(
 ) -> None:
     await run_flow("echo")
     await connected(events, "echo")
-    reply = await reply_to(hub, events, "echo",
-                           {"command": "echo", "text": "hi", "request_id": "r-1"})
+    reply = await reply_to(
+        hub, events, "echo", {"command": "echo", "text": "hi", "request_id": "r-1"}
+    )
     assert reply["echo"] == {"command": "echo", "text": "hi", "request_id": "r-1"}
     assert reply["request_id"] == "r-1"
     assert await reply_to(hub, events, "echo", {"command": "ping"}) == {"pong": True}
@@ -115,9 +125,11 @@ async def test_counter_keeps_state_in_memory(
     await connected(events, "counter")
     for expected in (1, 2, 3):
         assert await reply_to(hub, events, "counter", {"command": "increment"}) == {
-            "count": expected}
+            "count": expected
+        }
     assert await reply_to(hub, events, "counter", {"command": "increment", "by": 10}) == {
-        "count": 13}
+        "count": 13
+    }
     assert await reply_to(hub, events, "counter", {"command": "get"}) == {"count": 13}
 
 
@@ -149,7 +161,9 @@ async def test_sigterm_stops_the_flow_with_exit_code_zero(
 async def test_flow_sends_at_any_time_and_handler_errors_are_answered(
     hub: FlowChannelHub, events: Subscription, run_flow: RunFlow, tmp_path: Path
 ) -> None:
-    code = flow_code(tmp_path, """
+    code = flow_code(
+        tmp_path,
+        """
         import threading
         import flowrt
 
@@ -164,12 +178,15 @@ async def test_flow_sends_at_any_time_and_handler_errors_are_answered(
         @flowrt.command("fail")
         def fail(message):
             raise RuntimeError("boom")
-    """)
+    """,
+    )
     await run_flow("anytime", code)
     hello = await wait_event(events, FlowMessageReceived, lambda e: e.container_id == "anytime")
     assert hello.message == {"event": "hello"}
     assert await reply_to(hub, events, "anytime", {"command": "later", "n": 5}) == {
-        "event": "later", "n": 5}
+        "event": "later",
+        "n": 5,
+    }
     failed = await reply_to(hub, events, "anytime", {"command": "fail"})
     assert failed == {"error": "handler_failed", "command": "fail", "message": "boom"}
     unknown = await reply_to(hub, events, "anytime", {"command": "nope"})
@@ -208,9 +225,7 @@ async def test_image_without_code_answers_builtin_commands(
     assert "no flow code in /app" in (await docker("logs", cid)).stdout
 
 
-async def test_broken_flow_code_exits_non_zero(
-    run_flow: RunFlow, tmp_path: Path
-) -> None:
+async def test_broken_flow_code_exits_non_zero(run_flow: RunFlow, tmp_path: Path) -> None:
     code = flow_code(tmp_path, "raise SystemExit('cannot start: missing setting')\n")
     cid = await run_flow("broken", code)
     assert (await docker("wait", cid)).stdout.strip() == "1"

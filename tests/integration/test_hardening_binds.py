@@ -27,8 +27,9 @@ NEVER = "0001-01-01T00:00:00Z"
 
 
 def _roots(settings: Settings, *roots: BindRoot) -> Settings:
-    return settings.model_copy(update={"docker": settings.docker.model_copy(
-        update={"bind_roots": list(roots)})})
+    return settings.model_copy(
+        update={"docker": settings.docker.model_copy(update={"bind_roots": list(roots)})}
+    )
 
 
 async def _call(sio: socketio.AsyncClient, event: str, payload: dict[str, Any]) -> Any:
@@ -51,8 +52,7 @@ async def _never_started(cid: str) -> dict[str, Any]:
 
 def _host_mounts(raw: dict[str, Any]) -> dict[str, tuple[str, bool]]:
     """Destination -> (source, rw) of every bind (the socket dir's included)."""
-    return {m["Destination"]: (m["Source"], m["RW"]) for m in raw["Mounts"]
-            if m["Type"] == "bind"}
+    return {m["Destination"]: (m["Source"], m["RW"]) for m in raw["Mounts"] if m["Type"] == "bind"}
 
 
 def _swap_for_link(path: Path, to: str = "/") -> Path:
@@ -63,37 +63,57 @@ def _swap_for_link(path: Path, to: str = "/") -> Path:
     return moved
 
 
-HOSTILE = ["/root", "/usr/local/bin", "/home", "/etc", "/lib/systemd/system", "/opt",
-           "/var/log", "/", str(DEFAULT_CONFIG_FILE.parent), str(DEFAULT_CONFIG_FILE),
-           "/nonexistent-flowmgr-x"]
+HOSTILE = [
+    "/root",
+    "/usr/local/bin",
+    "/home",
+    "/etc",
+    "/lib/systemd/system",
+    "/opt",
+    "/var/log",
+    "/",
+    str(DEFAULT_CONFIG_FILE.parent),
+    str(DEFAULT_CONFIG_FILE),
+    "/nonexistent-flowmgr-x",
+]
 
 
 @pytest.mark.parametrize("roots", ["none", "elsewhere"])
 async def test_host_paths_outside_the_roots_are_refused(
-        settings: Settings, unique_name: Callable[[str], str], tmp_path: Path,
-        roots: str) -> None:
+    settings: Settings, unique_name: Callable[[str], str], tmp_path: Path, roots: str
+) -> None:
     (tmp_path / "allowed").mkdir()
     if roots == "elsewhere":
         settings = _roots(settings, BindRoot(path=str(tmp_path / "allowed"), writable=True))
-    hostile = [*HOSTILE, settings.socket_dir, f"{settings.socket_dir}/other-flow",
-               settings.state_dir, settings.token_path]
+    hostile = [
+        *HOSTILE,
+        settings.socket_dir,
+        f"{settings.socket_dir}/other-flow",
+        settings.state_dir,
+        settings.token_path,
+    ]
     async with running_service(settings) as svc, client(svc.url) as (sio, _):
         for host in hostile:
             for target in ("/host", "/host:rw"):
-                ack = await _call(sio, "create_container", {
-                    "name": unique_name("bind"), "image": BUSYBOX, "volumes": {host: target}})
+                ack = await _call(
+                    sio,
+                    "create_container",
+                    {"name": unique_name("bind"), "image": BUSYBOX, "volumes": {host: target}},
+                )
                 if roots == "none":
                     _refused(ack, "host binds are disabled", "docker.bind_roots")
                 else:
                     # the same words whether the path exists or not: nothing is probed
-                    assert _refused(ack) == (f"host path {host} is not at or beneath any of "
-                                             "docker.bind_roots")
+                    assert _refused(ack) == (
+                        f"host path {host} is not at or beneath any of docker.bind_roots"
+                    )
         assert (await _call(sio, "list_containers", {}))["count"] == 0
     assert await labelled_ids(settings) == set()
 
 
 async def test_tricks_beneath_a_root_are_refused(
-        settings: Settings, unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
     root = tmp_path / "root"
     (root / "d" / "sub").mkdir(parents=True)
     (root / "file").write_text("x")
@@ -111,23 +131,40 @@ async def test_tricks_beneath_a_root_are_refused(
     settings = _roots(settings, BindRoot(path=str(root), writable=True))
     r = str(root)
     cases = {
-        f"{r}/d/": "ends with '/'", f"{r}//d": "plain form", f"{r}/./d": "plain form",
-        f"{r}/d/../d": "plain form", f"{r}/d/..": "plain form", f"{r}/..": "plain form",
-        f"{r}/hardlink": "2 hard links", f"{r}/file": "2 hard links",
-        f"{r}/tolink": "symbolic link", f"{r}/tolink/etc": "symbolic link",
-        f"{r}/toetc": "symbolic link", f"{r}/up/root": "symbolic link",
-        f"{r}/otherflows": "symbolic link", f"{r}/nobodys/d": "owned by uid",
-        f"{r}/groupw/d": "writable by its group or others", f"{r}/fifo": "regular file",
-        f"{r}/missing": "does not exist", f"{r}/d\n": "line break", f"{r}/d,ro": "','",
+        f"{r}/d/": "ends with '/'",
+        f"{r}//d": "plain form",
+        f"{r}/./d": "plain form",
+        f"{r}/d/../d": "plain form",
+        f"{r}/d/..": "plain form",
+        f"{r}/..": "plain form",
+        f"{r}/hardlink": "2 hard links",
+        f"{r}/file": "2 hard links",
+        f"{r}/tolink": "symbolic link",
+        f"{r}/tolink/etc": "symbolic link",
+        f"{r}/toetc": "symbolic link",
+        f"{r}/up/root": "symbolic link",
+        f"{r}/otherflows": "symbolic link",
+        f"{r}/nobodys/d": "owned by uid",
+        f"{r}/groupw/d": "writable by its group or others",
+        f"{r}/fifo": "regular file",
+        f"{r}/missing": "does not exist",
+        f"{r}/d\n": "line break",
+        f"{r}/d,ro": "','",
     }
     async with running_service(settings) as svc, client(svc.url) as (sio, _):
         for host, why in cases.items():
-            ack = await _call(sio, "create_container", {
-                "name": unique_name("trick"), "image": BUSYBOX, "volumes": {host: "/host"}})
+            ack = await _call(
+                sio,
+                "create_container",
+                {"name": unique_name("trick"), "image": BUSYBOX, "volumes": {host: "/host"}},
+            )
             _refused(ack, why)
         for target in ("/data", "/data/x:rw", settings.docker.socket_mount, "/run", "/x:z"):
-            ack = await _call(sio, "create_container", {
-                "name": unique_name("trick"), "image": BUSYBOX, "volumes": {f"{r}/d": target}})
+            ack = await _call(
+                sio,
+                "create_container",
+                {"name": unique_name("trick"), "image": BUSYBOX, "volumes": {f"{r}/d": target}},
+            )
             _refused(ack)
         assert (await _call(sio, "list_containers", {}))["count"] == 0
     assert await labelled_ids(settings) == set()
@@ -136,16 +173,19 @@ async def test_tricks_beneath_a_root_are_refused(
 
 @pytest.mark.parametrize("swap", ["source", "component", "other_inode", "removed"])
 async def test_a_swap_between_create_and_start_is_refused(
-        settings: Settings, unique_name: Callable[[str], str], tmp_path: Path,
-        swap: str) -> None:
+    settings: Settings, unique_name: Callable[[str], str], tmp_path: Path, swap: str
+) -> None:
     """Issue 11 item 2: the checked directory becomes a symlink to / before the start."""
     root = tmp_path / "root"
     (root / "a" / "etc").mkdir(parents=True)
     settings = _roots(settings, BindRoot(path=str(root), writable=True))
     source = root / "a" / "etc"
     async with running_service(settings) as svc, client(svc.url) as (sio, _):
-        ack = await _call(sio, "create_container", {
-            "name": unique_name("swap"), "image": BUSYBOX, "volumes": {str(source): "/host:rw"}})
+        ack = await _call(
+            sio,
+            "create_container",
+            {"name": unique_name("swap"), "image": BUSYBOX, "volumes": {str(source): "/host:rw"}},
+        )
         assert ack.get("error") is not True, ack
         cid = ack["container_id"]
         if swap == "source":
@@ -164,7 +204,8 @@ async def test_a_swap_between_create_and_start_is_refused(
         raw = await _never_started(cid)
         assert _host_mounts(raw) == {
             "/host": (str(source), True),
-            settings.docker.socket_mount: (f"{settings.state_dir}/{raw['Name'][1:]}", True)}
+            settings.docker.socket_mount: (f"{settings.state_dir}/{raw['Name'][1:]}", True),
+        }
         assert [m["Type"] for m in raw["Mounts"]].count("volume") == 1  # its /data, nothing else
         ack = await _call(sio, "restart_container", {"container_id": cid})
         _refused(ack, "was not started")
@@ -184,13 +225,17 @@ async def test_a_swap_between_create_and_start_is_refused(
 
 
 async def test_a_swap_between_stop_and_restart_is_refused(
-        settings: Settings, unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
     root = tmp_path / "root"
     (root / "d").mkdir(parents=True)
     settings = _roots(settings, BindRoot(path=str(root)))
     async with running_service(settings) as svc, client(svc.url) as (sio, _):
-        ack = await _call(sio, "create_container", {
-            "name": unique_name("rs"), "image": BUSYBOX, "volumes": {str(root / "d"): "/host"}})
+        ack = await _call(
+            sio,
+            "create_container",
+            {"name": unique_name("rs"), "image": BUSYBOX, "volumes": {str(root / "d"): "/host"}},
+        )
         cid = ack["container_id"]
         assert (await _call(sio, "start_container", {"container_id": cid}))["status"] == "running"
         started = (await inspect(cid))["State"]["StartedAt"]
@@ -211,7 +256,8 @@ async def test_a_swap_between_stop_and_restart_is_refused(
 
 
 async def test_a_flow_cannot_reach_what_another_flow_mounts(
-        settings: Settings, unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
     """Flow A writes the host directory R/shared: no other bind may lie beneath it (A could
     replace any component there), and no writable bind may hold A's."""
     root = tmp_path / "root"
@@ -219,43 +265,60 @@ async def test_a_flow_cannot_reach_what_another_flow_mounts(
     (root / "other").mkdir()
     settings = _roots(settings, BindRoot(path=str(root), writable=True))
     async with running_service(settings) as svc, client(svc.url) as (sio, _):
-        ack = await _call(sio, "create_container", {
-            "name": unique_name("a"), "image": BUSYBOX,
-            "volumes": {str(root / "shared"): "/srv:rw"}})
+        ack = await _call(
+            sio,
+            "create_container",
+            {
+                "name": unique_name("a"),
+                "image": BUSYBOX,
+                "volumes": {str(root / "shared"): "/srv:rw"},
+            },
+        )
         a = ack["container_id"]
         await _call(sio, "start_container", {"container_id": a})
         # A does what the issue's attacker did, from inside, with every capability dropped
         await docker("exec", a, "sh", "-c", "mv /srv/sub /srv/old && ln -s / /srv/sub")
         assert (root / "shared" / "sub").is_symlink()
-        for volumes, why in (({str(root / "shared" / "sub"): "/host"}, "symbolic link"),
-                             ({str(root / "shared" / "old"): "/host"}, "lies beneath"),
-                             ({str(root): "/host:rw"}, "holds"),
-                             ({str(root / "other"): "/o:rw", str(root / "shared" / "old"): "/x"},
-                              "lies beneath")):
-            ack = await _call(sio, "create_container", {
-                "name": unique_name("b"), "image": BUSYBOX, "volumes": volumes})
+        for volumes, why in (
+            ({str(root / "shared" / "sub"): "/host"}, "symbolic link"),
+            ({str(root / "shared" / "old"): "/host"}, "lies beneath"),
+            ({str(root): "/host:rw"}, "holds"),
+            ({str(root / "other"): "/o:rw", str(root / "shared" / "old"): "/x"}, "lies beneath"),
+        ):
+            ack = await _call(
+                sio,
+                "create_container",
+                {"name": unique_name("b"), "image": BUSYBOX, "volumes": volumes},
+            )
             _refused(ack, why)
         # the same directory may be shared, and the root above it read-only (A cannot rename
         # its own mount point)
         for volumes in ({str(root / "shared"): "/srv:rw"}, {str(root): "/all"}):
-            ack = await _call(sio, "create_container", {
-                "name": unique_name("ok"), "image": BUSYBOX, "volumes": volumes})
+            ack = await _call(
+                sio,
+                "create_container",
+                {"name": unique_name("ok"), "image": BUSYBOX, "volumes": volumes},
+            )
             assert ack.get("error") is not True, ack
 
 
 async def test_concurrent_creates_cannot_race_the_nesting_rule(
-        settings: Settings, unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
     root = tmp_path / "root"
     (root / "w" / "sub").mkdir(parents=True)
     settings = _roots(settings, BindRoot(path=str(root), writable=True))
     async with started_manager(settings) as m:
         for _ in range(3):
-            writer = CreateSpec(name=unique_name("w"), image=BUSYBOX,
-                                volumes={str(root / "w"): "/w:rw"})
-            reader = CreateSpec(name=unique_name("r"), image=BUSYBOX,
-                                volumes={str(root / "w" / "sub"): "/r"})
-            out = await asyncio.gather(m.create_container(writer), m.create_container(reader),
-                                       return_exceptions=True)
+            writer = CreateSpec(
+                name=unique_name("w"), image=BUSYBOX, volumes={str(root / "w"): "/w:rw"}
+            )
+            reader = CreateSpec(
+                name=unique_name("r"), image=BUSYBOX, volumes={str(root / "w" / "sub"): "/r"}
+            )
+            out = await asyncio.gather(
+                m.create_container(writer), m.create_container(reader), return_exceptions=True
+            )
             assert sum(isinstance(o, InvalidRequest) for o in out) == 1, out
             for o in out:
                 if not isinstance(o, BaseException):
@@ -263,20 +326,40 @@ async def test_concurrent_creates_cannot_race_the_nesting_rule(
 
 
 async def test_read_only_unless_asked_and_the_root_allows(
-        settings: Settings, unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
     ro_root, rw_root = tmp_path / "ro", tmp_path / "rw"
     (ro_root / "d").mkdir(parents=True)
     (rw_root / "d").mkdir(parents=True)
-    settings = _roots(settings, BindRoot(path=str(ro_root)),
-                      BindRoot(path=str(rw_root), writable=True))
+    settings = _roots(
+        settings, BindRoot(path=str(ro_root)), BindRoot(path=str(rw_root), writable=True)
+    )
     async with running_service(settings) as svc, client(svc.url) as (sio, _):
-        _refused(await _call(sio, "create_container", {
-            "name": unique_name("rw"), "image": BUSYBOX,
-            "volumes": {str(ro_root / "d"): "/ro:rw"}}), f"bind root {ro_root} is not writable")
-        ack = await _call(sio, "create_container", {
-            "name": unique_name("modes"), "image": BUSYBOX,
-            "volumes": {str(ro_root / "d"): "/ro", str(rw_root / "d"): "/rw:rw",
-                        str(rw_root): "/rw-root:ro"}})
+        _refused(
+            await _call(
+                sio,
+                "create_container",
+                {
+                    "name": unique_name("rw"),
+                    "image": BUSYBOX,
+                    "volumes": {str(ro_root / "d"): "/ro:rw"},
+                },
+            ),
+            f"bind root {ro_root} is not writable",
+        )
+        ack = await _call(
+            sio,
+            "create_container",
+            {
+                "name": unique_name("modes"),
+                "image": BUSYBOX,
+                "volumes": {
+                    str(ro_root / "d"): "/ro",
+                    str(rw_root / "d"): "/rw:rw",
+                    str(rw_root): "/rw-root:ro",
+                },
+            },
+        )
         cid = ack["container_id"]
         mounts = _host_mounts(await inspect(cid))
         assert mounts["/ro"] == (str(ro_root / "d"), False)
@@ -293,12 +376,14 @@ async def test_read_only_unless_asked_and_the_root_allows(
 
 
 async def test_each_flow_has_its_own_data_volume(
-        settings: Settings, unique_name: Callable[[str], str]) -> None:
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
     name = unique_name("data")
     volume = f"flowmgr-data-{name}"
     async with running_service(settings) as svc, client(svc.url) as (sio, _):
         cid = (await _call(sio, "create_container", {"name": name, "image": BUSYBOX}))[
-            "container_id"]
+            "container_id"
+        ]
         info = json.loads((await docker("volume", "inspect", volume)).stdout)[0]
         assert info["Labels"]["flowmgr.managed"] == "true"
         assert info["Labels"]["flowmgr.instance"] == settings.docker.instance
@@ -306,8 +391,7 @@ async def test_each_flow_has_its_own_data_volume(
         assert (mount["Name"], mount["Destination"], mount["RW"]) == (volume, "/data", True)
         await _call(sio, "start_container", {"container_id": cid})
         await docker("exec", cid, "sh", "-c", "echo kept > /data/state")
-        assert (await _call(sio, "restart_container", {"container_id": cid}))["status"] \
-            == "running"
+        assert (await _call(sio, "restart_container", {"container_id": cid}))["status"] == "running"
         assert (await docker("exec", cid, "cat", "/data/state")).stdout == "kept\n"
         await _call(sio, "stop_container", {"container_id": cid})
         await _call(sio, "start_container", {"container_id": cid})
@@ -319,12 +403,24 @@ async def test_each_flow_has_its_own_data_volume(
 
 
 async def test_a_foreign_volume_of_the_flows_name_is_not_used(
-        settings: Settings, unique_name: Callable[[str], str]) -> None:
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
     name = unique_name("foreign")
     volume = f"flowmgr-data-{name}"
     # a volume someone else made (here: one that would bind-mount the host's /etc)
-    await docker("volume", "create", "--label", f"flowmgr.test={settings.docker.instance}",
-                 "--opt", "type=none", "--opt", "device=/etc", "--opt", "o=bind", volume)
+    await docker(
+        "volume",
+        "create",
+        "--label",
+        f"flowmgr.test={settings.docker.instance}",
+        "--opt",
+        "type=none",
+        "--opt",
+        "device=/etc",
+        "--opt",
+        "o=bind",
+        volume,
+    )
     try:
         async with started_manager(settings) as m:
             with pytest.raises(DockerApiError, match="not this manager's own"):
@@ -335,16 +431,21 @@ async def test_a_foreign_volume_of_the_flows_name_is_not_used(
 
 
 async def test_adopted_binds_are_walked_again(
-        settings: Settings, unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
     root = tmp_path / "root"
     (root / "kept").mkdir(parents=True)
     (root / "swapped").mkdir()
     settings = _roots(settings, BindRoot(path=str(root)))
     async with started_manager(settings) as m:
-        kept = await m.create_container(CreateSpec(
-            name=unique_name("kept"), image=BUSYBOX, volumes={str(root / "kept"): "/k"}))
-        swapped = await m.create_container(CreateSpec(
-            name=unique_name("swapped"), image=BUSYBOX, volumes={str(root / "swapped"): "/s"}))
+        kept = await m.create_container(
+            CreateSpec(name=unique_name("kept"), image=BUSYBOX, volumes={str(root / "kept"): "/k"})
+        )
+        swapped = await m.create_container(
+            CreateSpec(
+                name=unique_name("swapped"), image=BUSYBOX, volumes={str(root / "swapped"): "/s"}
+            )
+        )
     _swap_for_link(root / "swapped")  # while no manager runs
     async with started_manager(settings) as m:
         with pytest.raises(InvalidRequest, match="adopted") as info:
@@ -368,10 +469,13 @@ async def test_adopted_binds_are_walked_again(
 async def test_a_bad_bind_root_stops_the_start(settings: Settings, tmp_path: Path) -> None:
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     (tmp_path / "link").symlink_to(tmp_path)
-    for root, why in ((Path(settings.socket_dir).parent, "protected path"),
-                      (Path(settings.state_dir), "protected path"),
-                      (Path("/etc"), "protected path"), (tmp_path / "link", "symbolic link"),
-                      (tmp_path / "missing", "does not exist")):
+    for root, why in (
+        (Path(settings.socket_dir).parent, "protected path"),
+        (Path(settings.state_dir), "protected path"),
+        (Path("/etc"), "protected path"),
+        (tmp_path / "link", "symbolic link"),
+        (tmp_path / "missing", "does not exist"),
+    ):
         with pytest.raises(ConfigError, match=why):
             async with started_manager(_roots(settings, BindRoot(path=str(root)))):
                 pass

@@ -31,8 +31,9 @@ def _with_server(settings: Settings, **changes: Any) -> Settings:
 
 
 @asynccontextmanager
-async def _raw_socket(session: aiohttp.ClientSession, url: str,
-                      auth: dict[str, Any] | None) -> AsyncIterator[tuple[Any, str]]:
+async def _raw_socket(
+    session: aiohttp.ClientSession, url: str, auth: dict[str, Any] | None
+) -> AsyncIterator[tuple[Any, str]]:
     """A bare Engine.IO websocket doing the Socket.IO connect; yields (ws, the answer packet)."""
     ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
     async with session.ws_connect(ws_url) as ws:
@@ -56,8 +57,11 @@ async def test_a_thousand_refused_attempts_leave_memory_flat(
 ) -> None:
     # pytest keeps every captured record: that would be the harness growing, not the service
     caplog.set_level(logging.ERROR)
-    async with running_service(_with_server(settings, token=TOKEN)) as svc, \
-            aiohttp.ClientSession() as session:
+    async with (
+        running_service(_with_server(settings, token=TOKEN)) as svc,
+        aiohttp.ClientSession() as session,
+    ):
+
         async def attempts(n: int) -> None:
             for i in range(n):
                 auth = [None, {}, {"token": "wrong"}, {"token": TOKEN + "x"}][i % 4]
@@ -76,13 +80,17 @@ async def test_a_thousand_refused_attempts_leave_memory_flat(
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
-async def test_an_oversize_message_closes_only_that_client(settings: Settings,
-                                                           transport: str) -> None:
-    async with running_service(_with_server(settings, max_message_bytes=16_384)) as svc, \
-            client(svc.url, transports=[transport]) as (big, big_rec), \
-            client(svc.url, transports=[transport]) as (other, _):
-        fits = await big.call("send_message", {"container_id": "x",
-                                               "message": {"blob": "a" * 8_000}})
+async def test_an_oversize_message_closes_only_that_client(
+    settings: Settings, transport: str
+) -> None:
+    async with (
+        running_service(_with_server(settings, max_message_bytes=16_384)) as svc,
+        client(svc.url, transports=[transport]) as (big, big_rec),
+        client(svc.url, transports=[transport]) as (other, _),
+    ):
+        fits = await big.call(
+            "send_message", {"container_id": "x", "message": {"blob": "a" * 8_000}}
+        )
         assert fits["error_type"] == "container_not_found"  # under the cap: answered
         await big.emit("send_message", {"container_id": "x", "message": {"blob": "a" * 40_000}})
         async with asyncio.timeout(20):
@@ -99,14 +107,17 @@ async def test_sigterm_with_100_clients_exits_0_within_5s_and_stops_nothing(
     config = _config(settings, tmp_path / "config.json")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _spawn("-m", "server", "--host", "127.0.0.1", "--port", str(port),
-                  "--config", str(config))
+    proc = _spawn(
+        "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--config", str(config)
+    )
     try:
         await _wait_healthy(url, proc)
         async with client(url) as (sio, _):
-            cid = (await sio.call("create_container", {"image": BUSYBOX,
-                                                       "name": unique_name("term")},
-                                  timeout=60))["container_id"]
+            cid = (
+                await sio.call(
+                    "create_container", {"image": BUSYBOX, "name": unique_name("term")}, timeout=60
+                )
+            )["container_id"]
             await sio.call("start_container", {"container_id": cid}, timeout=60)
         async with aiohttp.ClientSession() as session:
             sockets = [_raw_socket(session, url, AUTH) for _ in range(100)]

@@ -54,26 +54,37 @@ def _code(parent: Path, name: str = "code", text: str = "print('new')\n") -> Pat
 
 async def _app(cid: str) -> str:
     """What the flow's /app holds: names, types, modes, owners and contents."""
-    out = await docker("exec", cid, "sh", "-c",
-                       "ls -laRn /app 2>&1 | grep -v '^total'; "
-                       "find /app -type f -exec cat {} + 2>&1; true")
+    out = await docker(
+        "exec",
+        cid,
+        "sh",
+        "-c",
+        "ls -laRn /app 2>&1 | grep -v '^total'; find /app -type f -exec cat {} + 2>&1; true",
+    )
     return out.stdout
 
 
 @asynccontextmanager
-async def _flow(m: ContainerManager, unique_name: Callable[[str], str],
-                **spec: Any) -> AsyncIterator[str]:
+async def _flow(
+    m: ContainerManager, unique_name: Callable[[str], str], **spec: Any
+) -> AsyncIterator[str]:
     """A running busybox flow whose /app holds one marker file."""
     snap = await m.create_container(CreateSpec(name=unique_name("code"), image=BUSYBOX, **spec))
     await m.start_container(snap.id)
-    await docker("exec", snap.id, "sh", "-c",  # (a bind of nobody's 0700 dir refuses it)
-                 "mkdir -p /app && [ -e /app/marker ] || echo original > /app/marker",
-                 check=False)
+    await docker(
+        "exec",
+        snap.id,
+        "sh",
+        "-c",  # (a bind of nobody's 0700 dir refuses it)
+        "mkdir -p /app && [ -e /app/marker ] || echo original > /app/marker",
+        check=False,
+    )
     yield snap.id
 
 
-async def _refused(m: ContainerManager, cid: str, code_path: str,
-                   field: str = "code_path") -> InvalidRequest:
+async def _refused(
+    m: ContainerManager, cid: str, code_path: str, field: str = "code_path"
+) -> InvalidRequest:
     before = await _app(cid)
     with pytest.raises(InvalidRequest) as info:
         await m.update_container(cid, code_path)
@@ -111,15 +122,25 @@ async def test_update_outside_the_roots_is_refused_over_socketio(
     """The attack of issue 11 item 3, through the real service: nothing reaches the flow, and
     the answer is the same whether the path outside the roots exists or not."""
     secret = _secret_dir(tmp_path)
-    outside = ["/etc", "/root", "/", str(CHECKOUT), str(DEFAULT_CONFIG_FILE.parent),
-               str(secret), str(secret) + "/", "/proc/self/root/etc", "/var/lib/docker"]
+    outside = [
+        "/etc",
+        "/root",
+        "/",
+        str(CHECKOUT),
+        str(DEFAULT_CONFIG_FILE.parent),
+        str(secret),
+        str(secret) + "/",
+        "/proc/self/root/etc",
+        "/var/lib/docker",
+    ]
     async with running_service(rooted) as svc, client(svc.url) as (sio, _):
         async with _flow(svc.manager, unique_name) as cid:
             before = await _app(cid)
             messages = {}
             for path in [*outside, "/no/such/dir-4d2a"]:
-                ack = await sio.call("update_container", {"container_id": cid,
-                                                          "code_path": path}, timeout=60)
+                ack = await sio.call(
+                    "update_container", {"container_id": cid, "code_path": path}, timeout=60
+                )
                 assert ack.get("error") is True and ack["error_type"] == "validation_error", ack
                 assert ack["details"]["field"] == "code_path"
                 messages[path] = ack["message"].replace(path, "<path>")
@@ -151,8 +172,7 @@ async def test_a_directory_only_root_may_read_is_not_copied(
 
 @pytest.mark.parametrize("link_at", [0, 1, 2])
 async def test_a_symlink_in_any_component_is_refused(
-    rooted: Settings, root: Path, unique_name: Callable[[str], str], tmp_path: Path,
-    link_at: int
+    rooted: Settings, root: Path, unique_name: Callable[[str], str], tmp_path: Path, link_at: int
 ) -> None:
     """root/a/b/c with a, b or c replaced by a link (to a real tree beside it, or to /etc)."""
     real = _code(root / "real", "a/b/c")
@@ -160,7 +180,7 @@ async def test_a_symlink_in_any_component_is_refused(
     parts = ["a", "b", "c"]
     target = root / "via"
     (target / "/".join(parts[:link_at])).mkdir(parents=True, exist_ok=True)
-    link = target / "/".join(parts[:link_at + 1])
+    link = target / "/".join(parts[: link_at + 1])
     link.symlink_to(elsewhere.parents[2 - link_at - 1] if link_at < 2 else "/etc")
     path = target / "a/b/c"
     assert real.is_dir()
@@ -184,19 +204,33 @@ async def test_symlinks_inside_the_tree_are_copied_as_links_never_followed(
     shadow = Path("/etc/shadow").read_text().splitlines()[0]
     async with started_manager(rooted) as m, _flow(m, unique_name) as cid:
         await m.update_container(cid, str(code))
-        out = await docker("exec", cid, "sh", "-c",
-                           "for l in shadow mine up sub/rel; do readlink /app/$l; done; "
-                           "cat /app/mine /app/sub/rel 2>&1; test -L /app/shadow && echo L")
+        out = await docker(
+            "exec",
+            cid,
+            "sh",
+            "-c",
+            "for l in shadow mine up sub/rel; do readlink /app/$l; done; "
+            "cat /app/mine /app/sub/rel 2>&1; test -L /app/shadow && echo L",
+        )
         app = await _app(cid)
     assert out.stdout.split("\n")[:4] == ["/etc/shadow", str(host_secret), "..", "../main.py"]
     assert "print('new')" in out.stdout and out.stdout.rstrip().endswith("L")
     assert "HOST-ONLY-77ab" not in out.stdout + app and shadow not in app
 
 
-@pytest.mark.parametrize("spelling", [
-    "{root}/code/../../etc", "{root}/code/..", "{root}/../roots/code", "{root}/code/\0x",
-    "{root}/code/\ud800", "relative/code", "", "{root}/code/../code",
-])
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "{root}/code/../../etc",
+        "{root}/code/..",
+        "{root}/../roots/code",
+        "{root}/code/\0x",
+        "{root}/code/\ud800",
+        "relative/code",
+        "",
+        "{root}/code/../code",
+    ],
+)
 async def test_dot_dot_nul_surrogates_and_relative_paths_refused(
     rooted: Settings, root: Path, unique_name: Callable[[str], str], spelling: str
 ) -> None:
@@ -229,6 +263,7 @@ async def test_hard_links_fifos_sockets_and_devices_are_refused(
     os.mknod(dev / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     sock = _code(root, "sock")
     import socket
+
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(sock / "s.sock"))
     try:
@@ -272,8 +307,7 @@ async def test_trees_over_the_caps_are_refused_and_nothing_copied(
 
 @pytest.mark.parametrize("target", ["/app", "/app/data"])
 async def test_a_bind_at_or_beneath_the_code_dir_is_never_touched(
-    settings: Settings, root: Path, unique_name: Callable[[str], str], tmp_path: Path,
-    target: str
+    settings: Settings, root: Path, unique_name: Callable[[str], str], tmp_path: Path, target: str
 ) -> None:
     """Issue 11 item 4 through the real service: a host directory (0700 nobody) bound at /app
     (or beneath it) keeps its contents, mode and owner; the flow's rm never ran."""
@@ -284,20 +318,27 @@ async def test_a_bind_at_or_beneath_the_code_dir_is_never_touched(
     os.chown(host / "precious.db", NOBODY, NOBODY)
     os.chmod(host, 0o700)
     os.chown(host, NOBODY, NOBODY)
-    tuned = _tuned(settings, code_roots=[str(root)],
-                   bind_roots=[BindRoot(path=str(binds), writable=True)])
+    tuned = _tuned(
+        settings, code_roots=[str(root)], bind_roots=[BindRoot(path=str(binds), writable=True)]
+    )
     code = _code(root)
 
     def facts() -> tuple[Any, ...]:
         st = host.stat()
-        return (st.st_mode, st.st_uid, st.st_gid, sorted(os.listdir(host)),
-                (host / "precious.db").read_text())
+        return (
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            sorted(os.listdir(host)),
+            (host / "precious.db").read_text(),
+        )
 
     before = facts()
     async with running_service(tuned) as svc, client(svc.url) as (sio, _):
         async with _flow(svc.manager, unique_name, volumes={str(host): target}) as cid:
-            ack = await sio.call("update_container", {"container_id": cid,
-                                                      "code_path": str(code)}, timeout=60)
+            ack = await sio.call(
+                "update_container", {"container_id": cid, "code_path": str(code)}, timeout=60
+            )
             assert ack.get("error") is True and ack["error_type"] == "validation_error", ack
             assert ack["details"]["field"] == "container_id"
             assert "mount" in ack["message"]
@@ -310,11 +351,17 @@ async def test_a_bind_holding_the_code_dir_is_refused(
 ) -> None:
     host = tmp_path / "binds" / "srv"
     host.mkdir(parents=True)
-    tuned = _tuned(settings, code_roots=[str(root)], code_dir="/srv/app",
-                   bind_roots=[BindRoot(path=str(tmp_path / "binds"), writable=True)])
+    tuned = _tuned(
+        settings,
+        code_roots=[str(root)],
+        code_dir="/srv/app",
+        bind_roots=[BindRoot(path=str(tmp_path / "binds"), writable=True)],
+    )
     code = _code(root)
-    async with started_manager(tuned) as m, \
-            _flow(m, unique_name, volumes={str(host): "/srv"}) as cid:
+    async with (
+        started_manager(tuned) as m,
+        _flow(m, unique_name, volumes={str(host): "/srv"}) as cid,
+    ):
         await _refused(m, cid, str(code), field="container_id")
     assert os.listdir(host) == []
 
@@ -363,16 +410,27 @@ async def test_a_50mb_tree_is_streamed(
 # code roots are checked at start
 
 
-@pytest.mark.parametrize("bad", ["relative", "/no/such/root", "{file}", "/", "/etc",
-                                 "{socket_dir}", "/var/lib/docker/x", "{link}", "/tmp/"])
-async def test_bad_code_roots_stop_the_start(
-    settings: Settings, tmp_path: Path, bad: str
-) -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "relative",
+        "/no/such/root",
+        "{file}",
+        "/",
+        "/etc",
+        "{socket_dir}",
+        "/var/lib/docker/x",
+        "{link}",
+        "/tmp/",
+    ],
+)
+async def test_bad_code_roots_stop_the_start(settings: Settings, tmp_path: Path, bad: str) -> None:
     (tmp_path / "file").write_text("x")
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    value = bad.format(file=tmp_path / "file", socket_dir=settings.socket_dir,
-                       link=tmp_path / "link")
+    value = bad.format(
+        file=tmp_path / "file", socket_dir=settings.socket_dir, link=tmp_path / "link"
+    )
     if bad == "/tmp/":  # holds the socket dir (/tmp/fm/...) of these tests
         assert settings.socket_dir.startswith("/tmp/")
     tuned = _tuned(settings, code_roots=[value])
@@ -387,8 +445,7 @@ async def test_bad_code_dir_stops_the_start(settings: Settings, code_dir: str) -
 
 
 async def test_a_file_changed_during_the_upload_aborts_it_with_a_typed_error(
-    rooted: Settings, root: Path, unique_name: Callable[[str], str],
-    monkeypatch: pytest.MonkeyPatch
+    rooted: Settings, root: Path, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The stream itself raises mid-request (inside the HTTP client): the caller gets
     `validation_error` naming the entry, not an engine failure, and the engine is usable."""

@@ -80,8 +80,12 @@ async def test_manager_killed_during_create_leaves_no_orphan_or_duplicate(
     name = unique_name("half")
     config = json.dumps(settings.model_dump(exclude={"config_file"}))
     async with create_answer_held(Path(settings.socket_dir) / "held.sock") as (url, sent):
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, config, url, name, BUSYBOX],
-                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, config, url, name, BUSYBOX],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             async with asyncio.timeout(60):
                 await sent.wait()

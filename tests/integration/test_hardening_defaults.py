@@ -28,8 +28,7 @@ async def _proc_status(cid: str) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in out.stdout.splitlines() if ":\t" in line)
 
 
-async def test_default_host_config(settings: Settings,
-                                   unique_name: Callable[[str], str]) -> None:
+async def test_default_host_config(settings: Settings, unique_name: Callable[[str], str]) -> None:
     async with started_manager(settings) as m:
         snap = await m.create_container(CreateSpec(name=unique_name("safe"), image=BUSYBOX))
         host = (await inspect(snap.id))["HostConfig"]
@@ -49,11 +48,19 @@ async def test_default_host_config(settings: Settings,
         assert status["NoNewPrivs"].strip() == "1"
 
 
-async def test_configured_host_config(settings: Settings,
-                                      unique_name: Callable[[str], str]) -> None:
-    tuned = _with_docker(settings, cap_add=["NET_BIND_SERVICE"], read_only=True,
-                         restart_policy="on-failure", restart_max_retries=2, pids_limit=64,
-                         memory_limit="64m", cpu_limit=0.5)
+async def test_configured_host_config(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    tuned = _with_docker(
+        settings,
+        cap_add=["NET_BIND_SERVICE"],
+        read_only=True,
+        restart_policy="on-failure",
+        restart_max_retries=2,
+        pids_limit=64,
+        memory_limit="64m",
+        cpu_limit=0.5,
+    )
     async with started_manager(tuned) as m:
         snap = await m.create_container(CreateSpec(name=unique_name("tuned"), image=BUSYBOX))
         host = (await inspect(snap.id))["HostConfig"]
@@ -80,24 +87,31 @@ async def test_pids_limit_holds(settings: Settings, unique_name: Callable[[str],
     async with started_manager(tuned) as m:
         snap = await m.create_container(CreateSpec(name=unique_name("pids"), image=BUSYBOX))
         await m.start_container(snap.id)
-        bomb = await docker("exec", snap.id, "sh", "-c",
-                            "for i in $(seq 1 100); do sleep 30 & done", check=False)
+        bomb = await docker(
+            "exec", snap.id, "sh", "-c", "for i in $(seq 1 100); do sleep 30 & done", check=False
+        )
         assert "fork" in bomb.stderr.lower() or bomb.returncode != 0, bomb
         top = await docker("top", snap.id)
         assert len(top.stdout.strip().splitlines()) - 1 <= 32
 
 
-@pytest.mark.parametrize("volumes", [
-    {"/var/run/docker.sock": "/var/run/docker.sock"},
-    {"/var/run": "/host-run"},
-    {"/": "/host"},
-    {"/etc": "/host-etc"},
-    {"/var/lib/docker": "/d"},
-])
+@pytest.mark.parametrize(
+    "volumes",
+    [
+        {"/var/run/docker.sock": "/var/run/docker.sock"},
+        {"/var/run": "/host-run"},
+        {"/": "/host"},
+        {"/etc": "/host-etc"},
+        {"/var/lib/docker": "/d"},
+    ],
+)
 @pytest.mark.parametrize("with_root", [False, True])
 async def test_policy_refuses_before_any_docker_call(
-    settings: Settings, unique_name: Callable[[str], str], volumes: dict[str, str],
-    with_root: bool, tmp_path: Path
+    settings: Settings,
+    unique_name: Callable[[str], str],
+    volumes: dict[str, str],
+    with_root: bool,
+    tmp_path: Path,
 ) -> None:
     name = unique_name("refused")
     if with_root:  # a bind root elsewhere changes nothing for these
@@ -120,8 +134,13 @@ async def test_symlink_to_the_docker_socket_refused(
     settings = _with_docker(settings, bind_roots=[BindRoot(path=str(tmp_path))])
     async with started_manager(settings) as m:
         with pytest.raises(InvalidRequest, match="symbolic link"):
-            await m.create_container(CreateSpec(name=unique_name("sneaky"), image=BUSYBOX,
-                                                volumes={str(tmp_path / "innocent"): "/d.sock"}))
+            await m.create_container(
+                CreateSpec(
+                    name=unique_name("sneaky"),
+                    image=BUSYBOX,
+                    volumes={str(tmp_path / "innocent"): "/d.sock"},
+                )
+            )
 
 
 async def test_update_cannot_copy_host_secrets_into_a_flow(

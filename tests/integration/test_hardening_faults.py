@@ -26,8 +26,9 @@ from tests.integration.manager_helpers import (
 pytestmark = pytest.mark.docker
 
 
-async def test_sigkill_is_reported_as_137_not_oom(settings: Settings,
-                                                  unique_name: Callable[[str], str]) -> None:
+async def test_sigkill_is_reported_as_137_not_oom(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
     async with started_manager(settings) as m, m.bus.subscribe() as sub:
         snap = await m.create_container(CreateSpec(name=unique_name("kill9"), image=BUSYBOX))
         await m.start_container(snap.id)
@@ -48,7 +49,8 @@ async def test_sigkill_is_reported_as_137_not_oom(settings: Settings,
 
 
 async def test_docker_kill_is_exited_137_and_docker_stop_is_stopped(
-        settings: Settings, unique_name: Callable[[str], str]) -> None:
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
     async with started_manager(settings) as m, m.bus.subscribe() as sub:
         killed = await m.create_container(CreateSpec(name=unique_name("dkill"), image=BUSYBOX))
         stopped = await m.create_container(CreateSpec(name=unique_name("dstop"), image=BUSYBOX))

@@ -14,8 +14,9 @@ from tests.integration.leaky_flow import leaky_flow
 pytestmark = pytest.mark.docker
 
 
-async def test_logs_mask_the_flows_secrets(settings: Settings,
-                                           unique_name: Callable[[str], str]) -> None:
+async def test_logs_mask_the_flows_secrets(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
     flow = leaky_flow(unique_name("leaklog"))
     async with running_service(settings) as svc, client(svc.url) as (sio, rec):
         snap = await svc.manager.create_container(flow.spec)
@@ -50,18 +51,22 @@ async def test_logs_mask_the_flows_secrets(settings: Settings,
     assert flow.leaks(repr(dict(rec.events))) == []
 
 
-async def test_a_crash_tail_masks_the_flows_secrets(settings: Settings,
-                                                    unique_name: Callable[[str], str]) -> None:
+async def test_a_crash_tail_masks_the_flows_secrets(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
     flow = leaky_flow(unique_name("leakcrash"), exit_code=3)
     async with running_service(settings) as svc, client(svc.url) as (_sio, rec):
         snap = await svc.manager.create_container(flow.spec)
         await svc.manager.start_container(snap.id)
-        crash = await rec.wait_for("container_crashed", lambda d: d["container_id"] == snap.id,
-                                   timeout=40)
+        crash = await rec.wait_for(
+            "container_crashed", lambda d: d["container_id"] == snap.id, timeout=40
+        )
         tail = crash["crash_details"]["logs"].splitlines()
         assert set(flow.masked_lines()) <= set(tail), tail
-        await rec.wait_for("activity_log", lambda d: d["activity_type"] == "container_crash"
-                           and d["container_id"] == snap.id)
+        await rec.wait_for(
+            "activity_log",
+            lambda d: d["activity_type"] == "container_crash" and d["container_id"] == snap.id,
+        )
         core = svc.manager.recent_crashes(snap.id)
         assert [c.logs for c in core] == [tail]
     assert flow.leaks(repr(dict(rec.events))) == []

@@ -22,23 +22,35 @@ pytestmark = [pytest.mark.docker, pytest.mark.tui]
 SECRETS = [f"pn-s3cr3t-{i}-zz" for i in range(5)]
 
 
-async def test_activity_pane_masks_secrets(settings: Settings,
-                                           unique_name: Callable[[str], str]) -> None:
+async def test_activity_pane_masks_secrets(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
     s = SECRETS
     async with ContainerManager(settings) as manager:
         app = FlowMgrApp(manager)
         async with app.run_test(size=(160, 50)) as pilot:
             activity = dashboard(app).query_one(ActivityList)
-            quiet = await manager.create_container(CreateSpec(
-                name=unique_name("pquiet"), image=BUSYBOX,
-                environment={"DB_PASSWORD": s[0], "DSN": f"postgres://u:{s[1]}@db/x"}))
+            quiet = await manager.create_container(
+                CreateSpec(
+                    name=unique_name("pquiet"),
+                    image=BUSYBOX,
+                    environment={"DB_PASSWORD": s[0], "DSN": f"postgres://u:{s[1]}@db/x"},
+                )
+            )
             reader, writer = await asyncio.open_unix_connection(quiet.socket_path)
             writer.write(encode_frame({"api_token": s[2], "hello": "world"}, 1 << 20))
             name = unique_name("pleaky")
-            leaky = await manager.create_container(CreateSpec(
-                name=name, image=BUSYBOX,
-                command=["sh", "-c", f"echo SECRET_KEY={s[3]}; echo amqp://a:{s[4]}@mq; "
-                                     "sleep 1; exit 4"]))
+            leaky = await manager.create_container(
+                CreateSpec(
+                    name=name,
+                    image=BUSYBOX,
+                    command=[
+                        "sh",
+                        "-c",
+                        f"echo SECRET_KEY={s[3]}; echo amqp://a:{s[4]}@mq; sleep 1; exit 4",
+                    ],
+                )
+            )
             await manager.start_container(leaky.id)
             await until(pilot, lambda: f"CRASH {name} exit 4" in activity.shown_text, "crash")
             await until(pilot, lambda: "message_received" in activity.shown_text, "message")
@@ -48,8 +60,9 @@ async def test_activity_pane_masks_secrets(settings: Settings,
             assert [x for x in s if x in shown] == []
 
 
-async def test_log_pane_masks_the_flows_secrets(settings: Settings,
-                                               unique_name: Callable[[str], str]) -> None:
+async def test_log_pane_masks_the_flows_secrets(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
     flow = leaky_flow(unique_name("plog"))
     async with ContainerManager(settings) as manager:
         snap = await manager.create_container(flow.spec)

@@ -49,8 +49,9 @@ async def _make_strangers(settings: Settings, stem: str) -> list[tuple[str, str]
         name = f"{RUN_ID}-{stem}-{i}"
         args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
         verb = ["run", "-d"] if i % 2 else ["create"]
-        made = await docker(*verb, "--name", name, "--label", f"{TEST_LABEL}={RUN_ID}", *args,
-                            BUSYBOX)
+        made = await docker(
+            *verb, "--name", name, "--label", f"{TEST_LABEL}={RUN_ID}", *args, BUSYBOX
+        )
         out.append((made.stdout.strip(), name))
     return out
 
@@ -112,8 +113,9 @@ async def test_a_replaced_container_is_rechecked_before_acting(
         snap = await m.create_container(CreateSpec(name=name, image=BUSYBOX))
         await m.start_container(snap.id)
         await docker("rm", "-f", snap.id)
-        made = await docker("run", "-d", "--name", name, "--label", f"{TEST_LABEL}={RUN_ID}",
-                            BUSYBOX)
+        made = await docker(
+            "run", "-d", "--name", name, "--label", f"{TEST_LABEL}={RUN_ID}", BUSYBOX
+        )
         impostor = made.stdout.strip()
         before = await _state(impostor)
         for action in (m.stop_container, m.restart_container, m.delete_container):

@@ -35,9 +35,13 @@ def _stalled_client(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
-                  f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    sock.sendall(
+        (
+            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
     _read_until(sock, b'"maxPayload"')  # the 101 answer and Engine.IO's open packet
     # a masked text frame "40{token}": the Socket.IO connect
     mask = os.urandom(4)
@@ -104,9 +108,13 @@ async def _flood(settings: Settings, name: str, stall: bool) -> tuple[int, list[
                 await asyncio.sleep(0.05)
                 assert time.monotonic() - started < 180, f"only {seen} messages arrived"
             grown = _held() - before
-            logger.warning("flood stall=%s: held +%.1f MiB, median request %.3f s, clients %d",
-                           stall, grown / 2**20, sorted(lags)[len(lags) // 2],
-                           len(svc.app.sio.eio.sockets))
+            logger.warning(
+                "flood stall=%s: held +%.1f MiB, median request %.3f s, clients %d",
+                stall,
+                grown / 2**20,
+                sorted(lags)[len(lags) // 2],
+                len(svc.app.sio.eio.sockets),
+            )
             writer.close()
             dropped = svc.app.sio.manager.dropped_clients
         finally:
@@ -128,6 +136,7 @@ async def test_a_stalled_client_neither_slows_others_nor_grows_memory(
     assert (dropped, base_dropped) == (1, 0)  # the stalled client, and only it, was dropped
     median, base_median = lags[len(lags) // 2], base_lags[len(base_lags) // 2]
     assert median < max(0.5, 2 * base_median), (
-        f"median request time {median:.2f} s while a client stalls, {base_median:.2f} s without")
+        f"median request time {median:.2f} s while a client stalls, {base_median:.2f} s without"
+    )
     # 5,000 x 4 KB went to the stalled client: without the bound it held +76 MiB of it
     assert grown < 40 * 1024 * 1024, f"memory held grew {grown / 2**20:.1f} MiB"

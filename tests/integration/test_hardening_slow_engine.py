@@ -70,10 +70,13 @@ def _p99(values: list[float]) -> float:
     return ordered[int(len(ordered) * 0.99)]
 
 
-async def test_slow_engine_never_freezes_the_loop(settings: Settings,
-                                                  unique_name: Callable[[str], str]) -> None:
-    async with slow_engine(Path(settings.socket_dir) / "slow.sock", 1.0) as url, \
-            lag_meter() as lags:
+async def test_slow_engine_never_freezes_the_loop(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    async with (
+        slow_engine(Path(settings.socket_dir) / "slow.sock", 1.0) as url,
+        lag_meter() as lags,
+    ):
         m = ContainerManager(settings, adapter=DockerAdapter(30.0, base_url=url))
         async with m:
             began = time.monotonic()
@@ -94,8 +97,10 @@ async def test_a_stuck_engine_call_times_out_with_a_typed_error(
         m = ContainerManager(settings, adapter=DockerAdapter(2.0, base_url=url))
         async with m:
             snap = await m.create_container(CreateSpec(name=unique_name("stuck"), image=BUSYBOX))
-    async with slow_engine(Path(settings.socket_dir) / "stuck2.sock", 10.0) as url, \
-            lag_meter() as lags:
+    async with (
+        slow_engine(Path(settings.socket_dir) / "stuck2.sock", 10.0) as url,
+        lag_meter() as lags,
+    ):
         adapter = DockerAdapter(2.0, base_url=url)
         began = time.monotonic()
         with pytest.raises(DockerApiError):

@@ -27,13 +27,25 @@ ATTACK = {
 
 
 async def test_the_attack_payload_is_live_in_the_flow_image(
-        unique_name: Callable[[str], str]) -> None:
+    unique_name: Callable[[str], str],
+) -> None:
     # The control: straight to the engine (no manager), the payload runs its shell command.
     # Were the image to stop honouring it, the refusal test below would prove nothing.
     env = [arg for key, value in ATTACK.items() for arg in ("-e", f"{key}={value}")]
-    out = await docker_cli("run", "--rm", "--name", unique_name("envctl"),
-                           "--label", f"{TEST_LABEL}={RUN_ID}", *env, "--entrypoint", "python3",
-                           "flow:latest", "-c", f"print(open({MARKER!r}).read())")
+    out = await docker_cli(
+        "run",
+        "--rm",
+        "--name",
+        unique_name("envctl"),
+        "--label",
+        f"{TEST_LABEL}={RUN_ID}",
+        *env,
+        "--entrypoint",
+        "python3",
+        "flow:latest",
+        "-c",
+        f"print(open({MARKER!r}).read())",
+    )
     assert out == "pwned"
 
 
@@ -47,25 +59,42 @@ def _refused(ack: dict[str, Any], key: str, values: list[str]) -> None:
         assert value not in ack["message"] and value not in repr(ours), ack
 
 
-@pytest.mark.parametrize("environment", [
-    ATTACK,
-    {"BROWSER": ATTACK["BROWSER"]},
-    {"BASH_ENV": ATTACK["BASH_ENV"]},
-    {"PYTHONWARNINGS": ATTACK["PYTHONWARNINGS"]},
-    {"PYTHONPATH": "/tmp/evil"},
-    {"LD_PRELOAD": "/tmp/evil.so"},
-    {"FLOW_MAIN": "../tmp/evil.py"},
-    {"ld_preload": "/tmp/evil.so"},
-], ids=["attack", "BROWSER", "BASH_ENV", "PYTHONWARNINGS", "PYTHONPATH", "LD_PRELOAD",
-        "FLOW_MAIN", "ld_preload"])
+@pytest.mark.parametrize(
+    "environment",
+    [
+        ATTACK,
+        {"BROWSER": ATTACK["BROWSER"]},
+        {"BASH_ENV": ATTACK["BASH_ENV"]},
+        {"PYTHONWARNINGS": ATTACK["PYTHONWARNINGS"]},
+        {"PYTHONPATH": "/tmp/evil"},
+        {"LD_PRELOAD": "/tmp/evil.so"},
+        {"FLOW_MAIN": "../tmp/evil.py"},
+        {"ld_preload": "/tmp/evil.so"},
+    ],
+    ids=[
+        "attack",
+        "BROWSER",
+        "BASH_ENV",
+        "PYTHONWARNINGS",
+        "PYTHONPATH",
+        "LD_PRELOAD",
+        "FLOW_MAIN",
+        "ld_preload",
+    ],
+)
 async def test_env_injection_refused_through_the_service(
-        settings: Settings, unique_name: Callable[[str], str],
-        environment: dict[str, str]) -> None:
+    settings: Settings, unique_name: Callable[[str], str], environment: dict[str, str]
+) -> None:
     name = unique_name("envinj")
     async with running_service(settings) as svc, client(svc.url) as (sio, _):
-        ack = await sio.call("create_container", {
-            "name": name, "image": "flow:latest",
-            "environment": {"LOG_LEVEL": "debug", **environment}})
+        ack = await sio.call(
+            "create_container",
+            {
+                "name": name,
+                "image": "flow:latest",
+                "environment": {"LOG_LEVEL": "debug", **environment},
+            },
+        )
         _refused(ack, next(iter(environment)), list(environment.values()))
         assert (await sio.call("list_containers", {}))["count"] == 0
     # nothing was created on the engine under that name, by anyone

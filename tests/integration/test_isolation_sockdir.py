@@ -40,9 +40,21 @@ SLEEP = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done
 def as_nobody(script: str, *args: str) -> dict[str, object]:
     """Run `script` (stdlib Python) as user nobody, no groups; it prints one JSON object."""
     out = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3",
-         "-c", textwrap.dedent(script), *args],
-        capture_output=True, text=True, timeout=30, cwd="/")
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            textwrap.dedent(script),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
+    )
     assert out.returncode == 0, out.stderr
     result: dict[str, object] = json.loads(out.stdout)
     return result
@@ -98,8 +110,11 @@ async def test_nobody_cannot_connect_to_a_running_flows_socket(
         got = await asyncio.to_thread(as_nobody, _CONNECT_AND_SEND, flow.socket_path)
         assert got["result"] == "PermissionError"
         await asyncio.sleep(0.5)
-        forged = [e for e in no_event(sub, FlowMessageReceived, flow.id)
-                  if isinstance(e, FlowMessageReceived) and e.message.get("from") == "nobody"]
+        forged = [
+            e
+            for e in no_event(sub, FlowMessageReceived, flow.id)
+            if isinstance(e, FlowMessageReceived) and e.message.get("from") == "nobody"
+        ]
         assert forged == []
         assert (await ask(m, sub, flow.id, {"command": "ping"})) == {"pong": True}
         # the layout that keeps nobody out
@@ -110,6 +125,7 @@ async def test_nobody_cannot_connect_to_a_running_flows_socket(
 
 
 # -- the manager's private directory -------------------------------------------------------------
+
 
 async def test_a_777_socket_dir_gets_the_sticky_bit_and_a_start_up_warning(
     settings: Settings, caplog: pytest.LogCaptureFixture
@@ -125,10 +141,14 @@ async def test_a_777_socket_dir_gets_the_sticky_bit_and_a_start_up_warning(
         assert any(f"chmod 0700 {settings.socket_dir}" in w for w in warned), warned
         # nobody can neither rename the manager's directory away nor put anything in it
         state = settings.state_dir
-        assert await asyncio.to_thread(
-            nobody_does, "os.rename(p, p + '-away')", state) == "PermissionError"
-        assert await asyncio.to_thread(
-            nobody_does, "os.mkdir(os.path.join(p, 'victim'))", state) == "PermissionError"
+        assert (
+            await asyncio.to_thread(nobody_does, "os.rename(p, p + '-away')", state)
+            == "PermissionError"
+        )
+        assert (
+            await asyncio.to_thread(nobody_does, "os.mkdir(os.path.join(p, 'victim'))", state)
+            == "PermissionError"
+        )
 
 
 async def test_a_socket_dir_the_manager_creates_is_0700(
@@ -143,8 +163,9 @@ async def test_a_socket_dir_the_manager_creates_is_0700(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-@pytest.mark.parametrize("planted", ["directory", "directory with the flow's name",
-                                     "symlink to /", "file"])
+@pytest.mark.parametrize(
+    "planted", ["directory", "directory with the flow's name", "symlink to /", "file"]
+)
 async def test_a_state_dir_pre_created_by_another_user_refuses_start(
     settings: Settings, planted: str
 ) -> None:
@@ -152,8 +173,9 @@ async def test_a_state_dir_pre_created_by_another_user_refuses_start(
     state = settings.state_dir
     plant = {
         "directory": "os.mkdir(p); os.chmod(p, 0o777)",
-        "directory with the flow's name":
-            "os.mkdir(p); os.chmod(p, 0o777); os.symlink('/', os.path.join(p, 'web'))",
+        "directory with the flow's name": (
+            "os.mkdir(p); os.chmod(p, 0o777); os.symlink('/', os.path.join(p, 'web'))"
+        ),
         "symlink to /": "os.symlink('/', p)",
         "file": "open(p, 'w').close()",
     }[planted]
@@ -192,19 +214,23 @@ async def test_an_unsafe_parent_of_socket_dir_refuses_start(settings: Settings) 
 
 # -- each mount is re-verified -------------------------------------------------------------------
 
+
 async def test_a_flow_dir_replaced_by_a_link_between_stop_and_restart_is_refused(
     settings: Settings, unique_name: Callable[[str], str]
 ) -> None:
     shared(settings)
     async with started_manager(settings) as m:
-        snap = await m.create_container(CreateSpec(name=unique_name("swap"), image=BUSYBOX,
-                                                   command=SLEEP))
+        snap = await m.create_container(
+            CreateSpec(name=unique_name("swap"), image=BUSYBOX, command=SLEEP)
+        )
         await m.start_container(snap.id)
         await m.stop_container(snap.id)
         own = Path(settings.state_dir, snap.name)
         # nobody cannot: the private dir is closed to it
-        assert await asyncio.to_thread(
-            nobody_does, "os.rename(p, p + '-x'); os.symlink('/', p)", own) == "PermissionError"
+        assert (
+            await asyncio.to_thread(nobody_does, "os.rename(p, p + '-x'); os.symlink('/', p)", own)
+            == "PermissionError"
+        )
         # nor can anyone else short of root: done here as root, the check still holds
         own.rename(own.with_name(snap.name + "-away"))
         own.symlink_to("/")
@@ -229,8 +255,9 @@ async def test_a_flow_that_loosens_its_own_dir_gets_it_set_back(
     settings: Settings, unique_name: Callable[[str], str]
 ) -> None:
     async with started_manager(settings) as m:
-        snap = await m.create_container(CreateSpec(name=unique_name("loose"), image=BUSYBOX,
-                                                   command=SLEEP))
+        snap = await m.create_container(
+            CreateSpec(name=unique_name("loose"), image=BUSYBOX, command=SLEEP)
+        )
         await m.start_container(snap.id)
         # root in the flow owns its mounted dir and may chmod it (no capability needed)
         await docker("exec", snap.id, "chmod", "777", "/run/flowmgr")
@@ -244,8 +271,9 @@ async def test_a_missing_flow_dir_is_made_again_by_the_manager(
     settings: Settings, unique_name: Callable[[str], str]
 ) -> None:
     async with started_manager(settings) as m:
-        snap = await m.create_container(CreateSpec(name=unique_name("gone"), image=BUSYBOX,
-                                                   command=SLEEP))
+        snap = await m.create_container(
+            CreateSpec(name=unique_name("gone"), image=BUSYBOX, command=SLEEP)
+        )
         own = Path(settings.state_dir, snap.name)
         (own / "flow.sock").unlink()
         own.rmdir()  # e.g. a tmp cleaner; the engine would make it as root 0755
@@ -274,20 +302,30 @@ async def test_a_link_planted_at_a_new_flows_dir_is_replaced_not_followed(
 
 # -- adopted containers --------------------------------------------------------------------------
 
+
 async def test_an_adopted_container_mounting_another_dir_gets_no_channel(
     settings: Settings, unique_name: Callable[[str], str]
 ) -> None:
     async with started_manager(settings) as m:
-        victim = await m.create_container(CreateSpec(name=unique_name("victim"), image=BUSYBOX,
-                                                     command=SLEEP))
+        victim = await m.create_container(
+            CreateSpec(name=unique_name("victim"), image=BUSYBOX, command=SLEEP)
+        )
         before = sorted(os.listdir(Path(victim.socket_path).parent))
         # made behind the manager's back, with its labels, mounting the victim's socket dir
         name = unique_name("intruder")
         out = await docker(
-            "create", "--name", name, "--label", "flowmgr.managed=true",
-            "--label", f"flowmgr.instance={settings.docker.instance}",
-            "-v", f"{Path(victim.socket_path).parent}:{settings.docker.socket_mount}",
-            BUSYBOX, *SLEEP)
+            "create",
+            "--name",
+            name,
+            "--label",
+            "flowmgr.managed=true",
+            "--label",
+            f"flowmgr.instance={settings.docker.instance}",
+            "-v",
+            f"{Path(victim.socket_path).parent}:{settings.docker.socket_mount}",
+            BUSYBOX,
+            *SLEEP,
+        )
         cid = out.stdout.strip()
         for _ in range(100):
             if any(s.id == cid for s in m.snapshot()):
@@ -308,8 +346,9 @@ async def test_a_new_flow_never_shares_a_live_flows_directory(
     settings: Settings, unique_name: Callable[[str], str]
 ) -> None:
     async with started_manager(settings) as m:
-        first = await m.create_container(CreateSpec(name=unique_name("old"), image=BUSYBOX,
-                                                    command=SLEEP))
+        first = await m.create_container(
+            CreateSpec(name=unique_name("old"), image=BUSYBOX, command=SLEEP)
+        )
         # renamed behind the manager's back: it keeps mounting the old name's directory
         await docker("rename", first.id, unique_name("renamed"))
         for _ in range(100):

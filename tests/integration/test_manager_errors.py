@@ -81,24 +81,29 @@ async def test_host_port_taken(world: World, unique_name: Callable[[str], str]) 
 
 
 async def test_host_port_taken_by_a_container_fails_at_start(
-        world: World, unique_name: Callable[[str], str]) -> None:
+    world: World, unique_name: Callable[[str], str]
+) -> None:
     with socket.socket() as sock:
         sock.bind(("0.0.0.0", 0))
         port = sock.getsockname()[1]
     first = await world.m.create_container(
-        CreateSpec(name=unique_name("p1"), image=BUSYBOX, ports={"80": port}))
+        CreateSpec(name=unique_name("p1"), image=BUSYBOX, ports={"80": port})
+    )
     second = await world.m.create_container(
-        CreateSpec(name=unique_name("p2"), image=BUSYBOX, ports={"80": port}))
+        CreateSpec(name=unique_name("p2"), image=BUSYBOX, ports={"80": port})
+    )
     await world.m.start_container(first.id)
     err = await unchanged(world, DockerApiError, world.m.start_container(second.id))
     assert "allocated" in err.message or "in use" in err.message  # Docker's own words
     assert world.m.get(second.id).state == "created"
 
 
-async def test_missing_volume_host_path(world: World, unique_name: Callable[[str], str],
-                                        tmp_path: Path) -> None:
-    spec = CreateSpec(name=unique_name("vol"), image=BUSYBOX,
-                      volumes={str(tmp_path / "absent"): "/data"})
+async def test_missing_volume_host_path(
+    world: World, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    spec = CreateSpec(
+        name=unique_name("vol"), image=BUSYBOX, volumes={str(tmp_path / "absent"): "/data"}
+    )
     err = await unchanged(world, InvalidRequest, world.m.create_container(spec))
     assert err.details["field"] == "volumes"
 
@@ -133,8 +138,9 @@ async def test_ambiguous_id_prefix(world: World, unique_name: Callable[[str], st
 
 @pytest.mark.parametrize("name", ["", "bad name!", "../escape", "-leading-dash"])
 async def test_bad_names(world: World, name: str) -> None:
-    err = await unchanged(world, InvalidRequest,
-                          world.m.create_container(CreateSpec(name=name, image=BUSYBOX)))
+    err = await unchanged(
+        world, InvalidRequest, world.m.create_container(CreateSpec(name=name, image=BUSYBOX))
+    )
     assert err.details["field"] == "name"
 
 

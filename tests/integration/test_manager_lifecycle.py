@@ -36,17 +36,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_lifecycle_end_to_end(settings: Settings, unique_name: Callable[[str], str],
-                                    tmp_path: Path) -> None:
+async def test_lifecycle_end_to_end(
+    settings: Settings, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
     name, port = unique_name("life"), free_port()
     (tmp_path / "data.txt").write_text("hello")
     # host binds need a bind root now (issue 11), and /data is the flow's own volume
-    settings = settings.model_copy(update={"docker": settings.docker.model_copy(
-        update={"bind_roots": [BindRoot(path=str(tmp_path))]})})
+    settings = settings.model_copy(
+        update={
+            "docker": settings.docker.model_copy(
+                update={"bind_roots": [BindRoot(path=str(tmp_path))]}
+            )
+        }
+    )
     async with started_manager(settings) as m, m.bus.subscribe() as sub:
-        snap = await m.create_container(CreateSpec(
-            name=name, image=BUSYBOX, environment={"GREETING": "hi", "API_TOKEN": "s3cret"},
-            volumes={str(tmp_path): "/srv"}, ports={"8080": port}))
+        snap = await m.create_container(
+            CreateSpec(
+                name=name,
+                image=BUSYBOX,
+                environment={"GREETING": "hi", "API_TOKEN": "s3cret"},
+                volumes={str(tmp_path): "/srv"},
+                ports={"8080": port},
+            )
+        )
         assert snap.state == "created" and snap.name == name
         assert snap.socket_path == f"{settings.state_dir}/{name}/flow.sock"
         assert m.get(name).id == snap.id == m.get(snap.id[:12]).id
@@ -71,8 +83,11 @@ async def test_lifecycle_end_to_end(settings: Settings, unique_name: Callable[[s
 
         started = await m.start_container(snap.id[:12])
         assert started.state == "running"
-        await wait_event(sub, ContainerStateChanged,
-                         lambda e: e.container_id == snap.id and e.new_state == "running")
+        await wait_event(
+            sub,
+            ContainerStateChanged,
+            lambda e: e.container_id == snap.id and e.new_state == "running",
+        )
         assert (await docker("exec", snap.id, "cat", "/srv/data.txt")).stdout == "hello"
         published = (await inspect(snap.id))["NetworkSettings"]["Ports"]["8080/tcp"]
         assert published and published[0]["HostPort"] == str(port)
@@ -94,18 +109,26 @@ async def test_lifecycle_end_to_end(settings: Settings, unique_name: Callable[[s
         gone = await docker("inspect", snap.id, check=False)
         assert gone.returncode != 0
         kinds = [a.activity_type for a in m.recent_activity(snap.id)]
-        for kind in ("container_created", "container_started", "container_stopped",
-                     "container_restarted", "container_deleted", "status_change"):
+        for kind in (
+            "container_created",
+            "container_started",
+            "container_stopped",
+            "container_restarted",
+            "container_deleted",
+            "status_change",
+        ):
             assert kind in kinds
 
 
-async def test_logs_tail_and_follow(settings: Settings,
-                                    unique_name: Callable[[str], str]) -> None:
-    script = "echo first; echo second; trap 'exit 0' TERM; " \
-             "while true; do echo tick; sleep 1 & wait $!; done"
+async def test_logs_tail_and_follow(settings: Settings, unique_name: Callable[[str], str]) -> None:
+    script = (
+        "echo first; echo second; trap 'exit 0' TERM; "
+        "while true; do echo tick; sleep 1 & wait $!; done"
+    )
     async with started_manager(settings) as m, m.bus.subscribe() as sub:
-        snap = await m.create_container(CreateSpec(name=unique_name("logs"), image=BUSYBOX,
-                                                   command=["sh", "-c", script]))
+        snap = await m.create_container(
+            CreateSpec(name=unique_name("logs"), image=BUSYBOX, command=["sh", "-c", script])
+        )
         cid = await m.follow_logs(snap.name)
         await m.start_container(cid)
         line = await wait_event(sub, LogLineReceived, lambda e: e.container_id == cid)
@@ -117,8 +140,9 @@ async def test_logs_tail_and_follow(settings: Settings,
         assert not m.logs.followed(cid)
 
 
-async def test_update_keeps_files_outside_code_dir(settings: Settings, tmp_path: Path,
-                                                   unique_name: Callable[[str], str]) -> None:
+async def test_update_keeps_files_outside_code_dir(
+    settings: Settings, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
     v1, v2 = tmp_path / "v1", tmp_path / "v2"
     v1.mkdir()
     v2.mkdir()
@@ -137,8 +161,9 @@ async def test_update_keeps_files_outside_code_dir(settings: Settings, tmp_path:
         assert updated.state == "running"
         after = await inspect(snap.id)
         assert after["State"]["StartedAt"] != before  # it was restarted
-        ls = await docker("exec", snap.id, "sh", "-c",
-                          "ls /app; cat /app/pkg/mod.py; cat /state/keep")
+        ls = await docker(
+            "exec", snap.id, "sh", "-c", "ls /app; cat /app/pkg/mod.py; cat /state/keep"
+        )
         assert "main.py" in ls.stdout and "old.py" not in ls.stdout
         assert "x = 1" in ls.stdout and "kept" in ls.stdout
         kinds = [a.activity_type for a in m.recent_activity(snap.id)]

@@ -26,8 +26,9 @@ from tests.integration.manager_helpers import BUSYBOX, WAIT, docker, wait_event
 pytestmark = pytest.mark.docker
 
 
-async def test_engine_loss_and_resync(settings: Settings, tmp_path: Path,
-                                      unique_name: Callable[[str], str]) -> None:
+async def test_engine_loss_and_resync(
+    settings: Settings, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
     relay = Relay(Path(settings.socket_dir) / "engine.sock")
     await relay.open()
     adapter = DockerAdapter(settings.docker.call_timeout, base_url=f"unix://{relay.path}")
@@ -70,8 +71,9 @@ async def test_engine_loss_and_resync(settings: Settings, tmp_path: Path,
     gc.collect()  # a socket left open by a refused connect would warn (an error) here
 
 
-async def test_start_without_engine_then_engine_arrives(settings: Settings,
-                                                        unique_name: Callable[[str], str]) -> None:
+async def test_start_without_engine_then_engine_arrives(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
     relay = Relay(Path(settings.socket_dir) / "late.sock")
     adapter = DockerAdapter(settings.docker.call_timeout, base_url=f"unix://{relay.path}")
     m = ContainerManager(settings, adapter=adapter)

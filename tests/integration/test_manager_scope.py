@@ -15,13 +15,24 @@ from tests.integration.manager_helpers import BUSYBOX, docker, inspect, started_
 pytestmark = pytest.mark.docker
 
 
-async def test_plain_docker_run_is_invisible(settings: Settings,
-                                             unique_name: Callable[[str], str]) -> None:
+async def test_plain_docker_run_is_invisible(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
     name = unique_name("foreign")
     # no network: the test needs none, and it must not depend on the default bridge
-    out = await docker("run", "-d", "--network", "none", "--name", name,
-                       "--label", f"{TEST_LABEL}={RUN_ID}", "--label", "flowmgr.managed=true",
-                       BUSYBOX)
+    out = await docker(
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        name,
+        "--label",
+        f"{TEST_LABEL}={RUN_ID}",
+        "--label",
+        "flowmgr.managed=true",
+        BUSYBOX,
+    )
     cid = out.stdout.strip()
     try:
         async with started_manager(settings) as m:
@@ -42,16 +53,18 @@ async def test_plain_docker_run_is_invisible(settings: Settings,
         await docker("rm", "-f", cid, check=False)
 
 
-async def test_fresh_manager_readopts(settings: Settings,
-                                      unique_name: Callable[[str], str]) -> None:
+async def test_fresh_manager_readopts(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
     async with started_manager(settings) as first:
         running = await first.create_container(CreateSpec(name=unique_name("a"), image=BUSYBOX))
         await first.start_container(running.id)
         stopped = await first.create_container(CreateSpec(name=unique_name("b"), image=BUSYBOX))
         await first.start_container(stopped.id)
         await first.stop_container(stopped.id)
-        exited = await first.create_container(CreateSpec(
-            name=unique_name("c"), image=BUSYBOX, command=["sh", "-c", "exit 0"]))
+        exited = await first.create_container(
+            CreateSpec(name=unique_name("c"), image=BUSYBOX, command=["sh", "-c", "exit 0"])
+        )
         await first.start_container(exited.id)
         idle = await first.create_container(CreateSpec(name=unique_name("d"), image=BUSYBOX))
     async with started_manager(settings) as second:

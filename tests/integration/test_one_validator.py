@@ -73,8 +73,7 @@ def rows(root: Path, image_id: str) -> list[Row]:
     return [
         Row("a plain request", {}, CREATED),
         Row("63 characters: the longest name", {}, CREATED, name_length=63),
-        Row("was: API and form took it, the core refused it", {}, _refused("name"),
-            name_length=70),
+        Row("was: API and form took it, the core refused it", {}, _refused("name"), name_length=70),
         Row("64 characters", {}, _refused("name"), name_length=64),
         Row("was: every layer took it, the engine refused it", {"name": "a"}, _refused("name")),
         Row("a name starting with '-'", {"name": "-flow"}, _refused("name")),
@@ -82,43 +81,80 @@ def rows(root: Path, image_id: str) -> list[Row]:
         Row("no name", {"name": ""}, _refused("name")),
         Row("an upper-case image", {"image": "Flow:latest"}, _refused("image")),
         Row("was: the form refused an image id", {"image": image_id}, CREATED),
-        Row("a well-formed digest of an image not here", {"image": f"nosuch@sha256:{H}"},
-            ("image_not_found", None)),
-        Row("was: the core took it, the engine refused it",
-            {"image": f"nosuch@sha256:{H.upper()}"}, _refused("image")),
-        Row("was: the core took it, the engine refused it",
-            {"image": f"nosuch@md5:{H[:32]}"}, _refused("image")),
+        Row(
+            "a well-formed digest of an image not here",
+            {"image": f"nosuch@sha256:{H}"},
+            ("image_not_found", None),
+        ),
+        Row(
+            "was: the core took it, the engine refused it",
+            {"image": f"nosuch@sha256:{H.upper()}"},
+            _refused("image"),
+        ),
+        Row(
+            "was: the core took it, the engine refused it",
+            {"image": f"nosuch@md5:{H[:32]}"},
+            _refused("image"),
+        ),
         Row("an ordinary variable", {"environment": {"MY_VAR": "1"}}, CREATED),
-        Row("a variable name starting with a digit", {"environment": {"1BAD": "x"}},
-            _refused("environment")),
-        Row("was: the form took it, the core refused it", {"environment": {"PYTHONPATH": "/x"}},
-            _refused("environment")),
-        Row("was: the form took it, the core refused it", {"environment": {"ld_preload": "x"}},
-            _refused("environment")),
+        Row(
+            "a variable name starting with a digit",
+            {"environment": {"1BAD": "x"}},
+            _refused("environment"),
+        ),
+        Row(
+            "was: the form took it, the core refused it",
+            {"environment": {"PYTHONPATH": "/x"}},
+            _refused("environment"),
+        ),
+        Row(
+            "was: the form took it, the core refused it",
+            {"environment": {"ld_preload": "x"}},
+            _refused("environment"),
+        ),
         Row("a port", {"ports": {"8080": P}}, CREATED),
-        Row("was: one host port for tcp and udp, the form refused it",
-            {"ports": {"53/udp": P, "53/tcp": P}}, CREATED),
-        Row("was: the form and inputs took sctp, the policy refused it",
-            {"ports": {"8080/sctp": P}}, _refused("ports")),
+        Row(
+            "was: one host port for tcp and udp, the form refused it",
+            {"ports": {"53/udp": P, "53/tcp": P}},
+            CREATED,
+        ),
+        Row(
+            "was: the form and inputs took sctp, the policy refused it",
+            {"ports": {"8080/sctp": P}},
+            _refused("ports"),
+        ),
         Row("container port 0", {"ports": {"0": P}}, _refused("ports")),
         Row("container port 65536", {"ports": {"65536/tcp": P}}, _refused("ports")),
         Row("was: crashed the form (isdigit, then int)", {"ports": {"²": P}}, _refused("ports")),
         Row("host port 0", {"ports": {"8080": 0}}, _refused("ports")),
         Row("host port 65536", {"ports": {"8080": 65536}}, _refused("ports")),
-        Row("a privileged host port: the server's rule", {"ports": {"8080": 80}},
-            _refused("ports")),
+        Row(
+            "a privileged host port: the server's rule", {"ports": {"8080": 80}}, _refused("ports")
+        ),
         Row("one host port twice", {"ports": {"80": P, "81": P}}, _refused("ports")),
-        Row("was: the form kept one of the two silently", {"ports": {"80": P, "80/tcp": P + 1}},
-            _refused("ports")),
+        Row(
+            "was: the form kept one of the two silently",
+            {"ports": {"80": P, "80/tcp": P + 1}},
+            _refused("ports"),
+        ),
         Row("a read-only bind beneath the root", {"volumes": {data: "/srv"}}, CREATED),
-        Row("read-write beneath a read-only root: the server's rule",
-            {"volumes": {data: "/srv:rw"}}, _refused("volumes")),
-        Row("outside the bind roots: the server's rule", {"volumes": {"/etc": "/srv"}},
-            _refused("volumes")),
+        Row(
+            "read-write beneath a read-only root: the server's rule",
+            {"volumes": {data: "/srv:rw"}},
+            _refused("volumes"),
+        ),
+        Row(
+            "outside the bind roots: the server's rule",
+            {"volumes": {"/etc": "/srv"}},
+            _refused("volumes"),
+        ),
         Row("a relative host path", {"volumes": {"data": "/srv"}}, _refused("volumes")),
         Row("a relative container path", {"volumes": {data: "srv"}}, _refused("volumes")),
-        Row("over the flow's socket mount: the server's rule",
-            {"volumes": {data: "/run/flowmgr"}}, _refused("volumes")),
+        Row(
+            "over the flow's socket mount: the server's rule",
+            {"volumes": {data: "/run/flowmgr"}},
+            _refused("volumes"),
+        ),
     ]
 
 
@@ -126,7 +162,7 @@ def _request(row: Row) -> dict[str, Any]:
     req: dict[str, Any] = {"image": BUSYBOX, **row.request}
     if "name" not in req:
         stem = f"{RUN_ID}-v{uuid.uuid4().hex[:6]}-"
-        req["name"] = (stem + "x" * row.name_length)[:row.name_length]
+        req["name"] = (stem + "x" * row.name_length)[: row.name_length]
     return req
 
 
@@ -180,8 +216,7 @@ async def _local_form(manager: ContainerManager, req: dict[str, Any]) -> Seen:
     return Seen(CREATED)
 
 
-async def _remote(backend: RemoteBackend, spec: CreateSpec | None,
-                  errors: dict[str, str]) -> Seen:
+async def _remote(backend: RemoteBackend, spec: CreateSpec | None, errors: dict[str, str]) -> Seen:
     if spec is None:
         [(field, message)] = errors.items()
         return Seen(_refused(field), message)
@@ -201,9 +236,14 @@ def roots_settings(docker_engine: None) -> Iterator[tuple[Settings, Path]]:
     (top / "s").mkdir(parents=True)
     (top / "r" / "data").mkdir(parents=True)
     top.chmod(0o755)
-    s = load_settings(env={}, socket_dir=str(top / "s"), docker__instance=RUN_ID,
-                      docker__network=f"flowmgr-{RUN_ID}", docker__stop_timeout=2,
-                      docker__bind_roots=[{"path": str(top / "r")}])
+    s = load_settings(
+        env={},
+        socket_dir=str(top / "s"),
+        docker__instance=RUN_ID,
+        docker__network=f"flowmgr-{RUN_ID}",
+        docker__stop_timeout=2,
+        docker__bind_roots=[{"path": str(top / "r")}],
+    )
     yield s, top / "r"
     _sweep(f"flowmgr.instance={RUN_ID}")
     shutil.rmtree(top, ignore_errors=True)
@@ -216,13 +256,18 @@ async def service(roots_settings: tuple[Settings, Path]) -> AsyncIterator[Servic
 
 
 def _image_id() -> str:
-    out = subprocess.run(["docker", "image", "inspect", BUSYBOX, "--format", "{{.Id}}"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["docker", "image", "inspect", BUSYBOX, "--format", "{{.Id}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip()
 
 
 async def test_every_entry_point_gives_the_same_verdict(
-        service: Service, roots_settings: tuple[Settings, Path]) -> None:
+    service: Service, roots_settings: tuple[Settings, Path]
+) -> None:
     backend = RemoteBackend(service.url, token=TEST_TOKEN)
     await backend.start()
     wrong: list[str] = []
@@ -237,8 +282,7 @@ async def test_every_entry_point_gives_the_same_verdict(
             verdicts = {where: s.verdict for where, s in seen.items()}
             messages = {s.message for s in seen.values()}
             if set(verdicts.values()) != {row.verdict} or len(messages) != 1:
-                wrong.append(f"{row.why} {req}: want {row.verdict}, got {verdicts} "
-                              f"{messages}")
+                wrong.append(f"{row.why} {req}: want {row.verdict}, got {verdicts} {messages}")
     finally:
         await backend.stop()
     assert wrong == [], "\n".join(wrong)
@@ -249,7 +293,8 @@ PILOT_ROWS = [2, 15, 19, 0]
 
 
 async def test_the_forms_fields_show_the_validators_messages(
-        service: Service, roots_settings: tuple[Settings, Path]) -> None:
+    service: Service, roots_settings: tuple[Settings, Path]
+) -> None:
     """The real form (Pilot): what the user types, the message beside the field is the one the
     service answers over Socket.IO for the same request."""
     table = rows(roots_settings[1], await asyncio.to_thread(_image_id))
@@ -259,8 +304,9 @@ async def test_the_forms_fields_show_the_validators_messages(
             await _through_the_form(pilot, app, service, table[index])
 
 
-async def _through_the_form(pilot: Pilot[None], app: FlowMgrApp, service: Service,
-                            row: Row) -> None:
+async def _through_the_form(
+    pilot: Pilot[None], app: FlowMgrApp, service: Service, row: Row
+) -> None:
     req = _request(row)
     want = await _over_socketio(service, req)
     await pilot.press("n")
@@ -271,8 +317,9 @@ async def _through_the_form(pilot: Pilot[None], app: FlowMgrApp, service: Servic
         form.query_one(f"#field-{key}", Input).value = text
     await pilot.press("ctrl+s")
     if row.verdict == CREATED:
-        await until(pilot, lambda: any(s.name == req["name"] for s in service.manager.snapshot()),
-                    "created")
+        await until(
+            pilot, lambda: any(s.name == req["name"] for s in service.manager.snapshot()), "created"
+        )
         await until(pilot, lambda: not isinstance(app.screen, CreateForm), "closed")
         await service.manager.delete_container(req["name"])
         return

@@ -19,8 +19,9 @@ WAIT = 40.0
 """Seconds a condition may take on a busy machine (Docker plus other helpers' tests)."""
 
 
-async def until(pilot: Pilot[None], cond: Callable[[], bool], what: str,
-                timeout: float = WAIT) -> None:
+async def until(
+    pilot: Pilot[None], cond: Callable[[], bool], what: str, timeout: float = WAIT
+) -> None:
     """Let the app run until `cond()` holds; fail naming `what` after `timeout`."""
     try:
         async with asyncio.timeout(timeout):

@@ -119,12 +119,14 @@ class ReplayBackend:
     def get(self, ref: str) -> ContainerSnapshot:
         raise InternalError("replay backend: no lookups")
 
-    def recent_activity(self, container_id: str | None = None,
-                        limit: int = 200) -> list[ActivityLogged]:
+    def recent_activity(
+        self, container_id: str | None = None, limit: int = 200
+    ) -> list[ActivityLogged]:
         return []
 
-    def recent_crashes(self, container_id: str | None = None,
-                       limit: int = 50) -> list[ContainerCrashed]:
+    def recent_crashes(
+        self, container_id: str | None = None, limit: int = 50
+    ) -> list[ContainerCrashed]:
         return []
 
     async def _refuse(self, *args: Any, **kwargs: Any) -> Any:
@@ -141,4 +143,3 @@ class ReplayBackend:
 
     async def unfollow_logs(self, container_id: str) -> None:
         return None
-

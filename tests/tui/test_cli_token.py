@@ -29,8 +29,9 @@ def _settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @pytest.mark.parametrize("argv", [["--token", "s3cret-value"], ["--token=s3cret-value"]])
-def test_a_token_on_the_command_line_is_refused(argv: list[str],
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_token_on_the_command_line_is_refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["--connect", "http://127.0.0.1:1", *argv]) == 2
     err = capsys.readouterr().err
     assert "--token is refused" in err and "FLOWMGR_TOKEN" in err and "--token-file" in err
@@ -38,10 +39,23 @@ def test_a_token_on_the_command_line_is_refused(argv: list[str],
 
 
 def test_the_refusal_from_a_real_process(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "flowmgr_tui", "--connect", "http://127.0.0.1:1",
-                          "--token", "x" * 20], capture_output=True, text=True, timeout=60,
-                         cwd=ROOT, stdin=subprocess.DEVNULL,
-                         env={**os.environ, "XDG_STATE_HOME": str(tmp_path)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowmgr_tui",
+            "--connect",
+            "http://127.0.0.1:1",
+            "--token",
+            "x" * 20,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "XDG_STATE_HOME": str(tmp_path)},
+    )
     assert out.returncode == 2 and "--token is refused" in out.stderr
 
 
@@ -54,10 +68,16 @@ def test_the_token_is_found_in_order(tmp_path: Path) -> None:
     assert connect_token(_args(), configured, env={}) == "from-config-file"
     other = tmp_path / "my-token"
     other.write_text("from-token-file-0123456789\n")
-    assert connect_token(_args("--token-file", str(other)), configured,
-                         env={}) == "from-token-file-0123456789"
-    assert connect_token(_args("--token-file", str(other)), configured,
-                         env={"FLOWMGR_TOKEN": "from-env"}) == "from-env"
+    assert (
+        connect_token(_args("--token-file", str(other)), configured, env={})
+        == "from-token-file-0123456789"
+    )
+    assert (
+        connect_token(
+            _args("--token-file", str(other)), configured, env={"FLOWMGR_TOKEN": "from-env"}
+        )
+        == "from-env"
+    )
 
 
 def _main(argv: list[str]) -> int:
@@ -78,13 +98,24 @@ def _main(argv: list[str]) -> int:
 
 
 def test_a_missing_token_file_or_none_at_all_is_said_clearly(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "config.json"
     config.write_text(f'{{"socket_dir": "{tmp_path / "sockets"}"}}')
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    assert _main(["--config", str(config), "--connect", "http://127.0.0.1:1",
-                  "--token-file", str(tmp_path / "nope")]) == 2
+    assert (
+        _main(
+            [
+                "--config",
+                str(config),
+                "--connect",
+                "http://127.0.0.1:1",
+                "--token-file",
+                str(tmp_path / "nope"),
+            ]
+        )
+        == 2
+    )
     assert "no such file" in capsys.readouterr().err
     assert _main(["--config", str(config), "--connect", "http://127.0.0.1:1"]) == 2
     err = capsys.readouterr().err

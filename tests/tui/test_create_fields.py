@@ -24,9 +24,15 @@ pytestmark = pytest.mark.tui
 
 
 def test_good_fields_build_a_spec() -> None:
-    spec, errors = build_spec({"image": "flow:latest", "name": "web-1",
-                               "environment": "A=1, B_2=x=y", "ports": "8080:80, 5353:53/udp",
-                               "volumes": "/srv/data:/data"})
+    spec, errors = build_spec(
+        {
+            "image": "flow:latest",
+            "name": "web-1",
+            "environment": "A=1, B_2=x=y",
+            "ports": "8080:80, 5353:53/udp",
+            "volumes": "/srv/data:/data",
+        }
+    )
     assert errors == {}
     assert spec is not None
     assert spec.environment == {"A": "1", "B_2": "x=y"}
@@ -37,8 +43,19 @@ def test_good_fields_build_a_spec() -> None:
 # The parsers know only text syntax; every rule on the values is the validator's, and the form
 # shows its message (issue 12: the form had rules of its own, e.g. one host port twice was
 # refused whatever the protocol; the validator refuses it per protocol, as Docker does).
-@pytest.mark.parametrize("raw", ["99999:80", "0:80", "8080:80/icmp", "1:2, 1:3", "8080:80/sctp",
-                                 "8080:²", "8080:65536", "8080:80, 8081:80/tcp"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "99999:80",
+        "0:80",
+        "8080:80/icmp",
+        "1:2, 1:3",
+        "8080:80/sctp",
+        "8080:²",
+        "8080:65536",
+        "8080:80, 8081:80/tcp",
+    ],
+)
 def test_bad_ports_are_refused_by_the_validator(raw: str) -> None:
     spec, errors = build_spec({"name": "web-1", "ports": raw})
     assert spec is None and set(errors) == {"ports"}
@@ -49,30 +66,50 @@ def test_bad_ports_are_refused_by_the_validator(raw: str) -> None:
     assert errors == problems
 
 
-@pytest.mark.parametrize(("parse", "raw", "field"), [
-    (parse_env, "NOEQUALS", "environment"), (parse_env, "A=1, A=2", "environment"),
-    (parse_ports, "80", "ports"), (parse_ports, "a:80", "ports"), (parse_ports, "²:80", "ports"),
-    (parse_volumes, "/x", "volumes"), (parse_volumes, "/a:/x, /a:/y", "volumes"),
-])
+@pytest.mark.parametrize(
+    ("parse", "raw", "field"),
+    [
+        (parse_env, "NOEQUALS", "environment"),
+        (parse_env, "A=1, A=2", "environment"),
+        (parse_ports, "80", "ports"),
+        (parse_ports, "a:80", "ports"),
+        (parse_ports, "²:80", "ports"),
+        (parse_volumes, "/x", "volumes"),
+        (parse_volumes, "/a:/x, /a:/y", "volumes"),
+    ],
+)
 def test_text_syntax_errors_name_the_field(parse: object, raw: str, field: str) -> None:
     with pytest.raises(InvalidRequest) as err:
         parse(raw)  # type: ignore[operator]
     assert err.value.field == field
 
 
-@pytest.mark.parametrize(("fields", "field"), [
-    ({"name": ""}, "name"), ({"name": "-bad"}, "name"), ({"name": "a b"}, "name"),
-    ({"name": "a" * 70}, "name"), ({"name": "a"}, "name"),
-    ({"image": "Flow:Latest"}, "image"), ({"image": "a b"}, "image"),
-    ({"environment": "1A=x"}, "environment"), ({"environment": "ld_preload=x"}, "environment"),
-    ({"environment": "PYTHONPATH=/x"}, "environment"),
-    ({"volumes": "relative:/x"}, "volumes"), ({"volumes": "/x:y"}, "volumes"),
-])
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "-bad"}, "name"),
+        ({"name": "a b"}, "name"),
+        ({"name": "a" * 70}, "name"),
+        ({"name": "a"}, "name"),
+        ({"image": "Flow:Latest"}, "image"),
+        ({"image": "a b"}, "image"),
+        ({"environment": "1A=x"}, "environment"),
+        ({"environment": "ld_preload=x"}, "environment"),
+        ({"environment": "PYTHONPATH=/x"}, "environment"),
+        ({"volumes": "relative:/x"}, "volumes"),
+        ({"volumes": "/x:y"}, "volumes"),
+    ],
+)
 def test_each_field_shows_the_validators_message(fields: dict[str, str], field: str) -> None:
     spec, errors = build_spec({"name": "web-1", **fields})
     assert spec is None and list(errors) == [field]
-    parse: Callable[[str], Any] = {"name": parse_name, "image": parse_image,
-                                   "environment": parse_env, "volumes": parse_volumes}[field]
+    parse: Callable[[str], Any] = {
+        "name": parse_name,
+        "image": parse_image,
+        "environment": parse_env,
+        "volumes": parse_volumes,
+    }[field]
     request: dict[str, Any] = {"name": "web-1", field: parse(fields[field])}
     assert errors == shape_problems(CreateSpec(**request))
 
@@ -88,12 +125,17 @@ def test_every_bad_field_is_reported_at_once() -> None:
     assert set(errors) == {"name", "ports"}
 
 
-@pytest.mark.parametrize(("spec", "field"), [
-    (CreateSpec(name="a"), "name"), (CreateSpec(name="ok", ports={"80/sctp": 8080}), "ports"),
-    (CreateSpec(name="ok", environment={"ld_preload": "x"}), "environment"),
-])
-async def test_the_remote_panel_checks_the_shapes_before_sending(spec: CreateSpec,
-                                                                 field: str) -> None:
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (CreateSpec(name="a"), "name"),
+        (CreateSpec(name="ok", ports={"80/sctp": 8080}), "ports"),
+        (CreateSpec(name="ok", environment={"ld_preload": "x"}), "environment"),
+    ],
+)
+async def test_the_remote_panel_checks_the_shapes_before_sending(
+    spec: CreateSpec, field: str
+) -> None:
     """Not even connected: the refusal is the validator's, not "not connected"."""
     backend = RemoteBackend("http://127.0.0.1:9")
     with pytest.raises(InvalidRequest) as err:

@@ -28,15 +28,23 @@ async def _running(manager: ContainerManager, name: str, command: list[str] | No
 
 
 async def test_container_created_behind_the_panels_back_appears(
-        manager: ContainerManager, settings: Settings, docker_client: docker.DockerClient,
-        unique_name: Callable[[str], str]) -> None:
+    manager: ContainerManager,
+    settings: Settings,
+    docker_client: docker.DockerClient,
+    unique_name: Callable[[str], str],
+) -> None:
     name = unique_name("behind")
     app = FlowMgrApp(manager)
     async with app.run_test(size=SIZE) as pilot:
         assert name not in row_names(app)
         await asyncio.to_thread(
-            docker_client.containers.run, BUSYBOX, name=name, detach=True, network_mode="none",
-            labels={"flowmgr.managed": "true", "flowmgr.instance": settings.docker.instance})
+            docker_client.containers.run,
+            BUSYBOX,
+            name=name,
+            detach=True,
+            network_mode="none",
+            labels={"flowmgr.managed": "true", "flowmgr.instance": settings.docker.instance},
+        )
         await until(pilot, lambda: name in row_names(app), f"row {name}")
         table = dashboard(app).table
         cid = next(c for c in table.shown_ids if table.cell_text(c, "name") == name)
@@ -44,8 +52,8 @@ async def test_container_created_behind_the_panels_back_appears(
 
 
 async def test_stop_key_stops_the_real_container(
-        manager: ContainerManager, docker_client: docker.DockerClient,
-        unique_name: Callable[[str], str]) -> None:
+    manager: ContainerManager, docker_client: docker.DockerClient, unique_name: Callable[[str], str]
+) -> None:
     cid = await _running(manager, unique_name("stopme"))
     app = FlowMgrApp(manager)
     async with app.run_test(size=SIZE) as pilot:
@@ -59,7 +67,8 @@ async def test_stop_key_stops_the_real_container(
 
 
 async def test_crash_shows_in_the_activity_pane(
-        manager: ContainerManager, unique_name: Callable[[str], str]) -> None:
+    manager: ContainerManager, unique_name: Callable[[str], str]
+) -> None:
     name = unique_name("crash")
     app = FlowMgrApp(manager)
     async with app.run_test(size=SIZE) as pilot:
@@ -70,9 +79,13 @@ async def test_crash_shows_in_the_activity_pane(
 
 
 async def test_log_pane_shows_what_the_container_printed(
-        manager: ContainerManager, unique_name: Callable[[str], str]) -> None:
-    cid = await _running(manager, unique_name("talker"), [
-        "sh", "-c", "i=0; while true; do echo talker-line-$i; i=$((i+1)); sleep 0.2; done"])
+    manager: ContainerManager, unique_name: Callable[[str], str]
+) -> None:
+    cid = await _running(
+        manager,
+        unique_name("talker"),
+        ["sh", "-c", "i=0; while true; do echo talker-line-$i; i=$((i+1)); sleep 0.2; done"],
+    )
     app = FlowMgrApp(manager)
     async with app.run_test(size=SIZE) as pilot:
         pane = await open_log_pane(app, pilot, cid)
@@ -82,8 +95,11 @@ async def test_log_pane_shows_what_the_container_printed(
 
 
 async def test_create_form_rejects_a_bad_port_and_creates_nothing(
-        manager: ContainerManager, settings: Settings, docker_client: docker.DockerClient,
-        unique_name: Callable[[str], str]) -> None:
+    manager: ContainerManager,
+    settings: Settings,
+    docker_client: docker.DockerClient,
+    unique_name: Callable[[str], str],
+) -> None:
     name = unique_name("badport")
     app = FlowMgrApp(manager, default_image=BUSYBOX)
     async with app.run_test(size=SIZE) as pilot:
@@ -97,7 +113,6 @@ async def test_create_form_rejects_a_bad_port_and_creates_nothing(
         assert form.query_one("#error-ports").has_class("-visible")
         assert form.errors()["name"] == ""
         assert isinstance(app.screen, CreateForm)  # still open to fix it
-    found = await asyncio.to_thread(docker_client.containers.list, all=True,
-                                    filters={"name": name})
+    found = await asyncio.to_thread(docker_client.containers.list, all=True, filters={"name": name})
     assert found == []
     assert all(s.name != name for s in manager.snapshot())

@@ -71,8 +71,13 @@ async def test_the_dashboard_builds_from_a_state_and_asks_by_message() -> None:
 async def test_the_detail_view_builds_from_a_state_and_asks_by_message() -> None:
     backend = ReplayBackend([], logs={ECHO_ID: ECHO_LOGS})
     detail = ContainerDetailScreen(
-        ECHO_ID, state=_state(), backend=backend, clock=lambda: NOW, host_interval=0.05,
-        host_probe=lambda: HostSample(25.0, 2, 6 * 1024**3, 24 * 1024**3, 25.0))
+        ECHO_ID,
+        state=_state(),
+        backend=backend,
+        clock=lambda: NOW,
+        host_interval=0.05,
+        host_probe=lambda: HostSample(25.0, 2, 6 * 1024**3, 24 * 1024**3, 25.0),
+    )
     host = _Host(detail)
     async with host.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: host.screen is detail, "the detail view")
@@ -86,17 +91,26 @@ async def test_the_detail_view_builds_from_a_state_and_asks_by_message() -> None
 
 
 OWNERS: dict[str, Any] = {
-    "app": FlowMgrApp, "dashboard": DashboardScreen, "detail": ContainerDetailScreen,
-    "logs": LogPane, "messages": MessagePane, "create": CreateForm, "confirm": ConfirmScreen,
-    "path": PathPrompt, "help": HelpScreen,
+    "app": FlowMgrApp,
+    "dashboard": DashboardScreen,
+    "detail": ContainerDetailScreen,
+    "logs": LogPane,
+    "messages": MessagePane,
+    "create": CreateForm,
+    "confirm": ConfirmScreen,
+    "path": PathPrompt,
+    "help": HelpScreen,
 }
 
 
 def test_every_binding_comes_from_the_keymap_and_help_lists_each() -> None:
     assert set(OWNERS) == set(SCOPES)
     for scope, owner in OWNERS.items():
-        bound = [(b.key, b.action, b.description, b.show) for b in owner.BINDINGS
-                 if isinstance(b, Binding)]
+        bound = [
+            (b.key, b.action, b.description, b.show)
+            for b in owner.BINDINGS
+            if isinstance(b, Binding)
+        ]
         assert len(bound) == len(owner.BINDINGS)
         assert bound == [(k.keys, k.action, k.label, k.show) for k in KEYS if k.scope == scope]
     text = help_text()
@@ -105,8 +119,11 @@ def test_every_binding_comes_from_the_keymap_and_help_lists_each() -> None:
         assert key_text(key.keys) in line, key
     for verb in VERBS.values():  # the verbs act from the list and from the detail view
         for scope in ("dashboard", "detail"):
-            assert any(k.keys == verb.key and k.action == f"act('{verb.name}')"
-                       for k in KEYS if k.scope == scope)
+            assert any(
+                k.keys == verb.key and k.action == f"act('{verb.name}')"
+                for k in KEYS
+                if k.scope == scope
+            )
 
 
 async def test_the_palette_lists_the_keymaps_actions_and_runs_them() -> None:

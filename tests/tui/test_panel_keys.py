@@ -32,13 +32,15 @@ SIZE = (120, 40)
 
 def _app() -> tuple[FlowMgrApp, ReplayBackend]:
     backend = ReplayBackend(build(), logs={ECHO_ID: ECHO_LOGS})
-    return FlowMgrApp(backend, start_backend=True, clock=lambda: NOW,
-                      bridge_interval=0.01), backend
+    return FlowMgrApp(backend, start_backend=True, clock=lambda: NOW, bridge_interval=0.01), backend
 
 
 def _errors(seen: list[Message]) -> list[str]:
-    return [m.notification.message for m in seen
-            if isinstance(m, Notify) and m.notification.severity == "error"]
+    return [
+        m.notification.message
+        for m in seen
+        if isinstance(m, Notify) and m.notification.severity == "error"
+    ]
 
 
 async def test_a_failed_action_says_why_and_clears_the_progress_mark() -> None:
@@ -51,8 +53,11 @@ async def test_a_failed_action_says_why_and_clears_the_progress_mark() -> None:
         await pilot.press("x")
         await until(pilot, lambda: any("read-only" in e for e in _errors(seen)), "the error")
         assert any(e.startswith("system_error:") for e in _errors(seen))
-        await until(pilot, lambda: table.cell_text(ECHO_ID, "state") == "+ running",
-                    "the row back to its state")
+        await until(
+            pilot,
+            lambda: table.cell_text(ECHO_ID, "state") == "+ running",
+            "the row back to its state",
+        )
 
 
 async def test_delete_asks_first_and_no_means_nothing_happens() -> None:
@@ -169,7 +174,8 @@ async def test_update_code_asks_for_an_absolute_path_then_runs() -> None:
 
 
 def test_server_only_hands_over_to_the_service_entry_point(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "config.json"
     bad.write_text('{"server": {"port": "eighty"}}', encoding="utf-8")
     # The service's own start-up check answers: exit code 2 and the key named.
@@ -178,7 +184,8 @@ def test_server_only_hands_over_to_the_service_entry_point(
 
 
 def test_a_config_error_leaves_the_garbage_collector_running(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "config.json"
     bad.write_text('{"docker": {"stop_timeout": -1}}', encoding="utf-8")
     assert gc.isenabled()

@@ -31,9 +31,14 @@ async def test_a_stopped_container_shows_no_usage_as_the_core_reports_none() -> 
         await until(pilot, lambda: table.cell_text(ECHO_ID, "cpu") != "-", "echo's CPU")
         running = app.state.containers[ECHO_ID]
         # As the core publishes a stop: the snapshot carries no usage (registry.apply).
-        backend.bus.publish(ContainerStateChanged(
-            container_id=ECHO_ID, old_state="running", new_state="exited",
-            snapshot=replace(running, state="exited", exit_code=0, resources=None)))
+        backend.bus.publish(
+            ContainerStateChanged(
+                container_id=ECHO_ID,
+                old_state="running",
+                new_state="exited",
+                snapshot=replace(running, state="exited", exit_code=0, resources=None),
+            )
+        )
         await until(pilot, lambda: table.cell_text(ECHO_ID, "state") == "x exited", "the stop")
         assert [table.cell_text(ECHO_ID, c) for c in USAGE] == ["-", "-", "-"]
         assert app.state.containers[ECHO_ID].resources is None
@@ -52,8 +57,11 @@ async def _push(backend: RemoteBackend, event: str, data: dict[str, object]) -> 
 
 async def test_the_remote_wire_reaches_the_same_state_and_a_stop_clears_usage() -> None:
     backend = RemoteBackend("http://127.0.0.1:9")  # never connected: pushes are fed by hand
-    snap = [e.snapshot for e in build() if isinstance(e, ContainerAdded | ContainerStateChanged)
-            and e.snapshot.id == ECHO_ID][-1]
+    snap = [
+        e.snapshot
+        for e in build()
+        if isinstance(e, ContainerAdded | ContainerStateChanged) and e.snapshot.id == ECHO_ID
+    ][-1]
     assert snap.state == "running"
     sample = [e for e in build() if isinstance(e, StatsSampled)][-1].sample
     backend._containers[ECHO_ID] = replace(snap, resources=sample)
@@ -62,14 +70,33 @@ async def test_the_remote_wire_reaches_the_same_state_and_a_stop_clears_usage() 
         table = dashboard(app).table
         await until(pilot, lambda: ECHO_ID in table.shown_ids, "the row")
         assert table.cell_text(ECHO_ID, "cpu") != "-"
-        await _push(backend, "status_changed", {"container_id": ECHO_ID, "old_state": "running",
-                                                "new_state": "exited", "timestamp": 0.0})
+        await _push(
+            backend,
+            "status_changed",
+            {
+                "container_id": ECHO_ID,
+                "old_state": "running",
+                "new_state": "exited",
+                "timestamp": 0.0,
+            },
+        )
         await until(pilot, lambda: table.cell_text(ECHO_ID, "state") == "x exited", "the stop")
         assert [table.cell_text(ECHO_ID, c) for c in USAGE] == ["-", "-", "-"]
         # The server's status of a stopped container has no resource_usage: still none.
-        await _push(backend, "container_status_update", {"container_id": ECHO_ID, "status": {
-            "state": "exited", "health": "none", "socket_connected": False, "uptime": None,
-            "resource_usage": None}})
+        await _push(
+            backend,
+            "container_status_update",
+            {
+                "container_id": ECHO_ID,
+                "status": {
+                    "state": "exited",
+                    "health": "none",
+                    "socket_connected": False,
+                    "uptime": None,
+                    "resource_usage": None,
+                },
+            },
+        )
         await pilot.pause(0.1)
         assert table.cell_text(ECHO_ID, "cpu") == "-"
 

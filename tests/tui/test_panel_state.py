@@ -31,8 +31,12 @@ def test_state_follows_events_and_bounds_history() -> None:
     assert len(state.containers) == 7 and ECHO_ID in changes.rows
     assert state.containers[ECHO_ID].socket_connected
     sample = next(e for e in events if isinstance(e, StatsSampled)).sample
-    many = [StatsSampled(container_id=ECHO_ID, sample=replace(sample, timestamp=NOW.replace(
-        microsecond=i))) for i in range(HISTORY_SAMPLES + 50)]
+    many = [
+        StatsSampled(
+            container_id=ECHO_ID, sample=replace(sample, timestamp=NOW.replace(microsecond=i))
+        )
+        for i in range(HISTORY_SAMPLES + 50)
+    ]
     state.apply(many)
     assert len(state.history[ECHO_ID]) == HISTORY_SAMPLES
     gone = state.apply([ContainerRemoved(container_id=ECHO_ID, name="echo-1")])

@@ -32,7 +32,8 @@ def _rows(app: FlowMgrApp) -> list[tuple[str, ...]]:
 
 
 async def test_remote_mode_shows_the_same_rows_as_local_mode(
-        settings: Settings, unique_name: Callable[[str], str]) -> None:
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
     async with running_service(settings) as service:
         mgr = service.manager
         names = [unique_name(stem) for stem in ("ra", "rb", "rc")]
@@ -47,15 +48,15 @@ async def test_remote_mode_shows_the_same_rows_as_local_mode(
         remote = FlowMgrApp(RemoteBackend(service.url, token=TEST_TOKEN), start_backend=True)
         try:
             async with remote.run_test(size=SIZE) as pilot:
-                await until(pilot, lambda: _rows(remote) == local_rows,
-                            f"remote rows {local_rows}")
+                await until(pilot, lambda: _rows(remote) == local_rows, f"remote rows {local_rows}")
                 # An action travels over the wire and the row follows.
                 table = dashboard(remote).table
                 first = table.shown_ids[0]
                 table.select(first)
                 await pilot.press("x")
-                await until(pilot, lambda: table.cell_text(first, "state") == "- stopped",
-                            "the remote stop")
+                await until(
+                    pilot, lambda: table.cell_text(first, "state") == "- stopped", "the remote stop"
+                )
         finally:
             await remote.backend.stop()
 
@@ -78,15 +79,26 @@ async def test_remote_panel_shows_the_servers_engine_loss(settings: Settings) ->
             try:
                 async with remote.run_test(size=SIZE) as pilot:
                     banner = dashboard(remote).query_one(DockerBanner)
-                    await until(pilot, lambda: banner.has_class("-visible"),
-                                "the banner, told after the welcome")
+                    await until(
+                        pilot,
+                        lambda: banner.has_class("-visible"),
+                        "the banner, told after the welcome",
+                    )
                     await relay.open()
-                    await until(pilot, lambda: not banner.has_class("-visible"),
-                                "the banner to go when the engine is back")
+                    await until(
+                        pilot,
+                        lambda: not banner.has_class("-visible"),
+                        "the banner to go when the engine is back",
+                    )
                     await relay.cut()
-                    await until(pilot, lambda: banner.has_class("-visible")
-                                and "the server's engine" in str(banner.content),
-                                "the banner on the broadcast loss")
+                    await until(
+                        pilot,
+                        lambda: (
+                            banner.has_class("-visible")
+                            and "the server's engine" in str(banner.content)
+                        ),
+                        "the banner on the broadcast loss",
+                    )
                     assert backend.status_text().startswith("connected")  # the link held
             finally:
                 await backend.stop()

@@ -31,8 +31,15 @@ def _host() -> HostSample:
 def recorded_app() -> FlowMgrApp:
     """The panel on a recorded session: real bus, fixed clock, fixed host readings."""
     backend = ReplayBackend(load(RECORDING), logs={ECHO_ID: ECHO_LOGS})
-    return FlowMgrApp(backend, start_backend=True, clock=lambda: NOW, bridge_interval=0.01,
-                      host_probe=_host, host_interval=0.05, default_image="flow:latest")
+    return FlowMgrApp(
+        backend,
+        start_backend=True,
+        clock=lambda: NOW,
+        bridge_interval=0.01,
+        host_probe=_host,
+        host_interval=0.05,
+        default_image="flow:latest",
+    )
 
 
 async def _all_rows(pilot: Pilot[Any]) -> None:

@@ -71,24 +71,42 @@ def _table(screen: str) -> str:
 
 
 def _config(settings: Settings, path: Path) -> Path:
-    data = {"socket_dir": settings.socket_dir, "log_level": "DEBUG",
-            "docker": {"instance": settings.docker.instance, "network": settings.docker.network,
-                       "default_image": BUSYBOX, "stop_timeout": 2}}
+    data = {
+        "socket_dir": settings.socket_dir,
+        "log_level": "DEBUG",
+        "docker": {
+            "instance": settings.docker.instance,
+            "network": settings.docker.network,
+            "default_image": BUSYBOX,
+            "stop_timeout": 2,
+        },
+    }
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
 
 
 async def test_flowmgr_in_tmux_lists_filters_stops_and_serves(
-        settings: Settings, tmp_path: Path, tmux: Tmux, docker_client: docker.DockerClient,
-        unique_name: Callable[[str], str]) -> None:
+    settings: Settings,
+    tmp_path: Path,
+    tmux: Tmux,
+    docker_client: docker.DockerClient,
+    unique_name: Callable[[str], str],
+) -> None:
     names = [unique_name("tmuxa"), unique_name("tmuxb")]
     for name in names:
         await asyncio.to_thread(
-            docker_client.containers.run, BUSYBOX, name=name, detach=True, network_mode="none",
-            labels={"flowmgr.managed": "true", "flowmgr.instance": settings.docker.instance})
+            docker_client.containers.run,
+            BUSYBOX,
+            name=name,
+            detach=True,
+            network_mode="none",
+            labels={"flowmgr.managed": "true", "flowmgr.instance": settings.docker.instance},
+        )
     config = _config(settings, tmp_path / "config.json")
-    cmd = (f"env TERM=xterm-256color CONFIG_FILE={config} {FLOWMGR} --serve --host 127.0.0.1 "
-           f"--port 0 --log-file {tmp_path / 'panel.log'}")
+    cmd = (
+        f"env TERM=xterm-256color CONFIG_FILE={config} {FLOWMGR} --serve --host 127.0.0.1 "
+        f"--port 0 --log-file {tmp_path / 'panel.log'}"
+    )
     tmux.run("new-session", "-d", "-s", "panel", "-x", "120", "-y", "40", cmd)
     tmux.run("resize-window", "-t", "panel", "-x", "120", "-y", "40")
 
@@ -97,7 +115,8 @@ async def test_flowmgr_in_tmux_lists_filters_stops_and_serves(
     port = re.search(r"serving http://127\.0\.0\.1:(\d+)", screen)
     assert port is not None
     health = await asyncio.to_thread(
-        lambda: json.load(urllib.request.urlopen(f"http://127.0.0.1:{port[1]}/health", timeout=10)))
+        lambda: json.load(urllib.request.urlopen(f"http://127.0.0.1:{port[1]}/health", timeout=10))
+    )
     assert health["status"] == "healthy"
     sio = socketio.AsyncClient()
     # No token configured: the serving panel made one in its token file (issue 11)
@@ -112,15 +131,17 @@ async def test_flowmgr_in_tmux_lists_filters_stops_and_serves(
     tmux.keys("-l", names[1][-12:])  # typed literally: the filter narrows as it goes
     # The table only: the activity below may name the other container (an adopted container
     # without the manager's socket dir logs a container_error since issue 11).
-    await tmux.wait_for(lambda s: names[1] in _table(s) and names[0] not in _table(s),
-                        "only the filtered row")
+    await tmux.wait_for(
+        lambda s: names[1] in _table(s) and names[0] not in _table(s), "only the filtered row"
+    )
     tmux.keys("Enter")  # back to the table, filter kept; the cursor is on the only row
     # The filter box closes when the table has the keys again: wait for that, not a delay.
     await tmux.wait_for(lambda s: s.splitlines()[1].strip().startswith("Name"), "the box closed")
     tmux.keys("x")
     await tmux.wait_for(
         lambda s: any(names[1] in line and "- stopped" in line for line in s.splitlines()),
-        "the row stopped")
+        "the row stopped",
+    )
     container = await asyncio.to_thread(docker_client.containers.get, names[1])
     assert container.status == "exited"
 
@@ -129,5 +150,6 @@ async def test_flowmgr_in_tmux_lists_filters_stops_and_serves(
     tmux.keys("Escape")
     await tmux.wait_for(lambda s: "flowmgr keys" not in s, "help closed")
     tmux.keys("q")
-    await tmux.wait_for(lambda s: "panel" not in tmux.run("list-sessions") or s == "",
-                        "the panel to exit")
+    await tmux.wait_for(
+        lambda s: "panel" not in tmux.run("list-sessions") or s == "", "the panel to exit"
+    )

@@ -25,8 +25,11 @@ HOST_MEM = 16 * 1024**3
 
 
 def _paths(root: Path, pid: int):  # type: ignore[no-untyped-def]
-    return find_paths((root / f"proc/{pid}/cgroup").read_text(),
-                      (root / "proc/self/mountinfo").read_text(), str(root))
+    return find_paths(
+        (root / f"proc/{pid}/cgroup").read_text(),
+        (root / "proc/self/mountinfo").read_text(),
+        str(root),
+    )
 
 
 def _copy_dir(src: Path, dst: Path) -> Path:
@@ -89,8 +92,10 @@ def test_namespaced_mount_root_is_stripped() -> None:
 
 
 def test_blkio_v1_sums_read_and_write() -> None:
-    text = "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 12288\n8:0 Total 12288\n" \
-           "8:16 Read 100\n8:16 Write 0\nTotal 12388\n"
+    text = (
+        "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 12288\n8:0 Total 12288\n"
+        "8:16 Read 100\n8:16 Write 0\nTotal 12388\n"
+    )
     assert parse_blkio_v1(text) == (4196, 8192)
     assert parse_io_stat("8:0 rbytes=1 wbytes=2 rios=3\n") == (1, 2)
     assert parse_net_dev("h1\nh2\n") == (0, 0)

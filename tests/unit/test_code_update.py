@@ -34,8 +34,9 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cfg(tmp_path: Path, root: Path) -> Settings:
-    return load_settings(env={}, socket_dir=str(tmp_path / "sockets"),
-                         docker__code_roots=[str(root)])
+    return load_settings(
+        env={}, socket_dir=str(tmp_path / "sockets"), docker__code_roots=[str(root)]
+    )
 
 
 def _tar(tree_path: str, cfg: Settings, code_dir: str = "/app") -> dict[str, tarfile.TarInfo]:
@@ -60,8 +61,14 @@ def test_the_archive_lands_under_the_code_dir_owned_by_root(root: Path, cfg: Set
     (code / "pkg" / "link").symlink_to("/etc/shadow")
     os.chmod(code / "main.py", 0o6755)
     members = _tar(str(code), cfg, "/srv/app/")
-    assert list(members) == ["srv", "srv/app", "srv/app/main.py", "srv/app/pkg",
-                             "srv/app/pkg/link", "srv/app/pkg/m.py"]
+    assert list(members) == [
+        "srv",
+        "srv/app",
+        "srv/app/main.py",
+        "srv/app/pkg",
+        "srv/app/pkg/link",
+        "srv/app/pkg/m.py",
+    ]
     assert all(m.uid == 0 and m.gid == 0 and m.uname == "root" for m in members.values())
     assert members["srv/app/main.py"].mode == 0o755  # set-id bits dropped
     assert members["srv/app/pkg/m.py"].pax_headers["content"] == "x = 1"
@@ -69,8 +76,23 @@ def test_the_archive_lands_under_the_code_dir_owned_by_root(root: Path, cfg: Set
     assert link.issym() and link.linkname == "/etc/shadow"  # a link, never its target
 
 
-@pytest.mark.parametrize("path", ["/etc", "/", "/root", "{root}/../x", "{root}/a/..", "x",
-                                  "{root}x", "{root}/\0", "{root}/\udc80", None, 7, ""])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc",
+        "/",
+        "/root",
+        "{root}/../x",
+        "{root}/a/..",
+        "x",
+        "{root}x",
+        "{root}/\0",
+        "{root}/\udc80",
+        None,
+        7,
+        "",
+    ],
+)
 def test_lexical_refusals(path: Any, root: Path, cfg: Settings) -> None:
     if isinstance(path, str):
         path = path.format(root=root)
@@ -163,8 +185,11 @@ def test_caps_are_checked_while_walking(root: Path, cfg: Settings) -> None:
     with open_code_tree(str(code), cfg) as tree:
         with pytest.raises(InvalidRequest, match=r"more than 19 entries") as info:
             scan_code_tree(tree, MiB, 19)
-        assert info.value.details == {"field": "code_path", "limit": "docker.max_code_files",
-                                      "max": 19}
+        assert info.value.details == {
+            "field": "code_path",
+            "limit": "docker.max_code_files",
+            "max": 19,
+        }
         with pytest.raises(InvalidRequest, match=r"more than 1999 bytes") as info:
             scan_code_tree(tree, 1999, 100)
         assert info.value.details["limit"] == "docker.max_code_bytes"
@@ -196,10 +221,20 @@ def test_streaming_50_mib_peaks_far_below_its_size(root: Path, cfg: Settings) ->
     assert peak < MiB, f"peak {peak} bytes"
 
 
-@pytest.mark.parametrize(("mount", "refused"), [
-    ("/app", True), ("/app/", True), ("/app/data", True), ("/", True), ("//app/./x", True),
-    ("/application", False), ("/ap", False), ("/data", False), ("/run/flowmgr", False),
-])
+@pytest.mark.parametrize(
+    ("mount", "refused"),
+    [
+        ("/app", True),
+        ("/app/", True),
+        ("/app/data", True),
+        ("/", True),
+        ("//app/./x", True),
+        ("/application", False),
+        ("/ap", False),
+        ("/data", False),
+        ("/run/flowmgr", False),
+    ],
+)
 def test_mounts_related_to_the_code_dir(mount: str, refused: bool) -> None:
     if refused:
         with pytest.raises(InvalidRequest) as info:

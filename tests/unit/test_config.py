@@ -56,8 +56,15 @@ def test_not_an_object_and_bad_json(tmp_path: Path) -> None:
 
 def test_env_overrides_file(tmp_path: Path) -> None:
     path = _write(tmp_path, {"socket_dir": "/from/file", "server": {"port": 9000}})
-    s = load_settings(env={"CONFIG_FILE": str(path), "SOCKET_DIR": "/from/env", "PORT": "9100",
-                           "CORS_ORIGINS": "http://a, http://b", "LOG_LEVEL": "debug"})
+    s = load_settings(
+        env={
+            "CONFIG_FILE": str(path),
+            "SOCKET_DIR": "/from/env",
+            "PORT": "9100",
+            "CORS_ORIGINS": "http://a, http://b",
+            "LOG_LEVEL": "debug",
+        }
+    )
     assert s.socket_dir == "/from/env" and s.server.port == 9100
     assert s.server.cors_origins == ["http://a", "http://b"]
     assert s.log_level == "DEBUG"

@@ -78,8 +78,9 @@ def bus() -> EventBus:
 
 @pytest.fixture
 async def hub(bus: EventBus) -> AsyncIterator[FlowChannelHub]:
-    hub = FlowChannelHub(bus, FlowSettings(max_frame_bytes=4096, send_timeout=0.5),
-                         frame_timeout=0.3)
+    hub = FlowChannelHub(
+        bus, FlowSettings(max_frame_bytes=4096, send_timeout=0.5), frame_timeout=0.3
+    )
     yield hub
     await hub.aclose()
 
@@ -263,11 +264,13 @@ async def test_concurrent_sends_to_a_stuck_flow_all_fail_in_time(
 ) -> None:
     _reader, _writer = await connect(hub, events, "c1", sock_dir / "c1.sock")
     message = {"blob": "y" * 4000}
-    results = await asyncio.gather(*(hub.send("c1", message) for _ in range(200)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(hub.send("c1", message) for _ in range(200)), return_exceptions=True
+    )
     failures = [r for r in results if isinstance(r, Exception)]
     assert failures and all(
-        isinstance(f, FlowSocketTimeout | FlowSocketConnectionError) for f in failures)
+        isinstance(f, FlowSocketTimeout | FlowSocketConnectionError) for f in failures
+    )
     assert any(isinstance(f, FlowSocketTimeout) for f in failures)
 
 

@@ -20,7 +20,8 @@ from server.core.flow_channel import FlowChannelHub
 FLOW_DIR = Path(__file__).resolve().parents[2] / "flow"
 PYENV = Path("/root/.pyenv/versions")
 INTERPRETERS = {
-    v: str(path) for v in ("3.11", "3.12", "3.13")
+    v: str(path)
+    for v in ("3.11", "3.12", "3.13")
     if (path := next(iter(sorted(PYENV.glob(f"{v}.*/bin/python{v}"))), None)) is not None
 } or {"default": "python3"}
 
@@ -55,12 +56,20 @@ async def test_runtime_serves_the_counter_and_exits_zero_on_sigterm(
     hub_events: tuple[FlowChannelHub, Subscription], sock_dir: Path, python: str
 ) -> None:
     hub, sub = hub_events
-    env = {**os.environ, "FLOW_SOCKET": str(sock_dir / "flow.sock"), "PYTHONPATH": str(FLOW_DIR),
-           "PYTHONDONTWRITEBYTECODE": "1",
-           "FLOW_CODE_DIR": str(FLOW_DIR / "examples" / "counter")}
+    env = {
+        **os.environ,
+        "FLOW_SOCKET": str(sock_dir / "flow.sock"),
+        "PYTHONPATH": str(FLOW_DIR),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "FLOW_CODE_DIR": str(FLOW_DIR / "examples" / "counter"),
+    }
     proc = await asyncio.create_subprocess_exec(
-        INTERPRETERS[python], str(FLOW_DIR / "entrypoint.py"), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        INTERPRETERS[python],
+        str(FLOW_DIR / "entrypoint.py"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         await next_of(sub, FlowChannelConnected)
         for expected in (1, 2):
@@ -83,12 +92,20 @@ async def test_runtime_reconnects_after_the_hub_restarts(
     hub_events: tuple[FlowChannelHub, Subscription], sock_dir: Path
 ) -> None:
     hub, sub = hub_events
-    env = {**os.environ, "FLOW_SOCKET": str(sock_dir / "flow.sock"), "PYTHONPATH": str(FLOW_DIR),
-           "PYTHONDONTWRITEBYTECODE": "1",
-           "FLOW_CODE_DIR": str(FLOW_DIR / "examples" / "echo")}
+    env = {
+        **os.environ,
+        "FLOW_SOCKET": str(sock_dir / "flow.sock"),
+        "PYTHONPATH": str(FLOW_DIR),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "FLOW_CODE_DIR": str(FLOW_DIR / "examples" / "echo"),
+    }
     proc = await asyncio.create_subprocess_exec(
-        "python3", str(FLOW_DIR / "entrypoint.py"), env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        "python3",
+        str(FLOW_DIR / "entrypoint.py"),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         await next_of(sub, FlowChannelConnected)
         for _ in range(3):

@@ -59,14 +59,55 @@ def test_every_refused_name_is_refused(name: str, cfg: Settings) -> None:
 
 # The names the issue and its review named, each on its own (some are covered by a family).
 NAMED = [
-    "FLOW_SOCKET", "FLOW_MAIN", "FLOW_CODE_DIR", "FLOW_MAX_FRAME_BYTES", "FLOW_LOG_LEVEL",
-    "PYTHONPATH", "PYTHONWARNINGS", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE",
-    "PYTHONINSPECT", "PYTHON_GIL", "PYTHONSAFEPATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT",
-    "BASH_ENV", "ENV", "BASH_FUNC_ls", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "IFS",
-    "BROWSER", "PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB", "NODE_OPTIONS",
-    "NODE_PATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "GCONV_PATH",
-    "GLIBC_TUNABLES", "MALLOC_CHECK_", "MALLOC_ARENA_MAX", "HOSTALIASES", "LOCPATH", "NLSPATH",
-    "GIT_SSH", "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "GIT_CONFIG_COUNT", "PATH", "HOME", "SHELL",
+    "FLOW_SOCKET",
+    "FLOW_MAIN",
+    "FLOW_CODE_DIR",
+    "FLOW_MAX_FRAME_BYTES",
+    "FLOW_LOG_LEVEL",
+    "PYTHONPATH",
+    "PYTHONWARNINGS",
+    "PYTHONSTARTUP",
+    "PYTHONHOME",
+    "PYTHONUSERBASE",
+    "PYTHONINSPECT",
+    "PYTHON_GIL",
+    "PYTHONSAFEPATH",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "BASH_ENV",
+    "ENV",
+    "BASH_FUNC_ls",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "IFS",
+    "BROWSER",
+    "PERL5OPT",
+    "PERL5LIB",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    "MALLOC_CHECK_",
+    "MALLOC_ARENA_MAX",
+    "HOSTALIASES",
+    "LOCPATH",
+    "NLSPATH",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_EXEC_PATH",
+    "GIT_CONFIG_COUNT",
+    "PATH",
+    "HOME",
+    "SHELL",
     "OPENSSL_CONF",
 ]
 
@@ -85,10 +126,24 @@ def test_the_runtimes_own_variables_are_refused(cfg: Settings) -> None:
         assert _refuses({name: VALUE}, cfg).details["rule"] == "FLOW_*"
 
 
-@pytest.mark.parametrize("name", [
-    "", "1A", "A-B", "A.B", "A B", "A=B", "A\0", "A\n", "é", "K\ud800", "BASH_FUNC_ls%%",
-    "a" * (MAX_ENV_NAME + 1), " A",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "1A",
+        "A-B",
+        "A.B",
+        "A B",
+        "A=B",
+        "A\0",
+        "A\n",
+        "é",
+        "K\ud800",
+        "BASH_FUNC_ls%%",
+        "a" * (MAX_ENV_NAME + 1),
+        " A",
+    ],
+)
 def test_names_of_another_shape_refused(name: str, cfg: Settings) -> None:
     err = _refuses({name: VALUE}, cfg)
     assert err.details["variable"] == ascii(name[:80])[1:-1]  # escaped: safe to echo
@@ -100,11 +155,32 @@ def test_bad_values_refused_without_echo(value: Any, cfg: Settings) -> None:
     assert err.details == {"field": "environment", "variable": "DB_PASSWORD"}
 
 
-@pytest.mark.parametrize("name", [
-    "LOG_LEVEL", "DB_PASSWORD", "LANG", "LC_ALL", "TZ", "HTTP_PROXY", "no_proxy", "_X", "x1",
-    "a" * MAX_ENV_NAME, "PATHS", "MY_PATH", "HOMEPAGE", "FLOWER", "FLOW", "ENVIRONMENT",
-    "LDFLAGS", "PYTHO", "GITHUB_REF", "NODE_ENV", "MALLOC",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "LOG_LEVEL",
+        "DB_PASSWORD",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "HTTP_PROXY",
+        "no_proxy",
+        "_X",
+        "x1",
+        "a" * MAX_ENV_NAME,
+        "PATHS",
+        "MY_PATH",
+        "HOMEPAGE",
+        "FLOWER",
+        "FLOW",
+        "ENVIRONMENT",
+        "LDFLAGS",
+        "PYTHO",
+        "GITHUB_REF",
+        "NODE_ENV",
+        "MALLOC",
+    ],
+)
 def test_ordinary_names_accepted(name: str, cfg: Settings) -> None:
     spec = CreateSpec(name="flow-1", image="flow:latest", environment={name: VALUE})
     assert validate_create(spec, cfg, env={}).environment == {name: VALUE}

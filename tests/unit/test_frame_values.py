@@ -81,7 +81,8 @@ _TRICKY_TEXT = st.text(alphabet=st.sampled_from('{[,:]}"\\ aé\n\u2603'), max_si
 _VALUES = st.recursive(
     st.none() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _TRICKY_TEXT,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TRICKY_TEXT, inner, max_size=4),
-    max_leaves=30)
+    max_leaves=30,
+)
 
 
 @given(st.dictionaries(_TRICKY_TEXT, _VALUES, max_size=6), st.booleans())
@@ -96,13 +97,17 @@ def test_the_count_is_exact_outside_strings(message: dict[str, Any], ascii_only:
 _PUNCTUATION = '{[,:]} "\\ é'
 
 
-@pytest.mark.parametrize("message", [
-    {"text": _PUNCTUATION * 20_000},  # one long string, escapes and all
-    {"text": "plain, long: {text} [without escapes]" * 1_000, "n": [1, 2]},
-    {"k": ["x" * 1_023, "y" * 1_024, "z,:" * 400, '"' * 1_025]},  # around the long-string size
-    {"list": [{"s": f"{i}:{_PUNCTUATION}"} for i in range(2_000)]},  # many short strings
-    {"mixed": [_PUNCTUATION * (i % 3 * 600) for i in range(300)]},
-], ids=["long_escaped", "long_plain", "near_the_long_size", "many_short", "mixed"])
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"text": _PUNCTUATION * 20_000},  # one long string, escapes and all
+        {"text": "plain, long: {text} [without escapes]" * 1_000, "n": [1, 2]},
+        {"k": ["x" * 1_023, "y" * 1_024, "z,:" * 400, '"' * 1_025]},  # around the long-string size
+        {"list": [{"s": f"{i}:{_PUNCTUATION}"} for i in range(2_000)]},  # many short strings
+        {"mixed": [_PUNCTUATION * (i % 3 * 600) for i in range(300)]},
+    ],
+    ids=["long_escaped", "long_plain", "near_the_long_size", "many_short", "mixed"],
+)
 def test_the_count_is_exact_around_long_strings(message: dict[str, Any]) -> None:
     body = json.dumps(message, ensure_ascii=False).encode()
     count = _reference(message)
@@ -111,11 +116,15 @@ def test_the_count_is_exact_around_long_strings(message: dict[str, Any]) -> None
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("body", [
-    b'{"a":"' + b',\\"' * (MIB // 3 - 4),  # never closed: escaped quote after escaped quote
-    b'{"a":"' + b",\\" * (MIB // 2 - 8) + b'"',  # the last quote is escaped too
-    b'"a,"' * (MIB // 4),  # strings without separators: not JSON
-], ids=["open_string_of_escaped_quotes", "open_string_of_commas", "strings_without_separators"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":"' + b',\\"' * (MIB // 3 - 4),  # never closed: escaped quote after escaped quote
+        b'{"a":"' + b",\\" * (MIB // 2 - 8) + b'"',  # the last quote is escaped too
+        b'"a,"' * (MIB // 4),  # strings without separators: not JSON
+    ],
+    ids=["open_string_of_escaped_quotes", "open_string_of_commas", "strings_without_separators"],
+)
 def test_broken_strings_are_counted_in_one_pass(body: bytes) -> None:
     # A search restarting at every escaped quote would take hours here (quadratic).
     with pytest.raises(FrameError):

@@ -18,7 +18,10 @@ from server.core.frames import HEADER, decode_body, encode_frame, frame_length, 
 MAX = 4096
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
@@ -86,17 +89,20 @@ def test_oversized_frame_is_refused_without_its_body() -> None:
         read_all([HEADER.pack(0xFFFFFFFF)], eof=False)
 
 
-@pytest.mark.parametrize("body, match", [
-    (b"\xff\xfe{}", "UTF-8"),
-    (b"{not json}", "not JSON"),
-    (b"", "not JSON"),
-    (b"[1, 2, 3]", "list"),
-    (b'"a string"', "str"),
-    (b'{"x": NaN}', "not JSON"),
-    (b"\xef\xbb\xbf{}", "not JSON"),
-    (b"[" * 100_000 + b"]" * 100_000, "more than 16384 JSON values"),
-    (b'{"a":' * 5_000 + b"1" + b"}" * 5_000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        (b"\xff\xfe{}", "UTF-8"),
+        (b"{not json}", "not JSON"),
+        (b"", "not JSON"),
+        (b"[1, 2, 3]", "list"),
+        (b'"a string"', "str"),
+        (b'{"x": NaN}', "not JSON"),
+        (b"\xef\xbb\xbf{}", "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "more than 16384 JSON values"),
+        (b'{"a":' * 5_000 + b"1" + b"}" * 5_000, "nested too deeply"),
+    ],
+)
 def test_malformed_bodies(body: bytes, match: str) -> None:
     with pytest.raises(FrameError, match=match):
         read_all([raw(body)], max_bytes=1 << 20)
@@ -120,7 +126,7 @@ def test_a_frame_held_half_sent_times_out() -> None:
 def test_large_frames_round_trip_and_truncation_is_caught() -> None:
     big = {"blob": "é" * 150_000, "n": [1, 2, 3]}
     frame = encode_frame(big, 1 << 20)
-    chunks = [frame[i:i + 7_777] for i in range(0, len(frame), 7_777)]
+    chunks = [frame[i : i + 7_777] for i in range(0, len(frame), 7_777)]
     assert read_all(chunks, 1 << 20) == [big]
     with pytest.raises(FrameError, match="middle of a frame"):
         read_all([frame[:-1]], 1 << 20)

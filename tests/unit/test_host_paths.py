@@ -108,11 +108,23 @@ def test_the_manager_uid_may_own_the_way(tree: Path) -> None:
         walk(str(tree / "a" / "b"))
 
 
-@pytest.mark.parametrize("path, problem", [
-    ("rel", "absolute"), ("/a/", "ends with"), ("/a//b", "plain"), ("/a/./b", "plain"),
-    ("/a/../b", "plain"), ("/a/..", "plain"), ("/a:b", "':'"), ("/a,b", "','"),
-    ("/a\nb", "line break"), ("/a\0", "NUL"), ("/a\ud800", "surrogate"), ("", "absolute"),
-])
+@pytest.mark.parametrize(
+    "path, problem",
+    [
+        ("rel", "absolute"),
+        ("/a/", "ends with"),
+        ("/a//b", "plain"),
+        ("/a/./b", "plain"),
+        ("/a/../b", "plain"),
+        ("/a/..", "plain"),
+        ("/a:b", "':'"),
+        ("/a,b", "','"),
+        ("/a\nb", "line break"),
+        ("/a\0", "NUL"),
+        ("/a\ud800", "surrogate"),
+        ("", "absolute"),
+    ],
+)
 def test_plain_path_problems(path: str, problem: str) -> None:
     assert problem in (plain_path_problem(path) or "")
 
@@ -174,9 +186,12 @@ def test_pins_recheck_sees_a_swap(tree: Path) -> None:
 
 
 def _cfg(tmp_path: Path, *roots: str | dict[str, object], **kw: Any) -> Settings:
-    return load_settings(env={}, socket_dir=str(tmp_path / "sockets"),
-                         docker__bind_roots=[r if isinstance(r, dict) else {"path": r}
-                                             for r in roots], **kw)
+    return load_settings(
+        env={},
+        socket_dir=str(tmp_path / "sockets"),
+        docker__bind_roots=[r if isinstance(r, dict) else {"path": r} for r in roots],
+        **kw,
+    )
 
 
 def test_adopted_pins_rebuilt_and_refused(tree: Path, tmp_path: Path) -> None:
@@ -195,13 +210,28 @@ def test_adopted_pins_rebuilt_and_refused(tree: Path, tmp_path: Path) -> None:
 
 # bind roots at start-up
 
+
 def test_good_roots_pass(tmp_path: Path, tree: Path) -> None:
-    validate_bind_roots(_cfg(tmp_path, str(tree), {"path": str(tree / "a"), "writable": True}),
-                        env={})
+    validate_bind_roots(
+        _cfg(tmp_path, str(tree), {"path": str(tree / "a"), "writable": True}), env={}
+    )
 
 
-@pytest.mark.parametrize("root", ["/", "/etc", "/etc/ssl", "/var", "/var/lib/docker/volumes",
-                                  "/run", "/proc/self", "/dev", "/sys/fs", "/var/run"])
+@pytest.mark.parametrize(
+    "root",
+    [
+        "/",
+        "/etc",
+        "/etc/ssl",
+        "/var",
+        "/var/lib/docker/volumes",
+        "/run",
+        "/proc/self",
+        "/dev",
+        "/sys/fs",
+        "/var/run",
+    ],
+)
 def test_system_roots_are_a_config_error(tmp_path: Path, root: str) -> None:
     with pytest.raises(ConfigError, match="protected path"):
         validate_bind_roots(_cfg(tmp_path, root), env={})
@@ -209,24 +239,36 @@ def test_system_roots_are_a_config_error(tmp_path: Path, root: str) -> None:
 
 def test_roots_near_the_managers_own_paths_are_a_config_error(tmp_path: Path) -> None:
     from server.core.config import DEFAULT_CONFIG_FILE
+
     cfg = _cfg(tmp_path)
     sockets = Path(cfg.socket_dir)
     (sockets / "flow").mkdir(parents=True)
     Path(cfg.state_dir).mkdir()
-    for root in (tmp_path, sockets, sockets / "flow", Path(cfg.state_dir),
-                 DEFAULT_CONFIG_FILE.parent, DEFAULT_CONFIG_FILE.parent / "server"):
+    for root in (
+        tmp_path,
+        sockets,
+        sockets / "flow",
+        Path(cfg.state_dir),
+        DEFAULT_CONFIG_FILE.parent,
+        DEFAULT_CONFIG_FILE.parent / "server",
+    ):
         with pytest.raises(ConfigError, match="protected path"):
             validate_bind_roots(_cfg(tmp_path, str(root)), env={})
     engine = tmp_path / "engine"
     engine.mkdir()
     with pytest.raises(ConfigError, match="protected path"):
-        validate_bind_roots(_cfg(tmp_path, str(engine)),
-                            env={"DOCKER_HOST": f"unix://{engine}/docker.sock"})
+        validate_bind_roots(
+            _cfg(tmp_path, str(engine)), env={"DOCKER_HOST": f"unix://{engine}/docker.sock"}
+        )
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "config.json").write_text("{}")
-    with_file = load_settings(conf / "config.json", env={}, socket_dir=str(tmp_path / "s"),
-                              docker__bind_roots=[{"path": str(conf)}])
+    with_file = load_settings(
+        conf / "config.json",
+        env={},
+        socket_dir=str(tmp_path / "s"),
+        docker__bind_roots=[{"path": str(conf)}],
+    )
     with pytest.raises(ConfigError, match="protected path"):
         validate_bind_roots(with_file, env={})
 
@@ -253,6 +295,7 @@ def test_bad_roots_are_a_config_error(tmp_path: Path, tree: Path) -> None:
 
 def test_nesting_check_stays_fast_with_many_pins() -> None:
     import time
+
     others = [_pin(f"/r/f{i}/d{j}", "rw" if j % 2 else "ro") for i in range(500) for j in range(8)]
     new = [_pin(f"/r/new/{k}", "rw") for k in range(64)]
     start = time.perf_counter()
@@ -266,16 +309,27 @@ def test_the_service_does_not_start_with_a_bad_root(tmp_path: Path) -> None:
     import json
     import subprocess
     import sys
+
     conf = tmp_path / "config.json"
-    conf.write_text(json.dumps({"socket_dir": str(tmp_path / "s"),
-                                "docker": {"bind_roots": [{"path": "/etc"}]}}))
+    conf.write_text(
+        json.dumps(
+            {"socket_dir": str(tmp_path / "s"), "docker": {"bind_roots": [{"path": "/etc"}]}}
+        )
+    )
     repo = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-m", "server", "--config", str(conf)], cwd=repo,
-                         capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": str(repo)})
+    out = subprocess.run(
+        [sys.executable, "-m", "server", "--config", str(conf)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
     assert out.returncode == 2, out
-    assert "docker.bind_roots: '/etc' is, holds or lies beneath the protected path /etc" in \
-        out.stdout + out.stderr
+    assert (
+        "docker.bind_roots: '/etc' is, holds or lies beneath the protected path /etc"
+        in out.stdout + out.stderr
+    )
 
 
 def test_pins_nesting_between_adopted_containers() -> None:

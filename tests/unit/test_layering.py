@@ -17,8 +17,9 @@ LINT_IMPORTS = shutil.which("lint-imports") or str(Path(sys.executable).with_nam
 
 def _lint(root: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([LINT_IMPORTS, "--no-cache"], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [LINT_IMPORTS, "--no-cache"], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_import_contracts_are_kept() -> None:
@@ -27,21 +28,34 @@ def test_import_contracts_are_kept() -> None:
     assert "0 broken" in out.stdout
 
 
-@pytest.mark.parametrize(("path", "line", "contract"), [
-    ("server/core/policy.py", "import docker", "Only the docker adapter imports docker"),
-    ("server/core/new_mod.py", "import docker", "Only the docker adapter imports docker"),
-    ("server/core/new_mod.py", "import textual", "The core imports no front end"),
-    ("server/core/stats.py", "import server.api", "The core imports no front end"),
-    ("flowmgr_tui/remote.py", "import server.api", "The panel and the API are front ends"),
-    ("flowmgr_tui/new_screen.py", "import server.api.app", "The panel and the API are front ends"),
-    ("server/api/new_route.py", "import flowmgr_tui.app", "The panel and the API are front ends"),
-    ("flowmgr_tui/widgets/new_widget.py", "import docker", "Only the docker adapter imports"),
-])
-def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, path: str, line: str,
-                                              contract: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "line", "contract"),
+    [
+        ("server/core/policy.py", "import docker", "Only the docker adapter imports docker"),
+        ("server/core/new_mod.py", "import docker", "Only the docker adapter imports docker"),
+        ("server/core/new_mod.py", "import textual", "The core imports no front end"),
+        ("server/core/stats.py", "import server.api", "The core imports no front end"),
+        ("flowmgr_tui/remote.py", "import server.api", "The panel and the API are front ends"),
+        (
+            "flowmgr_tui/new_screen.py",
+            "import server.api.app",
+            "The panel and the API are front ends",
+        ),
+        (
+            "server/api/new_route.py",
+            "import flowmgr_tui.app",
+            "The panel and the API are front ends",
+        ),
+        ("flowmgr_tui/widgets/new_widget.py", "import docker", "Only the docker adapter imports"),
+    ],
+)
+def test_a_forbidden_import_breaks_a_contract(
+    tmp_path: Path, path: str, line: str, contract: str
+) -> None:
     for package in ("server", "flowmgr_tui"):
-        shutil.copytree(ROOT / package, tmp_path / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     target = tmp_path / path
     before = target.read_text(encoding="utf-8") if target.exists() else ""

@@ -25,8 +25,19 @@ SECRET = "hunter2XYZ"
 
 @pytest.mark.parametrize(
     "name",
-    ["DB_PASSWORD", "password", "PASSWD", "api_key", "GITHUB_TOKEN", "client_secret",
-     "AWS_SECRET_ACCESS_KEY", "X-Auth-Token", "credentials", "SSH_PASSPHRASE", "session_cookie"],
+    [
+        "DB_PASSWORD",
+        "password",
+        "PASSWD",
+        "api_key",
+        "GITHUB_TOKEN",
+        "client_secret",
+        "AWS_SECRET_ACCESS_KEY",
+        "X-Auth-Token",
+        "credentials",
+        "SSH_PASSPHRASE",
+        "session_cookie",
+    ],
 )
 def test_secret_names(name: str) -> None:
     assert is_secret_name(name)
@@ -38,8 +49,13 @@ def test_plain_names(name: str) -> None:
 
 
 def test_env_values_with_secret_names_masked() -> None:
-    env = {"DB_PASSWORD": SECRET, "API_KEY": SECRET, "PATH": "/bin", "EMPTY_TOKEN": "",
-           "DSN": f"postgres://app:{SECRET}@db:5432/x"}
+    env = {
+        "DB_PASSWORD": SECRET,
+        "API_KEY": SECRET,
+        "PATH": "/bin",
+        "EMPTY_TOKEN": "",
+        "DSN": f"postgres://app:{SECRET}@db:5432/x",
+    }
     out = mask_env(env)
     assert out["DB_PASSWORD"] == out["API_KEY"] == MASK
     assert out["PATH"] == "/bin"
@@ -135,9 +151,18 @@ def test_deep_nesting_summarised_not_crashing() -> None:
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize(
     "text",
-    ["a" * 1_000_000, "PASSWORD" * 125_000, "a://a:" * 100_000, "PASSWORD=\"" * 100_000,
-     "a=a" * 300_000, '"password": "' * 50_000, "token:" * 100_000, "Authorization: " * 60_000,
-     "x://" + "@" * 500_000, os.urandom(1_000_000).decode("latin-1")],
+    [
+        "a" * 1_000_000,
+        "PASSWORD" * 125_000,
+        "a://a:" * 100_000,
+        'PASSWORD="' * 100_000,
+        "a=a" * 300_000,
+        '"password": "' * 50_000,
+        "token:" * 100_000,
+        "Authorization: " * 60_000,
+        "x://" + "@" * 500_000,
+        os.urandom(1_000_000).decode("latin-1"),
+    ],
 )
 def test_hostile_text_is_masked_in_linear_time(text: str) -> None:
     """A hang guard: quadratic patterns would take minutes on these 1 MB inputs."""
@@ -147,15 +172,28 @@ def test_hostile_text_is_masked_in_linear_time(text: str) -> None:
 _SECRETS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=8, max_size=24)
 _NAMES = st.sampled_from(["DB_PASSWORD", "api_key", "GITHUB_TOKEN", "client_secret", "AUTH"])
 _TEMPLATES = st.sampled_from(
-    ["{n}={s}", "{n}=\"{s}\"", "{{\"{n}\": \"{s}\"}}", "{n}: {s}", "x {n}={s}&y=1",
-     "https://user:{s}@host/p", "ftp://{s}@host", "--{n}={s} --other"]
+    [
+        "{n}={s}",
+        '{n}="{s}"',
+        '{{"{n}": "{s}"}}',
+        "{n}: {s}",
+        "x {n}={s}&y=1",
+        "https://user:{s}@host/p",
+        "ftp://{s}@host",
+        "--{n}={s} --other",
+    ]
 )
 
 
-@given(name=_NAMES, secret=_SECRETS, template=_TEMPLATES,
-       prefix=st.text(alphabet=" .,;:=&\"'/{}[]@ABC", max_size=20))
-def test_generated_secrets_never_survive(name: str, secret: str, template: str,
-                                         prefix: str) -> None:
+@given(
+    name=_NAMES,
+    secret=_SECRETS,
+    template=_TEMPLATES,
+    prefix=st.text(alphabet=" .,;:=&\"'/{}[]@ABC", max_size=20),
+)
+def test_generated_secrets_never_survive(
+    name: str, secret: str, template: str, prefix: str
+) -> None:
     text = prefix + " " + template.format(n=name, s=secret)
     assert secret not in mask_text(text)
     assert secret not in repr(mask_value({name: secret, "note": text}))
@@ -163,8 +201,14 @@ def test_generated_secrets_never_survive(name: str, secret: str, template: str,
 
 # A container's own output: its secret env values are masked wherever they appear.
 
-_ENV = ["PATH=/usr/bin", f"DB_PASSWORD={SECRET}", "API_TOKEN=abc", "MODE=production",
-        "EMPTY_SECRET=", "NOEQUALS_KEY"]
+_ENV = [
+    "PATH=/usr/bin",
+    f"DB_PASSWORD={SECRET}",
+    "API_TOKEN=abc",
+    "MODE=production",
+    "EMPTY_SECRET=",
+    "NOEQUALS_KEY",
+]
 
 
 def test_secret_env_values_keeps_long_secret_named_values_only() -> None:
@@ -186,8 +230,15 @@ def test_short_values_are_not_masked_as_literals() -> None:
 
 def test_overlapping_values_leave_neither_secret() -> None:
     """Longest first: a value holding another is masked whole, not around the shorter one."""
-    values = secret_env_values(["A_TOKEN=hunter2", "B_PASSWORD=xhunter2x", "C_KEY=2xyzw",
-                                "D_SECRET=abcdef", "E_SECRET=defghi"])
+    values = secret_env_values(
+        [
+            "A_TOKEN=hunter2",
+            "B_PASSWORD=xhunter2x",
+            "C_KEY=2xyzw",
+            "D_SECRET=abcdef",
+            "E_SECRET=defghi",
+        ]
+    )
     assert values[0] == "xhunter2x"
     for line in ["xhunter2x", "hunter2xyzw", "abcdefghi", "defghiabcdef", "a hunter2 b"]:
         out = mask_log_line(line, values)

@@ -14,8 +14,9 @@ def _module_name(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _targets(node: ast.Import | ast.ImportFrom, here: str, is_pkg: bool,
-             modules: set[str]) -> set[str]:
+def _targets(
+    node: ast.Import | ast.ImportFrom, here: str, is_pkg: bool, modules: set[str]
+) -> set[str]:
     """The package's modules one import statement loads (submodules named in a from-import
     too); relative imports are resolved against `here`."""
     if isinstance(node, ast.Import):
@@ -64,7 +65,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -95,6 +96,10 @@ def test_the_check_finds_a_cycle_when_there_is_one(tmp_path: Path) -> None:
     (pkg / "screens" / "__init__.py").write_text("")
     (pkg / "app.py").write_text("from flowmgr_tui.screens.main import Main\n")
     (pkg / "screens" / "main.py").write_text(
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..app import App\n")
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..app import App\n"
+    )
     assert find_cycle(import_graph(pkg)) == [
-        "flowmgr_tui.app", "flowmgr_tui.screens.main", "flowmgr_tui.app"]
+        "flowmgr_tui.app",
+        "flowmgr_tui.screens.main",
+        "flowmgr_tui.app",
+    ]

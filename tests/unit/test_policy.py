@@ -26,15 +26,19 @@ DOCKER_SOCK = "/var/run/docker.sock"
 @pytest.fixture
 def cfg(tmp_path: Path) -> Settings:
     """Settings with a socket dir of its own, and tmp_path as the one (read-only) bind root."""
-    return load_settings(env={}, socket_dir=str(tmp_path / "sockets"),
-                         docker__bind_roots=[{"path": str(tmp_path)}])
+    return load_settings(
+        env={}, socket_dir=str(tmp_path / "sockets"), docker__bind_roots=[{"path": str(tmp_path)}]
+    )
 
 
 @pytest.fixture
 def open_cfg(tmp_path: Path) -> Settings:
     """`/` as a bind root: never accepted at start, here only to test the second line."""
-    return load_settings(env={}, socket_dir=str(tmp_path / "sockets"),
-                         docker__bind_roots=[{"path": "/", "writable": True}])
+    return load_settings(
+        env={},
+        socket_dir=str(tmp_path / "sockets"),
+        docker__bind_roots=[{"path": "/", "writable": True}],
+    )
 
 
 @pytest.fixture
@@ -60,8 +64,13 @@ def _spec(**kw: Any) -> CreateSpec:
     return CreateSpec(**base)
 
 
-def _refused(spec: CreateSpec, cfg: Settings, field: str, env: dict[str, str] | None = None,
-             match: str | None = None) -> None:
+def _refused(
+    spec: CreateSpec,
+    cfg: Settings,
+    field: str,
+    env: dict[str, str] | None = None,
+    match: str | None = None,
+) -> None:
     with pytest.raises(InvalidRequest, match=match) as info:
         validate_create(spec, cfg, env=env or {})
     assert info.value.field == field, info.value.message
@@ -71,12 +80,41 @@ def _refused(spec: CreateSpec, cfg: Settings, field: str, env: dict[str, str] | 
 
 # Host paths that are, hold or reach the Docker socket or a system tree, in many spellings.
 BAD_HOST_PATHS = [
-    "/var/run/docker.sock", "/run/docker.sock", "//var//run//docker.sock", "/var/run/docker.sock/",
-    "/var/./run/docker.sock", "/var/run", "/var/run/", "/run", "/run/", "/var", "/var/", "//var",
-    "/", "//", "/./", "/proc", "/proc/self", "/proc/1/root", "/sys", "/sys/fs/cgroup", "/dev",
-    "/dev/sda", "/dev/", "/etc", "/etc/shadow", "/etc/", "/boot", "/var/lib/docker",
-    "/var/lib/docker/overlay2", "/var/lib", "/var/lib/containerd", "/run/containerd",
-    "/tmp/../var/run/docker.sock", "/tmp/..", "/var/run/../run/docker.sock",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "//var//run//docker.sock",
+    "/var/run/docker.sock/",
+    "/var/./run/docker.sock",
+    "/var/run",
+    "/var/run/",
+    "/run",
+    "/run/",
+    "/var",
+    "/var/",
+    "//var",
+    "/",
+    "//",
+    "/./",
+    "/proc",
+    "/proc/self",
+    "/proc/1/root",
+    "/sys",
+    "/sys/fs/cgroup",
+    "/dev",
+    "/dev/sda",
+    "/dev/",
+    "/etc",
+    "/etc/shadow",
+    "/etc/",
+    "/boot",
+    "/var/lib/docker",
+    "/var/lib/docker/overlay2",
+    "/var/lib",
+    "/var/lib/containerd",
+    "/run/containerd",
+    "/tmp/../var/run/docker.sock",
+    "/tmp/..",
+    "/var/run/../run/docker.sock",
 ]
 
 
@@ -98,8 +136,9 @@ def test_path_through_symlinked_directory_refused(links: Path, cfg: Settings) ->
 
 
 @pytest.mark.parametrize("link", ["sock", "varrun", "root", "etc", "data", "rel", "dangling"])
-def test_symlinks_refused_even_under_an_open_root(link: str, links: Path,
-                                                  open_cfg: Settings) -> None:
+def test_symlinks_refused_even_under_an_open_root(
+    link: str, links: Path, open_cfg: Settings
+) -> None:
     _refused(_spec(volumes={str(links / link): "/d"}), open_cfg, "volumes")
 
 
@@ -119,11 +158,15 @@ def test_hard_link_to_a_protected_file_refused(tmp_path: Path) -> None:
     (secret / "key").write_text("x")
     (tmp_path / "alias").mkdir()
     os.link(secret / "key", tmp_path / "alias" / "key")
-    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"),
-                        docker__forbidden_host_paths=[str(secret / "key")],
-                        docker__bind_roots=[{"path": str(tmp_path)}])
-    _refused(_spec(volumes={str(tmp_path / "alias" / "key"): "/k"}), cfg, "volumes",
-             match="hard links")
+    cfg = load_settings(
+        env={},
+        socket_dir=str(tmp_path / "s"),
+        docker__forbidden_host_paths=[str(secret / "key")],
+        docker__bind_roots=[{"path": str(tmp_path)}],
+    )
+    _refused(
+        _spec(volumes={str(tmp_path / "alias" / "key"): "/k"}), cfg, "volumes", match="hard links"
+    )
 
 
 def test_socket_dir_and_its_parents_refused(cfg: Settings) -> None:
@@ -136,8 +179,12 @@ def test_socket_dir_and_its_parents_refused(cfg: Settings) -> None:
 def test_configured_data_root_refused(tmp_path: Path) -> None:
     root = tmp_path / "dockerdata"
     root.mkdir()
-    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"), docker__data_root=str(root),
-                        docker__bind_roots=[{"path": str(tmp_path)}])
+    cfg = load_settings(
+        env={},
+        socket_dir=str(tmp_path / "s"),
+        docker__data_root=str(root),
+        docker__bind_roots=[{"path": str(tmp_path)}],
+    )
     _refused(_spec(volumes={str(root): "/x"}), cfg, "volumes", match="protected")
 
 
@@ -147,8 +194,9 @@ def test_relative_host_paths_refused(host: str, cfg: Settings) -> None:
 
 
 def test_missing_host_path_refused(tmp_path: Path, cfg: Settings) -> None:
-    _refused(_spec(volumes={str(tmp_path / "missing"): "/srv"}), cfg, "volumes",
-             match="does not exist")
+    _refused(
+        _spec(volumes={str(tmp_path / "missing"): "/srv"}), cfg, "volumes", match="does not exist"
+    )
 
 
 def test_host_path_with_a_lone_surrogate_refused(tmp_path: Path, cfg: Settings) -> None:
@@ -160,9 +208,31 @@ def test_host_path_with_a_lone_surrogate_refused(tmp_path: Path, cfg: Settings) 
 
 
 @pytest.mark.parametrize(
-    "target", ["data", "", "/", "//", "/run/flowmgr", "/run/flowmgr/", "/run/flowmgr/x",
-               "/run", "/a:/b", "/a/../run/flowmgr", "/x\0y", "/x\ud800", "/data", "/data/x",
-               "/data:rw", "/", "/x:z", "/x:RW", "/x:rw:ro", "/x:ro,rw", ":rw", "x:ro"]
+    "target",
+    [
+        "data",
+        "",
+        "/",
+        "//",
+        "/run/flowmgr",
+        "/run/flowmgr/",
+        "/run/flowmgr/x",
+        "/run",
+        "/a:/b",
+        "/a/../run/flowmgr",
+        "/x\0y",
+        "/x\ud800",
+        "/data",
+        "/data/x",
+        "/data:rw",
+        "/",
+        "/x:z",
+        "/x:RW",
+        "/x:rw:ro",
+        "/x:ro,rw",
+        ":rw",
+        "x:ro",
+    ],
 )
 def test_bad_container_paths_refused(target: str, tmp_path: Path, cfg: Settings) -> None:
     (tmp_path / "ok").mkdir()
@@ -178,25 +248,52 @@ def test_two_mounts_on_one_container_path_refused(tmp_path: Path, cfg: Settings)
 
 @pytest.mark.parametrize(
     "ports",
-    [{"80": 80}, {"8080": 443}, {"8080": 1023}, {"8080": 0}, {"8080": 65536}, {"8080": -1},
-     {"8080": "http"}, {"8080": None}, {"8080": True}, {"8080": 8.5}, {"0": 8080},
-     {"70000": 8080}, {"http": 8080}, {"8080/sctp": 8080}, {"8080/TCP": 8080},
-     {"8080/": 8080}, {"8080": "١٢٣٤٥"}, {"8080": 18080, "9090": 18080}],
+    [
+        {"80": 80},
+        {"8080": 443},
+        {"8080": 1023},
+        {"8080": 0},
+        {"8080": 65536},
+        {"8080": -1},
+        {"8080": "http"},
+        {"8080": None},
+        {"8080": True},
+        {"8080": 8.5},
+        {"0": 8080},
+        {"70000": 8080},
+        {"http": 8080},
+        {"8080/sctp": 8080},
+        {"8080/TCP": 8080},
+        {"8080/": 8080},
+        {"8080": "١٢٣٤٥"},
+        {"8080": 18080, "9090": 18080},
+    ],
 )
 def test_bad_ports_refused(ports: dict[str, Any], cfg: Settings) -> None:
     _refused(_spec(ports=ports), cfg, "ports")
 
 
 def test_privileged_ports_allowed_by_config(tmp_path: Path) -> None:
-    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"),
-                        docker__allow_privileged_ports=True)
+    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"), docker__allow_privileged_ports=True)
     assert validate_create(_spec(ports={"80": 80}), cfg, env={}).ports == {"80": 80}
 
 
 @pytest.mark.parametrize(
     "name",
-    ["", "-flow", ".flow", "_flow", "a b", "a/b", "flow:1", "flow\0", "flöw", "a" * 64,
-     "../etc", "flow\n"],
+    [
+        "",
+        "-flow",
+        ".flow",
+        "_flow",
+        "a b",
+        "a/b",
+        "flow:1",
+        "flow\0",
+        "flöw",
+        "a" * 64,
+        "../etc",
+        "flow\n",
+    ],
 )
 def test_bad_names_refused(name: str, cfg: Settings) -> None:
     _refused(_spec(name=name), cfg, "name")
@@ -226,9 +323,19 @@ def test_socket_path_limit_counts_the_managers_private_directory() -> None:
 
 @pytest.mark.parametrize(
     "environment",
-    [{"": "x"}, {"A=B": "x"}, {"A\0": "x"}, {"A": 1}, {"A": None}, {"A": ["x"]},
-     {"A": "x\0y"}, {"FLOW_SOCKET": "/elsewhere"}, {1: "x"}, {"A\ud800": "x"},
-     {"A": "x\udfff"}],
+    [
+        {"": "x"},
+        {"A=B": "x"},
+        {"A\0": "x"},
+        {"A": 1},
+        {"A": None},
+        {"A": ["x"]},
+        {"A": "x\0y"},
+        {"FLOW_SOCKET": "/elsewhere"},
+        {1: "x"},
+        {"A\ud800": "x"},
+        {"A": "x\udfff"},
+    ],
 )
 def test_bad_environment_refused(environment: dict[Any, Any], cfg: Settings) -> None:
     _refused(_spec(environment=environment), cfg, "environment")
@@ -243,8 +350,24 @@ def test_refused_env_value_is_not_echoed(cfg: Settings) -> None:
 
 @pytest.mark.parametrize(
     "image",
-    ["", " ", "Flow:latest", "flow latest", "flow:", ":latest", "flow::x", "flow@sha256:xyz",
-     "/flow", "flow/", "flow//x", "a" * 256, "flow:" + "t" * 129, "-flow", "flow\n", "flöw"],
+    [
+        "",
+        " ",
+        "Flow:latest",
+        "flow latest",
+        "flow:",
+        ":latest",
+        "flow::x",
+        "flow@sha256:xyz",
+        "/flow",
+        "flow/",
+        "flow//x",
+        "a" * 256,
+        "flow:" + "t" * 129,
+        "-flow",
+        "flow\n",
+        "flöw",
+    ],
 )
 def test_bad_images_refused(image: str, cfg: Settings) -> None:
     _refused(_spec(image=image), cfg, "image")
@@ -262,9 +385,18 @@ def test_bad_command_refused(cfg: Settings) -> None:
 
 @pytest.mark.parametrize(
     "image",
-    ["flow:latest", "flowmgr-test-busybox:latest", "busybox", "library/busybox:1.36",
-     "localhost:5000/team/flow:v1.2", "registry.example.com/a/b/c", "a__b", "a-b---c:T_1.x",
-     "flow@sha256:" + "a" * 64, "sha256:" + "b" * 64],
+    [
+        "flow:latest",
+        "flowmgr-test-busybox:latest",
+        "busybox",
+        "library/busybox:1.36",
+        "localhost:5000/team/flow:v1.2",
+        "registry.example.com/a/b/c",
+        "a__b",
+        "a-b---c:T_1.x",
+        "flow@sha256:" + "a" * 64,
+        "sha256:" + "b" * 64,
+    ],
 )
 def test_good_images_accepted(image: str, cfg: Settings) -> None:
     assert validate_create(_spec(image=image), cfg, env={}).image == image
@@ -274,8 +406,14 @@ def test_good_spec_accepted_and_normalised(tmp_path: Path) -> None:
     data, other = tmp_path / "ro" / "data", tmp_path / "rw" / "other"
     data.mkdir(parents=True)
     other.mkdir(parents=True)
-    cfg = load_settings(env={}, socket_dir=str(tmp_path / "sockets"), docker__bind_roots=[
-        {"path": str(tmp_path / "ro")}, {"path": str(tmp_path / "rw"), "writable": True}])
+    cfg = load_settings(
+        env={},
+        socket_dir=str(tmp_path / "sockets"),
+        docker__bind_roots=[
+            {"path": str(tmp_path / "ro")},
+            {"path": str(tmp_path / "rw"), "writable": True},
+        ],
+    )
     spec = _spec(
         name="A.b_c-9",
         environment={"DB_PASSWORD": "s", "EMPTY": "", "LANG": "C.UTF-8"},  # PATH: refused
@@ -287,7 +425,9 @@ def test_good_spec_accepted_and_normalised(tmp_path: Path) -> None:
     out = validate_create(spec, cfg, env={})
     assert out.volumes == {str(data): "/srv/data:ro", str(other): "/srv/all:rw"}
     assert [(p.source, p.target, p.mode) for p in out.binds] == [
-        (str(data), "/srv/data", "ro"), (str(other), "/srv/all", "rw")]
+        (str(data), "/srv/data", "ro"),
+        (str(other), "/srv/all", "rw"),
+    ]
     assert out.binds[0].ino == data.stat().st_ino
     assert out.ports == {"8080": 18080, "8080/udp": 18080, "9000/tcp": 65535}
     assert out.environment == spec.environment
@@ -299,12 +439,27 @@ def test_default_spec_accepted_with_real_environment(cfg: Settings) -> None:
 
 
 def _rooted(cfg: Settings, root: Path) -> Settings:
-    return cfg.model_copy(update={"docker": cfg.docker.model_copy(
-        update={"code_roots": [str(root)]})})
+    return cfg.model_copy(
+        update={"docker": cfg.docker.model_copy(update={"code_roots": [str(root)]})}
+    )
 
 
-@pytest.mark.parametrize("code_path", ["/", "/etc", "/etc/", "/proc/self", "/var/lib/docker",
-                                       "/var/run", "relative", "", None, 3, "/nonexistent-x"])
+@pytest.mark.parametrize(
+    "code_path",
+    [
+        "/",
+        "/etc",
+        "/etc/",
+        "/proc/self",
+        "/var/lib/docker",
+        "/var/run",
+        "relative",
+        "",
+        None,
+        3,
+        "/nonexistent-x",
+    ],
+)
 def test_protected_code_paths_refused(code_path: Any, cfg: Settings, tmp_path: Path) -> None:
     for settings in (cfg, _rooted(cfg, tmp_path)):  # no roots: every update refused
         with pytest.raises(InvalidRequest) as info:
@@ -331,17 +486,34 @@ def test_code_path_through_a_symlink_refused_and_spellings_normalised(
 
 # Host binds by allow-list (issue 11 item 1).
 
+
 def test_no_bind_roots_refuses_every_host_bind(tmp_path: Path) -> None:
     cfg = load_settings(env={}, socket_dir=str(tmp_path / "sockets"))
     (tmp_path / "d").mkdir()
     for host in (str(tmp_path / "d"), "/etc", "/root", "/nonexistent"):
-        _refused(_spec(volumes={host: "/srv"}), cfg, "volumes",
-                 match="host binds are disabled: set docker.bind_roots")
+        _refused(
+            _spec(volumes={host: "/srv"}),
+            cfg,
+            "volumes",
+            match="host binds are disabled: set docker.bind_roots",
+        )
     assert validate_create(_spec(), cfg, env={}).binds == ()
 
 
-@pytest.mark.parametrize("host", ["/root", "/usr/local/bin", "/home", "/etc", "/opt", "/var/log",
-                                  "/lib/systemd/system", "/nonexistent/x", "/tmp"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "/root",
+        "/usr/local/bin",
+        "/home",
+        "/etc",
+        "/opt",
+        "/var/log",
+        "/lib/systemd/system",
+        "/nonexistent/x",
+        "/tmp",
+    ],
+)
 def test_paths_outside_the_roots_are_refused_alike(host: str, cfg: Settings) -> None:
     """The answer is the same whether the path exists: nothing outside the roots is probed."""
     with pytest.raises(InvalidRequest) as info:
@@ -351,12 +523,25 @@ def test_paths_outside_the_roots_are_refused_alike(host: str, cfg: Settings) -> 
 
 def test_the_checkout_and_its_config_are_outside_the_roots(cfg: Settings) -> None:
     from server.core.config import DEFAULT_CONFIG_FILE
+
     for host in (DEFAULT_CONFIG_FILE.parent, DEFAULT_CONFIG_FILE):
         _refused(_spec(volumes={str(host): "/srv"}), cfg, "volumes", match="bind_roots")
 
 
-@pytest.mark.parametrize("spelling", ["{r}/d/", "{r}//d", "{r}/./d", "{r}/d/.", "{r}/x/../d",
-                                      "{r}/d/..", "{r}/d\n", "{r}/d,ro", "{r}/d:ro"])
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "{r}/d/",
+        "{r}//d",
+        "{r}/./d",
+        "{r}/d/.",
+        "{r}/x/../d",
+        "{r}/d/..",
+        "{r}/d\n",
+        "{r}/d,ro",
+        "{r}/d:ro",
+    ],
+)
 def test_non_plain_host_paths_refused(spelling: str, tmp_path: Path, cfg: Settings) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "x").mkdir()
@@ -377,18 +562,24 @@ def test_read_only_unless_asked_and_allowed(tmp_path: Path, cfg: Settings) -> No
 def test_the_deepest_root_decides_the_mode(tmp_path: Path) -> None:
     (tmp_path / "rw" / "d").mkdir(parents=True)
     (tmp_path / "d").mkdir()
-    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"), docker__bind_roots=[
-        {"path": str(tmp_path)}, {"path": str(tmp_path / "rw"), "writable": True}])
+    cfg = load_settings(
+        env={},
+        socket_dir=str(tmp_path / "s"),
+        docker__bind_roots=[
+            {"path": str(tmp_path)},
+            {"path": str(tmp_path / "rw"), "writable": True},
+        ],
+    )
     out = validate_create(_spec(volumes={str(tmp_path / "rw" / "d"): "/srv:rw"}), cfg, env={})
     assert out.binds[0].root == str(tmp_path / "rw")
-    _refused(_spec(volumes={str(tmp_path / "d"): "/srv:rw"}), cfg, "volumes",
-             match="not writable")
+    _refused(_spec(volumes={str(tmp_path / "d"): "/srv:rw"}), cfg, "volumes", match="not writable")
 
 
 def test_a_root_itself_may_be_mounted(tmp_path: Path) -> None:
     (tmp_path / "r").mkdir()
-    cfg = load_settings(env={}, socket_dir=str(tmp_path / "s"),
-                        docker__bind_roots=[{"path": str(tmp_path / "r")}])
+    cfg = load_settings(
+        env={}, socket_dir=str(tmp_path / "s"), docker__bind_roots=[{"path": str(tmp_path / "r")}]
+    )
     assert validate_create(_spec(volumes={str(tmp_path / "r"): "/srv"}), cfg, env={}).binds
 
 
@@ -402,5 +593,6 @@ def test_socket_mount_and_data_mount_targets_refused(tmp_path: Path, cfg: Settin
 
 def test_too_many_binds_refused(tmp_path: Path, cfg: Settings) -> None:
     from server.core.validation.shapes import MAX_BINDS
+
     vols = {f"{tmp_path}/d{i}": f"/m{i}" for i in range(MAX_BINDS + 1)}
     _refused(_spec(volumes=vols), cfg, "volumes", match=f"at most {MAX_BINDS}")

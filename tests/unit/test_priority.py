@@ -31,8 +31,15 @@ def run_probe(nice: int, *, session: bool, nobody: bool = False) -> tuple[dict[s
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if nobody:
         env["AS_NOBODY"] = "1"
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(nice)], capture_output=True,
-                          text=True, env=env, start_new_session=session, timeout=30, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(nice)],
+        capture_output=True,
+        text=True,
+        env=env,
+        start_new_session=session,
+        timeout=30,
+        check=True,
+    )
     return json.loads(proc.stdout), proc.stderr
 
 

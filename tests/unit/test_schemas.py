@@ -59,18 +59,33 @@ CID = "a" * 64
 
 
 def _snap(**kw: Any) -> ContainerSnapshot:
-    base: dict[str, Any] = {"id": CID, "name": "web", "image": "flow:latest",
-                            "state": "running", "health": "none", "created": AT,
-                            "started_at": AT, "socket_path": "/tmp/s/web/flow.sock",
-                            "ports": {"8080/tcp": 18080}}
+    base: dict[str, Any] = {
+        "id": CID,
+        "name": "web",
+        "image": "flow:latest",
+        "state": "running",
+        "health": "none",
+        "created": AT,
+        "started_at": AT,
+        "socket_path": "/tmp/s/web/flow.sock",
+        "ports": {"8080/tcp": 18080},
+    }
     base.update(kw)
     return ContainerSnapshot(**base)
 
 
 def _sample() -> ResourceSample:
-    return ResourceSample(cpu_percent=1.5, memory_usage=1024, memory_limit=4096,
-                          memory_percent=25.0, network_rx_bytes=1, network_tx_bytes=2,
-                          disk_read_bytes=3, disk_write_bytes=4, timestamp=AT)
+    return ResourceSample(
+        cpu_percent=1.5,
+        memory_usage=1024,
+        memory_limit=4096,
+        memory_percent=25.0,
+        network_rx_bytes=1,
+        network_tx_bytes=2,
+        disk_read_bytes=3,
+        disk_write_bytes=4,
+        timestamp=AT,
+    )
 
 
 def _checked(model: type[BaseModel], payload: dict[str, Any]) -> dict[str, Any]:
@@ -88,11 +103,22 @@ def test_small_answers_match_their_models() -> None:
     _checked(ContainerLogsOut, ContainerLogsOut.payload(CID, ["x", "y"]))
     assert _checked(ContainerLogsOut, ContainerLogsOut.payload(CID, ["y"], True))["truncated"]
     _checked(LogSubscriptionOut, LogSubscriptionOut.payload(CID, "subscribed"))
-    _checked(ContainerLogOut, ContainerLogOut.payload(LogLineReceived(at=AT, container_id=CID,
-                                                                      line="hello")))
-    _checked(ActivityLogOut, ActivityLogOut.payload(ActivityLogged(
-        at=AT, activity_type="container_started", container_id=CID, message="started web",
-        details={"name": "web"})))
+    _checked(
+        ContainerLogOut,
+        ContainerLogOut.payload(LogLineReceived(at=AT, container_id=CID, line="hello")),
+    )
+    _checked(
+        ActivityLogOut,
+        ActivityLogOut.payload(
+            ActivityLogged(
+                at=AT,
+                activity_type="container_started",
+                container_id=CID,
+                message="started web",
+                details={"name": "web"},
+            )
+        ),
+    )
 
 
 def _invalid(schema: type[Any], data: Any) -> InvalidRequest:
@@ -136,9 +162,15 @@ def test_unknown_keys_are_ignored_and_request_id_kept() -> None:
 
 
 def test_create_request_builds_a_spec() -> None:
-    req = parse_request(CreateContainerRequest, {
-        "name": "web-1", "environment": {"A": "1"}, "volumes": {"/srv/data": "/data"},
-        "ports": {"8080": 18080, "53/udp": 5353}})
+    req = parse_request(
+        CreateContainerRequest,
+        {
+            "name": "web-1",
+            "environment": {"A": "1"},
+            "volumes": {"/srv/data": "/data"},
+            "ports": {"8080": 18080, "53/udp": 5353},
+        },
+    )
     spec = req.to_spec()
     assert spec.image is None and spec.name == "web-1"
     assert spec.environment == {"A": "1"} and spec.volumes == {"/srv/data": "/data"}
@@ -148,15 +180,18 @@ def test_create_request_builds_a_spec() -> None:
 # JSON types only: a name's or image's text is judged by the core's one validator (issue 12;
 # "" and "bad name" were refused here too, by a pattern of its own: tests/integration/
 # test_one_validator.py now sees the same verdict from every front end).
-@pytest.mark.parametrize(("payload", "field"), [
-    ({}, "name"),
-    ({"name": 3}, "name"),
-    ({"name": "ok", "image": 3}, "image"),
-    ({"name": "ok", "environment": {"PORT": 8080}}, "environment.PORT"),
-    ({"name": "ok", "environment": ["A=1"]}, "environment"),
-    ({"name": "ok", "volumes": {"/a": 1}}, "volumes./a"),
-    ({"name": "ok", "ports": {"8080": "18080"}}, "ports.8080"),
-])
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({}, "name"),
+        ({"name": 3}, "name"),
+        ({"name": "ok", "image": 3}, "image"),
+        ({"name": "ok", "environment": {"PORT": 8080}}, "environment.PORT"),
+        ({"name": "ok", "environment": ["A=1"]}, "environment"),
+        ({"name": "ok", "volumes": {"/a": 1}}, "volumes./a"),
+        ({"name": "ok", "ports": {"8080": "18080"}}, "ports.8080"),
+    ],
+)
 def test_create_request_errors_name_the_field(payload: dict[str, Any], field: str) -> None:
     assert _invalid(CreateContainerRequest, payload).field == field
 
@@ -169,24 +204,46 @@ def test_uptime_text() -> None:
 
 
 def test_broadcast_time_formats() -> None:
-    changed = _checked(StatusChangedOut, StatusChangedOut.payload(ContainerStateChanged(
-        at=AT, container_id=CID, old_state="running", new_state="stopped",
-        snapshot=_snap(state="stopped"))))
-    assert changed == {"container_id": CID, "old_state": "running", "new_state": "stopped",
-                       "timestamp": AT.timestamp()}
+    changed = _checked(
+        StatusChangedOut,
+        StatusChangedOut.payload(
+            ContainerStateChanged(
+                at=AT,
+                container_id=CID,
+                old_state="running",
+                new_state="stopped",
+                snapshot=_snap(state="stopped"),
+            )
+        ),
+    )
+    assert changed == {
+        "container_id": CID,
+        "old_state": "running",
+        "new_state": "stopped",
+        "timestamp": AT.timestamp(),
+    }
     assert isinstance(changed["timestamp"], float)
-    warn = _checked(HealthWarningOut, HealthWarningOut.payload(HealthChanged(
-        at=AT, container_id=CID, old_health="healthy", new_health="unhealthy")))
+    warn = _checked(
+        HealthWarningOut,
+        HealthWarningOut.payload(
+            HealthChanged(at=AT, container_id=CID, old_health="healthy", new_health="unhealthy")
+        ),
+    )
     assert warn == {"container_id": CID, "health": "unhealthy", "timestamp": AT.timestamp()}
-    got = _checked(MessageReceivedOut, MessageReceivedOut.payload(
-        FlowMessageReceived(at=AT, container_id=CID, message={"n": 1})))
+    got = _checked(
+        MessageReceivedOut,
+        MessageReceivedOut.payload(FlowMessageReceived(at=AT, container_id=CID, message={"n": 1})),
+    )
     assert got["timestamp"] == "2026-01-02T03:04:05.678000+00:00"
 
 
 def test_engine_status_payloads() -> None:
     lost = DockerConnectionLost(at=AT, reason="events stream ended")
     assert _checked(EngineStatusOut, EngineStatusOut.payload(lost)) == {
-        "available": False, "reason": "events stream ended", "timestamp": AT.isoformat()}
+        "available": False,
+        "reason": "events stream ended",
+        "timestamp": AT.isoformat(),
+    }
     back = DockerConnectionRestored(at=AT)
     assert _checked(EngineStatusOut, EngineStatusOut.payload(back))["available"] is True
     # a new client gets the last change while it holds; otherwise what holds now
@@ -201,44 +258,101 @@ def test_engine_status_payloads() -> None:
 
 
 def test_crash_payload() -> None:
-    out = _checked(ContainerCrashedOut, ContainerCrashedOut.payload(ContainerCrashed(
-        at=AT, container_id=CID, name="web", exit_code=137, error="Out of memory",
-        logs=["a", "b"])))
-    assert out == {"container_id": CID, "exit_code": 137,
-                   "crash_details": {"error": "Out of memory", "logs": "a\nb"},
-                   "timestamp": AT.timestamp()}
+    out = _checked(
+        ContainerCrashedOut,
+        ContainerCrashedOut.payload(
+            ContainerCrashed(
+                at=AT,
+                container_id=CID,
+                name="web",
+                exit_code=137,
+                error="Out of memory",
+                logs=["a", "b"],
+            )
+        ),
+    )
+    assert out == {
+        "container_id": CID,
+        "exit_code": 137,
+        "crash_details": {"error": "Out of memory", "logs": "a\nb"},
+        "timestamp": AT.timestamp(),
+    }
 
 
 def test_status_payloads() -> None:
-    status = ContainerStatus(container_id=CID, name="web", state="running", health="healthy",
-                             uptime=timedelta(seconds=3725), socket_connected=True,
-                             last_communication=AT, resource_usage=_sample())
+    status = ContainerStatus(
+        container_id=CID,
+        name="web",
+        state="running",
+        health="healthy",
+        uptime=timedelta(seconds=3725),
+        socket_connected=True,
+        last_communication=AT,
+        resource_usage=_sample(),
+    )
     out = _checked(ContainerStatusOut, ContainerStatusOut.payload(status))
-    assert set(out) == {"container_id", "state", "health", "uptime", "socket_connected",
-                        "last_communication", "resource_usage"}
+    assert set(out) == {
+        "container_id",
+        "state",
+        "health",
+        "uptime",
+        "socket_connected",
+        "last_communication",
+        "resource_usage",
+    }
     assert out["uptime"] == "1:02:05" and out["last_communication"] == AT.isoformat()
     usage = out["resource_usage"]
-    assert set(usage) == {"cpu_percent", "memory_usage", "memory_limit", "memory_percent",
-                          "network_rx_bytes", "network_tx_bytes", "disk_read_bytes",
-                          "disk_write_bytes", "timestamp"}
+    assert set(usage) == {
+        "cpu_percent",
+        "memory_usage",
+        "memory_limit",
+        "memory_percent",
+        "network_rx_bytes",
+        "network_tx_bytes",
+        "disk_read_bytes",
+        "disk_write_bytes",
+        "timestamp",
+    }
     assert isinstance(usage["memory_usage"], int) and isinstance(usage["cpu_percent"], float)
     assert usage["timestamp"] == AT.isoformat()
-    update = _checked(StatusUpdateOut,
-                      StatusUpdateOut.payload(StatusReported(at=AT, status=status)))
+    update = _checked(
+        StatusUpdateOut, StatusUpdateOut.payload(StatusReported(at=AT, status=status))
+    )
     assert update["container_id"] == CID
-    assert set(update["status"]) == {"state", "health", "socket_connected", "uptime",
-                                     "resource_usage"}
-    idle = _checked(ContainerStatusOut, ContainerStatusOut.payload(
-        ContainerStatus(CID, "web", "exited", "none", None, False, None, None)))
+    assert set(update["status"]) == {
+        "state",
+        "health",
+        "socket_connected",
+        "uptime",
+        "resource_usage",
+    }
+    idle = _checked(
+        ContainerStatusOut,
+        ContainerStatusOut.payload(
+            ContainerStatus(CID, "web", "exited", "none", None, False, None, None)
+        ),
+    )
     assert idle["uptime"] is None and idle["resource_usage"] is None
 
 
 def test_list_items() -> None:
     out = _checked(ContainerListOut, ContainerListOut.payload([_snap(), _snap(name="b")]))
     assert out["count"] == 2
-    assert out["containers"][0] == {"id": CID, "name": "web", "status": "running",
-                                    "image": "flow:latest", "created": AT.isoformat(),
-                                    "socket_path": "/tmp/s/web/flow.sock",
-                                    "ports": {"8080/tcp": 18080}}
-    assert set(ContainerItemOut.model_fields) == {"id", "name", "status", "image", "created",
-                                                   "socket_path", "ports"}
+    assert out["containers"][0] == {
+        "id": CID,
+        "name": "web",
+        "status": "running",
+        "image": "flow:latest",
+        "created": AT.isoformat(),
+        "socket_path": "/tmp/s/web/flow.sock",
+        "ports": {"8080/tcp": 18080},
+    }
+    assert set(ContainerItemOut.model_fields) == {
+        "id",
+        "name",
+        "status",
+        "image",
+        "created",
+        "socket_path",
+        "ports",
+    }

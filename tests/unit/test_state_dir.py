@@ -80,7 +80,12 @@ def test_verify_wants_exactly_the_managers_directory_for_that_name(base: Path) -
     state.make_flow_dir("b")
     state.verify_flow_dir(f"{state.path}/a", "a")
     state.verify_flow_dir(f"{state.path}//a/", "a")  # the same path, spelled as Docker may
-    for source in (f"{state.path}/b", str(base), None, f"{state.path}/a/../b",
-                   f"{state.path}/b/../a"):
+    for source in (
+        f"{state.path}/b",
+        str(base),
+        None,
+        f"{state.path}/a/../b",
+        f"{state.path}/b/../a",
+    ):
         with pytest.raises(FlowSocketError, match="not the manager's directory"):
             state.verify_flow_dir(source, "a")

@@ -25,19 +25,32 @@ def _info(cid: str, pid: int) -> ContainerInfo:
     return ContainerInfo(cid, "n-" + cid[:4], "img", "running", "none", t, t, None, 0, False, pid)
 
 
-@pytest.mark.parametrize(("tree", "pid", "usage"), [
-    ("cgroup_v1", 6844, 9080832 - 8388608),
-    ("cgroup_v2", 4242, 26415104 - 9043968),
-])
+@pytest.mark.parametrize(
+    ("tree", "pid", "usage"),
+    [
+        ("cgroup_v1", 6844, 9080832 - 8388608),
+        ("cgroup_v2", 4242, 26415104 - 9043968),
+    ],
+)
 async def test_sweep_reads_recorded_tree(tmp_path: Path, tree: str, pid: int, usage: int) -> None:
     settings = load_settings(env={}, socket_dir=str(tmp_path))
     bus = EventBus()
-    registry = Registry(bus, FlowChannelHub(bus, settings.flow),
-                        StoppedSet(str(tmp_path)), str(tmp_path), "/run/flowmgr")
+    registry = Registry(
+        bus,
+        FlowChannelHub(bus, settings.flow),
+        StoppedSet(str(tmp_path)),
+        str(tmp_path),
+        "/run/flowmgr",
+    )
     registry.apply(_info("a" * 64, pid))
     registry.apply(_info("b" * 64, 999999))  # no such process: counted as unreadable
-    sampler = ResourceSampler(DockerAdapter(), registry, settings,
-                              proc_root=str(DATA / tree / "proc"), fs_root=str(DATA / tree))
+    sampler = ResourceSampler(
+        DockerAdapter(),
+        registry,
+        settings,
+        proc_root=str(DATA / tree / "proc"),
+        fs_root=str(DATA / tree),
+    )
     async with bus.subscribe() as sub:
         samples, unreadable = sampler._read_all([("a" * 64, pid), ("b" * 64, 999999)])
         assert unreadable == ["b" * 64]

@@ -21,7 +21,8 @@ def _mode(path: Path) -> int:
 
 
 def test_first_start_makes_the_token_0600_in_a_new_0700_dir_whatever_the_umask(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "sockets" / ".flowmgr-x" / ".api-token"
     old = os.umask(0)  # the image's entry point runs with umask 0000
     try:
@@ -41,14 +42,16 @@ def test_default_path_is_in_the_state_dir_and_a_configured_token_wins(tmp_path: 
     assert settings.token_path == str(tmp_path / ".flowmgr-default" / ".api-token")
     made = api_token(settings)
     assert made.source == settings.token_path and made.created
-    configured = load_settings(env={"FLOWMGR_TOKEN": "from-env-123"},
-                               socket_dir=str(tmp_path / "b"))
+    configured = load_settings(
+        env={"FLOWMGR_TOKEN": "from-env-123"}, socket_dir=str(tmp_path / "b")
+    )
     assert api_token(configured).value == "from-env-123"
     assert not (tmp_path / "b").exists()  # nothing written when a token is configured
 
 
 def test_the_log_says_where_the_token_is_never_the_token(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = load_settings(env={}, socket_dir=str(tmp_path))
     with caplog.at_level(logging.INFO):
         served = with_api_token(settings)
@@ -127,8 +130,9 @@ def test_a_fifo_or_directory_in_its_place_is_refused_without_hanging(tmp_path: P
     _refused(state / ".api-token")
 
 
-@pytest.mark.parametrize("content", [b"", b"\n", b"short\n", b"a b c d e f g h i j k l\n",
-                                     b"\xff" * 40, b"a" * 5000])
+@pytest.mark.parametrize(
+    "content", [b"", b"\n", b"short\n", b"a b c d e f g h i j k l\n", b"\xff" * 40, b"a" * 5000]
+)
 def test_a_file_without_a_token_is_refused(tmp_path: Path, content: bytes) -> None:
     path = _made(tmp_path)
     path.write_bytes(content)
@@ -159,7 +163,8 @@ def test_a_configured_token_too_long_to_present_stops_start_up(tmp_path: Path) -
 
 
 def test_a_short_configured_token_is_warned_about(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = load_settings(env={"FLOWMGR_TOKEN": "abc"}, socket_dir=str(tmp_path))
     with caplog.at_level(logging.WARNING):
         with_api_token(settings)

@@ -62,17 +62,42 @@ ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = ROOT / "docs" / "PROTOCOL.md"
 AT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 CID = "c" * 64
-SAMPLE = ResourceSample(cpu_percent=12.5, memory_usage=1 << 20, memory_limit=1 << 29,
-                        memory_percent=0.2, network_rx_bytes=10, network_tx_bytes=20,
-                        disk_read_bytes=30, disk_write_bytes=40, timestamp=AT)
-SNAP = ContainerSnapshot(id=CID, name="web", image="flow:latest", state="running",
-                         health="healthy", created=AT, started_at=AT,
-                         socket_path="/tmp/s/.flowmgr-default/web/flow.sock",
-                         ports={"8080": 18080, "53/udp": None}, exit_code=None,
-                         socket_connected=True, last_communication=AT, resources=SAMPLE)
-STATUS = ContainerStatus(container_id=CID, name="web", state="running", health="healthy",
-                         uptime=timedelta(hours=50, seconds=7), socket_connected=True,
-                         last_communication=AT, resource_usage=SAMPLE)
+SAMPLE = ResourceSample(
+    cpu_percent=12.5,
+    memory_usage=1 << 20,
+    memory_limit=1 << 29,
+    memory_percent=0.2,
+    network_rx_bytes=10,
+    network_tx_bytes=20,
+    disk_read_bytes=30,
+    disk_write_bytes=40,
+    timestamp=AT,
+)
+SNAP = ContainerSnapshot(
+    id=CID,
+    name="web",
+    image="flow:latest",
+    state="running",
+    health="healthy",
+    created=AT,
+    started_at=AT,
+    socket_path="/tmp/s/.flowmgr-default/web/flow.sock",
+    ports={"8080": 18080, "53/udp": None},
+    exit_code=None,
+    socket_connected=True,
+    last_communication=AT,
+    resources=SAMPLE,
+)
+STATUS = ContainerStatus(
+    container_id=CID,
+    name="web",
+    state="running",
+    health="healthy",
+    uptime=timedelta(hours=50, seconds=7),
+    socket_connected=True,
+    last_communication=AT,
+    resource_usage=SAMPLE,
+)
 
 
 def _via_wire(model: type[WireModel], payload: Wire) -> Any:
@@ -90,38 +115,54 @@ def _close(a: datetime, b: datetime) -> bool:
 # Each event the server can emit: encode a representative core value, decode it with the same
 # module, and compare with what the panel must end up with. A new event needs a case here.
 
+
 def _connected() -> None:
-    out = _via_wire(ConnectedOut, ConnectedOut.payload("Connected to Flow Manager", "1.2",
-                                                        "srv-1"))
-    assert (out.message, out.version, out.server_id) == ("Connected to Flow Manager", "1.2",
-                                                         "srv-1")
+    out = _via_wire(ConnectedOut, ConnectedOut.payload("Connected to Flow Manager", "1.2", "srv-1"))
+    assert (out.message, out.version, out.server_id) == (
+        "Connected to Flow Manager",
+        "1.2",
+        "srv-1",
+    )
 
 
 def _error() -> None:
     for error_type, cls in ERROR_TYPES.items():
         exc = cls("it failed", details={"x": 1})
-        got = _via_wire(ErrorOut, error_payload(exc, "stop_container",
-                                                {"container_id": "web"})).to_core()
+        got = _via_wire(
+            ErrorOut, error_payload(exc, "stop_container", {"container_id": "web"})
+        ).to_core()
         assert type(got) is cls and got.error_type == error_type
         assert got.message == "it failed"
         assert got.details == {"x": 1, "container_id": "web", "operation": "stop_container"}
-    bad = error_payload(errors.InvalidRequest("name: too long", field="name"), "create_container",
-                        {"name": "x" * 200})
+    bad = error_payload(
+        errors.InvalidRequest("name: too long", field="name"),
+        "create_container",
+        {"name": "x" * 200},
+    )
     invalid = _via_wire(ErrorOut, bad).to_core()
     assert isinstance(invalid, errors.InvalidRequest) and invalid.field == "name"
 
 
 def _created() -> None:
     snap = _via_wire(ContainerCreatedOut, ContainerCreatedOut.payload(SNAP)).to_snapshot(AT)
-    assert snap == ContainerSnapshot(id=CID, name="web", image="flow:latest", state="created",
-                                     health="none", created=AT, started_at=None,
-                                     socket_path=SNAP.socket_path, ports=SNAP.ports)
+    assert snap == ContainerSnapshot(
+        id=CID,
+        name="web",
+        image="flow:latest",
+        state="created",
+        health="none",
+        created=AT,
+        started_at=None,
+        socket_path=SNAP.socket_path,
+        ports=SNAP.ports,
+    )
 
 
 def _state(status: typing.Literal["running", "stopped", "deleted"]) -> Callable[[], None]:
     def case() -> None:
         out = _via_wire(ContainerStateOut, ContainerStateOut.payload(CID, status))
         assert (out.container_id, out.status) == (CID, status)
+
     return case
 
 
@@ -137,10 +178,12 @@ def _sent() -> None:
 
 
 def _status() -> None:
-    assert _via_wire(ContainerStatusOut, ContainerStatusOut.payload(STATUS)).to_core("web") \
-        == STATUS
-    idle = replace(STATUS, state="exited", uptime=None, last_communication=None,
-                   resource_usage=None)
+    assert (
+        _via_wire(ContainerStatusOut, ContainerStatusOut.payload(STATUS)).to_core("web") == STATUS
+    )
+    idle = replace(
+        STATUS, state="exited", uptime=None, last_communication=None, resource_usage=None
+    )
     assert _via_wire(ContainerStatusOut, ContainerStatusOut.payload(idle)).to_core("web") == idle
 
 
@@ -149,8 +192,9 @@ def _list() -> None:
     out = _via_wire(ContainerListOut, ContainerListOut.payload([SNAP, other]))
     assert out.count == 2
     # what an item leaves out comes from the client's previous view
-    assert [item.to_snapshot(old) for item, old in zip(out.containers, [SNAP, other],
-                                                       strict=True)] == [SNAP, other]
+    assert [
+        item.to_snapshot(old) for item, old in zip(out.containers, [SNAP, other], strict=True)
+    ] == [SNAP, other]
     fresh = out.containers[0].to_snapshot()
     assert (fresh.id, fresh.state, fresh.created, fresh.health) == (CID, "running", AT, "none")
 
@@ -166,8 +210,9 @@ def _message_received() -> None:
 
 
 def _status_changed() -> None:
-    ev = ContainerStateChanged(at=AT, container_id=CID, old_state="running",
-                               new_state="exited", snapshot=SNAP)
+    ev = ContainerStateChanged(
+        at=AT, container_id=CID, old_state="running", new_state="exited", snapshot=SNAP
+    )
     out = _via_wire(StatusChangedOut, StatusChangedOut.payload(ev))
     assert (out.container_id, out.old_state, out.new_state) == (CID, "running", "exited")
     assert _close(out.at, AT)
@@ -180,8 +225,14 @@ def _health_warning() -> None:
 
 
 def _crashed() -> None:
-    ev = ContainerCrashed(at=AT, container_id=CID, name="web", exit_code=137,
-                          error="Out of memory", logs=["one", "", "three"])
+    ev = ContainerCrashed(
+        at=AT,
+        container_id=CID,
+        name="web",
+        exit_code=137,
+        error="Out of memory",
+        logs=["one", "", "three"],
+    )
     got = _via_wire(ContainerCrashedOut, ContainerCrashedOut.payload(ev)).to_core("web")
     assert _close(got.at, AT) and replace(got, at=AT) == ev
 
@@ -190,15 +241,22 @@ def _status_update() -> None:
     payload = StatusUpdateOut.payload(StatusReported(at=AT, status=STATUS))
     # the periodic update carries no last communication
     assert _via_wire(StatusUpdateOut, payload).to_core("web") == replace(
-        STATUS, last_communication=None)
+        STATUS, last_communication=None
+    )
 
 
 def _activity() -> None:
-    ev = ActivityLogged(at=AT, activity_type="container_started", container_id=CID,
-                        message="started web", details={"name": "web"})
+    ev = ActivityLogged(
+        at=AT,
+        activity_type="container_started",
+        container_id=CID,
+        message="started web",
+        details={"name": "web"},
+    )
     assert _via_wire(ActivityLogOut, ActivityLogOut.payload(ev)).to_core() == ev
-    host = ActivityLogged(at=AT, activity_type="container_error", container_id=None,
-                          message="engine lost")
+    host = ActivityLogged(
+        at=AT, activity_type="container_error", container_id=None, message="engine lost"
+    )
     assert _via_wire(ActivityLogOut, ActivityLogOut.payload(host)).to_core() == host
 
 
@@ -255,16 +313,21 @@ def _emits() -> list[tuple[str, ast.expr]]:
     found = []
     for path in sorted((ROOT / "server" / "api").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                    and node.func.attr == "emit" and node.args \
-                    and not _is_super(node.func.value):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "emit"
+                and node.args
+                and not _is_super(node.func.value)
+            ):
                 found.append((path.name, node.args[0]))
     return found
 
 
 def _is_super(node: ast.expr) -> bool:
-    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
-        and node.func.id == "super"
+    return (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
+    )
 
 
 def test_every_emit_in_the_service_sends_a_catalogued_event() -> None:
@@ -279,8 +342,9 @@ def test_every_emit_in_the_service_sends_a_catalogued_event() -> None:
             assert isinstance(arg.value, ast.Name), where
             assert any(m.__name__ == arg.value.id for m in PUSHES.values()), where
         else:  # the namespace's `answer` and the bridge's `name`
-            assert isinstance(arg, ast.Name) and arg.id in {"answer", "name"}, \
+            assert isinstance(arg, ast.Name) and arg.id in {"answer", "name"}, (
                 f"{where}: emits {ast.unparse(arg)}"
+            )
     assert {name for name, _ in BROADCASTS.values()} == set(PUSHES)
     for name, encode in BROADCASTS.values():  # each encoded by its own model
         assert encode.__qualname__ == f"{PUSHES[name].__name__}.payload"
@@ -292,17 +356,23 @@ def test_malformed_payloads_raise_a_typed_error() -> None:
     with pytest.raises(MalformedPayload):
         ContainerListOut.decode([1])
     # keys a model does not know (an echoed request_id, a newer server's field) are ignored
-    out = LogSubscriptionOut.decode({"container_id": CID, "status": "subscribed",
-                                     "request_id": "r1", "new": 1})
+    out = LogSubscriptionOut.decode(
+        {"container_id": CID, "status": "subscribed", "request_id": "r1", "new": 1}
+    )
     assert out.container_id == CID
 
 
 def test_a_request_a_client_encodes_is_the_one_the_server_parses() -> None:
     request = CreateContainerRequest.model_construct(
-        name="web", image=None, environment={"A": "1"}, volumes={}, ports={"8080": 18080})
+        name="web", image=None, environment={"A": "1"}, volumes={}, ports={"8080": 18080}
+    )
     sent = body(request)
-    assert sent == {"name": "web", "environment": {"A": "1"}, "volumes": {},
-                    "ports": {"8080": 18080}}
+    assert sent == {
+        "name": "web",
+        "environment": {"A": "1"},
+        "volumes": {},
+        "ports": {"8080": 18080},
+    }
     assert parse_request(CreateContainerRequest, sent) == request
 
 
@@ -349,8 +419,11 @@ def test_protocol_lists_exactly_the_events_the_server_emits() -> None:
     tables = _tables()
     answers = {name for row in tables["Requests and their answers"] for name in _names(row[2])}
     connection = {name for row in tables["Connection"] for name in _names(row[0])}
-    pushes = {name for row in tables["Events the server sends on its own (to every connected "
-                                     "client)"] for name in _names(row[0])}
+    pushes = {
+        name
+        for row in tables["Events the server sends on its own (to every connected client)"]
+        for name in _names(row[0])
+    }
     assert connection - {"connect", "disconnect"} | answers | pushes == set(SERVER_EVENTS)
     assert pushes - {"error"} == set(PUSHES)
     for row in tables["Events the server sends on its own (to every connected client)"]:
@@ -360,7 +433,7 @@ def test_protocol_lists_exactly_the_events_the_server_emits() -> None:
 
 def test_protocol_lists_the_error_types() -> None:
     text = PROTOCOL.read_text()
-    paragraph = text[text.index("Error types:"):].split("\n\n")[0]
+    paragraph = text[text.index("Error types:") :].split("\n\n")[0]
     assert _names(paragraph) == set(ERROR_TYPES)
 
 

@@ -19,16 +19,29 @@ REFUSED_ENV: tuple[tuple[str, str], ...] = (
     # (name, or prefix ending in "*"; why). Compared case-insensitively: Linux names are
     # case-sensitive, but some programs also read lower-case spellings, and no flow needs
     # `ld_preload` or `Path`. docs/FLOWS.md lists this table (a unit test keeps them equal).
-    ("FLOW_*", "the flow runtime's own settings (socket, code dir, main script, frame size, "
-               "log level): the manager and the image set them"),
-    ("PYTHON*", "Python: PYTHONPATH, PYTHONHOME, PYTHONSTARTUP, PYTHONUSERBASE load code; "
-                "PYTHONWARNINGS imports a module"),
-    ("LD_*", "the dynamic loader: LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT load code into "
-             "every process"),
-    ("PATH", "which program runs: the engine resolves the image's entry point with it, and "
-             "update_container's `sh`"),
-    ("HOME", "Python's user site-packages (`.pth` files run code), shells' and tools' "
-             "start-up files"),
+    (
+        "FLOW_*",
+        "the flow runtime's own settings (socket, code dir, main script, frame size, "
+        "log level): the manager and the image set them",
+    ),
+    (
+        "PYTHON*",
+        "Python: PYTHONPATH, PYTHONHOME, PYTHONSTARTUP, PYTHONUSERBASE load code; "
+        "PYTHONWARNINGS imports a module",
+    ),
+    (
+        "LD_*",
+        "the dynamic loader: LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT load code into every process",
+    ),
+    (
+        "PATH",
+        "which program runs: the engine resolves the image's entry point with it, and "
+        "update_container's `sh`",
+    ),
+    (
+        "HOME",
+        "Python's user site-packages (`.pth` files run code), shells' and tools' start-up files",
+    ),
     ("SHELL", "the shell programs start for commands"),
     ("BASH_ENV", "every non-interactive bash expands it (command substitution) and sources it"),
     ("ENV", "sh and bash in POSIX mode source it"),
@@ -98,20 +111,28 @@ def check_environment(environment: object) -> None:
     for key, value in environment.items():
         if not isinstance(key, str) or len(key) > MAX_ENV_NAME or not _NAME.fullmatch(key):
             shown = _printable(str(key))
-            raise InvalidRequest(f"environment key '{shown}' is not a variable name: letters, "
-                                 f"digits and '_', not starting with a digit, at most "
-                                 f"{MAX_ENV_NAME} characters", field="environment",
-                                 details={"variable": shown})
+            raise InvalidRequest(
+                f"environment key '{shown}' is not a variable name: letters, "
+                f"digits and '_', not starting with a digit, at most "
+                f"{MAX_ENV_NAME} characters",
+                field="environment",
+                details={"variable": shown},
+            )
         rule = refused_by(key)
         if rule is not None:
-            raise InvalidRequest(f"environment key {key} is refused: {rule} steers an "
-                                 "interpreter, the loader, a shell or the flow runtime "
-                                 "(see docs/FLOWS.md)", field="environment",
-                                 details={"variable": key, "rule": rule})
+            raise InvalidRequest(
+                f"environment key {key} is refused: {rule} steers an "
+                "interpreter, the loader, a shell or the flow runtime "
+                "(see docs/FLOWS.md)",
+                field="environment",
+                details={"variable": key, "rule": rule},
+            )
         if not isinstance(value, str) or "\0" in value or not utf8_text(value):
-            raise InvalidRequest(f"environment value of {key} must be a string without NUL "
-                                 "or lone surrogates", field="environment",
-                                 details={"variable": key})
+            raise InvalidRequest(
+                f"environment value of {key} must be a string without NUL or lone surrogates",
+                field="environment",
+                details={"variable": key},
+            )
 
 
 def _printable(key: str) -> str:

@@ -46,8 +46,18 @@ _MAX_SOCKET_PATH = 107
 """sun_path holds 108 bytes including the terminating NUL."""
 _SOCKET_FILE = "flow.sock"
 
-_SYSTEM_PATHS = ("/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run",
-                 "/var/lib/containerd", "/var/run/docker.sock", "/run/docker.sock")
+_SYSTEM_PATHS = (
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc",
+    "/boot",
+    "/run",
+    "/var/run",
+    "/var/lib/containerd",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+)
 """Host paths no flow may mount, nor anything beneath them, nor any directory holding them."""
 
 
@@ -69,17 +79,26 @@ def validate_create(
     _check_privileged(ports, settings)
     check_command(spec.command)
     check_memory_limit(spec.memory_limit)
-    return replace(spec, volumes={p.source: f"{p.target}:{p.mode}" for p in binds},
-                   binds=binds, ports=ports, environment=dict(spec.environment))
+    return replace(
+        spec,
+        volumes={p.source: f"{p.target}:{p.mode}" for p in binds},
+        binds=binds,
+        ports=ports,
+        environment=dict(spec.environment),
+    )
 
 
 def protected_host_paths(settings: Settings, env: Mapping[str, str]) -> list[str]:
     """Every host path a flow may not mount, contain or reach, each absolute."""
-    paths = [*_SYSTEM_PATHS, settings.docker.data_root, settings.socket_dir,
-             *settings.docker.forbidden_host_paths]
+    paths = [
+        *_SYSTEM_PATHS,
+        settings.docker.data_root,
+        settings.socket_dir,
+        *settings.docker.forbidden_host_paths,
+    ]
     docker_host = env.get("DOCKER_HOST", "")
     if docker_host.startswith("unix://"):
-        paths.append(docker_host[len("unix://"):])
+        paths.append(docker_host[len("unix://") :])
     out: list[str] = []
     for p in paths:
         if p.startswith("/"):
@@ -98,7 +117,9 @@ def _check_socket_path(name: str, settings: Settings) -> None:
             f"socket paths hold at most {_MAX_SOCKET_PATH}; with socket_dir "
             f"{settings.socket_dir} (and instance {settings.docker.instance!r}) names may be "
             f"at most {max(room, 0)} characters: choose a shorter name or socket_dir",
-            field="name", details={"socket_path_bytes": size, "max_name": max(room, 0)})
+            field="name",
+            details={"socket_path_bytes": size, "max_name": max(room, 0)},
+        )
 
 
 def _check_binds(
@@ -108,45 +129,63 @@ def _check_binds(
         return ()
     dk = settings.docker
     if not dk.bind_roots:
-        raise InvalidRequest("host binds are disabled: set docker.bind_roots in the "
-                             "configuration to allow mounts from beneath chosen directories",
-                             field="volumes")
+        raise InvalidRequest(
+            "host binds are disabled: set docker.bind_roots in the "
+            "configuration to allow mounts from beneath chosen directories",
+            field="volumes",
+        )
     roots = [(r.path, r.writable) for r in dk.bind_roots]
     protected = _bind_protected(settings, env)
     out: list[Pin] = []
     for host, target, mode in binds:
-        for mount, what in ((dk.socket_mount, "the flow's socket mount"),
-                            (dk.data_mount, "the flow's own data volume")):
+        for mount, what in (
+            (dk.socket_mount, "the flow's socket mount"),
+            (dk.data_mount, "the flow's own data volume"),
+        ):
             if mount and related(target, lexical(mount)):
-                raise InvalidRequest(f"container path {target} would cover {what} {mount}",
-                                     field="volumes")
+                raise InvalidRequest(
+                    f"container path {target} would cover {what} {mount}", field="volumes"
+                )
         out.append(_check_bind_source(host, target, mode, roots, protected))
     return tuple(out)
 
 
-def _check_bind_source(host: str, target: str, mode: Mode,
-                       roots: list[tuple[str, bool]], protected: list[str]) -> Pin:
+def _check_bind_source(
+    host: str, target: str, mode: Mode, roots: list[tuple[str, bool]], protected: list[str]
+) -> Pin:
     """Lexically first (so no answer tells what exists outside the roots), then on disk.
     `host` is plain already (`shapes.check_volumes`)."""
     found = root_for(host, roots)
     if found is None:
-        raise InvalidRequest(f"host path {host} is not at or beneath any of docker.bind_roots",
-                             field="volumes", details={"host_path": host})
+        raise InvalidRequest(
+            f"host path {host} is not at or beneath any of docker.bind_roots",
+            field="volumes",
+            details={"host_path": host},
+        )
     root, writable = found
     if mode == "rw" and not writable:
-        raise InvalidRequest(f"host path {host} may only be mounted read-only: its bind root "
-                             f"{root} is not writable (docker.bind_roots writable: false)",
-                             field="volumes", details={"host_path": host, "bind_root": root})
+        raise InvalidRequest(
+            f"host path {host} may only be mounted read-only: its bind root "
+            f"{root} is not writable (docker.bind_roots writable: false)",
+            field="volumes",
+            details={"host_path": host, "bind_root": root},
+        )
     _refuse_related(host, host, protected)  # a second line: roots are checked at start
     try:
         dev, ino = walk(host)
     except HostPathError as err:
-        raise InvalidRequest(f"host path {host} may not be mounted: {err}", field="volumes",
-                             details={"host_path": host}) from None
+        raise InvalidRequest(
+            f"host path {host} may not be mounted: {err}",
+            field="volumes",
+            details={"host_path": host},
+        ) from None
     for p in protected:
         if _same_file(host, p):
-            raise InvalidRequest(f"host path {host} is the protected path {p} under another name",
-                                 field="volumes", details={"host_path": host})
+            raise InvalidRequest(
+                f"host path {host} is the protected path {p} under another name",
+                field="volumes",
+                details={"host_path": host},
+            )
     return Pin(host, target, mode, root, dev, ino)
 
 
@@ -177,8 +216,10 @@ def validate_bind_roots(settings: Settings, env: Mapping[str, str] | None = None
             raise ConfigError(f"{where} {problem}", details={"field": "docker.bind_roots"})
         for p in protected:
             if related(path, p):
-                raise ConfigError(f"{where} is, holds or lies beneath the protected path {p}",
-                                  details={"field": "docker.bind_roots"})
+                raise ConfigError(
+                    f"{where} is, holds or lies beneath the protected path {p}",
+                    details={"field": "docker.bind_roots"},
+                )
         try:
             walk(path, want_dir=True)
         except HostPathError as err:
@@ -186,17 +227,23 @@ def validate_bind_roots(settings: Settings, env: Mapping[str, str] | None = None
             real = os.path.realpath(path)
             if real != path:
                 hint = f" (its real path is {real}: name that instead, if it is safe)"
-            raise ConfigError(f"{where} cannot serve as a bind root: {err}{hint}",
-                              details={"field": "docker.bind_roots"}) from None
+            raise ConfigError(
+                f"{where} cannot serve as a bind root: {err}{hint}",
+                details={"field": "docker.bind_roots"},
+            ) from None
         for p in protected:
             if _same_file(path, p):
-                raise ConfigError(f"{where} is the protected path {p} under another name",
-                                  details={"field": "docker.bind_roots"})
+                raise ConfigError(
+                    f"{where} is the protected path {p} under another name",
+                    details={"field": "docker.bind_roots"},
+                )
         if root.writable and not closed_to_others(path):
             # flows write there as root: a setuid file one plants must not be run by a user
-            raise ConfigError(f"{where} is writable by flows and other users can reach it: "
-                              f"chmod 700 it (or a directory above it)",
-                              details={"field": "docker.bind_roots"})
+            raise ConfigError(
+                f"{where} is writable by flows and other users can reach it: "
+                f"chmod 700 it (or a directory above it)",
+                details={"field": "docker.bind_roots"},
+            )
 
 
 def adopted_pins(binds: tuple[BindMount, ...], settings: Settings) -> tuple[Pin, ...]:
@@ -211,11 +258,14 @@ def adopted_pins(binds: tuple[BindMount, ...], settings: Settings) -> tuple[Pin,
         problem = plain_path_problem(b.source)
         found = None if problem else root_for(b.source, roots)
         if found is None:
-            raise HostPathError(f"host path {b.source} (at {b.target}) is not beneath any of "
-                                "docker.bind_roots")
+            raise HostPathError(
+                f"host path {b.source} (at {b.target}) is not beneath any of docker.bind_roots"
+            )
         if not b.read_only and not found[1]:
-            raise HostPathError(f"host path {b.source} is mounted read-write but its bind root "
-                                f"{found[0]} is not writable")
+            raise HostPathError(
+                f"host path {b.source} is mounted read-write but its bind root "
+                f"{found[0]} is not writable"
+            )
         dev, ino = walk(b.source)
         out.append(Pin(b.source, b.target, "ro" if b.read_only else "rw", found[0], dev, ino))
     return tuple(out)
@@ -224,9 +274,12 @@ def adopted_pins(binds: tuple[BindMount, ...], settings: Settings) -> tuple[Pin,
 def _refuse_related(host: str, candidate: str, protected: list[str]) -> None:
     for p in protected:
         if related(candidate, p):
-            raise InvalidRequest(f"host path {host} may not be mounted: it is, holds or lies "
-                                 f"beneath the protected path {p}", field="volumes",
-                                 details={"host_path": host})
+            raise InvalidRequest(
+                f"host path {host} may not be mounted: it is, holds or lies "
+                f"beneath the protected path {p}",
+                field="volumes",
+                details={"host_path": host},
+            )
 
 
 def _check_privileged(ports: Mapping[str, int], settings: Settings) -> None:
@@ -234,8 +287,11 @@ def _check_privileged(ports: Mapping[str, int], settings: Settings) -> None:
         return
     for host in ports.values():
         if host < 1024:
-            raise InvalidRequest(f"host port {host} is privileged (below 1024); set "
-                                 "docker.allow_privileged_ports to allow it", field="ports")
+            raise InvalidRequest(
+                f"host port {host} is privileged (below 1024); set "
+                "docker.allow_privileged_ports to allow it",
+                field="ports",
+            )
 
 
 def _same_file(a: str, b: str) -> bool:

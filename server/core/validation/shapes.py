@@ -17,9 +17,23 @@ from server.core.host_paths import Mode, plain_path_problem, split_mode
 from server.core.models import CreateSpec
 from server.core.validation.environment import check_environment, utf8_text
 
-__all__ = ["FIELDS", "MAX_NAME_LENGTH", "MAX_BINDS", "check_shapes", "shape_problems",
-           "check_name", "check_image", "check_volumes", "check_ports", "port_bindings",
-           "check_command", "check_memory_limit", "memory_bytes", "lexical", "related"]
+__all__ = [
+    "FIELDS",
+    "MAX_NAME_LENGTH",
+    "MAX_BINDS",
+    "check_shapes",
+    "shape_problems",
+    "check_name",
+    "check_image",
+    "check_volumes",
+    "check_ports",
+    "port_bindings",
+    "check_command",
+    "check_memory_limit",
+    "memory_bytes",
+    "lexical",
+    "related",
+]
 
 FIELDS = ("name", "image", "environment", "volumes", "ports", "command", "memory_limit")
 """The order fields are checked in: the core reports the first failing one."""
@@ -78,9 +92,11 @@ def check_name(name: object) -> None:
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidRequest(f"name must be at most {MAX_NAME_LENGTH} characters", field="name")
     if not _NAME.fullmatch(name):
-        raise InvalidRequest("name may hold only letters, digits, '_', '.' and '-', must "
-                             "start with a letter or digit and be at least 2 characters long",
-                             field="name")
+        raise InvalidRequest(
+            "name may hold only letters, digits, '_', '.' and '-', must "
+            "start with a letter or digit and be at least 2 characters long",
+            field="name",
+        )
 
 
 def check_image(image: object) -> None:
@@ -90,9 +106,11 @@ def check_image(image: object) -> None:
     if not isinstance(image, str) or not image:
         raise InvalidRequest("image must be a non-empty string", field="image")
     if len(image) > 255 or not (_IMAGE.fullmatch(image) or _IMAGE_ID.fullmatch(image)):
-        raise InvalidRequest(f"image {image[:80]!r} is not a valid image reference (like "
-                             "flow:latest; a digest is sha256: and 64 lower-case hex digits)",
-                             field="image")
+        raise InvalidRequest(
+            f"image {image[:80]!r} is not a valid image reference (like "
+            "flow:latest; a digest is sha256: and 64 lower-case hex digits)",
+            field="image",
+        )
 
 
 def check_volumes(volumes: object) -> list[tuple[str, str, Mode]]:
@@ -121,21 +139,22 @@ def check_volumes(volumes: object) -> list[tuple[str, str, Mode]]:
 
 def _container_path(target: object) -> tuple[str, Mode]:
     if not isinstance(target, str):
-        raise InvalidRequest(f"container path {str(target)[:200]!r} must be a string",
-                             field="volumes")
+        raise InvalidRequest(
+            f"container path {str(target)[:200]!r} must be a string", field="volumes"
+        )
     target, mode = split_mode(target)
     if not target.startswith("/"):
-        raise InvalidRequest(f"container path {target[:200]!r} must be absolute",
-                             field="volumes")
+        raise InvalidRequest(f"container path {target[:200]!r} must be absolute", field="volumes")
     if any(c in target for c in ("\0", ":", ",", "\n")):
-        raise InvalidRequest(f"container path {target[:200]!r} holds a NUL, ':', ',' or "
-                             "newline", field="volumes")
+        raise InvalidRequest(
+            f"container path {target[:200]!r} holds a NUL, ':', ',' or newline", field="volumes"
+        )
     if not utf8_text(target):
-        raise InvalidRequest(f"container path {target[:200]!r} is not UTF-8 (a lone "
-                             "surrogate)", field="volumes")
+        raise InvalidRequest(
+            f"container path {target[:200]!r} is not UTF-8 (a lone surrogate)", field="volumes"
+        )
     if ".." in target.split("/"):
-        raise InvalidRequest(f"container path {target[:200]!r} may not hold '..'",
-                             field="volumes")
+        raise InvalidRequest(f"container path {target[:200]!r} may not hold '..'", field="volumes")
     clean = lexical(target)
     if clean == "/":
         raise InvalidRequest("container path may not be /", field="volumes")
@@ -154,12 +173,15 @@ def check_ports(ports: object) -> dict[str, int]:
     for key, host in ports.items():
         m = _PORT_KEY.fullmatch(key) if isinstance(key, str) else None
         if m is None or not 1 <= int(m.group(1)) <= 65535:
-            raise InvalidRequest(f"container port {str(key)[:40]!r} must be 1-65535, optionally "
-                                 "with /tcp or /udp", field="ports")
+            raise InvalidRequest(
+                f"container port {str(key)[:40]!r} must be 1-65535, optionally with /tcp or /udp",
+                field="ports",
+            )
         proto = m.group(2) or "tcp"
         if proto not in _PROTOCOLS:
-            raise InvalidRequest(f"container port {key!r}: protocol must be tcp or udp",
-                                 field="ports")
+            raise InvalidRequest(
+                f"container port {key!r}: protocol must be tcp or udp", field="ports"
+            )
         binding = f"{int(m.group(1))}/{proto}"
         if binding in seen:
             raise InvalidRequest(f"container port {binding} is published twice", field="ports")
@@ -176,8 +198,10 @@ def _host_port(key: str, host: object) -> int:
     if isinstance(host, str) and host.isascii() and host.isdigit():
         host = int(host)
     if isinstance(host, bool) or not isinstance(host, int) or not 1 <= host <= 65535:
-        raise InvalidRequest(f"host port {str(host)[:20]!r} for {key!r} is not a port "
-                             "(a number 1-65535)", field="ports")
+        raise InvalidRequest(
+            f"host port {str(host)[:20]!r} for {key!r} is not a port (a number 1-65535)",
+            field="ports",
+        )
     return host
 
 
