@@ -1,5 +1,5 @@
-"""The Socket.IO + HTTP front end of the core (FastAPI, python-socketio, uvicorn)."""
+"""The Socket.IO + HTTP front end of the core (FastAPI, python-socketio, uvicorn).
 
-from server.api.app import create_app
-
-__all__ = ["create_app"]
+`server.api.app.create_app` builds the service; this package file imports nothing, so importing
+one of its modules does not load (and cycle back through) the others.
+"""
