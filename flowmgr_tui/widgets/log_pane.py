@@ -58,8 +58,8 @@ class LogPane(Vertical):
         )
 
     def on_mount(self) -> None:
-        """Show the initial status."""
-        self._status()
+        """Show what arrived before the view was there, and the status."""
+        self._redraw()
 
     def load(self, lines: Iterable[str]) -> None:
         """Replace everything with a fresh tail."""
@@ -69,7 +69,11 @@ class LogPane(Vertical):
 
     def append(self, lines: Iterable[str]) -> None:
         """Add live lines; shown at once unless paused or filtered out."""
-        view = self.query_one(RichLog)
+        views = self.query(RichLog)
+        if not views:  # not composed yet (or being removed): kept, drawn on mount
+            self.lines.extend(lines)
+            return
+        view = views.first()
         for line in lines:
             self.lines.append(line)
             if self.paused:
