@@ -403,23 +403,20 @@ class DockerAdapter:
     # volumes
 
     async def ensure_volume(self, name: str, driver: str, labels: dict[str, str]) -> bool:
-        """Create the named volume `name` with `labels`; True when made now. An existing one
-        is reused only when it carries `labels`, uses `driver` and has no driver options (a
-        volume of another owner, or one bind-mounting a host path, is refused)."""
+        """Create the named volume `name` with `labels`, or take the existing one of that name:
+        True when the volume is this manager's own. An existing one is taken only when it
+        carries `labels`, uses `driver` and has no driver options (a volume of another owner,
+        or one bind-mounting a host path, is refused)."""
 
         def run() -> bool:
-            api = self._client()
-            try:
-                found = api.inspect_volume(name)
-            except docker.errors.NotFound:
-                api.create_volume(name, driver=driver, labels=labels)
-                return True
+            # One round trip: for a name in use the engine answers with that volume, unchanged.
+            found = self._client().create_volume(name, driver=driver, labels=labels)
             ours = all((found.get("Labels") or {}).get(k) == v for k, v in labels.items())
             if not ours or found.get("Driver") != driver or found.get("Options"):
                 raise DockerApiError(
                     f"volume {name} exists and is not this manager's own", details={"volume": name}
                 )
-            return False
+            return True
 
         return await self._call(run, not_found=DockerApiError)
 
