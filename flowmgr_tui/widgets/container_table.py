@@ -71,6 +71,23 @@ def _close(shown: ResourceSample | None, new: ResourceSample | None) -> bool:
     )
 
 
+def _looks_the_same(shown: ContainerSnapshot, new: ContainerSnapshot) -> bool:
+    """Whether every cell (and sort value) of `shown`'s row would read the same for `new`.
+
+    Most batches are a second's samples of idle containers: this answers them without
+    copying a snapshot or formatting a cell.
+    """
+    return (
+        (new.resources is shown.resources or _close(shown.resources, new.resources))
+        and new.state == shown.state
+        and new.health == shown.health
+        and new.started_at == shown.started_at
+        and new.socket_connected == shown.socket_connected
+        and new.name == shown.name
+        and new.image == shown.image
+    )
+
+
 class ContainerTable(DataTable[Any]):
     """Rows keyed by full container id; only cells whose text changed are rewritten."""
 
@@ -132,15 +149,12 @@ class ContainerTable(DataTable[Any]):
                 continue
             drawn = self._drawn.get(cid)
             old = drawn[0] if drawn is not None else None
-            if (
-                old is not None
-                and snap.resources is not old.resources
-                and _close(old.resources, snap.resources)
-            ):
-                snap = replace(snap, resources=old.resources)
             mark = busy.get(cid)
-            if drawn == (snap, mark):
-                continue  # nothing on screen would change: skip formatting entirely
+            if drawn is not None and old is not None:
+                if drawn[1] == mark and _looks_the_same(old, snap):
+                    continue  # nothing on screen would change: skip formatting entirely
+                if snap.resources is not old.resources and _close(old.resources, snap.resources):
+                    snap = replace(snap, resources=old.resources)
             self._drawn[cid] = (snap, mark)
             if old is None:
                 self._add(snap)

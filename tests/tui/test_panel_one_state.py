@@ -6,12 +6,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Label
 
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.remote import RemoteBackend
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
-from server.core.events import ContainerAdded, ContainerStateChanged, StatsSampled
+from flowmgr_tui.widgets.container_table import ContainerTable
+from server.core.events import (
+    ContainerAdded,
+    ContainerStateChanged,
+    HealthChanged,
+    StatsSampled,
+)
 from tests.tui.helpers import dashboard, until
 from tests.tui.make_recording import ECHO_ID, NOW, build
 from tests.tui.recording import ReplayBackend
@@ -22,13 +29,21 @@ SIZE = (120, 40)
 USAGE = ("cpu", "mem", "net")
 
 
+async def _echo_running(
+    pilot: Pilot[None], app: FlowMgrApp, backend: ReplayBackend
+) -> ContainerTable:
+    """The dashboard's table once the recording is replayed and echo shows its usage."""
+    await until(pilot, backend.replayed.is_set, "the replay")
+    table = dashboard(app).table
+    await until(pilot, lambda: table.cell_text(ECHO_ID, "cpu") != "-", "echo's CPU")
+    return table
+
+
 async def test_a_stopped_container_shows_no_usage_as_the_core_reports_none() -> None:
     backend = ReplayBackend(build())
     app = FlowMgrApp(backend, start_backend=True, clock=lambda: NOW, bridge_interval=0.01)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, backend.replayed.is_set, "the replay")
-        table = dashboard(app).table
-        await until(pilot, lambda: table.cell_text(ECHO_ID, "cpu") != "-", "echo's CPU")
+        table = await _echo_running(pilot, app, backend)
         running = app.state.containers[ECHO_ID]
         # As the core publishes a stop: the snapshot carries no usage (registry.apply).
         backend.bus.publish(
@@ -44,9 +59,16 @@ async def test_a_stopped_container_shows_no_usage_as_the_core_reports_none() -> 
         assert app.state.containers[ECHO_ID].resources is None
         # A sample that was on its way when the container stopped does not bring it back.
         last = [e for e in build() if isinstance(e, StatsSampled)][-1]
-        backend.bus.publish(replace(last, at=NOW))
-        await pilot.pause(0.1)
+        # echo's (the recording's last sample is another container's), taken before the stop
+        late = replace(
+            last, container_id=ECHO_ID, sample=replace(last.sample, timestamp=NOW), at=NOW
+        )
+        before = app.state.history[ECHO_ID][-1]
+        backend.bus.publish(late)
+        await until(pilot, lambda: app.state.history[ECHO_ID][-1] is not before, "the late one")
+        await pilot.pause(0.05)
         assert table.cell_text(ECHO_ID, "cpu") == "-"
+        assert app.state.containers[ECHO_ID].resources is None
 
 
 async def _push(backend: RemoteBackend, event: str, data: dict[str, object]) -> None:
@@ -118,3 +140,41 @@ async def test_one_busy_mark_shows_in_the_row_and_the_detail_view() -> None:
         app._mark_busy(ECHO_ID, None)
         assert app.state.busy == {} and table.cell_text(ECHO_ID, "state") == "+ running"
         assert "+ running" in str(summary.content)
+
+
+async def test_an_idle_sample_leaves_the_row_and_any_other_change_redraws_it() -> None:
+    """The table skips a batch that would change no cell without copying or formatting; a
+    change elsewhere in the row (health here) still shows, with the usage drawn so far."""
+    backend = ReplayBackend(build())
+    app = FlowMgrApp(backend, start_backend=True, clock=lambda: NOW, bridge_interval=0.01)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await _echo_running(pilot, app, backend)
+        shown = app.state.containers[ECHO_ID].resources
+        assert shown is not None
+        cpu, mem = table.cell_text(ECHO_ID, "cpu"), table.cell_text(ECHO_ID, "mem")
+        last = [e for e in build() if isinstance(e, StatsSampled)][-1]
+
+        def sample(cpu_delta: float, mem_delta: int) -> StatsSampled:
+            assert shown is not None
+            moved = replace(
+                shown,
+                cpu_percent=shown.cpu_percent + cpu_delta,
+                memory_usage=shown.memory_usage + mem_delta,
+                timestamp=NOW,
+            )
+            return replace(last, container_id=ECHO_ID, sample=moved, at=NOW)
+
+        backend.bus.publish(sample(0.1, 4096))  # jitter: nothing on screen changes
+        await until(
+            pilot, lambda: app.state.containers[ECHO_ID].resources is not shown, "the sample"
+        )
+        await pilot.pause(0.05)
+        assert (table.cell_text(ECHO_ID, "cpu"), table.cell_text(ECHO_ID, "mem")) == (cpu, mem)
+        backend.bus.publish(
+            HealthChanged(container_id=ECHO_ID, old_health="healthy", new_health="unhealthy")
+        )
+        await until(pilot, lambda: "unhealthy" in table.cell_text(ECHO_ID, "health"), "the health")
+        assert table.cell_text(ECHO_ID, "cpu") == cpu  # the jitter is still held back
+        backend.bus.publish(sample(25.0, 64 * 2**20))  # a real move
+        await until(pilot, lambda: table.cell_text(ECHO_ID, "cpu") != cpu, "the new CPU")
+        assert table.cell_text(ECHO_ID, "mem") != mem
