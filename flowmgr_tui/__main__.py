@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import gc
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 import sys
 from collections.abc import Iterator
@@ -136,12 +139,42 @@ def _log_to_file(settings: Settings, path: str | None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(target, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # The file is written by a thread: a burst of warnings (adopting hundreds of containers)
+    # must not hold the event loop on one write and flush per line while the panel draws.
+    global _log_listener
+    _stop_log_listener(reopening=True)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _log_listener = logging.handlers.QueueListener(records, handler)
+    _log_listener.start()
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(logging.handlers.QueueHandler(records))
     root.setLevel(settings.log_level)
     return target
+
+
+_log_listener: logging.handlers.QueueListener | None = None
+
+
+@atexit.register
+def _stop_log_listener(reopening: bool = False) -> None:
+    """Write out what is queued and end the writer thread; later records go to the file
+    directly (the panel has exited: nothing draws any more), unless a new log is opening."""
+    global _log_listener
+    if _log_listener is None:
+        return
+    listener, _log_listener = _log_listener, None
+    listener.stop()
+    file_handler = listener.handlers[0]
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.handlers.QueueHandler) and handler.queue is listener.queue:
+            root.removeHandler(handler)
+            if not reopening:
+                root.addHandler(file_handler)
+    if reopening:
+        file_handler.close()
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -267,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(args, settings))
     finally:
         _resume_gc()
+        _stop_log_listener()
 
 
 if __name__ == "__main__":

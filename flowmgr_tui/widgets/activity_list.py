@@ -46,12 +46,16 @@ class ActivityList(RichLog):
         self, items: Iterable[ActivityLogged | ContainerCrashed], names: dict[str, str]
     ) -> None:
         """Append items in the order given."""
+        lines: list[Text] = []
         for item in items:
             if isinstance(item, ContainerCrashed):
-                for line in crash_lines(item, self.crash_tail):
-                    self.write(line)
+                lines.extend(crash_lines(item, self.crash_tail))
             elif item.activity_type != "container_crash":  # the crash report says it better
-                self.write(activity_line(item, names))
+                lines.append(activity_line(item, names))
+        if lines:
+            # One write per batch: each write measures and scrolls once, and adoption can bring
+            # a line for each of hundreds of containers in the batch that fills the table.
+            self.write(Text("\n").join(lines))
 
     @property
     def shown_text(self) -> str:
