@@ -36,6 +36,9 @@ class DashboardScreen(Screen[None]):
         self.state = state
         """What the screen shows; the app folds events into it and calls `show_changes`."""
         self._clock = clock
+        self._activity_due: list[ActivityLogged | ContainerCrashed] = []
+        """Activity of batches whose rows were drawn first, in order, for the next write."""
+        self._activity_scheduled = False
 
     def compose(self) -> ComposeResult:
         """Header, banner, filter box, table, activity, footer."""
@@ -73,14 +76,26 @@ class DashboardScreen(Screen[None]):
         if changes.removed or changes.rows:
             self.table.show_rows([*changes.removed, *changes.rows])
         if changes.activity:
-            self.query_one(ActivityList).add(
-                (e for e in events if isinstance(e, ActivityLogged | ContainerCrashed)),
-                state.names(),
+            self._activity_due.extend(
+                e for e in events if isinstance(e, ActivityLogged | ContainerCrashed)
             )
+            if not (changes.rows or changes.removed):
+                self._write_activity()
+            elif not self._activity_scheduled:
+                # Rows first: the table's repaint does not wait for these lines (adoption
+                # brings one per container without a channel in the batch that fills it).
+                self._activity_scheduled = True
+                self.call_after_refresh(self._write_activity)
         if changes.docker:
             self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
         if changes.rows or changes.removed:
             self._summary()  # a no-op unless the counts changed
+
+    def _write_activity(self) -> None:
+        self._activity_scheduled = False
+        due, self._activity_due = self._activity_due, []
+        if due:
+            self.query_one(ActivityList).add(due, self.state.names())
 
     def sort_by(self, column: str) -> None:
         """Sort the table by a column, ascending (the palette asks for it)."""
