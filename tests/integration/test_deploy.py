@@ -271,7 +271,8 @@ async def test_image_serves_socketio_and_opens_the_panel(
     )
     try:
         await _wait_healthy(manager)
-        uid = _run("docker", "exec", manager, "sh", "-c", "grep ^Uid: /proc/1/status")
+        pid = _run("docker", "inspect", "-f", "{{.State.Pid}}", manager)  # a host pid
+        uid = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if "Uid" in x)
         assert uid.split()[1:] == ["10001"] * 4, f"the service must not run as root: {uid}"
         port = _run("docker", "port", manager, "8000/tcp").splitlines()[0].rsplit(":", 1)[1]
         url = f"http://127.0.0.1:{port}"

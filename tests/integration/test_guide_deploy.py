@@ -239,7 +239,9 @@ def _panel(container: str, expect: str, timeout: float = 90) -> str:
 
 
 def _service_identity(container: str) -> dict[str, str]:
-    status = _run("docker", "exec", container, "cat", "/proc/1/status").stdout
+    """The service process's ids, groups and capabilities (its host pid, read on the host)."""
+    pid = _run("docker", "inspect", "-f", "{{.State.Pid}}", container).stdout.strip()
+    status = Path(f"/proc/{pid}/status").read_text()
     return {
         k: v.strip() for k, v in (line.split(":", 1) for line in status.splitlines() if ":" in line)
     }
