@@ -115,6 +115,8 @@ class Deployment:
     token: str
     flows: list[str] = field(default_factory=list)
     flow_id: str = ""
+    ids: list[str] = field(default_factory=list)
+    """The manager containers this run started (the upgrade replaces one)."""
 
 
 def _token(container: str) -> str:
@@ -166,20 +168,23 @@ def _prepare_socket_dir() -> None:
     _bash(guide.SOCKET_DIR_STEP)
 
 
-async def _flow_runs_and_answers(dep: Deployment) -> None:
-    """Create and start a flow through the API, message it through its socket."""
-    name = f"{RUN_ID}-guide-{uuid.uuid4().hex[:4]}"
-    dep.flows.append(name)
+async def _flow_runs_and_answers(dep: Deployment, *, existing: str = "") -> None:
+    """Create and start a flow through the API (or take the `existing` one), check that it is
+    running, message it through its socket."""
     client = socketio.AsyncClient(reconnection=False)
     received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     client.on("message_received", received.put_nowait)
     await client.connect(URL, auth={"token": dep.token}, wait_timeout=20)
     try:
-        created = await client.call("create_container", {"name": name}, timeout=60)
-        assert created.get("status") == "created", created
-        cid = str(created["container_id"])
-        started = await client.call("start_container", {"container_id": cid}, timeout=60)
-        assert started.get("status") == "running", started
+        cid = existing
+        if not cid:
+            name = f"{RUN_ID}-guide-{uuid.uuid4().hex[:4]}"
+            dep.flows.append(name)
+            created = await client.call("create_container", {"name": name}, timeout=60)
+            assert created.get("status") == "created", created
+            cid = str(created["container_id"])
+            started = await client.call("start_container", {"container_id": cid}, timeout=60)
+            assert started.get("status") == "running", started
         status = await client.call("get_container_status", {"container_id": cid}, timeout=30)
         assert status["state"] == "running", status
         message = {"hello": "guide"}
@@ -262,15 +267,15 @@ def _check_panel_shows_the_flow(dep: Deployment) -> None:
 def guide_docker_run(guide_image: Any) -> Iterator[Deployment]:
     _slot_or_skip()
     _prepare_socket_dir()
-    cid = _bash(guide.DOCKER_RUN).strip()
     dep = Deployment(container=NAME, token="")
+    dep.ids.append(_bash(guide.DOCKER_RUN).strip())
     try:
         _wait_healthy(NAME)
         dep.token = _token(NAME)
         yield dep
     finally:
         _remove_flows(dep)
-        _run("docker", "rm", "-f", cid, check=False)
+        _run("docker", "rm", "-f", *dep.ids, check=False)  # only the containers we started
 
 
 class TestGuideDockerRun:
@@ -312,6 +317,17 @@ class TestGuideDockerRun:
 
     def test_docker_exec_flowmgr_shows_the_flow(self, guide_docker_run: Deployment) -> None:
         _check_panel_shows_the_flow(guide_docker_run)
+
+    async def test_the_guides_upgrade_keeps_the_flow(self, guide_docker_run: Deployment) -> None:
+        """Upgrading: `docker pull` has no registry here (`task flow-manager:build` made the
+        image); then `docker stop`, `docker rm` and the same `docker run`, as written. The new
+        manager re-adopts the running flow and talks to it again."""
+        dep = guide_docker_run
+        assert dep.flow_id, "no flow was started in this deployment"
+        await asyncio.to_thread(_bash, "docker stop flow-manager\ndocker rm flow-manager")
+        dep.ids.append((await asyncio.to_thread(_bash, guide.DOCKER_RUN)).strip())
+        await asyncio.to_thread(_wait_healthy, NAME)
+        await _flow_runs_and_answers(dep, existing=dep.flow_id)
 
 
 # ---- the guide's docker-compose.yml and `docker-compose up -d` ---------------------------
