@@ -1,7 +1,7 @@
 # The flow-manager image: the headless service on port 8000, and `flowmgr` (the panel) on PATH.
 #
-# With a registry:  docker build --build-arg DOCKER_GID=$(stat -c %g /var/run/docker.sock) -t flowmgr:latest .
-# Offline (here):   bash scripts/build-images.sh flowmgr
+# With a registry:  docker build -t kawaflow/flow-manager:latest -t flowmgr:latest .
+# Offline (here):   bash scripts/build-images.sh flowmgr    (both tags too)
 #   which builds wheels on the host into build/wheels and runs
 #   docker build --build-arg BASE_IMAGE=flowmgr-base:bookworm --build-arg OFFLINE_WHEELS=1 ...
 # Only the legacy builder's features are used (no heredocs, no --mount), so both builders work.
@@ -24,26 +24,20 @@ RUN set -eu; \
     /opt/flowmgr/bin/flowmgr --version
 
 FROM ${BASE_IMAGE}
-# The gid that owns /var/run/docker.sock on the host: the service user joins that group.
-ARG DOCKER_GID=999
 ARG FLOWMGR_UID=10001
 COPY --from=build /opt/flowmgr /opt/flowmgr
 COPY config.json /etc/flowmgr/config.json
 # `flowmgr` on PATH: the panel, attached to this container's running service.
 COPY deploy/container/flowmgr /usr/local/bin/flowmgr
 COPY deploy/container/entrypoint /usr/local/bin/flowmgr-entrypoint
-# No useradd in minimal bases: write the account lines directly, and add the user to the group
-# of the engine's socket (whatever that gid is named here, or a new "docker-host" group).
+# No useradd in minimal bases: write the account lines directly. No docker group here: the gid of
+# the mounted docker.sock is only known at run time, when the entry point joins it.
 RUN set -eu; \
-    if ! getent group "$DOCKER_GID" >/dev/null; then \
-        echo "docker-host:x:${DOCKER_GID}:" >> /etc/group; \
-    fi; \
-    sed -i -E "s/^([^:]*:[^:]*:${DOCKER_GID}:)(.+)$/\1\2,flowmgr/; s/^([^:]*:[^:]*:${DOCKER_GID}:)$/\1flowmgr/" /etc/group; \
-    if [ "$DOCKER_GID" != "$FLOWMGR_UID" ]; then echo "flowmgr:x:${FLOWMGR_UID}:" >> /etc/group; fi; \
+    echo "flowmgr:x:${FLOWMGR_UID}:" >> /etc/group; \
     echo "flowmgr:x:${FLOWMGR_UID}:${FLOWMGR_UID}:flow manager:/home/flowmgr:/bin/sh" >> /etc/passwd; \
     mkdir -p /home/flowmgr /tmp/kawaflow/sockets; \
-    chown "${FLOWMGR_UID}:${DOCKER_GID}" /home/flowmgr /tmp/kawaflow/sockets; \
-    chmod 2770 /tmp/kawaflow/sockets
+    chown "${FLOWMGR_UID}:${FLOWMGR_UID}" /home/flowmgr /tmp/kawaflow/sockets; \
+    chmod 0700 /tmp/kawaflow/sockets
 
 ENV PATH=/usr/local/bin:/opt/flowmgr/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
@@ -51,7 +45,8 @@ ENV PATH=/usr/local/bin:/opt/flowmgr/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbi
     CONFIG_FILE=/etc/flowmgr/config.json \
     HOME=/home/flowmgr \
     LANG=C.UTF-8
-USER flowmgr
+# No USER: the entry point starts as root only to join the socket's group, then runs everything
+# (the service, `docker exec ... flowmgr`) as flowmgr; see server/container_entry.py.
 WORKDIR /home/flowmgr
 EXPOSE 8000
 # /health answers 503 while the engine is unreachable; urlopen raises on it, so the check fails.

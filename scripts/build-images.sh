@@ -9,7 +9,8 @@
 #   busybox    flowmgr-test-busybox:latest    busybox-static; its default command exits 0 on TERM
 #   unhealthy  flowmgr-test-unhealthy:latest  busybox with a HEALTHCHECK that always fails
 #   flow       flow:latest                    flow/Dockerfile on the offline base
-#   flowmgr    flowmgr:latest                 ./Dockerfile on the offline base, from host-built wheels
+#   flowmgr    flowmgr:latest                 ./Dockerfile on the offline base, from host-built wheels,
+#              also tagged kawaflow/flow-manager:latest (the deployment guide's name)
 #
 # Images built from a Dockerfile carry a hash of their sources (label flowmgr.source-hash) and are
 # rebuilt when the sources change; the imported ones are reused whenever the tag exists.
@@ -24,6 +25,7 @@ BUSYBOX_TAG=flowmgr-test-busybox:latest
 UNHEALTHY_TAG=flowmgr-test-unhealthy:latest
 FLOW_TAG=flow:latest
 FLOWMGR_TAG=flowmgr:latest
+GUIDE_TAG=kawaflow/flow-manager:latest
 HASH_LABEL=flowmgr.source-hash
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [[ -x "$PYTHON" ]] || PYTHON=python3
@@ -130,7 +132,13 @@ build_flowmgr() {
     local hash
     hash="$(source_hash Dockerfile .dockerignore pyproject.toml config.json README.md server \
         flowmgr_tui deploy/container)"
-    stale "$FLOWMGR_TAG" flowmgr "$hash" || { log "$FLOWMGR_TAG present and up to date"; return 0; }
+    if ! stale "$FLOWMGR_TAG" flowmgr "$hash"; then
+        log "$FLOWMGR_TAG present and up to date"
+        # The guide's name on the same image (an older build may lack it, or carry another).
+        [[ "$(image_id "$GUIDE_TAG")" == "$(image_id "$FLOWMGR_TAG")" ]] \
+            || docker tag "$FLOWMGR_TAG" "$GUIDE_TAG"
+        return 0
+    fi
     build_base
     log "building wheels for $FLOWMGR_TAG into build/wheels"
     rm -rf build/wheels && mkdir -p build/wheels
@@ -142,15 +150,11 @@ build_flowmgr() {
     fi
     log "building $FLOWMGR_TAG"
     docker build -q --label "$HASH_LABEL=$hash" --build-arg BASE_IMAGE="$BASE_TAG" \
-        --build-arg OFFLINE_WHEELS=1 --build-arg DOCKER_GID="$(docker_gid)" \
-        -t "$FLOWMGR_TAG" . >/dev/null
+        --build-arg OFFLINE_WHEELS=1 -t "$FLOWMGR_TAG" -t "$GUIDE_TAG" . >/dev/null
     # The legacy builder keeps the build stage as an untagged image; only ours carry this label.
     # Best effort: another prune running at the same time is not a build failure.
     docker image prune -f --filter label=flowmgr.stage=build >/dev/null 2>&1 || true
 }
-
-# The group that owns the engine's socket here, so the image's user can reach it.
-docker_gid() { stat -c %g /var/run/docker.sock 2>/dev/null || echo 0; }
 
 declare -A TAG_OF=([base]=$BASE_TAG [busybox]=$BUSYBOX_TAG [unhealthy]=$UNHEALTHY_TAG
                    [flow]=$FLOW_TAG [flowmgr]=$FLOWMGR_TAG)
@@ -165,4 +169,4 @@ for name in "${WANTED[@]}"; do
         docker image rm "$old" >/dev/null 2>&1 || log "kept the previous ${TAG_OF[$name]} (in use)"
     fi
 done
-log "done: $(docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^(flowmgr|flow:)' | sort | tr '\n' ' ')"
+log "done: $(docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^(flowmgr|flow:|kawaflow/flow-manager:)' | sort | tr '\n' ' ')"

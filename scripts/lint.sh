@@ -7,7 +7,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BIN="${VENV:-.venv}/bin"
-PATHS=(server flowmgr_tui tests bench)
+PATHS=(server flowmgr_tui tests bench main.py)
 
 failed=()
 step() {

@@ -23,6 +23,10 @@ class HealthSource(Protocol):
         """Component -> "active" or why not."""
         ...
 
+    def health_reason(self) -> str | None:
+        """Why the engine is not in use, with the fix (None when it is)."""
+        ...
+
 
 def _manager(request: Request) -> HealthSource:
     return request.app.state.manager  # type: ignore[no-any-return]
@@ -44,4 +48,7 @@ async def health(manager: ManagerDep) -> JSONResponse:
     }
     if not healthy:
         body["failing"] = sorted(k for k, v in components.items() if v != "active")
+        reason = manager.health_reason()
+        if reason:
+            body["reason"] = reason
     return JSONResponse(body, status_code=200 if healthy else 503)

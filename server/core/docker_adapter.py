@@ -155,6 +155,11 @@ class DockerAdapter:
         self._pool: ThreadPoolExecutor | None = None
 
     @property
+    def configured_url(self) -> str | None:
+        """The engine URL this adapter was given (None: DOCKER_HOST, else the default socket)."""
+        return self._base_url
+
+    @property
     def base_url(self) -> str:
         """Where the engine is reached (unix socket path or tcp URL)."""
         return str(self._client().base_url)

@@ -232,6 +232,14 @@ class ContainerManager(ContainerActions):
             "event_handler": "active" if up and self.monitor.streaming else "unavailable",
         }
 
+    def health_reason(self) -> str | None:
+        """Why the engine is not in use, as last logged (the socket's group and its fix, ...);
+        None while it answers or before the first attempt."""
+        change = self.monitor.engine_change
+        if self.monitor.available or not isinstance(change, DockerConnectionLost):
+            return None
+        return change.reason
+
     def recent_activity(
         self, container_id: str | None = None, limit: int = 200
     ) -> list[ActivityLogged]:

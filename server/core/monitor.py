@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -11,7 +12,8 @@ from typing import Any, Protocol
 from server.core.config import Settings
 from server.core.container_info import ContainerInfo, to_loop
 from server.core.docker_adapter import DockerAdapter
-from server.core.errors import ContainerNotFound, DockerApiError, FlowMgrError
+from server.core.engine_access import engine_socket_path, socket_access_problem
+from server.core.errors import ContainerNotFound, DockerApiError, DockerUnavailable, FlowMgrError
 from server.core.events import DockerConnectionLost, DockerConnectionRestored, now
 from server.core.registry import Record, Registry
 
@@ -90,6 +92,11 @@ class DockerMonitor:
     async def _follow_once(self) -> str:
         try:
             await self.adapter.ping()
+        except DockerUnavailable as err:
+            # the socket's owner, group or absence, said with its fix; else the engine's error
+            path = engine_socket_path(self.adapter.configured_url or os.environ.get("DOCKER_HOST"))
+            problem = None if path is None else await asyncio.to_thread(socket_access_problem, path)
+            return problem or str(err)
         except FlowMgrError as err:
             return str(err)
         loop = asyncio.get_running_loop()

@@ -214,6 +214,7 @@ def test_task_clean_targets_only_this_project() -> None:
         if line.startswith("would run: ")
     ]
     allowed_images = {
+        "kawaflow/flow-manager:latest",
         "flowmgr:latest",
         "flow:latest",
         "flowmgr-test-unhealthy:latest",
