@@ -316,7 +316,8 @@ class ContainerTable(DataTable[Any]):
                 column.width = width
                 changed = True
         if changed:
-            # DataTable caches rendered cells per width-less key: drop them, re-measure.
+            # DataTable's render caches do not key on a column's width: drop them (the update
+            # count is in every cell's key) and let it re-measure the virtual width.
             self._clear_caches()
             self._update_count += 1
             self._require_update_dimensions = True

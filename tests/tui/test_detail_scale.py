@@ -23,7 +23,7 @@ from flowmgr_tui.widgets.resource_graph import ResourceGraph, ScalePlot
 from server.core.events import ContainerAdded, Event, StatsSampled
 from server.core.models import ContainerSnapshot, ResourceSample
 from tests.tui.helpers import dashboard, host_graphs_full, until
-from tests.tui.make_recording import NOW, T0
+from tests.tui.make_recording import ECHO_ID, NOW, T0
 from tests.tui.recording import ReplayBackend
 from tests.tui.test_snapshots import recorded_app
 
@@ -97,7 +97,8 @@ def test_detail_graphs_snapshot(snap_compare: Compare) -> None:
 
 
 async def test_memory_graph_is_read_against_the_limit() -> None:
-    app = _app()
+    """Through a remote panel: the flow's graphs come from the same state as a local one's."""
+    app = _app(mode="remote http://127.0.0.1:8000")
     async with app.run_test(size=(120, 30)) as pilot:
         await _open(pilot)
         graph = app.screen.query_one("#graph-mem", ResourceGraph)
@@ -112,21 +113,11 @@ async def test_memory_graph_is_read_against_the_limit() -> None:
         cpu = app.screen.query_one("#graph-cpu", ResourceGraph)
         assert cpu.caption == "CPU: 3.0% of 100% (1 core; max 3.0%)"
         assert str(cpu.query_one(ScalePlot).render()).startswith("  100%┤")
+        # The probe reads the machine the panel runs on, and a remote panel says so.
         host = app.screen.query_one("#graph-host-mem", ResourceGraph)
-        assert host.caption == "Host memory: 6.0G of 24.0G host total (25%)"
+        assert host.caption == "This machine memory: 6.0G of 24.0G host total (25%)"
         host_rows = host.query_one(ScalePlot).rows  # 25 % of 4 rows: the bottom one, full
         assert set(host_rows[-1]) == {"█"} and all(set(r) == {" "} for r in host_rows[:-1])
-
-
-async def test_a_remote_panel_says_whose_host_it_measures() -> None:
-    app = _app(mode="remote http://127.0.0.1:8000")
-    async with app.run_test(size=(120, 30)) as pilot:
-        await _open(pilot)
-        cpu = app.screen.query_one("#graph-host-cpu", ResourceGraph)
-        assert cpu.caption == "This machine CPU: 25.0% of 100% (2 cores)"
-        # The flow's own graphs come from the state, the same as in a local panel.
-        mem = app.screen.query_one("#graph-mem", ResourceGraph)
-        assert mem.caption == "Memory: 8.7M (1.7%) of 512.0M limit"
 
 
 async def test_table_at_120_columns_shows_the_image_whole() -> None:
@@ -144,3 +135,18 @@ async def test_table_at_120_columns_shows_the_image_whole() -> None:
         assert sum("flow:latest " in line for line in lines) == 5, lines
         assert all("flow:lates " not in line for line in lines)
         assert max(len(line.rstrip()) for line in lines) <= 120
+
+        # Widths are computed when rows change, never for a usage update.
+        fits = 0
+        fit = table._fit_columns
+
+        def counted() -> None:
+            nonlocal fits
+            fits += 1
+            fit()
+
+        table._fit_columns = counted  # type: ignore[method-assign]
+        s = _sample(0, 300 * MIB)
+        backend.bus.publish(StatsSampled(container_id=ECHO_ID, sample=s, at=s.timestamp))
+        await until(pilot, lambda: table.cell_text(ECHO_ID, "mem") == "300.0M", "the new usage")
+        assert fits == 0
