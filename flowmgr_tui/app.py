@@ -167,6 +167,9 @@ class FlowMgrApp(App[None]):
                 clock=self.clock,
                 host_probe=self.host_probe,
                 host_interval=self.host_interval,
+                # The probe reads the machine the panel runs on: a remote manager's host is
+                # elsewhere, so say whose totals these are.
+                host_title="This machine" if self.mode.startswith("remote") else "Host",
             )
         )
 

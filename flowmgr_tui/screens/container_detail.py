@@ -23,6 +23,12 @@ from flowmgr_tui.formatting import (
     state_text,
     uptime_exact,
 )
+from flowmgr_tui.graph_scale import (
+    cpu_scale,
+    host_cpu_scale,
+    host_memory_scale,
+    memory_scale,
+)
 from flowmgr_tui.host_stats import HostSample
 from flowmgr_tui.keymap import bindings
 from flowmgr_tui.messages import ContainerActionRequested
@@ -56,6 +62,7 @@ class ContainerDetailScreen(Screen[None]):
         clock: Callable[[], datetime],
         host_probe: Callable[[], HostSample],
         host_interval: float = HOST_INTERVAL,
+        host_title: str = "Host",
     ) -> None:
         super().__init__()
         self.container_id = container_id
@@ -67,8 +74,11 @@ class ContainerDetailScreen(Screen[None]):
         self._clock = clock
         self._host_probe = host_probe
         self.host_interval = host_interval
+        self._host_title = host_title
+        """Whose CPU and memory `host_probe` reads: the manager's host, unless remote."""
         self._host_cpu: deque[float] = deque(maxlen=HISTORY_SAMPLES)
         self._host_mem: deque[float] = deque(maxlen=HISTORY_SAMPLES)
+        """Bytes in use, drawn against the host's total."""
         self._followed: str | None = None
         self._early_lines: list[str] | None = []
 
@@ -82,8 +92,8 @@ class ContainerDetailScreen(Screen[None]):
                 with Grid(id="graphs"):
                     yield ResourceGraph("CPU", id="graph-cpu")
                     yield ResourceGraph("Memory", id="graph-mem")
-                    yield ResourceGraph("Host CPU", id="graph-host-cpu")
-                    yield ResourceGraph("Host memory", id="graph-host-mem")
+                    yield ResourceGraph(f"{self._host_title} CPU", id="graph-host-cpu")
+                    yield ResourceGraph(f"{self._host_title} memory", id="graph-host-mem")
                 yield Label("", id="detail-info")
             with TabPane("Logs 2", id="logs"):
                 yield LogPane(id="log-pane")
@@ -177,13 +187,15 @@ class ContainerDetailScreen(Screen[None]):
             await asyncio.sleep(self.host_interval)
             h = await asyncio.to_thread(probe)
             self._host_cpu.append(h.cpu_percent)
-            self._host_mem.append(h.memory_percent)
+            self._host_mem.append(float(h.memory_used))
+            cpu, mem = host_cpu_scale(h.cores), host_memory_scale(h.memory_total)
             self.query_one("#graph-host-cpu", ResourceGraph).show(
-                self._host_cpu, f"{h.cpu_percent:.1f}% of {h.cores} cores"
+                self._host_cpu, f"{h.cpu_percent:.1f}% of {cpu.top_label} ({cpu.legend})", cpu
             )
             self.query_one("#graph-host-mem", ResourceGraph).show(
                 self._host_mem,
-                f"{size(h.memory_used)} of {size(h.memory_total)} ({h.memory_percent:.0f}%)",
+                f"{size(h.memory_used)} of {mem.top_label} {mem.legend} ({h.memory_percent:.0f}%)",
+                mem,
             )
 
     # --- handlers and actions ------------------------------------------------------------
@@ -262,14 +274,22 @@ class ContainerDetailScreen(Screen[None]):
         hist = self.state.history.get(self.container_id, ())
         snap = self._snap()
         res = snap.resources if snap else None
+        last = res or (hist[-1] if hist else None)  # a stopped one keeps its last scale
         cpu = [s.cpu_percent for s in hist]
-        mem = [float(s.memory_usage) for s in hist]
+        peak = max(cpu, default=0.0)
+        scale = cpu_scale(peak)
         self.query_one("#graph-cpu", ResourceGraph).show(
             cpu,
-            f"{percent(res.cpu_percent if res else None)} "
-            f"(max {max(cpu, default=0.0):.1f}%, {len(cpu)} samples)",
+            f"{percent(res.cpu_percent if res else None)} of {scale.top_label} "
+            f"({scale.legend}; max {peak:.1f}%)",
+            scale,
         )
-        limit = f" of {size(res.memory_limit)}" if res else ""
+        mem = [float(s.memory_usage) for s in hist]
+        if last is None:
+            self.query_one("#graph-mem", ResourceGraph).show(mem, "-", None)
+            return
+        scale = memory_scale(last.memory_limit)
+        used = f"{size(res.memory_usage)} ({res.memory_percent:.1f}%) " if res else "- "
         self.query_one("#graph-mem", ResourceGraph).show(
-            mem, f"{size(res.memory_usage if res else None)}{limit}"
+            mem, f"{used}of {scale.top_label} {scale.legend}", scale
         )

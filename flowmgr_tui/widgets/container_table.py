@@ -10,7 +10,7 @@ from typing import Any
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
 
 from flowmgr_tui.formatting import health_text, percent, size, state_text, uptime
 from flowmgr_tui.state.panel_state import PanelState
@@ -30,7 +30,15 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("uptime", "Up", 5),
     ("socket", "Sock", 4),
 )
-"""Column key, header label, width (fixed, so an update never re-measures the table)."""
+"""Column key, header label, width. Widths are fixed (an update never re-measures the table),
+except that name and image share what the others leave by content (`_fit_columns`)."""
+
+_SHARED = ("name", "image")
+"""The columns sized by their content; the others hold short values of known width."""
+_SHARED_FLOOR = 12
+"""Neither shared column is cut below this (or its content, if shorter) to fit the other."""
+_NAME_ROOM = 20
+"""Room left over goes to the name column up to this width; beyond it, the table ends early."""
 
 _STATE_ORDER = {s: i for i, s in enumerate(STATES)}
 
@@ -128,6 +136,8 @@ class ContainerTable(DataTable[Any]):
         self.sort_reverse = False
         self._pinned = False
         """Set once the user moves the cursor: from then on it follows its container."""
+        self._refit = True
+        """Rows came or went, a name or image changed, or the table resized: widths are due."""
 
     def on_mount(self) -> None:
         """Add the fixed-width columns."""
@@ -165,6 +175,8 @@ class ContainerTable(DataTable[Any]):
                 )
         if resort:
             self.apply_sort()
+        if self._refit:
+            self._fit_columns()
 
     def refresh_clock(self) -> None:
         """Recompute the uptime column (coarse, so this rarely changes a cell)."""
@@ -184,6 +196,8 @@ class ContainerTable(DataTable[Any]):
                 self._drop_row(cid)
         if changed:
             self.apply_sort()
+        if self._refit:
+            self._fit_columns()
 
     def sort_by(self, column: str, reverse: bool | None = None) -> None:
         """Sort by `column`; the same column again flips the order."""
@@ -232,6 +246,11 @@ class ContainerTable(DataTable[Any]):
         return str(self._cells[container_id][[c[0] for c in COLUMNS].index(column)])
 
     # --- handlers ------------------------------------------------------------------------
+
+    def on_resize(self) -> None:
+        """Share the new width (DataTable's own resize handler runs as well)."""
+        self._refit = True
+        self._fit_columns()
 
     def on_key(self) -> None:
         """Any key on the table pins the cursor to the container under it."""
@@ -282,9 +301,46 @@ class ContainerTable(DataTable[Any]):
             Text("on" if snap.socket_connected else "--"),
         )
 
+    def _fit_columns(self) -> None:
+        """Give name and image their content's width out of what the other columns leave.
+
+        Runs when rows come or go, a name or image changes, or the table resizes (never for a
+        usage update): one pass over the shown rows' two cells, and a redraw only when a width
+        actually changes.
+        """
+        self._refit = False
+        keys = [c[0] for c in COLUMNS]
+        want = {
+            key: max(
+                [len(label), *(cells[keys.index(key)].cell_len for cells in self._cells.values())]
+            )
+            for key, label, _ in COLUMNS
+            if key in _SHARED
+        }
+        others = sum(w for key, _, w in COLUMNS if key not in _SHARED)
+        # Room for the two: the width less the others, every cell's padding and the vertical
+        # scrollbar (reserved, so widths do not change when enough rows arrive to need it).
+        room = self.size.width - others - 2 * self.cell_padding * len(COLUMNS)
+        room -= self.styles.scrollbar_size_vertical
+        widths = _share(want, max(room, 0))
+        changed = False
+        for key, width in widths.items():
+            column = self.columns.get(ColumnKey(key))
+            if column is not None and column.width != width:
+                column.width = width
+                changed = True
+        if changed:
+            # DataTable's render caches do not key on a column's width: drop them (the update
+            # count is in every cell's key) and let it re-measure the virtual width.
+            self._clear_caches()
+            self._update_count += 1
+            self._require_update_dimensions = True
+            self.refresh()
+
     def _add(self, snap: ContainerSnapshot) -> None:
         cells = self._cells_for(snap)
         self._cells[snap.id] = cells
+        self._refit = True
         self.add_row(*cells, key=snap.id)
 
     def _patch(self, snap: ContainerSnapshot) -> bool:
@@ -297,9 +353,29 @@ class ContainerTable(DataTable[Any]):
         for (key, _, _), before, after in zip(COLUMNS, old, new, strict=True):
             if before != after:
                 self.update_cell(snap.id, key, after)
+                if key in _SHARED:
+                    self._refit = True
         return True
 
     def _drop_row(self, container_id: str) -> None:
         self._drawn.pop(container_id, None)
         if self._cells.pop(container_id, None) is not None:
+            self._refit = True
             self.remove_row(container_id)
+
+
+def _share(want: dict[str, int], room: int) -> dict[str, int]:
+    """Widths for the shared columns: each its content when all fit (spare room to the name, up
+    to `_NAME_ROOM`); else each keeps `_SHARED_FLOOR` (or less content) and the rest goes to the
+    narrower content first, so a short `flow:latest` is whole before a long name gets more."""
+    if sum(want.values()) <= room:
+        out = dict(want)
+        out["name"] = max(out["name"], min(_NAME_ROOM, room - sum(want.values()) + out["name"]))
+        return out
+    out = {key: min(w, _SHARED_FLOOR) for key, w in want.items()}
+    left = room - sum(out.values())
+    for key in sorted(want, key=lambda k: want[k]):
+        grant = max(0, min(want[key] - out[key], left))
+        out[key] += grant
+        left -= grant
+    return out

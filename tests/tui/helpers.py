@@ -6,13 +6,23 @@ import asyncio
 from collections.abc import Callable
 
 from textual.pilot import Pilot
+from textual.screen import Screen
 
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.screens.dashboard import DashboardScreen
 from flowmgr_tui.widgets.log_pane import LogPane
+from flowmgr_tui.widgets.resource_graph import ScalePlot
 
-__all__ = ["until", "dashboard", "row_names", "open_log_pane", "BUSYBOX", "WAIT"]
+__all__ = [
+    "until",
+    "dashboard",
+    "row_names",
+    "open_log_pane",
+    "host_graphs_full",
+    "BUSYBOX",
+    "WAIT",
+]
 
 BUSYBOX = "flowmgr-test-busybox:latest"
 WAIT = 40.0
@@ -54,3 +64,11 @@ async def open_log_pane(app: FlowMgrApp, pilot: Pilot[None], container_id: str) 
     await until(pilot, lambda: isinstance(app.screen, ContainerDetailScreen), "detail")
     await pilot.press("2")
     return app.screen.query_one(LogPane)
+
+
+def host_graphs_full(screen: Screen[object]) -> bool:
+    """Whether the detail's host graphs have a sample in every column: from then on a fixed
+    host reading draws the same picture however many samples arrived (snapshots rely on it)."""
+    plots = list(screen.query("#graph-host-cpu ScalePlot, #graph-host-mem ScalePlot"))
+    rows = [p.rows for p in plots if isinstance(p, ScalePlot)]
+    return len(rows) == 2 and all(r and r[-1] and " " not in r[-1] for r in rows)

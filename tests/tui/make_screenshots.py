@@ -9,7 +9,7 @@ from textual.pilot import Pilot
 
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
-from tests.tui.helpers import until
+from tests.tui.helpers import host_graphs_full, until
 from tests.tui.make_recording import ECHO_ID
 from tests.tui.recording import ReplayBackend
 from tests.tui.test_snapshots import recorded_app
@@ -38,7 +38,8 @@ async def shoot(size: tuple[int, int], suffix: str = "") -> None:
         await pilot.press("escape")
         app.open_detail(ECHO_ID)
         await until(pilot, lambda: isinstance(app.screen, ContainerDetailScreen), "detail")
-        await pilot.pause(0.5)
+        await until(pilot, lambda: host_graphs_full(app.screen), "full host graphs")
+        await pilot.pause()
         app.save_screenshot("detail-graphs.svg", str(OUT))
         for key, name in (("2", "logs"), ("3", "messages"), ("4", "activity")):
             await pilot.press(key)

@@ -12,8 +12,7 @@ from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.host_stats import HostSample
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.screens.create_form import CreateForm
-from flowmgr_tui.widgets.resource_graph import ResourceGraph
-from tests.tui.helpers import row_names, until
+from tests.tui.helpers import host_graphs_full, row_names, until
 from tests.tui.make_recording import ECHO_ID, ECHO_LOGS, NOW, RECORDING
 from tests.tui.recording import ReplayBackend, load
 
@@ -37,7 +36,7 @@ def recorded_app() -> FlowMgrApp:
         clock=lambda: NOW,
         bridge_interval=0.01,
         host_probe=_host,
-        host_interval=0.05,
+        host_interval=0.01,
         default_image="flow:latest",
     )
 
@@ -66,14 +65,9 @@ async def _open_echo(pilot: Pilot[Any]) -> None:
     assert isinstance(app, FlowMgrApp)
     app.open_detail(ECHO_ID)
     await until(pilot, lambda: isinstance(app.screen, ContainerDetailScreen), "the detail")
-    screen = app.screen
-
-    def host_graph_full() -> bool:
-        graphs = screen.query(ResourceGraph)
-        return bool(graphs) and all("-" not in g.caption.split(": ", 1)[1][:1] for g in graphs)
-
-    await until(pilot, host_graph_full, "every graph to have data")
-    await pilot.pause(0.3)  # a few host samples, so the host graphs have a shape
+    # A sample in every column of the host graphs: the picture no longer depends on timing.
+    await until(pilot, lambda: host_graphs_full(app.screen), "full host graphs")
+    await pilot.pause()
 
 
 def test_detail_view(snap_compare: Compare) -> None:
