@@ -157,7 +157,12 @@ class ContainerManager(ContainerActions):
     async def _report_status(self) -> None:
         while True:
             await asyncio.sleep(self.settings.monitoring.health_check_interval)
-            for rec in list(self.registry.records.values()):
+            recs = list(self.registry.records.values())
+            # a running flow's usage is never null here either (read now when none is cached)
+            await asyncio.gather(
+                *(self.sampler.ensure_sample(r) for r in recs), return_exceptions=True
+            )
+            for rec in recs:
                 self.bus.publish(StatusReported(status=self.registry.status_of(rec)))
 
     # hooks the monitor calls
@@ -220,8 +225,12 @@ class ContainerManager(ContainerActions):
         return self.registry.snapshot_of(self.registry.resolve(ref))
 
     async def get_status(self, ref: str) -> ContainerStatus:
-        """State, health, uptime and cached resource usage; never waits on Docker."""
-        return self.registry.status_of(self.registry.resolve(ref))
+        """State, health, uptime and resource usage: the cached sample, or, for a running
+        container with none yet (just started), one read now (cgroup files: microseconds; the
+        stats API when they are not visible: about a second, within its budget)."""
+        rec = self.registry.resolve(ref)
+        await self.sampler.ensure_sample(rec)
+        return self.registry.status_of(rec)
 
     def health(self) -> dict[str, str]:
         """The /health components, as last seen."""
