@@ -169,6 +169,12 @@ class ContainerManager(ContainerActions):
 
     async def container_added(self, rec: Record) -> None:
         """Open the flow channel of a new or adopted container; pin its host binds."""
+        if rec.info.ports_problem:
+            logger.warning(
+                "%s: its ports show in the engine's spelling (8080/tcp): %s",
+                rec.info.name,
+                rec.info.ports_problem,
+            )
         await self._adopt_binds(rec)
         try:
             # an adopted container's mount comes from the engine: listen only in our own dir
