@@ -124,7 +124,8 @@ class ResourceSampler:
     async def sample_all(self) -> dict[str, ResourceSample]:
         """One sweep over every running container; caches and publishes the samples."""
         running = self._running()
-        if self._is_local():
+        # (records exist only once the engine answered: its client is made, no call here)
+        if not running or self._is_local():
             samples, hidden = await asyncio.to_thread(self._read_all, running)
         else:
             samples = {}

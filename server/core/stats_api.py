@@ -1,11 +1,11 @@
 """Resource usage from the Docker stats API, for flows whose cgroup files are not visible here.
 
-Each call waits for the engine's next collection tick (about 1 s here, measured in
-bench/RESULTS.md), so the budget is calls in flight, not calls made: at most
-`monitoring.stats_api_concurrency` at once, spread evenly over `monitoring.resource_check_interval`
-(each flow once per interval, the oldest sample first). More flows than the budget can serve in
-one interval stretch the interval instead of adding calls. A flow's first sample is taken on
-demand (`sample_now`), through the same budget.
+Each call waits for the engine's next collection tick (about 1 s, longer with many flows:
+bench/RESULTS.md), so the budget is calls in flight: at most `monitoring.stats_api_concurrency`
+at once. A flow's first sample is taken as soon as a slot is free (or on demand, `sample_now`,
+through the same slots); after that each flow is asked once per
+`monitoring.resource_check_interval`, the calls spread evenly over it, the oldest sample first.
+More flows than the budget can serve in one interval stretch the interval; calls never pile up.
 """
 
 from __future__ import annotations
@@ -108,6 +108,11 @@ class StatsApiFallback:
         """The containers whose usage comes from the API now."""
         return frozenset(self._last)
 
+    @property
+    def never_asked(self) -> int:
+        """How many assigned containers have not had their first call yet."""
+        return sum(1 for last in self._last.values() if not last)
+
     def assign(self, container_ids: set[str] | frozenset[str]) -> None:
         """These containers (and only these) are sampled through the API from now on."""
         for gone in [c for c in self._last if c not in container_ids]:
@@ -140,12 +145,19 @@ class StatsApiFallback:
                     except TimeoutError:
                         pass
                     continue
+                # a free slot first: calls never queue up behind the budget (an on-demand
+                # one waits for one slot at most)
+                await self._slots.acquire()
+                if cid not in self._last or cid in self._inflight:
+                    self._slots.release()  # removed, or asked on demand meanwhile
+                    continue
                 self._last[cid] = time.monotonic()  # its turn is taken, even if the call fails
-                if cid not in self._inflight:
-                    task = self._start(cid)
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                await asyncio.sleep(self.interval / max(1, len(self._last)))
+                task = self._start(cid, held=True)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                if last:
+                    # spread evenly; a first sample goes as soon as a slot is free
+                    await asyncio.sleep(self.interval / max(1, len(self._last)))
         finally:
             for task in tasks:
                 task.cancel()
@@ -157,20 +169,24 @@ class StatsApiFallback:
             self._last[container_id] = time.monotonic()
         return await asyncio.shield(task)
 
-    def _start(self, cid: str) -> asyncio.Task[ResourceSample | None]:
-        task = asyncio.create_task(self._call(cid), name=f"stats-api-{cid[:12]}")
+    def _start(self, cid: str, *, held: bool = False) -> asyncio.Task[ResourceSample | None]:
+        task = asyncio.create_task(self._call(cid, held), name=f"stats-api-{cid[:12]}")
         self._inflight[cid] = task
         task.add_done_callback(lambda _: self._inflight.pop(cid, None))
         return task
 
-    async def _call(self, cid: str) -> ResourceSample | None:
-        async with self._slots:
+    async def _call(self, cid: str, held: bool) -> ResourceSample | None:
+        """One call; `held`: the caller took its slot already (released here)."""
+        if not held:
+            await self._slots.acquire()
+        try:
             self.calls += 1
-            try:
-                raw = await self.adapter.stats_once(cid, timeout=CALL_TIMEOUT)
-            except FlowMgrError as err:
-                logger.debug("stats API failed for %s: %s", cid[:12], err)
-                return None
+            raw = await self.adapter.stats_once(cid, timeout=CALL_TIMEOUT)
+        except FlowMgrError as err:
+            logger.debug("stats API failed for %s: %s", cid[:12], err)
+            return None
+        finally:
+            self._slots.release()
         sample = sample_from_api(raw, self._marks.get(cid))
         if cid in self._last:
             self._marks[cid] = _cpu_mark(raw.get("cpu_stats") or {})
