@@ -38,7 +38,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_core import IMAGE, cpu_seconds, engine_procs  # noqa: E402
+from bench_core import IMAGE, cpu_seconds, engine_procs  # noqa: E402
+
 from server.core.config import Settings, load_settings  # noqa: E402
 from server.core.manager import ContainerManager  # noqa: E402
 from server.core.models import CreateSpec  # noqa: E402

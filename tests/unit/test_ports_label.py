@@ -58,12 +58,13 @@ def test_the_label_echoes_the_requests_spelling() -> None:
 
 
 def test_an_inspect_reads_the_label() -> None:
-    raw = {
+    labels = {PORTS_LABEL: ports_label(WRITTEN)}
+    raw: dict[str, Any] = {
         "Id": "a" * 64,
         "Name": "/flow",
         "Created": datetime.now(UTC).isoformat(),
         "State": {"Status": "created"},
-        "Config": {"Image": "flow:latest", "Labels": {PORTS_LABEL: ports_label(WRITTEN)}},
+        "Config": {"Image": "flow:latest", "Labels": labels},
         "HostConfig": {
             "PortBindings": {
                 "8080/tcp": [{"HostIp": "", "HostPort": "18080"}],
@@ -73,6 +74,6 @@ def test_an_inspect_reads_the_label() -> None:
     }
     info = info_from_inspect(raw)
     assert (info.ports, info.ports_problem) == (WRITTEN, None)
-    raw["Config"]["Labels"][PORTS_LABEL] = '{"8080": 1}'
+    labels[PORTS_LABEL] = '{"8080": 1}'
     info = info_from_inspect(raw)
     assert info.ports == ENGINE and "does not match" in str(info.ports_problem)
