@@ -400,9 +400,9 @@ class DockerAdapter:
 
         def run() -> dict[str, Any]:
             api = self._client()
-            if docker.utils.version_gte(api.api_version, "1.41"):
-                return api.stats(container_id, stream=False, one_shot=True)  # type: ignore[no-any-return]
-            return api.stats(container_id, stream=False)  # type: ignore[no-any-return]
+            one_shot = docker.utils.version_gte(api.api_version, "1.41") or None
+            raw: dict[str, Any] = api.stats(container_id, stream=False, one_shot=one_shot)
+            return raw
 
         return await self._call(run, timeout=timeout)
 
