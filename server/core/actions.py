@@ -29,6 +29,7 @@ from server.core.registry import Record, Registry
 from server.core.state_dir import StateDir
 from server.core.validation import port_bindings
 from server.core.validation.host import adopted_pins, validate_create
+from server.core.validation.shapes import PORTS_LABEL, ports_label
 
 __all__ = ["ContainerActions"]
 
@@ -118,6 +119,8 @@ class ContainerActions:
             host_options["mem_limit"] = spec.memory_limit
         self._check_flow_quota()  # again: no await from here to the reservation
         labels = {"flowmgr.managed": "true", "flowmgr.instance": dk.instance}
+        # the ports as the client wrote them, echoed so after a restart of the manager too
+        own = {**labels, PORTS_LABEL: ports_label(spec.ports)} if spec.ports else labels
         binds = [BindMount(p.source, p.target, p.mode == "ro") for p in spec.binds]
         data = {_data_volume(spec.name): dk.data_mount} if dk.data_mount else {}
         made_volume = False
@@ -139,7 +142,7 @@ class ContainerActions:
                         name=spec.name,
                         command=spec.command,
                         environment=env,
-                        labels=labels,
+                        labels=own,
                         binds=[*binds, BindMount(sock_dir, dk.socket_mount, False)],
                         volumes=data,
                         ports=ports,

@@ -135,10 +135,21 @@ class MonitoringSettings(_Strict):
     health_check_interval: float = Field(default=30, gt=0)
     """Seconds between `container_status_update` broadcasts."""
     resource_check_interval: float = Field(default=60, gt=0)
-    """Seconds between resource samples when they must come from the Docker stats API
-    (remote engine); local engines are sampled from cgroup files every `stats_interval`."""
+    """Seconds between two resource samples of one flow when they come from the Docker stats
+    API: the engine is remote, or the manager cannot see the flow's cgroup files (in a
+    container run without `--pid=host` and `-v /sys/fs/cgroup:/sys/fs/cgroup:ro`; the log says
+    so once). Flows whose files are visible are read every `stats_interval` instead.
+
+    The fallback's cost is bounded, whatever the number of flows: calls are spread evenly over
+    the interval (one every interval/n seconds, round-robin, the oldest sample first) with at
+    most `stats_api_concurrency` in flight; each call waits for the engine's next collection
+    tick (~1 s), so past about interval x concurrency flows the interval stretches instead of
+    the calls multiplying (100 flows at the defaults: 1.7 calls/s). A flow's first sample is
+    taken on demand, through the same budget."""
     stats_interval: float = Field(default=1.0, gt=0)
     """ext: seconds between cgroup resource samples."""
+    stats_api_concurrency: int = Field(default=4, ge=1, le=64)
+    """ext: the most Docker stats API calls in flight at once (see `resource_check_interval`)."""
     crash_log_lines: int = Field(default=50, ge=0)
     """ext: how many log lines a crash report carries."""
 

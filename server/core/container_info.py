@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.core.masking import secret_env_values
+from server.core.validation.shapes import PORTS_LABEL, ports_as_written
 
 __all__ = [
     "ContainerInfo",
@@ -67,6 +68,10 @@ class ContainerInfo:
     pid: int
     labels: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int | None] = field(default_factory=dict)
+    """Container port -> host port, the keys as the create request wrote them ("8080",
+    "53/udp"); in the engine's spelling ("8080/tcp") when that is not known."""
+    ports_problem: str | None = None
+    """Why its ports label was not used (an adopted container's label is untrusted)."""
     mounts: dict[str, str] = field(default_factory=dict)
     """Container path -> host path of bind mounts."""
     binds: tuple[BindMount, ...] = ()
@@ -88,6 +93,8 @@ def info_from_inspect(raw: dict[str, Any], asked_ns: int = 0) -> ContainerInfo:
     for cport, binds in bindings.items():
         host = (binds or [{}])[0].get("HostPort") or ""
         ports[cport] = int(host) if host.isdigit() else None
+    labels = dict(cfg.get("Labels") or {})
+    ports, ports_problem = ports_as_written(labels.get(PORTS_LABEL), ports)
     mounts = {
         m["Destination"]: m.get("Source", "")
         for m in raw.get("Mounts") or []
@@ -110,8 +117,9 @@ def info_from_inspect(raw: dict[str, Any], asked_ns: int = 0) -> ContainerInfo:
         exit_code=int(state.get("ExitCode") or 0),
         oom_killed=bool(state.get("OOMKilled")),
         pid=int(state.get("Pid") or 0),
-        labels=dict(cfg.get("Labels") or {}),
+        labels=labels,
         ports=ports,
+        ports_problem=ports_problem,
         mounts=mounts,
         binds=binds,
         asked_ns=asked_ns,

@@ -398,12 +398,18 @@ class DockerAdapter:
         out += [str(t) for t in ((raw.get("HostConfig") or {}).get("Tmpfs") or {})]
         return out
 
-    async def stats_once(self, container_id: str) -> dict[str, Any]:
-        """One `docker stats`-style sample from the API (slow: about 1 s); for remote engines."""
-        raw: dict[str, Any] = await self._call(
-            lambda: self._client().stats(container_id, stream=False)
-        )
-        return raw
+    async def stats_once(self, container_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """One `docker stats`-style answer from the API: one-shot where the engine has it (API
+        1.41+: no `precpu_stats`, answered at the engine's next collection tick, ~1 s here),
+        else the classic answer, which waits for two ticks."""
+
+        def run() -> dict[str, Any]:
+            api = self._client()
+            one_shot = docker.utils.version_gte(api.api_version, "1.41") or None
+            raw: dict[str, Any] = api.stats(container_id, stream=False, one_shot=one_shot)
+            return raw
+
+        return await self._call(run, timeout=timeout)
 
     # volumes
 

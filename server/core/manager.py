@@ -157,13 +157,24 @@ class ContainerManager(ContainerActions):
     async def _report_status(self) -> None:
         while True:
             await asyncio.sleep(self.settings.monitoring.health_check_interval)
-            for rec in list(self.registry.records.values()):
+            recs = list(self.registry.records.values())
+            # a running flow's usage is never null here either (read now when none is cached)
+            await asyncio.gather(
+                *(self.sampler.ensure_sample(r) for r in recs), return_exceptions=True
+            )
+            for rec in recs:
                 self.bus.publish(StatusReported(status=self.registry.status_of(rec)))
 
     # hooks the monitor calls
 
     async def container_added(self, rec: Record) -> None:
         """Open the flow channel of a new or adopted container; pin its host binds."""
+        if rec.info.ports_problem:
+            logger.warning(
+                "%s: its ports show in the engine's spelling (8080/tcp): %s",
+                rec.info.name,
+                rec.info.ports_problem,
+            )
         await self._adopt_binds(rec)
         try:
             # an adopted container's mount comes from the engine: listen only in our own dir
@@ -220,8 +231,12 @@ class ContainerManager(ContainerActions):
         return self.registry.snapshot_of(self.registry.resolve(ref))
 
     async def get_status(self, ref: str) -> ContainerStatus:
-        """State, health, uptime and cached resource usage; never waits on Docker."""
-        return self.registry.status_of(self.registry.resolve(ref))
+        """State, health, uptime and resource usage: the cached sample, or, for a running
+        container with none yet (just started), one read now (cgroup files: microseconds; the
+        stats API when they are not visible: about a second, within its budget)."""
+        rec = self.registry.resolve(ref)
+        await self.sampler.ensure_sample(rec)
+        return self.registry.status_of(rec)
 
     def health(self) -> dict[str, str]:
         """The /health components, as last seen."""

@@ -73,7 +73,8 @@ class ContainerSnapshot:
     socket_path: str
     """Host path of the flow's Unix socket."""
     ports: dict[str, int | None] = field(default_factory=dict)
-    """Container port ("8080/tcp") -> host port."""
+    """Container port -> host port, the keys as the create request wrote them ("8080",
+    "53/udp"; "8080/tcp" for a container created elsewhere or with an unusable label)."""
     exit_code: int | None = None
     socket_connected: bool = False
     last_communication: datetime | None = None

@@ -8,6 +8,7 @@ own rules won (docs/CORE.md "Create rules").
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from collections.abc import Callable, Mapping
@@ -28,6 +29,9 @@ __all__ = [
     "check_volumes",
     "check_ports",
     "port_bindings",
+    "PORTS_LABEL",
+    "ports_label",
+    "ports_as_written",
     "check_command",
     "check_memory_limit",
     "memory_bytes",
@@ -212,6 +216,45 @@ def port_bindings(ports: Mapping[str, int]) -> dict[str, int]:
         number, _, proto = key.partition("/")
         out[f"{int(number)}/{proto or 'tcp'}"] = host
     return out
+
+
+PORTS_LABEL = "flowmgr.ports"
+"""The container label holding a create's `ports` as the client wrote them (`{"8080": 8080}`),
+so they are echoed in that spelling after a manager restart too (the engine keeps "8080/tcp")."""
+MAX_PORTS_LABEL = 16 << 10
+"""Longest ports label read back (~1,200 ports; parsed on the loop at every inspect, ~5 ms at
+this size): a create publishing more shows the engine's spelling."""
+
+
+def ports_label(ports: Mapping[str, int]) -> str:
+    """The checked ports of a create, for PORTS_LABEL."""
+    return json.dumps(dict(ports), separators=(",", ":"))
+
+
+def ports_as_written(
+    label: object, engine: Mapping[str, int | None]
+) -> tuple[dict[str, int | None], str | None]:
+    """The ports as the client wrote them, from a container's PORTS_LABEL and the engine's
+    bindings ("8080/tcp" -> host port); with the reason, the engine's spelling instead.
+
+    The label comes back from the engine: untrusted input. It is used only when it passes the
+    create rules (`check_ports`) and names exactly the bindings the engine has, host ports
+    included; otherwise the engine's own spelling is shown, which is always true."""
+    if label is None:
+        return dict(engine), None
+    if not isinstance(label, str) or len(label) > MAX_PORTS_LABEL:
+        return dict(engine), f"label {PORTS_LABEL} is not a string of at most 16 KiB"
+    try:
+        decoded = json.loads(label)
+    except (ValueError, RecursionError):
+        return dict(engine), f"label {PORTS_LABEL} is not JSON"
+    try:
+        written = check_ports(decoded)
+    except InvalidRequest as err:
+        return dict(engine), f"label {PORTS_LABEL}: {err.message}"
+    if port_bindings(written) != dict(engine):
+        return dict(engine), f"label {PORTS_LABEL} does not match the published ports"
+    return dict(written), None
 
 
 def check_command(command: object) -> None:
