@@ -306,11 +306,6 @@ class TestGuideDockerRun:
     async def test_a_flow_created_through_the_api_runs(self, guide_docker_run: Deployment) -> None:
         await _flow_runs_and_answers(guide_docker_run)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="needs issue 13's Docker stats API fallback (helper 'stats', branch i13-stats): "
-        "the guide's line gives no --pid=host or cgroup mount; remove this mark once merged",
-    )
     async def test_the_flow_reports_memory(self, guide_docker_run: Deployment) -> None:
         status = await _memory_of_the_flow(guide_docker_run)
         assert (status.get("resource_usage") or {}).get("memory_usage", 0) > 0, status
@@ -366,11 +361,6 @@ class TestGuideCompose:
     async def test_a_flow_created_through_the_api_runs(self, guide_compose: Deployment) -> None:
         await _flow_runs_and_answers(guide_compose)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="needs issue 13's Docker stats API fallback (helper 'stats', branch i13-stats): "
-        "the guide's compose file gives no pid: host or cgroup mount; remove once merged",
-    )
     async def test_the_flow_reports_memory(self, guide_compose: Deployment) -> None:
         status = await _memory_of_the_flow(guide_compose)
         assert (status.get("resource_usage") or {}).get("memory_usage", 0) > 0, status
