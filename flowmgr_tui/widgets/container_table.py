@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from rich.style import Style
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
@@ -35,12 +36,15 @@ except that name and image share what the others leave by content (`_fit_columns
 
 _SHARED = ("name", "image")
 """The columns sized by their content; the others hold short values of known width."""
-_SHARED_FLOOR = 12
-"""Neither shared column is cut below this (or its content, if shorter) to fit the other."""
+_SHARED_FLOOR = {"name": 20, "image": 10}
+"""Neither shared column is cut below its former fixed width (or its content, if shorter) to
+fit the other: the name identifies the row, and 80-column terminals keep what they showed."""
 _NAME_ROOM = 20
 """Room left over goes to the name column up to this width; beyond it, the table ends early."""
 
 _STATE_ORDER = {s: i for i, s in enumerate(STATES)}
+_RENDERED_KEPT = 20_000
+"""Rendered cells kept (a screenful is ~400; sorting and scrolling add new keys)."""
 
 
 def _sort_value(snap: ContainerSnapshot, column: str) -> Any:
@@ -138,6 +142,8 @@ class ContainerTable(DataTable[Any]):
         """Set once the user moves the cursor: from then on it follows its container."""
         self._refit = True
         """Rows came or went, a name or image changed, or the table resized: widths are due."""
+        self._rendered: dict[tuple[Any, ...], tuple[object, Any]] = {}
+        """Cell render key -> (the cell value rendered, its lines): see `_render_cell`."""
 
     def on_mount(self) -> None:
         """Add the fixed-width columns."""
@@ -333,9 +339,51 @@ class ContainerTable(DataTable[Any]):
             # DataTable's render caches do not key on a column's width: drop them (the update
             # count is in every cell's key) and let it re-measure the virtual width.
             self._clear_caches()
+            self._rendered.clear()
             self._update_count += 1
             self._require_update_dimensions = True
             self.refresh()
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> Any:
+        """DataTable renders every visible cell again after any `update_cell` (its caches key
+        on a table-wide update count), so one idle container's CPU moving past `_close`
+        repainted all 40 rows from scratch. Cells whose value object is the one rendered
+        before, at the same place, width and style, reuse their lines."""
+        if row_index < 0 or column_index < 0:  # the header and row labels: DataTable's own
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        value = self._data[row_key][column_key]
+        key = (
+            row_key,
+            column_key,
+            row_index,
+            base_style,
+            width,
+            cursor,
+            hover,
+            self._show_hover_cursor,
+            self._pseudo_class_state,
+            self.app.theme,
+        )
+        hit = self._rendered.get(key)
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        if len(self._rendered) > _RENDERED_KEPT:
+            self._rendered.clear()  # rows moved or went: start again rather than grow
+        self._rendered[key] = (value, lines)
+        return lines
 
     def _add(self, snap: ContainerSnapshot) -> None:
         cells = self._cells_for(snap)
@@ -365,16 +413,19 @@ class ContainerTable(DataTable[Any]):
 
 
 def _share(want: dict[str, int], room: int) -> dict[str, int]:
-    """Widths for the shared columns: each its content when all fit (spare room to the name, up
-    to `_NAME_ROOM`); else each keeps `_SHARED_FLOOR` (or less content) and the rest goes to the
-    narrower content first, so a short `flow:latest` is whole before a long name gets more."""
+    """Widths for the shared columns, out of `room` but never less than their former fixed
+    widths together (a narrow terminal scrolls sideways, as it did): each its content when all
+    fit (spare to the name, up to `_NAME_ROOM`); else each keeps its floor (or less content)
+    and the rest goes to the image first, so a short `flow:latest` is whole when the name has
+    room to spare."""
+    room = max(room, sum(_SHARED_FLOOR.values()))
     if sum(want.values()) <= room:
         out = dict(want)
         out["name"] = max(out["name"], min(_NAME_ROOM, room - sum(want.values()) + out["name"]))
         return out
-    out = {key: min(w, _SHARED_FLOOR) for key, w in want.items()}
+    out = {key: min(w, _SHARED_FLOOR[key]) for key, w in want.items()}
     left = room - sum(out.values())
-    for key in sorted(want, key=lambda k: want[k]):
+    for key in ("image", "name"):
         grant = max(0, min(want[key] - out[key], left))
         out[key] += grant
         left -= grant

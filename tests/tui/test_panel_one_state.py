@@ -4,10 +4,11 @@ events or the remote wire through the same path; a stopped container shows no us
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Label
+from textual.widgets import DataTable, Label
 
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.remote import RemoteBackend
@@ -178,3 +179,36 @@ async def test_an_idle_sample_leaves_the_row_and_any_other_change_redraws_it() -
         backend.bus.publish(sample(25.0, 64 * 2**20))  # a real move
         await until(pilot, lambda: table.cell_text(ECHO_ID, "cpu") != cpu, "the new CPU")
         assert table.cell_text(ECHO_ID, "mem") != mem
+
+
+async def test_a_cell_update_repaints_from_the_rendered_cells_of_the_other_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DataTable drops every rendered cell on any update; the table renders again only the
+    cells whose value changed (one repaint per second at 200 idle containers was the panel's
+    main idle cost)."""
+    backend = ReplayBackend(build())
+    app = FlowMgrApp(backend, start_backend=True, clock=lambda: NOW, bridge_interval=0.01)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await _echo_running(pilot, app, backend)
+        await pilot.pause(0.1)
+        rendered: list[tuple[int, int]] = []
+        plain = DataTable._render_cell
+
+        def counting(self: DataTable[Any], row: int, column: int, *args: Any, **kwargs: Any) -> Any:
+            rendered.append((row, column))
+            return plain(self, row, column, *args, **kwargs)
+
+        monkeypatch.setattr(DataTable, "_render_cell", counting)
+        cpu = table.cell_text(ECHO_ID, "cpu")
+        shown = app.state.containers[ECHO_ID].resources
+        assert shown is not None
+        last = [e for e in build() if isinstance(e, StatsSampled)][-1]
+        moved = replace(shown, cpu_percent=shown.cpu_percent + 30.0, timestamp=NOW)
+        backend.bus.publish(replace(last, container_id=ECHO_ID, sample=moved, at=NOW))
+        await until(pilot, lambda: table.cell_text(ECHO_ID, "cpu") != cpu, "the new CPU")
+        await until(pilot, lambda: any(row >= 0 for row, _ in rendered), "the repaint")
+        await pilot.pause(0.05)
+        body = [(r, c) for r, c in rendered if r >= 0]
+        row = table.get_row_index(ECHO_ID)
+        assert set(body) <= {(row, c) for c in range(len(table.columns))}, body

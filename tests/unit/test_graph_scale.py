@@ -73,9 +73,12 @@ def test_share_gives_content_widths_when_they_fit() -> None:
 
 
 def test_share_keeps_the_short_content_whole_when_tight() -> None:
-    # 120 columns: 28 cells for both; `flow:latest` stays whole, the long image is cut.
-    assert _share({"name": 9, "image": 27}, 28) == {"name": 9, "image": 19}
-    assert _share({"name": 40, "image": 11}, 28) == {"name": 17, "image": 11}
-    # No room at all (80 columns scroll sideways): each keeps its floor.
-    assert _share({"name": 40, "image": 27}, 0) == {"name": 12, "image": 12}
-    assert _share({"name": 4, "image": 11}, -5) == {"name": 4, "image": 11}
+    # 120 columns: 28 cells for both, but never less than the former 20 + 10 together.
+    assert _share({"name": 9, "image": 27}, 28) == {"name": 9, "image": 21}
+    assert _share({"name": 17, "image": 11}, 28) == {"name": 19, "image": 11}
+    # Both long: the name keeps its former 20 cells, the image its former 10.
+    assert _share({"name": 40, "image": 11}, 28) == {"name": 20, "image": 10}
+    assert _share({"name": 19, "image": 40}, 28) == {"name": 19, "image": 11}
+    # No room at all (80 columns scroll sideways): 30 cells shared by content, name first.
+    assert _share({"name": 40, "image": 27}, 0) == {"name": 20, "image": 10}
+    assert _share({"name": 6, "image": 11}, -5) == {"name": 19, "image": 11}
