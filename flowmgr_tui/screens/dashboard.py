@@ -72,6 +72,8 @@ class DashboardScreen(Screen[None]):
         """Redraw what one batch of events (or a busy mark) changed."""
         if not getattr(self, "_ready", False):
             return  # on_mount reads the state, which already holds these events
+        if not self.query(ContainerTable):
+            return  # the app is closing: its widgets go before the last batches arrive
         state = self.state
         if changes.removed or changes.rows:
             self.table.show_rows([*changes.removed, *changes.rows])
@@ -94,8 +96,8 @@ class DashboardScreen(Screen[None]):
     def _write_activity(self) -> None:
         self._activity_scheduled = False
         due, self._activity_due = self._activity_due, []
-        if due:
-            self.query_one(ActivityList).add(due, self.state.names())
+        for activity in self.query(ActivityList):  # none once the app is closing
+            activity.add(due, self.state.names())
 
     def sort_by(self, column: str) -> None:
         """Sort the table by a column, ascending (the palette asks for it)."""

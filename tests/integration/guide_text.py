@@ -32,6 +32,7 @@ GUIDE_CANDIDATES = [
     Path(os.environ.get("FLOWMGR_GUIDE", "/nonexistent")),
     _ROOT.parent / "shared" / "guide" / GUIDE_NAME,
     _ROOT.parents[1] / "shared" / "guide" / GUIDE_NAME,
+    Path("/work/shared/guide") / GUIDE_NAME,  # this machine's copy, for clones made elsewhere
 ]
 
 
