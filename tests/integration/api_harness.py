@@ -32,6 +32,19 @@ __all__ = [
 
 BUSYBOX = "flowmgr-test-busybox:latest"
 
+USAGE_FIELDS = {
+    "cpu_percent",
+    "memory_usage",
+    "memory_limit",
+    "memory_percent",
+    "network_rx_bytes",
+    "network_tx_bytes",
+    "disk_read_bytes",
+    "disk_write_bytes",
+    "timestamp",
+}
+"""The 9 fields of a `resource_usage` object (docs/PROTOCOL.md)."""
+
 TEST_TOKEN = "harness-token-0123456789abcdef"
 """The token every harness service requires (the API always requires one) unless a test
 configures its own; `client()` presents it unless given another `auth`."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_harness import BUSYBOX, client, docker_cli, running_service
+from api_harness import BUSYBOX, USAGE_FIELDS, client, docker_cli, running_service
 
 from server.core.config import Settings
 from server.core.manager import ContainerManager
@@ -18,18 +18,6 @@ from server.core.validation.shapes import PORTS_LABEL
 from tests.conftest import RUN_ID
 
 pytestmark = pytest.mark.docker
-
-USAGE_FIELDS = {
-    "cpu_percent",
-    "memory_usage",
-    "memory_limit",
-    "memory_percent",
-    "network_rx_bytes",
-    "network_tx_bytes",
-    "disk_read_bytes",
-    "disk_write_bytes",
-    "timestamp",
-}
 
 
 def _free_ports(n: int) -> list[int]:

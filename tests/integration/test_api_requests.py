@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import socketio
-from api_harness import BUSYBOX, Recorder, client, running_service
+from api_harness import BUSYBOX, USAGE_FIELDS, Recorder, client, running_service
 
 from server.core.config import Settings
 from server.core.events import ACTIVITY_TYPES
@@ -36,17 +36,6 @@ STATUS_FIELDS = {
     "socket_connected",
     "last_communication",
     "resource_usage",
-}
-USAGE_FIELDS = {
-    "cpu_percent",
-    "memory_usage",
-    "memory_limit",
-    "memory_percent",
-    "network_rx_bytes",
-    "network_tx_bytes",
-    "disk_read_bytes",
-    "disk_write_bytes",
-    "timestamp",
 }
 ITEM_FIELDS = {"id", "name", "status", "image", "created", "socket_path", "ports"}
 ACTIVITY_FIELDS = {"activity_type", "container_id", "message", "details", "timestamp"}
