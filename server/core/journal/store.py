@@ -1,0 +1,328 @@
+"""JournalStore: the SQLite file, its lock, and the one thread that runs every statement."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+import struct
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from server.core.errors import ConfigError
+from server.core.journal.records import StoredRow
+
+__all__ = ["JournalStore", "APPLICATION_ID", "open_readonly"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+APPLICATION_ID = 0x464C4A31
+"""`PRAGMA application_id` of a flowmgr journal ("FLJ1"): another program's SQLite file is
+refused instead of being written into."""
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, at REAL NOT NULL,"
+    " event TEXT NOT NULL, container_id TEXT, data TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS events_container ON events(container_id, seq)",
+    "CREATE INDEX IF NOT EXISTS events_event ON events(event, seq)",
+    # the highest seq ever assigned: retention may empty `events`, a seq is never reused
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+)
+
+PendingRow = tuple[float, str, str | None, str]
+"""(at, event, container_id, data JSON text): a row to append, its seq not yet known."""
+
+
+def _move_aside(path: str) -> str:
+    return (
+        f"move it aside (mv {path} {path}.broken) and start again to begin a new journal, "
+        "or set journal.path to another file"
+    )
+
+
+def _check_header(path: str) -> None:
+    """A file cut short (copied half, disk trouble) shows as fewer bytes than its header says;
+    SQLite would only notice on the first read of a missing page, mid-stream."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        raise ConfigError(
+            f"the journal {path} is not an SQLite database; {_move_aside(path)}",
+            details={"file": path},
+        )
+    wal = path + "-wal"
+    if os.path.exists(wal) and os.path.getsize(wal) > 0:
+        return  # the WAL may legitimately hold pages past the file's end
+    page_size = struct.unpack(">H", head[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    pages = struct.unpack(">I", head[28:32])[0]
+    if pages and size < pages * page_size:
+        raise ConfigError(
+            f"the journal {path} is truncated ({size} bytes, its header says "
+            f"{pages * page_size}); {_move_aside(path)}",
+            details={"file": path},
+        )
+
+
+class JournalStore:
+    """The journal's SQLite database: WAL, `synchronous=NORMAL`, one writer thread.
+
+    Every statement runs on the store's own thread (`call`), so the event loop never blocks on
+    the disk and the connection is never shared between threads. One manager per database: an
+    exclusive `flock` on `<path>.lock`, held while the store is open."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self.high_seq = 0
+        """The highest seq ever assigned (committed); only the writer thread changes it."""
+
+    # lifecycle
+
+    async def open(self) -> None:
+        """Take the lock, open (or create) the database, check it; ConfigError when it cannot
+        be used (in use by another manager, not a database, truncated, unreadable)."""
+        self._take_lock()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="journal-writer")
+        try:
+            await self.call_raw(self._open_conn)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the connection and the thread, release the lock."""
+        if self._executor is not None:
+            ex, self._executor = self._executor, None
+            try:
+                await asyncio.get_running_loop().run_in_executor(ex, self._close_conn)
+            finally:
+                ex.shutdown(wait=False)
+        if self._lock_fd is not None:
+            fd, self._lock_fd = self._lock_fd, None
+            os.close(fd)  # releases the flock
+
+    def _take_lock(self) -> None:
+        lock_path = self.path + ".lock"
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot open the journal's lock file {lock_path}: {err.strerror}",
+                details={"file": lock_path},
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(
+                f"the journal {self.path} is in use by another flowmgr manager (pid {holder}); "
+                "one manager per journal: stop that one, or give this one another "
+                "journal.path (or docker.instance)",
+                details={"file": self.path, "pid": holder},
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _open_conn(self) -> None:
+        _check_header(self.path)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        except sqlite3.Error as err:
+            raise ConfigError(
+                f"cannot open the journal {self.path}: {err}", details={"file": self.path}
+            ) from None
+        try:
+            self._prepare(conn)
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise ConfigError(
+                f"the journal {self.path} cannot be read ({err}); {_move_aside(self.path)}",
+                details={"file": self.path},
+            ) from None
+        self._conn = conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app_id != APPLICATION_ID and tables:
+            raise sqlite3.DatabaseError("it is an SQLite database of another program")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if app_id != APPLICATION_ID:
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        for stmt in _SCHEMA:
+            conn.execute(stmt)
+        row = conn.execute("SELECT value FROM meta WHERE key='high_seq'").fetchone()
+        newest = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+        conn.execute("SELECT min(seq) FROM events").fetchone()  # both ends of the tree read
+        self.high_seq = max(int(row[0]) if row else 0, int(newest))
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.close()
+            except sqlite3.Error as err:
+                logger.warning("closing the journal %s: %s", self.path, err)
+
+    # running statements
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` on the writer thread and return its result (its exception).
+        `fn` manages its own transaction (`with conn:` or BEGIN ... COMMIT); the connection is
+        in autocommit mode otherwise."""
+
+        def run() -> T:
+            if self._conn is None:
+                raise ConfigError(f"the journal {self.path} is closed")
+            return fn(self._conn)
+
+        return await self.call_raw(run)
+
+    async def call_raw(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise ConfigError(f"the journal {self.path} is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None and self._executor is not None
+
+    # the journal's own statements (each runs on the writer thread through `call`)
+
+    def append(self, conn: sqlite3.Connection, rows: Sequence[PendingRow]) -> int:
+        """Write `rows` in one transaction with the next seqs; returns the first seq. On any
+        error nothing is written and no seq is used (the next batch gets the same ones)."""
+        first = self.high_seq + 1
+        last = first + len(rows) - 1
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO events(seq, at, event, container_id, data) VALUES (?,?,?,?,?)",
+                [(first + i, *r) for i, r in enumerate(rows)],
+            )
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('high_seq', ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (last,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.high_seq = last
+        return first
+
+    @staticmethod
+    def oldest(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT min(seq) FROM events").fetchone()[0] or 0)
+
+    @staticmethod
+    def read_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[StoredRow]:
+        """One indexed range query: rows with seq > after_seq, ascending."""
+        cur = conn.execute(
+            "SELECT seq, at, event, container_id, data FROM events WHERE seq > ?"
+            " ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return cur.fetchall()
+
+    @staticmethod
+    def query(
+        conn: sqlite3.Connection,
+        after_seq: int,
+        container_id: str | None,
+        types: Sequence[str] | None,
+        limit: int,
+    ) -> list[StoredRow]:
+        """Rows with seq > after_seq, optionally of one container and of some push names."""
+        where = ["seq > ?"]
+        args: list[object] = [after_seq]
+        if container_id is not None:
+            where.append("container_id = ?")
+            args.append(container_id)
+        if types is not None:
+            if not types:
+                return []
+            where.append(f"event IN ({','.join('?' * len(types))})")
+            args.extend(types)
+        args.append(limit)
+        sql = (
+            "SELECT seq, at, event, container_id, data FROM events WHERE "
+            + " AND ".join(where)
+            + " ORDER BY seq LIMIT ?"
+        )
+        return conn.execute(sql, args).fetchall()
+
+    @staticmethod
+    def used_bytes(conn: sqlite3.Connection) -> int:
+        """Bytes the database's live pages take (freed pages are reused, not counted)."""
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    @staticmethod
+    def trim(
+        conn: sqlite3.Connection, before_at: float | None, max_bytes: int | None, chunk: int
+    ) -> int:
+        """Delete at most `chunk` of the oldest rows that are older than `before_at` or, while
+        the database is over `max_bytes`, the oldest ones; returns how many went. Small
+        transactions, so appends interleave."""
+        low = conn.execute("SELECT min(seq) FROM events").fetchone()[0]
+        if low is None:
+            return 0
+        bound = low + chunk
+        deleted = 0
+        with conn:
+            if before_at is not None:
+                deleted = conn.execute(
+                    "DELETE FROM events WHERE seq < ? AND at < ?", (bound, before_at)
+                ).rowcount
+            if not deleted and max_bytes is not None and JournalStore.used_bytes(conn) > max_bytes:
+                deleted = conn.execute("DELETE FROM events WHERE seq < ?", (bound,)).rowcount
+        return int(deleted)
+
+
+def open_readonly(path: str) -> sqlite3.Connection:
+    """A read-only connection for `flowmgr journal export` (takes no lock: works beside the
+    running manager). ConfigError when the file is missing or not a journal."""
+    if not os.path.exists(path):
+        raise ConfigError(f"no journal at {path}", details={"file": path})
+    _check_header(path)
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        conn.execute("SELECT max(seq) FROM events").fetchone()
+    except sqlite3.Error as err:
+        raise ConfigError(
+            f"cannot read the journal {path}: {err}", details={"file": path}
+        ) from None
+    if app_id != APPLICATION_ID:
+        conn.close()
+        raise ConfigError(f"{path} is not a flowmgr journal", details={"file": path})
+    return conn
+
+
+def dumps(payload: object) -> str:
+    """The JSON text stored for a payload (compact, as it goes on the wire)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
