@@ -105,6 +105,7 @@ class EventBus:
 
     def __init__(self, default_maxsize: int = 10_000) -> None:
         self._subscribers: list[Subscription] = []
+        self._taps: list[Callable[[Event], None]] = []
         self._default_maxsize = default_maxsize
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -117,6 +118,8 @@ class EventBus:
     def publish(self, event: Event) -> None:
         """Hand `event` to every subscriber; call on the event loop's thread."""
         self.published += 1
+        for tap in self._taps:
+            tap(event)
         for sub in tuple(self._subscribers):
             sub._offer(event)
 
@@ -125,6 +128,17 @@ class EventBus:
         if self._loop is None:
             raise RuntimeError("EventBus.bind_loop() was not called")
         self._loop.call_soon_threadsafe(self.publish, event)
+
+    def add_tap(self, fn: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `fn(event)` synchronously for every published event, before subscribers, in
+        publish order; nothing is dropped (the journal's feed). Returns the removal function."""
+        self._taps.append(fn)
+
+        def remove() -> None:
+            if fn in self._taps:
+                self._taps.remove(fn)
+
+        return remove
 
     def subscribe_raw(
         self, *, maxsize: int | None = None, predicate: Callable[[Event], bool] | None = None
