@@ -39,7 +39,8 @@ ManagerDep = Annotated[HealthSource, Depends(_manager)]
 async def health(manager: ManagerDep) -> JSONResponse:
     """docs/PROTOCOL.md's health document; 503 naming the component that is not active."""
     components = dict(manager.health())
-    healthy = all(state == "active" for state in components.values())
+    # a journal turned off (journal.enabled false) is a choice, not a failure
+    healthy = all(state in ("active", "disabled") for state in components.values())
     body: dict[str, Any] = {
         "status": "healthy" if healthy else "unhealthy",
         "service": "flow-manager",
@@ -47,7 +48,9 @@ async def health(manager: ManagerDep) -> JSONResponse:
         "components": components,
     }
     if not healthy:
-        body["failing"] = sorted(k for k, v in components.items() if v != "active")
+        body["failing"] = sorted(
+            k for k, v in components.items() if v not in ("active", "disabled")
+        )
         reason = manager.health_reason()
         if reason:
             body["reason"] = reason

@@ -22,6 +22,9 @@ from server.core.events import (
 )
 from server.core.flow_channel import FlowChannelHub
 from server.core.host_paths import BindPins
+from server.core.journal.journal import Journal
+from server.core.journal.records import Encoder, HistoryPage
+from server.core.journal.replay import activity_from, crashes_from
 from server.core.log_tail import LogTail
 from server.core.logs import LogFollowers
 from server.core.masking import mask_log_line
@@ -48,9 +51,12 @@ class ContainerManager(ContainerActions):
         *,
         bus: EventBus | None = None,
         adapter: DockerAdapter | None = None,
+        journal_encoder: Encoder | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus or EventBus()
+        self.journal = Journal(settings, self.bus, journal_encoder)
+        """Every pushed event with its seq (the front end gives the encoder; none: no journal)."""
         self.adapter = adapter or DockerAdapter(settings.docker.call_timeout)
         self.hub = FlowChannelHub(self.bus, settings.flow)
         self.state = StateDir(settings)
@@ -93,6 +99,9 @@ class ContainerManager(ContainerActions):
         await asyncio.to_thread(validate_bind_roots, self.settings)
         self.bus.bind_loop(asyncio.get_running_loop())
         await asyncio.to_thread(self.state.prepare)  # ConfigError when not safe
+        # ConfigError: another manager holds the journal, or the file is not a journal
+        await self.journal.start()
+        await self._recall_history()
         self.registry.load_stops()
         self._started = True
         self._spawn(self.monitor.run(), "docker-events")
@@ -127,6 +136,7 @@ class ContainerManager(ContainerActions):
         await self.hub.aclose()
         await self.adapter.close()
         self.monitor.available = False
+        await self.journal.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -139,6 +149,18 @@ class ContainerManager(ContainerActions):
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    async def _recall_history(self) -> None:
+        """Refill the activity and crash memory from the journal (they outlive a restart)."""
+        reg = self.registry
+        activity = activity_from(
+            await self.journal.newest("activity_log", reg.activity.maxlen or 2000)
+        )
+        crashes = crashes_from(
+            await self.journal.newest("container_crashed", reg.crashes.maxlen or 500), activity
+        )
+        reg.activity.extendleft(reversed(activity))
+        reg.crashes.extendleft(reversed(crashes))
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
@@ -245,6 +267,7 @@ class ContainerManager(ContainerActions):
             "container_manager": "active" if up else "unavailable",
             "socket_handler": "active" if self._started else "stopped",
             "event_handler": "active" if up and self.monitor.streaming else "unavailable",
+            "journal": self.journal.health(),
         }
 
     def health_reason(self) -> str | None:
@@ -266,6 +289,36 @@ class ContainerManager(ContainerActions):
     ) -> list[ContainerCrashed]:
         """The newest crash reports (oldest first)."""
         return _recent(list(self.registry.crashes), container_id, limit)
+
+    async def get_history(
+        self,
+        since_seq: int | None = None,
+        container_id: str | None = None,
+        types: list[str] | None = None,
+        limit: int = 100,
+    ) -> HistoryPage:
+        """Journalled events with seq > since_seq, oldest first, at most `limit` (1..1000);
+        `container_id` a managed container's reference or the full id of a deleted one."""
+        if since_seq is not None and (
+            isinstance(since_seq, bool) or not isinstance(since_seq, int) or since_seq < 0
+        ):
+            raise InvalidRequest("since_seq must be a non-negative integer", field="since_seq")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidRequest("limit must be an integer from 1 to 1000", field="limit")
+        if types is not None and (
+            not isinstance(types, list) or not all(isinstance(t, str) for t in types)
+        ):
+            raise InvalidRequest("types must be a list of event names", field="types")
+        if container_id is not None:
+            if not isinstance(container_id, str) or not container_id:
+                raise InvalidRequest("container_id must be a string", field="container_id")
+            try:
+                container_id = self.registry.resolve(container_id).info.id
+            except ContainerNotFound:
+                pass  # a deleted flow's full id: its history outlives it
+        return await self.journal.history(
+            min(since_seq or 0, 2**63 - 1), container_id, types, limit
+        )
 
     async def list_containers(self) -> list[ContainerSnapshot]:
         """Same as `snapshot()`."""

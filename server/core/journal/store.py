@@ -16,7 +16,7 @@ from typing import TypeVar
 from server.core.errors import ConfigError
 from server.core.journal.records import StoredRow
 
-__all__ = ["JournalStore", "APPLICATION_ID", "open_readonly"]
+__all__ = ["JournalStore", "JournalUnavailable", "APPLICATION_ID", "open_readonly", "dumps"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,31 @@ _SCHEMA = (
     # the highest seq ever assigned: retention may empty `events`, a seq is never reused
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
+
+# what the filesystem, not the file, is to blame for: the journal waits and retries
+_ENVIRONMENT_ERRORS = frozenset(
+    (
+        "SQLITE_READONLY",
+        "SQLITE_CANTOPEN",
+        "SQLITE_FULL",
+        "SQLITE_IOERR",
+        "SQLITE_BUSY",
+        "SQLITE_PERM",
+        "SQLITE_LOCKED",
+    )
+)
+
+
+class JournalUnavailable(Exception):
+    """The journal cannot be written now (read-only or full filesystem, I/O error): the
+    manager keeps running without it and retries."""
+
+
+def is_environment_error(err: sqlite3.Error) -> bool:
+    """A read-only, full or failing disk (retry later), as opposed to a broken file."""
+    name = getattr(err, "sqlite_errorname", "") or ""
+    return any(name == e or name.startswith(e + "_") for e in _ENVIRONMENT_ERRORS)
+
 
 PendingRow = tuple[float, str, str | None, str]
 """(at, event, container_id, data JSON text): a row to append, its seq not yet known."""
@@ -122,10 +147,12 @@ class JournalStore:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as err:
-            raise ConfigError(
-                f"cannot open the journal's lock file {lock_path}: {err.strerror}",
-                details={"file": lock_path},
-            ) from None
+            try:  # a read-only filesystem: an existing lock file can still be locked
+                fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                raise JournalUnavailable(
+                    f"cannot open the lock file {lock_path}: {err.strerror}"
+                ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -137,22 +164,25 @@ class JournalStore:
                 "journal.path (or docker.instance)",
                 details={"file": self.path, "pid": holder},
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # read-only: the lock holds all the same, only the pid is not shown
 
     def _open_conn(self) -> None:
         _check_header(self.path)
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         except sqlite3.Error as err:
-            raise ConfigError(
-                f"cannot open the journal {self.path}: {err}", details={"file": self.path}
-            ) from None
+            raise JournalUnavailable(f"cannot open {self.path}: {err}") from None
         try:
             self._prepare(conn)
         except sqlite3.DatabaseError as err:
             conn.close()
+            if is_environment_error(err):
+                raise JournalUnavailable(f"cannot write {self.path}: {err}") from None
             raise ConfigError(
                 f"the journal {self.path} cannot be read ({err}); {_move_aside(self.path)}",
                 details={"file": self.path},
