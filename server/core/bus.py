@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from server.core.events import Event, StatsSampled, StatusReported
+from server.core.events import Event, LogLineReceived, StatsSampled, StatusReported, log_gap_line
 
 __all__ = ["EventBus", "Subscription"]
 
@@ -40,6 +40,8 @@ class Subscription:
         self._closed = False
         self.dropped = 0
         """Events thrown away because this subscriber fell behind."""
+        self._log_gaps: dict[str, int] = {}
+        """Log lines dropped per container, not yet told: a follower never loses lines silently."""
 
     def _offer(self, event: Event) -> None:
         if self._closed or (self._predicate is not None and not self._predicate(event)):
@@ -53,6 +55,9 @@ class Subscription:
             if isinstance(oldest, tuple):
                 self._latest.pop(oldest, None)
             self.dropped += 1
+            if isinstance(oldest, LogLineReceived):
+                cid = oldest.container_id
+                self._log_gaps[cid] = self._log_gaps.get(cid, 0) + 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.warning("a bus subscriber is slow: %d events dropped so far", self.dropped)
         if key is not None:
@@ -69,6 +74,9 @@ class Subscription:
 
     def get_nowait(self) -> Event | None:
         """The next queued event, or None when the queue is empty."""
+        if self._log_gaps:  # dropped from the front: the gap comes before all still queued
+            cid, skipped = self._log_gaps.popitem()
+            return LogLineReceived(container_id=cid, line=log_gap_line(skipped))
         while self._queue:
             item = self._queue.popleft()
             if isinstance(item, tuple):
