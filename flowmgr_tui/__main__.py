@@ -265,6 +265,10 @@ def connect_token(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `flowmgr` console script."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["journal"]:  # `flowmgr journal export ...`: no panel, no core started
+        from server.core.journal.export import main as journal_main
+
+        return journal_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.token is not None:
         sys.stderr.write(TOKEN_ON_COMMAND_LINE)

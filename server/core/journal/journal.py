@@ -19,6 +19,7 @@ from server.core.journal.store import (
     JournalStore,
     JournalUnavailable,
     PendingRow,
+    diagnose,
     dumps,
     is_environment_error,
 )
@@ -139,7 +140,7 @@ class Journal:
         if self._problem is None:
             logger.error(
                 "journal %s unavailable: %s; events are pushed without a seq until it can be "
-                "written again (retried every %.0f s)",
+                "written again (retried every %g s)",
                 self.path,
                 why,
                 RETRY_SECONDS,
@@ -262,7 +263,7 @@ class Journal:
         except (sqlite3.Error, OSError) as err:
             if isinstance(err, sqlite3.Error) and not is_environment_error(err):
                 logger.exception("journal: a batch of %d events was not written", len(keep))
-            self._unavailable(str(err))
+            self._unavailable(diagnose(self.path, err))
             self.unjournalled += len(keep)
             return None
         if self._problem is not None:

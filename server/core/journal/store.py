@@ -16,7 +16,14 @@ from typing import TypeVar
 from server.core.errors import ConfigError
 from server.core.journal.records import StoredRow
 
-__all__ = ["JournalStore", "JournalUnavailable", "APPLICATION_ID", "open_readonly", "dumps"]
+__all__ = [
+    "JournalStore",
+    "JournalUnavailable",
+    "APPLICATION_ID",
+    "open_readonly",
+    "dumps",
+    "diagnose",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +59,19 @@ _ENVIRONMENT_ERRORS = frozenset(
 class JournalUnavailable(Exception):
     """The journal cannot be written now (read-only or full filesystem, I/O error): the
     manager keeps running without it and retries."""
+
+
+def diagnose(path: str, err: object) -> str:
+    """`err` with what the filesystem says (read-only, full): the /health line names the cause."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return str(err)
+    if st.f_flag & os.ST_RDONLY:
+        return f"{err} (read-only filesystem)"
+    if st.f_bavail == 0:
+        return f"{err} (no space left on the filesystem)"
+    return str(err)
 
 
 def is_environment_error(err: sqlite3.Error) -> bool:
@@ -151,7 +171,7 @@ class JournalStore:
                 fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 raise JournalUnavailable(
-                    f"cannot open the lock file {lock_path}: {err.strerror}"
+                    diagnose(lock_path, f"cannot open the lock file {lock_path}: {err.strerror}")
                 ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -176,13 +196,13 @@ class JournalStore:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         except sqlite3.Error as err:
-            raise JournalUnavailable(f"cannot open {self.path}: {err}") from None
+            raise JournalUnavailable(diagnose(self.path, f"cannot open: {err}")) from None
         try:
             self._prepare(conn)
         except sqlite3.DatabaseError as err:
             conn.close()
             if is_environment_error(err):
-                raise JournalUnavailable(f"cannot write {self.path}: {err}") from None
+                raise JournalUnavailable(diagnose(self.path, f"cannot open: {err}")) from None
             raise ConfigError(
                 f"the journal {self.path} cannot be read ({err}); {_move_aside(self.path)}",
                 details={"file": self.path},
