@@ -26,6 +26,7 @@ from flowmgr_tui.messages import (
     ContainerActionRequested,
     CreateFormRequested,
     HelpRequested,
+    HistoryRequested,
     SortRequested,
 )
 from flowmgr_tui.screens.dashboard import DashboardScreen
@@ -151,6 +152,10 @@ class FlowMgrApp(App[None]):
         """Show every key (the palette asks for it)."""
         self.action_help()
 
+    def on_history_requested(self, _: HistoryRequested) -> None:
+        """Open the history screen (the palette asks for it)."""
+        self.action_history()
+
     def on_sort_requested(self, message: SortRequested) -> None:
         """Sort the dashboard's table (the palette asks for it)."""
         self.dashboard.sort_by(message.column)
@@ -179,6 +184,20 @@ class FlowMgrApp(App[None]):
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def action_history(self) -> None:
+        """The journal's events; from a detail view, filtered to its flow."""
+        from flowmgr_tui.screens.container_detail import ContainerDetailScreen
+        from flowmgr_tui.screens.history import HistoryScreen
+
+        screen = self.screen
+        if isinstance(screen, HistoryScreen):
+            return
+        flow = ""
+        if isinstance(screen, ContainerDetailScreen):
+            cid = screen.container_id  # a deleted flow by its full id: its journal stays
+            flow = self.state.name_of(cid) if cid in self.state.containers else cid
+        self.push_screen(HistoryScreen(self.backend, self.state, clock=self.clock, flow=flow))
 
     # --- helpers -------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from server.core.bus import EventBus
 from server.core.events import ActivityLogged, ContainerCrashed
+from server.core.journal.records import HistoryPage
 from server.core.models import ContainerSnapshot, CreateSpec
 
 __all__ = ["Backend"]
@@ -48,6 +49,17 @@ class Backend(Protocol):
         self, container_id: str | None = None, limit: int = 50
     ) -> list[ContainerCrashed]:
         """The newest crash reports (oldest first)."""
+        ...
+
+    async def get_history(
+        self,
+        since_seq: int | None = None,
+        container_id: str | None = None,
+        types: list[str] | None = None,
+        limit: int = 100,
+    ) -> HistoryPage:
+        """Journalled events with seq > since_seq, oldest first (docs/PROTOCOL.md get_history);
+        read only when a screen asks, never before the first rows are painted."""
         ...
 
     async def create_container(self, spec: CreateSpec) -> ContainerSnapshot: ...

@@ -27,6 +27,7 @@ from server.core.events import (
     StatsSampled,
     now,
 )
+from server.core.journal.records import HistoryPage
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec
 from server.core.validation import check_shapes
@@ -37,6 +38,7 @@ from server.wire.answers import (
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
+    HistoryOut,
     LogSubscriptionOut,
     MessageSentOut,
 )
@@ -56,6 +58,7 @@ from server.wire.pushes import (
 from server.wire.requests import (
     ContainerRef,
     CreateContainerRequest,
+    GetHistoryRequest,
     GetLogsRequest,
     ListContainersRequest,
     RequestIn,
@@ -167,6 +170,19 @@ class RemoteBackend:
         """Crashes heard since connecting."""
         items = [c for c in self._crashes if container_id in (None, c.container_id)]
         return items[-limit:]
+
+    async def get_history(
+        self,
+        since_seq: int | None = None,
+        container_id: str | None = None,
+        types: list[str] | None = None,
+        limit: int = 100,
+    ) -> HistoryPage:
+        """ext `get_history` -> `history`: the server's journal, oldest first."""
+        request = GetHistoryRequest.model_construct(
+            since_seq=since_seq, container_id=container_id, types=types, limit=limit
+        )
+        return (await self._ask("get_history", request, HistoryOut)).to_page()
 
     # --- requests ------------------------------------------------------------------------
 
