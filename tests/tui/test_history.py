@@ -173,7 +173,12 @@ def test_live_and_journalled_activity_merge_once() -> None:
     crash = ContainerCrashed(container_id=cid, name="web-1", exit_code=1, error="e", logs=[], at=T0)
     later = ActivityLogged(activity_type="x", container_id=cid, message="n", at=NOW)
     again = ContainerCrashed(
-        container_id=cid, name="web-1", exit_code=1, error="e", logs=[], at=T0 + timedelta(microseconds=1)
+        container_id=cid,
+        name="web-1",
+        exit_code=1,
+        error="e",
+        logs=[],
+        at=T0 + timedelta(microseconds=1),
     )
     assert merge_activity([later, line, crash], [line, again]) == [line, crash, later]
 
@@ -267,4 +272,3 @@ async def test_from_a_detail_view_the_history_is_that_flows() -> None:
         await until(pilot, lambda: bool(screen.rows), "rows")
         assert {r.container_id for r in screen.rows} == {ECHO_ID}
         assert screen.current_filter == HistoryFilter(container_id=ECHO_ID)
-
