@@ -23,6 +23,7 @@ from server.core.events import (
 from server.core.flow_channel import FlowChannelHub
 from server.core.host_paths import BindPins
 from server.core.journal.journal import Journal
+from server.core.journal.outbox import Outbox
 from server.core.journal.records import Encoder, HistoryPage
 from server.core.journal.replay import activity_from, crashes_from
 from server.core.log_tail import LogTail
@@ -59,6 +60,10 @@ class ContainerManager(ContainerActions):
         """Every pushed event with its seq (the front end gives the encoder; none: no journal)."""
         self.adapter = adapter or DockerAdapter(settings.docker.call_timeout)
         self.hub = FlowChannelHub(self.bus, settings.flow)
+        self.outbox = Outbox(self.hub, self.bus, max_per_flow=settings.journal.queue_max_per_flow)
+        """Messages sent with `queue=True`, until their flow acknowledges them."""
+        self._queue_dropped: dict[str, int] = {}
+        """Queued messages dropped with a removed container, for the delete's answer."""
         self.state = StateDir(settings)
         self.registry = Registry(
             self.bus,
@@ -102,6 +107,8 @@ class ContainerManager(ContainerActions):
         # ConfigError: another manager holds the journal, or the file is not a journal
         await self.journal.start()
         await self._recall_history()
+        # queued messages live in the journal's database (in memory only when it is off)
+        await self.outbox.start(self.journal.store.call if self.journal.enabled else None)
         self.registry.load_stops()
         self._started = True
         self._spawn(self.monitor.run(), "docker-events")
@@ -133,6 +140,7 @@ class ContainerManager(ContainerActions):
             )
         if self._opening:
             await asyncio.wait(list(self._opening), timeout=5)
+        await self.outbox.stop()
         await self.hub.aclose()
         await self.adapter.close()
         self.monitor.available = False
@@ -224,10 +232,36 @@ class ContainerManager(ContainerActions):
         )
 
     async def container_removed(self, container_id: str) -> None:
-        """Close the channel and log stream of a vanished container."""
+        """Close the channel and log stream of a vanished container; drop its queue."""
         self.logs.forget(container_id)
         self.bind_pins.forget(container_id)
         await self.hub.close(container_id)
+        await self.drop_queue(container_id)
+
+    async def delete_container_counted(self, ref: str) -> tuple[str, int]:
+        """`delete_container`, and how many queued messages went with the flow."""
+        container_id = await self.delete_container(ref)
+        return container_id, self._queue_dropped.pop(container_id, 0)
+
+    async def drop_queue(self, container_id: str) -> int:
+        """Forget the queued messages of a container that is gone; how many (an activity line
+        says so when there were any)."""
+        try:
+            dropped = await self.outbox.drop(container_id)
+        except Exception as err:  # the journal is failing: the rows go at the next start
+            logger.warning("queued messages of %s not dropped: %s", container_id[:12], err)
+            return 0
+        if dropped:
+            if len(self._queue_dropped) > 1000:  # counts of removals nobody asked about
+                self._queue_dropped.clear()
+            self._queue_dropped[container_id] = dropped
+            self.registry.record_activity(
+                "container_deleted",
+                container_id,
+                f"{dropped} queued messages of {container_id[:12]} dropped: the flow is gone",
+                {"queue_dropped": dropped},
+            )
+        return dropped
 
     async def container_started(self, container_id: str) -> None:
         """Resume a followed log stream after a (re)start."""
@@ -351,12 +385,21 @@ class ContainerManager(ContainerActions):
             cid = container_id
         self.logs.unfollow(cid)
 
-    async def send_message(self, ref: str, message: dict[str, Any]) -> None:
-        """Write one frame to the flow's socket."""
+    async def send_message(
+        self, ref: str, message: dict[str, Any], *, queue: bool = False
+    ) -> str | None:
+        """Write one frame to the flow's socket (None); with `queue`, journal it and return its
+        message id once committed: delivered in order, at least once, when the flow is (or
+        gets) connected, until it acknowledges (QueueFull at `journal.queue_max_per_flow`)."""
         if not isinstance(message, dict):
             raise InvalidRequest("message must be an object", field="message")
+        if not isinstance(queue, bool):
+            raise InvalidRequest("queue must be true or false", field="queue")
         rec = self.registry.resolve(ref)
+        if queue:
+            return await self.outbox.put(rec.info.id, message, self.settings.flow.max_frame_bytes)
         await self.hub.send(rec.info.id, message)
+        return None
 
 
 _E = TypeVar("_E", ActivityLogged, ContainerCrashed)

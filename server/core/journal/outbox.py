@@ -28,7 +28,7 @@ from server.core.events import Event, FlowChannelConnected, FlowChannelLost, Que
 from server.core.flow_channel import CONTROL_KEY, FlowChannelHub
 from server.core.frames import encode_frame
 
-__all__ = ["Outbox", "QueueFull", "ENVELOPE_KEY", "SCHEMA"]
+__all__ = ["Outbox", "QueueFull", "QueueUnavailable", "ENVELOPE_KEY", "SCHEMA"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ SCHEMA = (
 
 class QueueFull(InvalidRequest):
     """The flow already has `journal.queue_max_per_flow` messages waiting (validation_error)."""
+
+
+class QueueUnavailable(FlowMgrError):
+    """The journal cannot be written now (read-only, full): nothing was queued (system_error,
+    with its cause in the message)."""
 
 
 @dataclass(eq=False)
@@ -97,7 +102,10 @@ class Outbox:
         self._call = call
         rows: list[tuple[str, str, str]] = []
         if call is not None:
-            rows = await call(_load)
+            try:
+                rows = await call(_load)
+            except Exception as err:  # unavailable journal: queued sends fail, typed, meanwhile
+                logger.error("outbox: queued messages cannot be loaded from the journal: %s", err)
         for message_id, container_id, text in rows:
             q = self._queues.setdefault(container_id, _FlowQueue())
             q.items[message_id] = _Item(message_id, json.loads(text), committed=True)
@@ -164,8 +172,13 @@ class Outbox:
             row = (message_id, container_id, time.time(), text)
             try:
                 await self._call(lambda conn: _insert(conn, row))
-            except BaseException:
+            except BaseException as err:
                 q.items.pop(message_id, None)
+                if isinstance(err, sqlite3.Error | FlowMgrError):
+                    raise QueueUnavailable(
+                        f"the message was not queued: the journal cannot be written ({err})",
+                        details={"container_id": container_id},
+                    ) from None
                 raise
             item.committed = True
         self._wake(container_id)
