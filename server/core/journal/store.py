@@ -216,6 +216,7 @@ class JournalStore:
             raise sqlite3.DatabaseError("it is an SQLite database of another program")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA journal_size_limit=67108864")  # a WAL grown by a burst shrinks
         if app_id != APPLICATION_ID:
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
         for stmt in _SCHEMA:
@@ -373,6 +374,10 @@ def open_readonly(path: str) -> sqlite3.Connection:
     return conn
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def dumps(payload: object) -> str:
-    """The JSON text stored for a payload (compact, as it goes on the wire)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    """The JSON text stored for a payload (compact, as it goes on the wire); one encoder made
+    once (`json.dumps` with options builds one per call: a third of the cost)."""
+    return _ENCODE(payload)
