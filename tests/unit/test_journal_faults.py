@@ -229,3 +229,15 @@ def test_export_bad_since_and_missing_file(
     assert export_main(["export", "--path", str(tmp_path / "none"), "--since", bad]) == 2
     assert export_main(["export", "--path", str(tmp_path / "none")]) == 2
     assert "no journal at" in capsys.readouterr().err
+
+
+async def test_retries_from_the_pump_and_retention_open_once(tmp_path: Path) -> None:
+    """Both retry the opening while the journal is down: the second must not find the first's
+    lock and take it for another manager's."""
+    j = Journal(settings_at(tmp_path / "j.sqlite3"), Run(settings_at(tmp_path)).bus, lambda e: None)
+    j._unavailable("down for the test")
+    await asyncio.gather(j._open(), j._open(), j._open())
+    try:
+        assert j.health() == "active"
+    finally:
+        await j.stop()

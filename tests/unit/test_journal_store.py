@@ -153,6 +153,10 @@ async def test_history_filters_and_pages(tmp_path: Path) -> None:
         assert page.last_seq == 12 and page.oldest_seq == 1
         page = await j.history(4, None, ["activity_log"], 2)
         assert [r.seq for r in page.events] == [6, 8]
+        twice = await j.history(4, None, ["activity_log", "nope", "activity_log"], 2)
+        assert [r.seq for r in twice.events] == [6, 8]
+        both = await j.history(0, "a", ["activity_log", "message_received"], 3)
+        assert [r.seq for r in both.events] == [2, 3, 4]
         assert (await j.history(0, None, [], 10)).events == []
         assert (await j.history(12, None, None, 10)).events == []
         assert [r.seq for r in await j.read_after(10, 5)] == [11, 12]

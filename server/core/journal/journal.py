@@ -12,7 +12,7 @@ from typing import Any
 
 from server.core.bus import EventBus
 from server.core.config import Settings
-from server.core.errors import InternalError, InvalidRequest
+from server.core.errors import ConfigError, InternalError, InvalidRequest
 from server.core.events import Event
 from server.core.journal.records import Encoder, HistoryPage, JournalRecord, StoredRow
 from server.core.journal.store import (
@@ -62,6 +62,7 @@ class Journal:
         self._listeners: list[Listener] = []
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
+        self._opening = asyncio.Lock()
         self._idle = asyncio.Event()
         self._idle.set()
         self._untap: Callable[[], None] | None = None
@@ -99,7 +100,7 @@ class Journal:
         if self._encoder is None:
             return
         if self._settings.enabled:
-            await self._open()
+            await self._open(first=True)
         self._untap = self._bus.add_tap(self._tap)
         self._tasks.append(asyncio.create_task(self._pump(), name="journal-pump"))
         if self._settings.enabled:
@@ -124,12 +125,22 @@ class Journal:
         self._tasks.clear()
         await self.store.close()
 
-    async def _open(self) -> None:
-        try:
-            await self.store.open()
-        except JournalUnavailable as err:
-            self._unavailable(str(err))
-            return
+    async def _open(self, *, first: bool = False) -> None:
+        """Open the store (the pump and retention may both retry: one at a time). At the first
+        start a broken file is a ConfigError; found later, it only keeps the journal down."""
+        async with self._opening:
+            if self.store.is_open:
+                return
+            try:
+                await self.store.open()
+            except JournalUnavailable as err:
+                self._unavailable(str(err))
+                return
+            except ConfigError as err:
+                if first:
+                    raise
+                self._unavailable(err.message)
+                return
         self._last_seq = self.store.high_seq
         self._oldest_seq = await self.store.call(JournalStore.oldest)
         if self._problem is not None:
@@ -209,7 +220,12 @@ class Journal:
             self._idle.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
-                records = await self._commit(batch)
+                try:
+                    records = await self._commit(batch)
+                except Exception:  # never let the live stream stop: push without seqs
+                    logger.exception("journal: a batch of %d events was not written", len(batch))
+                    self.unjournalled += sum(1 for p in batch if p[4])
+                    records = [JournalRecord(None, p[1], p[3], p[2]) for p in batch]
                 for cb in tuple(self._listeners):
                     try:
                         await cb(records)

@@ -141,6 +141,8 @@ class JournalStore:
     async def open(self) -> None:
         """Take the lock, open (or create) the database, check it; ConfigError when it cannot
         be used (in use by another manager, not a database, truncated, unreadable)."""
+        if self._executor is not None:
+            return
         self._take_lock()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="journal-writer")
         try:
@@ -306,23 +308,28 @@ class JournalStore:
         limit: int,
     ) -> list[StoredRow]:
         """Rows with seq > after_seq, optionally of one container and of some push names."""
-        where = ["seq > ?"]
-        args: list[object] = [after_seq]
-        if container_id is not None:
-            where.append("container_id = ?")
-            args.append(container_id)
+        cols = "SELECT seq, at, event, container_id, data FROM events WHERE "
         if types is not None:
+            types = list(dict.fromkeys(types))  # a name twice must not give its rows twice
             if not types:
                 return []
-            where.append(f"event IN ({','.join('?' * len(types))})")
-            args.extend(types)
-        args.append(limit)
-        sql = (
-            "SELECT seq, at, event, container_id, data FROM events WHERE "
-            + " AND ".join(where)
-            + " ORDER BY seq LIMIT ?"
-        )
-        return conn.execute(sql, args).fetchall()
+        if container_id is not None:  # index (container_id, seq): one range, in seq order
+            where = "container_id = ? AND seq > ?"
+            args: list[object] = [container_id, after_seq]
+            if types is not None:
+                where += f" AND event IN ({','.join('?' * len(types))})"
+                args.extend(types)
+            sql = f"{cols}{where} ORDER BY seq LIMIT ?"
+            return conn.execute(sql, [*args, limit]).fetchall()
+        if types is None:
+            return JournalStore.read_after(conn, after_seq, limit)
+        # index (event, seq): one bounded range per name, merged; never a sort of a whole type
+        one = f"SELECT * FROM ({cols}event = ? AND seq > ? ORDER BY seq LIMIT ?)"
+        sql = " UNION ALL ".join([one] * len(types)) + " ORDER BY seq LIMIT ?"
+        params: list[object] = []
+        for name in types:
+            params.extend((name, after_seq, limit))
+        return conn.execute(sql, [*params, limit]).fetchall()
 
     @staticmethod
     def used_bytes(conn: sqlite3.Connection) -> int:
