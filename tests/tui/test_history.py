@@ -248,7 +248,7 @@ async def test_older_pages_load_on_demand_and_a_failing_journal_is_shown() -> No
         await until(pilot, lambda: [r.seq for r in screen.rows] == list(range(1, 10)), "all")
         assert "all loaded" in _status(screen)
 
-        async def broken(**_: Any) -> HistoryPage:
+        async def broken(*_: Any, **__: Any) -> HistoryPage:
             raise FilterError("journal", "off")  # any exception: the screen says it
 
         backend.get_history = broken  # type: ignore[method-assign]
