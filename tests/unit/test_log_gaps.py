@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, cast
+
+from flowmgr_tui.bridge import EventBridge
+from server.api.sio_bridge import SioBridge
 from server.core.bus import EventBus
 from server.core.events import ActivityLogged, Event, LogLineReceived, log_gap_line
 
@@ -44,3 +51,61 @@ async def test_each_container_gets_its_own_count_and_other_events_make_no_marker
     # a follower that keeps up gets no marker
     bus.publish(LogLineReceived(container_id="a", line="a2"))
     assert lines(drain(sub)) == [("a", "a2")]
+
+
+class _FakeSio:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any, str | None]] = []
+
+    async def emit(self, event: str, data: Any, to: str | None = None) -> None:
+        self.sent.append((event, data, to))
+
+
+class _FakeManager:
+    def __init__(self) -> None:
+        self.bus = EventBus()
+        self.journal = SimpleNamespace(listen=lambda cb: lambda: None)
+
+    async def unfollow_logs(self, container_id: str) -> None:
+        pass
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    async with asyncio.timeout(20):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def test_the_socketio_log_room_gets_the_marker() -> None:
+    manager, sio = _FakeManager(), _FakeSio()
+    bridge = SioBridge(cast(Any, sio), cast(Any, manager))
+    await bridge.start()
+    bridge._followers["c"] = {"sid"}
+    total = 60_000  # more than the bridge's subscription holds, published before it reads
+    for i in range(total):
+        manager.bus.publish(LogLineReceived(container_id="c", line=f"l{i}"))
+    await _until(lambda: bool(sio.sent) and sio.sent[-1][1]["line"] == f"l{total - 1}")
+    await bridge.stop()
+    event, first, room = sio.sent[0]
+    assert (event, room) == ("container_log", "logs:c")
+    skipped = int(first["line"].split()[1])
+    assert first["line"] == log_gap_line(skipped) and skipped > 0
+    assert skipped + len(sio.sent) - 1 == total  # every line either sent or counted
+
+
+async def test_the_panel_gets_the_marker() -> None:
+    bus = EventBus()
+    bridge = EventBridge(bus, min_interval=0.0)
+    posted: list[Event] = []
+    app = SimpleNamespace(post_message=lambda msg: posted.extend(msg.events))
+    total = 25_000  # more than the panel's subscription holds
+    for i in range(total):
+        bus.publish(LogLineReceived(container_id="c", line=f"l{i}"))
+    pump = asyncio.create_task(bridge._pump(cast(Any, app)))
+    await _until(lambda: bool(posted) and lines(posted)[-1][1] == f"l{total - 1}")
+    pump.cancel()
+    await asyncio.gather(pump, return_exceptions=True)
+    got = lines(posted)
+    skipped = int(got[0][1].split()[1])
+    assert got[0] == ("c", log_gap_line(skipped)) and skipped > 0
+    assert skipped + len(got) - 1 == total
