@@ -22,7 +22,7 @@ from server.core.errors import InvalidRequest
 from server.core.events import Event, FlowMessageReceived, QueuedMessageDelivered
 from server.core.flow_channel import FlowChannelHub
 from server.core.frames import encode_frame, read_frame
-from server.core.journal.outbox import Outbox, QueueFull
+from server.core.journal.outbox import Outbox, QueueFull, QueueUnavailable
 from server.core.journal.store import JournalStore
 
 FLOWRT = Path(__file__).resolve().parents[2] / "flow" / "flowrt.py"
@@ -268,3 +268,24 @@ def test_flowrt_deduplicates_acknowledges_and_forgets_the_oldest_ids() -> None:
     flow._dispatch({"command": "q", "_flowmgr": "junk"})
     flow._dispatch({"command": "q", "_flowmgr": {"message_id": 7}})
     assert len(seen) == 8 and sent == []
+
+
+async def test_with_the_journal_off_the_queue_lives_in_memory(rig: Rig) -> None:
+    await rig.outbox.stop()
+    rig.outbox = Outbox(rig.hub, rig.bus, max_per_flow=5)
+    await rig.outbox.start(None)
+    mid = await rig.outbox.put("f", {"n": 1}, MAX)
+    raw = await RawFlow.connect(rig, "f")
+    assert (await raw.read())["_flowmgr"] == {"message_id": mid}
+    await raw.write({"_flowmgr": {"ack": mid}})
+    assert (await rig.next_of(QueuedMessageDelivered)).message_id == mid
+    assert rig.rows() == [] and rig.outbox.pending("f") == []
+    await raw.close()
+
+
+async def test_an_unwritable_journal_queues_nothing_and_says_so(rig: Rig) -> None:
+    await rig.store.close()
+    with pytest.raises(QueueUnavailable, match="not queued"):
+        await rig.outbox.put("f", {"n": 1}, MAX)
+    assert rig.outbox.pending("f") == []
+    await rig.store.open()
