@@ -65,6 +65,8 @@ class Journal:
         self._opening = asyncio.Lock()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._out: asyncio.Queue[list[JournalRecord]] = asyncio.Queue()
+        """Committed batches on their way to the listeners."""
         self._untap: Callable[[], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._status_at: dict[str | None, float] = {}
@@ -103,6 +105,7 @@ class Journal:
             await self._open(first=True)
         self._untap = self._bus.add_tap(self._tap)
         self._tasks.append(asyncio.create_task(self._pump(), name="journal-pump"))
+        self._tasks.append(asyncio.create_task(self._deliver(), name="journal-deliver"))
         if self._settings.enabled:
             self._tasks.append(asyncio.create_task(self._maintain(), name="journal-retention"))
 
@@ -116,6 +119,8 @@ class Journal:
                 while self._pending or not self._idle.is_set():
                     self._wake.set()
                     await asyncio.sleep(0.005)
+                if self._tasks:
+                    await self._out.join()
         except TimeoutError:
             logger.warning("journal: %d events not written at stop", len(self._pending))
         for task in self._tasks:
@@ -226,12 +231,22 @@ class Journal:
                     logger.exception("journal: a batch of %d events was not written", len(batch))
                     self.unjournalled += sum(1 for p in batch if p[4])
                     records = [JournalRecord(None, p[1], p[3], p[2]) for p in batch]
+                # delivered by its own task: the next batch is written meanwhile (SQLite lets
+                # go of the GIL), in order all the same
+                self._out.put_nowait(records)
+            self._idle.set()
+
+    async def _deliver(self) -> None:
+        while True:
+            records = await self._out.get()
+            try:
                 for cb in tuple(self._listeners):
                     try:
                         await cb(records)
                     except Exception:
                         logger.exception("journal: a listener failed on a batch")
-            self._idle.set()
+            finally:
+                self._out.task_done()
 
     async def _commit(self, batch: list[_Pending]) -> list[JournalRecord]:
         keep = [p for p in batch if p[4]]
