@@ -229,3 +229,27 @@ async def test_stop_writes_what_is_pending_and_data_is_stored_as_json_text(
         rows = conn.execute("SELECT seq, data FROM events ORDER BY seq").fetchall()
     conn.close()
     assert rows[-1] == (3, '{"container_id":"c1","message":{"n":2,"text":"é"}}')
+
+
+def test_journal_config_keys_and_env(tmp_path: Path) -> None:
+    from server.core.config import load_settings
+    from server.core.errors import ConfigError
+
+    base = load_settings(env={}, socket_dir=str(tmp_path))
+    assert base.journal_path == os.path.join(base.state_dir, "journal.sqlite3")
+    assert base.journal.enabled and base.journal.max_bytes == 2**30
+    off = load_settings(env={"JOURNAL_ENABLED": "off", "JOURNAL_PATH": "/x/j.db"})
+    assert not off.journal.enabled and off.journal_path == "/x/j.db"
+    for bad_env in ({"JOURNAL_ENABLED": "maybe"},):
+        with pytest.raises(ConfigError, match="JOURNAL_ENABLED"):
+            load_settings(env=bad_env)
+    for key, value in (
+        ("journal__enabled", "yes"),
+        ("journal__max_bytes", 10),
+        ("journal__max_age_days", 0),
+        ("journal__status_interval", -1.0),
+        ("journal__queue_max_per_flow", 0),
+        ("journal__unknown", 1),
+    ):
+        with pytest.raises(ConfigError, match="journal"):
+            load_settings(env={}, **{key: value})
