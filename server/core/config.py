@@ -170,7 +170,8 @@ class JournalSettings(_Strict):
     """false: seqs are still assigned (in memory) and pushed, nothing is written, resume and
     history answer that the journal is off."""
     path: str = ""
-    """The SQLite file; "" = `<state_dir>/journal.sqlite3`."""
+    """The SQLite file; "" = `<state_dir>/.journal.sqlite3` (a dot: no flow name can be it, so
+    no flow directory is ever made in its place)."""
     max_age_days: float = Field(default=7.0, gt=0)
     """Events older than this are deleted (in small chunks, in the background)."""
     max_bytes: int = Field(default=2**30, ge=1024 * 1024)
@@ -204,7 +205,7 @@ class Settings(_Strict):
     @property
     def journal_path(self) -> str:
         """Where the journal's SQLite file is."""
-        return self.journal.path or os.path.join(self.state_dir, "journal.sqlite3")
+        return self.journal.path or os.path.join(self.state_dir, ".journal.sqlite3")
 
     @property
     def token_path(self) -> str:

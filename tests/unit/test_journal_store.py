@@ -236,7 +236,12 @@ def test_journal_config_keys_and_env(tmp_path: Path) -> None:
     from server.core.errors import ConfigError
 
     base = load_settings(env={}, socket_dir=str(tmp_path))
-    assert base.journal_path == os.path.join(base.state_dir, "journal.sqlite3")
+    assert base.journal_path == os.path.join(base.state_dir, ".journal.sqlite3")
+    # no flow can be named like the journal's files: its directory would replace them
+    from server.core.state_dir import _NAME
+
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        assert not _NAME.fullmatch(os.path.basename(base.journal_path + suffix))
     assert base.journal.enabled and base.journal.max_bytes == 2**30
     off = load_settings(env={"JOURNAL_ENABLED": "off", "JOURNAL_PATH": "/x/j.db"})
     assert not off.journal.enabled and off.journal_path == "/x/j.db"
