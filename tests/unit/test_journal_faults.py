@@ -241,3 +241,14 @@ async def test_retries_from_the_pump_and_retention_open_once(tmp_path: Path) -> 
         assert j.health() == "active"
     finally:
         await j.stop()
+
+
+async def test_a_journal_path_a_flow_could_take_is_refused(tmp_path: Path) -> None:
+    s = Settings(socket_dir=str(tmp_path))
+    bad = Settings(
+        socket_dir=str(tmp_path), journal=JournalSettings(path=f"{s.state_dir}/journal.db")
+    )
+    j = Journal(bad, Run(bad).bus, lambda e: None)
+    with pytest.raises(ConfigError, match="start the name with a dot"):
+        await j.start()
+    assert not os.path.exists(f"{s.state_dir}/journal.db")

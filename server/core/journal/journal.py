@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -56,6 +58,7 @@ class Journal:
     def __init__(self, settings: Settings, bus: EventBus, encoder: Encoder | None) -> None:
         self._settings = settings.journal
         self.path = settings.journal_path
+        self._state_dir = settings.state_dir
         self._bus = bus
         self._encoder = encoder
         self.store = JournalStore(self.path)
@@ -102,6 +105,7 @@ class Journal:
         if self._encoder is None:
             return
         if self._settings.enabled:
+            self._check_path()
             await self._open(first=True)
         self._untap = self._bus.add_tap(self._tap)
         self._tasks.append(asyncio.create_task(self._pump(), name="journal-pump"))
@@ -129,6 +133,19 @@ class Journal:
             await asyncio.wait(self._tasks, timeout=5)
         self._tasks.clear()
         await self.store.close()
+
+    def _check_path(self) -> None:
+        """A journal beside the flows' socket directories must not be nameable as one: creating
+        that flow would replace the file with its directory."""
+        here = os.path.dirname(os.path.abspath(self.path))
+        name = os.path.basename(self.path)
+        if here == os.path.abspath(self._state_dir) and re.fullmatch(r"[a-zA-Z0-9].*", name):
+            raise ConfigError(
+                f"journal.path {self.path} is in the manager's directory under a name a flow "
+                "could have (its socket directory would replace the file): start the name "
+                "with a dot, or put it elsewhere",
+                details={"field": "journal.path"},
+            )
 
     async def _open(self, *, first: bool = False) -> None:
         """Open the store (the pump and retention may both retry: one at a time). At the first
