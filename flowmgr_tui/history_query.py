@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from difflib import get_close_matches
 
 from server.wire.journal_encoding import JOURNALLED_PUSHES
 
@@ -98,9 +99,10 @@ def _types(text: str) -> tuple[str, ...] | None:
         return None
     unknown = [w for w in words if w not in JOURNALLED]
     if unknown:
-        raise FilterError(
-            "types", f"unknown event {_shown(unknown[0])}; journalled: {', '.join(JOURNALLED)}"
-        )
+        word = unknown[0]
+        near = [n for n in JOURNALLED if word.lower() in n] or get_close_matches(word, JOURNALLED)
+        hint = f"did you mean {' or '.join(near)}?" if near else f"one of {', '.join(JOURNALLED)}"
+        raise FilterError("types", f"unknown event {_shown(word)}: {hint}")
     return tuple(dict.fromkeys(words))
 
 

@@ -45,6 +45,7 @@ def _parse(**kw: str) -> HistoryFilter:
         ("types", {"types": "bogus"}),
         ("types", {"types": "activity_log, container_log"}),
         ("types", {"types": "' OR 1=1 --"}),
+        ("types", {"types": "x" * 5000}),
         ("flow", {"flow": "nope"}),
         ("flow", {"flow": "a"}),  # web-1 and web-2 both start with it
         ("flow", {"flow": "f" * 63}),
