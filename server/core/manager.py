@@ -122,6 +122,15 @@ class ContainerManager(ContainerActions):
             )
         self.set_sampling(True)
         self._spawn(self._report_status(), "status-reporter")
+        self._spawn(self._drop_orphan_queues(), "outbox-orphans")
+
+    async def _drop_orphan_queues(self) -> None:
+        """Once the engine's containers are known: drop the queues of flows deleted while this
+        manager was not running (no removal event will ever name them)."""
+        await self.monitor.synced.wait()
+        for container_id in self.outbox.queued_flows():
+            if container_id not in self.registry.records:
+                await self.drop_queue(container_id)
 
     async def stop(self) -> None:
         """Stop watchers and channels; the managed containers keep running."""

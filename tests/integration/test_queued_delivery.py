@@ -72,6 +72,7 @@ async def test_queued_while_stopped_survives_a_sigkill_and_reaches_the_handler_o
     setup = ContainerManager(settings, journal_encoder=encode_event)
     async with setup:
         await setup.create_container(CreateSpec(name=name, image=queue_image))
+        orphan = (await setup.create_container(CreateSpec(name=f"{name}-o", image=queue_image))).id
 
     # a manager in its own process queues to the created flow, starts it, and is SIGKILLed
     # once a part of the queue is delivered
@@ -129,6 +130,18 @@ async def test_queued_while_stopped_survives_a_sigkill_and_reaches_the_handler_o
         assert manager.outbox.pending(cid) == []
         lines = [a for a in manager.recent_activity(cid) if a.details.get("queue_dropped") == 3]
         assert lines and "3 queued messages" in lines[0].message
+        for n in range(2):
+            await manager.send_message(orphan, {"command": "q", "n": n}, queue=True)
+
+    # removed behind the manager's back while it is down: its queue goes at the next start
+    subprocess.run(["docker", "rm", "-f", orphan], check=True, capture_output=True)
+    third = ContainerManager(settings, journal_encoder=encode_event)
+    async with third:
+        async with asyncio.timeout(30):
+            while orphan in third.outbox.queued_flows():
+                await asyncio.sleep(0.05)
+        told = [a for a in third.recent_activity(orphan) if a.details.get("queue_dropped") == 2]
+        assert told
 
 
 async def test_queue_over_the_api(settings: Settings, queue_image: str, unique_name: Any) -> None:

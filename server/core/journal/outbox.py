@@ -139,6 +139,10 @@ class Outbox:
 
     # -- queueing ------------------------------------------------------------------------
 
+    def queued_flows(self) -> list[str]:
+        """Container ids with messages waiting."""
+        return [cid for cid, q in self._queues.items() if q.items]
+
     def pending(self, container_id: str) -> list[str]:
         """Ids of the flow's unacknowledged messages, in order."""
         q = self._queues.get(container_id)
