@@ -106,10 +106,14 @@ class ContainerManager(ContainerActions):
         await asyncio.to_thread(self.state.prepare)  # ConfigError when not safe
         # ConfigError: another manager holds the journal, or the file is not a journal
         await self.journal.start()
-        await self._recall_history()
-        # queued messages live in the journal's database (in memory only when it is off)
-        await self.outbox.start(self.journal.store.call if self.journal.enabled else None)
-        self.registry.load_stops()
+        try:
+            await self._recall_history()
+            # queued messages live in the journal's database (in memory only when it is off)
+            await self.outbox.start(self.journal.store.call if self.journal.enabled else None)
+            self.registry.load_stops()
+        except BaseException:
+            await self.journal.stop()  # a failed start holds no lock: the next one may run
+            raise
         self._started = True
         self._spawn(self.monitor.run(), "docker-events")
         try:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from server.core.errors import ConfigError
+from server.core.errors import ConfigError, InternalError
 from server.core.journal.records import StoredRow
 
 __all__ = [
@@ -245,14 +245,14 @@ class JournalStore:
 
         def run() -> T:
             if self._conn is None:
-                raise ConfigError(f"the journal {self.path} is closed")
+                raise InternalError(f"the journal {self.path} is not open (unavailable)")
             return fn(self._conn)
 
         return await self.call_raw(run)
 
     async def call_raw(self, fn: Callable[[], T]) -> T:
         if self._executor is None:
-            raise ConfigError(f"the journal {self.path} is closed")
+            raise InternalError(f"the journal {self.path} is not open (unavailable)")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     @property
