@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from flowmgr_tui.app import FlowMgrApp
+from flowmgr_tui.commands import ContainerCommands
 from flowmgr_tui.history_pages import HistoryPager, HistoryRow, decode, merge_activity
 from flowmgr_tui.history_query import JOURNALLED, FilterError, HistoryFilter, parse_filter
 from flowmgr_tui.screens.history import HistoryScreen
@@ -232,6 +233,10 @@ async def test_the_history_screen_lists_filters_and_says_what_is_wrong() -> None
         assert not screen.problem
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, HistoryScreen), "back")
+        # The palette opens it too.
+        commands = {text: run for text, _, run in ContainerCommands(app.screen)._commands()}
+        commands["History: journalled events"]()
+        await until(pilot, lambda: isinstance(app.screen, HistoryScreen), "history again")
 
 
 async def test_older_pages_load_on_demand_and_a_failing_journal_is_shown() -> None:
