@@ -248,13 +248,14 @@ def test_journal_config_keys_and_env(tmp_path: Path) -> None:
     for bad_env in ({"JOURNAL_ENABLED": "maybe"},):
         with pytest.raises(ConfigError, match="JOURNAL_ENABLED"):
             load_settings(env=bad_env)
-    for key, value in (
+    bad: tuple[tuple[str, object], ...] = (
         ("journal__enabled", "yes"),
         ("journal__max_bytes", 10),
         ("journal__max_age_days", 0),
         ("journal__status_interval", -1.0),
         ("journal__queue_max_per_flow", 0),
         ("journal__unknown", 1),
-    ):
+    )
+    for key, value in bad:
         with pytest.raises(ConfigError, match="journal"):
             load_settings(env={}, **{key: value})
