@@ -248,7 +248,7 @@ def test_journal_config_keys_and_env(tmp_path: Path) -> None:
     for bad_env in ({"JOURNAL_ENABLED": "maybe"},):
         with pytest.raises(ConfigError, match="JOURNAL_ENABLED"):
             load_settings(env=bad_env)
-    bad: tuple[tuple[str, object], ...] = (
+    bad: tuple[tuple[str, Any], ...] = (
         ("journal__enabled", "yes"),
         ("journal__max_bytes", 10),
         ("journal__max_age_days", 0),
