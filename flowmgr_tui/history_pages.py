@@ -34,7 +34,6 @@ __all__ = [
     "HistoryPager",
     "decode",
     "to_activity",
-    "merge_activity",
 ]
 
 READ_LIMIT = 1000
@@ -149,27 +148,6 @@ def to_activity(row: HistoryRow, names: dict[str, str]) -> ActivityLogged | Cont
     if isinstance(push, ContainerCrashedOut):
         return push.to_core(name=names.get(push.container_id, push.container_id[:12]))
     return None
-
-
-Activity = ActivityLogged | ContainerCrashed
-
-
-def _key(item: Activity) -> tuple[object, ...]:
-    # Milliseconds: an epoch float (a crash's time on the wire) may not give the microsecond back.
-    ms = round(item.at.timestamp() * 1000)
-    if isinstance(item, ContainerCrashed):
-        return ("crash", item.container_id, item.exit_code, ms)
-    return ("activity", item.container_id, item.activity_type, item.message, ms)
-
-
-def merge_activity(*sources: Sequence[Activity]) -> list[Activity]:
-    """One list, oldest first, each item once: the journal's page and what the panel heard live
-    overlap (the live ones may be newer than the page, or not journalled when it was off)."""
-    seen: dict[tuple[object, ...], Activity] = {}
-    for source in sources:
-        for item in source:
-            seen.setdefault(_key(item), item)
-    return sorted(seen.values(), key=lambda item: item.at)
 
 
 class HistoryPager:

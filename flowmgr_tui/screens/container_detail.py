@@ -32,13 +32,13 @@ from flowmgr_tui.graph_scale import (
 from flowmgr_tui.history_pages import (
     ACTIVITY_TYPES,
     HistoryPager,
-    merge_activity,
     to_activity,
 )
 from flowmgr_tui.history_query import HistoryFilter
 from flowmgr_tui.host_stats import HostSample
 from flowmgr_tui.keymap import bindings
 from flowmgr_tui.messages import ContainerActionRequested
+from flowmgr_tui.state.activity_keys import merge_activity
 from flowmgr_tui.state.panel_state import HISTORY_SAMPLES, Changes, PanelState
 from flowmgr_tui.widgets.activity_list import ActivityList
 from flowmgr_tui.widgets.docker_banner import DockerBanner
@@ -160,7 +160,11 @@ class ContainerDetailScreen(Screen[None]):
             box = self.state.messages.get(cid, ())
             new = [m for m in box if any(m.at == e.at for e in events)]
             self.query_one(MessagePane).add(new)
-        if changes.activity:
+        if changes.recalled and not self.journal_read:  # the core's history, read at its start
+            pane = self.query_one(ActivityList)
+            pane.clear()
+            pane.add(self._heard_activity(), self.state.names())
+        elif changes.activity:
             mine = [
                 e
                 for e in events

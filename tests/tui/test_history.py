@@ -10,9 +10,10 @@ import pytest
 
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.commands import ContainerCommands
-from flowmgr_tui.history_pages import HistoryPager, HistoryRow, decode, merge_activity
+from flowmgr_tui.history_pages import HistoryPager, HistoryRow, decode
 from flowmgr_tui.history_query import JOURNALLED, FilterError, HistoryFilter, parse_filter
 from flowmgr_tui.screens.history import HistoryScreen
+from flowmgr_tui.state.activity_keys import merge_activity
 from server.core.events import ActivityLogged, ContainerCrashed
 from server.core.journal.records import HistoryPage, JournalRecord
 from tests.tui.helpers import until

@@ -22,7 +22,7 @@ from server.core.events import ActivityLogged, ContainerCrashed, Event, FlowMess
 from server.core.manager import ContainerManager
 from server.wire.journal_encoding import encode_event
 from tests.integration.api_harness import TEST_TOKEN, running_service
-from tests.tui.helpers import until
+from tests.tui.helpers import dashboard, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.tui]
 
@@ -83,8 +83,36 @@ async def test_history_and_activity_survive_a_manager_restart(settings: Settings
     async with ContainerManager(settings, journal_encoder=encode_event) as first:
         await _journal(first, _events())
         journalled = first.journal.last_seq
-    async with ContainerManager(settings, journal_encoder=encode_event) as mgr:
-        assert mgr.journal.last_seq == journalled
+    # The panel starts its core, as `flowmgr` does: seeded before the core recalled anything.
+    mgr = ContainerManager(settings, journal_encoder=encode_event)
+    app = FlowMgrApp(mgr, start_backend=True, bridge_interval=0.01)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            board = dashboard(app).query_one(ActivityList)
+            await until(pilot, lambda: "CRASH f00df00df00d exit 3" in board.shown_text, "recall")
+            assert mgr.journal.last_seq >= journalled
+            mgr.bus.publish(
+                ActivityLogged(activity_type="note", container_id=OTHER, message="live")
+            )
+            await until(pilot, lambda: "live" in board.shown_text, "a live line")
+            text = board.shown_text
+            assert text.count("before the restart 11") == 1 and text.count(": live") == 1
+            # The history screen: every event, filters, a bad filter said in the screen.
+            await pilot.press("h")
+            await until(pilot, lambda: isinstance(app.screen, HistoryScreen), "history")
+            screen = app.screen
+            assert isinstance(screen, HistoryScreen)
+            await until(pilot, lambda: len(screen.rows) >= 18, "the journalled events")
+            assert [r.seq for r in screen.rows] == sorted(r.seq for r in screen.rows)
+            screen.query_one("#history-flow").value = GONE  # type: ignore[attr-defined]
+            screen.query_one("#history-types").value = "container_crashed"  # type: ignore[attr-defined]
+            screen.query_one("#history-from").value = "1h"  # type: ignore[attr-defined]
+            screen.apply_filters()
+            await until(pilot, lambda: [r.event for r in screen.rows] == ["container_crashed"], "1")
+            screen.query_one("#history-to").value = "noon-ish"  # type: ignore[attr-defined]
+            screen.apply_filters()
+            assert screen.problem.startswith("to: 'noon-ish' is not a time")
+            assert screen.is_current
         # The detail's Activity tab, on a panel that heard nothing live: the journal's lines.
         detail = ContainerDetailScreen(
             GONE,
@@ -105,25 +133,8 @@ async def test_history_and_activity_survive_a_manager_restart(settings: Settings
             assert "    | ValueError: bad input" in text
             lines = [ln for ln in text.splitlines() if "before the restart" in ln]
             assert [ln.rsplit(" ", 1)[1] for ln in lines] == [str(i) for i in range(12)]
-        # The history screen: every event, filters, a bad filter said in the screen.
-        app = FlowMgrApp(mgr)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("h")
-            await until(pilot, lambda: isinstance(app.screen, HistoryScreen), "history")
-            screen = app.screen
-            assert isinstance(screen, HistoryScreen)
-            await until(pilot, lambda: len(screen.rows) >= 18, "the journalled events")
-            assert screen.rows[-1].event == "message_received"
-            assert [r.seq for r in screen.rows] == sorted(r.seq for r in screen.rows)
-            screen.query_one("#history-flow").value = GONE  # type: ignore[attr-defined]
-            screen.query_one("#history-types").value = "container_crashed"  # type: ignore[attr-defined]
-            screen.query_one("#history-from").value = "1h"  # type: ignore[attr-defined]
-            screen.apply_filters()
-            await until(pilot, lambda: [r.event for r in screen.rows] == ["container_crashed"], "1")
-            screen.query_one("#history-to").value = "noon-ish"  # type: ignore[attr-defined]
-            screen.apply_filters()
-            assert screen.problem.startswith("to: 'noon-ish' is not a time")
-            assert screen.is_current
+    finally:
+        await mgr.stop()
 
 
 async def test_remote_history_through_the_service(settings: Settings) -> None:
@@ -146,5 +157,8 @@ async def test_remote_history_through_the_service(settings: Settings) -> None:
                 assert isinstance(screen, HistoryScreen)
                 await until(pilot, lambda: len(screen.rows) >= 18, "the journalled events")
                 assert any("exit 3: Exited with code 3" in r.summary for r in screen.rows)
+                # The dashboard's activity: the server's journal, read once connected.
+                board = dashboard(app).query_one(ActivityList)
+                assert "before the restart 11" in board.shown_text
         finally:
             await backend.stop()
