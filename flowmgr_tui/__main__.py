@@ -193,8 +193,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         from server.core.manager import ContainerManager
+        from server.wire.journal_encoding import encode_event
 
-        backend = ContainerManager(settings)
+        backend = ContainerManager(settings, journal_encoder=encode_event)
         # The panel first, then the core: start-up is CPU-bound on one interpreter (the engine
         # answers in milliseconds), and the core parsing 200 inspects while the panel imports
         # only delays both; started after, its first containers reach a mounted table at once

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from server.core.events import FlowMessageSent, now
+from server.core.journal.records import HistoryPage, JournalRecord
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, Health, ResourceSample, State
 from server.wire.base import Wire, WireModel
@@ -23,6 +24,8 @@ __all__ = [
     "ContainerLogsOut",
     "LogSubscriptionOut",
     "ConnectedOut",
+    "HistoryEventOut",
+    "HistoryOut",
 ]
 
 
@@ -293,3 +296,53 @@ class ConnectedOut(WireModel):
     def payload(message: str, version: str, server_id: str) -> Wire:
         """The welcome a new client gets."""
         return {"message": message, "version": version, "server_id": server_id}
+
+
+class HistoryEventOut(WireModel):
+    """ext: one journalled push in `history`: its `seq`, its name and its payload as pushed."""
+
+    seq: int
+    event: str
+    data: dict[str, Any]
+
+    @staticmethod
+    def payload(rec: JournalRecord) -> Wire:
+        """From a journal record (always journalled: its seq is set)."""
+        return {"seq": rec.seq, "event": rec.event, "data": rec.data}
+
+    def to_record(self) -> JournalRecord:
+        """The core's record (its container id read from the payload, as the journal did)."""
+        cid = self.data.get("container_id")
+        return JournalRecord(
+            seq=self.seq,
+            event=self.event,
+            data=dict(self.data),
+            container_id=cid if isinstance(cid, str) else None,
+        )
+
+
+class HistoryOut(WireModel):
+    """ext `history`: a page of the journal, oldest first; `last_seq` is the newest seq held
+    (ask again with `since_seq` = the last event's seq until a page comes back short)."""
+
+    events: list[HistoryEventOut]
+    last_seq: int
+    oldest_seq: int
+    """ext of ext: the oldest seq still held (older ones fell to retention); 0 when empty."""
+
+    @staticmethod
+    def payload(page: HistoryPage) -> Wire:
+        """From a page of the journal."""
+        return {
+            "events": [HistoryEventOut.payload(rec) for rec in page.events],
+            "last_seq": page.last_seq,
+            "oldest_seq": page.oldest_seq,
+        }
+
+    def to_page(self) -> HistoryPage:
+        """The core's page."""
+        return HistoryPage(
+            events=[e.to_record() for e in self.events],
+            last_seq=self.last_seq,
+            oldest_seq=self.oldest_seq,
+        )

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+
 from server.core.events import (
     ActivityLogged,
     ContainerCrashed,
@@ -45,6 +47,16 @@ class Push(WireModel):
     """A server-initiated event: `event` is its name on the wire."""
 
     event: ClassVar[str]
+    seq: int | None = Field(default=None, ge=0)
+    """ext: the event's place in the journal; absent on pushes that are not journalled."""
+
+    @model_serializer(mode="wrap")
+    def _seq_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dumped as pushed: a push without a seq has no `seq` key (not `"seq": null`)."""
+        out: dict[str, Any] = handler(self)
+        if out.get("seq") is None:
+            out.pop("seq", None)
+        return out
 
 
 class StatusChangedOut(Push):

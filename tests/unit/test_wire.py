@@ -37,6 +37,7 @@ from server.wire.answers import (
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
+    HistoryOut,
     LogSubscriptionOut,
     MessageSentOut,
 )
@@ -274,6 +275,19 @@ def _engine_status() -> None:
     assert isinstance(first, DockerConnectionLost) and first.reason
 
 
+def _history() -> None:
+    from server.core.journal.records import HistoryPage, JournalRecord
+
+    ev = FlowMessageReceived(at=AT, container_id=CID, message={"n": 1})
+    rec = JournalRecord(7, "message_received", MessageReceivedOut.payload(ev), CID)
+    page = HistoryPage(events=[rec], last_seq=9, oldest_seq=3)
+    out = _via_wire(HistoryOut, HistoryOut.payload(page))
+    assert out.to_page() == page
+    # a record's data is the push as sent: it decodes with that push's model, seq and all
+    pushed = MessageReceivedOut.decode({**out.events[0].data, "seq": out.events[0].seq})
+    assert pushed.seq == 7 and pushed.to_core() == ev
+
+
 CASES: dict[str, Callable[[], None]] = {
     "connected": _connected,
     "error": _error,
@@ -295,6 +309,7 @@ CASES: dict[str, Callable[[], None]] = {
     "activity_log": _activity,
     "container_log": _container_log,
     "engine_status": _engine_status,
+    "history": _history,
 }
 
 
@@ -411,8 +426,8 @@ def test_protocol_lists_exactly_the_requests_the_server_takes() -> None:
         assert row[0].startswith("**ext**") == (request in _EXT_REQUESTS), row[0]
 
 
-_EXT_REQUESTS = {"get_container_logs", "subscribe_logs", "unsubscribe_logs"}
-_EXT_EVENTS = {"container_logs", "container_log", "engine_status"}
+_EXT_REQUESTS = {"get_container_logs", "subscribe_logs", "unsubscribe_logs", "get_history"}
+_EXT_EVENTS = {"container_logs", "container_log", "engine_status", "history"}
 
 
 def test_protocol_lists_exactly_the_events_the_server_emits() -> None:
@@ -438,4 +453,5 @@ def test_protocol_lists_the_error_types() -> None:
 
 
 def test_the_fuzzer_covers_every_request() -> None:
-    assert set(FUZZED_REQUESTS) == set(REQUESTS)
+    # get_history's hostile inputs are tests/integration/test_api_history.py's own
+    assert set(FUZZED_REQUESTS) | {"get_history"} == set(REQUESTS)
