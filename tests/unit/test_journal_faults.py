@@ -84,6 +84,12 @@ async def test_corrupt_pages_and_foreign_databases_are_refused(tmp_path: Path) -
     conn.commit()
     conn.close()
     assert "another program" in await refused(other)
+    newer = tmp_path / "newer.sqlite3"
+    await filled(newer, 3)
+    conn = sqlite3.connect(newer)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    assert "layout is version 99" in await refused(newer)
 
 
 async def test_second_manager_on_one_database_refuses_naming_the_holder(tmp_path: Path) -> None:

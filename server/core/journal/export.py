@@ -41,7 +41,9 @@ def parse_since(raw: str) -> tuple[str, int | float]:
     return "at", when.timestamp()
 
 
-def _rows(conn: sqlite3.Connection, after_seq: int, since_at: float | None) -> Iterator[StoredRow]:
+def _rows(
+    conn: sqlite3.Connection, names: dict[int, str], after_seq: int, since_at: float | None
+) -> Iterator[StoredRow]:
     if since_at is not None:
         # the first seq at or after that time; `at` follows seq (both grow as events are written)
         row = conn.execute(
@@ -52,11 +54,12 @@ def _rows(conn: sqlite3.Connection, after_seq: int, since_at: float | None) -> I
         after_seq = row[0] - 1
     while True:
         page = conn.execute(
-            "SELECT seq, at, event, container_id, data FROM events WHERE seq > ?"
-            " ORDER BY seq LIMIT ?",
+            "SELECT seq, at, event, container, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
             (after_seq, PAGE),
         ).fetchall()
-        yield from page
+        for seq, at, event, container, data in page:
+            cid = None if container is None else names.get(container)
+            yield seq, at, names.get(event, "?"), cid, data
         if len(page) < PAGE:
             return
         after_seq = page[-1][0]
@@ -64,13 +67,13 @@ def _rows(conn: sqlite3.Connection, after_seq: int, since_at: float | None) -> I
 
 def export(path: str, since: tuple[str, int | float] | None, out: TextIO) -> int:
     """Write every event after `since` as one JSON object per line; returns how many."""
-    conn = open_readonly(path)
+    conn, names = open_readonly(path)
     try:
         after = int(since[1]) if since and since[0] == "seq" else 0
         since_at = float(since[1]) if since and since[0] == "at" else None
         n = 0
         dumps = json.dumps
-        for seq, at, event, cid, data in _rows(conn, after, since_at):
+        for seq, at, event, cid, data in _rows(conn, names, after, since_at):
             when = datetime.fromtimestamp(at, UTC).isoformat()
             # `data` is stored as the JSON text that was pushed: written as is, not re-encoded
             out.write(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -11,6 +10,8 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from pydantic_core import from_json
 
 from server.core.bus import EventBus
 from server.core.config import Settings
@@ -336,9 +337,7 @@ class Journal:
     async def read_after(self, after_seq: int, limit: int) -> list[JournalRecord]:
         """Journalled records with seq > after_seq, ascending, at most `limit`."""
         self._readable()
-        rows = await self.store.call(
-            lambda c: _decode(JournalStore.read_after(c, after_seq, limit))
-        )
+        rows = await self.store.call(lambda c: _decode(self.store.read_after(c, after_seq, limit)))
         return rows
 
     async def history(
@@ -354,7 +353,7 @@ class Journal:
         after = since_seq or 0
         wanted = list(types) if types is not None else None
         events = await self.store.call(
-            lambda c: _decode(JournalStore.query(c, after, container_id, wanted, limit))
+            lambda c: _decode(self.store.query(c, after, container_id, wanted, limit))
         )
         return HistoryPage(events=events, last_seq=self.last_seq, oldest_seq=self.oldest_seq)
 
@@ -365,12 +364,7 @@ class Journal:
             return []
 
         def read(conn: sqlite3.Connection) -> list[tuple[float, JournalRecord]]:
-            rows = conn.execute(
-                "SELECT seq, at, event, container_id, data FROM events WHERE event = ?"
-                " ORDER BY seq DESC LIMIT ?",
-                (event, limit),
-            ).fetchall()
-            rows.reverse()
+            rows = self.store.newest(conn, event, limit)
             return [(r[1], rec) for r, rec in zip(rows, _decode(rows), strict=True)]
 
         return await self.store.call(read)
@@ -410,5 +404,5 @@ class Journal:
 
 def _decode(rows: list[StoredRow]) -> list[JournalRecord]:
     """Rows to records (runs on the writer thread: the loop only gets the finished list)."""
-    loads = json.loads
-    return [JournalRecord(seq, event, loads(data), cid) for seq, _at, event, cid, data in rows]
+    # pydantic's Rust decoder: half of `json.loads`'s time (resume reads 100,000s of these)
+    return [JournalRecord(seq, event, from_json(data), cid) for seq, _at, event, cid, data in rows]
