@@ -242,8 +242,11 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """`delete_container` -> `container_deleted`."""
 
         async def act(req: ContainerRef) -> Wire:
-            container_id = await self.manager.delete_container(req.container_id)
-            return ContainerStateOut.payload(container_id, "deleted")
+            container_id, dropped = await self.manager.delete_container_counted(req.container_id)
+            answer = ContainerStateOut.payload(container_id, "deleted")
+            if dropped:  # ext: queued messages that went with the flow (else: as it always was)
+                answer["queue_dropped"] = dropped
+            return answer
 
         return await self._serve(sid, "delete_container", data, act)
 
@@ -252,8 +255,9 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
         async def act(req: SendMessageRequest) -> Wire:
             container_id = self.manager.get(req.container_id).id
-            await self.manager.send_message(container_id, req.message)
-            return MessageSentOut.payload(container_id, req.message)
+            # ext `queue`: answered `queued` with its message_id once journalled
+            message_id = await self.manager.send_message(container_id, req.message, queue=req.queue)
+            return MessageSentOut.payload(container_id, req.message, message_id)
 
         return await self._serve(sid, "send_message", data, act)
 

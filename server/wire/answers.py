@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import SerializerFunctionWrapHandler, model_serializer
+
 from server.core.events import FlowMessageSent, now
 from server.core.journal.records import HistoryPage, JournalRecord
 from server.core.log_tail import LogTail
@@ -66,11 +68,24 @@ class ContainerCreatedOut(WireModel):
         )
 
 
+def _without_none(out: dict[str, Any], key: str) -> dict[str, Any]:
+    """Dumped as sent: an ext field the answer does not carry has no key (not `null`)."""
+    if out.get(key) is None:
+        out.pop(key, None)
+    return out
+
+
 class ContainerStateOut(WireModel):
     """`container_started` / `_stopped` / `_restarted` / `_deleted`."""
 
     container_id: str
     status: Literal["running", "stopped", "deleted"]
+    queue_dropped: int | None = None
+    """ext, `container_deleted` only: how many queued messages were dropped with the flow."""
+
+    @model_serializer(mode="wrap")
+    def _ext_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "queue_dropped")
 
     @staticmethod
     def payload(container_id: str, status: Literal["running", "stopped", "deleted"]) -> Wire:
@@ -96,12 +111,26 @@ class MessageSentOut(WireModel):
 
     container_id: str
     message: dict[str, Any]
-    status: Literal["sent"] = "sent"
+    status: Literal["sent", "queued"] = "sent"
+    """ext `"queued"`: a `queue: true` send, committed to the journal, not yet delivered."""
+    message_id: str | None = None
+    """ext: the queued message's id (`message_delivered` names it); absent on a plain send."""
+
+    @model_serializer(mode="wrap")
+    def _ext_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "message_id")
 
     @staticmethod
-    def payload(container_id: str, message: dict[str, Any]) -> Wire:
-        """The answer to `send_message`."""
-        return {"container_id": container_id, "message": message, "status": "sent"}
+    def payload(container_id: str, message: dict[str, Any], message_id: str | None = None) -> Wire:
+        """The answer to `send_message` (a plain send: exactly as before the queue existed)."""
+        if message_id is None:
+            return {"container_id": container_id, "message": message, "status": "sent"}
+        return {
+            "container_id": container_id,
+            "message": message,
+            "status": "queued",
+            "message_id": message_id,
+        }
 
     def to_core(self) -> FlowMessageSent:
         """The core's fact (stamped now: the answer carries no time)."""

@@ -18,6 +18,7 @@ from server.core.events import (
     FlowMessageReceived,
     HealthChanged,
     LogLineReceived,
+    QueuedMessageDelivered,
     StatusReported,
     now,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "MessageReceivedOut",
     "ContainerLogOut",
     "EngineStatusOut",
+    "MessageDeliveredOut",
     "PUSHES",
     "BROADCASTS",
 ]
@@ -250,6 +252,30 @@ class MessageReceivedOut(Push):
         )
 
 
+class MessageDeliveredOut(Push):
+    """ext `message_delivered`: the flow acknowledged a queued message (timestamp: ISO 8601)."""
+
+    event: ClassVar[str] = "message_delivered"
+    container_id: str
+    message_id: str
+    timestamp: str
+
+    @staticmethod
+    def payload(ev: QueuedMessageDelivered) -> Wire:
+        """From the core event."""
+        return {
+            "container_id": ev.container_id,
+            "message_id": ev.message_id,
+            "timestamp": ev.at.isoformat(),
+        }
+
+    def to_core(self) -> QueuedMessageDelivered:
+        """The core event."""
+        return QueuedMessageDelivered(
+            container_id=self.container_id, message_id=self.message_id, at=from_iso(self.timestamp)
+        )
+
+
 class ContainerLogOut(Push):
     """ext `container_log` (to the container's log room; timestamp: ISO 8601)."""
 
@@ -317,6 +343,7 @@ PUSHES: dict[str, type[Push]] = {
         ActivityLogOut,
         ContainerLogOut,
         EngineStatusOut,
+        MessageDeliveredOut,
     )
 }
 """Every event the server sends on its own, by name."""
@@ -333,5 +360,6 @@ BROADCASTS: dict[type[Event], tuple[str, Encoder]] = {
     LogLineReceived: (ContainerLogOut.event, ContainerLogOut.payload),
     DockerConnectionLost: (EngineStatusOut.event, EngineStatusOut.payload),
     DockerConnectionRestored: (EngineStatusOut.event, EngineStatusOut.payload),
+    QueuedMessageDelivered: (MessageDeliveredOut.event, MessageDeliveredOut.payload),
 }
 """The core event each push is encoded from: (its name, its encoder)."""

@@ -58,6 +58,9 @@ class SendMessageRequest(ContainerRef):
     """`send_message`."""
 
     message: dict[str, Any]
+    queue: bool = False
+    """ext: true keeps the message in the journal until the flow acknowledged it (a JSON bool:
+    strict, so "true", 1 and null are refused)."""
 
 
 class GetLogsRequest(ContainerRef):

@@ -25,6 +25,7 @@ from server.core.events import (
     FlowMessageReceived,
     HealthChanged,
     LogLineReceived,
+    QueuedMessageDelivered,
     StatusReported,
 )
 from server.core.log_tail import LogTail
@@ -52,6 +53,7 @@ from server.wire.pushes import (
     ContainerLogOut,
     EngineStatusOut,
     HealthWarningOut,
+    MessageDeliveredOut,
     MessageReceivedOut,
     StatusChangedOut,
     StatusUpdateOut,
@@ -163,6 +165,9 @@ def _state(status: typing.Literal["running", "stopped", "deleted"]) -> Callable[
     def case() -> None:
         out = _via_wire(ContainerStateOut, ContainerStateOut.payload(CID, status))
         assert (out.container_id, out.status) == (CID, status)
+        if status == "deleted":  # ext: how many queued messages went with the flow
+            full = {**ContainerStateOut.payload(CID, status), "queue_dropped": 2}
+            assert _via_wire(ContainerStateOut, full).queue_dropped == 2
 
     return case
 
@@ -176,6 +181,9 @@ def _sent() -> None:
     message = {"a": [1, {"b": None}], "s": "é"}
     ev = _via_wire(MessageSentOut, MessageSentOut.payload(CID, message)).to_core()
     assert (ev.container_id, ev.message) == (CID, message)
+    assert "message_id" not in MessageSentOut.payload(CID, message)  # a plain send: unchanged
+    queued = _via_wire(MessageSentOut, MessageSentOut.payload(CID, message, "m1"))
+    assert (queued.status, queued.message_id) == ("queued", "m1")
 
 
 def _status() -> None:
@@ -203,6 +211,11 @@ def _list() -> None:
 def _logs() -> None:
     tail = _via_wire(ContainerLogsOut, ContainerLogsOut.payload(CID, ["a", "b"], True)).to_core()
     assert isinstance(tail, LogTail) and tail == ["a", "b"] and tail.truncated
+
+
+def _message_delivered() -> None:
+    ev = QueuedMessageDelivered(at=AT, container_id=CID, message_id="m1")
+    assert _via_wire(MessageDeliveredOut, MessageDeliveredOut.payload(ev)).to_core() == ev
 
 
 def _message_received() -> None:
@@ -309,6 +322,7 @@ CASES: dict[str, Callable[[], None]] = {
     "activity_log": _activity,
     "container_log": _container_log,
     "engine_status": _engine_status,
+    "message_delivered": _message_delivered,
     "history": _history,
 }
 
@@ -427,7 +441,7 @@ def test_protocol_lists_exactly_the_requests_the_server_takes() -> None:
 
 
 _EXT_REQUESTS = {"get_container_logs", "subscribe_logs", "unsubscribe_logs", "get_history"}
-_EXT_EVENTS = {"container_logs", "container_log", "engine_status", "history"}
+_EXT_EVENTS = {"container_logs", "container_log", "engine_status", "history", "message_delivered"}
 
 
 def test_protocol_lists_exactly_the_events_the_server_emits() -> None:
