@@ -310,7 +310,8 @@ class Journal:
         try:
             first = await store.call(write)
         except (sqlite3.Error, OSError) as err:
-            if isinstance(err, sqlite3.Error) and not is_environment_error(err):
+            broken = isinstance(err, sqlite3.Error) and not is_environment_error(err)
+            if broken and self._problem is None:  # once, not at every retry
                 logger.exception("journal: a batch of %d events was not written", len(keep))
             self._unavailable(diagnose(self.path, err))
             self.unjournalled += len(keep)
