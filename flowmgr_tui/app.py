@@ -194,8 +194,8 @@ class FlowMgrApp(App[None]):
         from flowmgr_tui.screens.history import HistoryScreen
 
         screen = self.screen
-        if isinstance(screen, HistoryScreen):
-            return
+        if not isinstance(screen, DashboardScreen | ContainerDetailScreen):
+            return  # over a dialog, the help or the history itself: nothing to open
         flow = ""
         if isinstance(screen, ContainerDetailScreen):
             cid = screen.container_id  # a deleted flow by its full id: its journal stays

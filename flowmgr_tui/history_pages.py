@@ -70,6 +70,8 @@ class HistoryRow:
     push: Push | None
     """Decoded with its wire model; None when this panel does not know the event or the payload
     does not have its shape (then `summary` says so and shows the raw payload)."""
+    data: dict[str, Any]
+    """The payload as journalled (the screen shows it whole for the selected row)."""
 
 
 def _time(data: dict[str, Any]) -> datetime | None:
@@ -137,6 +139,7 @@ def decode(record: JournalRecord) -> HistoryRow:
         at=_time(data),
         summary=summary,
         push=push,
+        data=data,
     )
 
 

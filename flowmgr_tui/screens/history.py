@@ -3,6 +3,7 @@ older pages load on demand. Reads happen in a worker, only while this screen is 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -11,7 +12,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Header, Input, Label
+from textual.widgets import DataTable, Header, Input, Label, Static
 
 from flowmgr_tui.backend import Backend
 from flowmgr_tui.formatting import describe_error
@@ -31,6 +32,8 @@ FILTERS: dict[str, str] = {
 }
 """Filter box id suffix -> its placeholder."""
 PAGE = 100
+DETAIL_LINES = 10
+"""Lines of the selected event's payload shown under the table."""
 _EVENT_STYLE = {
     "container_crashed": "bold red",
     "container_health_warning": "yellow",
@@ -89,6 +92,7 @@ class HistoryScreen(Screen[None]):
         table.add_column("event", key="event")
         table.add_column("what", key="what")
         yield table
+        yield Static("", id="history-detail", markup=False)
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -166,6 +170,19 @@ class HistoryScreen(Screen[None]):
         if self.rows:
             target = len(self.rows) - 1 if keep_top == 0 else at + keep_top
             table.move_cursor(row=min(target, len(self.rows) - 1), scroll=True)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The selected event's whole payload under the table (a crash's log tail, say)."""
+        key = event.row_key.value
+        row = next((r for r in reversed(self.rows) if str(r.seq) == key), None)
+        detail = self.query_one("#history-detail", Static)
+        if row is None:
+            detail.update("")
+            return
+        body = json.dumps(row.data, indent=1, ensure_ascii=False, default=str)
+        lines = body.replace("\\n", "\n    ").splitlines()
+        more = f"\n... {len(lines) - DETAIL_LINES} more lines" if len(lines) > DETAIL_LINES else ""
+        detail.update(f"#{row.seq} {row.event}\n" + "\n".join(lines[:DETAIL_LINES]) + more)
 
     def _status(self) -> None:
         pager = self.pager

@@ -73,6 +73,8 @@ async def shoot_history(app: FlowMgrApp, pilot: Pilot[None]) -> None:
     assert isinstance(screen, HistoryScreen)
     await until(pilot, lambda: bool(screen.rows) and screen.pager is not None, "its rows")
     await pilot.pause(0.3)
+    await pilot.press("up", "up", "up", "up")  # the crash report, its payload shown below
+    await pilot.pause(0.3)
     app.save_screenshot("history.svg", str(OUT))
     await pilot.press("slash", "tab", *"crash", "enter")
     await until(pilot, lambda: bool(screen.problem), "the filter's error")

@@ -12,6 +12,7 @@ from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.commands import ContainerCommands
 from flowmgr_tui.history_pages import HistoryPager, HistoryRow, decode
 from flowmgr_tui.history_query import JOURNALLED, FilterError, HistoryFilter, parse_filter
+from flowmgr_tui.screens.help import HelpScreen
 from flowmgr_tui.screens.history import HistoryScreen
 from flowmgr_tui.state.activity_keys import merge_activity
 from server.core.events import ActivityLogged, ContainerCrashed
@@ -231,9 +232,17 @@ async def test_the_history_screen_lists_filters_and_says_what_is_wrong() -> None
         await pilot.press("enter")
         await until(pilot, lambda: [r.event for r in screen.rows] == ["container_crashed"], "1")
         assert "exit 3: Exited with code 3 | ValueError: bad input" in screen.rows[0].summary
+        detail = str(screen.query_one("#history-detail").render())
+        assert "container_crashed" in detail and "\n    ValueError: bad input" in detail
         assert not screen.problem
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, HistoryScreen), "back")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
+        await pilot.press("h")  # over the help: no history on top of it
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
         # The palette opens it too.
         commands = {text: run for text, _, run in ContainerCommands(app.screen)._commands()}
         commands["History: journalled events"]()
