@@ -120,6 +120,15 @@ async def test_queued_while_stopped_survives_a_sigkill_and_reaches_the_handler_o
         history = await manager.get_history(types=["message_delivered"], limit=1000)
         acked = [r.data["message_id"] for r in history.events if r.container_id == cid]
         assert set(acked) <= set(queued) and set(acked) >= set(queued) - delivered
+        # the restarted manager did send again what was not acknowledged (the flow skipped it)
+        log = await manager.get_history(container_id=cid, types=["activity_log"], limit=1000)
+        sends = [
+            r
+            for r in log.events
+            if r.data["activity_type"] == "message_sent"
+            and "_flowmgr" in r.data["details"]["message"]
+        ]
+        assert len(sends) > COUNT
 
         # deleting a flow drops its queue and says how many
         await manager.stop_container(cid)
