@@ -162,3 +162,15 @@ async def test_remote_history_through_the_service(settings: Settings) -> None:
                 assert "before the restart 11" in board.shown_text
         finally:
             await backend.stop()
+
+
+async def test_without_a_journal_the_screens_say_so(settings: Settings) -> None:
+    async with ContainerManager(settings.model_copy(deep=True)) as mgr:  # no encoder: no journal
+        app = FlowMgrApp(mgr)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("h")
+            await until(pilot, lambda: isinstance(app.screen, HistoryScreen), "history")
+            screen = app.screen
+            assert isinstance(screen, HistoryScreen)
+            await until(pilot, lambda: "keeps no journal" in screen.problem, "the reason")
+            assert screen.problem.startswith("history unavailable: validation_error: ")
