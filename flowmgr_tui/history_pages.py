@@ -19,6 +19,7 @@ from server.wire.pushes import (
     ContainerCrashedOut,
     EngineStatusOut,
     HealthWarningOut,
+    MessageDeliveredOut,
     MessageReceivedOut,
     Push,
     StatusChangedOut,
@@ -106,6 +107,8 @@ def _summary(push: Push) -> str:
             return f"health {push.health}"
         case MessageReceivedOut():
             return _compact(push.message)
+        case MessageDeliveredOut():
+            return f"queued message {push.message_id} delivered (acknowledged by the flow)"
         case EngineStatusOut():
             return "engine available" if push.available else f"engine lost: {push.reason}"
         case StatusUpdateOut():

@@ -165,6 +165,10 @@ def test_records_that_do_not_decode_are_shown_raw() -> None:
         JournalRecord(3, "container_crashed", {"timestamp": float("inf")}, "a" * 64),
         JournalRecord(4, "status_changed", "not a dict", None),  # type: ignore[arg-type]
     ]
+    delivered = {"container_id": "a" * 64, "message_id": "m-1", "timestamp": T0.isoformat()}
+    row = decode(JournalRecord(9, "message_delivered", delivered, "a" * 64))
+    assert row.summary == "queued message m-1 delivered (acknowledged by the flow)"
+    assert row.at == T0
     rows = [decode(r) for r in odd]
     assert rows[0].push is None and rows[0].summary.startswith("[malformed: ")
     assert rows[1].push is None and '"x":1' in rows[1].summary and rows[1].at is None
