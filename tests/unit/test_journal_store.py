@@ -259,3 +259,30 @@ def test_journal_config_keys_and_env(tmp_path: Path) -> None:
     for key, value in bad:
         with pytest.raises(ConfigError, match="journal"):
             load_settings(env={}, **{key: value})
+
+
+async def test_a_payload_json_cannot_hold_is_journalled_as_a_note(tmp_path: Path) -> None:
+    bus = EventBus()
+
+    def odd(event: Event) -> tuple[str, dict[str, Any], str | None] | None:
+        return "message_received", {"raw": b"\xff", "n": 1}, "c1"
+
+    journal = Journal(settings(tmp_path), bus, odd)
+    got: list[JournalRecord] = []
+
+    async def keep(batch: list[JournalRecord]) -> None:
+        got.extend(batch)
+
+    await journal.start()
+    journal.listen(keep)
+    try:
+        bus.publish(msg())
+        bus.publish(msg())
+        async with asyncio.timeout(10):
+            while len(got) < 2:
+                await asyncio.sleep(0.005)
+        assert [r.seq for r in got] == [1, 2]  # pushed as is, journalled as a note
+        stored = await journal.read_after(0, 10)
+        assert "unencodable" in stored[0].data and stored[1].seq == 2
+    finally:
+        await journal.stop()

