@@ -83,7 +83,11 @@ class Resume:
     async def run(self) -> None:
         """Catch up, then join the live stream; always ends holding records for the client."""
         try:
-            await self._catch_up()
+            try:
+                await self._catch_up()
+            except Exception as exc:  # never leave a client outside the live stream
+                logger.exception("resume of sid %s after seq %d failed", self._sid, self._asked)
+                await self._emit_error(exc)
             if await self._bridge.finish_catch_up(self._sid, self._send):
                 logger.debug(
                     "sid %s resumed after seq %d: %d pushes", self._sid, self._asked, self.sent

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
+import websockets
 from api_harness import TEST_TOKEN, running_service
 
 from server.core.config import Settings
@@ -38,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "history-token-0123456789abcdef"
 MAX_SEQ = 2**63 - 1
 MESSAGES = 1000
+LIVE = 300
+"""Sent while the resuming client catches up."""
 WAIT = 60.0
 
 
@@ -145,17 +148,22 @@ def flow(service: ServiceProcess) -> Iterator[str]:
                 "container_id"
             ]
             await sio.call("start_container", {"container_id": cid}, timeout=90)
-            async with asyncio.timeout(WAIT):
-                while not (await sio.call("get_container_status", {"container_id": cid}))[
-                    "socket_connected"
-                ]:
-                    await asyncio.sleep(0.2)
+            await channel_up(sio, cid)
             return cid
 
     cid = asyncio.run(create())
     yield cid
     with contextlib.suppress(Exception):
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)
+
+
+async def channel_up(sio: socketio.AsyncClient, cid: str) -> None:
+    """Wait until the flow's channel to the manager is connected."""
+    async with asyncio.timeout(WAIT):
+        while not (await sio.call("get_container_status", {"container_id": cid}))[
+            "socket_connected"
+        ]:
+            await asyncio.sleep(0.2)
 
 
 # ------------------------------------------------------------------ clients
@@ -231,9 +239,12 @@ async def history(sio: socketio.AsyncClient, since: int, **query: Any) -> list[d
         since = page["events"][-1]["seq"]
 
 
-async def send_echoes(sio: socketio.AsyncClient, cid: str, count: int, pace: float) -> None:
-    """`count` echo requests, `pace` seconds apart (answered by the flow: message_received)."""
-    for n in range(count):
+async def send_echoes(
+    sio: socketio.AsyncClient, cid: str, count: int, pace: float, first: int = 0
+) -> None:
+    """`count` echo requests numbered from `first`, `pace` seconds apart (each answered by the
+    flow: a message_received)."""
+    for n in range(first, first + count):
         await sio.emit(
             "send_message", {"container_id": cid, "message": {"command": "echo", "n": n}}
         )
@@ -273,24 +284,39 @@ BAD_LAST_SEQS = {
 
 
 async def test_a_last_seq_that_is_not_a_seq_refuses_the_connect(service: ServiceProcess) -> None:
-    for label, value in BAD_LAST_SEQS.items():
-        with pytest.raises(socketio.exceptions.ConnectionError) as caught:
-            async with connected(service.url, last_seq=value):
-                pass
-        refusal = caught.value.args[-1]
-        assert refusal["message"] == "invalid last_seq", (label, refusal)
-        assert refusal["data"]["error_type"] == "validation_error", label
-        assert refusal["data"]["field"] == "last_seq", label
-    # the bad token is still "authentication failed" first, whatever last_seq holds
-    with pytest.raises(socketio.exceptions.ConnectionError) as caught:
-        async with connected(service.url, token="nope", last_seq=-1):
-            pass
-    assert caught.value.args[-1]["message"] == "authentication failed"
-    # null is no resume: the live stream, as without last_seq; the largest seq is a seq
+    # null is no resume: the live stream, as without last_seq
     async with connected(service.url, last_seq=None) as (sio, stream):
         await stream.until(lambda: stream.of("engine_status"))
         assert not stream.of("error")
-        assert (await sio.call("list_containers", {}))["count"] >= 0
+        assert "count" in await sio.call("list_containers", {})
+    # Raw engine.io: python-engineio's client, refused, may wait 30 s in its write loop
+    # before `connect` raises (the server hangs up at once); the packets are the same.
+    for label, value in BAD_LAST_SEQS.items():
+        refusal = await connect_packet(service.port, {"token": TOKEN, "last_seq": value})
+        assert refusal["message"] == "invalid last_seq", (label, refusal)
+        assert refusal["data"]["error_type"] == "validation_error", label
+        assert refusal["data"]["field"] == "last_seq", label
+        assert "last_seq must be" in refusal["data"]["message"], label
+    # the bad token is still "authentication failed" first, whatever last_seq holds
+    refusal = await connect_packet(service.port, {"token": "nope", "last_seq": -1})
+    assert refusal == {"message": "authentication failed"}
+    # and the largest seq there can be is a seq (past the end: said after the connect)
+    assert await connect_packet(service.port, {"token": TOKEN, "last_seq": MAX_SEQ}) is None
+
+
+async def connect_packet(port: int, auth: Any) -> Any:
+    """The CONNECT_ERROR payload answering a raw Socket.IO connect with `auth`; None when the
+    connect is accepted."""
+    url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+    async with websockets.connect(url) as ws, asyncio.timeout(20):
+        await ws.recv()  # engine.io's open packet
+        await ws.send("40" + json.dumps(auth))
+        while True:
+            msg = await ws.recv()
+            if isinstance(msg, str) and msg.startswith("44"):
+                return json.loads(msg[2:])
+            if isinstance(msg, str) and msg.startswith("40"):
+                return None
 
 
 async def test_a_last_seq_past_the_end_says_the_newest_then_streams_live(
@@ -387,11 +413,15 @@ async def test_a_client_away_5s_gets_all_1000_messages_in_order_on_resume(
         await send_echoes(sender, flow, MESSAGES, pace=4.0 / MESSAGES)
         await sent.until(lambda: echoes(sent, flow) >= MESSAGES)
         await asyncio.sleep(max(0.0, 5.0 - (time.monotonic() - left_at)))  # away 5 s
+        # it comes back while the flow is still talking: the catch-up and the live stream meet
+        more = asyncio.create_task(send_echoes(sender, flow, LIVE, pace=0.002, first=MESSAGES))
         async with connected(service.url, last_seq=last_seq) as (back, resumed):
+            await more
+            await sent.until(lambda: echoes(sent, flow) >= MESSAGES + LIVE)
             newest = await newest_seq(back)
             await resumed.until(lambda: bool(resumed.seqs()) and resumed.seqs()[-1] >= newest)
             ns = [echoed(d, flow) for d in resumed.of("message_received")]
-            assert [n for n in ns if n is not None] == list(range(MESSAGES))
+            assert [n for n in ns if n is not None] == list(range(MESSAGES + LIVE))
             seqs = resumed.seqs()
             assert seqs == list(range(last_seq + 1, last_seq + 1 + len(seqs)))  # no gap, no dup
             assert not resumed.of("error")
@@ -410,7 +440,7 @@ async def test_a_client_away_5s_gets_all_1000_messages_in_order_on_resume(
             assert {h["seq"]: (h["event"], h["data"]) for h in held if h["seq"] in got} == got
             # filtered and indexed by container and type
             mine = await history(back, last_seq, container_id=flow[:12], types=["message_received"])
-            assert [echoed(h["data"], flow) for h in mine] == [*range(MESSAGES), None]
+            assert [echoed(h["data"], flow) for h in mine] == [*range(MESSAGES + LIVE), None]
             assert {h["event"] for h in mine} == {"message_received"}
             assert all(h["data"]["container_id"] == flow for h in mine)
 
@@ -437,6 +467,7 @@ async def test_sigkill_mid_stream_keeps_every_event_a_client_received(
         if isinstance(d, dict) and "seq" in d
     }
     assert len(received) >= 300
+    assert len(watcher.of("message_received")) < 3000  # killed mid-stream
     service.start()  # the same database
     async with connected(service.url) as (sio, _):
         held = await history(sio, 0)
@@ -447,6 +478,7 @@ async def test_sigkill_mid_stream_keeps_every_event_a_client_received(
         assert not missing, missing[:10]
         assert all(by_seq[s] == received[s] for s in received)
         # the stream goes on after the restart with the next seqs, none reused
+        await channel_up(sio, flow)  # the flow reconnects to the new process on its own
         async with connected(service.url, last_seq=seqs[-1]) as (_, after):
             await sio.emit("send_message", {"container_id": flow, "message": {"n": "after"}})
             await after.until(lambda: after.of("message_received"))
