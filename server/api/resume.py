@@ -7,6 +7,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from engineio import json as engineio_json
+from engineio import packet as eio_packet
+
 from server.api.errors import error_payload
 from server.api.sio_bridge import push_payload
 from server.core.errors import InvalidRequest
@@ -23,11 +26,13 @@ __all__ = ["last_seq_of", "Resume", "PAGE", "BadLastSeq"]
 
 logger = logging.getLogger(__name__)
 
-PAGE = 500
+PAGE = 2000
 """Records read from the journal at a time: a long catch-up is never one huge list."""
-_QUEUED_MAX = 2000
+_QUEUED_MAX = 20000
 """Packets a catching-up client may have waiting before the next page is read (so a slow
 reader slows its catch-up instead of being dropped for falling behind)."""
+_YIELD_EVERY = 256
+"""Records put in a client's queue between two yields to the loop."""
 _OPERATION = "connect"
 """`details.operation` of the errors a resuming client gets."""
 
@@ -137,21 +142,36 @@ class Resume:
                 return
 
     async def _send(self, records: list[JournalRecord]) -> None:
+        """Each record not sent yet, straight into the client's engine.io queue: the packets
+        `emit` would build, without its per-packet lookups (a catch-up is one client, many
+        events; `_drained` bounds the queue instead of the manager's byte count)."""
+        sock = self._socket()
+        if sock is None:
+            return
+        dumps, put = engineio_json.dumps, sock.queue.put_nowait
         for rec in records:
             if rec.seq is not None:
                 if rec.seq <= self.cursor:
                     continue  # read from the journal already
                 self.cursor = rec.seq
-            name = rec.event
-            await self._sio.emit(name, push_payload(rec), to=self._sid)
+            put(eio_packet.Packet(eio_packet.MESSAGE, "2" + dumps([rec.event, push_payload(rec)])))
             self.sent += 1
+            if self.sent % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # the socket's writer and other clients run meanwhile
+                if sock.closed:
+                    return
+
+    def _socket(self) -> Any:
+        """The client's engine.io socket (None once it is gone)."""
+        eio_sid = self._sio.manager.eio_sid_from_sid(self._sid, "/")
+        sock = self._sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        return None if sock is None or sock.closed or sock.closing else sock
 
     async def _drained(self) -> bool:
         """Wait until the client has taken most of what it was sent; False when it left."""
         while True:
-            eio_sid = self._sio.manager.eio_sid_from_sid(self._sid, "/")
-            sock = self._sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
-            if sock is None or sock.closed:
+            sock = self._socket()
+            if sock is None:
                 return False
             if sock.queue.qsize() < _QUEUED_MAX:
                 await asyncio.sleep(0)
