@@ -80,6 +80,8 @@ class Resume:
         self.cursor = -1
         """Highest seq sent to the client; records at or below it are never sent again."""
         self.sent = 0
+        self._names: dict[str, str] = {}
+        """Push name -> its JSON string."""
 
     def start_holding(self) -> None:
         """Hold live records for the client from now on: call before the journal is read."""
@@ -130,14 +132,14 @@ class Resume:
             )
         while self.cursor < newest:
             try:
-                page = await journal.read_after(self.cursor, PAGE)
+                page = await journal.read_after_text(self.cursor, PAGE)
             except Exception as exc:  # the journal went unavailable: say so, go live
                 logger.warning("resume of sid %s: journal read failed: %s", self._sid, exc)
                 await self._emit_error(exc)
                 return
             if not page:
                 return
-            await self._send(page)
+            await self._send_stored(page)
             if not await self._drained():
                 return
 
@@ -158,6 +160,26 @@ class Resume:
             self.sent += 1
             if self.sent % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # the socket's writer and other clients run meanwhile
+                if sock.closed:
+                    return
+
+    async def _send_stored(self, rows: list[tuple[int, str, str]]) -> None:
+        """Journal rows as stored, their JSON text not decoded and encoded again: `seq` is
+        spliced in as the payload's last key, where `push_payload` puts it too."""
+        sock = self._socket()
+        if sock is None:
+            return
+        put, names = sock.queue.put_nowait, self._names
+        for seq, event, text in rows:
+            if seq <= self.cursor:
+                continue
+            self.cursor = seq
+            name = names.get(event) or names.setdefault(event, engineio_json.dumps(event))
+            body = f'{{"seq":{seq}}}' if text == "{}" else f'{text[:-1]},"seq":{seq}}}'
+            put(eio_packet.Packet(eio_packet.MESSAGE, f"2[{name},{body}]"))
+            self.sent += 1
+            if self.sent % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
                 if sock.closed:
                     return
 

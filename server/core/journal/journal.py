@@ -341,6 +341,15 @@ class Journal:
         rows = await self.store.call(lambda c: _decode(self.store.read_after(c, after_seq, limit)))
         return rows
 
+    async def read_after_text(self, after_seq: int, limit: int) -> list[tuple[int, str, str]]:
+        """As `read_after`, undecoded: (seq, push name, payload JSON text), for a front end
+        that sends the stored text as it is (a resuming client's catch-up)."""
+        self._readable()
+        store = self.store
+        return await store.call(
+            lambda c: [(r[0], r[2], r[4]) for r in store.read_after(c, after_seq, limit)]
+        )
+
     async def history(
         self,
         since_seq: int | None,
