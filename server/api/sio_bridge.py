@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from server.core.manager import ContainerManager
 
-__all__ = ["SioBridge", "log_room", "push_payload", "Send"]
+__all__ = ["SioBridge", "log_room", "push_payload", "Send", "HELD_MAX"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ def push_payload(rec: JournalRecord) -> Wire:
 Send = Callable[[list[JournalRecord]], Awaitable[None]]
 """Sends records to one client (the catch-up of a resuming client)."""
 
+HELD_MAX = 100_000
+"""Live records held at most for one client catching up (see `_overflowed`)."""
 _WANTED = (LogLineReceived, ContainerRemoved)
 _YIELD_EVERY = 32
 
@@ -62,6 +64,7 @@ class SioBridge:
         self._fanout = asyncio.Lock()
         """Held while a batch goes out: a client joins the broadcast room between batches."""
         self._unlisten: Callable[[], None] | None = None
+        self._hangups: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Listen to the journal; subscribe to the bus and forward log lines in one task."""
@@ -123,8 +126,10 @@ class SioBridge:
         for the clients still catching up. (ActivityLogged was masked by the core where it
         wrote the line; engine losses go out as `engine_status`, so clients learn of one now.)"""
         async with self._fanout:
-            for held in self._held.values():
+            for sid, held in list(self._held.items()):
                 held.extend(records)
+                if len(held) > HELD_MAX:
+                    self._overflowed(sid)
             for rec in records:
                 name = rec.event
                 try:
@@ -157,6 +162,8 @@ class SioBridge:
         while held := self.take_held(sid):  # most of it without holding up the broadcasts
             await send(held)
         async with self._fanout:
+            if sid not in self._held:
+                return False  # it left, or overflowed (being hung up): never join with a gap
             held = self.take_held(sid)
             if held:
                 await send(held)
@@ -166,6 +173,20 @@ class SioBridge:
             # synchronous: no batch can slip between the last held record and the join
             self._sio.manager.basic_enter_room(sid, "/", AUTHENTICATED)
             return True
+
+    def _overflowed(self, sid: str) -> None:
+        """A client catching up far slower than events arrive: hang up rather than hold an
+        unbounded backlog for it (it reconnects with its last seq and resumes from there)."""
+        self._held.pop(sid, None)
+        logger.warning(
+            "disconnecting Socket.IO client %s: more than %d live events arrived while it "
+            "caught up; it may resume from its last seq",
+            sid,
+            HELD_MAX,
+        )
+        task = asyncio.create_task(self._sio.disconnect(sid))
+        self._hangups.add(task)
+        task.add_done_callback(self._hangups.discard)
 
     def drop_held(self, sid: str) -> None:
         """Stop holding records for `sid` (it left, or its catch-up ended)."""
