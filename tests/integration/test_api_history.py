@@ -543,3 +543,35 @@ async def _in_process_client(url: str, **auth: Any) -> AsyncIterator[Stream]:
             yield stream
         finally:
             await sio.disconnect()
+
+
+async def test_with_the_journal_off_resume_and_history_say_so(settings: Settings) -> None:
+    off = settings.model_copy(
+        update={"journal": settings.journal.model_copy(update={"enabled": False})}
+    )
+    async with running_service(off) as svc:
+        assert svc.manager.journal.health() == "disabled"
+        async with _in_process_client(svc.url, last_seq=0) as stream:
+            await stream.until(lambda: stream.of("error"))
+            (err,) = stream.of("error")
+            assert err["error_type"] == "validation_error" and "disabled" in err["message"]
+            # the live stream follows, seqs counted in memory
+            svc.manager.bus.publish(
+                ActivityLogged(activity_type="container_error", container_id=None, message="x")
+            )
+            await stream.until(lambda: stream.of("activity_log"))
+            assert isinstance(stream.of("activity_log")[0]["seq"], int)
+        async with connected_in_process(svc.url) as sio:
+            page = await sio.call("get_history", {})
+            assert page["error_type"] == "validation_error" and "off" in page["message"]
+
+
+@contextlib.asynccontextmanager
+async def connected_in_process(url: str) -> AsyncIterator[socketio.AsyncClient]:
+    async with aiohttp.ClientSession() as session:
+        sio = socketio.AsyncClient(reconnection=False, http_session=session)
+        await sio.connect(url, auth={"token": TEST_TOKEN}, transports=["websocket"])
+        try:
+            yield sio
+        finally:
+            await sio.disconnect()
