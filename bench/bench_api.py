@@ -46,6 +46,8 @@ from server.core.priority import apply_priority  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RUN = f"bapi{uuid.uuid4().hex[:6]}"
 BUSYBOX = "flowmgr-test-busybox:latest"
+TOKEN = uuid.uuid4().hex
+"""The API token this run's service is configured with (server.token)."""
 
 
 def say(line: str) -> None:
@@ -79,7 +81,11 @@ def free_port() -> int:
 
 
 def write_config(
-    path: Path, sock_dir: Path, nice: int | None, code_roots: list[str] | None = None
+    path: Path,
+    sock_dir: Path,
+    nice: int | None,
+    code_roots: list[str] | None = None,
+    journal: bool = True,
 ) -> None:
     server_nice = {} if nice is None else {"nice": nice}
     path.write_text(
@@ -92,6 +98,7 @@ def write_config(
                     "port": 8000,
                     "cors_origins": ["*"],
                     "max_message_bytes": 1_000_000,
+                    "token": TOKEN,
                     **server_nice,
                 },
                 "docker": {
@@ -102,6 +109,7 @@ def write_config(
                     "code_roots": code_roots or [],
                 },
                 "monitoring": {"health_check_interval": 30, "resource_check_interval": 60},
+                "journal": {"enabled": journal},
             }
         )
     )
@@ -140,12 +148,17 @@ async def server_process(
     profile: str | None = None,
     nice: int | None = None,
     code_roots: list[str] | None = None,
+    journal: bool = True,
+    prepare: Callable[[Path], Awaitable[None]] | None = None,
 ) -> AsyncIterator[tuple[str, psutil.Process]]:
-    """`python -m server` on a free port; its URL and process handle."""
+    """`python -m server` on a free port; its URL and process handle. `prepare(config)` runs
+    before the service starts (e.g. to fill its journal)."""
     sock_dir = Path("/tmp/fmb") / RUN
     sock_dir.mkdir(parents=True)
     config = sock_dir.parent / f"{RUN}.json"
-    write_config(config, sock_dir, nice, code_roots)
+    write_config(config, sock_dir, nice, code_roots, journal)
+    if prepare is not None:
+        await prepare(config)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     prefix = ["-m", "cProfile", "-o", profile] if profile else []
@@ -200,7 +213,9 @@ async def clients(
         for i, c in enumerate(made):
             if setup is not None:
                 setup(c, i)
-        await asyncio.gather(*(c.sio.connect(url, transports=["websocket"]) for c in made))
+        await asyncio.gather(
+            *(c.sio.connect(url, transports=["websocket"], auth={"token": TOKEN}) for c in made)
+        )
         try:
             yield made
         finally:
@@ -371,8 +386,10 @@ class WireClient:
     bench would measure the client; this one parses nothing but the ack ids.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **auth: Any) -> None:
         self.url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+        self.auth = auth
+        """Fields sent beside the token when connecting (e.g. last_seq)."""
         self.ws: Any = None
         self.pending: dict[int, asyncio.Future[str]] = {}
         self.next_id = 0
@@ -385,7 +402,7 @@ class WireClient:
     async def __aenter__(self) -> WireClient:
         self.ws = await websockets.connect(self.url, max_size=None)
         await self.ws.recv()  # engine.io open
-        await self.ws.send("40")
+        await self.ws.send("40" + json.dumps({"token": TOKEN, **self.auth}))
         while not (await self.ws.recv()).startswith("40"):
             pass
         self.reader = asyncio.create_task(self._read())
@@ -459,6 +476,12 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", metavar="FILE", help="run the server under cProfile")
     parser.add_argument(
+        "--journal",
+        choices=["on", "off", "both"],
+        default="both",
+        help="send: with the journal on, off, or both one after the other (default)",
+    )
+    parser.add_argument(
         "--server-nice",
         type=int,
         metavar="N",
@@ -481,9 +504,14 @@ async def main(argv: list[str] | None = None) -> None:
         async with server_process(args.profile, args.server_nice) as (url, server):
             await docker_benches(url, server, args)
     if "send" in args.which:
-        async with server_process(args.profile, args.server_nice) as (url, server):
-            await bench_send(url, args.messages, args.window, args.runs, server)
-            say(f"server RSS {server.memory_info().rss / 2**20:.0f} MiB")
+        for journal in {"on": [True], "off": [False], "both": [True, False]}[args.journal]:
+            say(f"send with the journal {'on' if journal else 'off'}:")
+            async with server_process(args.profile, args.server_nice, journal=journal) as (
+                url,
+                server,
+            ):
+                await bench_send(url, args.messages, args.window, args.runs, server)
+                say(f"server RSS {server.memory_info().rss / 2**20:.0f} MiB")
 
 
 async def docker_benches(url: str, server: psutil.Process, args: argparse.Namespace) -> None:

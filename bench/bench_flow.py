@@ -4,8 +4,11 @@
     .venv/bin/python bench/bench_flow.py rtt throughput   # a selection
     .venv/bin/python bench/bench_flow.py flows --flows 50
 
-rtt: manager -> flow -> manager round trip (send_message, then the reply seen on the bus).
-throughput: messages pushed through one echo flow, replies counted on the bus.
+rtt: manager -> flow -> manager round trip (send_message, then the reply as the front ends get
+it: handed on by the journal, after its commit when the journal is on).
+throughput: messages pushed through one echo flow, replies counted as the front ends get them.
+--journal on|off|both (default both): rtt and throughput with the journal writing every message
+to its SQLite file, then without (seqs in memory only), one after the other.
 reconnect: the manager's listener closed and reopened; time until the flow is back.
 flows: N flows connected at once; the manager process's RSS growth per flow.
 Every container and network it creates carries a bench-only instance label and is removed.
@@ -23,7 +26,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -32,18 +34,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from server.core.bus import Subscription  # noqa: E402
 from server.core.config import Settings, load_settings  # noqa: E402
-from server.core.events import Event, FlowChannelConnected, FlowMessageReceived  # noqa: E402
+from server.core.events import FlowChannelConnected  # noqa: E402
+from server.core.journal.records import JournalRecord  # noqa: E402
 from server.core.manager import ContainerManager  # noqa: E402
 from server.core.models import CreateSpec  # noqa: E402
+from server.wire.journal_encoding import encode_event  # noqa: E402
 
 RUN = f"bench{uuid.uuid4().hex[:6]}"
 
 
-def bench_settings() -> Settings:
-    sock_dir = Path("/tmp/fmb") / RUN
+def bench_settings(journal: bool = True) -> Settings:
+    sock_dir = Path("/tmp/fmb") / RUN / ("journal-on" if journal else "journal-off")
     sock_dir.mkdir(parents=True)
     return load_settings(
         env={},
+        journal__enabled=journal,
         socket_dir=str(sock_dir),
         docker__instance=RUN,
         docker__network=f"flowmgr-{RUN}",
@@ -65,7 +70,7 @@ def cleanup(settings: Settings) -> None:
     ).stdout.split()
     if nets:
         subprocess.run(["docker", "network", "rm", *nets], capture_output=True)
-    shutil.rmtree(settings.socket_dir, ignore_errors=True)
+    shutil.rmtree(Path("/tmp/fmb") / RUN, ignore_errors=True)
 
 
 async def connected_flows(
@@ -99,9 +104,21 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def replies_from(cid: str) -> Callable[[Event], bool]:
-    """Bus predicate: messages flow `cid` sent."""
-    return lambda e: isinstance(e, FlowMessageReceived) and e.container_id == cid
+class Replies:
+    """One flow's replies as the front ends get them: from the journal's listeners, so with the
+    journal on each one has been committed to disk before it is counted."""
+
+    def __init__(self, m: ContainerManager, cid: str) -> None:
+        self.queue: asyncio.Queue[int | None] = asyncio.Queue()
+        self.journalled = 0
+
+        async def on_batch(records: list[JournalRecord]) -> None:
+            for r in records:
+                if r.event == "message_received" and r.container_id == cid:
+                    self.journalled += r.seq is not None
+                    self.queue.put_nowait(r.seq)
+
+        self.close = m.journal.listen(on_batch)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -109,14 +126,15 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def bench_rtt(m: ContainerManager, cid: str, n: int) -> None:
-    async with m.bus.subscribe(predicate=replies_from(cid)) as sub:
-        samples: list[float] = []
-        for i in range(n + 200):
-            t0 = time.perf_counter()
-            await m.send_message(cid, {"command": "echo", "i": i})
-            await sub.get()
-            if i >= 200:  # warm-up excluded
-                samples.append((time.perf_counter() - t0) * 1000)
+    replies = Replies(m, cid)
+    samples: list[float] = []
+    for i in range(n + 200):
+        t0 = time.perf_counter()
+        await m.send_message(cid, {"command": "echo", "i": i})
+        await replies.queue.get()
+        if i >= 200:  # warm-up excluded
+            samples.append((time.perf_counter() - t0) * 1000)
+    replies.close()
     say(
         f"rtt: n={n} p50={statistics.median(samples):.3f} ms p90={pct(samples, 0.9):.3f} ms "
         f"p99={pct(samples, 0.99):.3f} ms max={max(samples):.3f} ms"
@@ -127,28 +145,29 @@ async def bench_throughput(m: ContainerManager, cid: str, n: int, runs: int) -> 
     rates, cpu_us = [], []
     proc = psutil.Process()
     for _ in range(runs):
-        async with m.bus.subscribe(predicate=replies_from(cid), maxsize=n + 10) as sub:
-            start = time.perf_counter()
-            cpu0 = sum(proc.cpu_times()[:2])
+        replies = Replies(m, cid)
+        start = time.perf_counter()
+        cpu0 = sum(proc.cpu_times()[:2])
 
-            async def produce() -> None:
-                for i in range(n):
-                    await m.send_message(cid, {"command": "echo", "i": i})
+        async def produce() -> None:
+            for i in range(n):
+                await m.send_message(cid, {"command": "echo", "i": i})
 
-            producer = asyncio.create_task(produce())
-            got = 0
-            async with asyncio.timeout(120):
-                while got < n:
-                    await sub.get()
-                    got += 1
-            await producer
-            elapsed = time.perf_counter() - start
-            rates.append(n / elapsed)
-            cpu_us.append((sum(proc.cpu_times()[:2]) - cpu0) / n * 1e6)
-            assert sub.dropped == 0
+        producer = asyncio.create_task(produce())
+        got = 0
+        async with asyncio.timeout(120):
+            while got < n:
+                await replies.queue.get()
+                got += 1
+        await producer
+        elapsed = time.perf_counter() - start
+        replies.close()
+        rates.append(n / elapsed)
+        cpu_us.append((sum(proc.cpu_times()[:2]) - cpu0) / n * 1e6)
         say(
-            f"throughput run: {n} messages sent and {got} replies in {elapsed:.2f} s = "
-            f"{n / elapsed:,.0f} msg/s each way; manager CPU {cpu_us[-1]:.1f} us per round trip"
+            f"throughput run: {n} messages sent and {got} replies ({replies.journalled} "
+            f"journalled) in {elapsed:.2f} s = {n / elapsed:,.0f} msg/s each way; manager CPU "
+            f"{cpu_us[-1]:.1f} us per round trip"
         )
     say(
         f"throughput: median {statistics.median(rates):,.0f} msg/s over {runs} runs "
@@ -208,25 +227,37 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--flows", type=int, default=50)
+    parser.add_argument("--journal", choices=["on", "off", "both"], default="both")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    settings = bench_settings()
+    modes = {"on": [True], "off": [False], "both": [True, False]}[args.journal]
     try:
-        async with ContainerManager(settings) as m:
-            if {"rtt", "throughput", "reconnect"} & set(args.what):
-                async with m.bus.subscribe() as sub:
-                    (cid,) = await connected_flows(m, sub, 1)
-                if "rtt" in args.what:
-                    await bench_rtt(m, cid, args.rtt_n)
-                if "throughput" in args.what:
-                    await bench_throughput(m, cid, args.messages, args.runs)
-                if "reconnect" in args.what:
-                    await bench_reconnect(m, cid, 10)
-                await m.delete_container(cid)
-            if "flows" in args.what:
-                await bench_flows(m, args.flows)
+        for journal in modes:
+            say(f"-- journal {'on' if journal else 'off'}")
+            settings = bench_settings(journal)
+            async with ContainerManager(settings, journal_encoder=encode_event) as m:
+                await one_mode(m, args)
+                if journal:
+                    size = sum(p.stat().st_size for p in Path(settings.state_dir).glob(".journal*"))
+                    say(f"journal: last seq {m.journal.last_seq}, files {size / 2**20:.1f} MiB")
+            cleanup(settings)
     finally:
         cleanup(settings)
+
+
+async def one_mode(m: ContainerManager, args: argparse.Namespace) -> None:
+    if {"rtt", "throughput", "reconnect"} & set(args.what):
+        async with m.bus.subscribe() as sub:
+            (cid,) = await connected_flows(m, sub, 1)
+        if "rtt" in args.what:
+            await bench_rtt(m, cid, args.rtt_n)
+        if "throughput" in args.what:
+            await bench_throughput(m, cid, args.messages, args.runs)
+        if "reconnect" in args.what:
+            await bench_reconnect(m, cid, 10)
+        await m.delete_container(cid)
+    if "flows" in args.what:
+        await bench_flows(m, args.flows)
 
 
 if __name__ == "__main__":

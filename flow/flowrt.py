@@ -52,6 +52,12 @@ BACKOFF_CAP = 0.5
 """Reconnect delays double from BACKOFF_FIRST up to BACKOFF_CAP, so a restarted manager is
 found again well within 2 s."""
 
+ENVELOPE_KEY = "_flowmgr"
+"""Reserved key: the manager's envelope on a queued message (stripped before the handler sees
+it) and this runtime's acknowledgement `{"_flowmgr": {"ack": <message_id>}}`."""
+DEDUP_IDS = 16_384
+"""Queued-message ids remembered to drop a redelivery (at least `journal.queue_max_per_flow`)."""
+
 log = logging.getLogger("flowrt")
 
 
@@ -105,6 +111,9 @@ class Flow:
             os.environ.get("FLOW_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME)
         )
         self.handlers: dict[str, Handler] = {}
+        self.seen: dict[str, None] = {}
+        """Ids of queued messages already handled, oldest first (at most `dedup_ids`)."""
+        self.dedup_ids = DEDUP_IDS
         self.fallback: Handler | None = None
         self.connect_hooks: list[Callable[[], None]] = []
         self.running = False
@@ -242,6 +251,27 @@ class Flow:
         return decode(body)
 
     def _dispatch(self, message: Message) -> None:
+        envelope = message.pop(ENVELOPE_KEY, None)
+        message_id = envelope.get("message_id") if isinstance(envelope, dict) else None
+        if not isinstance(message_id, str):
+            self._handle(message)
+            return
+        # a queued message: at least once from the manager, once to the handler
+        if message_id not in self.seen:
+            self._handle(message)
+            self.seen[message_id] = None
+            if len(self.seen) > self.dedup_ids:
+                del self.seen[next(iter(self.seen))]
+        self._ack(message_id)
+
+    def _ack(self, message_id: str) -> None:
+        """Tell the manager the message was handled; a lost ack only means a redelivery."""
+        try:
+            self.send({ENVELOPE_KEY: {"ack": message_id}})
+        except (NotConnected, FrameError) as err:
+            log.info("acknowledgement of queued message %s not sent: %s", message_id, err)
+
+    def _handle(self, message: Message) -> None:
         name = message.get("command")
         handler = self.handlers.get(name) if isinstance(name, str) else None
         handler = handler or self.fallback

@@ -193,8 +193,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         from server.core.manager import ContainerManager
+        from server.wire.journal_encoding import encode_event
 
-        backend = ContainerManager(settings)
+        backend = ContainerManager(settings, journal_encoder=encode_event)
         # The panel first, then the core: start-up is CPU-bound on one interpreter (the engine
         # answers in milliseconds), and the core parsing 200 inspects while the panel imports
         # only delays both; started after, its first containers reach a mounted table at once
@@ -265,6 +266,10 @@ def connect_token(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `flowmgr` console script."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["journal"]:  # `flowmgr journal export ...`: no panel, no core started
+        from server.core.journal.export import main as journal_main
+
+        return journal_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.token is not None:
         sys.stderr.write(TOKEN_ON_COMMAND_LINE)

@@ -26,6 +26,7 @@ from flowmgr_tui.messages import (
     ContainerActionRequested,
     CreateFormRequested,
     HelpRequested,
+    HistoryRequested,
     SortRequested,
 )
 from flowmgr_tui.screens.dashboard import DashboardScreen
@@ -36,6 +37,8 @@ __all__ = ["FlowMgrApp", "Service"]
 
 logger = logging.getLogger(__name__)
 
+RECALL = 200
+"""Journalled activity lines and crashes the panel reads once its core has started."""
 RETRY_MAX = 30.0
 """Longest wait between attempts to start a core whose engine does not answer."""
 
@@ -121,7 +124,8 @@ class FlowMgrApp(App[None]):
 
     def on_core_events(self, message: CoreEvents) -> None:
         """Fold events into the state and let the open screens redraw what changed."""
-        self._show(self.state.apply(message.events), message.events)
+        events = self.state.fresh(message.events)
+        self._show(self.state.apply(events), events)
 
     def _mark_busy(self, container_id: str, doing: str | None) -> None:
         self._show(self.state.set_busy(container_id, doing), ())
@@ -150,6 +154,10 @@ class FlowMgrApp(App[None]):
     def on_help_requested(self, _: HelpRequested) -> None:
         """Show every key (the palette asks for it)."""
         self.action_help()
+
+    def on_history_requested(self, _: HistoryRequested) -> None:
+        """Open the history screen (the palette asks for it)."""
+        self.action_history()
 
     def on_sort_requested(self, message: SortRequested) -> None:
         """Sort the dashboard's table (the palette asks for it)."""
@@ -180,6 +188,20 @@ class FlowMgrApp(App[None]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
+    def action_history(self) -> None:
+        """The journal's events; from a detail view, filtered to its flow."""
+        from flowmgr_tui.screens.container_detail import ContainerDetailScreen
+        from flowmgr_tui.screens.history import HistoryScreen
+
+        screen = self.screen
+        if not isinstance(screen, DashboardScreen | ContainerDetailScreen):
+            return  # over a dialog, the help or the history itself: nothing to open
+        flow = ""
+        if isinstance(screen, ContainerDetailScreen):
+            cid = screen.container_id  # a deleted flow by its full id: its journal stays
+            flow = self.state.name_of(cid) if cid in self.state.containers else cid
+        self.push_screen(HistoryScreen(self.backend, self.state, clock=self.clock, flow=flow))
+
     # --- helpers -------------------------------------------------------------------------
 
     def _update_subtitle(self) -> None:
@@ -202,9 +224,28 @@ class FlowMgrApp(App[None]):
         """Start the backend (if ours to start), then the services beside it."""
         if self._start_backend:
             await self._start_backend_with_retry()
+            # The state was seeded before the core started: what it recalled is read now.
+            self.run_worker(self._recall(), name="recall", group="recall", exit_on_error=False)
         for service in self._services:
             self.run_worker(service.run(), name="service", group="services", exit_on_error=False)
         self._update_subtitle()
+
+    async def _recall(self) -> None:
+        """The newest activity and crash reports of the core's journal (from before the panel
+        opened, surviving a manager restart) into the state, after the first rows."""
+        from flowmgr_tui.history_pages import ACTIVITY_TYPES, HistoryPager, to_activity
+        from flowmgr_tui.history_query import HistoryFilter
+
+        pager = HistoryPager(self.backend, HistoryFilter(types=ACTIVITY_TYPES), RECALL)
+        try:
+            rows = await pager.older()
+        except Exception as err:  # no journal (off, or an older server): live activity only
+            logger.info("no activity history from the core: %s", describe_error(err))
+            return
+        names = self.state.names()
+        items = [item for row in rows if (item := to_activity(row, names)) is not None]
+        if items:
+            self._show(self.state.recall(items), ())
 
     async def _start_backend_with_retry(self) -> None:
         """While the backend cannot start, show why and retry with backoff."""

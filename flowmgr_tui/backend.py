@@ -6,6 +6,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from server.core.bus import EventBus
 from server.core.events import ActivityLogged, ContainerCrashed
+from server.core.journal.records import HistoryPage
 from server.core.models import ContainerSnapshot, CreateSpec
 
 __all__ = ["Backend"]
@@ -50,6 +51,17 @@ class Backend(Protocol):
         """The newest crash reports (oldest first)."""
         ...
 
+    async def get_history(
+        self,
+        since_seq: int | None = None,
+        container_id: str | None = None,
+        types: list[str] | None = None,
+        limit: int = 100,
+    ) -> HistoryPage:
+        """Journalled events with seq > since_seq, oldest first (docs/PROTOCOL.md get_history);
+        read only when a screen asks, never before the first rows are painted."""
+        ...
+
     async def create_container(self, spec: CreateSpec) -> ContainerSnapshot: ...
     async def start_container(self, ref: str) -> ContainerSnapshot: ...
     async def stop_container(self, ref: str) -> ContainerSnapshot: ...
@@ -59,4 +71,6 @@ class Backend(Protocol):
     async def get_logs(self, ref: str, tail: int = 100) -> list[str]: ...
     async def follow_logs(self, ref: str) -> str: ...
     async def unfollow_logs(self, container_id: str) -> None: ...
-    async def send_message(self, ref: str, message: dict[str, Any]) -> None: ...
+    async def send_message(self, ref: str, message: dict[str, Any]) -> str | None:
+        """Write one frame to the flow (None: sent; a core may return a queued message's id)."""
+        ...

@@ -14,6 +14,7 @@ from flowmgr_tui.messages import (
     ContainerActionRequested,
     CreateFormRequested,
     HelpRequested,
+    HistoryRequested,
     SortRequested,
 )
 from flowmgr_tui.state.panel_state import PanelState
@@ -24,6 +25,7 @@ __all__ = ["ContainerCommands", "HasPanelState", "PALETTE_MESSAGES"]
 PALETTE_MESSAGES: dict[str, Callable[..., Message]] = {
     "create": CreateFormRequested,
     "help": HelpRequested,
+    "history": HistoryRequested,
 }
 """Keymap action -> the message the palette posts for it."""
 

@@ -88,6 +88,7 @@ SCOPES: dict[str, str] = {
     "create": "Create form",
     "confirm": "Questions",
     "path": "Path prompt",
+    "history": "History (the journal)",
     "help": "This help",
     "app": "Everywhere",
 }
@@ -97,6 +98,15 @@ KEYS: tuple[Key, ...] = (
     Key("app", "q", "quit", "Quit", "leave the panel"),
     Key("app", "ctrl+c", "quit", "Quit", "leave the panel", show=False, priority=True),
     Key("app", "question_mark", "help", "Help", "every key of the panel", palette="Help: keys"),
+    Key(
+        "app",
+        "h",
+        "history",
+        "History",
+        "past events from the journal, by flow, type and time",
+        show=False,
+        palette="History: journalled events",
+    ),
     Key(
         "dashboard", "n", "create", "New", "create a container (form)", palette="Create a container"
     ),
@@ -121,6 +131,10 @@ KEYS: tuple[Key, ...] = (
     Key("confirm", "y", "answer(True)", "Yes", "confirm"),
     Key("confirm", "n,escape", "answer(False)", "No", "cancel"),
     Key("path", "escape", "cancel", "Cancel", "close"),
+    Key("history", "escape", "back", "Back", "back to the screen before"),
+    Key("history", "o", "older", "Older", "load an older page of events"),
+    Key("history", "slash", "filters", "Filter", "edit the filters (enter applies them)"),
+    Key("history", "r", "reload", "Reload", "the newest events again"),
     Key("help", "escape,q,question_mark", "close", "Close", "close help"),
 )
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from textual.message import Message
 
-__all__ = ["ContainerActionRequested", "CreateFormRequested", "HelpRequested", "SortRequested"]
+__all__ = [
+    "ContainerActionRequested",
+    "CreateFormRequested",
+    "HelpRequested",
+    "HistoryRequested",
+    "SortRequested",
+]
 
 
 class ContainerActionRequested(Message):
@@ -22,6 +28,10 @@ class CreateFormRequested(Message):
 
 class HelpRequested(Message):
     """Show every key."""
+
+
+class HistoryRequested(Message):
+    """Open the history screen (the journal's events)."""
 
 
 class SortRequested(Message):

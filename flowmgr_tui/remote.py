@@ -27,6 +27,7 @@ from server.core.events import (
     StatsSampled,
     now,
 )
+from server.core.journal.records import HistoryPage
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec
 from server.core.validation import check_shapes
@@ -37,6 +38,7 @@ from server.wire.answers import (
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
+    HistoryOut,
     LogSubscriptionOut,
     MessageSentOut,
 )
@@ -56,6 +58,7 @@ from server.wire.pushes import (
 from server.wire.requests import (
     ContainerRef,
     CreateContainerRequest,
+    GetHistoryRequest,
     GetLogsRequest,
     ListContainersRequest,
     RequestIn,
@@ -70,6 +73,9 @@ logger = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 90.0
 """Seconds a request may take (a stop waits for the flow's own stop timeout)."""
+HISTORY_TIMEOUT = 15.0
+"""Seconds a `get_history` may take: a journal read is quick, and a server older than the
+journal never answers it (no handler), which the history screen then says."""
 _RESYNC_ON = ("container_created", "container_deleted")
 Reply = TypeVar("Reply", bound=WireModel)
 P = TypeVar("P", bound=Push)
@@ -157,7 +163,8 @@ class RemoteBackend:
     def recent_activity(
         self, container_id: str | None = None, limit: int = 200
     ) -> list[ActivityLogged]:
-        """Activity heard since connecting (the protocol has no history request)."""
+        """Activity heard since connecting (older lines: `get_history`, which the panel reads
+        once connected and whenever a screen asks)."""
         items = [a for a in self._activity if container_id in (None, a.container_id)]
         return items[-limit:]
 
@@ -168,14 +175,30 @@ class RemoteBackend:
         items = [c for c in self._crashes if container_id in (None, c.container_id)]
         return items[-limit:]
 
+    async def get_history(
+        self,
+        since_seq: int | None = None,
+        container_id: str | None = None,
+        types: list[str] | None = None,
+        limit: int = 100,
+    ) -> HistoryPage:
+        """ext `get_history` -> `history`: the server's journal, oldest first."""
+        request = GetHistoryRequest.model_construct(
+            since_seq=since_seq, container_id=container_id, types=types, limit=limit
+        )
+        answer = await self._ask("get_history", request, HistoryOut, HISTORY_TIMEOUT)
+        return answer.to_page()
+
     # --- requests ------------------------------------------------------------------------
 
-    async def _ask(self, event: str, request: RequestIn, reply: type[Reply]) -> Reply:
+    async def _ask(
+        self, event: str, request: RequestIn, reply: type[Reply], timeout: float = CALL_TIMEOUT
+    ) -> Reply:
         """Send `request` as `event`: its answer decoded, or its `error` raised as the core's."""
         if not self._connected:
             raise ServerUnreachable(f"not connected to {self.url}")
         try:
-            answer = await self._sio.call(event, body(request), timeout=CALL_TIMEOUT)
+            answer = await self._sio.call(event, body(request), timeout=timeout)
         except socketio.exceptions.TimeoutError as err:
             raise ServerUnreachable(f"{self.url} did not answer {event}") from err
         if isinstance(answer, dict) and answer.get("error") is True:

@@ -29,9 +29,16 @@ from flowmgr_tui.graph_scale import (
     host_memory_scale,
     memory_scale,
 )
+from flowmgr_tui.history_pages import (
+    ACTIVITY_TYPES,
+    HistoryPager,
+    to_activity,
+)
+from flowmgr_tui.history_query import HistoryFilter
 from flowmgr_tui.host_stats import HostSample
 from flowmgr_tui.keymap import bindings
 from flowmgr_tui.messages import ContainerActionRequested
+from flowmgr_tui.state.activity_keys import merge_activity
 from flowmgr_tui.state.panel_state import HISTORY_SAMPLES, Changes, PanelState
 from flowmgr_tui.widgets.activity_list import ActivityList
 from flowmgr_tui.widgets.docker_banner import DockerBanner
@@ -46,6 +53,8 @@ __all__ = ["ContainerDetailScreen", "HOST_INTERVAL"]
 
 HOST_INTERVAL = 2.0
 """Seconds between host CPU/memory samples while this screen is open."""
+ACTIVITY_PAGE = 200
+"""Journalled activity and crash reports the Activity tab loads when first shown."""
 
 
 class ContainerDetailScreen(Screen[None]):
@@ -110,11 +119,10 @@ class ContainerDetailScreen(Screen[None]):
         self._show_snapshot()
         self._show_graphs()
         self.query_one(MessagePane).add(state.messages.get(self.container_id, ()))
-        history: list[ActivityLogged | ContainerCrashed] = [*state.activity, *state.crashes]
-        mine = sorted(
-            (e for e in history if e.container_id == self.container_id), key=lambda e: e.at
-        )
-        self.query_one(ActivityList).add(mine, state.names())
+        self.query_one(ActivityList).add(self._heard_activity(), state.names())
+        self.journal_read = False
+        """Whether the Activity tab holds the journal's page (read when the tab is first shown,
+        so opening the view costs no journal read)."""
         self._follow(self.query_one(LogPane).tail)
         self._sample_host()
         self._ready = True
@@ -152,7 +160,11 @@ class ContainerDetailScreen(Screen[None]):
             box = self.state.messages.get(cid, ())
             new = [m for m in box if any(m.at == e.at for e in events)]
             self.query_one(MessagePane).add(new)
-        if changes.activity:
+        if changes.recalled and not self.journal_read:  # the core's history, read at its start
+            pane = self.query_one(ActivityList)
+            pane.clear()
+            pane.add(self._heard_activity(), self.state.names())
+        elif changes.activity:
             mine = [
                 e
                 for e in events
@@ -160,7 +172,38 @@ class ContainerDetailScreen(Screen[None]):
             ]
             self.query_one(ActivityList).add(mine, self.state.names())
 
+    def _heard_activity(self) -> list[ActivityLogged | ContainerCrashed]:
+        """This container's activity and crashes the panel holds in memory, oldest first."""
+        state = self.state
+        history: list[ActivityLogged | ContainerCrashed] = [*state.activity, *state.crashes]
+        return sorted(
+            (e for e in history if e.container_id == self.container_id), key=lambda e: e.at
+        )
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """The Activity tab, first shown: read the journal for it."""
+        if event.pane.id == "activity" and not self.journal_read:
+            self.journal_read = True
+            self._load_activity()
+
     # --- workers -------------------------------------------------------------------------
+
+    @work(group="activity", exclusive=True, exit_on_error=False)
+    async def _load_activity(self) -> None:
+        """The journal's newest page of this flow's activity and crash reports (they outlive a
+        manager restart), merged with what the panel heard live meanwhile."""
+        flt = HistoryFilter(container_id=self.container_id, types=ACTIVITY_TYPES)
+        pager = HistoryPager(self._backend, flt, page_size=ACTIVITY_PAGE)
+        pane = self.query_one(ActivityList)
+        try:
+            rows = await pager.older()
+        except Exception as err:  # what the panel heard stays shown; say why there is no more
+            pane.write(Text(f"[journal unavailable: {describe_error(err)}]", style="yellow"))
+            return
+        names = self.state.names()
+        journal = [item for row in rows if (item := to_activity(row, names)) is not None]
+        pane.clear()
+        pane.add(merge_activity(journal, self._heard_activity()), names)
 
     @work(group="logs", exclusive=True, exit_on_error=False)
     async def _follow(self, tail: int) -> None:

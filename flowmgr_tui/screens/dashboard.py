@@ -59,10 +59,7 @@ class DashboardScreen(Screen[None]):
         """Fill from the state gathered so far; keep uptimes fresh at a slow pace."""
         state = self.state
         self.table.show_rows(s.id for s in state.ordered())
-        merged: list[ActivityLogged | ContainerCrashed] = sorted(
-            [*state.activity, *state.crashes], key=lambda e: e.at
-        )
-        self.query_one(ActivityList).add(merged[-100:], state.names())
+        self.query_one(ActivityList).add(self._merged_activity(), state.names())
         self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
         self._summary()
         self.set_interval(UPTIME_REFRESH, self.table.refresh_clock)
@@ -77,7 +74,12 @@ class DashboardScreen(Screen[None]):
         state = self.state
         if changes.removed or changes.rows:
             self.table.show_rows([*changes.removed, *changes.rows])
-        if changes.activity:
+        if changes.recalled:  # history from before the panel opened: the list, rebuilt
+            self._activity_due.clear()
+            for activity in self.query(ActivityList):
+                activity.clear()
+                activity.add(self._merged_activity(), state.names())
+        elif changes.activity:
             self._activity_due.extend(
                 e for e in events if isinstance(e, ActivityLogged | ContainerCrashed)
             )
@@ -92,6 +94,14 @@ class DashboardScreen(Screen[None]):
             self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
         if changes.rows or changes.removed:
             self._summary()  # a no-op unless the counts changed
+
+    def _merged_activity(self) -> list[ActivityLogged | ContainerCrashed]:
+        """The newest 100 activity lines and crashes, oldest first."""
+        state = self.state
+        merged: list[ActivityLogged | ContainerCrashed] = sorted(
+            [*state.activity, *state.crashes], key=lambda e: e.at
+        )
+        return merged[-100:]
 
     def _write_activity(self) -> None:
         self._activity_scheduled = False

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from flowmgr_tui.state.activity_keys import activity_key, merge_activity
 from flowmgr_tui.state.rules import settle
 from server.core.events import (
     ActivityLogged,
@@ -56,6 +57,8 @@ class Changes:
     samples: set[str] = field(default_factory=set)
     messages: set[str] = field(default_factory=set)
     activity: bool = False
+    recalled: bool = False
+    """History from before the panel opened was folded in: activity lists are redrawn whole."""
     docker: bool = False
 
 
@@ -83,6 +86,8 @@ class PanelState:
         self.messages: dict[str, deque[FlowMessage]] = {}
         self.activity: deque[ActivityLogged] = deque(maxlen=ACTIVITY_KEPT)
         self.crashes: deque[ContainerCrashed] = deque(maxlen=ACTIVITY_KEPT)
+        self._recalled: set[tuple[object, ...]] = set()
+        """Keys of what `recall` folded in (a page: a few hundred at most)."""
         self.docker_available = docker_available
         self.docker_problem = ""
         """Why the engine was last lost (empty while it answers)."""
@@ -94,6 +99,29 @@ class PanelState:
         """Load the history the core kept from before the panel opened."""
         self.activity.extend(activity)
         self.crashes.extend(crashes)
+
+    def recall(self, items: Sequence[ActivityLogged | ContainerCrashed]) -> Changes:
+        """Fold in activity and crashes read back from the core's journal once it started (the
+        state was seeded before): each kept once, in time order, and their live copies still
+        on their way through the bridge are dropped by `fresh`."""
+        self._recalled.update(activity_key(item) for item in items)
+        merged = merge_activity([*self.activity, *self.crashes], items)
+        self.activity.clear()
+        self.crashes.clear()
+        self.activity.extend(e for e in merged if isinstance(e, ActivityLogged))
+        self.crashes.extend(e for e in merged if isinstance(e, ContainerCrashed))
+        return Changes(activity=True, recalled=True)
+
+    def fresh(self, events: list[Event]) -> list[Event]:
+        """`events` without the activity and crashes `recall` already holds."""
+        if not self._recalled:
+            return events
+        return [
+            e
+            for e in events
+            if not isinstance(e, ActivityLogged | ContainerCrashed)
+            or activity_key(e) not in self._recalled
+        ]
 
     def set_busy(self, container_id: str, doing: str | None) -> Changes:
         """Mark an action in flight on a container (None: it ended); return what changed."""

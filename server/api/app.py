@@ -22,6 +22,7 @@ from server.api.sio_manager import DirectEmitManager
 from server.api.sio_namespace import FlowNamespace, UndecodableAsEvent
 from server.core.config import Settings
 from server.core.token_file import with_api_token
+from server.wire.journal_encoding import encode_event
 
 if TYPE_CHECKING:
     from server.core.manager import ContainerManager
@@ -92,6 +93,8 @@ def create_app(
         serializer=JsonPacket,
         client_manager=DirectEmitManager(max(64 * 2**20, 16 * settings.flow.max_frame_bytes)),
     )
+    # The journal stores (and the bridge sends) each event as this front end encodes it.
+    manager.journal.use_encoder(encode_event)
     bridge = SioBridge(sio, manager)
     sio.register_namespace(
         FlowNamespace(manager, bridge, token=token, server_id=uuid.uuid4().hex[:12])

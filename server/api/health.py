@@ -13,6 +13,9 @@ __all__ = ["router", "HealthSource"]
 
 router = APIRouter()
 
+DEGRADING = frozenset({"journal"})
+"""Components whose failure leaves the service working (status "degraded", HTTP 200)."""
+
 
 class HealthSource(Protocol):
     """What /health reads: the manager's settings and its last-seen component states."""
@@ -39,15 +42,20 @@ ManagerDep = Annotated[HealthSource, Depends(_manager)]
 async def health(manager: ManagerDep) -> JSONResponse:
     """docs/PROTOCOL.md's health document; 503 naming the component that is not active."""
     components = dict(manager.health())
-    healthy = all(state == "active" for state in components.values())
+    # a journal turned off (journal.enabled false) is a choice, not a failure
+    failing = sorted(k for k, v in components.items() if v not in ("active", "disabled"))
+    # the service still works without its journal (pushes without seq): "degraded" and 200, so
+    # a liveness probe does not restart it in a loop over a full disk a restart cannot fix
+    healthy = not any(k not in DEGRADING for k in failing)
     body: dict[str, Any] = {
-        "status": "healthy" if healthy else "unhealthy",
+        "status": "unhealthy" if not healthy else "degraded" if failing else "healthy",
         "service": "flow-manager",
         "socket_dir": manager.settings.socket_dir,
         "components": components,
     }
+    if failing:
+        body["failing"] = failing
     if not healthy:
-        body["failing"] = sorted(k for k, v in components.items() if v != "active")
         reason = manager.health_reason()
         if reason:
             body["reason"] = reason

@@ -16,6 +16,7 @@ from server.core.config import Settings
 from server.core.manager import ContainerManager
 from server.core.priority import apply_priority
 from server.core.token_file import with_api_token
+from server.wire.journal_encoding import encode_event
 
 __all__ = ["build_service", "uvicorn_config", "GracefulServer", "log_startup_warnings"]
 
@@ -33,7 +34,8 @@ def build_service(settings: Settings) -> FlowMgrASGIApp:
     """
     settings = with_api_token(settings)
     apply_priority(settings.server.nice)
-    return create_app(ContainerManager(settings), settings, manage_lifecycle=True)
+    manager = ContainerManager(settings, journal_encoder=encode_event)
+    return create_app(manager, settings, manage_lifecycle=True)
 
 
 def uvicorn_config(

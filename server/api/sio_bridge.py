@@ -1,22 +1,29 @@
-"""Core bus -> Socket.IO: the only place the server pushes events on its own."""
+"""Core -> Socket.IO: the only place the server pushes events on its own.
+
+Every push but log lines comes from the journal's listener, after its commit, so a journalled
+push carries its `seq` and is on disk before any client sees it. Log lines (not journalled)
+and container removals (which end log rooms) still come from the bus."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from server.api.auth import AUTHENTICATED
 from server.core.bus import Subscription
-from server.core.events import ContainerRemoved, Event, HealthChanged, LogLineReceived
-from server.wire.pushes import BROADCASTS, ContainerLogOut
+from server.core.events import ContainerRemoved, Event, LogLineReceived
+from server.core.journal.records import JournalRecord
+from server.wire.base import Wire
+from server.wire.pushes import ContainerLogOut
 
 if TYPE_CHECKING:
     import socketio
 
     from server.core.manager import ContainerManager
 
-__all__ = ["SioBridge", "log_room"]
+__all__ = ["SioBridge", "log_room", "push_payload", "Send", "HELD_MAX"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +33,23 @@ def log_room(container_id: str) -> str:
     return f"logs:{container_id}"
 
 
-_WANTED = (*BROADCASTS, ContainerRemoved)
+def push_payload(rec: JournalRecord) -> Wire:
+    """The payload a record is pushed with: as encoded, plus (ext) its `seq` when journalled."""
+    return rec.data if rec.seq is None else {**rec.data, "seq": rec.seq}
+
+
+Send = Callable[[list[JournalRecord]], Awaitable[None]]
+"""Sends records to one client (the catch-up of a resuming client)."""
+
+HELD_MAX = 100_000
+"""Live records held at most for one client catching up (see `_overflowed`)."""
+_WANTED = (LogLineReceived, ContainerRemoved)
 _YIELD_EVERY = 32
 
 
 class SioBridge:
-    """Subscribes to the bus once, broadcasts, and keeps per-container log rooms."""
+    """Listens to the journal and the bus once, broadcasts, keeps per-container log rooms, and
+    holds the live pushes of each client still catching up (see `finish_catch_up`)."""
 
     def __init__(self, sio: socketio.AsyncServer, manager: ContainerManager) -> None:
         self._sio = sio
@@ -41,14 +59,24 @@ class SioBridge:
         """Container id -> sids subscribed to its log room."""
         self.forwarded = 0
         """Events handled so far (for tests and debugging)."""
+        self._held: dict[str, list[JournalRecord]] = {}
+        """Sid of a client catching up -> the live records pushed meanwhile, not yet sent it."""
+        self._fanout = asyncio.Lock()
+        """Held while a batch goes out: a client joins the broadcast room between batches."""
+        self._unlisten: Callable[[], None] | None = None
+        self._hangups: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Subscribe to the bus and forward in one task until `stop()`."""
+        """Listen to the journal; subscribe to the bus and forward log lines in one task."""
         sub = self._manager.bus.subscribe_raw(maxsize=50_000, predicate=_wanted)
         self._task = asyncio.create_task(self._forward(sub), name="sio-bridge")
+        self._unlisten = self._manager.journal.listen(self._broadcast)
 
     async def stop(self) -> None:
         """Stop forwarding and release every log stream this bridge started."""
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -92,14 +120,77 @@ class SioBridge:
         if isinstance(event, ContainerRemoved):
             if self._followers.pop(event.container_id, None) is not None:
                 await self._unfollow(event.container_id)
-            return
-        if isinstance(event, HealthChanged) and event.new_health != "unhealthy":
-            return
-        # ActivityLogged arrives masked: the core masks once, where it writes the line.
-        # ext: DockerConnectionLost/Restored go out as `engine_status`, so clients learn of an
-        # engine loss now, not from their next failing request.
-        name, build = BROADCASTS[type(event)]
-        await self._sio.emit(name, build(event), to=AUTHENTICATED)
+
+    async def _broadcast(self, records: list[JournalRecord]) -> None:
+        """The journal's listener: push each record to every authenticated client, and hold it
+        for the clients still catching up. (ActivityLogged was masked by the core where it
+        wrote the line; engine losses go out as `engine_status`, so clients learn of one now.)"""
+        async with self._fanout:
+            for sid, held in list(self._held.items()):
+                held.extend(records)
+                if len(held) > HELD_MAX:
+                    self._overflowed(sid)
+            for rec in records:
+                name = rec.event
+                try:
+                    await self._sio.emit(name, push_payload(rec), to=AUTHENTICATED)
+                except Exception:  # one bad record must not end the forwarding
+                    logger.exception("could not push %s to Socket.IO clients", name)
+                # An emit does not suspend: yield now and then, or a burst (a status update
+                # of every container to every client) would hold requests back.
+                self.forwarded += 1
+                if self.forwarded % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+
+    # resuming clients (server/api/resume.py)
+
+    def hold_for(self, sid: str) -> None:
+        """From now on, keep every live record for `sid` (catching up, not yet in the room)."""
+        self._held[sid] = []
+
+    def take_held(self, sid: str) -> list[JournalRecord]:
+        """The records held for `sid` so far (and hold the next ones afresh)."""
+        held = self._held.get(sid)
+        if not held:
+            return []
+        self._held[sid] = []
+        return held
+
+    async def finish_catch_up(self, sid: str, send: Send) -> bool:
+        """Send `sid` what was held for it, then join it to the broadcast room with no batch
+        in between (no gap, no duplicate). False when the client left meanwhile."""
+        while held := self.take_held(sid):  # most of it without holding up the broadcasts
+            await send(held)
+        async with self._fanout:
+            if sid not in self._held:
+                return False  # it left, or overflowed (being hung up): never join with a gap
+            held = self.take_held(sid)
+            if held:
+                await send(held)
+            self._held.pop(sid, None)
+            if not self._sio.manager.is_connected(sid, "/"):
+                return False
+            # synchronous: no batch can slip between the last held record and the join
+            self._sio.manager.basic_enter_room(sid, "/", AUTHENTICATED)
+            return True
+
+    def _overflowed(self, sid: str) -> None:
+        """A client catching up far slower than events arrive: hang up rather than hold an
+        unbounded backlog for it (it reconnects with its last seq and resumes from there)."""
+        self._held.pop(sid, None)
+        logger.warning(
+            "disconnecting Socket.IO client %s: more than %d live events arrived while it "
+            "caught up; it may resume from its last seq",
+            sid,
+            HELD_MAX,
+        )
+        task = asyncio.create_task(self._sio.disconnect(sid))
+        self._hangups.add(task)
+        task.add_done_callback(self._hangups.discard)
+
+    def drop_held(self, sid: str) -> None:
+        """Stop holding records for `sid` (it left, or its catch-up ended)."""
+        self._held.pop(sid, None)
 
     async def subscribe_logs(self, sid: str, ref: str) -> str:
         """Join `sid` to the container's log room, starting its log stream for the first one."""
@@ -126,6 +217,7 @@ class SioBridge:
 
     async def client_left(self, sid: str) -> None:
         """A client disconnected: release the log streams it alone kept alive."""
+        self.drop_held(sid)
         for container_id in [c for c, sids in self._followers.items() if sid in sids]:
             if self._drop(container_id, sid):
                 await self._unfollow(container_id)

@@ -13,6 +13,7 @@ from engineio import json as engineio_json
 from server import __version__
 from server.api.auth import AUTHENTICATED, RefusalLog, token_matches
 from server.api.errors import error_payload
+from server.api.resume import BadLastSeq, Resume, last_seq_of
 from server.core.errors import InvalidRequest
 from server.wire.answers import (
     ConnectedOut,
@@ -22,6 +23,7 @@ from server.wire.answers import (
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
+    HistoryOut,
     LogSubscriptionOut,
     MessageSentOut,
 )
@@ -31,6 +33,7 @@ from server.wire.pushes import EngineStatusOut
 from server.wire.requests import (
     ContainerRef,
     CreateContainerRequest,
+    GetHistoryRequest,
     GetLogsRequest,
     ListContainersRequest,
     RequestIn,
@@ -119,15 +122,29 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return await getattr(self, f"on_{name}")(sid, data)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        """Refuse a connect without exactly the token; the others join the broadcast room."""
+        """Refuse a connect without exactly the token, or (ext) with a `last_seq` that is not a
+        seq; the others join the broadcast room, a resuming one once it has caught up."""
         if not token_matches(auth, self._token):
             self.refusals.refused_one(str(environ.get("REMOTE_ADDR", "?")))
             self._hang_up_later(sid)
             raise socketio.exceptions.ConnectionRefusedError("authentication failed")
-        # Only now: broadcasts go to this room alone (see AUTHENTICATED).
-        await self.enter_room(sid, AUTHENTICATED)
+        try:
+            last_seq = last_seq_of(auth)
+        except BadLastSeq as err:
+            self._hang_up_later(sid)
+            raise socketio.exceptions.ConnectionRefusedError(
+                "invalid last_seq",
+                {"error_type": "validation_error", "field": "last_seq", "message": str(err)},
+            ) from None
+        resume = None
+        if last_seq is None:
+            # Only now: broadcasts go to this room alone (see AUTHENTICATED).
+            await self.enter_room(sid, AUTHENTICATED)
+        else:  # live records are held for it from here on, before the journal is read
+            resume = Resume(self.server, self.manager, self.bridge, sid, last_seq)
+            resume.start_holding()
         # Emitted from a task: inside this handler the client is not connected yet.
-        task = asyncio.create_task(self._greet(sid))
+        task = asyncio.create_task(self._greet(sid, resume))
         self._welcomes.add(task)
         task.add_done_callback(self._welcomes.discard)
 
@@ -158,11 +175,20 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         finally:
             self.server.eio.sockets.pop(eio_sid, None)
 
-    async def _greet(self, sid: str) -> None:
-        """The welcome, then (ext) the engine's state: a client arriving while it is down knows."""
-        await self.emit("connected", self._welcome, to=sid)
-        status = EngineStatusOut.current(self.manager.docker_available, self.manager.docker_change)
-        await self.emit(EngineStatusOut.event, status, to=sid)
+    async def _greet(self, sid: str, resume: Resume | None = None) -> None:
+        """The welcome, then (ext) the engine's state: a client arriving while it is down knows;
+        then a resuming client's catch-up."""
+        try:
+            await self.emit("connected", self._welcome, to=sid)
+            status = EngineStatusOut.current(
+                self.manager.docker_available, self.manager.docker_change
+            )
+            await self.emit(EngineStatusOut.event, status, to=sid)
+            if resume is not None:
+                await resume.run()
+        finally:
+            if resume is not None:
+                self.bridge.drop_held(sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Release the log streams this client kept alive."""
@@ -216,8 +242,11 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """`delete_container` -> `container_deleted`."""
 
         async def act(req: ContainerRef) -> Wire:
-            container_id = await self.manager.delete_container(req.container_id)
-            return ContainerStateOut.payload(container_id, "deleted")
+            container_id, dropped = await self.manager.delete_container_counted(req.container_id)
+            answer = ContainerStateOut.payload(container_id, "deleted")
+            if dropped:  # ext: queued messages that went with the flow (else: as it always was)
+                answer["queue_dropped"] = dropped
+            return answer
 
         return await self._serve(sid, "delete_container", data, act)
 
@@ -226,8 +255,9 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
         async def act(req: SendMessageRequest) -> Wire:
             container_id = self.manager.get(req.container_id).id
-            await self.manager.send_message(container_id, req.message)
-            return MessageSentOut.payload(container_id, req.message)
+            # ext `queue`: answered `queued` with its message_id once journalled
+            message_id = await self.manager.send_message(container_id, req.message, queue=req.queue)
+            return MessageSentOut.payload(container_id, req.message, message_id)
 
         return await self._serve(sid, "send_message", data, act)
 
@@ -274,6 +304,20 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return LogSubscriptionOut.payload(container_id, "unsubscribed")
 
         return await self._serve(sid, "unsubscribe_logs", data, act)
+
+    async def on_get_history(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `get_history` -> `history`: a page of the journal, oldest first."""
+
+        async def act(req: GetHistoryRequest) -> Wire:
+            page = await self.manager.get_history(
+                since_seq=req.since_seq,
+                container_id=req.container_id,
+                types=req.types,
+                limit=req.limit,
+            )
+            return HistoryOut.payload(page)
+
+        return await self._serve(sid, "get_history", data, act)
 
     async def _undecodable(self, req: RequestIn) -> Wire:
         raise InvalidRequest(

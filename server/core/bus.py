@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from server.core.events import Event, StatsSampled, StatusReported
+from server.core.events import Event, LogLineReceived, StatsSampled, StatusReported, log_gap_line
 
 __all__ = ["EventBus", "Subscription"]
 
@@ -40,6 +40,8 @@ class Subscription:
         self._closed = False
         self.dropped = 0
         """Events thrown away because this subscriber fell behind."""
+        self._log_gaps: dict[str, int] = {}
+        """Log lines dropped per container, not yet told: a follower never loses lines silently."""
 
     def _offer(self, event: Event) -> None:
         if self._closed or (self._predicate is not None and not self._predicate(event)):
@@ -53,6 +55,9 @@ class Subscription:
             if isinstance(oldest, tuple):
                 self._latest.pop(oldest, None)
             self.dropped += 1
+            if isinstance(oldest, LogLineReceived):
+                cid = oldest.container_id
+                self._log_gaps[cid] = self._log_gaps.get(cid, 0) + 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.warning("a bus subscriber is slow: %d events dropped so far", self.dropped)
         if key is not None:
@@ -69,6 +74,9 @@ class Subscription:
 
     def get_nowait(self) -> Event | None:
         """The next queued event, or None when the queue is empty."""
+        if self._log_gaps:  # dropped from the front: the gap comes before all still queued
+            cid, skipped = self._log_gaps.popitem()
+            return LogLineReceived(container_id=cid, line=log_gap_line(skipped))
         while self._queue:
             item = self._queue.popleft()
             if isinstance(item, tuple):
@@ -105,6 +113,7 @@ class EventBus:
 
     def __init__(self, default_maxsize: int = 10_000) -> None:
         self._subscribers: list[Subscription] = []
+        self._taps: list[Callable[[Event], None]] = []
         self._default_maxsize = default_maxsize
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -117,6 +126,8 @@ class EventBus:
     def publish(self, event: Event) -> None:
         """Hand `event` to every subscriber; call on the event loop's thread."""
         self.published += 1
+        for tap in self._taps:
+            tap(event)
         for sub in tuple(self._subscribers):
             sub._offer(event)
 
@@ -125,6 +136,17 @@ class EventBus:
         if self._loop is None:
             raise RuntimeError("EventBus.bind_loop() was not called")
         self._loop.call_soon_threadsafe(self.publish, event)
+
+    def add_tap(self, fn: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `fn(event)` synchronously for every published event, before subscribers, in
+        publish order; nothing is dropped (the journal's feed). Returns the removal function."""
+        self._taps.append(fn)
+
+        def remove() -> None:
+            if fn in self._taps:
+                self._taps.remove(fn)
+
+        return remove
 
     def subscribe_raw(
         self, *, maxsize: int | None = None, predicate: Callable[[Event], bool] | None = None

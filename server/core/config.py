@@ -19,6 +19,7 @@ __all__ = [
     "BindRoot",
     "MonitoringSettings",
     "FlowSettings",
+    "JournalSettings",
     "load_settings",
     "DEFAULT_CONFIG_FILE",
 ]
@@ -162,6 +163,26 @@ class FlowSettings(_Strict):
     """Seconds a send may wait for a flow that does not read before socket_timeout_error."""
 
 
+class JournalSettings(_Strict):
+    """ext: the durable journal of pushed events (docs/PROTOCOL.md "Durability")."""
+
+    enabled: bool = True
+    """false: seqs are still assigned (in memory) and pushed, nothing is written, resume and
+    history answer that the journal is off."""
+    path: str = ""
+    """The SQLite file; "" = `<state_dir>/.journal.sqlite3` (a dot: no flow name can be it, so
+    no flow directory is ever made in its place)."""
+    max_age_days: float = Field(default=7.0, gt=0)
+    """Events older than this are deleted (in small chunks, in the background)."""
+    max_bytes: int = Field(default=2**30, ge=1024 * 1024)
+    """The oldest events are deleted while the database's live pages take more than this."""
+    status_interval: float = Field(default=60.0, ge=0)
+    """Seconds between two journalled `container_status_update` of one flow; the samples in
+    between are pushed live without a seq."""
+    queue_max_per_flow: int = Field(default=1000, ge=1)
+    """The most undelivered queued messages (`send_message` with `queue`) one flow may have."""
+
+
 class Settings(_Strict):
     """Everything configurable; see docs/PROTOCOL.md "Configuration"."""
 
@@ -171,6 +192,7 @@ class Settings(_Strict):
     docker: DockerSettings = Field(default_factory=DockerSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
     config_file: str | None = None
     """Where these settings were read from (set by `load_settings`; not a file key)."""
 
@@ -179,6 +201,11 @@ class Settings(_Strict):
         """The manager's private directory (0700, its own): flows' socket directories, the
         stop-state file, the generated API token. No flow and no other user reaches it."""
         return os.path.join(self.socket_dir, f".flowmgr-{self.docker.instance}")
+
+    @property
+    def journal_path(self) -> str:
+        """Where the journal's SQLite file is."""
+        return self.journal.path or os.path.join(self.state_dir, ".journal.sqlite3")
 
     @property
     def token_path(self) -> str:
@@ -193,6 +220,8 @@ _ENV_KEYS: dict[str, tuple[str, ...]] = {
     "PORT": ("server", "port"),
     "CORS_ORIGINS": ("server", "cors_origins"),
     "FLOWMGR_TOKEN": ("server", "token"),
+    "JOURNAL_ENABLED": ("journal", "enabled"),
+    "JOURNAL_PATH": ("journal", "path"),
 }
 
 
@@ -208,6 +237,15 @@ def _env_value(name: str, raw: str) -> Any:
         return [o.strip() for o in raw.split(",") if o.strip()]
     if name == "LOG_LEVEL":
         return raw.upper()
+    if name == "JOURNAL_ENABLED":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(
+            f"environment variable JOURNAL_ENABLED={raw!r} is not true or false",
+            details={"field": "JOURNAL_ENABLED"},
+        )
     return raw
 
 

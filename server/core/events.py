@@ -19,11 +19,13 @@ __all__ = [
     "StatsSampled",
     "StatusReported",
     "LogLineReceived",
+    "log_gap_line",
     "FlowMessageReceived",
     "FlowMessageSent",
     "FlowChannelConnected",
     "FlowChannelLost",
     "FlowFrameRejected",
+    "QueuedMessageDelivered",
     "ActivityLogged",
     "DockerConnectionLost",
     "DockerConnectionRestored",
@@ -129,6 +131,11 @@ class LogLineReceived(Event):
     line: str
 
 
+def log_gap_line(skipped: int) -> str:
+    """The line a log follower gets in place of lines it fell too far behind to receive."""
+    return f"[flowmgr: {skipped} log lines skipped: this follower could not keep up]"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FlowMessageReceived(Event):
     """A flow sent a message (one frame) over its socket."""
@@ -166,6 +173,14 @@ class FlowFrameRejected(Event):
 
     container_id: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueuedMessageDelivered(Event):
+    """A flow acknowledged a queued message (`send_message` with `queue: true`)."""
+
+    container_id: str
+    message_id: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +40,8 @@ __all__ = ["FlowChannelHub", "MAX_SOCKET_PATH_BYTES"]
 
 logger = logging.getLogger(__name__)
 
+CONTROL_KEY = "_flowmgr"
+"""Reserved top-level frame key: the manager's envelope to the flow, the flow's control frames."""
 MAX_SOCKET_PATH_BYTES = 107
 """sun_path holds 108 bytes including the terminating NUL."""
 _YIELD_EVERY = 64
@@ -154,6 +157,9 @@ class FlowChannelHub:
         the others); beyond it the manager stops reading and the flow's writes block."""
         self._inbound_burst = inbound_burst
         self._channels: dict[str, _Channel] = {}
+        self.on_control: Callable[[str, Any], None] | None = None
+        """Gets (container_id, value) of every frame holding CONTROL_KEY (the outbox's
+        acknowledgements); such a frame is never published as a flow message."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -325,6 +331,10 @@ class FlowChannelHub:
         stamp = now()
         channel.last_communication = stamp
         cid = channel.container_id
+        if CONTROL_KEY in message:  # the runtime's control frame (an ack), junk or not
+            if self.on_control is not None:
+                self.on_control(cid, message[CONTROL_KEY])
+            return
         self._bus.publish(FlowMessageReceived(container_id=cid, message=message, at=stamp))
         self._bus.publish(
             ActivityLogged(

@@ -22,6 +22,10 @@ from server.core.events import (
 )
 from server.core.flow_channel import FlowChannelHub
 from server.core.host_paths import BindPins
+from server.core.journal.journal import Journal
+from server.core.journal.outbox import Outbox
+from server.core.journal.records import Encoder, HistoryPage
+from server.core.journal.replay import activity_from, crashes_from
 from server.core.log_tail import LogTail
 from server.core.logs import LogFollowers
 from server.core.masking import mask_log_line
@@ -48,11 +52,18 @@ class ContainerManager(ContainerActions):
         *,
         bus: EventBus | None = None,
         adapter: DockerAdapter | None = None,
+        journal_encoder: Encoder | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus or EventBus()
+        self.journal = Journal(settings, self.bus, journal_encoder)
+        """Every pushed event with its seq (the front end gives the encoder; none: no journal)."""
         self.adapter = adapter or DockerAdapter(settings.docker.call_timeout)
         self.hub = FlowChannelHub(self.bus, settings.flow)
+        self.outbox = Outbox(self.hub, self.bus, max_per_flow=settings.journal.queue_max_per_flow)
+        """Messages sent with `queue=True`, until their flow acknowledges them."""
+        self._queue_dropped: dict[str, int] = {}
+        """Queued messages dropped with a removed container, for the delete's answer."""
         self.state = StateDir(settings)
         self.registry = Registry(
             self.bus,
@@ -93,7 +104,16 @@ class ContainerManager(ContainerActions):
         await asyncio.to_thread(validate_bind_roots, self.settings)
         self.bus.bind_loop(asyncio.get_running_loop())
         await asyncio.to_thread(self.state.prepare)  # ConfigError when not safe
-        self.registry.load_stops()
+        # ConfigError: another manager holds the journal, or the file is not a journal
+        await self.journal.start()
+        try:
+            await self._recall_history()
+            # queued messages live in the journal's database (in memory only when it is off)
+            await self.outbox.start(self.journal.store.call if self.journal.enabled else None)
+            self.registry.load_stops()
+        except BaseException:
+            await self.journal.stop()  # a failed start holds no lock: the next one may run
+            raise
         self._started = True
         self._spawn(self.monitor.run(), "docker-events")
         try:
@@ -106,6 +126,15 @@ class ContainerManager(ContainerActions):
             )
         self.set_sampling(True)
         self._spawn(self._report_status(), "status-reporter")
+        self._spawn(self._drop_orphan_queues(), "outbox-orphans")
+
+    async def _drop_orphan_queues(self) -> None:
+        """Once the engine's containers are known: drop the queues of flows deleted while this
+        manager was not running (no removal event will ever name them)."""
+        await self.monitor.synced.wait()
+        for container_id in self.outbox.queued_flows():
+            if container_id not in self.registry.records:
+                await self.drop_queue(container_id)
 
     async def stop(self) -> None:
         """Stop watchers and channels; the managed containers keep running."""
@@ -124,9 +153,11 @@ class ContainerManager(ContainerActions):
             )
         if self._opening:
             await asyncio.wait(list(self._opening), timeout=5)
+        await self.outbox.stop()
         await self.hub.aclose()
         await self.adapter.close()
         self.monitor.available = False
+        await self.journal.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -139,6 +170,18 @@ class ContainerManager(ContainerActions):
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    async def _recall_history(self) -> None:
+        """Refill the activity and crash memory from the journal (they outlive a restart)."""
+        reg = self.registry
+        activity = activity_from(
+            await self.journal.newest("activity_log", reg.activity.maxlen or 2000)
+        )
+        crashes = crashes_from(
+            await self.journal.newest("container_crashed", reg.crashes.maxlen or 500), activity
+        )
+        reg.activity.extendleft(reversed(activity))
+        reg.crashes.extendleft(reversed(crashes))
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
@@ -202,10 +245,36 @@ class ContainerManager(ContainerActions):
         )
 
     async def container_removed(self, container_id: str) -> None:
-        """Close the channel and log stream of a vanished container."""
+        """Close the channel and log stream of a vanished container; drop its queue."""
         self.logs.forget(container_id)
         self.bind_pins.forget(container_id)
         await self.hub.close(container_id)
+        await self.drop_queue(container_id)
+
+    async def delete_container_counted(self, ref: str) -> tuple[str, int]:
+        """`delete_container`, and how many queued messages went with the flow."""
+        container_id = await self.delete_container(ref)
+        return container_id, self._queue_dropped.pop(container_id, 0)
+
+    async def drop_queue(self, container_id: str) -> int:
+        """Forget the queued messages of a container that is gone; how many (an activity line
+        says so when there were any)."""
+        try:
+            dropped = await self.outbox.drop(container_id)
+        except Exception as err:  # the journal is failing: the rows go at the next start
+            logger.warning("queued messages of %s not dropped: %s", container_id[:12], err)
+            return 0
+        if dropped:
+            if len(self._queue_dropped) > 1000:  # counts of removals nobody asked about
+                self._queue_dropped.clear()
+            self._queue_dropped[container_id] = dropped
+            self.registry.record_activity(
+                "container_deleted",
+                container_id,
+                f"{dropped} queued messages of {container_id[:12]} dropped: the flow is gone",
+                {"queue_dropped": dropped},
+            )
+        return dropped
 
     async def container_started(self, container_id: str) -> None:
         """Resume a followed log stream after a (re)start."""
@@ -245,6 +314,7 @@ class ContainerManager(ContainerActions):
             "container_manager": "active" if up else "unavailable",
             "socket_handler": "active" if self._started else "stopped",
             "event_handler": "active" if up and self.monitor.streaming else "unavailable",
+            "journal": self.journal.health(),
         }
 
     def health_reason(self) -> str | None:
@@ -266,6 +336,36 @@ class ContainerManager(ContainerActions):
     ) -> list[ContainerCrashed]:
         """The newest crash reports (oldest first)."""
         return _recent(list(self.registry.crashes), container_id, limit)
+
+    async def get_history(
+        self,
+        since_seq: int | None = None,
+        container_id: str | None = None,
+        types: list[str] | None = None,
+        limit: int = 100,
+    ) -> HistoryPage:
+        """Journalled events with seq > since_seq, oldest first, at most `limit` (1..1000);
+        `container_id` a managed container's reference or the full id of a deleted one."""
+        if since_seq is not None and (
+            isinstance(since_seq, bool) or not isinstance(since_seq, int) or since_seq < 0
+        ):
+            raise InvalidRequest("since_seq must be a non-negative integer", field="since_seq")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidRequest("limit must be an integer from 1 to 1000", field="limit")
+        if types is not None and (
+            not isinstance(types, list) or not all(isinstance(t, str) for t in types)
+        ):
+            raise InvalidRequest("types must be a list of event names", field="types")
+        if container_id is not None:
+            if not isinstance(container_id, str) or not container_id:
+                raise InvalidRequest("container_id must be a string", field="container_id")
+            try:
+                container_id = self.registry.resolve(container_id).info.id
+            except ContainerNotFound:
+                pass  # a deleted flow's full id: its history outlives it
+        return await self.journal.history(
+            min(since_seq or 0, 2**63 - 1), container_id, types, limit
+        )
 
     async def list_containers(self) -> list[ContainerSnapshot]:
         """Same as `snapshot()`."""
@@ -298,12 +398,21 @@ class ContainerManager(ContainerActions):
             cid = container_id
         self.logs.unfollow(cid)
 
-    async def send_message(self, ref: str, message: dict[str, Any]) -> None:
-        """Write one frame to the flow's socket."""
+    async def send_message(
+        self, ref: str, message: dict[str, Any], *, queue: bool = False
+    ) -> str | None:
+        """Write one frame to the flow's socket (None); with `queue`, journal it and return its
+        message id once committed: delivered in order, at least once, when the flow is (or
+        gets) connected, until it acknowledges (QueueFull at `journal.queue_max_per_flow`)."""
         if not isinstance(message, dict):
             raise InvalidRequest("message must be an object", field="message")
+        if not isinstance(queue, bool):
+            raise InvalidRequest("queue must be true or false", field="queue")
         rec = self.registry.resolve(ref)
+        if queue:
+            return await self.outbox.put(rec.info.id, message, self.settings.flow.max_frame_bytes)
         await self.hub.send(rec.info.id, message)
+        return None
 
 
 _E = TypeVar("_E", ActivityLogged, ContainerCrashed)

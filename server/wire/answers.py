@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import SerializerFunctionWrapHandler, model_serializer
+
 from server.core.events import FlowMessageSent, now
+from server.core.journal.records import HistoryPage, JournalRecord
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, Health, ResourceSample, State
 from server.wire.base import Wire, WireModel
@@ -23,6 +26,8 @@ __all__ = [
     "ContainerLogsOut",
     "LogSubscriptionOut",
     "ConnectedOut",
+    "HistoryEventOut",
+    "HistoryOut",
 ]
 
 
@@ -63,11 +68,24 @@ class ContainerCreatedOut(WireModel):
         )
 
 
+def _without_none(out: dict[str, Any], key: str) -> dict[str, Any]:
+    """Dumped as sent: an ext field the answer does not carry has no key (not `null`)."""
+    if out.get(key) is None:
+        out.pop(key, None)
+    return out
+
+
 class ContainerStateOut(WireModel):
     """`container_started` / `_stopped` / `_restarted` / `_deleted`."""
 
     container_id: str
     status: Literal["running", "stopped", "deleted"]
+    queue_dropped: int | None = None
+    """ext, `container_deleted` only: how many queued messages were dropped with the flow."""
+
+    @model_serializer(mode="wrap")
+    def _ext_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "queue_dropped")
 
     @staticmethod
     def payload(container_id: str, status: Literal["running", "stopped", "deleted"]) -> Wire:
@@ -93,12 +111,26 @@ class MessageSentOut(WireModel):
 
     container_id: str
     message: dict[str, Any]
-    status: Literal["sent"] = "sent"
+    status: Literal["sent", "queued"] = "sent"
+    """ext `"queued"`: a `queue: true` send, committed to the journal, not yet delivered."""
+    message_id: str | None = None
+    """ext: the queued message's id (`message_delivered` names it); absent on a plain send."""
+
+    @model_serializer(mode="wrap")
+    def _ext_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "message_id")
 
     @staticmethod
-    def payload(container_id: str, message: dict[str, Any]) -> Wire:
-        """The answer to `send_message`."""
-        return {"container_id": container_id, "message": message, "status": "sent"}
+    def payload(container_id: str, message: dict[str, Any], message_id: str | None = None) -> Wire:
+        """The answer to `send_message` (a plain send: exactly as before the queue existed)."""
+        if message_id is None:
+            return {"container_id": container_id, "message": message, "status": "sent"}
+        return {
+            "container_id": container_id,
+            "message": message,
+            "status": "queued",
+            "message_id": message_id,
+        }
 
     def to_core(self) -> FlowMessageSent:
         """The core's fact (stamped now: the answer carries no time)."""
@@ -293,3 +325,53 @@ class ConnectedOut(WireModel):
     def payload(message: str, version: str, server_id: str) -> Wire:
         """The welcome a new client gets."""
         return {"message": message, "version": version, "server_id": server_id}
+
+
+class HistoryEventOut(WireModel):
+    """ext: one journalled push in `history`: its `seq`, its name and its payload as pushed."""
+
+    seq: int
+    event: str
+    data: dict[str, Any]
+
+    @staticmethod
+    def payload(rec: JournalRecord) -> Wire:
+        """From a journal record (always journalled: its seq is set)."""
+        return {"seq": rec.seq, "event": rec.event, "data": rec.data}
+
+    def to_record(self) -> JournalRecord:
+        """The core's record (its container id read from the payload, as the journal did)."""
+        cid = self.data.get("container_id")
+        return JournalRecord(
+            seq=self.seq,
+            event=self.event,
+            data=dict(self.data),
+            container_id=cid if isinstance(cid, str) else None,
+        )
+
+
+class HistoryOut(WireModel):
+    """ext `history`: a page of the journal, oldest first; `last_seq` is the newest seq held
+    (ask again with `since_seq` = the last event's seq until a page comes back short)."""
+
+    events: list[HistoryEventOut]
+    last_seq: int
+    oldest_seq: int
+    """ext of ext: the oldest seq still held (older ones fell to retention); 0 when empty."""
+
+    @staticmethod
+    def payload(page: HistoryPage) -> Wire:
+        """From a page of the journal."""
+        return {
+            "events": [HistoryEventOut.payload(rec) for rec in page.events],
+            "last_seq": page.last_seq,
+            "oldest_seq": page.oldest_seq,
+        }
+
+    def to_page(self) -> HistoryPage:
+        """The core's page."""
+        return HistoryPage(
+            events=[e.to_record() for e in self.events],
+            last_seq=self.last_seq,
+            oldest_seq=self.oldest_seq,
+        )

@@ -13,6 +13,7 @@ from server.wire.answers import (
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
+    HistoryOut,
     LogSubscriptionOut,
     MessageSentOut,
 )
@@ -22,6 +23,7 @@ from server.wire.pushes import PUSHES
 from server.wire.requests import (
     ContainerRef,
     CreateContainerRequest,
+    GetHistoryRequest,
     GetLogsRequest,
     ListContainersRequest,
     RequestIn,
@@ -57,6 +59,7 @@ REQUESTS: dict[str, Exchange] = {
     "get_container_logs": Exchange(GetLogsRequest, "container_logs", ContainerLogsOut),
     "subscribe_logs": Exchange(ContainerRef, "", LogSubscriptionOut),
     "unsubscribe_logs": Exchange(ContainerRef, "", LogSubscriptionOut),
+    "get_history": Exchange(GetHistoryRequest, "history", HistoryOut),
 }
 """Every request the server takes, by name."""
 

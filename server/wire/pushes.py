@@ -6,6 +6,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+
 from server.core.events import (
     ActivityLogged,
     ContainerCrashed,
@@ -16,6 +18,7 @@ from server.core.events import (
     FlowMessageReceived,
     HealthChanged,
     LogLineReceived,
+    QueuedMessageDelivered,
     StatusReported,
     now,
 )
@@ -36,6 +39,7 @@ __all__ = [
     "MessageReceivedOut",
     "ContainerLogOut",
     "EngineStatusOut",
+    "MessageDeliveredOut",
     "PUSHES",
     "BROADCASTS",
 ]
@@ -45,6 +49,16 @@ class Push(WireModel):
     """A server-initiated event: `event` is its name on the wire."""
 
     event: ClassVar[str]
+    seq: int | None = Field(default=None, ge=0)
+    """ext: the event's place in the journal; absent on pushes that are not journalled."""
+
+    @model_serializer(mode="wrap")
+    def _seq_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dumped as pushed: a push without a seq has no `seq` key (not `"seq": null`)."""
+        out: dict[str, Any] = handler(self)
+        if out.get("seq") is None:
+            out.pop("seq", None)
+        return out
 
 
 class StatusChangedOut(Push):
@@ -238,6 +252,30 @@ class MessageReceivedOut(Push):
         )
 
 
+class MessageDeliveredOut(Push):
+    """ext `message_delivered`: the flow acknowledged a queued message (timestamp: ISO 8601)."""
+
+    event: ClassVar[str] = "message_delivered"
+    container_id: str
+    message_id: str
+    timestamp: str
+
+    @staticmethod
+    def payload(ev: QueuedMessageDelivered) -> Wire:
+        """From the core event."""
+        return {
+            "container_id": ev.container_id,
+            "message_id": ev.message_id,
+            "timestamp": ev.at.isoformat(),
+        }
+
+    def to_core(self) -> QueuedMessageDelivered:
+        """The core event."""
+        return QueuedMessageDelivered(
+            container_id=self.container_id, message_id=self.message_id, at=from_iso(self.timestamp)
+        )
+
+
 class ContainerLogOut(Push):
     """ext `container_log` (to the container's log room; timestamp: ISO 8601)."""
 
@@ -305,6 +343,7 @@ PUSHES: dict[str, type[Push]] = {
         ActivityLogOut,
         ContainerLogOut,
         EngineStatusOut,
+        MessageDeliveredOut,
     )
 }
 """Every event the server sends on its own, by name."""
@@ -321,5 +360,6 @@ BROADCASTS: dict[type[Event], tuple[str, Encoder]] = {
     LogLineReceived: (ContainerLogOut.event, ContainerLogOut.payload),
     DockerConnectionLost: (EngineStatusOut.event, EngineStatusOut.payload),
     DockerConnectionRestored: (EngineStatusOut.event, EngineStatusOut.payload),
+    QueuedMessageDelivered: (MessageDeliveredOut.event, MessageDeliveredOut.payload),
 }
 """The core event each push is encoded from: (its name, its encoder)."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from server.core.errors import InvalidRequest
 from server.core.models import CreateSpec
+from server.wire.journal_encoding import JOURNALLED_PUSHES
 
 __all__ = [
     "RequestIn",
@@ -17,6 +18,9 @@ __all__ = [
     "SendMessageRequest",
     "GetLogsRequest",
     "ListContainersRequest",
+    "GetHistoryRequest",
+    "MAX_SEQ",
+    "HISTORY_LIMIT",
     "parse_request",
     "request_id_of",
     "body",
@@ -54,12 +58,42 @@ class SendMessageRequest(ContainerRef):
     """`send_message`."""
 
     message: dict[str, Any]
+    queue: bool = False
+    """ext: true keeps the message in the journal until the flow acknowledged it (a JSON bool:
+    strict, so "true", 1 and null are refused)."""
 
 
 class GetLogsRequest(ContainerRef):
     """ext `get_container_logs`."""
 
     tail: int = Field(default=100, ge=0, le=10_000)
+
+
+MAX_SEQ = 2**63 - 1
+"""The largest seq there can be (SQLite's INTEGER PRIMARY KEY is a signed 64-bit integer)."""
+HISTORY_LIMIT = 1000
+"""The most events one `history` page holds: a larger `limit` is a validation_error (not
+clamped), so a client never mistakes a clamped page for the end of the journal."""
+
+
+class GetHistoryRequest(RequestIn):
+    """ext `get_history`: journalled pushes with seq > `since_seq`, oldest first."""
+
+    since_seq: int | None = Field(default=None, ge=0, le=MAX_SEQ)
+    container_id: str | None = Field(default=None, min_length=1, max_length=256)
+    """A managed container's reference, or the full id of one deleted since."""
+    types: list[str] | None = Field(default=None, min_length=1, max_length=len(JOURNALLED_PUSHES))
+    """Push names to keep (an allow-list); absent: every journalled push."""
+    limit: int = Field(default=100, ge=1, le=HISTORY_LIMIT)
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, types: list[str] | None) -> list[str] | None:
+        for name in types or ():
+            if name not in JOURNALLED_PUSHES:
+                known = ", ".join(sorted(JOURNALLED_PUSHES))
+                raise ValueError(f"{name[:80]!r} is not a journalled event; known: {known}")
+        return types
 
 
 class CreateContainerRequest(RequestIn):

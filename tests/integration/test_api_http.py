@@ -42,6 +42,7 @@ async def test_health_openapi_and_lifespan(settings: Settings) -> None:
                     "container_manager": "active",
                     "socket_handler": "active",
                     "event_handler": "active",
+                    "journal": "active",
                 },
             }
             # The OpenAPI document for token holders only; no /docs pages (see test_api_auth)

@@ -40,7 +40,8 @@ async def test_both_clients_see_a_stop_made_behind_the_managers_back(
 
         for rec in (rec1, rec2):
             ev = await rec.wait_for("status_changed", stopped)
-            assert set(ev) == {"container_id", "old_state", "new_state", "timestamp"}
+            # ext `seq`: journalled first (issue 14)
+            assert set(ev) == {"container_id", "old_state", "new_state", "timestamp", "seq"}
             assert ev["new_state"] == "stopped"  # a docker stop is a stop on request
             assert isinstance(ev["timestamp"], float) and ev["timestamp"] >= before - 1
         # a stop is never a crash
@@ -61,7 +62,7 @@ async def test_periodic_status_update_and_health_warning(
         )["container_id"]
         await sio.call("start_container", {"container_id": cid}, timeout=60)
         update = await rec.wait_for("container_status_update", lambda d: d["container_id"] == cid)
-        assert set(update) == {"container_id", "status"}
+        assert set(update) - {"seq"} == {"container_id", "status"}  # ext seq: when journalled
         assert set(update["status"]) == {
             "state",
             "health",
@@ -114,7 +115,7 @@ async def test_message_received_when_a_flow_sends(settings: Settings, unique_nam
         }
         for r in (rec, rec2):
             got = await r.wait_for("message_received", lambda d: d["container_id"] == cid)
-            assert set(got) == {"container_id", "message", "timestamp"}
+            assert set(got) == {"container_id", "message", "timestamp", "seq"}
             assert isinstance(got["message"], dict) and "42" in repr(got["message"])
         for kind in ("message_sent", "message_received"):
             await rec.wait_for(
@@ -156,7 +157,7 @@ async def test_container_crashed_when_a_flow_exits_non_zero(
         crash = await rec.wait_for(
             "container_crashed", lambda d: d["container_id"] == cid, timeout=40
         )
-        assert set(crash) == {"container_id", "exit_code", "crash_details", "timestamp"}
+        assert set(crash) == {"container_id", "exit_code", "crash_details", "timestamp", "seq"}
         assert crash["exit_code"] == 3 and isinstance(crash["timestamp"], float)
         assert set(crash["crash_details"]) == {"error", "logs"}
         assert "crashing on request" in crash["crash_details"]["logs"]

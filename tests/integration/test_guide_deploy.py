@@ -288,7 +288,7 @@ class TestGuideDockerRun:
         assert body["status"] == "healthy" and body["service"] == "flow-manager", body
         assert body["socket_dir"] == SOCKETS
         assert body["components"] == dict.fromkeys(
-            ("container_manager", "socket_handler", "event_handler"), "active"
+            ("container_manager", "socket_handler", "event_handler", "journal"), "active"
         )
 
     def test_service_runs_as_flowmgr_in_the_sockets_group(

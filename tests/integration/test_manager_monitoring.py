@@ -142,4 +142,5 @@ async def test_status_is_reported_periodically(
             "container_manager": "active",
             "socket_handler": "active",
             "event_handler": "active",
+            "journal": "disabled",  # no front end gave an encoder
         }

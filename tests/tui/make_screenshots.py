@@ -9,6 +9,7 @@ from textual.pilot import Pilot
 
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
+from flowmgr_tui.screens.history import HistoryScreen
 from tests.tui.helpers import host_graphs_full, until
 from tests.tui.make_recording import ECHO_ID
 from tests.tui.recording import ReplayBackend
@@ -46,6 +47,7 @@ async def shoot(size: tuple[int, int], suffix: str = "") -> None:
             await pilot.pause(0.3)
             app.save_screenshot(f"detail-{name}.svg", str(OUT))
         await pilot.press("escape")
+        await shoot_history(app, pilot)
         await pilot.press("n")
         await pilot.pause(0.2)
         await pilot.press(*"my-flow", "tab", *"MODE=demo", "tab", *"99999:80", "ctrl+s")
@@ -61,6 +63,33 @@ async def shoot(size: tuple[int, int], suffix: str = "") -> None:
         await pilot.press(*"stop")
         await pilot.pause(0.5)
         app.save_screenshot("command-palette.svg", str(OUT))
+
+
+async def shoot_history(app: FlowMgrApp, pilot: Pilot[None]) -> None:
+    """The history screen (h), every journalled event, then a filter that does not parse."""
+    await pilot.press("h")
+    await until(pilot, lambda: isinstance(app.screen, HistoryScreen), "history")
+    screen = app.screen
+    assert isinstance(screen, HistoryScreen)
+    await until(pilot, lambda: bool(screen.rows) and screen.pager is not None, "its rows")
+    await pilot.pause(0.3)
+    await pilot.press("up", "up", "up", "up")  # the crash report, its payload shown below
+    await pilot.pause(0.3)
+    app.save_screenshot("history.svg", str(OUT))
+    await pilot.press("slash", "tab", *"crash", "enter")
+    await until(pilot, lambda: bool(screen.problem), "the filter's error")
+    await pilot.pause(0.3)
+    app.save_screenshot("history-bad-filter.svg", str(OUT))
+    await pilot.press("escape")
+
+
+async def history_only() -> None:
+    """Only the history shots (python -c 'import asyncio, tests.tui.make_screenshots as m;
+    asyncio.run(m.history_only())')."""
+    app = recorded_app()
+    async with app.run_test(size=(120, 32)) as pilot:
+        await _ready(app, pilot)
+        await shoot_history(app, pilot)
 
 
 async def main() -> None:

@@ -15,9 +15,11 @@ from server.core import events as ev_mod
 from server.core.bus import EventBus
 from server.core.errors import InternalError
 from server.core.events import ActivityLogged, ContainerCrashed, Event, StatsSampled
+from server.core.journal.records import HistoryPage, JournalRecord
 from server.core.models import ContainerSnapshot
+from server.wire.journal_encoding import encode_event
 
-__all__ = ["encode", "decode", "load", "dump", "ReplayBackend"]
+__all__ = ["encode", "decode", "load", "dump", "journal_of", "page_of", "ReplayBackend"]
 
 
 def _to_json(value: Any) -> Any:
@@ -75,6 +77,37 @@ def load(path: Path) -> list[Event]:
     return [decode(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+def journal_of(events: list[Event]) -> list[JournalRecord]:
+    """The records a journal would hold for these events (every status sample kept)."""
+    out: list[JournalRecord] = []
+    for event in events:
+        encoded = encode_event(event)
+        if encoded is not None:
+            name, data, cid = encoded
+            out.append(JournalRecord(len(out) + 1, name, data, cid))
+    return out
+
+
+def page_of(
+    journal: list[JournalRecord],
+    since_seq: int | None,
+    container_id: str | None,
+    types: list[str] | None,
+    limit: int,
+) -> HistoryPage:
+    """`Journal.history` over a list: seq > since_seq, by flow and type, oldest first."""
+    hits = [
+        r
+        for r in journal
+        if (r.seq or 0) > (since_seq or 0)
+        and container_id in (None, r.container_id)
+        and (not types or r.event in types)
+    ]
+    last = journal[-1].seq or 0 if journal else 0
+    first = journal[0].seq or 0 if journal else 0
+    return HistoryPage(events=hits[:limit], last_seq=last, oldest_seq=first)
+
+
 class ReplayBackend:
     """A real EventBus whose events come from a recording; actions are refused."""
 
@@ -85,6 +118,7 @@ class ReplayBackend:
         self.docker_available = True
         self.replayed = asyncio.Event()
         """Set once the whole recording was published and drained."""
+        self._journal: list[JournalRecord] | None = None
 
     async def replay(self) -> None:
         """Publish the recording in order, letting subscribers drain between sample rounds.
@@ -134,6 +168,18 @@ class ReplayBackend:
 
     create_container = start_container = stop_container = restart_container = _refuse
     update_container = delete_container = send_message = _refuse
+
+    async def get_history(
+        self,
+        since_seq: int | None = None,
+        container_id: str | None = None,
+        types: list[str] | None = None,
+        limit: int = 100,
+    ) -> HistoryPage:
+        """The recording as a journal would hold it."""
+        if self._journal is None:
+            self._journal = journal_of(self.events)
+        return page_of(self._journal, since_seq, container_id, types, limit)
 
     async def get_logs(self, ref: str, tail: int = 100) -> list[str]:
         return self.logs.get(ref, [])[-tail:]

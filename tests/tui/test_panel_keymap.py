@@ -19,6 +19,7 @@ from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.screens.create_form import CreateForm
 from flowmgr_tui.screens.dashboard import DashboardScreen
 from flowmgr_tui.screens.help import HelpScreen, help_text
+from flowmgr_tui.screens.history import HistoryScreen
 from flowmgr_tui.screens.path_prompt import PathPrompt
 from flowmgr_tui.state.panel_state import PanelState
 from flowmgr_tui.widgets.log_pane import LogPane
@@ -99,6 +100,7 @@ OWNERS: dict[str, Any] = {
     "create": CreateForm,
     "confirm": ConfirmScreen,
     "path": PathPrompt,
+    "history": HistoryScreen,
     "help": HelpScreen,
 }
 

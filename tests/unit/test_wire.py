@@ -25,6 +25,7 @@ from server.core.events import (
     FlowMessageReceived,
     HealthChanged,
     LogLineReceived,
+    QueuedMessageDelivered,
     StatusReported,
 )
 from server.core.log_tail import LogTail
@@ -37,6 +38,7 @@ from server.wire.answers import (
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
+    HistoryOut,
     LogSubscriptionOut,
     MessageSentOut,
 )
@@ -51,6 +53,7 @@ from server.wire.pushes import (
     ContainerLogOut,
     EngineStatusOut,
     HealthWarningOut,
+    MessageDeliveredOut,
     MessageReceivedOut,
     StatusChangedOut,
     StatusUpdateOut,
@@ -162,6 +165,9 @@ def _state(status: typing.Literal["running", "stopped", "deleted"]) -> Callable[
     def case() -> None:
         out = _via_wire(ContainerStateOut, ContainerStateOut.payload(CID, status))
         assert (out.container_id, out.status) == (CID, status)
+        if status == "deleted":  # ext: how many queued messages went with the flow
+            full = {**ContainerStateOut.payload(CID, status), "queue_dropped": 2}
+            assert _via_wire(ContainerStateOut, full).queue_dropped == 2
 
     return case
 
@@ -175,6 +181,9 @@ def _sent() -> None:
     message = {"a": [1, {"b": None}], "s": "é"}
     ev = _via_wire(MessageSentOut, MessageSentOut.payload(CID, message)).to_core()
     assert (ev.container_id, ev.message) == (CID, message)
+    assert "message_id" not in MessageSentOut.payload(CID, message)  # a plain send: unchanged
+    queued = _via_wire(MessageSentOut, MessageSentOut.payload(CID, message, "m1"))
+    assert (queued.status, queued.message_id) == ("queued", "m1")
 
 
 def _status() -> None:
@@ -202,6 +211,11 @@ def _list() -> None:
 def _logs() -> None:
     tail = _via_wire(ContainerLogsOut, ContainerLogsOut.payload(CID, ["a", "b"], True)).to_core()
     assert isinstance(tail, LogTail) and tail == ["a", "b"] and tail.truncated
+
+
+def _message_delivered() -> None:
+    ev = QueuedMessageDelivered(at=AT, container_id=CID, message_id="m1")
+    assert _via_wire(MessageDeliveredOut, MessageDeliveredOut.payload(ev)).to_core() == ev
 
 
 def _message_received() -> None:
@@ -274,6 +288,19 @@ def _engine_status() -> None:
     assert isinstance(first, DockerConnectionLost) and first.reason
 
 
+def _history() -> None:
+    from server.core.journal.records import HistoryPage, JournalRecord
+
+    ev = FlowMessageReceived(at=AT, container_id=CID, message={"n": 1})
+    rec = JournalRecord(7, "message_received", MessageReceivedOut.payload(ev), CID)
+    page = HistoryPage(events=[rec], last_seq=9, oldest_seq=3)
+    out = _via_wire(HistoryOut, HistoryOut.payload(page))
+    assert out.to_page() == page
+    # a record's data is the push as sent: it decodes with that push's model, seq and all
+    pushed = MessageReceivedOut.decode({**out.events[0].data, "seq": out.events[0].seq})
+    assert pushed.seq == 7 and pushed.to_core() == ev
+
+
 CASES: dict[str, Callable[[], None]] = {
     "connected": _connected,
     "error": _error,
@@ -295,6 +322,8 @@ CASES: dict[str, Callable[[], None]] = {
     "activity_log": _activity,
     "container_log": _container_log,
     "engine_status": _engine_status,
+    "message_delivered": _message_delivered,
+    "history": _history,
 }
 
 
@@ -411,8 +440,8 @@ def test_protocol_lists_exactly_the_requests_the_server_takes() -> None:
         assert row[0].startswith("**ext**") == (request in _EXT_REQUESTS), row[0]
 
 
-_EXT_REQUESTS = {"get_container_logs", "subscribe_logs", "unsubscribe_logs"}
-_EXT_EVENTS = {"container_logs", "container_log", "engine_status"}
+_EXT_REQUESTS = {"get_container_logs", "subscribe_logs", "unsubscribe_logs", "get_history"}
+_EXT_EVENTS = {"container_logs", "container_log", "engine_status", "history", "message_delivered"}
 
 
 def test_protocol_lists_exactly_the_events_the_server_emits() -> None:
@@ -438,4 +467,5 @@ def test_protocol_lists_the_error_types() -> None:
 
 
 def test_the_fuzzer_covers_every_request() -> None:
-    assert set(FUZZED_REQUESTS) == set(REQUESTS)
+    # get_history's hostile inputs are tests/integration/test_api_history.py's own
+    assert set(FUZZED_REQUESTS) | {"get_history"} == set(REQUESTS)

@@ -1,0 +1,1 @@
+"""The durable journal of every pushed event (docs/ARCHITECTURE.md "Journal")."""

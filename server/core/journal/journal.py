@@ -1,0 +1,418 @@
+"""Journal: every pushed event written with its seq before it is handed to the front ends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pydantic_core import from_json
+
+from server.core.bus import EventBus
+from server.core.config import Settings
+from server.core.errors import ConfigError, InternalError, InvalidRequest
+from server.core.events import Event
+from server.core.journal.records import Encoder, HistoryPage, JournalRecord, StoredRow
+from server.core.journal.store import (
+    JournalStore,
+    JournalUnavailable,
+    PendingRow,
+    diagnose,
+    dumps,
+    is_environment_error,
+)
+
+__all__ = ["Journal", "Listener", "STATUS_PUSH", "UNJOURNALLED"]
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[list[JournalRecord]], Awaitable[None]]
+
+STATUS_PUSH = "container_status_update"
+"""The periodic sample: journalled at most once per flow per `journal.status_interval`."""
+
+UNJOURNALLED = frozenset({"container_log"})
+"""Push names never written (the engine keeps the logs); passed on with seq None."""
+
+RETRY_SECONDS = 1.0
+"""While unavailable, a write (or the opening) is tried again at most this often."""
+
+RETENTION_SECONDS = 30.0
+"""How often retention looks at the age and size of the journal."""
+
+TRIM_CHUNK = 2000
+"""Rows one retention transaction deletes at most (appends interleave between chunks)."""
+
+# a pending event: (at, push name, container id, payload, journal it?)
+_Pending = tuple[float, str, str | None, dict[str, Any], bool]
+
+
+class Journal:
+    """Taps the bus, encodes each event once, writes the batch (group commit), then hands it to
+    the listeners; reads pages back for resume and history (one indexed range query each)."""
+
+    def __init__(self, settings: Settings, bus: EventBus, encoder: Encoder | None) -> None:
+        self._settings = settings.journal
+        self.path = settings.journal_path
+        self._state_dir = settings.state_dir
+        self._bus = bus
+        self._encoder = encoder
+        self.store = JournalStore(self.path)
+        self._listeners: list[Listener] = []
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._opening = asyncio.Lock()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._out: asyncio.Queue[list[JournalRecord]] = asyncio.Queue()
+        """Committed batches on their way to the listeners."""
+        self._untap: Callable[[], None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._status_at: dict[str | None, float] = {}
+        self._problem: str | None = None
+        """Why the journal cannot be written (None: it can)."""
+        self._retry_at = 0.0
+        self._last_seq = 0
+        self._oldest_seq = 0
+        self._memory_seq = 0
+        self._encode_failures: set[str] = set()
+        self.transactions = 0
+        """Write transactions committed (group commit: far fewer than events)."""
+        self.unjournalled = 0
+        """Events that should have been journalled but were pushed without a seq."""
+
+    # lifecycle
+
+    @property
+    def enabled(self) -> bool:
+        """Writing to disk is configured and there is an encoder to write with."""
+        return self._settings.enabled and self._encoder is not None
+
+    def use_encoder(self, encoder: Encoder) -> None:
+        """Give the encoder to a journal built without one (a front end handed a manager made
+        elsewhere, e.g. by a test); before `start()`. An encoder given already stays."""
+        if self._encoder is None:
+            self._encoder = encoder
+
+    async def start(self) -> None:
+        """Open the database (ConfigError: in use by another manager, not a journal,
+        truncated), tap the bus, start the pump and retention. A read-only or full filesystem
+        does not stop the start: the journal is unavailable and retries."""
+        if self._encoder is None:
+            return
+        if self._settings.enabled:
+            self._check_path()
+            await self._open(first=True)
+        self._untap = self._bus.add_tap(self._tap)
+        self._tasks.append(asyncio.create_task(self._pump(), name="journal-pump"))
+        self._tasks.append(asyncio.create_task(self._deliver(), name="journal-deliver"))
+        if self._settings.enabled:
+            self._tasks.append(asyncio.create_task(self._maintain(), name="journal-retention"))
+
+    async def stop(self) -> None:
+        """Stop tapping, write and hand on what is pending, close the database."""
+        if self._untap is not None:
+            self._untap()
+            self._untap = None
+        try:
+            async with asyncio.timeout(5):
+                while self._pending or not self._idle.is_set():
+                    self._wake.set()
+                    await asyncio.sleep(0.005)
+                if self._tasks:
+                    await self._out.join()
+        except TimeoutError:
+            logger.warning("journal: %d events not written at stop", len(self._pending))
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        self._tasks.clear()
+        await self.store.close()
+
+    def _check_path(self) -> None:
+        """A journal beside the flows' socket directories must not be nameable as one: creating
+        that flow would replace the file with its directory."""
+        here = os.path.dirname(os.path.abspath(self.path))
+        name = os.path.basename(self.path)
+        if here == os.path.abspath(self._state_dir) and re.fullmatch(r"[a-zA-Z0-9].*", name):
+            raise ConfigError(
+                f"journal.path {self.path} is in the manager's directory under a name a flow "
+                "could have (its socket directory would replace the file): start the name "
+                "with a dot, or put it elsewhere",
+                details={"field": "journal.path"},
+            )
+
+    async def _open(self, *, first: bool = False) -> None:
+        """Open the store (the pump and retention may both retry: one at a time). At the first
+        start a broken file is a ConfigError; found later, it only keeps the journal down."""
+        async with self._opening:
+            if self.store.is_open:
+                return
+            try:
+                await self.store.open()
+            except JournalUnavailable as err:
+                self._unavailable(str(err))
+                return
+            except ConfigError as err:
+                if first:
+                    raise
+                self._unavailable(err.message)
+                return
+        self._last_seq = self.store.high_seq
+        self._oldest_seq = await self.store.call(JournalStore.oldest)
+        if self._problem is not None:
+            logger.info("journal %s: writable again", self.path)
+        self._problem = None
+
+    def _unavailable(self, why: str) -> None:
+        if self._problem is None:
+            logger.error(
+                "journal %s unavailable: %s; events are pushed without a seq until it can be "
+                "written again (retried every %g s)",
+                self.path,
+                why,
+                RETRY_SECONDS,
+            )
+        self._problem = why
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+
+    def health(self) -> str:
+        """ "active" | "disabled" | "unavailable: <why>"."""
+        if not self.enabled:
+            return "disabled"
+        if self._problem is not None:
+            return f"unavailable: {self._problem}"
+        return "active" if self.store.is_open else "unavailable: not started"
+
+    @property
+    def last_seq(self) -> int:
+        """The newest committed seq (in memory when the journal is disabled)."""
+        return self._last_seq if self._settings.enabled else self._memory_seq
+
+    @property
+    def oldest_seq(self) -> int:
+        """The oldest seq still held (0 when none is)."""
+        return self._oldest_seq if self._last_seq else 0
+
+    def listen(self, cb: Listener) -> Callable[[], None]:
+        """`cb(batch)` gets every encoded event in publish order, journalled ones after their
+        commit (seq set); returns the unsubscribe function."""
+        self._listeners.append(cb)
+
+        def unsubscribe() -> None:
+            if cb in self._listeners:
+                self._listeners.remove(cb)
+
+        return unsubscribe
+
+    # the feed
+
+    def _tap(self, event: Event) -> None:
+        """On the publisher's stack: encode now (the event is what it is now), queue, wake."""
+        try:
+            encoded = self._encoder(event) if self._encoder is not None else None
+        except Exception:  # a bug in one push's encoding must not break the publisher
+            name = type(event).__name__
+            if name not in self._encode_failures:
+                self._encode_failures.add(name)
+                logger.exception("journal: cannot encode %s; such events are not pushed", name)
+            return
+        if encoded is None:
+            return
+        name, payload, container_id = encoded
+        at = event.at.timestamp()
+        keep = name not in UNJOURNALLED
+        if keep and name == STATUS_PUSH:
+            last = self._status_at.get(container_id)
+            keep = last is None or at - last >= self._settings.status_interval
+            if keep:
+                self._status_at[container_id] = at
+        self._pending.append((at, name, container_id, payload, keep))
+        self._wake.set()
+
+    async def _pump(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._idle.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    records = await self._commit(batch)
+                except Exception:  # never let the live stream stop: push without seqs
+                    logger.exception("journal: a batch of %d events was not written", len(batch))
+                    self.unjournalled += sum(1 for p in batch if p[4])
+                    records = [JournalRecord(None, p[1], p[3], p[2]) for p in batch]
+                # delivered by its own task: the next batch is written meanwhile (SQLite lets
+                # go of the GIL), in order all the same
+                self._out.put_nowait(records)
+            self._idle.set()
+
+    async def _deliver(self) -> None:
+        while True:
+            records = await self._out.get()
+            try:
+                for cb in tuple(self._listeners):
+                    try:
+                        await cb(records)
+                    except Exception:
+                        logger.exception("journal: a listener failed on a batch")
+            finally:
+                self._out.task_done()
+
+    async def _commit(self, batch: list[_Pending]) -> list[JournalRecord]:
+        keep = [p for p in batch if p[4]]
+        first: int | None = None
+        if keep and not self._settings.enabled:
+            first = self._memory_seq + 1
+            self._memory_seq += len(keep)
+        elif keep:
+            first = await self._write(keep)
+        out: list[JournalRecord] = []
+        seq = first
+        for _at, name, cid, payload, journalled in batch:
+            if journalled and seq is not None:
+                out.append(JournalRecord(seq, name, payload, cid))
+                seq += 1
+            else:
+                out.append(JournalRecord(None, name, payload, cid))
+        return out
+
+    async def _write(self, keep: list[_Pending]) -> int | None:
+        """One transaction for the whole batch; None when the journal cannot be written."""
+        if self._problem is not None:
+            if time.monotonic() < self._retry_at:
+                self.unjournalled += len(keep)
+                return None
+            if not self.store.is_open:
+                await self._open()
+                if not self.store.is_open:
+                    self.unjournalled += len(keep)
+                    return None
+        store = self.store
+
+        def write(conn: sqlite3.Connection) -> int:
+            rows: list[PendingRow] = []
+            for at, name, cid, payload, _ in keep:
+                try:
+                    text = dumps(payload)
+                except (TypeError, ValueError):
+                    text = dumps({"unencodable": repr(payload)[:200]})
+                rows.append((at, name, cid, text))
+            return store.append(conn, rows)
+
+        try:
+            first = await store.call(write)
+        except (sqlite3.Error, OSError) as err:
+            broken = isinstance(err, sqlite3.Error) and not is_environment_error(err)
+            if broken and self._problem is None:  # once, not at every retry
+                logger.exception("journal: a batch of %d events was not written", len(keep))
+            self._unavailable(diagnose(self.path, err))
+            self.unjournalled += len(keep)
+            return None
+        if self._problem is not None:
+            logger.info("journal %s: writable again", self.path)
+            self._problem = None
+        self.transactions += 1
+        self._last_seq = first + len(keep) - 1
+        if not self._oldest_seq:
+            self._oldest_seq = first
+        return first
+
+    # reads
+
+    def _readable(self) -> None:
+        if not self._settings.enabled:
+            raise InvalidRequest("the journal is off (journal.enabled is false)")
+        if self._encoder is None:
+            raise InvalidRequest("this manager keeps no journal")
+        if not self.store.is_open:
+            raise InternalError(f"the journal is unavailable: {self._problem or 'not started'}")
+
+    async def read_after(self, after_seq: int, limit: int) -> list[JournalRecord]:
+        """Journalled records with seq > after_seq, ascending, at most `limit`."""
+        self._readable()
+        rows = await self.store.call(lambda c: _decode(self.store.read_after(c, after_seq, limit)))
+        return rows
+
+    async def read_after_text(self, after_seq: int, limit: int) -> list[tuple[int, str, str]]:
+        """As `read_after`, undecoded: (seq, push name, payload JSON text), for a front end
+        that sends the stored text as it is (a resuming client's catch-up)."""
+        self._readable()
+        store = self.store
+        return await store.call(
+            lambda c: [(r[0], r[2], r[4]) for r in store.read_after(c, after_seq, limit)]
+        )
+
+    async def history(
+        self,
+        since_seq: int | None,
+        container_id: str | None,
+        types: Sequence[str] | None,
+        limit: int,
+    ) -> HistoryPage:
+        """Records with seq > since_seq (0 when None), of one container and some push names
+        when given, ascending, at most `limit`."""
+        self._readable()
+        after = since_seq or 0
+        wanted = list(types) if types is not None else None
+        events = await self.store.call(
+            lambda c: _decode(self.store.query(c, after, container_id, wanted, limit))
+        )
+        return HistoryPage(events=events, last_seq=self.last_seq, oldest_seq=self.oldest_seq)
+
+    async def newest(self, event: str, limit: int) -> list[tuple[float, JournalRecord]]:
+        """The newest `limit` records of one push name, oldest first, with their time (the
+        manager's activity and crash memory, refilled at start)."""
+        if not self.enabled or not self.store.is_open:
+            return []
+
+        def read(conn: sqlite3.Connection) -> list[tuple[float, JournalRecord]]:
+            rows = self.store.newest(conn, event, limit)
+            return [(r[1], rec) for r, rec in zip(rows, _decode(rows), strict=True)]
+
+        return await self.store.call(read)
+
+    # retention
+
+    async def _maintain(self) -> None:
+        await asyncio.sleep(min(5.0, RETENTION_SECONDS))
+        while True:
+            if self.store.is_open:
+                try:
+                    await self.trim()
+                except (sqlite3.Error, OSError) as err:
+                    logger.warning("journal retention: %s", err)
+            elif self._problem is not None and time.monotonic() >= self._retry_at:
+                await self._open()
+            await asyncio.sleep(RETENTION_SECONDS if self.store.is_open else RETRY_SECONDS)
+
+    async def trim(self, *, now: float | None = None, chunk: int = TRIM_CHUNK) -> int:
+        """Apply retention by age and size in chunks of `chunk` rows, one transaction each,
+        yielding to the loop between them; returns how many rows went."""
+        before = (now if now is not None else time.time()) - self._settings.max_age_days * 86400
+        total = 0
+        while True:
+            n = await self.store.call(
+                lambda c: JournalStore.trim(c, before, self._settings.max_bytes, chunk)
+            )
+            total += n
+            if n == 0:
+                break
+            await asyncio.sleep(0)
+        if total:
+            self._oldest_seq = await self.store.call(JournalStore.oldest)
+            logger.info("journal retention: %d old events deleted", total)
+        return total
+
+
+def _decode(rows: list[StoredRow]) -> list[JournalRecord]:
+    """Rows to records (runs on the writer thread: the loop only gets the finished list)."""
+    # pydantic's Rust decoder: half of `json.loads`'s time (resume reads 100,000s of these)
+    return [JournalRecord(seq, event, from_json(data), cid) for seq, _at, event, cid, data in rows]

@@ -1,0 +1,43 @@
+"""What the journal holds and hands out: one record per pushed event, pages of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from server.core.events import Event
+
+__all__ = ["JournalRecord", "HistoryPage", "Encoder", "StoredRow"]
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """One pushed event; `seq` None: pushed live but not journalled (a status sample between
+    journal points, or while the journal is unavailable)."""
+
+    seq: int | None
+    event: str
+    """The push name, e.g. "message_received"."""
+    data: dict[str, Any]
+    """The payload exactly as pushed, without "seq"."""
+    container_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """A page of journalled records, ascending by seq."""
+
+    events: list[JournalRecord]
+    last_seq: int
+    """Newest seq held (0 when empty)."""
+    oldest_seq: int
+    """Oldest seq held (0 when empty)."""
+
+
+Encoder = Callable[[Event], tuple[str, dict[str, Any], str | None] | None]
+"""(push name, payload, container_id), or None: not a pushed event. Given by the front end, so
+the core never imports the wire format."""
+
+StoredRow = tuple[int, float, str, str | None, str]
+"""A row of table `events` as read: (seq, at, event, container_id, data JSON text)."""
