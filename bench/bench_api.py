@@ -356,6 +356,8 @@ async def bench_send(
             wire.broadcasts.clear()
             server.cpu_percent()
             spent = cpu_seconds(server)
+            sys0 = server.cpu_times().system
+            ctx0 = server.num_ctx_switches()
             mine = psutil.Process()
             mine.cpu_percent()
             began = time.perf_counter()
@@ -363,11 +365,17 @@ async def bench_send(
             took = time.perf_counter() - began
             cpu, client_cpu = server.cpu_percent(), mine.cpu_percent()
             per_request = (cpu_seconds(server) - spent) / messages * 1000
+            sys_ms = (server.cpu_times().system - sys0) / messages * 1000
+            ctx1 = server.num_ctx_switches()
+            switches = (
+                ctx1.voluntary + ctx1.involuntary - ctx0.voluntary - ctx0.involuntary
+            ) / messages
             say(
                 f"send run {run + 1}: {messages} send_message in {took:.2f} s = "
                 f"{messages / took:,.0f} req/s, answers {ok}/{messages}, flow replies "
                 f"(message_received) so far {wire.broadcasts['message_received']}, "
                 f"server CPU {cpu:.0f} % = {per_request:.3f} ms CPU per request "
+                f"({sys_ms:.3f} in the kernel, {switches:.1f} context switches) "
                 f"(one core's worth: {1000 / per_request:,.0f} req/s), "
                 f"client CPU {client_cpu:.0f} %, load average {os.getloadavg()[0]:.1f}"
             )

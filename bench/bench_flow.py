@@ -239,7 +239,10 @@ async def main() -> None:
                 await one_mode(m, args)
                 if journal:
                     size = sum(p.stat().st_size for p in Path(settings.state_dir).glob(".journal*"))
-                    say(f"journal: last seq {m.journal.last_seq}, files {size / 2**20:.1f} MiB")
+                    say(
+                        f"journal: last seq {m.journal.last_seq} in {m.journal.transactions} "
+                        f"transactions, files {size / 2**20:.1f} MiB"
+                    )
             cleanup(settings)
     finally:
         cleanup(settings)

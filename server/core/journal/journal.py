@@ -22,6 +22,7 @@ from server.core.journal.store import (
     JournalStore,
     JournalUnavailable,
     PendingRow,
+    StoreBusy,
     diagnose,
     dumps,
     is_environment_error,
@@ -44,6 +45,13 @@ RETRY_SECONDS = 1.0
 
 RETENTION_SECONDS = 30.0
 """How often retention looks at the age and size of the journal."""
+
+INLINE_MAX = 64
+"""A batch of at most this many events is written on the loop's thread when the writer
+thread is idle (see JournalStore.call_inline); larger ones go to the thread."""
+
+CHECKPOINT_ROWS = 20_000
+"""Rows appended between two checkpoints (on the writer thread; ~8 MB of WAL)."""
 
 TRIM_CHUNK = 2000
 """Rows one retention transaction deletes at most (appends interleave between chunks)."""
@@ -83,6 +91,10 @@ class Journal:
         self._encode_failures: set[str] = set()
         self.transactions = 0
         """Write transactions committed (group commit: far fewer than events)."""
+        self.inline = 0
+        """Of those, written on the loop's thread (small, while the writer thread was idle)."""
+        self._since_checkpoint = 0
+        self._checkpointing: asyncio.Task[None] | None = None
         self.unjournalled = 0
         """Events that should have been journalled but were pushed without a seq."""
 
@@ -133,6 +145,8 @@ class Journal:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         self._tasks.clear()
+        if self._checkpointing is not None:
+            await asyncio.wait([self._checkpointing], timeout=5)
         await self.store.close()
 
     def _check_path(self) -> None:
@@ -308,7 +322,13 @@ class Journal:
             return store.append(conn, rows)
 
         try:
-            first = await store.call(write)
+            try:
+                if len(keep) > INLINE_MAX:
+                    raise StoreBusy
+                first = store.call_inline(write)
+                self.inline += 1
+            except StoreBusy:
+                first = await store.call(write)
         except (sqlite3.Error, OSError) as err:
             broken = isinstance(err, sqlite3.Error) and not is_environment_error(err)
             if broken and self._problem is None:  # once, not at every retry
@@ -320,10 +340,22 @@ class Journal:
             logger.info("journal %s: writable again", self.path)
             self._problem = None
         self.transactions += 1
+        self._since_checkpoint += len(keep)
+        if self._since_checkpoint >= CHECKPOINT_ROWS and self._checkpointing is None:
+            self._since_checkpoint = 0
+            self._checkpointing = asyncio.create_task(self._checkpoint(), name="journal-ckpt")
         self._last_seq = first + len(keep) - 1
         if not self._oldest_seq:
             self._oldest_seq = first
         return first
+
+    async def _checkpoint(self) -> None:
+        try:
+            await self.store.checkpoint()
+        except Exception as err:  # the next one tries again; a write failure shows on its own
+            logger.warning("journal %s: checkpoint failed: %s", self.path, err)
+        finally:
+            self._checkpointing = None
 
     # reads
 

@@ -1,0 +1,96 @@
+"""Small appends written on the loop's thread while the writer thread is idle; never beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from server.core.journal import journal as journal_module
+from server.core.journal.store import JournalStore, StoreBusy
+from tests.unit.test_journal_store import Run, msg, settings
+
+
+async def test_a_small_batch_is_written_inline_and_a_large_one_on_the_thread(
+    tmp_path: Path,
+) -> None:
+    async with Run(settings(tmp_path)) as run:
+        run.bus.publish(msg(n=0))
+        await run.settle(1)
+        assert run.journal.inline == 1
+        for i in range(1, 1 + journal_module.INLINE_MAX + 1):
+            run.bus.publish(msg(n=i))
+        await run.settle(journal_module.INLINE_MAX + 2)
+        assert run.journal.transactions == 2 and run.journal.inline == 1
+        assert [r.seq for r in run.records] == list(range(1, journal_module.INLINE_MAX + 3))
+
+
+async def test_while_the_thread_holds_the_connection_appends_wait_for_it_in_order(
+    tmp_path: Path,
+) -> None:
+    """The thread is busy (a slow statement of the outbox or retention): the next appends go
+    to the thread behind it, never beside it on the same connection; seqs stay contiguous."""
+    async with Run(settings(tmp_path)) as run:
+        store = run.journal.store
+        holding, release = threading.Event(), threading.Event()
+
+        def slow(conn: sqlite3.Connection) -> None:
+            holding.set()
+            release.wait(5)
+
+        busy = asyncio.create_task(store.call(slow))
+        await asyncio.to_thread(holding.wait, 5)
+        with pytest.raises(StoreBusy):
+            store.call_inline(lambda conn: None)
+        for i in range(5):
+            run.bus.publish(msg(n=i))
+            await asyncio.sleep(0.01)
+        assert run.records == []  # not written beside the busy thread, not handed on unwritten
+        release.set()
+        await busy
+        await run.settle(5)
+        assert run.journal.transactions - run.journal.inline >= 1  # one went to the thread
+        assert [r.seq for r in run.records] == [1, 2, 3, 4, 5]
+        assert [r.data["message"]["n"] for r in run.records] == list(range(5))
+
+
+async def test_no_automatic_checkpoint_and_one_every_checkpoint_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An automatic checkpoint would fsync inside an inline append, on the event loop."""
+    monkeypatch.setattr(journal_module, "CHECKPOINT_ROWS", 50)
+    calls: list[int] = []
+    original = JournalStore.checkpoint
+
+    async def counted(self: JournalStore) -> None:
+        calls.append(1)
+        await original(self)
+
+    monkeypatch.setattr(JournalStore, "checkpoint", counted)
+    async with Run(settings(tmp_path)) as run:
+        auto = await run.journal.store.call(
+            lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
+        assert auto == 0
+        for i in range(120):
+            run.bus.publish(msg(n=i))
+            await asyncio.sleep(0)
+        await run.settle(120)
+        async with asyncio.timeout(5):
+            while run.journal._checkpointing is not None:
+                await asyncio.sleep(0.01)
+    assert len(calls) == 2  # at 50 and at 100 rows
+
+
+async def test_a_closed_store_is_busy_not_a_crash(tmp_path: Path) -> None:
+    store = JournalStore(str(tmp_path / "j.sqlite3"))
+    with pytest.raises(StoreBusy):
+        store.call_inline(lambda conn: None)
+    await store.open()
+    assert store.call_inline(lambda conn: conn.execute("SELECT 1").fetchone()[0]) == 1
+    await store.close()
+    with pytest.raises(StoreBusy):
+        store.call_inline(lambda conn: None)
