@@ -94,3 +94,31 @@ async def test_a_closed_store_is_busy_not_a_crash(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(StoreBusy):
         store.call_inline(lambda conn: None)
+
+
+async def test_a_checkpoint_follows_any_write_within_the_retention_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a low rate the row count never reaches CHECKPOINT_ROWS: the WAL (not fsynced until a
+    checkpoint) must still be synced soon after a write, or a power loss takes hours of it."""
+    monkeypatch.setattr(journal_module, "RETENTION_SECONDS", 0.05)
+    calls: list[int] = []
+    original = JournalStore.checkpoint
+
+    async def counted(self: JournalStore) -> None:
+        calls.append(1)
+        await original(self)
+
+    monkeypatch.setattr(JournalStore, "checkpoint", counted)
+    async with Run(settings(tmp_path)) as run:
+        await asyncio.sleep(0.2)
+        assert calls == []  # nothing written, nothing to sync
+        run.bus.publish(msg(n=1))
+        await run.settle(1)
+        async with asyncio.timeout(5):
+            while not calls:
+                await asyncio.sleep(0.01)
+        wal = await run.journal.store.call(
+            lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        )
+        assert wal[1] == wal[2]  # every WAL frame is in the database

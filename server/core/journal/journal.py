@@ -51,7 +51,8 @@ INLINE_MAX = 64
 thread is idle (see JournalStore.call_inline); larger ones go to the thread."""
 
 CHECKPOINT_ROWS = 20_000
-"""Rows appended between two checkpoints (on the writer thread; ~8 MB of WAL)."""
+"""Rows appended between two checkpoints (on the writer thread; ~8 MB of WAL); and one every
+RETENTION_SECONDS after anything was written."""
 
 TRIM_CHUNK = 2000
 """Rows one retention transaction deletes at most (appends interleave between chunks)."""
@@ -421,6 +422,11 @@ class Journal:
                     await self.trim()
                 except (sqlite3.Error, OSError) as err:
                     logger.warning("journal retention: %s", err)
+                # a checkpoint is the WAL's only fsync: at a low rate the row count alone
+                # would leave the last events unsynced for hours (see Durability in PROTOCOL)
+                if self._since_checkpoint and self._checkpointing is None:
+                    self._since_checkpoint = 0
+                    await self._checkpoint()
             elif self._problem is not None and time.monotonic() >= self._retry_at:
                 await self._open()
             await asyncio.sleep(RETENTION_SECONDS if self.store.is_open else RETRY_SECONDS)
