@@ -61,6 +61,7 @@ class ContainerManager(ContainerActions):
         self.adapter = adapter or DockerAdapter(settings.docker.call_timeout)
         self.hub = FlowChannelHub(self.bus, settings.flow)
         self.outbox = Outbox(self.hub, self.bus, max_per_flow=settings.journal.queue_max_per_flow)
+        self.outbox.journal_flushed = self.journal.flushed
         """Messages sent with `queue=True`, until their flow acknowledges them."""
         self._queue_dropped: dict[str, int] = {}
         """Queued messages dropped with a removed container, for the delete's answer."""

@@ -95,6 +95,10 @@ class Journal:
         self.inline = 0
         """Of those, written on the loop's thread (small, while the writer thread was idle)."""
         self._since_checkpoint = 0
+        self._tapped = 0
+        """Events taken from the bus so far; `_done`: of those, written (or given up on)."""
+        self._done = 0
+        self._progress = asyncio.Event()
         self._checkpointing: asyncio.Task[None] | None = None
         self.unjournalled = 0
         """Events that should have been journalled but were pushed without a seq."""
@@ -215,6 +219,13 @@ class Journal:
         """The oldest seq still held (0 when none is)."""
         return self._oldest_seq if self._last_seq else 0
 
+    async def flushed(self) -> None:
+        """Return once every event published before this call has been through the pump
+        (journalled, or given up on when the journal cannot be written)."""
+        target = self._tapped
+        while self._done < target and self._tasks:
+            await self._progress.wait()
+
     def listen(self, cb: Listener) -> Callable[[], None]:
         """`cb(batch)` gets every encoded event in publish order, journalled ones after their
         commit (seq set); returns the unsubscribe function."""
@@ -249,6 +260,7 @@ class Journal:
             if keep:
                 self._status_at[container_id] = at
         self._pending.append((at, name, container_id, payload, keep))
+        self._tapped += 1
         self._wake.set()
 
     async def _pump(self) -> None:
@@ -267,6 +279,9 @@ class Journal:
                 # delivered by its own task: the next batch is written meanwhile (SQLite lets
                 # go of the GIL), in order all the same
                 self._out.put_nowait(records)
+                self._done += len(batch)
+                self._progress.set()
+                self._progress.clear()
             self._idle.set()
 
     async def _deliver(self) -> None:

@@ -82,6 +82,8 @@ class Outbox:
         self._bus = bus
         self.max_per_flow = max_per_flow
         self._call: Call | None = None
+        self.journal_flushed: Callable[[], Awaitable[None]] | None = None
+        """Waits until what was published is journalled (the manager sets it)."""
         self._queues: dict[str, _FlowQueue] = {}
         self._acked: list[tuple[str, str]] = []
         self._flush: asyncio.Task[None] | None = None
@@ -225,6 +227,13 @@ class Outbox:
         """Delete acknowledged rows in batches, then say so (`message_delivered`)."""
         while self._acked:
             batch, self._acked = self._acked, []
+            # `message_delivered` journalled first, the rows deleted after: a crash between
+            # the two delivers again (the flow skips the duplicate and acknowledges again), and
+            # a client never misses the delivery of a message that is no longer queued
+            for cid, mid in batch:
+                self._bus.publish(QueuedMessageDelivered(container_id=cid, message_id=mid))
+            if self.journal_flushed is not None:
+                await self.journal_flushed()
             if self._call is not None:
                 ids = [mid for _, mid in batch]
                 try:
@@ -236,8 +245,6 @@ class Outbox:
                         len(batch),
                         exc_info=True,
                     )
-            for cid, mid in batch:
-                self._bus.publish(QueuedMessageDelivered(container_id=cid, message_id=mid))
 
     # -- delivery ------------------------------------------------------------------------
 
