@@ -14,6 +14,20 @@ from server.core.journal.store import JournalStore, StoreBusy
 from tests.unit.test_journal_store import Run, msg, settings
 
 
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per checkpoint the journal asks the store for."""
+    counted_calls: list[int] = []
+    original = JournalStore.checkpoint
+
+    async def counted(self: JournalStore) -> None:
+        counted_calls.append(1)
+        await original(self)
+
+    monkeypatch.setattr(JournalStore, "checkpoint", counted)
+    return counted_calls
+
+
 async def test_a_small_batch_is_written_inline_and_a_large_one_on_the_thread(
     tmp_path: Path,
 ) -> None:
@@ -58,18 +72,10 @@ async def test_while_the_thread_holds_the_connection_appends_wait_for_it_in_orde
 
 
 async def test_no_automatic_checkpoint_and_one_every_checkpoint_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, calls: list[int]
 ) -> None:
     """An automatic checkpoint would fsync inside an inline append, on the event loop."""
     monkeypatch.setattr(journal_module, "CHECKPOINT_ROWS", 50)
-    calls: list[int] = []
-    original = JournalStore.checkpoint
-
-    async def counted(self: JournalStore) -> None:
-        calls.append(1)
-        await original(self)
-
-    monkeypatch.setattr(JournalStore, "checkpoint", counted)
     async with Run(settings(tmp_path)) as run:
         auto = await run.journal.store.call(
             lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
@@ -97,19 +103,11 @@ async def test_a_closed_store_is_busy_not_a_crash(tmp_path: Path) -> None:
 
 
 async def test_a_checkpoint_follows_any_write_within_the_retention_period(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, calls: list[int]
 ) -> None:
     """At a low rate the row count never reaches CHECKPOINT_ROWS: the WAL (not fsynced until a
     checkpoint) must still be synced soon after a write, or a power loss takes hours of it."""
     monkeypatch.setattr(journal_module, "RETENTION_SECONDS", 0.05)
-    calls: list[int] = []
-    original = JournalStore.checkpoint
-
-    async def counted(self: JournalStore) -> None:
-        calls.append(1)
-        await original(self)
-
-    monkeypatch.setattr(JournalStore, "checkpoint", counted)
     async with Run(settings(tmp_path)) as run:
         await asyncio.sleep(0.2)
         assert calls == []  # nothing written, nothing to sync
