@@ -162,6 +162,16 @@ async def test_history_filters_and_pages(tmp_path: Path) -> None:
         assert [r.seq for r in await j.read_after(10, 5)] == [11, 12]
 
 
+async def test_history_holds_every_event_published_before_the_call(tmp_path: Path) -> None:
+    """Read your writes: no waiting for the pump between publishing and asking."""
+    async with Run(settings(tmp_path)) as run:
+        for burst in range(3):
+            for i in range(500):
+                run.bus.publish(msg("a", n=i))
+            page = await run.journal.history(burst * 500, "a", None, 1000)
+            assert len(page.events) == 500 and page.last_seq == (burst + 1) * 500
+
+
 async def test_retention_by_size_in_chunks(tmp_path: Path) -> None:
     s = settings(tmp_path, max_bytes=1024 * 1024)
     async with Run(s) as run:

@@ -406,8 +406,10 @@ class Journal:
         limit: int,
     ) -> HistoryPage:
         """Records with seq > since_seq (0 when None), of one container and some push names
-        when given, ascending, at most `limit`."""
+        when given, ascending, at most `limit`; every event published before the call is in it
+        (a client that saw a push finds it in history)."""
         self._readable()
+        await self.flushed()
         after = since_seq or 0
         wanted = list(types) if types is not None else None
         events = await self.store.call(

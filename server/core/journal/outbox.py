@@ -219,19 +219,22 @@ class Outbox:
             return
         del q.items[item.message_id]
         q.sent.discard(item.message_id)
+        # said at once (a client that sees the queue empty sees every delivery); the row is
+        # deleted only after this event is journalled (_record_acks)
+        self._bus.publish(
+            QueuedMessageDelivered(container_id=container_id, message_id=item.message_id)
+        )
         self._acked.append((container_id, item.message_id))
         if self._flush is None or self._flush.done():
             self._flush = asyncio.create_task(self._record_acks(), name="outbox-acks")
 
     async def _record_acks(self) -> None:
-        """Delete acknowledged rows in batches, then say so (`message_delivered`)."""
+        """Delete acknowledged rows in batches, once their `message_delivered` is journalled."""
         while self._acked:
             batch, self._acked = self._acked, []
             # `message_delivered` journalled first, the rows deleted after: a crash between
             # the two delivers again (the flow skips the duplicate and acknowledges again), and
             # a client never misses the delivery of a message that is no longer queued
-            for cid, mid in batch:
-                self._bus.publish(QueuedMessageDelivered(container_id=cid, message_id=mid))
             if self.journal_flushed is not None:
                 await self.journal_flushed()
             if self._call is not None:
