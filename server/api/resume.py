@@ -13,7 +13,7 @@ from engineio import packet as eio_packet
 from server.api.errors import error_payload
 from server.api.sio_bridge import push_payload
 from server.core.errors import InvalidRequest
-from server.core.journal.records import JournalRecord
+from server.core.journal.records import JournalRecord, with_seq
 from server.wire.requests import MAX_SEQ
 
 if TYPE_CHECKING:
@@ -156,7 +156,12 @@ class Resume:
                 if rec.seq <= self.cursor:
                     continue  # read from the journal already
                 self.cursor = rec.seq
-            put(eio_packet.Packet(eio_packet.MESSAGE, "2" + dumps([rec.event, push_payload(rec)])))
+            text = rec.pushed_text()
+            if text is None:
+                packet = "2" + dumps([rec.event, push_payload(rec)])
+            else:
+                packet = f"2[{self._name(rec.event)},{text}]"
+            put(eio_packet.Packet(eio_packet.MESSAGE, packet))
             self.sent += 1
             if self.sent % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # the socket's writer and other clients run meanwhile
@@ -169,19 +174,26 @@ class Resume:
         sock = self._socket()
         if sock is None:
             return
-        put, names = sock.queue.put_nowait, self._names
+        put = sock.queue.put_nowait
         for seq, event, text in rows:
             if seq <= self.cursor:
                 continue
             self.cursor = seq
-            name = names.get(event) or names.setdefault(event, engineio_json.dumps(event))
-            body = f'{{"seq":{seq}}}' if text == "{}" else f'{text[:-1]},"seq":{seq}}}'
-            put(eio_packet.Packet(eio_packet.MESSAGE, f"2[{name},{body}]"))
+            put(
+                eio_packet.Packet(
+                    eio_packet.MESSAGE, f"2[{self._name(event)},{with_seq(text, seq)}]"
+                )
+            )
             self.sent += 1
             if self.sent % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
                 if sock.closed:
                     return
+
+    def _name(self, event: str) -> str:
+        """The push name as JSON text."""
+        names = self._names
+        return names.get(event) or names.setdefault(event, engineio_json.dumps(event))
 
     def _socket(self) -> Any:
         """The client's engine.io socket (None once it is gone)."""

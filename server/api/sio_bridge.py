@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from server.api.auth import AUTHENTICATED
+from server.api.sio_manager import DirectEmitManager
 from server.core.bus import Subscription
 from server.core.events import ContainerRemoved, Event, LogLineReceived
 from server.core.journal.records import JournalRecord
@@ -130,10 +131,16 @@ class SioBridge:
                 held.extend(records)
                 if len(held) > HELD_MAX:
                     self._overflowed(sid)
+            manager = self._sio.manager
+            direct = isinstance(manager, DirectEmitManager)
             for rec in records:
                 name = rec.event
                 try:
-                    await self._sio.emit(name, push_payload(rec), to=AUTHENTICATED)
+                    text = rec.pushed_text() if direct else None
+                    if text is not None:
+                        await manager.emit_json(name, text, AUTHENTICATED)
+                    else:
+                        await self._sio.emit(name, push_payload(rec), to=AUTHENTICATED)
                 except Exception:  # one bad record must not end the forwarding
                     logger.exception("could not push %s to Socket.IO clients", name)
                 # An emit does not suspend: yield now and then, or a burst (a status update

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from typing import Any
@@ -55,6 +56,8 @@ class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
         self._pending: dict[str, _Pending] = {}
         """eio sid -> the sizes of our packets still in its queue."""
         self.dropped_clients = 0
+        self._names: dict[str, str] = {}
+        """Event name -> its JSON text (a handful of push names)."""
 
     async def emit(
         self,
@@ -85,7 +88,20 @@ class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
         encoded = self.server.packet_class(
             sio_packet.EVENT, namespace=namespace, data=[event, *args]
         ).encode()
-        parts = encoded if isinstance(encoded, list) else [encoded]
+        await self._fan_out(
+            encoded if isinstance(encoded, list) else [encoded], namespace, room, skip_sid
+        )
+
+    async def emit_json(self, event: str, payload_json: str, room: str) -> None:
+        """Emit one event whose payload is JSON text already (the journal's), in the default
+        namespace: the packet `emit` would send, without encoding the payload again (the
+        stock encoder costs ~16 us per push here, a tenth of a request's CPU)."""
+        if "/" in self.rooms:
+            name = self._names.get(event) or self._names.setdefault(event, json.dumps(event))
+            await self._fan_out([f"{sio_packet.EVENT}[{name},{payload_json}]"], "/", room, None)
+
+    async def _fan_out(self, parts: list[Any], namespace: str, room: Any, skip_sid: Any) -> None:
+        """Put the encoded packet in the queue of every participant of `room`."""
         frames = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
         size = sum(len(part) for part in parts)
         skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]

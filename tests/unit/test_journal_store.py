@@ -296,3 +296,27 @@ async def test_a_payload_json_cannot_hold_is_journalled_as_a_note(tmp_path: Path
         assert "unencodable" in stored[0].data and stored[1].seq == 2
     finally:
         await journal.stop()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"a": 1},
+        {"message": {"seq": "not the push's", "t": 'quote " brace } \\ é 🚀'}, "n": [1, {}]},
+        {"seq": 3},  # a flow's own "seq" stays inside its message
+    ],
+)
+async def test_the_pushed_text_is_the_payload_with_its_seq(
+    tmp_path: Path, payload: dict[str, Any]
+) -> None:
+    """Front ends send `pushed_text()` as it is: it must be the JSON of what `emit` sent."""
+    import json
+
+    async with Run(settings(tmp_path)) as run:
+        run.bus.publish(msg("a", **payload))
+        await run.settle(1)
+        rec = run.records[0]
+        assert rec.seq == 1 and rec.text is not None
+        assert json.loads(rec.text) == rec.data
+        assert json.loads(rec.pushed_text() or "") == {**rec.data, "seq": 1}

@@ -297,7 +297,10 @@ class Journal:
                 self._out.task_done()
 
     async def _commit(self, batch: list[_Pending]) -> list[JournalRecord]:
-        keep = [p for p in batch if p[4]]
+        # each payload's JSON text, made once: stored, and pushed as it is by the front ends
+        # (journal on or off: the text is what they send either way)
+        texts = [_text(p[3]) for p in batch]
+        keep = [(p, t) for p, t in zip(batch, texts, strict=True) if p[4]]
         first: int | None = None
         if keep and not self._settings.enabled:
             first = self._memory_seq + 1
@@ -306,15 +309,15 @@ class Journal:
             first = await self._write(keep)
         out: list[JournalRecord] = []
         seq = first
-        for _at, name, cid, payload, journalled in batch:
+        for (_at, name, cid, payload, journalled), text in zip(batch, texts, strict=True):
             if journalled and seq is not None:
-                out.append(JournalRecord(seq, name, payload, cid))
+                out.append(JournalRecord(seq, name, payload, cid, text))
                 seq += 1
             else:
-                out.append(JournalRecord(None, name, payload, cid))
+                out.append(JournalRecord(None, name, payload, cid, text))
         return out
 
-    async def _write(self, keep: list[_Pending]) -> int | None:
+    async def _write(self, keep: list[tuple[_Pending, str | None]]) -> int | None:
         """One transaction for the whole batch; None when the journal cannot be written."""
         if self._problem is not None:
             if time.monotonic() < self._retry_at:
@@ -327,14 +330,12 @@ class Journal:
                     return None
         store = self.store
 
+        rows: list[PendingRow] = [
+            (at, name, cid, text or dumps({"unencodable": repr(payload)[:200]}))
+            for (at, name, cid, payload, _), text in keep
+        ]
+
         def write(conn: sqlite3.Connection) -> int:
-            rows: list[PendingRow] = []
-            for at, name, cid, payload, _ in keep:
-                try:
-                    text = dumps(payload)
-                except (TypeError, ValueError):
-                    text = dumps({"unencodable": repr(payload)[:200]})
-                rows.append((at, name, cid, text))
             return store.append(conn, rows)
 
         try:
@@ -465,6 +466,14 @@ class Journal:
             self._oldest_seq = await self.store.call(JournalStore.oldest)
             logger.info("journal retention: %d old events deleted", total)
         return total
+
+
+def _text(payload: dict[str, Any]) -> str | None:
+    """The payload's JSON text; None when JSON cannot hold it (stored as a note instead)."""
+    try:
+        return dumps(payload)
+    except (TypeError, ValueError):
+        return None
 
 
 def _decode(rows: list[StoredRow]) -> list[JournalRecord]:

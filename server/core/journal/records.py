@@ -8,7 +8,7 @@ from typing import Any
 
 from server.core.events import Event
 
-__all__ = ["JournalRecord", "HistoryPage", "Encoder", "StoredRow"]
+__all__ = ["JournalRecord", "HistoryPage", "Encoder", "StoredRow", "with_seq"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,21 @@ class JournalRecord:
     data: dict[str, Any]
     """The payload exactly as pushed, without "seq"."""
     container_id: str | None
+    text: str | None = None
+    """`data` as compact JSON text (what the journal stored), or None when it has none: a
+    front end sends it as it is instead of encoding `data` again."""
+
+    def pushed_text(self) -> str | None:
+        """The JSON text of the payload as pushed (with "seq" when journalled), or None."""
+        if self.text is None or self.seq is None:
+            return self.text
+        return with_seq(self.text, self.seq)
+
+
+def with_seq(text: str, seq: int) -> str:
+    """A JSON object's text with `"seq": seq` as its last key (where `{**data, "seq": seq}`
+    puts it), without decoding it."""
+    return f'{{"seq":{seq}}}' if text == "{}" else f'{text[:-1]},"seq":{seq}}}'
 
 
 @dataclass(frozen=True, slots=True)
