@@ -62,6 +62,9 @@ class ContainerManager(ContainerActions):
         self.hub = FlowChannelHub(self.bus, settings.flow)
         self.outbox = Outbox(self.hub, self.bus, max_per_flow=settings.journal.queue_max_per_flow)
         self.outbox.journal_flushed = self.journal.flushed
+        self._recalled = False
+        """The activity and crash memory hold what the journal had at start."""
+        self.journal.on_reopen(self._journal_reopened)
         """Messages sent with `queue=True`, until their flow acknowledges them."""
         self._queue_dropped: dict[str, int] = {}
         """Queued messages dropped with a removed container, for the delete's answer."""
@@ -172,17 +175,30 @@ class ContainerManager(ContainerActions):
     ) -> None:
         await self.stop()
 
-    async def _recall_history(self) -> None:
-        """Refill the activity and crash memory from the journal (they outlive a restart)."""
+    async def _recall_history(self, upto: int = 2**63 - 1) -> None:
+        """Refill the activity and crash memory from the journal (they outlive a restart):
+        what it held up to seq `upto` goes before what is in memory already."""
+        if not (self.journal.enabled and self.journal.store.is_open):
+            return  # unavailable now: read when it opens (_journal_reopened)
         reg = self.registry
         activity = activity_from(
-            await self.journal.newest("activity_log", reg.activity.maxlen or 2000)
+            await self.journal.newest("activity_log", reg.activity.maxlen or 2000, upto)
         )
         crashes = crashes_from(
-            await self.journal.newest("container_crashed", reg.crashes.maxlen or 500), activity
+            await self.journal.newest("container_crashed", reg.crashes.maxlen or 500, upto),
+            activity,
         )
-        reg.activity.extendleft(reversed(activity))
-        reg.crashes.extendleft(reversed(crashes))
+        for memory, older in ((reg.activity, activity), (reg.crashes, crashes)):
+            merged = [*older, *memory]  # the newest kept when both do not fit
+            memory.clear()
+            memory.extend(merged[-(memory.maxlen or len(merged)) :])
+        self._recalled = True
+
+    async def _journal_reopened(self, upto: int) -> None:
+        """The journal was unavailable at start and opened since: read what it held then."""
+        if not self._recalled:
+            await self._recall_history(upto)
+        await self.outbox.reload()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)

@@ -8,7 +8,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from pydantic_core import from_json
@@ -102,6 +102,8 @@ class Journal:
         self._checkpointing: asyncio.Task[None] | None = None
         self.unjournalled = 0
         """Events that should have been journalled but were pushed without a seq."""
+        self._reopen_hooks: list[Callable[[int], Coroutine[Any, Any, None]]] = []
+        self._hook_tasks: set[asyncio.Task[None]] = set()
 
     # lifecycle
 
@@ -109,6 +111,12 @@ class Journal:
     def enabled(self) -> bool:
         """Writing to disk is configured and there is an encoder to write with."""
         return self._settings.enabled and self._encoder is not None
+
+    def on_reopen(self, hook: Callable[[int], Coroutine[Any, Any, None]]) -> None:
+        """`hook(high_seq)` runs (in its own task) whenever the database opens after the
+        start: a journal unavailable at start (read-only, full) that became writable. What it
+        held up to `high_seq` was never read into memory: the hook reads it now."""
+        self._reopen_hooks.append(hook)
 
     def use_encoder(self, encoder: Encoder) -> None:
         """Give the encoder to a journal built without one (a front end handed a manager made
@@ -145,10 +153,10 @@ class Journal:
                     await self._out.join()
         except TimeoutError:
             logger.warning("journal: %d events not written at stop", len(self._pending))
-        for task in self._tasks:
+        for task in (*self._tasks, *self._hook_tasks):
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+        if self._tasks or self._hook_tasks:
+            await asyncio.wait([*self._tasks, *self._hook_tasks], timeout=5)
         self._tasks.clear()
         if self._checkpointing is not None:
             await asyncio.wait([self._checkpointing], timeout=5)
@@ -188,6 +196,16 @@ class Journal:
         if self._problem is not None:
             logger.info("journal %s: writable again", self.path)
         self._problem = None
+        if not first:
+            for hook in self._reopen_hooks:
+                task = asyncio.create_task(hook(self._last_seq), name="journal-reopened")
+                self._hook_tasks.add(task)
+                task.add_done_callback(self._hook_done)
+
+    def _hook_done(self, task: asyncio.Task[None]) -> None:
+        self._hook_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("journal: reading back after reopening failed", exc_info=task.exception())
 
     def _unavailable(self, why: str) -> None:
         if self._problem is None:
@@ -418,14 +436,16 @@ class Journal:
         )
         return HistoryPage(events=events, last_seq=self.last_seq, oldest_seq=self.oldest_seq)
 
-    async def newest(self, event: str, limit: int) -> list[tuple[float, JournalRecord]]:
-        """The newest `limit` records of one push name, oldest first, with their time (the
-        manager's activity and crash memory, refilled at start)."""
+    async def newest(
+        self, event: str, limit: int, upto: int = 2**63 - 1
+    ) -> list[tuple[float, JournalRecord]]:
+        """The newest `limit` records of one push name with seq <= `upto`, oldest first, with
+        their time (the manager's activity and crash memory, refilled at start)."""
         if not self.enabled or not self.store.is_open:
             return []
 
         def read(conn: sqlite3.Connection) -> list[tuple[float, JournalRecord]]:
-            rows = self.store.newest(conn, event, limit)
+            rows = self.store.newest(conn, event, limit, upto)
             return [(r[1], rec) for r, rec in zip(rows, _decode(rows), strict=True)]
 
         return await self.store.call(read)

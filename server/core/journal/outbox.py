@@ -90,6 +90,8 @@ class Outbox:
         self._watch: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
         self._started = False
+        self._unloaded = False
+        """The journal could not be read at start: `reload` reads it once it opens."""
         self.ignored_acks = 0
         """Control frames that acknowledged nothing (junk, unknown or another flow's id)."""
 
@@ -108,6 +110,7 @@ class Outbox:
                 rows = await call(_load)
             except Exception as err:  # unavailable journal: queued sends fail, typed, meanwhile
                 logger.error("outbox: queued messages cannot be loaded from the journal: %s", err)
+                self._unloaded = True
         for message_id, container_id, text in rows:
             q = self._queues.setdefault(container_id, _FlowQueue())
             q.items[message_id] = _Item(message_id, json.loads(text), committed=True)
@@ -121,6 +124,31 @@ class Outbox:
             logger.info(
                 "outbox: %d queued messages of %d flows reloaded", len(rows), len(self._queues)
             )
+
+    async def reload(self) -> None:
+        """Load what the journal held at start, when it could not be read then (it was
+        unavailable): those messages go before the ones queued since, in their order."""
+        if not self._unloaded or self._call is None or not self._started:
+            return
+        rows = await self._call(_load)
+        self._unloaded = False
+        acked = {mid for _, mid in self._acked}
+        stored: dict[str, list[tuple[str, str]]] = {}
+        for message_id, container_id, text in rows:
+            if message_id not in acked:
+                stored.setdefault(container_id, []).append((message_id, text))
+        for container_id, found in stored.items():
+            q = self._queues.setdefault(container_id, _FlowQueue())
+            items: dict[str, _Item] = {}
+            for message_id, text in found:
+                items[message_id] = q.items.get(message_id) or _Item(
+                    message_id, json.loads(text), committed=True
+                )
+            for message_id, item in q.items.items():  # committed after the read, or in flight
+                items.setdefault(message_id, item)
+            q.items = items
+            self._wake(container_id)
+        logger.info("outbox: %d queued messages reloaded from the journal", len(rows))
 
     async def stop(self) -> None:
         """Stop delivering; what is unacknowledged stays in the table for the next start."""

@@ -392,13 +392,15 @@ class JournalStore:
         sql = f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?"
         return self._rows(conn.execute(sql, (after_seq, limit)).fetchall())
 
-    def newest(self, conn: sqlite3.Connection, event: str, limit: int) -> list[StoredRow]:
-        """The newest `limit` rows of one push name, oldest first."""
+    def newest(
+        self, conn: sqlite3.Connection, event: str, limit: int, upto: int = 2**63 - 1
+    ) -> list[StoredRow]:
+        """The newest `limit` rows of one push name with seq <= `upto`, oldest first."""
         code = self._ids.get(event)
         if code is None:
             return []
-        sql = f"{_SELECT} WHERE event = ? ORDER BY seq DESC LIMIT ?"
-        rows = self._rows(conn.execute(sql, (code, limit)).fetchall())
+        sql = f"{_SELECT} WHERE event = ? AND seq <= ? ORDER BY seq DESC LIMIT ?"
+        rows = self._rows(conn.execute(sql, (code, upto, limit)).fetchall())
         rows.reverse()
         return rows
 
