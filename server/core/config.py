@@ -161,6 +161,10 @@ class FlowSettings(_Strict):
     max_frame_bytes: int = Field(default=1024 * 1024, ge=16)
     send_timeout: float = Field(default=5.0, gt=0)
     """Seconds a send may wait for a flow that does not read before socket_timeout_error."""
+    message_activity_per_second: int = Field(default=20, ge=0)
+    """Activity lines of one flow's messages per second, each way; the rest of the second's
+    messages are counted into one line (they are all pushed as `message_received` all the
+    same). 0: a line for every message."""
 
 
 class JournalSettings(_Strict):

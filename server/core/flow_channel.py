@@ -24,7 +24,6 @@ from server.core.errors import (
     InvalidRequest,
 )
 from server.core.events import (
-    ActivityLogged,
     FlowChannelConnected,
     FlowChannelLost,
     FlowFrameRejected,
@@ -33,7 +32,7 @@ from server.core.events import (
     now,
 )
 from server.core.frames import encode_frame, read_frame
-from server.core.masking import mask_value
+from server.core.message_activity import MessageActivity
 from server.core.models import ChannelInfo
 
 __all__ = ["FlowChannelHub", "MAX_SOCKET_PATH_BYTES"]
@@ -129,13 +128,6 @@ def check_socket_path(socket_path: str) -> None:
         )
 
 
-def _masked(message: dict[str, Any]) -> Any:
-    try:
-        return mask_value(message)
-    except RecursionError:
-        return "<message nested too deeply to show>"
-
-
 class FlowChannelHub:
     """The manager's side of every flow channel: the manager listens, the flow connects."""
 
@@ -150,6 +142,8 @@ class FlowChannelHub:
     ) -> None:
         self._bus = bus
         self._settings = settings
+        self.activity = MessageActivity(bus, settings.message_activity_per_second)
+        """The activity lines of messages both ways (a rate per flow, then a count)."""
         self._frame_timeout = frame_timeout
         """Seconds a started frame may take to arrive whole before the connection is reset."""
         self._inbound_rate = inbound_rate
@@ -191,6 +185,7 @@ class FlowChannelHub:
         channel = self._channels.pop(container_id, None)
         if channel is None:
             return
+        self.activity.forget(container_id)
         if channel.conn is not None:
             self._drop(channel, channel.conn, "channel closed by the manager")
         if channel.server is not None:
@@ -255,15 +250,7 @@ class FlowChannelHub:
         stamp = now()
         channel.last_communication = stamp
         self._bus.publish(FlowMessageSent(container_id=container_id, message=message, at=stamp))
-        self._bus.publish(
-            ActivityLogged(
-                activity_type="message_sent",
-                container_id=container_id,
-                at=stamp,
-                message=f"Message sent to flow {channel.short}",
-                details={"message": _masked(message)},
-            )
-        )
+        self.activity.line(container_id, "message_sent", message, stamp)
 
     async def _write(self, conn: _Connection, message: dict[str, Any], timeout: float) -> None:
         """Write one frame; return once all of it is in the socket (drain under `timeout`)."""
@@ -336,15 +323,7 @@ class FlowChannelHub:
                 self.on_control(cid, message[CONTROL_KEY])
             return
         self._bus.publish(FlowMessageReceived(container_id=cid, message=message, at=stamp))
-        self._bus.publish(
-            ActivityLogged(
-                activity_type="message_received",
-                container_id=cid,
-                at=stamp,
-                message=f"Message received from flow {channel.short}",
-                details={"message": _masked(message)},
-            )
-        )
+        self.activity.line(cid, "message_received", message, stamp)
 
     def _drop(self, channel: _Channel, conn: _Connection, reason: str) -> None:
         """Reset `conn`; publish FlowChannelLost if it was the channel's current one."""

@@ -417,3 +417,68 @@ async def test_the_socket_is_reachable_by_a_flow_of_another_uid(
     path = sock_dir / "c1" / "flow.sock"
     await hub.open("c1", str(path))
     assert stat.S_IMODE(path.stat().st_mode) == 0o666
+
+
+async def test_a_flood_of_messages_gets_its_lines_up_to_the_rate_then_one_count(
+    bus: EventBus, sock_dir: Path
+) -> None:
+    """A flow sending 500 messages at once: every one is a `message_received`, 20 of them get an
+    activity line, the other 480 one line at the end of the second; the next second starts
+    afresh. Sends the same; closing the channel says what is still counted."""
+    hub = FlowChannelHub(bus, FlowSettings(max_frame_bytes=4096, message_activity_per_second=20))
+    async with bus.subscribe(maxsize=100_000) as sub:
+        try:
+            reader, writer = await connect(hub, sub, "c1", sock_dir / "c1.sock")
+            writer.write(b"".join(encode_frame({"n": n, "token": "t"}, 4096) for n in range(500)))
+            received: list[FlowMessageReceived] = []
+            lines: list[ActivityLogged] = []
+            async with asyncio.timeout(5):
+                while not lines or "not_logged" not in lines[-1].details:
+                    event = await sub.get()
+                    if isinstance(event, FlowMessageReceived):
+                        received.append(event)
+                    elif isinstance(event, ActivityLogged):
+                        lines.append(event)
+            assert [e.message["n"] for e in received] == list(range(500))
+            assert len(lines) == 21
+            assert [line.details["message"]["n"] for line in lines[:20]] == list(range(20))
+            assert all(line.details["message"]["token"] == "***" for line in lines[:20])
+            count = lines[20]
+            assert count.activity_type == "message_received"
+            assert count.details == {"not_logged": 480, "per_second": 20}
+            assert count.message.startswith("480 more messages received from flow c1 ")
+
+            # a new second: a line again
+            writer.write(encode_frame({"n": 500}, 4096))
+            line = await wait_for(sub, lambda e: isinstance(e, ActivityLogged))
+            assert isinstance(line, ActivityLogged) and line.details["message"] == {"n": 500}
+
+            # sends: 25 at once, 20 lines, and the count said when the channel closes
+            for n in range(25):
+                await hub.send("c1", {"n": n})
+            await hub.close("c1")
+            sent = []
+            while (queued := sub.get_nowait()) is not None:
+                if isinstance(queued, ActivityLogged) and queued.activity_type == "message_sent":
+                    sent.append(queued)
+            assert len(sent) == 21 and sent[-1].details["not_logged"] == 5
+            assert reader is not None
+        finally:
+            await hub.aclose()
+
+
+async def test_zero_gives_every_message_its_line(bus: EventBus, sock_dir: Path) -> None:
+    hub = FlowChannelHub(bus, FlowSettings(max_frame_bytes=4096, message_activity_per_second=0))
+    async with bus.subscribe(maxsize=100_000) as sub:
+        try:
+            _, writer = await connect(hub, sub, "c1", sock_dir / "c1.sock")
+            writer.write(b"".join(encode_frame({"n": n}, 4096) for n in range(300)))
+            lines: list[int] = []
+            async with asyncio.timeout(5):
+                while len(lines) < 300:
+                    event = await sub.get()
+                    if isinstance(event, ActivityLogged):
+                        lines.append(event.details["message"]["n"])
+            assert lines == list(range(300))
+        finally:
+            await hub.aclose()
