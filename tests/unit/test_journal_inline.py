@@ -1,4 +1,5 @@
-"""Small appends written on the loop's thread while the writer thread is idle; never beside it."""
+"""Appends written on the loop's thread, in pieces, while the writer thread is idle; never
+beside it."""
 
 from __future__ import annotations
 
@@ -28,17 +29,28 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counted_calls
 
 
-async def test_a_small_batch_is_written_inline_and_a_large_one_on_the_thread(
+async def test_a_burst_is_written_inline_in_pieces_with_the_loop_turning_between(
     tmp_path: Path,
 ) -> None:
     async with Run(settings(tmp_path)) as run:
         run.bus.publish(msg(n=0))
         await run.settle(1)
         assert run.journal.inline == 1
+        seen: set[int] = set()
+
+        async def ticker() -> None:
+            while True:
+                seen.add(run.journal.transactions)
+                await asyncio.sleep(0)
+
+        ticking = asyncio.create_task(ticker())
         for i in range(1, 1 + journal_module.INLINE_MAX + 1):
             run.bus.publish(msg(n=i))
         await run.settle(journal_module.INLINE_MAX + 2)
-        assert run.journal.transactions == 2 and run.journal.inline == 1
+        ticking.cancel()
+        assert run.journal.transactions == 3 and run.journal.inline == 3
+        assert 2 in seen  # the loop ran between the two pieces
+        assert [len(b) for b in run.batches] == [1, journal_module.INLINE_MAX, 1]
         assert [r.seq for r in run.records] == list(range(1, journal_module.INLINE_MAX + 3))
 
 

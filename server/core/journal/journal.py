@@ -46,9 +46,11 @@ RETRY_SECONDS = 1.0
 RETENTION_SECONDS = 30.0
 """How often retention looks at the age and size of the journal."""
 
-INLINE_MAX = 64
-"""A batch of at most this many events is written on the loop's thread when the writer
-thread is idle (see JournalStore.call_inline); larger ones go to the thread."""
+INLINE_MAX = 1000
+"""Events per piece: what is pending is written in pieces of at most this many, each one
+transaction on the loop's thread (a few ms at most) while the writer thread is idle, the loop
+turning between pieces. Handing appends to the writer thread instead cost ~25 % more CPU per
+event (the two threads taking turns at the GIL); see bench/RESULTS.md "The journal"."""
 
 CHECKPOINT_ROWS = 20_000
 """Rows appended between two checkpoints (on the writer thread; ~8 MB of WAL); and one every
@@ -287,7 +289,11 @@ class Journal:
             self._wake.clear()
             self._idle.clear()
             while self._pending:
-                batch, self._pending = self._pending, []
+                if len(self._pending) <= INLINE_MAX:
+                    batch, self._pending = self._pending, []
+                else:
+                    batch = self._pending[:INLINE_MAX]
+                    del self._pending[:INLINE_MAX]
                 try:
                     records = await self._commit(batch)
                 except Exception:  # never let the live stream stop: push without seqs
@@ -300,6 +306,8 @@ class Journal:
                 self._done += len(batch)
                 self._progress.set()
                 self._progress.clear()
+                if self._pending:
+                    await asyncio.sleep(0)  # the rest of a burst: let the loop run first
             self._idle.set()
 
     async def _deliver(self) -> None:
