@@ -366,12 +366,16 @@ class Journal:
 
         try:
             try:
-                if len(keep) > INLINE_MAX:
-                    raise StoreBusy
-                first = store.call_inline(write)
-                self.inline += 1
+                first = self._inline(write, len(keep))
             except StoreBusy:
-                first = await store.call(write)
+                # the writer thread holds the connection (a checkpoint, retention, a read):
+                # wait for it to let go, then write here; appending on the thread instead
+                # while the loop runs costs both threads their turns at the GIL
+                await store.call(_nothing)
+                try:
+                    first = self._inline(write, len(keep))
+                except StoreBusy:
+                    first = await store.call(write)
         except (sqlite3.Error, OSError) as err:
             broken = isinstance(err, sqlite3.Error) and not is_environment_error(err)
             if broken and self._problem is None:  # once, not at every retry
@@ -390,6 +394,13 @@ class Journal:
         self._last_seq = first + len(keep) - 1
         if not self._oldest_seq:
             self._oldest_seq = first
+        return first
+
+    def _inline(self, write: Callable[[sqlite3.Connection], int], count: int) -> int:
+        if count > INLINE_MAX:
+            raise StoreBusy
+        first = self.store.call_inline(write)
+        self.inline += 1
         return first
 
     async def _checkpoint(self) -> None:
@@ -494,6 +505,10 @@ class Journal:
             self._oldest_seq = await self.store.call(JournalStore.oldest)
             logger.info("journal retention: %d old events deleted", total)
         return total
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    """Run on the writer thread: returns once what the thread was doing is done."""
 
 
 def _text(payload: dict[str, Any]) -> str | None:
