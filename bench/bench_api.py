@@ -31,6 +31,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ def write_config(
     nice: int | None,
     code_roots: list[str] | None = None,
     journal: bool = True,
+    run: str = RUN,
 ) -> None:
     server_nice = {} if nice is None else {"nice": nice}
     path.write_text(
@@ -103,8 +105,8 @@ def write_config(
                 },
                 "docker": {
                     "default_image": "flow:latest",
-                    "network": f"flowmgr-{RUN}",
-                    "instance": RUN,
+                    "network": f"flowmgr-{run}",
+                    "instance": run,
                     "stop_timeout": 2,
                     "code_roots": code_roots or [],
                 },
@@ -115,9 +117,9 @@ def write_config(
     )
 
 
-def cleanup(sock_dir: Path) -> None:
+def cleanup(sock_dir: Path, run: str = RUN) -> None:
     """Remove every container and network of this run (by its own instance label)."""
-    label = f"label=flowmgr.instance={RUN}"
+    label = f"label=flowmgr.instance={run}"
     ids = subprocess.run(
         ["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True
     ).stdout.split()
@@ -137,7 +139,7 @@ def cleanup(sock_dir: Path) -> None:
         time.sleep(0.5)
     else:
         say(
-            f"warning: network of {RUN} still in use after 30 s; remove it with "
+            f"warning: network of {run} still in use after 30 s; remove it with "
             f"docker network rm $(docker network ls -q --filter {label})"
         )
     shutil.rmtree(sock_dir, ignore_errors=True)
@@ -150,13 +152,15 @@ async def server_process(
     code_roots: list[str] | None = None,
     journal: bool = True,
     prepare: Callable[[Path], Awaitable[None]] | None = None,
+    run: str = RUN,
 ) -> AsyncIterator[tuple[str, psutil.Process]]:
     """`python -m server` on a free port; its URL and process handle. `prepare(config)` runs
-    before the service starts (e.g. to fill its journal)."""
-    sock_dir = Path("/tmp/fmb") / RUN
+    before the service starts (e.g. to fill its journal). Services side by side need their own
+    `run` (their instance label: neither adopts the other's containers)."""
+    sock_dir = Path("/tmp/fmb") / run
     sock_dir.mkdir(parents=True)
-    config = sock_dir.parent / f"{RUN}.json"
-    write_config(config, sock_dir, nice, code_roots, journal)
+    config = sock_dir.parent / f"{run}.json"
+    write_config(config, sock_dir, nice, code_roots, journal, run)
     if prepare is not None:
         await prepare(config)
     port = free_port()
@@ -184,7 +188,7 @@ async def server_process(
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        cleanup(sock_dir)
+        cleanup(sock_dir, run)
         config.unlink(missing_ok=True)
 
 
@@ -344,40 +348,95 @@ async def bench_fanout(
     say(f"fanout status_changed to {listeners} clients ({changes} changes): {summary(lat)}")
 
 
-async def bench_send(
-    url: str, messages: int, window: int, runs: int, server: psutil.Process
-) -> None:
+@dataclass
+class SendTarget:
+    """One service under the send benchmark: its bare client, echo flow and runs so far."""
+
+    label: str
+    wire: WireClient
+    cid: str
+    server: psutil.Process
+    cpu_ms: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def send_target(
+    label: str, url: str, server: psutil.Process, window: int, run: str
+) -> AsyncIterator[SendTarget]:
     async with clients(url, 1) as (c,):
-        cid = await echo_flow(c)
+        cid = await echo_flow(c, run)
     # Only the bare client stays connected: python-socketio's client would be the bottleneck.
     async with WireClient(url) as wire:
         await pipelined_sends(wire, cid, 500, window)  # warm-up
-        for run in range(runs):
-            wire.broadcasts.clear()
-            server.cpu_percent()
-            spent = cpu_seconds(server)
-            sys0 = server.cpu_times().system
-            ctx0 = server.num_ctx_switches()
-            mine = psutil.Process()
-            mine.cpu_percent()
-            began = time.perf_counter()
-            ok = await pipelined_sends(wire, cid, messages, window)
-            took = time.perf_counter() - began
-            cpu, client_cpu = server.cpu_percent(), mine.cpu_percent()
-            per_request = (cpu_seconds(server) - spent) / messages * 1000
-            sys_ms = (server.cpu_times().system - sys0) / messages * 1000
-            ctx1 = server.num_ctx_switches()
-            switches = (
-                ctx1.voluntary + ctx1.involuntary - ctx0.voluntary - ctx0.involuntary
-            ) / messages
+        yield SendTarget(label, wire, cid, server)
+
+
+async def send_run(t: SendTarget, run: int, messages: int, window: int) -> None:
+    """One timed run of `messages` pipelined send_message into `t`'s echo flow."""
+    wire, server = t.wire, t.server
+    wire.broadcasts.clear()
+    server.cpu_percent()
+    spent = cpu_seconds(server)
+    sys0 = server.cpu_times().system
+    ctx0 = server.num_ctx_switches()
+    mine = psutil.Process()
+    mine.cpu_percent()
+    began = time.perf_counter()
+    ok = await pipelined_sends(wire, t.cid, messages, window)
+    took = time.perf_counter() - began
+    cpu, client_cpu = server.cpu_percent(), mine.cpu_percent()
+    per_request = (cpu_seconds(server) - spent) / messages * 1000
+    sys_ms = (server.cpu_times().system - sys0) / messages * 1000
+    ctx1 = server.num_ctx_switches()
+    switches = (ctx1.voluntary + ctx1.involuntary - ctx0.voluntary - ctx0.involuntary) / messages
+    t.cpu_ms.append(per_request)
+    t.rates.append(messages / took)
+    say(
+        f"send run {run + 1} ({t.label}): {messages} send_message in {took:.2f} s = "
+        f"{messages / took:,.0f} req/s, answers {ok}/{messages}, flow replies "
+        f"(message_received) so far {wire.broadcasts['message_received']}, "
+        f"server CPU {cpu:.0f} % = {per_request:.3f} ms CPU per request "
+        f"({sys_ms:.3f} in the kernel, {switches:.1f} context switches) "
+        f"(one core's worth: {1000 / per_request:,.0f} req/s), "
+        f"client CPU {client_cpu:.0f} %, load average {os.getloadavg()[0]:.1f}"
+    )
+
+
+async def bench_send(args: argparse.Namespace) -> None:
+    """`send`: with `--journal both`, a service with the journal on and one with it off run
+    side by side and take turns run by run (on, off, on, off...), so a host that slows down
+    or speeds up in the meantime weighs on both alike; medians and their ratio at the end."""
+    modes = {"on": [True], "off": [False], "both": [True, False]}[args.journal]
+    async with contextlib.AsyncExitStack() as stack:
+        targets: list[SendTarget] = []
+        for journal in modes:
+            label = f"journal {'on' if journal else 'off'}"
+            instance = f"{RUN}{'j' if journal else 'n'}"
+            url, server = await stack.enter_async_context(
+                server_process(args.profile, args.server_nice, journal=journal, run=instance)
+            )
+            targets.append(
+                await stack.enter_async_context(
+                    send_target(label, url, server, args.window, instance)
+                )
+            )
+        for n in range(args.runs):
+            for t in targets:
+                await send_run(t, n, args.messages, args.window)
+        for t in targets:
             say(
-                f"send run {run + 1}: {messages} send_message in {took:.2f} s = "
-                f"{messages / took:,.0f} req/s, answers {ok}/{messages}, flow replies "
-                f"(message_received) so far {wire.broadcasts['message_received']}, "
-                f"server CPU {cpu:.0f} % = {per_request:.3f} ms CPU per request "
-                f"({sys_ms:.3f} in the kernel, {switches:.1f} context switches) "
-                f"(one core's worth: {1000 / per_request:,.0f} req/s), "
-                f"client CPU {client_cpu:.0f} %, load average {os.getloadavg()[0]:.1f}"
+                f"send, {t.label}: median {statistics.median(t.rates):,.0f} req/s, "
+                f"{statistics.median(t.cpu_ms):.3f} ms server CPU per request over {args.runs} "
+                f"runs; server RSS {t.server.memory_info().rss / 2**20:.0f} MiB"
+            )
+        if len(targets) == 2:
+            on, off = (statistics.median(t.cpu_ms) for t in targets)
+            paired = [a / b for a, b in zip(targets[0].cpu_ms, targets[1].cpu_ms, strict=True)]
+            say(
+                f"send: the journal adds {100 * (on / off - 1):+.1f} % server CPU per request "
+                f"(ratio of medians; median of the per-run ratios "
+                f"{100 * (statistics.median(paired) - 1):+.1f} %)"
             )
 
 
@@ -462,9 +521,9 @@ async def pipelined_sends(c: WireClient, cid: str, messages: int, window: int) -
     return answered
 
 
-async def echo_flow(c: Client) -> str:
+async def echo_flow(c: Client, run: str = RUN) -> str:
     """One echo flow (flow:latest, the default image), connected to its socket."""
-    made = await c.call("create_container", {"name": f"{RUN}-echo"})
+    made = await c.call("create_container", {"name": f"{run}-echo"})
     cid = str(made["container_id"])
     await c.call("start_container", {"container_id": cid})
     async with asyncio.timeout(60):
@@ -487,7 +546,7 @@ async def main(argv: list[str] | None = None) -> None:
         "--journal",
         choices=["on", "off", "both"],
         default="both",
-        help="send: with the journal on, off, or both one after the other (default)",
+        help="send: with the journal on, off, or both side by side, run by run (default)",
     )
     parser.add_argument(
         "--server-nice",
@@ -512,14 +571,7 @@ async def main(argv: list[str] | None = None) -> None:
         async with server_process(args.profile, args.server_nice) as (url, server):
             await docker_benches(url, server, args)
     if "send" in args.which:
-        for journal in {"on": [True], "off": [False], "both": [True, False]}[args.journal]:
-            say(f"send with the journal {'on' if journal else 'off'}:")
-            async with server_process(args.profile, args.server_nice, journal=journal) as (
-                url,
-                server,
-            ):
-                await bench_send(url, args.messages, args.window, args.runs, server)
-                say(f"server RSS {server.memory_info().rss / 2**20:.0f} MiB")
+        await bench_send(args)
 
 
 async def docker_benches(url: str, server: psutil.Process, args: argparse.Namespace) -> None:
