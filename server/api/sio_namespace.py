@@ -70,10 +70,10 @@ class UndecodableAsEvent:
 
     @staticmethod
     def dumps(value: Any, **kwargs: Any) -> str:
-        """Compact JSON (what `separators=(",", ":")` asks for) by pydantic's Rust encoder:
-        ~1.5 us for a push where the standard library takes ~8, on every packet sent. A
-        string UTF-8 cannot hold (a lone surrogate echoed from a request) is escaped by the
-        standard library's encoder instead."""
+        """Compact JSON (what `separators=(",", ":")` asks for) by pydantic's Rust encoder,
+        several times faster than the standard library's on every packet sent. A string UTF-8
+        cannot hold (a lone surrogate echoed from a request) is escaped by the standard
+        library's encoder instead."""
         try:
             return to_json(value).decode()
         except ValueError:

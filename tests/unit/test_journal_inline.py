@@ -131,3 +131,20 @@ async def test_a_checkpoint_follows_any_write_within_the_retention_period(
             lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         )
         assert wal[1] == wal[2]  # every WAL frame is in the database
+
+
+async def test_one_checkpoint_every_checkpoint_transactions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, calls: list[int]
+) -> None:
+    """One event per transaction writes whole pages each time: the WAL is reused after a
+    bounded number of transactions, not only after CHECKPOINT_ROWS rows."""
+    monkeypatch.setattr(journal_module, "CHECKPOINT_TRANSACTIONS", 10)
+    async with Run(settings(tmp_path)) as run:
+        for i in range(25):
+            run.bus.publish(msg(n=i))
+            await run.settle(i + 1)  # its own transaction
+            async with asyncio.timeout(5):
+                while run.journal._checkpointing is not None:
+                    await asyncio.sleep(0.01)
+        assert run.journal.transactions == 25
+    assert len(calls) == 2  # at 10 and at 20 transactions

@@ -49,12 +49,18 @@ RETENTION_SECONDS = 30.0
 INLINE_MAX = 1000
 """Events per piece: what is pending is written in pieces of at most this many, each one
 transaction on the loop's thread (a few ms at most) while the writer thread is idle, the loop
-turning between pieces. Handing appends to the writer thread instead cost ~25 % more CPU per
-event (the two threads taking turns at the GIL); see bench/RESULTS.md "The journal"."""
+turning between pieces: appends on the writer thread, beside the running loop, cost more CPU
+than the writes themselves (the two threads taking turns at the GIL)."""
 
 CHECKPOINT_ROWS = 20_000
-"""Rows appended between two checkpoints (on the writer thread; ~8 MB of WAL); and one every
-RETENTION_SECONDS after anything was written."""
+"""Rows appended between two checkpoints (on the writer thread; ~8 MB of WAL in large
+transactions); also one every CHECKPOINT_TRANSACTIONS, and every RETENTION_SECONDS after
+anything was written."""
+
+CHECKPOINT_TRANSACTIONS = 1000
+"""Transactions between two checkpoints: each one appends whole pages of the table and its two
+indexes to the WAL (~12-16 KB for one event), so at one event per transaction the rows alone
+would let the WAL grow to ~300 MB before it is reused."""
 
 TRIM_CHUNK = 2000
 """Rows one retention transaction deletes at most (appends interleave between chunks)."""
@@ -97,6 +103,7 @@ class Journal:
         self.inline = 0
         """Of those, written on the loop's thread (small, while the writer thread was idle)."""
         self._since_checkpoint = 0
+        self._tx_since_checkpoint = 0
         self._tapped = 0
         """Events taken from the bus so far; `_done`: of those, written (or given up on)."""
         self._done = 0
@@ -388,8 +395,12 @@ class Journal:
             self._problem = None
         self.transactions += 1
         self._since_checkpoint += len(keep)
-        if self._since_checkpoint >= CHECKPOINT_ROWS and self._checkpointing is None:
-            self._since_checkpoint = 0
+        self._tx_since_checkpoint += 1
+        if self._checkpointing is None and (
+            self._since_checkpoint >= CHECKPOINT_ROWS
+            or self._tx_since_checkpoint >= CHECKPOINT_TRANSACTIONS
+        ):
+            self._since_checkpoint = self._tx_since_checkpoint = 0
             self._checkpointing = asyncio.create_task(self._checkpoint(), name="journal-ckpt")
         self._last_seq = first + len(keep) - 1
         if not self._oldest_seq:
@@ -482,7 +493,7 @@ class Journal:
                 # a checkpoint is the WAL's only fsync: at a low rate the row count alone
                 # would leave the last events unsynced for hours (see Durability in PROTOCOL)
                 if self._since_checkpoint and self._checkpointing is None:
-                    self._since_checkpoint = 0
+                    self._since_checkpoint = self._tx_since_checkpoint = 0
                     await self._checkpoint()
             elif self._problem is not None and time.monotonic() >= self._retry_at:
                 await self._open()
