@@ -12,6 +12,7 @@ from engineio import packet as eio_packet
 
 from server.api.errors import error_payload
 from server.api.sio_bridge import push_payload
+from server.api.sio_manager import event_packet
 from server.core.errors import InvalidRequest
 from server.core.journal.records import JournalRecord, with_seq
 from server.wire.requests import MAX_SEQ
@@ -80,8 +81,6 @@ class Resume:
         self.cursor = -1
         """Highest seq sent to the client; records at or below it are never sent again."""
         self.sent = 0
-        self._names: dict[str, str] = {}
-        """Push name -> its JSON string."""
 
     def start_holding(self) -> None:
         """Hold live records for the client from now on: call before the journal is read."""
@@ -160,7 +159,7 @@ class Resume:
             if text is None:
                 packet = "2" + dumps([rec.event, push_payload(rec)])
             else:
-                packet = f"2[{self._name(rec.event)},{text}]"
+                packet = event_packet(rec.event, text)
             put(eio_packet.Packet(eio_packet.MESSAGE, packet))
             self.sent += 1
             if self.sent % _YIELD_EVERY == 0:
@@ -179,21 +178,12 @@ class Resume:
             if seq <= self.cursor:
                 continue
             self.cursor = seq
-            put(
-                eio_packet.Packet(
-                    eio_packet.MESSAGE, f"2[{self._name(event)},{with_seq(text, seq)}]"
-                )
-            )
+            put(eio_packet.Packet(eio_packet.MESSAGE, event_packet(event, with_seq(text, seq))))
             self.sent += 1
             if self.sent % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
                 if sock.closed:
                     return
-
-    def _name(self, event: str) -> str:
-        """The push name as JSON text."""
-        names = self._names
-        return names.get(event) or names.setdefault(event, engineio_json.dumps(event))
 
     def _socket(self) -> Any:
         """The client's engine.io socket (None once it is gone)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import deque
@@ -13,9 +14,20 @@ from socketio import packet as sio_packet
 
 from server.api.auth import AUTHENTICATED
 
-__all__ = ["DirectEmitManager"]
+__all__ = ["DirectEmitManager", "event_packet"]
 
 logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=64)
+def _event_json(event: str) -> str:
+    return json.dumps(event)
+
+
+def event_packet(event: str, payload_json: str) -> str:
+    """The Socket.IO packet of one event in the default namespace whose payload is JSON text
+    already: what `emit` would encode, without encoding the payload again."""
+    return f"{sio_packet.EVENT}[{_event_json(event)},{payload_json}]"
 
 
 class _Pending:
@@ -56,8 +68,6 @@ class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
         self._pending: dict[str, _Pending] = {}
         """eio sid -> the sizes of our packets still in its queue."""
         self.dropped_clients = 0
-        self._names: dict[str, str] = {}
-        """Event name -> its JSON text (a handful of push names)."""
 
     async def emit(
         self,
@@ -96,8 +106,7 @@ class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
         """Emit one event whose payload is JSON text already (the journal's), in the default
         namespace: the packet `emit` would send, without encoding the payload again."""
         if "/" in self.rooms:
-            name = self._names.get(event) or self._names.setdefault(event, json.dumps(event))
-            await self._fan_out([f"{sio_packet.EVENT}[{name},{payload_json}]"], "/", room, None)
+            await self._fan_out([event_packet(event, payload_json)], "/", room, None)
 
     async def _fan_out(self, parts: list[Any], namespace: str, room: Any, skip_sid: Any) -> None:
         """Put the encoded packet in the queue of every participant of `room`."""
