@@ -92,14 +92,14 @@ async def test_no_automatic_checkpoint_and_one_every_checkpoint_rows(
             lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         )
         assert auto == 0
-        for i in range(120):
-            run.bus.publish(msg(n=i))
-            await asyncio.sleep(0)
-        await run.settle(120)
-        async with asyncio.timeout(5):
-            while run.journal._checkpointing is not None:
-                await asyncio.sleep(0.01)
-    assert len(calls) == 2  # at 50 and at 100 rows
+        for burst in range(4):  # 30 rows each: past 50 rows at 60 and at 120
+            for i in range(30):
+                run.bus.publish(msg(n=burst * 30 + i))
+            await run.settle(30 * (burst + 1))
+            async with asyncio.timeout(5):
+                while run.journal._checkpointing is not None:
+                    await asyncio.sleep(0.01)
+    assert len(calls) == 2
 
 
 async def test_a_closed_store_is_busy_not_a_crash(tmp_path: Path) -> None:
@@ -148,3 +148,24 @@ async def test_one_checkpoint_every_checkpoint_transactions(
                     await asyncio.sleep(0.01)
         assert run.journal.transactions == 25
     assert len(calls) == 2  # at 10 and at 20 transactions
+
+
+async def test_events_of_a_busy_loop_share_a_transaction_and_a_lone_one_waits_a_few_turns(
+    tmp_path: Path,
+) -> None:
+    """Group commit: one event per turn of the loop (requests under load) does not make one
+    transaction each; an event alone (a round trip) is written after a few idle turns."""
+    async with Run(settings(tmp_path)) as run:
+        for i in range(20):
+            run.bus.publish(msg(n=i))
+            await asyncio.sleep(0)
+        await run.settle(20)
+        assert run.journal.transactions <= 2
+        before = run.journal.transactions
+        run.bus.publish(msg(n=99))
+        turns = 0
+        while len(run.records) < 21:
+            await asyncio.sleep(0)
+            turns += 1
+        assert run.journal.transactions == before + 1
+        assert turns <= journal_module.GATHER_QUIET + 6
