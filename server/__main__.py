@@ -49,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         logger.error("cannot start: %s", err)
         return 2
-    server = GracefulServer(uvicorn_config(service, settings))
-    asyncio.run(server.serve())
+    config = uvicorn_config(service, settings)
+    server = GracefulServer(config)
+    # uvicorn's loop=auto: uvloop when installed, as `uvicorn main:app` runs; it costs ~13 %
+    # less CPU per request than asyncio's loop here (bench/RESULTS.md, issue 14)
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(server.serve())
     return 0 if server.started else 1
 
 
