@@ -82,3 +82,18 @@ def test_bad_env_value_is_reported(tmp_path: Path) -> None:
 def test_keyword_overrides(tmp_path: Path) -> None:
     s = load_settings(_write(tmp_path, {}), env={}, docker__stop_timeout=2)
     assert s.docker.stop_timeout == 2
+
+
+@pytest.mark.parametrize("bad", [-1, "many", 2.5, None, [20]])
+def test_message_activity_rate_refuses_what_is_not_a_count(tmp_path: Path, bad: Any) -> None:
+    path = _write(tmp_path, {"flow": {"message_activity_per_second": bad}})
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert "flow.message_activity_per_second" in err.value.message
+
+
+def test_message_activity_rate_zero_means_every_message_and_large_is_kept() -> None:
+    assert load_settings(None, env={}).flow.message_activity_per_second == 20
+    for value in (0, 10**9):
+        got = load_settings(None, env={}, flow__message_activity_per_second=value)
+        assert got.flow.message_activity_per_second == value
