@@ -20,6 +20,7 @@ from server.core.events import (
     DockerConnectionRestored,
     StatusReported,
 )
+from server.core.fd_budget import FdBudget
 from server.core.flow_channel import FlowChannelHub
 from server.core.host_paths import BindPins
 from server.core.journal.journal import Journal
@@ -59,6 +60,8 @@ class ContainerManager(ContainerActions):
         self.journal = Journal(settings, self.bus, journal_encoder)
         """Every pushed event with its seq (the front end gives the encoder; none: no journal)."""
         self.adapter = adapter or DockerAdapter(settings.docker.call_timeout)
+        self.fd_budget = FdBudget()
+        """Descriptors each flow holds (sockets, kept-open sample files), under its id."""
         self.hub = FlowChannelHub(self.bus, settings.flow)
         self.outbox = Outbox(self.hub, self.bus, max_per_flow=settings.journal.queue_max_per_flow)
         self.outbox.journal_flushed = self.journal.flushed
