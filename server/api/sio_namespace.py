@@ -350,6 +350,7 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     ) -> dict[str, Any]:
         """Validate, act, then emit the answer (or `error`) to `sid`; the result is the ack."""
         try:
+            await self.manager.until_adopted()  # at start: wait (bounded), then a typed error
             payload = await act(parse_request(schema, data))
         except Exception as exc:  # every failure becomes an `error` to this client only
             payload, answer = error_payload(exc, operation, data), "error"

@@ -12,7 +12,14 @@ import logging
 import resource
 import threading
 
+from server.core.errors import DescriptorBudgetExhausted
+
+__all__ = ["CHANNEL_FDS", "FdBudget", "raise_soft_limit"]
+
 log = logging.getLogger(__name__)
+
+CHANNEL_FDS = 2
+"""What a flow's channel holds: its listening socket and the flow's accepted connection."""
 
 _UNLIMITED = 1 << 20
 """What an unlimited soft limit counts as (the kernel's nr_open default caps it anyway)."""
@@ -28,14 +35,20 @@ def _finite(value: int) -> int:
 
 
 def raise_soft_limit() -> tuple[int, int]:
-    """RLIMIT_NOFILE soft raised to the hard limit (start-up); returns (soft, hard) after."""
+    """RLIMIT_NOFILE soft raised to the hard limit (start-up); returns (soft, hard) after.
+
+    Logs the limits once: each flow holds descriptors (socket, connection, sample files), so
+    the number of flows this process can serve follows from it.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError) as exc:  # an unlimited hard limit above nr_open: keep soft
             log.warning("could not raise the open-files limit from %d to %d: %s", soft, hard, exc)
-    return _soft_hard()
+    after = _soft_hard()
+    log.info("open-files limit %d (hard %d): raise LimitNOFILE / ulimit -n for more flows", *after)
+    return after
 
 
 class FdBudget:
@@ -97,6 +110,23 @@ class FdBudget:
         """What may still be taken (never negative)."""
         with self._lock:
             return self._available()
+
+    def refusal(self, what: str, n: int) -> DescriptorBudgetExhausted:
+        """The typed error of a refused take, with the numbers that explain it."""
+        with self._lock:
+            available, total = self._available(), self._total
+        return DescriptorBudgetExhausted(
+            f"no open-file descriptors left for {what}: {n} needed, {available} available "
+            f"(open-files limit {self.limit}, {self.reserve} kept for the API and the engine, "
+            f"{total} held by flows); raise LimitNOFILE (ulimit -n) or remove flows",
+            details={
+                "limit": self.limit,
+                "setting": "LimitNOFILE",
+                "needed": n,
+                "available": available,
+                "reserve": self.reserve,
+            },
+        )
 
     def _available(self) -> int:
         return max(0, self.limit - self.reserve - self._total)

@@ -31,7 +31,7 @@ from server.core.log_tail import LogTail
 from server.core.logs import LogFollowers
 from server.core.masking import mask_log_line
 from server.core.models import ContainerSnapshot, ContainerStatus
-from server.core.monitor import DockerMonitor
+from server.core.monitor import ADOPTION_WAIT, DockerMonitor, adopting_error
 from server.core.policy import validate_code_settings
 from server.core.registry import Record, Registry
 from server.core.state_dir import StateDir
@@ -63,7 +63,7 @@ class ContainerManager(ContainerActions):
         self.adapter = adapter or DockerAdapter(settings.docker.call_timeout)
         self.fd_budget = FdBudget()
         """Descriptors each flow holds (sockets, kept-open sample files), under its id."""
-        self.hub = FlowChannelHub(self.bus, settings.flow)
+        self.hub = FlowChannelHub(self.bus, settings.flow, budget=self.fd_budget)
         self.outbox = Outbox(self.hub, self.bus, max_per_flow=settings.journal.queue_max_per_flow)
         self.outbox.journal_flushed = self.journal.flushed
         self._recalled = False
@@ -103,8 +103,12 @@ class ContainerManager(ContainerActions):
         """The last engine loss or return published (None until the engine is first lost)."""
         return self.monitor.engine_change
 
-    async def start(self) -> None:
-        """Connect, adopt labelled containers, start the watchers (retries when Docker is down)."""
+    async def start(self, *, adopt_wait: float | None = None) -> None:
+        """Connect, adopt labelled containers, start the watchers (retries when Docker is down).
+
+        Waits for the first adoption (or the engine's first failure) up to `docker.call_timeout`,
+        or up to `adopt_wait` seconds when given: the API listens while 1,000 flows are adopted.
+        """
         if self._started:
             return
         validate_code_settings(self.settings)  # ConfigError: an unsafe code root stops the start
@@ -124,14 +128,13 @@ class ContainerManager(ContainerActions):
             raise
         self._started = True
         self._spawn(self.monitor.run(), "docker-events")
+        wait = self.settings.docker.call_timeout
         try:
-            async with asyncio.timeout(self.settings.docker.call_timeout):
+            async with asyncio.timeout(wait if adopt_wait is None else min(adopt_wait, wait)):
                 await self.monitor.tried.wait()
         except TimeoutError:
-            logger.warning(
-                "the Docker Engine did not answer within %.0f s of start",
-                self.settings.docker.call_timeout,
-            )
+            if adopt_wait is None:
+                logger.warning("the Docker Engine did not answer within %.0f s of start", wait)
         self.set_sampling(True)
         self._spawn(self._report_status(), "status-reporter")
         self._spawn(self._drop_orphan_queues(), "outbox-orphans")
@@ -347,6 +350,21 @@ class ContainerManager(ContainerActions):
             "event_handler": "active" if up and self.monitor.streaming else "unavailable",
             "journal": self.journal.health(),
         }
+
+    def adoption(self) -> tuple[int, int | None] | None:
+        """(adopted, listed) while the first adoption runs (listed None until the engine's list
+        answered); None once done, or while the engine is away (health_reason says why)."""
+        return self.monitor.adoption
+
+    async def until_adopted(self, timeout: float = ADOPTION_WAIT) -> None:
+        """Return once the first adoption is done (at once when none runs); a request arriving
+        meanwhile waits, then gets DockerApiError with reason "adopting" after `timeout` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (progress := self.monitor.adoption) is not None:
+            if loop.time() >= deadline:
+                raise adopting_error(*progress)
+            await asyncio.sleep(0.05)
 
     def health_reason(self) -> str | None:
         """Why the engine is not in use, as last logged (the socket's group and its fix, ...);
