@@ -125,7 +125,12 @@ def measure(tool: dict[int, psutil.Process], seconds: float) -> Window:
 class Flows:
     """This run's busybox containers, labelled so the manager adopts them; removed on exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        """Made here as the manager makes it, one directory per flow inside, each mounted where
+        the manager expects it: it listens for every flow, as for one it created itself."""
+        self.state_dir.parent.mkdir(0o700, parents=True)
+        self.state_dir.mkdir(0o700)
         self.client = docker.from_env(timeout=300)
         self.labels = {"flowmgr.managed": "true", "flowmgr.instance": RUN, "flowmgr.test": RUN}
         self.count = 0
@@ -146,7 +151,11 @@ class Flows:
         names = [f"{RUN}-{i:04d}" for i in range(self.count, self.count + want)]
 
         def run(name: str) -> None:
-            self.client.containers.run(BUSYBOX, name=name, detach=True, labels=self.labels)
+            (self.state_dir / name).mkdir(0o711)
+            mount = {str(self.state_dir / name): {"bind": "/run/flowmgr", "mode": "rw"}}
+            self.client.containers.run(
+                BUSYBOX, name=name, detach=True, labels=self.labels, volumes=mount
+            )
 
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(run, names))
@@ -473,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = Path("/tmp/fms") / RUN[3:]
     config = work / "config.json"
     write_config(config, sock)
-    flows = Flows()
+    flows = Flows(sock / f".flowmgr-{RUN}")
     results = []
     try:
         for n in ns:
