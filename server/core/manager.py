@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -81,7 +82,9 @@ class ContainerManager(ContainerActions):
             settings.docker.socket_mount,
         )
         self.monitor = DockerMonitor(self.adapter, self.registry, settings, self)
-        self.sampler = ResourceSampler(self.adapter, self.registry, settings)
+        self.sampler = ResourceSampler(
+            self.adapter, self.registry, settings, fd_budget=self.fd_budget
+        )
         self.logs = LogFollowers(self.adapter, self.bus, self._is_running, self._secret_values)
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
@@ -220,6 +223,16 @@ class ContainerManager(ContainerActions):
             self._sampler_task = self._spawn(self.sampler.run(), "resource-sampler")
         elif not enabled and running and self._sampler_task is not None:
             self._sampler_task.cancel()
+
+    def watch_stats(self, owner: str, container_ids: Iterable[str]) -> None:
+        """`owner` (the panel, an API client) looks at these containers: their samples come
+        every `stats_interval`, the others' every `background_stats_interval`. Replaces the
+        owner's set (empty: none); InvalidRequest for ids that are not strings, or too many."""
+        self.sampler.watch(owner, container_ids)
+
+    def unwatch_stats(self, owner: str) -> None:
+        """`owner` looks at nothing any more (a client disconnected, the panel closed)."""
+        self.sampler.unwatch(owner)
 
     async def _report_status(self) -> None:
         """Every flow's status once per `monitoring.health_check_interval`, each in its own
