@@ -85,7 +85,9 @@ class ContainerManager(ContainerActions):
         self.sampler = ResourceSampler(
             self.adapter, self.registry, settings, fd_budget=self.fd_budget
         )
-        self.logs = LogFollowers(self.adapter, self.bus, self._is_running, self._secret_values)
+        self.logs = LogFollowers(
+            self.adapter, self.bus, self._is_running, self._secret_values, self.fd_budget
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._network_ready = False
