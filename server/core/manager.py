@@ -368,15 +368,16 @@ class ContainerManager(ContainerActions):
 
     def adoption(self) -> tuple[int, int | None] | None:
         """(adopted, listed) while the first adoption runs (listed None until the engine's list
-        answered); None once done, or while the engine is away (health_reason says why)."""
-        return self.monitor.adoption
+        answered); None once done, while the engine is away (health_reason says why), or
+        before start (a front end serving a manager it does not start)."""
+        return self.monitor.adoption if self._started else None
 
     async def until_adopted(self, timeout: float = ADOPTION_WAIT) -> None:
         """Return once the first adoption is done (at once when none runs); a request arriving
         meanwhile waits, then gets DockerApiError with reason "adopting" after `timeout` s."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (progress := self.monitor.adoption) is not None:
+        while (progress := self.adoption()) is not None:
             if loop.time() >= deadline:
                 raise adopting_error(*progress)
             await asyncio.sleep(0.05)
