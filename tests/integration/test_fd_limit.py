@@ -151,3 +151,4 @@ async def test_a_thousand_flows_under_1024_descriptors(
     text = Path(child["log"]).read_text()
     assert "Too many open files" not in text
     assert "no open-file descriptors left" in text  # the refusals' log lines
+    assert f"open-files limit {LIMIT} (hard {LIMIT})" in text  # said once at start
