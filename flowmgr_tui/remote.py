@@ -265,6 +265,10 @@ class RemoteBackend:
         answer = await self._ask("send_message", request, MessageSentOut)
         self.bus.publish(answer.to_core())
 
+    def watch_stats(self, owner: str, container_ids: list[str]) -> None:
+        """No-op until the service's `watch_stats` request exists (BROADCAST, issue 15): the
+        manager then samples this panel's rows on screen at full rate."""
+
     # --- pushes --------------------------------------------------------------------------
 
     def _register(self) -> None:

@@ -22,6 +22,8 @@ __all__ = ["DashboardScreen"]
 
 UPTIME_REFRESH = 20.0
 """Seconds between uptime recomputations (the column shows minutes)."""
+WATCH_DELAY = 0.2
+"""Seconds the rows on screen must hold before the core is told (a scroll is many steps)."""
 
 
 class DashboardScreen(Screen[None]):
@@ -31,7 +33,13 @@ class DashboardScreen(Screen[None]):
 
     BINDINGS = bindings("dashboard")
 
-    def __init__(self, state: PanelState, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        state: PanelState,
+        *,
+        clock: Callable[[], datetime],
+        watch: Callable[[list[str]], None] | None = None,
+    ) -> None:
         super().__init__()
         self.state = state
         """What the screen shows; the app folds events into it and calls `show_changes`."""
@@ -39,6 +47,11 @@ class DashboardScreen(Screen[None]):
         self._activity_due: list[ActivityLogged | ContainerCrashed] = []
         """Activity of batches whose rows were drawn first, in order, for the next write."""
         self._activity_scheduled = False
+        self._watch = watch
+        """Told the containers on screen (the rows shown, or the open detail view's): the
+        core samples those at full rate and the rest at its background rate."""
+        self._watched: list[str] | None = None
+        self._watch_due = False
 
     def compose(self) -> ComposeResult:
         """Header, banner, filter box, table, activity, footer."""
@@ -108,6 +121,39 @@ class DashboardScreen(Screen[None]):
         due, self._activity_due = self._activity_due, []
         for activity in self.query(ActivityList):  # none once the app is closing
             activity.add(due, self.state.names())
+
+    # --- what is on screen, for the core's sampler --------------------------------------
+
+    def on_container_table_visible_rows_changed(
+        self, event: ContainerTable.VisibleRowsChanged
+    ) -> None:
+        """Scrolled, resized, sorted, filtered, or rows came or went."""
+        event.stop()
+        self._watch_soon()
+
+    def on_screen_suspend(self) -> None:
+        """Another screen is over this one (a detail view: its container is what shows)."""
+        self._watch_soon()
+
+    def on_screen_resume(self) -> None:
+        """Back on top: the rows are what shows again."""
+        self._watch_soon()
+
+    def _watch_soon(self) -> None:
+        if self._watch is not None and not self._watch_due:
+            self._watch_due = True
+            self.set_timer(WATCH_DELAY, self._tell_watched)
+
+    def _tell_watched(self) -> None:
+        self._watch_due = False
+        if self._watch is None or not self.is_attached or not self.query(ContainerTable):
+            return  # the app is closing
+        top = self.app.screen
+        detail = getattr(top, "container_id", None) if top is not self else None
+        ids = [detail] if isinstance(detail, str) else self.table.visible_ids
+        if ids != self._watched:
+            self._watched = ids
+            self._watch(ids)
 
     def sort_by(self, column: str) -> None:
         """Sort the table by a column, ascending (the palette asks for it)."""
