@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from server.core import status_phases
-from server.core.config import load_settings
-from server.core.container_info import ContainerInfo
 from server.core.events import StatusReported
-from server.core.manager import ContainerManager
 from server.core.registry import Record
 from server.core.status_phases import slot_count, slot_of
+from tests.fake_flows import fake_manager
 
 FLOWS = 400
 SLOT = 0.05
@@ -34,24 +31,13 @@ def test_slots_cover_the_interval_and_a_flow_keeps_its_slot() -> None:
     assert max(per_slot.values()) < 2 * 3000 / 30  # even enough: no slot holds a burst
 
 
-def _record(n: int) -> Record:
-    at = datetime.now(UTC)
-    cid = uuid.uuid4().hex * 2
-    info = ContainerInfo(cid, f"flow-{n:04d}", "img", "running", "none", at, at, None, 0, False, 0)
-    return Record(info, "running", "none", f"/tmp/none/{n}/flow.sock")
-
-
 async def test_each_flow_once_per_interval_at_its_own_phase(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(status_phases, "SLOT_SECONDS", SLOT)
-    settings = load_settings(
-        env={}, socket_dir=str(tmp_path), monitoring__health_check_interval=INTERVAL
-    )
-    m = ContainerManager(settings)
+    m = fake_manager(tmp_path, FLOWS, monitoring__health_check_interval=INTERVAL)
     m.bus.bind_loop(asyncio.get_running_loop())
-    recs = [_record(n) for n in range(FLOWS)]
-    m.registry.records.update((r.info.id, r) for r in recs)
+    recs = list(m.registry.records.values())
     sampled: list[str] = []
 
     async def ensure_sample(rec: Record) -> None:
