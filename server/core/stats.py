@@ -66,8 +66,12 @@ class ResourceSampler:
     `background_stats_interval`, spread over the interval); else the stats API, within budget."""
 
     SLICES = 10
-    """A round (one `stats_interval`) is cut in this many slices; each flow is read in its
-    own (its phase, from its id), so a round is ten small reads, not one burst."""
+    """A round (one `stats_interval`) is cut in up to this many slices; each flow is read in
+    its own (its phase, from its id), so a round is small reads spread over it, not a burst."""
+    SLICE_READS = 64
+    """...but a slice reads at least this many flows (~3 ms of reads of kept files): each
+    slice is a wake-up and a thread hop, 0.2-0.5 ms of CPU on a VM (bench/RESULTS.md). The
+    spread that shows in one-second windows is the background flows' over the rounds."""
 
     def __init__(
         self,
@@ -174,7 +178,8 @@ class ResourceSampler:
 
     async def sample_round(self) -> None:
         """One `stats_interval`: each watched flow once, the background flows whose turn it
-        is, each in its slice; a new or restarted flow at once (first slice)."""
+        is, each in its slice; a new or restarted flow at once (first slice), a newly watched
+        one in the next slice."""
         running = self._running()
         if running and not self._is_local():
             self._all_remote(running)
@@ -182,9 +187,10 @@ class ResourceSampler:
             return
         loop = asyncio.get_running_loop()
         start = loop.time()
-        step = self.settings.monitoring.stats_interval / self.SLICES
+        plan = self._plan(running)
+        step = self.settings.monitoring.stats_interval / len(plan)
         live = {cid for cid, _ in running}
-        for n, batch in enumerate(self._plan(running)):
+        for n, batch in enumerate(plan):
             if n:
                 await asyncio.sleep(max(0.0, start + n * step - loop.time()))
             batch = self._with_due(batch)
@@ -197,20 +203,25 @@ class ResourceSampler:
         self.rounds += 1
 
     def _plan(self, running: list[tuple[str, int]]) -> list[list[tuple[str, int]]]:
-        """Who is read in which slice of this round."""
+        """Who is read in which slice of this round (the first: new and restarted flows)."""
         mon = self.settings.monitoring
         every = max(1, round(mon.background_stats_interval / mon.stats_interval))
         turn = self.rounds % every
         watched = self.watched
-        slices: list[list[tuple[str, int]]] = [[] for _ in range(self.SLICES)]
+        fresh: list[tuple[str, int]] = []
+        due: list[tuple[str, int, int]] = []
         for cid, pid in running:
             known = self._paths.get(cid)
             if known is None or known[0] != pid:
-                slices[0].append((cid, pid))  # new or restarted: located and read at once
+                fresh.append((cid, pid))  # new or restarted: located and read at once
             elif known[1] is not None:  # (None: not visible, the stats API samples it)
                 phase = _phase(cid)
                 if cid in watched or phase // self.SLICES % every == turn:
-                    slices[phase % self.SLICES].append((cid, pid))
+                    due.append((cid, pid, phase))
+        count = max(1, min(self.SLICES, len(due) // self.SLICE_READS))
+        slices: list[list[tuple[str, int]]] = [fresh, *([] for _ in range(count - 1))]
+        for cid, pid, phase in due:
+            slices[phase % count].append((cid, pid))
         return slices
 
     def _with_due(self, batch: list[tuple[str, int]]) -> list[tuple[str, int]]:
