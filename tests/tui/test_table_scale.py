@@ -18,6 +18,7 @@ from textual.widgets import DataTable
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.host_stats import HostSample
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
+from flowmgr_tui.state.panel_state import HISTORY_SAMPLES, HISTORY_SPAN, PanelState
 from flowmgr_tui.widgets.container_table import ContainerTable
 from server.core.events import ContainerAdded, Event, StatsSampled
 from server.core.models import ContainerSnapshot, ResourceSample
@@ -221,3 +222,25 @@ async def test_core_is_told_the_rows_on_screen_and_the_detail_view(
     await pilot.press("escape")
     await until(pilot, lambda: told() == table.visible_ids, "the rows again")
     assert len(backend.watched) == calls + 1  # one call, not one per step
+
+
+def test_history_keeps_three_minutes_at_any_rate_and_survives_clock_jumps() -> None:
+    state = PanelState([_snap(1)], True)
+    cid = _cid(1)
+    # Off screen: one sample every 10 s for half an hour, then back to one a second.
+    for i in range(180):
+        at = T0 + timedelta(seconds=10 * i)
+        state.apply([StatsSampled(container_id=cid, sample=_usage(1.0, at), at=at)])
+    hist = state.history[cid]
+    assert len(hist) == 19 and hist[-1].timestamp - hist[0].timestamp == HISTORY_SPAN
+    end = hist[-1].timestamp
+    for i in range(1, 400):
+        at = end + timedelta(seconds=i)
+        state.apply([StatsSampled(container_id=cid, sample=_usage(1.0, at), at=at)])
+    assert len(state.history[cid]) == HISTORY_SAMPLES  # the count bound still holds
+    # A clock that jumps back or far ahead never empties it nor raises.
+    for jump in (timedelta(days=-1), timedelta(days=365)):
+        at = end + jump
+        state.apply([StatsSampled(container_id=cid, sample=_usage(1.0, at), at=at)])
+        assert state.history[cid][-1].timestamp == at
+    assert len(state.history[cid]) == 1
