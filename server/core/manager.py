@@ -21,7 +21,7 @@ from server.core.events import (
     DockerConnectionRestored,
     StatusReported,
 )
-from server.core.fd_budget import FdBudget
+from server.core.fd_budget import CHANNEL_FDS, FdBudget
 from server.core.flow_channel import FlowChannelHub
 from server.core.host_paths import BindPins
 from server.core.journal.journal import Journal
@@ -326,8 +326,13 @@ class ContainerManager(ContainerActions):
         return dropped
 
     async def container_started(self, container_id: str) -> None:
-        """Resume a followed log stream after a (re)start."""
+        """Resume a followed log stream after a (re)start; listen for a flow refused its
+        channel earlier for want of descriptors once the budget has room again."""
         self.logs.container_started(container_id)
+        rec = self.registry.records.get(container_id)
+        if rec is not None and self.hub.info(container_id) is None:
+            if self.fd_budget.available >= CHANNEL_FDS:
+                await self.container_added(rec)
 
     def _is_running(self, container_id: str) -> bool:
         rec = self.registry.records.get(container_id)

@@ -10,18 +10,20 @@ import asyncio
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from server.core.bus import EventBus
-from server.core.config import FlowSettings
-from server.core.container_info import StreamHandle
+from server.core.config import FlowSettings, load_settings
+from server.core.container_info import ContainerInfo, StreamHandle
 from server.core.errors import DescriptorBudgetExhausted, FlowSocketError
 from server.core.fd_budget import CHANNEL_FDS, FdBudget
 from server.core.flow_channel import FlowChannelHub
 from server.core.logs import LogFollowers
+from server.core.manager import ContainerManager
 
 
 @pytest.fixture
@@ -111,3 +113,40 @@ async def test_a_log_stream_takes_one_and_is_refused_past_the_budget() -> None:
     assert budget.total_held == 1
     logs.close()
     assert budget.total_held == 0
+
+
+async def test_a_refused_flow_gets_its_channel_at_its_next_start_once_there_is_room(
+    sock_dir: Path,
+) -> None:
+    """Adopted past the budget: managed without a channel (an activity line says why); a
+    start after another flow went listens for it. No engine: the monitor's own apply path."""
+    manager = ContainerManager(load_settings(env={}, socket_dir=str(sock_dir)))
+    manager.bus.bind_loop(asyncio.get_running_loop())
+    await asyncio.to_thread(manager.state.prepare)
+    manager.fd_budget.limit, manager.fd_budget.reserve = CHANNEL_FDS, 0  # one channel's room
+    first, second = _adoptable(manager, "one"), _adoptable(manager, "two")
+    await manager.monitor.apply(first)
+    await manager.monitor.apply(second)
+    assert manager.hub.info(first.id) is not None and manager.hub.info(second.id) is None
+    why = [a for a in manager.registry.activity if a.container_id == second.id]
+    assert why and why[-1].activity_type == "container_error"
+    assert "no open-file descriptors left" in why[-1].message
+    await manager.container_started(second.id)  # no room yet: still none, no error
+    assert manager.hub.info(second.id) is None
+    await manager.monitor.forget(first.id)  # the first flow is gone: its two come back
+    assert manager.fd_budget.total_held == 0
+    await manager.container_started(second.id)
+    assert manager.hub.info(second.id) is not None
+    assert manager.fd_budget.held(second.id) == CHANNEL_FDS
+    await manager.hub.aclose()
+
+
+def _adoptable(manager: ContainerManager, name: str) -> ContainerInfo:
+    """A labelled container as an inspect would give it, its socket dir the manager's own."""
+    dk, at = manager.settings.docker, datetime.now(UTC)
+    labels = {"flowmgr.managed": "true", "flowmgr.instance": dk.instance}
+    mounts = {dk.socket_mount: manager.state.flow_dir(name)}
+    return ContainerInfo(
+        uuid.uuid4().hex * 2, name, "img", "created", "none", at, None, None, 0, False, 0,
+        labels=labels, mounts=mounts,
+    )  # fmt: skip
