@@ -124,3 +124,25 @@ def test_raise_soft_limit_is_idempotent_here() -> None:
     soft, hard = raise_soft_limit()
     assert soft == hard
     assert raise_soft_limit() == (soft, hard)
+
+
+def test_a_limit_that_cannot_be_raised_is_kept_and_said(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = {"now": (1024, 4096)}
+
+    def refuse(_: int, __: tuple[int, int]) -> None:
+        raise ValueError("not allowed")
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: limits["now"])
+    monkeypatch.setattr(resource, "setrlimit", refuse)
+    assert raise_soft_limit() == (1024, 4096)
+    assert "could not raise the open-files limit from 1024 to 4096" in caplog.text
+
+
+def test_an_unlimited_limit_counts_as_a_large_finite_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    inf = resource.RLIM_INFINITY
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (inf, inf))
+    soft, hard = raise_soft_limit()
+    assert soft == hard == 1 << 20
+    assert FdBudget().available == (1 << 20) - 256
