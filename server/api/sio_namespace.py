@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import socketio
 from engineio import json as engineio_json
-from pydantic_core import to_json
 
 from server import __version__
 from server.api.auth import AUTHENTICATED, RefusalLog, token_matches
 from server.api.errors import error_payload
 from server.api.resume import BadLastSeq, Resume, last_seq_of
+from server.api.sio_manager import Encoded, compact_json
 from server.core.errors import InvalidRequest
 from server.wire.answers import (
     ConnectedOut,
@@ -27,6 +27,7 @@ from server.wire.answers import (
     HistoryOut,
     LogSubscriptionOut,
     MessageSentOut,
+    WatchStatsOut,
 )
 from server.wire.base import Wire
 from server.wire.catalog import REQUESTS
@@ -40,6 +41,7 @@ from server.wire.requests import (
     RequestIn,
     SendMessageRequest,
     UpdateContainerRequest,
+    WatchStatsRequest,
     parse_request,
     request_id_of,
 )
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
     from server.api.sio_bridge import SioBridge
     from server.core.manager import ContainerManager
 
-__all__ = ["FlowNamespace", "Encoded", "UndecodableAsEvent", "UNDECODABLE"]
+__all__ = ["FlowNamespace", "UndecodableAsEvent", "UNDECODABLE"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,28 +64,6 @@ UNDECODABLE = "<undecodable request>"
 """The event name a packet whose JSON cannot be decoded is delivered under."""
 
 
-def _dumps(value: Any) -> str:
-    """Compact JSON (what `separators=(",", ":")` asks for) by pydantic's Rust encoder, several
-    times faster than the standard library's on every packet sent. A string UTF-8 cannot hold
-    (a lone surrogate echoed from a request) is escaped by the standard library's instead."""
-    try:
-        return to_json(value).decode()
-    except ValueError:
-        return str(engineio_json.dumps(value, separators=(",", ":")))
-
-
-class Encoded(dict[str, Any]):
-    """An answer with its JSON text, encoded once: the answer event and the ack (an event's
-    data `[name, answer]`, an ack's `[answer]`) are both written from `text` (a 1,000-flow
-    `container_list` is over 100 KB of JSON: encoding it twice cost as much as building it)."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, payload: dict[str, Any]) -> None:
-        super().__init__(payload)
-        self.text = _dumps(payload)
-
-
 class UndecodableAsEvent:
     """The packets' JSON module: engine.io's (integers of at most 100 digits), except that a body
     it cannot decode (that, or nesting deeper than the parser's stack) becomes an event named
@@ -94,9 +74,9 @@ class UndecodableAsEvent:
     def dumps(value: Any, **kwargs: Any) -> str:
         """Compact JSON; a packet's data ending in an `Encoded` answer reuses its text."""
         if type(value) is list and value and type(value[-1]) is Encoded:
-            head = _dumps(value[:-1])[1:-1]
+            head = compact_json(value[:-1])[1:-1]
             return f"[{head},{value[-1].text}]" if head else f"[{value[-1].text}]"
-        return _dumps(value)
+        return compact_json(value)
 
     @staticmethod
     def loads(text: str | bytes, **kwargs: Any) -> Any:
@@ -220,7 +200,7 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 self.bridge.drop_held(sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        """Release the log streams this client kept alive."""
+        """Release the log streams this client kept alive, and what it watched."""
         await self.bridge.client_left(sid)
 
     async def on_create_container(self, sid: str, data: Any) -> dict[str, Any]:
@@ -333,6 +313,15 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return LogSubscriptionOut.payload(container_id, "unsubscribed")
 
         return await self._serve(sid, "unsubscribe_logs", data, act)
+
+    async def on_watch_stats(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `watch_stats`: sample these at full rate and push them as `container_stats`."""
+
+        async def act(req: WatchStatsRequest) -> Wire:
+            watched, unknown = self.bridge.watch_stats(sid, req.container_ids)
+            return WatchStatsOut.payload(watched, unknown)
+
+        return await self._serve(sid, "watch_stats", data, act)
 
     async def on_get_history(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `get_history` -> `history`: a page of the journal, oldest first."""

@@ -1,5 +1,6 @@
 """The API at a thousand flows' worth (fake flows in a manager that is not started, a real
-uvicorn on 127.0.0.1, real Socket.IO clients): `list_containers` encoded once."""
+uvicorn on 127.0.0.1, real Socket.IO clients): `list_containers` encoded once; `watch_stats`
+(hostile payloads first) and the `container_stats` pushes to the watching client only."""
 
 from __future__ import annotations
 
@@ -7,18 +8,25 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic_core import to_json
 
-from server.api import sio_namespace
+from server.api import sio_manager
 from server.api.app import create_app
 from server.api.serving import GracefulServer, uvicorn_config
-from server.api.sio_namespace import Encoded, UndecodableAsEvent
+from server.api.sio_manager import Encoded
+from server.api.sio_namespace import UndecodableAsEvent
+from server.core.events import StatsSampled
 from server.core.manager import ContainerManager
+from server.core.models import ResourceSample
+from server.core.stats import MAX_WATCHED
 from server.wire.answers import ContainerListOut
+from server.wire.pushes import ContainerStatsOut
+from server.wire.requests import WATCH_MAX
 from tests.fake_flows import fake_manager
 from tests.integration.api_harness import client, with_test_token
 
@@ -46,8 +54,15 @@ async def serving(manager: ContainerManager) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def url(tmp_path: Path) -> AsyncIterator[str]:
-    async with serving(fake_manager(tmp_path, FLOWS)) as served:
+async def manager(tmp_path: Path) -> ContainerManager:
+    m = fake_manager(tmp_path, FLOWS)
+    m.bus.bind_loop(asyncio.get_running_loop())
+    return m
+
+
+@pytest.fixture
+async def url(manager: ContainerManager) -> AsyncIterator[str]:
+    async with serving(manager) as served:
         yield served
 
 
@@ -72,7 +87,7 @@ async def test_list_containers_is_encoded_once_for_the_event_and_the_ack(
             encoded.append(len(text))
         return text
 
-    monkeypatch.setattr(sio_namespace, "to_json", counting)
+    monkeypatch.setattr(sio_manager, "to_json", counting)
     async with client(url) as (sio, rec):
         ack = await sio.call("list_containers", {"request_id": "r1"}, timeout=20)
         event = await rec.wait_for("container_list", lambda d: d.get("request_id") == "r1")
@@ -80,3 +95,85 @@ async def test_list_containers_is_encoded_once_for_the_event_and_the_ack(
     assert ack["count"] == FLOWS and len(ack["containers"]) == FLOWS
     ContainerListOut.decode(ack)
     assert len(encoded) == 1, encoded  # not once for the event and again for the ack
+
+
+HOSTILE: list[tuple[Any, str]] = [
+    (None, "container_ids"),  # no payload: the list is required
+    ("abc", "payload"),
+    ([["a"]], "payload"),
+    ({}, "container_ids"),
+    ({"container_ids": "abc"}, "container_ids"),  # a bare string, not a list of one
+    ({"container_ids": {"a": 1}}, "container_ids"),
+    ({"container_ids": True}, "container_ids"),
+    ({"container_ids": None}, "container_ids"),
+    ({"container_ids": [1]}, "container_ids.0"),
+    ({"container_ids": ["ok", None]}, "container_ids.1"),
+    ({"container_ids": [""]}, "container_ids.0"),
+    ({"container_ids": ["x" * 257]}, "container_ids.0"),
+    ({"container_ids": [["nested"]]}, "container_ids.0"),
+    ({"container_ids": [{"id": "a"}]}, "container_ids.0"),
+    ({"container_ids": ["a"] * 1001}, "container_ids"),  # at most 1,000
+    ({"container_ids": [str(n) for n in range(100_000)]}, "container_ids"),
+]
+
+
+def test_the_requests_bound_is_the_cores() -> None:
+    assert WATCH_MAX == MAX_WATCHED
+
+
+async def test_hostile_watch_stats_is_a_validation_error_and_changes_nothing(
+    url: str, manager: ContainerManager
+) -> None:
+    kept = sorted(manager.registry.records)[:2]
+    async with client(url) as (sio, rec):
+        ack = await sio.call("watch_stats", {"container_ids": kept}, timeout=20)
+        assert ack == {"container_ids": kept, "unknown": []}
+        for payload, field in HOSTILE:
+            answer = await sio.call("watch_stats", payload, timeout=20)
+            assert answer["error_type"] == "validation_error", payload
+            assert answer["details"]["operation"] == "watch_stats"
+            assert answer["details"].get("field", "payload") == field, (payload, answer)
+            assert manager.sampler.watched == frozenset(kept)  # the last good set holds
+        # and the connection still serves
+        assert (await sio.call("list_containers", {}, timeout=20))["count"] == FLOWS
+
+
+async def test_watch_stats_resolves_references_and_replaces_the_clients_set(
+    url: str, manager: ContainerManager
+) -> None:
+    snaps = manager.snapshot()
+    a, b, c = snaps[0], snaps[1], snaps[2]
+    async with client(url) as (sio, _), client(url) as (other, _):
+        ack = await sio.call(
+            "watch_stats", {"container_ids": [a.id, b.name, c.id[:12], "nope", a.name]}
+        )
+        assert ack == {"container_ids": [a.id, b.id, c.id], "unknown": ["nope"]}
+        await other.call("watch_stats", {"container_ids": [c.id]})
+        assert manager.sampler.watched == {a.id, b.id, c.id}
+        every = {"container_ids": [s.id for s in snaps]}  # 1,000 full ids: lookups
+        assert len((await sio.call("watch_stats", every))["container_ids"]) == FLOWS
+        assert (await sio.call("watch_stats", {"container_ids": []}))["container_ids"] == []
+        assert manager.sampler.watched == {c.id}  # the other client's set stays
+        await sio.call("watch_stats", {"container_ids": [a.id]})
+    async with asyncio.timeout(10):  # both gone: their sets are dropped at disconnect
+        while manager.sampler.watched:
+            await asyncio.sleep(0.02)
+
+
+async def test_container_stats_go_to_the_watching_client_only_and_are_not_journalled(
+    url: str, manager: ContainerManager
+) -> None:
+    a, b = manager.snapshot()[:2]
+    sample = ResourceSample(1.5, 2048, 4096, 50.0, 1, 2, 3, 4, datetime.now(UTC))
+    async with client(url) as (watcher, seen), client(url) as (_, unseen):
+        await watcher.call("watch_stats", {"container_ids": [a.id]})
+        manager.bus.publish(StatsSampled(container_id=b.id, sample=sample))  # not watched
+        manager.bus.publish(StatsSampled(container_id=a.id, sample=sample))
+        got = await seen.wait_for("container_stats")
+        push = ContainerStatsOut.decode(got)
+        assert push.seq is None and "seq" not in got  # not journalled
+        core = push.to_core()
+        assert (core.container_id, core.sample) == (a.id, sample)
+        await watcher.call("list_containers", {})  # a round trip after the pushes
+        assert [d["container_id"] for d in seen.events["container_stats"]] == [a.id]
+        assert "container_stats" not in unseen.events
