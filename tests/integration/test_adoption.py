@@ -1,10 +1,10 @@
 """Adoption at start without a thundering herd, the API listening meanwhile (issue 15).
 
-A real engine and a real service; the adapter adds 320 fake labelled containers to the engine's
-list whose inspects take 0.15 s each, so adopting them takes about 3 s. The port listens after
-the lifespan's 1 s, `/health` says 503 "adopting" with the progress, a Socket.IO client connects
-and its request waits for the adoption, at most ADOPT_INSPECTS inspects are in flight, and the
-list is asked for once.
+A real engine and a real service; the adapter adds 160 fake labelled containers to the engine's
+list whose inspects take 0.4 s each (sleeps, so a loaded machine does not shorten the adoption),
+so adopting them takes about 4 s. The port listens after the lifespan's 1 s, `/health` says 503
+"adopting" with the progress, a Socket.IO client connects and its request waits for the
+adoption, at most ADOPT_INSPECTS inspects are in flight, and the list is asked for once.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from tests.integration.api_harness import client, running_service
 
 pytestmark = pytest.mark.docker
 
-FAKES = 320
-INSPECT_DELAY = 0.15
+FAKES = 160
+INSPECT_DELAY = 0.4
 
 
 class SlowEngine(DockerAdapter):
@@ -98,7 +98,7 @@ async def test_the_port_listens_and_says_adopting_while_a_slow_engine_is_adopted
             health = await http.get("/health")
         assert health.status_code == 200, health.text
         assert "reason" not in health.json() and "adoption" not in health.json()
-    # about 3 s of inspects, 16 at a time; the port listened a second in, not at the end
+    # about 4 s of inspects, 16 at a time; the port listened a second in, not at the end
     assert took >= FAKES / ADOPT_INSPECTS * INSPECT_DELAY * 0.9
     assert listening < took - 1.0, (listening, took)
     assert engine.most_in_flight == ADOPT_INSPECTS
