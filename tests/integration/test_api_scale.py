@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic_core import to_json
 
+from flowmgr_tui.remote import RemoteBackend
 from server.api import sio_manager
 from server.api.app import create_app
 from server.api.serving import GracefulServer, uvicorn_config
@@ -28,7 +29,7 @@ from server.wire.answers import ContainerListOut
 from server.wire.pushes import ContainerStatsOut
 from server.wire.requests import WATCH_MAX
 from tests.fake_flows import fake_manager
-from tests.integration.api_harness import client, with_test_token
+from tests.integration.api_harness import TEST_TOKEN, client, with_test_token
 
 FLOWS = 1000
 
@@ -177,3 +178,36 @@ async def test_container_stats_go_to_the_watching_client_only_and_are_not_journa
         await watcher.call("list_containers", {})  # a round trip after the pushes
         assert [d["container_id"] for d in seen.events["container_stats"]] == [a.id]
         assert "container_stats" not in unseen.events
+
+
+async def test_the_remote_panel_watches_what_it_shows_and_takes_the_samples(
+    tmp_path: Path,
+) -> None:
+    server = fake_manager(tmp_path, 20)  # the panel asks each row's status at connect
+    server.bus.bind_loop(asyncio.get_running_loop())
+    a, b, c = (s.id for s in server.snapshot()[:3])
+    sample = ResourceSample(7.5, 1 << 20, 1 << 30, 0.1, 10, 20, 30, 40, datetime.now(UTC))
+    async with serving(server) as served:
+        panel = RemoteBackend(served, token=TEST_TOKEN)
+        panel.watch_stats("panel", [a, b])  # before it is connected: sent once it is
+        await panel.start()
+        try:
+            panel.watch_stats("detail", [c])
+            async with asyncio.timeout(10):  # the union of what each part of it shows
+                while server.sampler.watched != {a, b, c}:
+                    await asyncio.sleep(0.02)
+            async with panel.bus.subscribe() as sub:
+                server.bus.publish(StatsSampled(container_id=b, sample=sample))
+                async with asyncio.timeout(10):
+                    got = await anext(e async for e in sub if isinstance(e, StatsSampled))
+            assert (got.container_id, got.sample) == (b, sample)
+            assert panel.get(b).resources == sample
+            panel.watch_stats("panel", [])
+            async with asyncio.timeout(10):
+                while server.sampler.watched != {c}:
+                    await asyncio.sleep(0.02)
+        finally:
+            await panel.stop()
+        async with asyncio.timeout(10):  # gone: the server forgets its set
+            while server.sampler.watched:
+                await asyncio.sleep(0.02)
