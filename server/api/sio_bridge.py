@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from server.api.auth import AUTHENTICATED
 from server.api.sio_manager import DirectEmitManager, Encoded
 from server.core.bus import Subscription
-from server.core.errors import ContainerNotFound
 from server.core.events import ContainerRemoved, Event, LogLineReceived, StatsSampled
 from server.core.journal.records import JournalRecord
 from server.wire.base import Wire
@@ -244,20 +243,10 @@ class SioBridge:
     def watch_stats(self, sid: str, refs: list[str]) -> tuple[list[str], list[str]]:
         """`sid` watches these containers now (replacing its set): the core samples them at
         full rate and their samples are pushed to it. (full ids watched, refs naming none)."""
-        records = self._manager.registry.records
-        watched: dict[str, None] = {}
-        unknown: list[str] = []
-        for ref in refs:
-            if ref in records:  # a full id: a lookup, not a scan
-                watched[ref] = None
-                continue
-            try:
-                watched[self._manager.get(ref).id] = None
-            except ContainerNotFound:
-                unknown.append(ref)
-        self._manager.watch_stats(f"sio:{sid}", list(watched))  # InvalidRequest: no change
+        watched, unknown = self._manager.registry.resolve_many(refs, "container_ids")
+        self._manager.watch_stats(f"sio:{sid}", watched)  # InvalidRequest: no change
         self._set_watching(sid, frozenset(watched))
-        return list(watched), unknown
+        return watched, unknown
 
     def _set_watching(self, sid: str, ids: frozenset[str]) -> None:
         for cid in self._watching.pop(sid, frozenset()) - ids:

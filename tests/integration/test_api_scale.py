@@ -113,6 +113,8 @@ HOSTILE: list[tuple[Any, str]] = [
     ({"container_ids": ["x" * 257]}, "container_ids.0"),
     ({"container_ids": [["nested"]]}, "container_ids.0"),
     ({"container_ids": [{"id": "a"}]}, "container_ids.0"),
+    ({"container_ids": ["flow-0001", " "]}, "container_ids.1"),  # blank, as container_id
+    ({"container_ids": ["flow-0001", "0"]}, "container_ids.1"),  # ~60 of 1,000 ids: ambiguous
     ({"container_ids": ["a"] * 1001}, "container_ids"),  # at most 1,000
     ({"container_ids": [str(n) for n in range(100_000)]}, "container_ids"),
 ]
