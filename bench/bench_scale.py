@@ -101,9 +101,24 @@ class Window:
         return statistics.fmean(self.engine)
 
 
+OURS: set[str] = set()
+"""This run's container ids: only their shims count as the engine's (other runs on this shared
+host start and stop containers of their own)."""
+
+
+def our_engine() -> dict[int, psutil.Process]:
+    """dockerd, containerd and the shims of this run's containers."""
+    out = {}
+    for pid, p in engine_procs().items():
+        with contextlib.suppress(psutil.Error):
+            if "shim" not in p.name() or OURS.intersection(p.cmdline()):
+                out[pid] = p
+    return out
+
+
 def measure(tool: dict[int, psutil.Process], seconds: float) -> Window:
     """CPU of `tool` and of the engine, second by second, over `seconds` (% of one core)."""
-    eng = engine_procs()
+    eng = our_engine()
     w = Window()
     h0, load = host_ticks(), os.getloadavg()[0]
     t_prev, e_prev, w_prev = cpu_seconds(tool), cpu_seconds(eng), time.perf_counter()
@@ -153,9 +168,10 @@ class Flows:
         def run(name: str) -> None:
             (self.state_dir / name).mkdir(0o711)
             mount = {str(self.state_dir / name): {"bind": "/run/flowmgr", "mode": "rw"}}
-            self.client.containers.run(
+            made = self.client.containers.run(
                 BUSYBOX, name=name, detach=True, labels=self.labels, volumes=mount
             )
+            OURS.add(made.id)
 
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(run, names))
