@@ -20,6 +20,7 @@ the interval and its own round of the background period, so the work is spread, 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import threading
@@ -112,6 +113,7 @@ class ResourceSampler:
         """Containers someone looks at (any owner's): sampled every `stats_interval`."""
         self._due: set[str] = set()
         """Newly watched: read in the next slice, not after their background turn."""
+        self._short_said = -60.0
 
     # rates
 
@@ -358,9 +360,13 @@ class ResourceSampler:
             known = self._paths.get(cid)
             if known is None or known[0] != pid:
                 self._drop(cid)  # restarted: the old pid's files are closed
-                if mountinfo is None:
-                    mountinfo = self._read_text(f"{self.proc_root}/self/mountinfo")[0]
-                opened = self._open(cid, pid, mountinfo, system_ns)
+                try:
+                    if mountinfo is None:
+                        mountinfo = self._read_text(f"{self.proc_root}/self/mountinfo")[0]
+                    opened = self._open(cid, pid, mountinfo, system_ns)
+                except OSError as exc:  # out of descriptors: not the flow's fault, next round
+                    self._short_of_descriptors(exc)
+                    continue
                 if isinstance(opened, str):
                     self._paths[cid] = (pid, None)
                     self._hidden[cid] = hidden[cid] = opened
@@ -395,6 +401,8 @@ class ResourceSampler:
         try:
             return reader, reader.read(system_ns)
         except (OSError, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno in _NO_DESCRIPTORS:
+                raise
             return f"the flow's cgroup files cannot be read ({exc})"
 
     def _locate(self, cid: str, pid: int, mountinfo: str) -> tuple[UsageReader | None, str]:
@@ -422,8 +430,23 @@ class ResourceSampler:
             with open(path, encoding="utf-8", errors="replace") as f:
                 return f.read(), ""
         except OSError as err:
+            if err.errno in _NO_DESCRIPTORS:
+                raise  # the files are there: the flow is not to be sent to the stats API
             return "", err.strerror or type(err).__name__
 
+    def _short_of_descriptors(self, exc: OSError) -> None:
+        """Say so, at most once a minute; the flow is located again next round."""
+        if time.monotonic() - self._short_said < 60:
+            return
+        self._short_said = time.monotonic()
+        logger.warning(
+            "resource sampling skipped flows: %s (the descriptor budget's reserve was "
+            "exhausted by something else; raise LimitNOFILE / ulimit -n)",
+            exc.strerror,
+        )
+
+
+_NO_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 
 MAX_WATCHED = 1000
 """The most containers one owner may watch (a screen shows ~40; the API allows 1,000)."""

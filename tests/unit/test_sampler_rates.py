@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
+import resource
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -314,3 +316,28 @@ async def test_memory_stat_rereads_are_spread_over_rounds(host: Path) -> None:
         per_round.append(stats)
         await sampler.sample_all()
     assert sum(per_round) == 100 and max(per_round) <= 25, per_round
+
+
+def test_out_of_descriptors_skips_the_flow_and_never_sends_it_to_the_api(
+    host: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hostile: something else ate every descriptor (EMFILE on open). The flow is not marked
+    invisible (that would send it to the stats API for good): skipped, one warning, and read
+    from its files once descriptors are back."""
+    sampler, registry = _sampler(host, FdBudget(limit=0, reserve=0))  # files opened per read
+    cid, pid = fake_host(host, 1, first_pid=9000)[0]
+    registry.apply(_info(cid, pid))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with caplog.at_level(logging.WARNING, logger="server.core.stats"):
+        lowest_free = os.open("/dev/null", os.O_RDONLY)
+        os.close(lowest_free)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no open succeeds
+        try:
+            starved = [sampler._read_all([(cid, pid)], {cid}) for _ in range(3)]
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert starved == [({}, {})] * 3 and cid not in sampler._paths
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "Too many open files" in warnings[0], warnings
+    samples, hidden = sampler._read_all([(cid, pid)], {cid})
+    assert hidden == {} and samples[cid].memory_usage > 0
