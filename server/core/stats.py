@@ -114,6 +114,8 @@ class ResourceSampler:
         self._due: set[str] = set()
         """Newly watched: read in the next slice, not after their background turn."""
         self._short_said = -60.0
+        self._closed = False
+        """Closed (the sampling task ended): no file is kept open until it runs again."""
 
     # rates
 
@@ -138,6 +140,7 @@ class ResourceSampler:
     async def run(self) -> None:
         """Sample forever, one round per `stats_interval`; the API fallback runs beside it."""
         api_task = asyncio.create_task(self.api.run(), name="stats-api-fallback")
+        self._closed = False
         try:
             while True:
                 started = time.monotonic()
@@ -152,8 +155,10 @@ class ResourceSampler:
             self.close()  # a paused or stopped sampler keeps no descriptor
 
     def close(self) -> None:
-        """Close every kept-open file and give it back to the budget."""
+        """Close every kept-open file and give it back to the budget; until `run` starts
+        again, reads (a late one of the cancelled round, `ensure_sample`) keep none."""
         with self._read_lock:
+            self._closed = True
             for cid in list(self._paths):
                 self._drop(cid)
 
@@ -343,6 +348,8 @@ class ResourceSampler:
     def _hold(self, cid: str, reader: UsageReader) -> None:
         """Keep the reader's files open if the budget allows: they never take what the
         sockets of `docker.max_flows` flows (or of as many as there are) would need."""
+        if self._closed:
+            return
         spare = 2 * max(self.settings.docker.max_flows, len(self.registry.records))
         reader.files.hold(self.fd_budget, cid, spare)
 
@@ -385,8 +392,8 @@ class ResourceSampler:
                     # readable before: it has just exited (or restarted); located again later
                     self._drop(cid)
                     continue
-                if not reader.files.kept and reader.reads % UsageReader.REFRESH == 0:
-                    self._hold(cid, reader)  # refused before: the budget may have room now
+                if not reader.files.kept:  # refused before (~1 us): the budget may have room
+                    self._hold(cid, reader)
             samples[cid] = compute_sample(self._prev.get(cid), cur, self._online_cpus, when)
             self._prev[cid] = cur
         return samples, hidden

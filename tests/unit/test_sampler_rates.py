@@ -4,6 +4,7 @@ round, the others in their turn, spread over the slices; hostile watch sets and 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -150,8 +151,7 @@ async def test_the_budget_refuses_then_allows_and_no_error_is_logged(
     assert len(open_fds()) == before and budget.total_held == 2
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     budget.release("a flow's sockets")
-    for _ in range(UsageReader.REFRESH):  # refused readers ask again every REFRESH reads
-        await sampler.sample_all()
+    await sampler.sample_all()  # refused readers ask again at each read
     assert budget.held(flows[0][0]) == FILES  # the first fits, with the spare left
     assert budget.available == 2 * 500 and len(open_fds()) == before + FILES
     sampler.close()
@@ -341,3 +341,29 @@ def test_out_of_descriptors_skips_the_flow_and_never_sends_it_to_the_api(
     assert len(warnings) == 1 and "Too many open files" in warnings[0], warnings
     samples, hidden = sampler._read_all([(cid, pid)], {cid})
     assert hidden == {} and samples[cid].memory_usage > 0
+
+
+async def test_a_stopped_sampler_keeps_nothing_open_until_it_runs_again(host: Path) -> None:
+    """The sampling task ended (manager stopped, sampling paused): its files are closed, and a
+    read that comes late (the cancelled round's worker, a status asked meanwhile) keeps none."""
+    sampler, registry = _sampler(host, monitoring__stats_interval=0.05)
+    cid, pid = fake_host(host, 1, first_pid=9100)[0]
+    registry.apply(_info(cid, pid))
+    sampler.watch("panel", [cid])  # read every round
+    task = asyncio.create_task(sampler.run())
+    while sampler.rounds < 1:
+        await asyncio.sleep(0.01)
+    assert sampler.fd_budget.held(cid) == FILES and len(_fds_of(host, cid)) == FILES - 1
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert sampler.fd_budget.total_held == 0 and _fds_of(host, cid) == []
+    assert cid in await sampler.sample_all()  # read, the files opened per read
+    assert sampler.fd_budget.total_held == 0 and _fds_of(host, cid) == []
+    task = asyncio.create_task(sampler.run())
+    rounds = sampler.rounds
+    while sampler.rounds < rounds + 2:
+        await asyncio.sleep(0.01)
+    assert sampler.fd_budget.held(cid) == FILES  # running again: kept again
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert sampler.fd_budget.total_held == 0 and sampler._paths == {}
