@@ -2,8 +2,8 @@
 and the sampler's steady state with the watched/background rates, on real flows and on a fake
 cgroup tree of many more.
 
-1. One read of every flow, per flow: CPU time of the reading thread (user + system) and system
-   calls (each `os` call of the reader counted), for
+1. One read of every flow, per flow: CPU time of the reading thread (user + system), and in
+   a pass of its own the system calls (each `os` call of the reader counted), for
    - `baseline`: the reader of another checkout (`--baseline DIR`, e.g. main before issue 15:
      open, read, read, close of each file);
    - `open-per-read`: today's reader when the descriptor budget says no (open, pread, close);
@@ -177,27 +177,59 @@ def load_baseline(checkout: str) -> ModuleType:
     return module
 
 
-def per_read(
-    reads: Sequence[Callable[[], Any]], modules: tuple[ModuleType, ...], passes: int = 5
-) -> dict[str, float]:
-    """CPU microseconds and system calls per flow of one read of every flow (10 reads a pass,
-    so the tenth-read refreshes count in their share); the median pass."""
-    costs = []
-    with counting(*modules) as os_proxy:
-        for _ in range(passes):
+Mode = tuple[Sequence[Callable[[], Any]], tuple[ModuleType, ...]]
+"""One way of reading: a read of each flow, and the modules whose `os` calls are counted."""
+
+
+def read_all(reads: Sequence[Callable[[], Any]], times: int) -> None:
+    for _ in range(times):
+        for read in reads:
+            with suppress(OSError):  # a container that ended meanwhile
+                read()
+
+
+def per_read(modes: dict[str, Mode], passes: int = 7) -> dict[str, dict[str, float]]:
+    """Per mode: CPU microseconds per flow of one read of every flow (10 reads a pass, so the
+    tenth-read refreshes count in their share; passes interleaved across the modes, as the
+    host's load drifts; the median), then the system calls of one pass counted apart (the
+    counting costs more than the calls)."""
+    costs: dict[str, list[float]] = {mode: [] for mode in modes}
+    for _ in range(passes):
+        for mode, (reads, _) in modes.items():
             t0 = time.thread_time_ns()
-            for _ in range(10):
-                for read in reads:
-                    with suppress(OSError):  # a container that ended meanwhile
-                        read()
-            costs.append((time.thread_time_ns() - t0) / 1000 / 10 / len(reads))
-        calls = os_proxy.calls / passes / 10 / len(reads)
-    return {"cpu_us": statistics.median(costs), "syscalls": calls}
+            read_all(reads, 10)
+            costs[mode].append((time.thread_time_ns() - t0) / 1000 / 10 / len(reads))
+    out = {}
+    for mode, (reads, modules) in modes.items():
+        with counting(*modules) as os_proxy:
+            read_all(reads, 10)
+        out[mode] = {
+            "cpu_us": statistics.median(costs[mode]),
+            "syscalls": os_proxy.calls / 10 / len(reads),
+            "flows": len(reads),
+        }
+    return out
+
+
+def baseline_reads(checkout: str, flows: list[tuple[str, int]], system_ns: int) -> Mode:
+    old = load_baseline(checkout)
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    readers = []
+    for cid, pid in flows:
+        try:
+            text = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            continue
+        paths = old.find_paths(text, mountinfo)
+        if paths is not None and cid in text:
+            readers.append(old.UsageReader(paths, f"/proc/{pid}/net/dev", 1 << 34))
+    return [partial(r.read, system_ns) for r in readers], (old,)
 
 
 def part1(flows: list[tuple[str, int]], baseline: str | None) -> dict[str, dict[str, float]]:
-    out = {}
     system_ns = cgroups.read_system_cpu_ns()
+    modes: dict[str, Mode] = {}
+    samplers = []
     for mode, budget in (
         ("open-per-read", FdBudget(limit=0, reserve=0)),
         ("kept-open", FdBudget(limit=1 << 20, reserve=0)),
@@ -205,24 +237,13 @@ def part1(flows: list[tuple[str, int]], baseline: str | None) -> dict[str, dict[
         sampler = sampler_for(flows, budget)
         sampler._read_all(flows, {c for c, _ in flows})  # locate every flow (and hold files)
         readers = [r for _, r in sampler._paths.values() if r is not None]
-        reads = [partial(r.read, system_ns) for r in readers]
-        out[mode] = {**per_read(reads, (cgroups, sample_files)), "flows": len(readers)}
-        out[mode]["kept_fds"] = budget.total_held
-        sampler.close()
+        modes[mode] = ([partial(r.read, system_ns) for r in readers], (cgroups, sample_files))
+        samplers.append(sampler)
     if baseline:
-        old = load_baseline(baseline)
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-        old_readers = []
-        for cid, pid in flows:
-            try:
-                text = Path(f"/proc/{pid}/cgroup").read_text()
-            except OSError:
-                continue
-            paths = old.find_paths(text, mountinfo)
-            if paths is not None and cid in text:
-                old_readers.append(old.UsageReader(paths, f"/proc/{pid}/net/dev", 1 << 34))
-        reads = [partial(r.read, system_ns) for r in old_readers]
-        out["baseline"] = {**per_read(reads, (old,)), "flows": len(old_readers)}
+        modes["baseline"] = baseline_reads(baseline, flows, system_ns)
+    out = per_read(modes)
+    for sampler in samplers:
+        sampler.close()
     return out
 
 
