@@ -70,7 +70,7 @@ class ResourceSampler:
     """A round (one `stats_interval`) is cut in up to this many slices; each flow is read in
     its own (its phase, from its id), so a round is small reads spread over it, not a burst."""
     SLICE_READS = 64
-    """...but a slice reads at least this many flows (~3 ms of reads of kept files): each
+    """...but a slice reads at least this many flows (1-2.5 ms of reads of kept files): each
     slice is a wake-up and a thread hop, 0.2-0.5 ms of CPU on a VM (bench/RESULTS.md). The
     spread that shows in one-second windows is the background flows' over the rounds."""
 
