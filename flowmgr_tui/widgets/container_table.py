@@ -358,7 +358,7 @@ class ContainerTable(DataTable[Any]):
 
     def _on_screen(self) -> tuple[int, int]:
         """The row indexes [top, bottom) the table's height shows at its scroll offset."""
-        top = max(0, int(self.scroll_y))
+        top = max(0, self.scroll_offset.y)  # rounded, as the lines are rendered
         height = self.size.height - (self.header_height if self.show_header else 0)
         return top, top + max(0, height)
 

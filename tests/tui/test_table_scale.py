@@ -95,7 +95,7 @@ def _names(table: ContainerTable, ids: list[str]) -> list[str]:
 
 def _line_of(table: ContainerTable, container_id: str) -> str:
     """The text painted on screen for a row (it must be scrolled into view)."""
-    y = table.get_row_index(container_id) - int(table.scroll_y) + table.header_height
+    y = table.get_row_index(container_id) - table.scroll_offset.y + table.header_height
     return table.render_line(y).text
 
 
