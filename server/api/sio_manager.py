@@ -16,7 +16,7 @@ from socketio import packet as sio_packet
 
 from server.api.auth import AUTHENTICATED
 
-__all__ = ["DirectEmitManager", "Encoded", "compact_json", "event_packet"]
+__all__ = ["DirectEmitManager", "Encoded", "compact_json", "event_packet", "packet_data_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,19 @@ class Encoded(dict[str, Any]):
     def __init__(self, payload: dict[str, Any]) -> None:
         super().__init__(payload)
         self.text = compact_json(payload)
+
+
+def packet_data_json(value: Any) -> str:
+    """The JSON of a packet's data, an `Encoded` answer at its end spliced in as it is: an
+    event's `[name, answer]` (the name's JSON cached), an ack's `[answer]`."""
+    if type(value) is list and value and type(value[-1]) is Encoded:
+        text = value[-1].text
+        if len(value) == 1:
+            return f"[{text}]"
+        if len(value) == 2 and type(value[0]) is str:
+            return f"[{_event_json(value[0])},{text}]"
+        return f"[{compact_json(value[:-1])[1:-1]},{text}]"
+    return compact_json(value)
 
 
 class _Pending:

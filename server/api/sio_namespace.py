@@ -14,7 +14,7 @@ from server import __version__
 from server.api.auth import AUTHENTICATED, RefusalLog, token_matches
 from server.api.errors import error_payload
 from server.api.resume import BadLastSeq, Resume, last_seq_of
-from server.api.sio_manager import Encoded, compact_json
+from server.api.sio_manager import Encoded, packet_data_json
 from server.core.errors import InvalidRequest
 from server.wire.answers import (
     ConnectedOut,
@@ -73,10 +73,7 @@ class UndecodableAsEvent:
     @staticmethod
     def dumps(value: Any, **kwargs: Any) -> str:
         """Compact JSON; a packet's data ending in an `Encoded` answer reuses its text."""
-        if type(value) is list and value and type(value[-1]) is Encoded:
-            head = compact_json(value[:-1])[1:-1]
-            return f"[{head},{value[-1].text}]" if head else f"[{value[-1].text}]"
-        return compact_json(value)
+        return packet_data_json(value)
 
     @staticmethod
     def loads(text: str | bytes, **kwargs: Any) -> Any:
