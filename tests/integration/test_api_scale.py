@@ -21,6 +21,7 @@ from server.api.app import create_app
 from server.api.serving import GracefulServer, uvicorn_config
 from server.api.sio_manager import Encoded
 from server.api.sio_namespace import UndecodableAsEvent
+from server.core.config import Settings
 from server.core.events import StatsSampled
 from server.core.manager import ContainerManager
 from server.core.models import ResourceSample
@@ -29,7 +30,13 @@ from server.wire.answers import ContainerListOut
 from server.wire.pushes import ContainerStatsOut
 from server.wire.requests import WATCH_MAX
 from tests.fake_flows import fake_manager
-from tests.integration.api_harness import TEST_TOKEN, client, with_test_token
+from tests.integration.api_harness import (
+    BUSYBOX,
+    TEST_TOKEN,
+    client,
+    running_service,
+    with_test_token,
+)
 
 FLOWS = 1000
 
@@ -213,3 +220,38 @@ async def test_the_remote_panel_watches_what_it_shows_and_takes_the_samples(
         async with asyncio.timeout(10):  # gone: the server forgets its set
             while server.sampler.watched:
                 await asyncio.sleep(0.02)
+
+
+async def test_a_real_flow_watched_is_sampled_every_second_and_pushed_to_its_watcher(
+    settings: Settings, unique_name: Any
+) -> None:
+    monitoring = settings.monitoring.model_copy(update={"background_stats_interval": 60.0})
+    settings = settings.model_copy(update={"monitoring": monitoring})
+    async with (
+        running_service(settings) as svc,
+        client(svc.url) as (watcher, seen),
+        client(svc.url) as (_, unseen),
+    ):
+        made = await watcher.call(
+            "create_container", {"image": BUSYBOX, "name": unique_name("watched")}, timeout=60
+        )
+        cid = made["container_id"]
+        await watcher.call("start_container", {"container_id": cid}, timeout=60)
+        ack = await watcher.call("watch_stats", {"container_ids": [cid[:12]]})
+        assert ack == {"container_ids": [cid], "unknown": []}
+
+        def third(d: dict[str, Any]) -> bool:
+            return len(seen.events["container_stats"]) >= 3
+
+        await seen.wait_for("container_stats", third)  # every stats_interval, not every 60 s
+        stamps = [
+            ContainerStatsOut.decode(d).resource_usage.timestamp
+            for d in seen.events["container_stats"]
+        ]
+        assert len(set(stamps)) == len(stamps)  # fresh samples, not one repeated
+        assert all(d["container_id"] == cid for d in seen.events["container_stats"])
+        await watcher.call("watch_stats", {"container_ids": []})
+        count = len(seen.events["container_stats"])
+        await asyncio.sleep(2.5)
+        assert len(seen.events["container_stats"]) <= count + 1  # one in flight at most
+        assert "container_stats" not in unseen.events
