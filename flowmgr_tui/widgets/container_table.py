@@ -305,6 +305,10 @@ class ContainerTable(DataTable[Any]):
         keys = map(self._row_locations.get_key, range(top, min(bottom, self.row_count)))
         return [str(key.value) for key in keys if key is not None]
 
+    def shows(self, container_id: str) -> bool:
+        """Whether the container has a row (it may be scrolled off screen)."""
+        return container_id in self._cells
+
     def cell_text(self, container_id: str, column: str) -> str:
         """The plain text of one cell (tests and the tmux harness read this)."""
         return str(self._cells[container_id][[c[0] for c in COLUMNS].index(column)])

@@ -7,6 +7,7 @@ Fake rows through the real bus and bridge (ReplayBackend); no Docker.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ from textual.widgets import DataTable
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.host_stats import HostSample
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
+from flowmgr_tui.screens.dashboard import ROWS_EVERY
 from flowmgr_tui.state.panel_state import HISTORY_SAMPLES, HISTORY_SPAN, PanelState
 from flowmgr_tui.widgets.container_table import ContainerTable
 from server.core.events import ContainerAdded, Event, StatsSampled
@@ -66,8 +68,8 @@ def _snap(i: int) -> ContainerSnapshot:
     )
 
 
-def _app() -> tuple[FlowMgrApp, ReplayBackend]:
-    events: list[Event] = [ContainerAdded(snapshot=_snap(i), at=T0) for i in range(ROWS)]
+def _app(rows: int = ROWS) -> tuple[FlowMgrApp, ReplayBackend]:
+    events: list[Event] = [ContainerAdded(snapshot=_snap(i), at=T0) for i in range(rows)]
     backend = ReplayBackend(events)
     app = FlowMgrApp(
         backend,
@@ -244,3 +246,39 @@ def test_history_keeps_three_minutes_at_any_rate_and_survives_clock_jumps() -> N
         state.apply([StatsSampled(container_id=cid, sample=_usage(1.0, at), at=at)])
         assert state.history[cid][-1].timestamp == at
     assert len(state.history[cid]) == 1
+
+
+async def test_a_burst_of_new_rows_is_drawn_a_few_times_and_a_busy_mark_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Adoption brings rows ten at a time every 40 ms: drawn at most every ROWS_EVERY, not per
+    batch (each re-sorts and repaints); a change to shown rows (a key's busy mark) waits for
+    nothing."""
+    app, _ = _app(rows=0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = dashboard(app)
+        table = screen.table
+        draws = 0
+        draw = table.show_rows
+
+        def counting(ids: list[str]) -> None:
+            nonlocal draws
+            draws += 1
+            draw(ids)
+
+        monkeypatch.setattr(table, "show_rows", counting)
+        started = time.monotonic()
+        for first in range(0, 500, 10):
+            events: list[Event] = [
+                ContainerAdded(snapshot=_snap(i), at=T0) for i in range(first, first + 10)
+            ]
+            screen.show_changes(app.state.apply(events), events)
+            await pilot.pause()
+        elapsed = time.monotonic() - started
+        await until(pilot, lambda: table.row_count == 500, "every row")
+        assert draws <= elapsed / ROWS_EVERY + 2, (draws, elapsed)
+        names = _names(table, table.shown_ids)
+        assert names == sorted(names, key=str.lower)
+        cid = table.shown_ids[0]
+        screen.show_changes(app.state.set_busy(cid, "stopping"), ())
+        assert "stopping" in table.cell_text(cid, "state")
