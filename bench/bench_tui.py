@@ -280,6 +280,25 @@ async def idle_cpu(app: TableBenchApp, last: dict[str, ResourceSample], watched:
     return (time.process_time() - cpu0) / (time.perf_counter() - t0) * 100
 
 
+async def adoption(n: int, per_batch: int = 10) -> tuple[float, float]:
+    """CPU and wall seconds until `n` rows arriving `per_batch` at a time (as adoption brings
+    them, each batch followed by the app's work until idle) are all shown."""
+    state = PanelState([], True)
+    app = TableBenchApp(state)
+    async with app.run_test(size=(COLS, ROWS)) as pilot:
+        snaps = fake_rows(n)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for first in range(0, n, per_batch):
+            events: list[Event] = [
+                ContainerAdded(snapshot=s, at=T0) for s in snaps[first : first + per_batch]
+            ]
+            app.dashboard.show_changes(state.apply(events), events)
+            await pilot.pause()
+        while app.dashboard.table.row_count < n:
+            await pilot.pause(0.01)
+        return time.process_time() - cpu0, time.perf_counter() - t0
+
+
 async def table_bench(n: int, repeats: int) -> dict[str, Any]:
     """CPU milliseconds per operation at `n` rows (medians of `repeats`), each with the app's
     work until idle that shows it on the (headless) screen (`*_op_ms`: the operation alone),
@@ -342,6 +361,9 @@ async def table_bench(n: int, repeats: int) -> dict[str, Any]:
     )
     result["idle_cpu_every_row_1s_percent"] = round(every_second, 1)
     result["idle_cpu_watched_percent"] = round(watched, 1)
+    cpu, wall = await adoption(n)
+    result["adoption_10_per_batch_cpu_s"] = round(cpu, 2)
+    result["adoption_10_per_batch_wall_s"] = round(wall, 2)
     return result
 
 
