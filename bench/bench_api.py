@@ -8,6 +8,10 @@ rtt:    list_containers / get_container_status round trips (ack) with 100 manage
 load:   list_containers round trips while 10 other clients loop stop / restart / status.
 fanout: `status_changed` latency to 100 connected clients (event timestamp -> client receipt).
 send:   send_message requests per second into one echo flow, every answer counted.
+list:   list_containers round trips (ack; the container_list event comes too) and the server's
+        CPU per call with --flows fake flows (a manager holding records, no containers).
+status: the server's CPU in one-second windows over --seconds while --flows fake flows report
+        their status every 30 s (journal on) to one client: the mean and the largest window.
 The server runs in its own process (as deployed); clients run here. Everything this script
 creates carries a bench-only instance label and is removed at the end, even on failure.
 """
@@ -266,6 +270,85 @@ async def bench_rtt(c: Client, ids: list[str], calls: int) -> None:
         calls, lambda i: c.call("get_container_status", {"container_id": ids[i % len(ids)]})
     )
     say(f"rtt get_container_status: {summary(st)}")
+
+
+def fake_service(port: int, flows: int, token: str, run: str, report: bool = False) -> None:
+    """Entry of the `list` and `status` benches' server: the service's app over `flows` fake
+    flows (no containers, the manager not started; with `report`, its journal and periodic
+    status are) on 127.0.0.1:port, until it is terminated (its own interpreter: this one's
+    TOKEN and RUN are not the parent's)."""
+    from server.api.app import create_app
+    from server.api.serving import GracefulServer, uvicorn_config
+    from tests.fake_flows import fake_manager
+
+    m = fake_manager(Path("/tmp/fmb") / run, flows, server__token=token, log_level="WARNING")
+    config = uvicorn_config(create_app(m, m.settings), m.settings, host="127.0.0.1", port=port)
+
+    async def serve() -> None:
+        if report:  # what a started manager runs for them, without an engine
+            m.bus.bind_loop(asyncio.get_running_loop())
+            await asyncio.to_thread(m.state.prepare)
+            await m.journal.start()
+            reporter = asyncio.create_task(m._report_status())  # noqa: F841 (runs till the end)
+        await GracefulServer(config).serve()
+
+    asyncio.run(serve())
+
+
+@contextlib.asynccontextmanager
+async def fake_server(flows: int, report: bool = False) -> AsyncIterator[tuple[str, Any]]:
+    """`fake_service` in its own process: its URL and process handle."""
+    port = free_port()
+    server = multiprocessing.get_context("spawn").Process(
+        target=fake_service, args=(port, flows, TOKEN, f"{RUN}-fake", report), daemon=True
+    )
+    server.start()
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                with contextlib.suppress(OSError):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                await asyncio.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", psutil.Process(server.pid)
+    finally:
+        server.terminate()
+        server.join(20)
+        shutil.rmtree(Path("/tmp/fmb") / f"{RUN}-fake", ignore_errors=True)
+
+
+async def bench_status(args: argparse.Namespace) -> None:
+    """Server CPU per one-second window while --flows fake flows report their status."""
+    async with fake_server(args.flows, report=True) as (url, proc), WireClient(url) as c:
+        windows: list[float] = []
+        cpu, began = cpu_seconds(proc), time.monotonic()
+        for second in range(1, int(args.seconds) + 1):
+            await asyncio.sleep(max(0.0, began + second - time.monotonic()))
+            now_cpu = cpu_seconds(proc)
+            windows.append((now_cpu - cpu) * 100)
+            cpu = now_cpu
+        got = c.broadcasts["container_status_update"]
+        say(
+            f"status ({args.flows} flows, {len(windows)} s, {got} container_status_update "
+            f"received): server CPU mean {statistics.mean(windows):.1f} %, largest one-second "
+            f"window {max(windows):.1f} %, windows over 15 %: {sum(w > 15 for w in windows)}"
+        )
+
+
+async def bench_list(args: argparse.Namespace) -> None:
+    """list_containers p50/p99 and server CPU per call at --flows fake flows, --runs times."""
+    async with fake_server(args.flows) as (url, proc):
+        async with WireClient(url) as c:
+            await timed(50, lambda i: c.call("list_containers", {}))  # warm-up
+            size = len(await c.call("list_containers", {}))
+            for run in range(args.runs):
+                cpu = cpu_seconds(proc)
+                lst = await timed(args.calls, lambda i: c.call("list_containers", {}))
+                per_call = (cpu_seconds(proc) - cpu) / args.calls * 1000
+                say(
+                    f"list run {run + 1} ({args.flows} flows, ack {size} bytes + the event): "
+                    f"{summary(lst)}, server CPU {per_call:.2f} ms per call"
+                )
 
 
 async def churn(url: str, ids: list[str], seconds: float) -> dict[str, int]:
@@ -536,6 +619,8 @@ async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", nargs="*", default=["rtt", "load", "fanout", "send"])
     parser.add_argument("--containers", type=int, default=100)
+    parser.add_argument("--flows", type=int, default=1000, help="list, status: fake flows")
+    parser.add_argument("--seconds", type=float, default=65, help="status: how long")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--messages", type=int, default=20_000)
@@ -572,6 +657,10 @@ async def main(argv: list[str] | None = None) -> None:
             await docker_benches(url, server, args)
     if "send" in args.which:
         await bench_send(args)
+    if "list" in args.which:
+        await bench_list(args)
+    if "status" in args.which:
+        await bench_status(args)
 
 
 async def docker_benches(url: str, server: psutil.Process, args: argparse.Namespace) -> None:

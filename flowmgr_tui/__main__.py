@@ -294,9 +294,11 @@ def main(argv: list[str] | None = None) -> int:
                     sys.stderr.write(NO_TOKEN.format(path=settings.token_path))
                     return 2
             else:  # the in-process core mounts from the bind roots
+                from server.core.fd_budget import raise_soft_limit
                 from server.core.validation.host import validate_bind_roots
 
                 validate_bind_roots(settings)
+                raise_soft_limit()  # its flows hold descriptors; logged (to the panel's log)
                 if args.serve or settings.server.serve_in_panel:
                     settings = with_api_token(settings)
         except ConfigError as err:

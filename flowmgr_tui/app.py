@@ -108,7 +108,8 @@ class FlowMgrApp(App[None]):
         """The panel's one copy of the containers: screens render from it."""
         self.state.seed(backend.recent_activity(), backend.recent_crashes())
         self.runner = ActionRunner(self, backend, self.state, self._mark_busy)
-        self.dashboard = DashboardScreen(self.state, clock=clock)
+        self.dashboard = DashboardScreen(self.state, clock=clock, watch=self._watch_stats)
+        self._watch_failed = False
 
     def on_mount(self) -> None:
         """Show the dashboard, start pumping events, start the core when asked to."""
@@ -126,6 +127,15 @@ class FlowMgrApp(App[None]):
         """Fold events into the state and let the open screens redraw what changed."""
         events = self.state.fresh(message.events)
         self._show(self.state.apply(events), events)
+
+    def _watch_stats(self, container_ids: list[str]) -> None:
+        """The containers on screen: the core samples them at full rate (the rest slower)."""
+        try:
+            self.backend.watch_stats("panel", container_ids)
+        except Exception as err:  # the rows still show; their samples come at the slow rate
+            if not self._watch_failed:  # once: this runs on every scroll
+                self._watch_failed = True
+                logger.warning("could not tell the core what is on screen: %s", describe_error(err))
 
     def _mark_busy(self, container_id: str, doing: str | None) -> None:
         self._show(self.state.set_busy(container_id, doing), ())

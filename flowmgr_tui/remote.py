@@ -41,6 +41,7 @@ from server.wire.answers import (
     HistoryOut,
     LogSubscriptionOut,
     MessageSentOut,
+    WatchStatsOut,
 )
 from server.wire.base import MalformedPayload, WireModel
 from server.wire.errors import ErrorOut
@@ -48,6 +49,7 @@ from server.wire.pushes import (
     ActivityLogOut,
     ContainerCrashedOut,
     ContainerLogOut,
+    ContainerStatsOut,
     EngineStatusOut,
     HealthWarningOut,
     MessageReceivedOut,
@@ -56,6 +58,7 @@ from server.wire.pushes import (
     StatusUpdateOut,
 )
 from server.wire.requests import (
+    WATCH_MAX,
     ContainerRef,
     CreateContainerRequest,
     GetHistoryRequest,
@@ -64,6 +67,7 @@ from server.wire.requests import (
     RequestIn,
     SendMessageRequest,
     UpdateContainerRequest,
+    WatchStatsRequest,
     body,
 )
 
@@ -110,6 +114,11 @@ class RemoteBackend:
         self._shown = True
         """What the bus last said: the panel's banner follows these two links together."""
         self._resync_task: asyncio.Task[None] | None = None
+        self._watch: dict[str, frozenset[str]] = {}
+        """Owner (the table's rows, a detail view) -> the ids it shows; the server gets the
+        union (one set per client), again after each reconnect."""
+        self._watch_task: asyncio.Task[None] | None = None
+        self._watch_dirty = False
         self._register()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -138,8 +147,9 @@ class RemoteBackend:
 
     async def stop(self) -> None:
         """Disconnect."""
-        if self._resync_task is not None:
-            self._resync_task.cancel()
+        for task in (self._resync_task, self._watch_task):
+            if task is not None:
+                task.cancel()
         await self._sio.disconnect()
         self.bus.close()
 
@@ -265,6 +275,34 @@ class RemoteBackend:
         answer = await self._ask("send_message", request, MessageSentOut)
         self.bus.publish(answer.to_core())
 
+    def watch_stats(self, owner: str, container_ids: list[str]) -> None:
+        """ext `watch_stats`, sent in the background (the newest set wins): the server samples
+        what this panel shows at full rate and pushes it as `container_stats`; the other rows
+        keep the periodic `container_status_update`."""
+        ids = frozenset(container_ids)
+        if ids:
+            self._watch[owner] = ids
+        else:
+            self._watch.pop(owner, None)
+        self._send_watch()
+
+    def _send_watch(self) -> None:
+        self._watch_dirty = True
+        if self._watch_task is None or self._watch_task.done():
+            self._watch_task = asyncio.create_task(self._watch_sender(), name="remote-watch")
+
+    async def _watch_sender(self) -> None:
+        """One request at a time; a set changed meanwhile goes next (scrolling sends few)."""
+        while self._watch_dirty and self._connected:
+            self._watch_dirty = False
+            ids = sorted(frozenset[str]().union(*self._watch.values()))[:WATCH_MAX]
+            try:
+                request = WatchStatsRequest.model_construct(container_ids=ids)
+                await self._ask("watch_stats", request, WatchStatsOut)
+            except FlowMgrError as err:  # a server older than watch_stats: periodic only
+                logger.info("%s: watch_stats not taken (%s)", self.url, err)
+                return
+
     # --- pushes --------------------------------------------------------------------------
 
     def _register(self) -> None:
@@ -279,6 +317,7 @@ class RemoteBackend:
         self._on_push(MessageReceivedOut, lambda msg: self.bus.publish(msg.to_core()))
         self._on_push(ContainerLogOut, lambda msg: self.bus.publish(msg.to_core()))
         self._on_push(EngineStatusOut, self._on_engine_status)
+        self._on_push(ContainerStatsOut, self._on_stats)
 
     def _on_push(self, model: type[P], handle: Callable[[P], None]) -> None:
         """Handle `model.event`, decoded; a payload without its shape is logged and dropped."""
@@ -299,6 +338,8 @@ class RemoteBackend:
         if not was and self._containers:  # a reconnect: catch up on what we missed
             self._tell(self._engine_reason)
             self._schedule_resync()
+        if self._watch:  # the server forgot this client's set when it left
+            self._send_watch()
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self._connected = False
@@ -335,6 +376,15 @@ class RemoteBackend:
 
     def _on_status_update(self, msg: StatusUpdateOut) -> None:
         self._apply_status(msg.to_core(name=self._name(msg.container_id)))
+
+    def _on_stats(self, msg: ContainerStatsOut) -> None:
+        """ext: a fresh sample of a row this panel shows."""
+        snap = self._containers.get(msg.container_id)
+        if snap is None or snap.state != "running":
+            return
+        ev = msg.to_core()
+        self._containers[snap.id] = replace(snap, resources=ev.sample)
+        self.bus.publish(ev)
 
     def _on_activity(self, msg: ActivityLogOut) -> None:
         ev = msg.to_core()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from flowmgr_tui.state.activity_keys import activity_key, merge_activity
@@ -33,6 +33,10 @@ __all__ = ["PanelState", "FlowMessage", "Changes", "HISTORY_SAMPLES", "ShowsChan
 
 HISTORY_SAMPLES = 180
 """Samples kept per container for the graphs (three minutes at one per second)."""
+HISTORY_SPAN = timedelta(seconds=HISTORY_SAMPLES)
+"""...and none older than this: a flow off screen is sampled every 10 s (the core's background
+rate), so 1,000 such flows keep ~18 samples each, not 180 (~35 MB less), and a detail view
+opened on one shows the last three minutes, not the last half hour."""
 MESSAGES_KEPT = 200
 ACTIVITY_KEPT = 500
 
@@ -213,6 +217,9 @@ class PanelState:
         hist = self.history.setdefault(container_id, deque(maxlen=HISTORY_SAMPLES))
         if not hist or hist[-1].timestamp != sample.timestamp:
             hist.append(sample)
+            horizon = sample.timestamp - HISTORY_SPAN
+            while hist[0].timestamp < horizon:
+                hist.popleft()
 
     def ordered(self) -> list[ContainerSnapshot]:
         """Containers by name."""

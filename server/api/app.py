@@ -21,6 +21,7 @@ from server.api.sio_bridge import SioBridge
 from server.api.sio_manager import DirectEmitManager
 from server.api.sio_namespace import FlowNamespace, UndecodableAsEvent
 from server.core.config import Settings
+from server.core.monitor import adoption_text
 from server.core.token_file import with_api_token
 from server.wire.journal_encoding import encode_event
 
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 __all__ = ["create_app", "FlowMgrASGIApp"]
 
 logger = logging.getLogger(__name__)
+
+ADOPT_WAIT_AT_START = 1.0
+"""Seconds the lifespan waits for the first adoption before the port listens (a few flows are
+adopted by then, so /health is 200 at once; a thousand are adopted with the port open)."""
 
 
 class FlowMgrASGIApp(socketio.ASGIApp):  # type: ignore[misc]
@@ -103,10 +108,17 @@ def create_app(
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         if manage_lifecycle:
-            await manager.start()
+            # listen while a thousand flows are adopted: /health says "adopting" meanwhile and
+            # requests wait for the adoption (bounded), instead of the port refusing connections
+            await manager.start(adopt_wait=ADOPT_WAIT_AT_START)
         await bridge.start()
         api.state.started = True
-        logger.info("flow manager API ready (%d managed containers)", len(manager.snapshot()))
+        adoption = manager.adoption()
+        logger.info(
+            "flow manager API ready (%d managed containers%s)",
+            len(manager.snapshot()),
+            "" if adoption is None else f"; {adoption_text(*adoption)}, adopting the rest",
+        )
         try:
             yield
         finally:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from server.core.config import Settings
+from server.core.monitor import adoption_text
 
 __all__ = ["router", "HealthSource"]
 
@@ -30,6 +31,10 @@ class HealthSource(Protocol):
         """Why the engine is not in use, with the fix (None when it is)."""
         ...
 
+    def adoption(self) -> tuple[int, int | None] | None:
+        """(adopted, listed) while the first adoption runs; None once done."""
+        ...
+
 
 def _manager(request: Request) -> HealthSource:
     return request.app.state.manager  # type: ignore[no-any-return]
@@ -42,11 +47,16 @@ ManagerDep = Annotated[HealthSource, Depends(_manager)]
 async def health(manager: ManagerDep) -> JSONResponse:
     """docs/PROTOCOL.md's health document; 503 naming the component that is not active."""
     components = dict(manager.health())
+    adoption = manager.adoption()
+    if adoption is not None:  # listening from the first second: the engine's parts not yet
+        for name in ("container_manager", "event_handler"):
+            if components.get(name) != "active":
+                components[name] = "adopting"
     # a journal turned off (journal.enabled false) is a choice, not a failure
     failing = sorted(k for k, v in components.items() if v not in ("active", "disabled"))
     # the service still works without its journal (pushes without seq): "degraded" and 200, so
     # a liveness probe does not restart it in a loop over a full disk a restart cannot fix
-    healthy = not any(k not in DEGRADING for k in failing)
+    healthy = adoption is None and not any(k not in DEGRADING for k in failing)
     body: dict[str, Any] = {
         "status": "unhealthy" if not healthy else "degraded" if failing else "healthy",
         "service": "flow-manager",
@@ -55,7 +65,12 @@ async def health(manager: ManagerDep) -> JSONResponse:
     }
     if failing:
         body["failing"] = failing
-    if not healthy:
+    if adoption is not None:
+        adopted, listed = adoption
+        body["reason"] = "adopting"
+        body["progress"] = adoption_text(adopted, listed)
+        body["adoption"] = {"adopted": adopted, "total": listed}
+    elif not healthy:
         reason = manager.health_reason()
         if reason:
             body["reason"] = reason

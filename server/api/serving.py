@@ -13,6 +13,7 @@ import uvicorn
 from server.api.app import FlowMgrASGIApp, create_app
 from server.api.ws_transport import CoalescingWebSocketProtocol
 from server.core.config import Settings
+from server.core.fd_budget import raise_soft_limit
 from server.core.manager import ContainerManager
 from server.core.priority import apply_priority
 from server.core.token_file import with_api_token
@@ -34,6 +35,7 @@ def build_service(settings: Settings) -> FlowMgrASGIApp:
     """
     settings = with_api_token(settings)
     apply_priority(settings.server.nice)
+    raise_soft_limit()  # each flow holds descriptors: its socket, connection, sample files
     manager = ContainerManager(settings, journal_encoder=encode_event)
     return create_app(manager, settings, manage_lifecycle=True)
 

@@ -12,12 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from server.api.auth import AUTHENTICATED
-from server.api.sio_manager import DirectEmitManager
+from server.api.sio_manager import DirectEmitManager, Encoded
 from server.core.bus import Subscription
-from server.core.events import ContainerRemoved, Event, LogLineReceived
+from server.core.events import ContainerRemoved, Event, LogLineReceived, StatsSampled
 from server.core.journal.records import JournalRecord
 from server.wire.base import Wire
-from server.wire.pushes import ContainerLogOut
+from server.wire.pushes import ContainerLogOut, ContainerStatsOut
 
 if TYPE_CHECKING:
     import socketio
@@ -66,10 +66,14 @@ class SioBridge:
         """Held while a batch goes out: a client joins the broadcast room between batches."""
         self._unlisten: Callable[[], None] | None = None
         self._hangups: set[asyncio.Task[None]] = set()
+        self._watching: dict[str, frozenset[str]] = {}
+        """Sid -> the container ids it watches (ext `watch_stats`)."""
+        self._watchers: dict[str, set[str]] = {}
+        """Container id -> the sids watching it: whose samples come through the bus at all."""
 
     async def start(self) -> None:
         """Listen to the journal; subscribe to the bus and forward log lines in one task."""
-        sub = self._manager.bus.subscribe_raw(maxsize=50_000, predicate=_wanted)
+        sub = self._manager.bus.subscribe_raw(maxsize=50_000, predicate=self._wanted)
         self._task = asyncio.create_task(self._forward(sub), name="sio-bridge")
         self._unlisten = self._manager.journal.listen(self._broadcast)
 
@@ -109,7 +113,21 @@ class SioBridge:
         finally:
             self._manager.bus.unsubscribe(sub)
 
+    def _wanted(self, event: Event) -> bool:
+        """Log lines and removals; a sample only of a container some client watches (the
+        bus asks this for every sample of every flow: it must stay a lookup)."""
+        if isinstance(event, StatsSampled):
+            return event.container_id in self._watchers
+        return isinstance(event, _WANTED)
+
     async def _dispatch(self, event: Event) -> None:
+        if isinstance(event, StatsSampled):
+            sids = self._watchers.get(event.container_id)
+            if sids:  # encoded once for all its watchers
+                payload = Encoded(ContainerStatsOut.payload(event))
+                for sid in list(sids):
+                    await self._sio.emit(ContainerStatsOut.event, payload, to=sid)
+            return
         if isinstance(event, LogLineReceived):
             if event.container_id in self._followers:
                 await self._sio.emit(
@@ -222,9 +240,33 @@ class SioBridge:
             await self._unfollow(container_id)
         return container_id
 
+    def watch_stats(self, sid: str, refs: list[str]) -> tuple[list[str], list[str]]:
+        """`sid` watches these containers now (replacing its set): the core samples them at
+        full rate and their samples are pushed to it. (full ids watched, refs naming none)."""
+        watched, unknown = self._manager.registry.resolve_many(refs, "container_ids")
+        self._manager.watch_stats(f"sio:{sid}", watched)  # InvalidRequest: no change
+        self._set_watching(sid, frozenset(watched))
+        return watched, unknown
+
+    def _set_watching(self, sid: str, ids: frozenset[str]) -> None:
+        for cid in self._watching.pop(sid, frozenset()) - ids:
+            sids = self._watchers.get(cid)
+            if sids is not None:
+                sids.discard(sid)
+                if not sids:
+                    del self._watchers[cid]
+        if ids:
+            self._watching[sid] = ids
+            for cid in ids:
+                self._watchers.setdefault(cid, set()).add(sid)
+
     async def client_left(self, sid: str) -> None:
-        """A client disconnected: release the log streams it alone kept alive."""
+        """A client disconnected: release the log streams it alone kept alive, and stop
+        sampling at full rate what it alone watched."""
         self.drop_held(sid)
+        if sid in self._watching:
+            self._set_watching(sid, frozenset())
+            self._manager.unwatch_stats(f"sio:{sid}")
         for container_id in [c for c, sids in self._followers.items() if sid in sids]:
             if self._drop(container_id, sid):
                 await self._unfollow(container_id)
@@ -245,7 +287,3 @@ class SioBridge:
             await self._manager.unfollow_logs(container_id)
         except Exception:  # the container may be gone already; nothing left to release
             logger.debug("unfollow_logs(%s) failed", container_id[:12], exc_info=True)
-
-
-def _wanted(event: Event) -> bool:
-    return isinstance(event, _WANTED)

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import socketio
 from engineio import json as engineio_json
-from pydantic_core import to_json
 
 from server import __version__
 from server.api.auth import AUTHENTICATED, RefusalLog, token_matches
 from server.api.errors import error_payload
 from server.api.resume import BadLastSeq, Resume, last_seq_of
+from server.api.sio_manager import Encoded, packet_data_json
 from server.core.errors import InvalidRequest
 from server.wire.answers import (
     ConnectedOut,
@@ -27,6 +27,7 @@ from server.wire.answers import (
     HistoryOut,
     LogSubscriptionOut,
     MessageSentOut,
+    WatchStatsOut,
 )
 from server.wire.base import Wire
 from server.wire.catalog import REQUESTS
@@ -40,6 +41,7 @@ from server.wire.requests import (
     RequestIn,
     SendMessageRequest,
     UpdateContainerRequest,
+    WatchStatsRequest,
     parse_request,
     request_id_of,
 )
@@ -70,14 +72,8 @@ class UndecodableAsEvent:
 
     @staticmethod
     def dumps(value: Any, **kwargs: Any) -> str:
-        """Compact JSON (what `separators=(",", ":")` asks for) by pydantic's Rust encoder,
-        several times faster than the standard library's on every packet sent. A string UTF-8
-        cannot hold (a lone surrogate echoed from a request) is escaped by the standard
-        library's encoder instead."""
-        try:
-            return to_json(value).decode()
-        except ValueError:
-            return str(engineio_json.dumps(value, separators=(",", ":")))
+        """Compact JSON; a packet's data ending in an `Encoded` answer reuses its text."""
+        return packet_data_json(value)
 
     @staticmethod
     def loads(text: str | bytes, **kwargs: Any) -> Any:
@@ -201,7 +197,7 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 self.bridge.drop_held(sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        """Release the log streams this client kept alive."""
+        """Release the log streams this client kept alive, and what it watched."""
         await self.bridge.client_left(sid)
 
     async def on_create_container(self, sid: str, data: Any) -> dict[str, Any]:
@@ -315,6 +311,15 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
         return await self._serve(sid, "unsubscribe_logs", data, act)
 
+    async def on_watch_stats(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `watch_stats`: sample these at full rate and push them as `container_stats`."""
+
+        async def act(req: WatchStatsRequest) -> Wire:
+            watched, unknown = self.bridge.watch_stats(sid, req.container_ids)
+            return WatchStatsOut.payload(watched, unknown)
+
+        return await self._serve(sid, "watch_stats", data, act)
+
     async def on_get_history(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `get_history` -> `history`: a page of the journal, oldest first."""
 
@@ -350,6 +355,7 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     ) -> dict[str, Any]:
         """Validate, act, then emit the answer (or `error`) to `sid`; the result is the ack."""
         try:
+            await self.manager.until_adopted()  # at start: wait (bounded), then a typed error
             payload = await act(parse_request(schema, data))
         except Exception as exc:  # every failure becomes an `error` to this client only
             payload, answer = error_payload(exc, operation, data), "error"
@@ -357,5 +363,6 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if rid is not None:
             payload["request_id"] = rid
         if answer:
+            payload = Encoded(payload)  # the answer event and the ack from one text
             await self.emit(answer, payload, to=sid)
         return payload

@@ -19,6 +19,7 @@ from server.core.code_update import (
 from server.core.config import Settings
 from server.core.docker_adapter import BindMount, DockerAdapter
 from server.core.errors import ContainerNotFound, DockerApiError, FlowMgrError, InvalidRequest
+from server.core.fd_budget import CHANNEL_FDS, FdBudget
 from server.core.host_paths import BindPins, HostPathError, nesting_problem
 from server.core.logs import LogFollowers
 from server.core.masking import mask_env
@@ -48,6 +49,7 @@ class ContainerActions:
     _network_ready: bool
     _network_lock: asyncio.Lock
     bind_pins: BindPins
+    fd_budget: FdBudget
 
     @asynccontextmanager
     async def _checked(self, ref: str) -> AsyncIterator[Record]:
@@ -118,6 +120,7 @@ class ContainerActions:
         if spec.memory_limit:
             host_options["mem_limit"] = spec.memory_limit
         self._check_flow_quota()  # again: no await from here to the reservation
+        reserved = self._reserve_channel(spec.name)
         labels = {"flowmgr.managed": "true", "flowmgr.instance": dk.instance}
         # the ports as the client wrote them, echoed so after a restart of the manager too
         own = {**labels, PORTS_LABEL: ports_label(spec.ports)} if spec.ports else labels
@@ -150,6 +153,7 @@ class ContainerActions:
                         host_options=host_options,
                     )
                     self.bind_pins.record(cid, spec.binds)
+                self.fd_budget.release(reserved)  # the channel opened by the refresh takes its own
                 snap = await self._refresh(cid)
             except FlowMgrError:
                 self._network_ready = False  # the network may have been removed under us
@@ -160,6 +164,8 @@ class ContainerActions:
                     with contextlib.suppress(FlowMgrError):
                         await self.adapter.remove_volume(_data_volume(spec.name), labels)
                 raise
+            finally:
+                self.fd_budget.release(reserved)
         self.registry.record_activity(
             "container_created",
             cid,
@@ -193,6 +199,17 @@ class ContainerActions:
             rec.info.mounts.get(self.settings.docker.socket_mount),
             rec.info.name,
         )
+
+    def _reserve_channel(self, name: str) -> str:
+        """Hold a new flow's channel descriptors while it is created (concurrent creates at the
+        budget's edge cannot all pass); refused with a typed error and a log line when the
+        budget is out (fd_budget.py). Returns the reservation's owner, released by the caller."""
+        owner = f"create:{name}"
+        if not self.fd_budget.try_take(owner, CHANNEL_FDS):
+            err = self.fd_budget.refusal(f"new flow {name!r}", CHANNEL_FDS)
+            logger.warning("create refused: %s", err)
+            raise err
+        return owner
 
     def _check_flow_quota(self) -> None:
         """At most docker.max_flows managed containers, creates in flight included."""

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from server.core.models import ResourceSample
+from server.core.sample_files import SampleFiles, read_once
 
 __all__ = [
     "CgroupPaths",
@@ -119,42 +120,46 @@ def parse_kv(text: str) -> dict[str, int]:
     return out
 
 
-def parse_net_dev(text: str) -> tuple[int, int]:
+def _raw(text: str | bytes) -> bytes:
+    return text.encode("ascii", "replace") if isinstance(text, str) else text
+
+
+def parse_net_dev(text: str | bytes) -> tuple[int, int]:
     """Received and sent bytes over every interface but loopback."""
     rx = tx = 0
-    for line in text.splitlines()[2:]:
-        name, _, counters = line.partition(":")
+    for line in _raw(text).split(b"\n")[2:]:
+        name, _, counters = line.partition(b":")
         cols = counters.split()
-        if name.strip() == "lo" or len(cols) < 9:
+        if name.strip() == b"lo" or len(cols) < 9:
             continue
         rx += int(cols[0])
         tx += int(cols[8])
     return rx, tx
 
 
-def parse_blkio_v1(text: str) -> tuple[int, int]:
+def parse_blkio_v1(text: str | bytes) -> tuple[int, int]:
     """`blkio.throttle.io_service_bytes(_recursive)`: summed Read and Write bytes."""
     read = write = 0
-    for line in text.splitlines():
+    for line in _raw(text).split(b"\n"):
         cols = line.split()
         if len(cols) == 3 and cols[2].isdigit():
             op = cols[1].lower()
-            if op == "read":
+            if op == b"read":
                 read += int(cols[2])
-            elif op == "write":
+            elif op == b"write":
                 write += int(cols[2])
     return read, write
 
 
-def parse_io_stat(text: str) -> tuple[int, int]:
+def parse_io_stat(text: str | bytes) -> tuple[int, int]:
     """cgroup v2 `io.stat`: summed rbytes and wbytes over devices."""
     read = write = 0
-    for line in text.splitlines():
+    for line in _raw(text).split(b"\n"):
         for item in line.split()[1:]:
-            key, _, value = item.partition("=")
-            if key == "rbytes" and value.isdigit():
+            key, _, value = item.partition(b"=")
+            if key == b"rbytes" and value.isdigit():
                 read += int(value)
-            elif key == "wbytes" and value.isdigit():
+            elif key == b"wbytes" and value.isdigit():
                 write += int(value)
     return read, write
 
@@ -162,19 +167,6 @@ def parse_io_stat(text: str) -> tuple[int, int]:
 def _read(path: Path) -> str:
     with open(path, encoding="ascii", errors="replace") as f:
         return f.read()
-
-
-def _read_bytes(path: str) -> bytes:
-    # Raw os-level reads: a sweep over 200 containers is ~1,200 small files a second, and
-    # Python's text-file layer doubled their cost.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def _int_or(raw: bytes, default: int) -> int:
@@ -194,7 +186,13 @@ def _kv_value(raw: bytes, key: bytes) -> int:
 
 def read_system_cpu_ns(proc_root: str = "/proc") -> int:
     """Host CPU time as `docker stats` counts it (all /proc/stat `cpu` columns but guest)."""
-    first = _read(Path(proc_root) / "stat").splitlines()[0].split()
+    # the first line only: on a large host the rest (per-CPU lines, interrupts) is kilobytes
+    fd = os.open(f"{proc_root}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        head = os.pread(fd, 512, 0)
+    finally:
+        os.close(fd)
+    first = head.split(b"\n", 1)[0].split()
     ticks = sum(int(v) for v in first[1:8])
     return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
@@ -207,73 +205,86 @@ def host_memory(proc_root: str = "/proc") -> int:
     return 0
 
 
+_CPU, _USAGE, _STAT, _NET, _BLK = range(5)
+"""Indexes of a reader's sample files (the block I/O file last: v2 hosts may lack it)."""
+
+
 class UsageReader:
     """Reads one container's counters; caches what rarely changes between sweeps.
 
-    The memory limit is re-read every `REFRESH` reads; `memory.stat` (the costliest file)
-    only when the usage counter moved or every `REFRESH` reads, so idle containers cost
-    a handful of tiny reads.
+    The memory limit is re-read every `REFRESH` reads (opened per read: not worth a kept
+    descriptor); `memory.stat` (the costliest file) only when the usage counter moved or every
+    `REFRESH` reads, so idle containers cost a handful of tiny reads. `phase` shifts that
+    tenth read so that flows do not all re-read `memory.stat` in the same second.
+    The other files are `files` (kept open while the sampler's budget allows).
     """
 
     REFRESH = 10
 
-    def __init__(self, paths: CgroupPaths, net_dev: str | Path, host_mem: int) -> None:
+    def __init__(
+        self, paths: CgroupPaths, net_dev: str | Path, host_mem: int, phase: int = 0
+    ) -> None:
         self.version = paths.version
         self._host_mem = host_mem
-        self._net_dev = str(net_dev)
+        blk: Path | None
         if paths.version == 1:
-            self._cpu = f"{paths.cpu}/cpuacct.usage"
-            self._usage = f"{paths.memory}/memory.usage_in_bytes"
-            self._limit = f"{paths.memory}/memory.limit_in_bytes"
+            cpu = paths.cpu / "cpuacct.usage"
+            usage = paths.memory / "memory.usage_in_bytes"
+            self._limit = str(paths.memory / "memory.limit_in_bytes")
             self._inactive_key = b"total_inactive_file"
             blk = paths.blkio / "blkio.throttle.io_service_bytes_recursive"
             if not blk.exists():
                 blk = paths.blkio / "blkio.throttle.io_service_bytes"
-            self._blk: str | None = str(blk)
         else:
-            self._cpu = f"{paths.cpu}/cpu.stat"
-            self._usage = f"{paths.memory}/memory.current"
-            self._limit = f"{paths.memory}/memory.max"
+            cpu = paths.cpu / "cpu.stat"
+            usage = paths.memory / "memory.current"
+            self._limit = str(paths.memory / "memory.max")
             self._inactive_key = b"inactive_file"
-            io_stat = paths.blkio / "io.stat"
-            self._blk = str(io_stat) if io_stat.exists() else None
-        self._stat = f"{paths.memory}/memory.stat"
-        self._reads = 0
+            blk = paths.blkio / "io.stat"
+            if not blk.exists():
+                blk = None
+        self._has_blk = blk is not None
+        names = [cpu, usage, paths.memory / "memory.stat", net_dev, *([blk] if blk else [])]
+        self.files = SampleFiles([str(p) for p in names])
+        self.reads = 0
+        self._phase = phase % self.REFRESH
         self._last_usage = -1
         self._inactive = 0
         self._limit_value = host_mem
 
     def read(self, system_ns: int) -> RawUsage:
         """One reading; raises OSError when the cgroup is gone or unreadable."""
-        fresh = self._reads % self.REFRESH == 0
-        self._reads += 1
+        files = self.files
+        fresh = self.reads == 0 or (self.reads + self._phase) % self.REFRESH == 0
+        self.reads += 1
         if self.version == 1:
-            cpu_ns = _int_or(_read_bytes(self._cpu), 0)
+            cpu_ns = _int_or(files.read(_CPU), 0)
         else:
-            cpu_ns = _kv_value(_read_bytes(self._cpu), b"usage_usec") * 1000
-        usage = _int_or(_read_bytes(self._usage), 0)
+            cpu_ns = _kv_value(files.read(_CPU), b"usage_usec") * 1000
+        usage = _int_or(files.read(_USAGE), 0)
         if fresh or usage != self._last_usage:
-            self._inactive = _kv_value(_read_bytes(self._stat), self._inactive_key)
+            self._inactive = _kv_value(files.read(_STAT), self._inactive_key)
             self._last_usage = usage
         if fresh:
-            self._limit_value = _int_or(_read_bytes(self._limit), self._host_mem)
+            self._limit_value = _int_or(read_once(self._limit), self._host_mem)
         limit = self._limit_value
-        if self._blk is None:
+        if not self._has_blk:
             blk = (0, 0)
         elif self.version == 1:
-            blk = parse_blkio_v1(_read_bytes(self._blk).decode("ascii", "replace"))
+            blk = parse_blkio_v1(files.read(_BLK))
         else:
-            blk = parse_io_stat(_read_bytes(self._blk).decode("ascii", "replace"))
+            blk = parse_io_stat(files.read(_BLK))
         if self._inactive < usage:
             usage -= self._inactive
         if self._host_mem and limit > self._host_mem:
             limit = self._host_mem
-        rx, tx = parse_net_dev(_read_bytes(self._net_dev).decode("ascii", "replace"))
+        rx, tx = parse_net_dev(files.read(_NET))
         return RawUsage(cpu_ns, system_ns, usage, limit, rx, tx, blk[0], blk[1])
 
 
 def read_usage(paths: CgroupPaths, net_dev: Path, system_ns: int, host_mem: int) -> RawUsage:
-    """Read one container's counters once; raises OSError when they are gone or unreadable."""
+    """Read one container's counters once (no descriptor kept); raises OSError when they are
+    gone or unreadable."""
     return UsageReader(paths, net_dev, host_mem).read(system_ns)
 
 

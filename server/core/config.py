@@ -148,7 +148,11 @@ class MonitoringSettings(_Strict):
     the calls multiplying (100 flows at the defaults: 1.7 calls/s). A flow's first sample is
     taken on demand, through the same budget."""
     stats_interval: float = Field(default=1.0, gt=0)
-    """ext: seconds between cgroup resource samples."""
+    """ext: seconds between cgroup resource samples of a flow someone watches (rows on the
+    panel's screen, its detail view, an API client's `watch_stats`)."""
+    background_stats_interval: float = Field(default=10.0, gt=0)
+    """ext: seconds between cgroup resource samples of the other flows (rounded to a multiple
+    of `stats_interval`; at or below it, every flow is sampled every `stats_interval`)."""
     stats_api_concurrency: int = Field(default=4, ge=1, le=64)
     """ext: the most Docker stats API calls in flight at once (see `resource_check_interval`)."""
     crash_log_lines: int = Field(default=50, ge=0)

@@ -12,6 +12,7 @@ __all__ = [
     "DockerUnavailable",
     "ServerUnreachable",
     "FlowSocketError",
+    "DescriptorBudgetExhausted",
     "FlowSocketTimeout",
     "FlowSocketConnectionError",
     "FrameError",
@@ -66,6 +67,11 @@ class FlowSocketError(FlowMgrError):
     """The flow channel failed (bad frame, protocol violation)."""
 
     error_type = "socket_error"
+
+
+class DescriptorBudgetExhausted(FlowSocketError):
+    """No descriptors left for a new flow's socket (server/core/fd_budget.py): the flow is
+    refused, the flows that have sockets keep them."""
 
 
 class FrameError(FlowSocketError):

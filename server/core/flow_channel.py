@@ -31,6 +31,7 @@ from server.core.events import (
     FlowMessageSent,
     now,
 )
+from server.core.fd_budget import CHANNEL_FDS, FdBudget
 from server.core.frames import encode_frame, read_frame
 from server.core.message_activity import MessageActivity
 from server.core.models import ChannelInfo
@@ -139,8 +140,11 @@ class FlowChannelHub:
         frame_timeout: float = 10.0,
         inbound_rate: float = 20_000.0,
         inbound_burst: float = 2_000.0,
+        budget: FdBudget | None = None,
     ) -> None:
         self._bus = bus
+        self._budget = budget or FdBudget()
+        """Each channel's descriptors are taken from it under the container id (CHANNEL_FDS)."""
         self._settings = settings
         self.activity = MessageActivity(bus, settings.message_activity_per_second)
         """The activity lines of messages both ways (a rate per flow, then a count)."""
@@ -167,12 +171,21 @@ class FlowChannelHub:
             await self.close(container_id)
         channel = _Channel(container_id, socket_path)
         path = Path(socket_path)
+        # a new flow is refused before it can eat into the reserve that keeps the API, /health
+        # and the sweep from EMFILE; flows that have their sockets keep them
+        if not self._budget.try_take(container_id, CHANNEL_FDS):
+            err = self._budget.refusal(f"the socket of flow {channel.short}", CHANNEL_FDS)
+            err.details["socket_path"] = socket_path
+            raise err
         try:
             sock, st = await asyncio.to_thread(_bind_listener, path)
             channel.server = await asyncio.start_unix_server(
                 lambda r, w: self._serve(channel, r, w), sock=sock
             )
-        except OSError as err:
+        except BaseException as err:
+            self._budget.release(container_id, CHANNEL_FDS)
+            if not isinstance(err, OSError):
+                raise
             raise FlowSocketError(
                 f"cannot listen on {socket_path}: {err}", details={"socket_path": socket_path}
             ) from err
@@ -185,6 +198,7 @@ class FlowChannelHub:
         channel = self._channels.pop(container_id, None)
         if channel is None:
             return
+        self._budget.release(container_id, CHANNEL_FDS)
         self.activity.forget(container_id)
         if channel.conn is not None:
             self._drop(channel, channel.conn, "channel closed by the manager")

@@ -11,6 +11,7 @@ from server.core.bus import EventBus
 from server.core.container_info import StreamHandle, to_loop
 from server.core.docker_adapter import DockerAdapter
 from server.core.events import LogLineReceived
+from server.core.fd_budget import FdBudget
 from server.core.masking import mask_log_line
 
 __all__ = ["LogFollowers"]
@@ -28,8 +29,11 @@ class LogFollowers:
         bus: EventBus,
         is_running: Callable[[str], bool],
         secret_values: Callable[[str], tuple[str, ...]],
+        budget: FdBudget | None = None,
     ) -> None:
         self._adapter = adapter
+        self._budget = budget or FdBudget()
+        """Each open stream holds a connection to the engine: one descriptor, under "logs:<id>"."""
         self._bus = bus
         self._is_running = is_running
         self._secret_values = secret_values
@@ -38,7 +42,10 @@ class LogFollowers:
         self._opened: dict[str, float] = {}
 
     def follow(self, container_id: str) -> None:
-        """Add one follower; the first one opens the stream (when the container runs)."""
+        """Add one follower; the first one opens the stream (when the container runs).
+        DescriptorBudgetExhausted when a new stream would eat into the descriptor reserve."""
+        if container_id not in self._refs and not self._budget.available:
+            raise self._budget.refusal(f"the log stream of {container_id[:12]}", 1)
         self._refs[container_id] = self._refs.get(container_id, 0) + 1
         self.container_started(container_id)
 
@@ -52,6 +59,7 @@ class LogFollowers:
         handle = self._handles.pop(container_id, None)
         if handle is not None:
             handle.close()
+            self._budget.release(f"logs:{container_id}")
 
     def followed(self, container_id: str) -> bool:
         """True while someone follows this container."""
@@ -62,6 +70,9 @@ class LogFollowers:
         if container_id not in self._refs or container_id in self._handles:
             return
         if not self._is_running(container_id):
+            return
+        if not self._budget.try_take(f"logs:{container_id}", 1):
+            logger.warning("log stream of %s not reopened: no descriptors left", container_id[:12])
             return
         loop = asyncio.get_running_loop()
         bus = self._bus
@@ -91,6 +102,7 @@ class LogFollowers:
     def _ended(self, container_id: str, handle: StreamHandle) -> None:
         if self._handles.get(container_id) is handle:
             del self._handles[container_id]
+            self._budget.release(f"logs:{container_id}")
             # a restart can end the old stream after the new start was seen; a stream that
             # ended at once belongs to a stopped container, which the start hook reopens
             if time.monotonic() - self._opened.get(container_id, 0.0) > 1.0:
@@ -102,6 +114,7 @@ class LogFollowers:
         handle = self._handles.pop(container_id, None)
         if handle is not None:
             handle.close()
+            self._budget.release(f"logs:{container_id}")
 
     def close(self) -> None:
         """Close every stream."""

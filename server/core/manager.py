@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -20,6 +21,7 @@ from server.core.events import (
     DockerConnectionRestored,
     StatusReported,
 )
+from server.core.fd_budget import CHANNEL_FDS, FdBudget
 from server.core.flow_channel import FlowChannelHub
 from server.core.host_paths import BindPins
 from server.core.journal.journal import Journal
@@ -30,11 +32,12 @@ from server.core.log_tail import LogTail
 from server.core.logs import LogFollowers
 from server.core.masking import mask_log_line
 from server.core.models import ContainerSnapshot, ContainerStatus
-from server.core.monitor import DockerMonitor
+from server.core.monitor import ADOPTION_WAIT, DockerMonitor, adopting_error
 from server.core.policy import validate_code_settings
 from server.core.registry import Record, Registry
 from server.core.state_dir import StateDir
 from server.core.stats import ResourceSampler
+from server.core.status_phases import slot_count, slot_of
 from server.core.stopped import StoppedSet
 from server.core.validation.host import validate_bind_roots
 
@@ -59,7 +62,9 @@ class ContainerManager(ContainerActions):
         self.journal = Journal(settings, self.bus, journal_encoder)
         """Every pushed event with its seq (the front end gives the encoder; none: no journal)."""
         self.adapter = adapter or DockerAdapter(settings.docker.call_timeout)
-        self.hub = FlowChannelHub(self.bus, settings.flow)
+        self.fd_budget = FdBudget()
+        """Descriptors each flow holds (sockets, kept-open sample files), under its id."""
+        self.hub = FlowChannelHub(self.bus, settings.flow, budget=self.fd_budget)
         self.outbox = Outbox(self.hub, self.bus, max_per_flow=settings.journal.queue_max_per_flow)
         self.outbox.journal_flushed = self.journal.flushed
         self._recalled = False
@@ -77,8 +82,12 @@ class ContainerManager(ContainerActions):
             settings.docker.socket_mount,
         )
         self.monitor = DockerMonitor(self.adapter, self.registry, settings, self)
-        self.sampler = ResourceSampler(self.adapter, self.registry, settings)
-        self.logs = LogFollowers(self.adapter, self.bus, self._is_running, self._secret_values)
+        self.sampler = ResourceSampler(
+            self.adapter, self.registry, settings, fd_budget=self.fd_budget
+        )
+        self.logs = LogFollowers(
+            self.adapter, self.bus, self._is_running, self._secret_values, self.fd_budget
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._network_ready = False
@@ -99,8 +108,12 @@ class ContainerManager(ContainerActions):
         """The last engine loss or return published (None until the engine is first lost)."""
         return self.monitor.engine_change
 
-    async def start(self) -> None:
-        """Connect, adopt labelled containers, start the watchers (retries when Docker is down)."""
+    async def start(self, *, adopt_wait: float | None = None) -> None:
+        """Connect, adopt labelled containers, start the watchers (retries when Docker is down).
+
+        Waits for the first adoption (or the engine's first failure) up to `docker.call_timeout`,
+        or up to `adopt_wait` seconds when given: the API listens while 1,000 flows are adopted.
+        """
         if self._started:
             return
         validate_code_settings(self.settings)  # ConfigError: an unsafe code root stops the start
@@ -120,14 +133,13 @@ class ContainerManager(ContainerActions):
             raise
         self._started = True
         self._spawn(self.monitor.run(), "docker-events")
+        wait = self.settings.docker.call_timeout
         try:
-            async with asyncio.timeout(self.settings.docker.call_timeout):
+            async with asyncio.timeout(wait if adopt_wait is None else min(adopt_wait, wait)):
                 await self.monitor.tried.wait()
         except TimeoutError:
-            logger.warning(
-                "the Docker Engine did not answer within %.0f s of start",
-                self.settings.docker.call_timeout,
-            )
+            if adopt_wait is None:
+                logger.warning("the Docker Engine did not answer within %.0f s of start", wait)
         self.set_sampling(True)
         self._spawn(self._report_status(), "status-reporter")
         self._spawn(self._drop_orphan_queues(), "outbox-orphans")
@@ -214,10 +226,30 @@ class ContainerManager(ContainerActions):
         elif not enabled and running and self._sampler_task is not None:
             self._sampler_task.cancel()
 
+    def watch_stats(self, owner: str, container_ids: Iterable[str]) -> None:
+        """`owner` (the panel, an API client) looks at these containers: their samples come
+        every `stats_interval`, the others' every `background_stats_interval`. Replaces the
+        owner's set (empty: none); InvalidRequest for ids that are not strings, or too many."""
+        self.sampler.watch(owner, container_ids)
+
+    def unwatch_stats(self, owner: str) -> None:
+        """`owner` looks at nothing any more (a client disconnected, the panel closed)."""
+        self.sampler.unwatch(owner)
+
     async def _report_status(self) -> None:
+        """Every flow's status once per `monitoring.health_check_interval`, each in its own
+        slot of it (status_phases.py): 1,000 flows at 30 s are ~33 reports a second, not a
+        burst of 1,000 every 30 s."""
+        interval = self.settings.monitoring.health_check_interval
+        slots = slot_count(interval)
+        loop = asyncio.get_running_loop()
+        began, tick = loop.time(), 0
         while True:
-            await asyncio.sleep(self.settings.monitoring.health_check_interval)
-            recs = list(self.registry.records.values())
+            tick += 1
+            # by the clock, not a sleep after the work: a flow's phase does not drift
+            await asyncio.sleep(max(0.0, began + tick * interval / slots - loop.time()))
+            slot = tick % slots
+            recs = [r for r in self.registry.records.values() if slot_of(r.info.id, slots) == slot]
             # a running flow's usage is never null here either (read now when none is cached)
             await asyncio.gather(
                 *(self.sampler.ensure_sample(r) for r in recs), return_exceptions=True
@@ -294,8 +326,13 @@ class ContainerManager(ContainerActions):
         return dropped
 
     async def container_started(self, container_id: str) -> None:
-        """Resume a followed log stream after a (re)start."""
+        """Resume a followed log stream after a (re)start; listen for a flow refused its
+        channel earlier for want of descriptors once the budget has room again."""
         self.logs.container_started(container_id)
+        rec = self.registry.records.get(container_id)
+        if rec is not None and self.hub.info(container_id) is None:
+            if self.fd_budget.available >= CHANNEL_FDS:
+                await self.container_added(rec)
 
     def _is_running(self, container_id: str) -> bool:
         rec = self.registry.records.get(container_id)
@@ -333,6 +370,22 @@ class ContainerManager(ContainerActions):
             "event_handler": "active" if up and self.monitor.streaming else "unavailable",
             "journal": self.journal.health(),
         }
+
+    def adoption(self) -> tuple[int, int | None] | None:
+        """(adopted, listed) while the first adoption runs (listed None until the engine's list
+        answered); None once done, while the engine is away (health_reason says why), or
+        before start (a front end serving a manager it does not start)."""
+        return self.monitor.adoption if self._started else None
+
+    async def until_adopted(self, timeout: float = ADOPTION_WAIT) -> None:
+        """Return once the first adoption is done (at once when none runs); a request arriving
+        meanwhile waits, then gets DockerApiError with reason "adopting" after `timeout` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (progress := self.adoption()) is not None:
+            if loop.time() >= deadline:
+                raise adopting_error(*progress)
+            await asyncio.sleep(0.05)
 
     def health_reason(self) -> str | None:
         """Why the engine is not in use, as last logged (the socket's group and its fix, ...);

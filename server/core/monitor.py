@@ -17,7 +17,15 @@ from server.core.errors import ContainerNotFound, DockerApiError, DockerUnavaila
 from server.core.events import DockerConnectionLost, DockerConnectionRestored, now
 from server.core.registry import Record, Registry
 
-__all__ = ["DockerMonitor", "MonitorHooks", "crash_cause"]
+__all__ = [
+    "ADOPT_INSPECTS",
+    "ADOPTION_WAIT",
+    "DockerMonitor",
+    "MonitorHooks",
+    "adopting_error",
+    "adoption_text",
+    "crash_cause",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +34,30 @@ logger = logging.getLogger(__name__)
 _REFRESH_ON = frozenset(
     {"create", "start", "stop", "restart", "pause", "unpause", "rename", "update"}
 )
+
+
+ADOPT_INSPECTS = 16
+"""Inspects in flight during adoption (the adapter's call pool has 24 threads)."""
+
+
+ADOPTION_WAIT = 10.0
+"""Seconds an API request arriving during the first adoption waits for it to end."""
+
+
+def adoption_text(adopted: int, listed: int | None) -> str:
+    """The adoption's progress, said: "adopted 120 of 1000"."""
+    if listed is None:
+        return "listing the engine's labelled containers"
+    return f"adopted {adopted} of {listed}"
+
+
+def adopting_error(adopted: int, listed: int | None) -> DockerApiError:
+    """What a request gets when the first adoption outlasts its wait (reason "adopting")."""
+    return DockerApiError(
+        f"the manager is still adopting the engine's containers "
+        f"({adoption_text(adopted, listed)}); retry in a few seconds",
+        details={"reason": "adopting", "adopted": adopted, "total": listed},
+    )
 
 
 def crash_cause(exit_code: int, oom: bool) -> str:
@@ -76,6 +108,9 @@ class DockerMonitor:
         self._lost_reported = False
         self.engine_change: DockerConnectionLost | DockerConnectionRestored | None = None
         """The last loss or return published (None until the engine is first lost)."""
+        self._listed: int | None = None
+        self._adopted = 0
+        self._adopting = False
 
     async def run(self) -> None:
         """Follow events until cancelled; on loss, retry with capped backoff."""
@@ -156,29 +191,57 @@ class DockerMonitor:
             self.engine_change = DockerConnectionRestored()
             self.registry.bus.publish(self.engine_change)
 
+    @property
+    def adoption(self) -> tuple[int, int | None] | None:
+        """(adopted, listed) until the first adoption is done (listed None until the engine's
+        list answered); None once done, or while the engine is away after a first try."""
+        if self.synced.is_set() or (self.tried.is_set() and not self._adopting):
+            return None
+        return self._adopted, self._listed
+
     async def resync(self) -> None:
-        """Make memory match the engine's labelled containers (adoption on start)."""
+        """Make memory match the engine's labelled containers (adoption on start).
+
+        One filtered list, then at most ADOPT_INSPECTS inspects in flight (a few workers, not
+        a task per container: the docker-call pool keeps threads for the API's own calls);
+        each container is published as soon as it is inspected, so a panel shows its first
+        screen of rows without waiting for the last of 1,000 inspects.
+        """
+        self._adopting = not self.synced.is_set()  # the first: /health says "adopting"
+        try:
+            await self._adopt()
+        finally:
+            self._adopting = False
+        self.synced.set()
+        self.tried.set()
+
+    async def _adopt(self) -> None:
+        self._listed, self._adopted = None, 0
         ids = await self.adapter.list_ids(self.labels)
-        sem = asyncio.Semaphore(16)
+        self._listed = len(ids)
+        todo = iter(ids)
+        live: set[str] = set()
 
-        async def one(cid: str) -> ContainerInfo | None:
-            async with sem:
+        async def worker() -> None:
+            for cid in todo:  # one shared iterator: each id is taken by one worker
                 try:
-                    info = await self.adapter.inspect(cid)
-                except ContainerNotFound:
-                    return None
-            # Publish each container as soon as it is inspected: a panel shows its first
-            # screen of rows without waiting for the last of 200 inspects.
-            await self.apply(info)
-            return info
+                    info: ContainerInfo | None = await self.adapter.inspect(cid)
+                except ContainerNotFound:  # removed since the list
+                    info = None
+                if info is not None:
+                    live.add(info.id)
+                    await self.apply(info)
+                self._adopted += 1
 
-        infos = [i for i in await asyncio.gather(*(one(c) for c in ids)) if i is not None]
-        live = {i.id for i in infos}
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(ADOPT_INSPECTS, len(ids)))]
+        try:
+            await asyncio.gather(*workers)  # the first engine error ends the resync, as itself
+        finally:
+            for task in workers:
+                task.cancel()
         for cid in [c for c in self.registry.records if c not in live]:
             await self.forget(cid)
         self.registry.keep_stops_of(live)
-        self.synced.set()
-        self.tried.set()
 
     async def apply(self, info: ContainerInfo) -> Record:
         """Store an inspect result, opening its channel when the container is new."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -187,6 +188,43 @@ class Registry:
                 details={"container_id": ref},
             )
         raise ContainerNotFound(f"no managed container {ref!r}", details={"container_id": ref})
+
+    def resolve_many(self, refs: list[str], field: str) -> tuple[list[str], list[str]]:
+        """`resolve` for a list (a client's `watch_stats`): (the full ids, in order, once
+        each; the references that name none). A name index and the sorted ids are built once,
+        so 1,000 names or prefixes cost what 1,000 full ids do, not 1,000 scans. InvalidRequest
+        naming `<field>.<n>` for a blank reference or an ambiguous prefix, as `resolve`."""
+        found: dict[str, None] = {}
+        unknown: list[str] = []
+        names: dict[str, str] | None = None
+        ids: list[str] = []
+        for n, ref in enumerate(refs):
+            if ref in self.records:
+                found[ref] = None
+                continue
+            if not ref.strip():
+                raise InvalidRequest(
+                    "a container reference must not be blank", field=f"{field}.{n}"
+                )
+            if names is None:
+                names = {rec.info.name: cid for cid, rec in self.records.items()}
+                ids = sorted(self.records)
+            cid = names.get(ref)
+            if cid is None:
+                prefix = ref.lower()
+                at = bisect_left(ids, prefix)
+                hits = [i for i in ids[at : at + 2] if i.startswith(prefix)]
+                if len(hits) > 1:
+                    raise InvalidRequest(
+                        f"id prefix {ref!r} matches several containers; give more characters",
+                        field=f"{field}.{n}",
+                    )
+                cid = hits[0] if hits else None
+            if cid is None:
+                unknown.append(ref)
+            else:
+                found[cid] = None
+        return list(found), unknown
 
     # changes
 

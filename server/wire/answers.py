@@ -25,6 +25,7 @@ __all__ = [
     "ContainerListOut",
     "ContainerLogsOut",
     "LogSubscriptionOut",
+    "WatchStatsOut",
     "ConnectedOut",
     "HistoryEventOut",
     "HistoryOut",
@@ -312,6 +313,20 @@ class LogSubscriptionOut(WireModel):
     def payload(container_id: str, status: Literal["subscribed", "unsubscribed"]) -> Wire:
         """The ack of a log (un)subscription."""
         return {"container_id": container_id, "status": status}
+
+
+class WatchStatsOut(WireModel):
+    """ext: the ack of `watch_stats` (samples then come as `container_stats`)."""
+
+    container_ids: list[str]
+    """The full ids now watched (the references that name a managed container)."""
+    unknown: list[str]
+    """The references that name none (not an error: a flow may just have gone)."""
+
+    @staticmethod
+    def payload(container_ids: list[str], unknown: list[str]) -> Wire:
+        """The ack of a `watch_stats`."""
+        return {"container_ids": container_ids, "unknown": unknown}
 
 
 class ConnectedOut(WireModel):

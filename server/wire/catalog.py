@@ -16,6 +16,7 @@ from server.wire.answers import (
     HistoryOut,
     LogSubscriptionOut,
     MessageSentOut,
+    WatchStatsOut,
 )
 from server.wire.base import WireModel
 from server.wire.errors import ErrorOut
@@ -29,6 +30,7 @@ from server.wire.requests import (
     RequestIn,
     SendMessageRequest,
     UpdateContainerRequest,
+    WatchStatsRequest,
 )
 
 __all__ = ["Exchange", "REQUESTS", "SERVER_EVENTS"]
@@ -60,6 +62,7 @@ REQUESTS: dict[str, Exchange] = {
     "subscribe_logs": Exchange(ContainerRef, "", LogSubscriptionOut),
     "unsubscribe_logs": Exchange(ContainerRef, "", LogSubscriptionOut),
     "get_history": Exchange(GetHistoryRequest, "history", HistoryOut),
+    "watch_stats": Exchange(WatchStatsRequest, "", WatchStatsOut),
 }
 """Every request the server takes, by name."""
 

@@ -6,23 +6,26 @@ reader gets the same payload the live stream carried."""
 
 from __future__ import annotations
 
-from server.core.events import Event, HealthChanged, LogLineReceived
+from server.core.events import Event, HealthChanged, LogLineReceived, StatsSampled
 from server.wire.base import Wire
-from server.wire.pushes import BROADCASTS, PUSHES, ContainerLogOut
+from server.wire.pushes import BROADCASTS, PUSHES, ContainerLogOut, ContainerStatsOut
 
 __all__ = ["encode_event", "JOURNALLED_PUSHES"]
 
-JOURNALLED_PUSHES: frozenset[str] = frozenset(set(PUSHES) - {ContainerLogOut.event})
+JOURNALLED_PUSHES: frozenset[str] = frozenset(
+    set(PUSHES) - {ContainerLogOut.event, ContainerStatsOut.event}
+)
 """The push names the journal may hold (what `get_history`'s `types` may name). Log lines are
-not journalled: they go to the container's log room only, and Docker keeps the log itself."""
+not journalled: they go to the container's log room only, and Docker keeps the log itself;
+nor are `container_stats` samples (to their watchers only; the periodic status is)."""
 
 
 def encode_event(event: Event) -> tuple[str, Wire, str | None] | None:
     """(push name, payload without `seq`, container id or None), or None when the event is
-    not pushed to every client (log lines, a health change that is not to `unhealthy`, the
-    core's internal events)."""
+    not pushed to every client (log lines, samples, a health change that is not to
+    `unhealthy`, the core's internal events)."""
     entry = BROADCASTS.get(type(event))
-    if entry is None or isinstance(event, LogLineReceived):
+    if entry is None or isinstance(event, LogLineReceived | StatsSampled):
         return None
     if isinstance(event, HealthChanged) and event.new_health != "unhealthy":
         return None

@@ -19,6 +19,7 @@ from server.core.events import (
     HealthChanged,
     LogLineReceived,
     QueuedMessageDelivered,
+    StatsSampled,
     StatusReported,
     now,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "ContainerLogOut",
     "EngineStatusOut",
     "MessageDeliveredOut",
+    "ContainerStatsOut",
     "PUSHES",
     "BROADCASTS",
 ]
@@ -296,6 +298,27 @@ class ContainerLogOut(Push):
         )
 
 
+class ContainerStatsOut(Push):
+    """ext `container_stats` (to the clients that watch the container, `watch_stats`; not
+    journalled): each fresh sample of a watched container."""
+
+    event: ClassVar[str] = "container_stats"
+    container_id: str
+    resource_usage: ResourceUsageOut
+
+    @staticmethod
+    def payload(ev: StatsSampled) -> Wire:
+        """From the core event."""
+        return {
+            "container_id": ev.container_id,
+            "resource_usage": ResourceUsageOut.payload(ev.sample),
+        }
+
+    def to_core(self) -> StatsSampled:
+        """The core event."""
+        return StatsSampled(container_id=self.container_id, sample=self.resource_usage.to_core())
+
+
 class EngineStatusOut(Push):
     """ext `engine_status` (to every client; timestamp: ISO 8601 of when the manager learned it)."""
 
@@ -344,6 +367,7 @@ PUSHES: dict[str, type[Push]] = {
         ContainerLogOut,
         EngineStatusOut,
         MessageDeliveredOut,
+        ContainerStatsOut,
     )
 }
 """Every event the server sends on its own, by name."""
@@ -361,5 +385,6 @@ BROADCASTS: dict[type[Event], tuple[str, Encoder]] = {
     DockerConnectionLost: (EngineStatusOut.event, EngineStatusOut.payload),
     DockerConnectionRestored: (EngineStatusOut.event, EngineStatusOut.payload),
     QueuedMessageDelivered: (MessageDeliveredOut.event, MessageDeliveredOut.payload),
+    StatsSampled: (ContainerStatsOut.event, ContainerStatsOut.payload),
 }
 """The core event each push is encoded from: (its name, its encoder)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -19,6 +19,8 @@ __all__ = [
     "GetLogsRequest",
     "ListContainersRequest",
     "GetHistoryRequest",
+    "WatchStatsRequest",
+    "WATCH_MAX",
     "MAX_SEQ",
     "HISTORY_LIMIT",
     "parse_request",
@@ -42,10 +44,27 @@ class ListContainersRequest(RequestIn):
     """`list_containers`: no fields."""
 
 
+Reference = Annotated[str, Field(min_length=1, max_length=256)]
+"""A container's full id, unique id prefix or name, as a request writes it."""
+
+
 class ContainerRef(RequestIn):
     """A request naming one container (full id, unique prefix or name)."""
 
-    container_id: str = Field(min_length=1, max_length=256)
+    container_id: Reference
+
+
+WATCH_MAX = 1000
+"""The most containers one `watch_stats` names: the core's MAX_WATCHED (server/core/stats.py,
+which imports the engine's SDK the wire may not; tests/integration/test_api_scale.py holds the
+two equal)."""
+
+
+class WatchStatsRequest(RequestIn):
+    """ext `watch_stats`: the containers this client looks at (replacing what it sent before;
+    empty: none); their samples are pushed to it as `container_stats`."""
+
+    container_ids: list[Reference] = Field(max_length=WATCH_MAX)
 
 
 class UpdateContainerRequest(ContainerRef):

@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROTOCOL_ENV = {"SOCKET_DIR", "LOG_LEVEL", "HOST", "PORT", "CORS_ORIGINS", "CONFIG_FILE"}
 K8S_VERSION = "1.30.0"
+NOFILE = 524288
+"""The open-files limit the unit and the compose file set (each flow holds a few)."""
 
 
 def _k8s_docs() -> list[dict[str, Any]]:
@@ -71,11 +73,17 @@ def test_kubernetes_mounts_socket_dir_at_the_same_path() -> None:
     assert host_paths["cgroup"] == mounts["cgroup"] == "/sys/fs/cgroup" and pod["hostPID"]
     assert PROTOCOL_ENV | {"FLOWMGR_TOKEN"} <= set(env)
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    # a pod has no ulimit field: the manifest says where its open-files limit comes from
+    assert "inherits the container runtime's limit" in (DEPLOY / "kubernetes.yaml").read_text()
 
 
 def test_compose_file_mounts_socket_dir_at_the_same_path() -> None:
     """The compose service mounts docker.sock and SOCKET_DIR at its own path, with the env."""
-    env = {k: v for k, v in os.environ.items() if k not in {"SOCKET_DIR", "FLOWMGR_IMAGE"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SOCKET_DIR", "FLOWMGR_IMAGE", "FLOWMGR_NOFILE"}
+    }
     out = subprocess.run(
         ["docker-compose", "-f", str(DEPLOY / "docker-compose.yml"), "config"],
         capture_output=True,
@@ -93,6 +101,8 @@ def test_compose_file_mounts_socket_dir_at_the_same_path() -> None:
     assert service["environment"]["SOCKET_DIR"] == "/tmp/kawaflow/sockets"
     assert PROTOCOL_ENV | {"FLOWMGR_TOKEN"} <= set(service["environment"])
     assert service["ports"][0].startswith("127.0.0.1:8000:8000")
+    # descriptors are budgeted (issue 15): a thousand flows need more than the default 1,024
+    assert service["ulimits"]["nofile"] == NOFILE
 
 
 def _systemd_verify(unit_text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -123,6 +133,7 @@ def test_systemd_unit_verifies_cleanly(tmp_path: Path) -> None:
         "ExecStart=/opt/flowmgr/bin/flowmgr --server-only",
         "SupplementaryGroups=docker",
         "RuntimeDirectoryPreserve=yes",
+        f"LimitNOFILE={NOFILE}",
     ):
         assert line in unit
     env = {line.split("=", 2)[1] for line in unit.splitlines() if line.startswith("Environment=")}

@@ -119,6 +119,8 @@ class ReplayBackend:
         self.replayed = asyncio.Event()
         """Set once the whole recording was published and drained."""
         self._journal: list[JournalRecord] | None = None
+        self.watched: list[tuple[str, list[str]]] = []
+        """Every `watch_stats` call, in order."""
 
     async def replay(self) -> None:
         """Publish the recording in order, letting subscribers drain between sample rounds.
@@ -162,6 +164,10 @@ class ReplayBackend:
         self, container_id: str | None = None, limit: int = 50
     ) -> list[ContainerCrashed]:
         return []
+
+    def watch_stats(self, owner: str, container_ids: list[str]) -> None:
+        """Recorded: the panel tells what is on screen (tests read `watched`)."""
+        self.watched.append((owner, list(container_ids)))
 
     async def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise InternalError("replay backend: read-only")

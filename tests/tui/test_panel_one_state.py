@@ -200,6 +200,15 @@ async def test_a_cell_update_repaints_from_the_rendered_cells_of_the_other_rows(
             return plain(self, row, column, *args, **kwargs)
 
         monkeypatch.setattr(DataTable, "_render_cell", counting)
+        fast = ContainerTable._render_text_cell  # one-line Text cells: the table's own path
+
+        def counting_fast(
+            self: ContainerTable, value: Any, row: int, column: int, *args: Any
+        ) -> Any:
+            rendered.append((row, column))
+            return fast(self, value, row, column, *args)
+
+        monkeypatch.setattr(ContainerTable, "_render_text_cell", counting_fast)
         cpu = table.cell_text(ECHO_ID, "cpu")
         shown = app.state.containers[ECHO_ID].resources
         assert shown is not None

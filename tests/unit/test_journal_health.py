@@ -16,9 +16,12 @@ UP = {"container_manager": "active", "socket_handler": "active", "event_handler"
 
 
 class Source:
-    def __init__(self, components: dict[str, str]) -> None:
+    def __init__(
+        self, components: dict[str, str], adoption: tuple[int, int | None] | None = None
+    ) -> None:
         self.settings = Settings(socket_dir="/tmp/x")
         self._components = components
+        self._adoption = adoption
 
     def health(self) -> dict[str, str]:
         return self._components
@@ -26,11 +29,16 @@ class Source:
     def health_reason(self) -> str | None:
         return "the engine is away" if self._components["container_manager"] != "active" else None
 
+    def adoption(self) -> tuple[int, int | None] | None:
+        return self._adoption
 
-async def get(components: dict[str, str]) -> tuple[int, dict[str, Any]]:
+
+async def get(
+    components: dict[str, str], adoption: tuple[int, int | None] | None = None
+) -> tuple[int, dict[str, Any]]:
     app = FastAPI()
     app.include_router(router)
-    app.state.manager = Source(components)
+    app.state.manager = Source(components, adoption)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         res = await client.get("/health")
@@ -58,3 +66,21 @@ async def test_engine_down_is_still_unhealthy_and_lists_both() -> None:
     assert code == 503 and body["status"] == "unhealthy"
     assert body["failing"] == ["container_manager", "journal"]
     assert body["reason"] == "the engine is away"
+
+
+@pytest.mark.parametrize(
+    ("adoption", "progress"),
+    [((120, 1000), "adopted 120 of 1000"), ((0, None), "listing the engine's labelled containers")],
+)
+async def test_adopting_is_503_with_the_progress(
+    adoption: tuple[int, int | None], progress: str
+) -> None:
+    """From the first second (issue 15): the engine's parts say "adopting", not a refusal."""
+    down = {"container_manager": "unavailable", "event_handler": "unavailable"}
+    code, body = await get({**UP, **down, "journal": "active"}, adoption)
+    assert code == 503 and body["status"] == "unhealthy"
+    assert body["reason"] == "adopting" and body["progress"] == progress
+    assert body["adoption"] == {"adopted": adoption[0], "total": adoption[1]}
+    assert body["failing"] == ["container_manager", "event_handler"]
+    assert body["components"]["container_manager"] == "adopting"
+    assert body["components"]["socket_handler"] == "active"

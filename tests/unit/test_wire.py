@@ -26,6 +26,7 @@ from server.core.events import (
     HealthChanged,
     LogLineReceived,
     QueuedMessageDelivered,
+    StatsSampled,
     StatusReported,
 )
 from server.core.log_tail import LogTail
@@ -51,6 +52,7 @@ from server.wire.pushes import (
     ActivityLogOut,
     ContainerCrashedOut,
     ContainerLogOut,
+    ContainerStatsOut,
     EngineStatusOut,
     HealthWarningOut,
     MessageDeliveredOut,
@@ -279,6 +281,12 @@ def _container_log() -> None:
     assert _via_wire(ContainerLogOut, ContainerLogOut.payload(ev)).to_core() == ev
 
 
+def _container_stats() -> None:
+    ev = StatsSampled(at=AT, container_id=CID, sample=SAMPLE)
+    out = _via_wire(ContainerStatsOut, ContainerStatsOut.payload(ev)).to_core()
+    assert (out.container_id, out.sample) == (CID, SAMPLE)  # `at` is the receipt's
+
+
 def _engine_status() -> None:
     lost = DockerConnectionLost(at=AT, reason="events stream ended")
     back = DockerConnectionRestored(at=AT)
@@ -324,6 +332,7 @@ CASES: dict[str, Callable[[], None]] = {
     "engine_status": _engine_status,
     "message_delivered": _message_delivered,
     "history": _history,
+    "container_stats": _container_stats,
 }
 
 
@@ -440,8 +449,21 @@ def test_protocol_lists_exactly_the_requests_the_server_takes() -> None:
         assert row[0].startswith("**ext**") == (request in _EXT_REQUESTS), row[0]
 
 
-_EXT_REQUESTS = {"get_container_logs", "subscribe_logs", "unsubscribe_logs", "get_history"}
-_EXT_EVENTS = {"container_logs", "container_log", "engine_status", "history", "message_delivered"}
+_EXT_REQUESTS = {
+    "get_container_logs",
+    "subscribe_logs",
+    "unsubscribe_logs",
+    "get_history",
+    "watch_stats",
+}
+_EXT_EVENTS = {
+    "container_logs",
+    "container_log",
+    "engine_status",
+    "history",
+    "message_delivered",
+    "container_stats",
+}
 
 
 def test_protocol_lists_exactly_the_events_the_server_emits() -> None:
@@ -467,5 +489,6 @@ def test_protocol_lists_the_error_types() -> None:
 
 
 def test_the_fuzzer_covers_every_request() -> None:
-    # get_history's hostile inputs are tests/integration/test_api_history.py's own
-    assert set(FUZZED_REQUESTS) | {"get_history"} == set(REQUESTS)
+    # get_history's hostile inputs are tests/integration/test_api_history.py's own,
+    # watch_stats's tests/integration/test_api_scale.py's
+    assert set(FUZZED_REQUESTS) | {"get_history", "watch_stats"} == set(REQUESTS)
