@@ -161,8 +161,11 @@ async def engine() -> AsyncIterator[SecondEngine]:
 
 
 def _usage() -> tuple[int, int]:
+    """Threads, and descriptors other than the sampler's kept-open files of the flow (cgroup
+    and net/dev files: open while it runs, closed while it is stopped, by design)."""
     proc = psutil.Process()
-    return proc.num_threads(), proc.num_fds()
+    kept = sum(1 for f in proc.open_files() if f.path.startswith(("/sys/fs/cgroup/", "/proc/")))
+    return proc.num_threads(), proc.num_fds() - kept
 
 
 async def _latency(rec: Recorder, event: str, pred: Callable[[Any], bool], began: float) -> float:
