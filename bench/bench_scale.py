@@ -215,11 +215,10 @@ def service(code: Path, config: Path, port: int) -> Iterator[subprocess.Popen[by
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.kill()  # no-op once it has exited (Popen sends nothing to a reaped child)
+        proc.wait()
 
 
 async def listed(url: str) -> int:
