@@ -120,8 +120,9 @@ class DockerSettings(_Strict):
     """ext: the largest code tree `update_container` copies (sum of file sizes)."""
     max_code_files: int = Field(default=10_000, ge=1)
     """ext: the most entries (files, directories, links) one update copies."""
-    max_flows: int = Field(default=500, ge=1)
-    """ext: the most flows (managed containers) this manager creates."""
+    max_flows: int = Field(default=1000, ge=1)
+    """ext: the most flows (managed containers) this manager creates (issue 15 sized the
+    manager for a thousand: ~6 descriptors and ~14 us of CPU a second each)."""
     max_log_bytes: int = Field(default=1 * 2**20, ge=1024)
     """ext: the most bytes of output one `get_container_logs` answer carries (newest kept)."""
     log_max_size: str = Field(default="10m", pattern=r"^[0-9]{1,9}[kmg]$")
