@@ -135,7 +135,8 @@ async def test_the_budget_refuses_then_allows_and_no_error_is_logged(
 ) -> None:
     """Files are kept only while the sockets of `max_flows` flows still fit: refused, each
     sample is read the old way (same values); once room is back they are kept."""
-    budget = FdBudget(limit=2 * 500 + 256 + FILES, reserve=256)
+    max_flows = load_settings(env={}).docker.max_flows
+    budget = FdBudget(limit=2 * max_flows + 256 + FILES, reserve=256)
     sampler, registry = _sampler(host, budget)
     flows = fake_host(host, 3, first_pid=4000)
     for cid, pid in flows:
@@ -153,7 +154,7 @@ async def test_the_budget_refuses_then_allows_and_no_error_is_logged(
     budget.release("a flow's sockets")
     await sampler.sample_all()  # refused readers ask again at each read
     assert budget.held(flows[0][0]) == FILES  # the first fits, with the spare left
-    assert budget.available == 2 * 500 and len(open_fds()) == before + FILES
+    assert budget.available == 2 * max_flows and len(open_fds()) == before + FILES
     sampler.close()
     assert budget.total_held == 0 and len(open_fds()) == before
 
