@@ -178,6 +178,9 @@ class Flows:
                 labels=self.labels,
                 volumes=mount,
                 network_mode="none",
+                # idle as a flow waiting for messages is: the image's default loop forks a
+                # `sleep` every second, 1,000 forks a second here (the host 80 % busy)
+                command=["sleep", "2147483647"],
             )
             OURS.add(made.id)
 
