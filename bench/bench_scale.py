@@ -312,7 +312,7 @@ def service_pass(code: Path, config: Path, n: int, args: argparse.Namespace) -> 
     t0 = time.perf_counter()
     with service(code, config, port) as proc:
         times = asyncio.run(start_up(url, n, t0))
-        time.sleep(SETTLE)
+        time.sleep(args.settle)
         p = psutil.Process(proc.pid)
         w = measure({p.pid: p}, args.window)
         r: dict[str, float] = {
@@ -342,7 +342,9 @@ def tool_readings(label: str, w: Window) -> dict[str, float]:
 # ---------------------------------------------------------------- the panel
 
 
-def panel_pass(code: Path, config: Path, work: Path, n: int, window: float) -> dict[str, float]:
+def panel_pass(
+    code: Path, config: Path, work: Path, n: int, window: float, settle: float
+) -> dict[str, float]:
     env = (
         f"env TERM=xterm-256color XDG_CONFIG_HOME={work}/xdg XDG_STATE_HOME={work}/state "
         f"CONFIG_FILE={config} PYTHONPATH={code}"
@@ -364,7 +366,7 @@ def panel_pass(code: Path, config: Path, work: Path, n: int, window: float) -> d
             if now > 300:
                 raise RuntimeError(f"panel: not all {n} rows after 300 s:\n{screen}")
             time.sleep(0.02)
-        time.sleep(SETTLE)
+        time.sleep(settle)
         procs = tool_tree(pid)
         w = measure(procs, window)
         r.update(tool_readings("panel", w))
@@ -391,7 +393,7 @@ def one_n(code: Path, config: Path, work: Path, n: int, args: argparse.Namespace
     before = engine_baseline(args.window)
     for i in range(args.passes):
         r = service_pass(code, config, n, args)
-        r.update(panel_pass(code, config, work, n, args.window))
+        r.update(panel_pass(code, config, work, n, args.window, args.settle))
         # the engine's idle drifts (it was still settling after 1,000 starts): the baseline of
         # a pass is the mean of the windows before and after it
         after = engine_baseline(args.window)
@@ -509,6 +511,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flows", default="100,250", help="comma-separated N (ascending)")
     parser.add_argument("--window", type=float, default=30.0, help="seconds per idle window")
     parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE,
+        help="seconds between a tool's start-up (all rows listed) and its idle window",
+    )
     parser.add_argument("--calls", type=int, default=200, help="list_containers calls timed")
     parser.add_argument(
         "--strace", type=float, default=10.0, help="seconds of `strace -c` (0: none)"
