@@ -51,6 +51,7 @@ fit the other: the name identifies the row, and 80-column terminals keep what th
 _NAME_ROOM = 20
 """Room left over goes to the name column up to this width; beyond it, the table ends early."""
 
+_UPTIME = [c[0] for c in COLUMNS].index("uptime")
 _JOIN = Text("\n")
 _NULL = Style.null()
 _STATE_ORDER = {s: i for i, s in enumerate(STATES)}
@@ -215,9 +216,24 @@ class ContainerTable(DataTable[Any]):
             self._rows_moved()
 
     def refresh_clock(self) -> None:
-        """Recompute the uptime column (coarse, so this rarely changes a cell)."""
-        for snap, _ in self._drawn.values():
-            self._patch(snap)
+        """Rewrite the uptime cells whose text changed (minutes: a third of the rows at most
+        per tick). Only that cell is formatted: formatting whole rows at 1,000 rows was a
+        50-90 ms burst every tick, the panel's busiest second when idle (bench/RESULTS.md)."""
+        now, (top, bottom) = self._clock(), self._on_screen()
+        rows, column = self._row_locations, ColumnKey("uptime")
+        for cid, (snap, _) in self._drawn.items():
+            cells = self._cells[cid]
+            text = _uptime_text(snap, now)
+            if cells[_UPTIME].plain == text:
+                continue
+            cell = Text(text)
+            self._cells[cid] = (*cells[:_UPTIME], cell, *cells[_UPTIME + 1 :])
+            index = rows.get(RowKey(cid))
+            if index is not None and top <= index < bottom:
+                self.update_cell(cid, column, cell)
+            else:
+                self._data[RowKey(cid)][column] = cell
+                self._unseen.add(cid)
 
     def set_filter(self, text: str) -> None:
         """Show only matching rows, in sort order, the cursor on its container if it stays.
@@ -403,7 +419,7 @@ class ContainerTable(DataTable[Any]):
             Text(percent(res.cpu_percent if res else None)),
             Text(size(res.memory_usage if res else None)),
             Text(net),
-            Text(uptime(snap.started_at, self._clock()) if snap.state == "running" else "-"),
+            Text(_uptime_text(snap, self._clock())),
             Text("on" if snap.socket_connected else "--"),
         )
 
@@ -535,29 +551,32 @@ class ContainerTable(DataTable[Any]):
         self.add_row(*cells, key=snap.id)
 
     def _patch(self, snap: ContainerSnapshot) -> bool:
-        """Rewrite only the cells whose text differs; return whether any did.
+        """Rewrite only the cells whose text differs; return whether any did."""
+        return self._write(snap.id, self._cells_for(snap))
+
+    def _write(self, container_id: str, new: tuple[Any, ...]) -> bool:
+        """Put `new` in the row's cells that differ; return whether any did.
 
         A row off screen takes its new cells without a repaint (`update_cell` would repaint
         every visible row): it is marked unseen, and painted anew when scrolled to."""
-        new = self._cells_for(snap)
-        old = self._cells[snap.id]
+        old = self._cells[container_id]
         if new == old:
             return False
-        self._cells[snap.id] = new
+        self._cells[container_id] = new
         top, bottom = self._on_screen()
-        index = self._row_locations.get(RowKey(snap.id))
+        index = self._row_locations.get(RowKey(container_id))
         shown = index is not None and top <= index < bottom
-        data = self._data[RowKey(snap.id)]
+        data = self._data[RowKey(container_id)]
         for (key, _, _), before, after in zip(COLUMNS, old, new, strict=True):
             if before != after:
                 if shown:
-                    self.update_cell(snap.id, key, after)
+                    self.update_cell(container_id, key, after)
                 else:
                     data[ColumnKey(key)] = after
                 if key in _SHARED:
                     self._refit = True
         if not shown:
-            self._unseen.add(snap.id)
+            self._unseen.add(container_id)
         return True
 
     def _drop_row(self, container_id: str) -> None:
@@ -566,6 +585,10 @@ class ContainerTable(DataTable[Any]):
         if self._cells.pop(container_id, None) is not None:
             self._refit = True
             self.remove_row(container_id)
+
+
+def _uptime_text(snap: ContainerSnapshot, now: datetime) -> str:
+    return uptime(snap.started_at, now) if snap.state == "running" else "-"
 
 
 def one_line_cell(

@@ -8,7 +8,7 @@ Fake rows through the real bus and bridge (ReplayBackend); no Docker.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -68,13 +68,15 @@ def _snap(i: int) -> ContainerSnapshot:
     )
 
 
-def _app(rows: int = ROWS) -> tuple[FlowMgrApp, ReplayBackend]:
+def _app(
+    rows: int = ROWS, clock: Callable[[], datetime] = lambda: T0 + timedelta(hours=1)
+) -> tuple[FlowMgrApp, ReplayBackend]:
     events: list[Event] = [ContainerAdded(snapshot=_snap(i), at=T0) for i in range(rows)]
     backend = ReplayBackend(events)
     app = FlowMgrApp(
         backend,
         start_backend=True,
-        clock=lambda: T0 + timedelta(hours=1),
+        clock=clock,
         bridge_interval=0.01,
         host_probe=lambda: HostSample(25.0, 2, 6 * 1024**3, 24 * 1024**3, 25.0),
         host_interval=60.0,
@@ -164,6 +166,42 @@ async def test_off_screen_change_no_repaint_then_right_when_scrolled_to(
     # And a change on screen is painted at once.
     backend.bus.publish(StatsSampled(container_id=target, sample=_usage(42.0), at=T0))
     await until(pilot, lambda: "42.0%" in _line_of(table, target), "the on-screen change")
+
+
+async def test_uptime_tick_formats_only_the_uptime_cells_that_change() -> None:
+    """The uptime tick at 1,000 rows formats one cell per row whose minute changed, none
+    when none did (formatting whole rows made the panel's busiest idle second), and a row
+    off screen shows its new uptime when scrolled to."""
+    now = [T0 + timedelta(hours=1)]
+    app, _ = _app(clock=lambda: now[0])
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = dashboard(app).table
+        await until(pilot, lambda: table.row_count == ROWS, "1,000 rows")
+        rows = table.shown_ids
+        top, bottom = rows[0], rows[-1]
+        assert top in table.visible_ids and bottom not in table.visible_ids
+        assert "1h00m" in _line_of(table, top)
+        formatted: list[str] = []
+        whole_row = table._cells_for
+
+        def counted(snap: ContainerSnapshot) -> tuple[object, ...]:
+            formatted.append(snap.id)
+            return whole_row(snap)
+
+        table._cells_for = counted  # type: ignore[method-assign]
+        painted = table._update_count
+        table.refresh_clock()  # the same minute: nothing changes, nothing repaints
+        assert table._update_count == painted
+        now[0] += timedelta(seconds=61)
+        table.refresh_clock()
+        assert formatted == [], "the tick formatted whole rows"
+        assert all(table.cell_text(cid, "uptime") == "1h01m" for cid in rows)
+        # only the rows on screen went through DataTable's repaint
+        assert table._update_count - painted == len(table.visible_ids)
+        await until(pilot, lambda: "1h01m" in _line_of(table, top), "the on-screen row")
+        table.scroll_end(animate=False, immediate=True)
+        await pilot.pause()
+        assert "1h01m" in _line_of(table, bottom) and "1h00m" not in _line_of(table, bottom)
 
 
 async def test_fast_cells_draw_what_datatable_draws(
