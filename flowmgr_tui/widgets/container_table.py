@@ -551,32 +551,29 @@ class ContainerTable(DataTable[Any]):
         self.add_row(*cells, key=snap.id)
 
     def _patch(self, snap: ContainerSnapshot) -> bool:
-        """Rewrite only the cells whose text differs; return whether any did."""
-        return self._write(snap.id, self._cells_for(snap))
-
-    def _write(self, container_id: str, new: tuple[Any, ...]) -> bool:
-        """Put `new` in the row's cells that differ; return whether any did.
+        """Rewrite only the cells whose text differs; return whether any did.
 
         A row off screen takes its new cells without a repaint (`update_cell` would repaint
         every visible row): it is marked unseen, and painted anew when scrolled to."""
-        old = self._cells[container_id]
+        new = self._cells_for(snap)
+        old = self._cells[snap.id]
         if new == old:
             return False
-        self._cells[container_id] = new
+        self._cells[snap.id] = new
         top, bottom = self._on_screen()
-        index = self._row_locations.get(RowKey(container_id))
+        index = self._row_locations.get(RowKey(snap.id))
         shown = index is not None and top <= index < bottom
-        data = self._data[RowKey(container_id)]
+        data = self._data[RowKey(snap.id)]
         for (key, _, _), before, after in zip(COLUMNS, old, new, strict=True):
             if before != after:
                 if shown:
-                    self.update_cell(container_id, key, after)
+                    self.update_cell(snap.id, key, after)
                 else:
                     data[ColumnKey(key)] = after
                 if key in _SHARED:
                     self._refit = True
         if not shown:
-            self._unseen.add(container_id)
+            self._unseen.add(snap.id)
         return True
 
     def _drop_row(self, container_id: str) -> None:
