@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from server.core.errors import ConfigError
 
@@ -20,6 +21,9 @@ __all__ = [
     "MonitoringSettings",
     "FlowSettings",
     "JournalSettings",
+    "ClusterSettings",
+    "PLACEMENT_CONSTRAINT",
+    "SPREAD_DESCRIPTOR",
     "load_settings",
     "DEFAULT_CONFIG_FILE",
 ]
@@ -192,6 +196,80 @@ class JournalSettings(_Strict):
     """The most undelivered queued messages (`send_message` with `queue`) one flow may have."""
 
 
+_NODE_ATTRIBUTE = (
+    r"node\.(?:id|hostname|role|platform\.os|platform\.arch"
+    r"|labels\.[A-Za-z0-9][A-Za-z0-9_.-]{0,127})"
+)
+PLACEMENT_CONSTRAINT = re.compile(
+    rf"{_NODE_ATTRIBUTE} ?(?:==|!=) ?[A-Za-z0-9][A-Za-z0-9_.-]{{0,254}}", re.ASCII
+)
+"""The placement constraints flowmgr accepts (`cluster.placement`): Swarm's grammar narrowed to
+one node attribute, `==` or `!=`, and a plain value (letters, digits, '_', '.', '-'): no regex
+characters, spaces inside the value, commas or second clauses. Match with `fullmatch`."""
+SPREAD_DESCRIPTOR = re.compile(_NODE_ATTRIBUTE, re.ASCII)
+"""The node attributes `cluster.spread` may name (Swarm's spread preference)."""
+MAX_PLACEMENT = 32
+"""Most constraints `cluster.placement` may hold."""
+
+
+class ClusterSettings(_Strict):
+    """ext: cluster mode on Docker Swarm (docs/CLUSTER.md, issue 16)."""
+
+    mode: Literal["single", "swarm"] = "single"
+    """"single": one host, no Swarm (as before); "swarm": flows are Swarm services (hub, agents)."""
+    placement: list[str] = Field(default_factory=list, max_length=MAX_PLACEMENT)
+    """Swarm placement constraints every flow gets, e.g. "node.labels.flows==true"; each must
+    match PLACEMENT_CONSTRAINT."""
+    spread: str | None = "node.id"
+    """The placement preference flows are spread by (a node attribute); null: none."""
+    fence_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds a node cut off from the hub and the managers keeps its flows before its agent
+    stops them (a flow never runs on two nodes for longer)."""
+    agent_heartbeat: float = Field(default=1.0, gt=0, le=60)
+    """Seconds between two heartbeats of an agent."""
+    agent_timeout: float = Field(default=2.0, gt=0, le=600)
+    """Seconds without a heartbeat after which the hub marks an agent's link down; more than
+    `agent_heartbeat`."""
+    hub_url: str | None = Field(
+        default=None,
+        pattern=r"^(?:https?|wss?)://[A-Za-z0-9.\-\[\]:]{1,262}(?:/[A-Za-z0-9._~/-]{0,512})?$",
+    )
+    """Where agents connect to the hub (http(s):// or ws(s)://host[:port][/path])."""
+    agent_token_file: str | None = Field(default=None, pattern=r"^/[^\x00\n\r]{0,4095}$")
+    """The agents' token (separate from the API token), an absolute path."""
+
+    @field_validator("placement")
+    @classmethod
+    def _placement(cls, value: list[str]) -> list[str]:
+        for i, item in enumerate(value):
+            if not PLACEMENT_CONSTRAINT.fullmatch(item):
+                raise ValueError(
+                    f"cluster.placement[{i}] {item[:80]!r} is not a constraint flowmgr accepts: "
+                    "node.(id|hostname|role|platform.os|platform.arch|labels.<key>) == or != "
+                    "a value of letters, digits, '_', '.' and '-'"
+                )
+        return value
+
+    @field_validator("spread")
+    @classmethod
+    def _spread(cls, value: str | None) -> str | None:
+        if value is not None and not SPREAD_DESCRIPTOR.fullmatch(value):
+            raise ValueError(
+                f"cluster.spread {value[:80]!r} is not a node attribute: "
+                "node.(id|hostname|role|platform.os|platform.arch|labels.<key>), or null"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> ClusterSettings:
+        if self.agent_timeout <= self.agent_heartbeat:
+            raise ValueError(
+                f"cluster.agent_timeout ({self.agent_timeout}) must be more than "
+                f"cluster.agent_heartbeat ({self.agent_heartbeat})"
+            )
+        return self
+
+
 class Settings(_Strict):
     """Everything configurable; see docs/PROTOCOL.md "Configuration"."""
 
@@ -202,6 +280,7 @@ class Settings(_Strict):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     config_file: str | None = None
     """Where these settings were read from (set by `load_settings`; not a file key)."""
 
