@@ -1,0 +1,362 @@
+"""Flows as Swarm services on the test cluster (issue 16): server/core/swarm's spec and engine
+against three real managers. A flow's service runs one task whose container carries the
+single-host policy; scale 0/1 stops and starts it; a named node is honoured; removal leaves
+nothing; with two of three managers' daemons stopped, a create fails with the typed no-quorum
+error in bounded time. Every name carries this run's id; everything is removed even on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker.errors
+import pytest
+
+from server.core.config import Settings, load_settings
+from server.core.errors import DockerApiError, ImageNotFound, InvalidRequest
+from server.core.models import CreateSpec
+from server.core.swarm.engine import NO_QUORUM, FlowService, FlowTask, SwarmEngine
+from server.core.swarm.spec import SwarmNode, service_spec
+from tests.cluster.conftest import BUSYBOX, Cluster, wait_for
+from tests.conftest import RUN_ID, TEST_LABEL
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+INSTANCE = f"{RUN_ID}sw"
+"""The flowmgr.instance label of every service these tests make (the sweep's key)."""
+SOCKET_ROOT = Path(f"/tmp/flowmgr-swarm-{RUN_ID}")
+"""Flows' socket directories: the nodes share this host's filesystem."""
+START_LIMIT = 40.0
+"""Seconds for a flow's task to be running (busybox, no pull)."""
+NO_QUORUM_LIMIT = 45.0
+"""Seconds a create may take to fail once two of three managers are gone (bounded, no hang)."""
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(
+        None,
+        env={},
+        socket_dir=str(SOCKET_ROOT),
+        docker__instance=INSTANCE,
+        docker__default_image=BUSYBOX,
+        docker__memory_limit="64m",
+        docker__cpu_limit=0.5,
+        docker__pids_limit=64,
+        docker__stop_timeout=1,
+        **overrides,
+    )
+
+
+async def until(what: str, check: Callable[[], Awaitable[T | None]], timeout: float) -> T:
+    """Poll the coroutine `check` until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while True:
+        try:
+            value = await check()
+            if value:
+                return value
+        except Exception as err:  # a node may be restarting: retry until the timeout
+            last = err
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} ({last!r})")
+        await asyncio.sleep(0.25)
+
+
+class Flows:
+    """Makes flow services for one test and removes them (and their socket dirs) after it."""
+
+    def __init__(self, cluster: Cluster, engine: SwarmEngine) -> None:
+        self.cluster = cluster
+        self.engine = engine
+        self.made: list[str] = []
+
+    def name(self, stem: str) -> str:
+        return f"{RUN_ID}-sw-{stem}-{uuid.uuid4().hex[:4]}"
+
+    async def create(
+        self,
+        stem: str,
+        *,
+        settings: Settings | None = None,
+        replicas: int = 1,
+        node: str | None = None,
+        **spec_fields: Any,
+    ) -> tuple[str, str]:
+        """Create a flow service; return (service id, name)."""
+        name = self.name(stem)
+        sock = SOCKET_ROOT / name
+        sock.mkdir(parents=True, mode=0o700)
+        spec = CreateSpec(name=name, command=["sleep", "3600"], **spec_fields)
+        nodes = [SwarmNode(n.id, n.hostname) for n in await self.engine.nodes()]
+        body = service_spec(
+            spec,
+            settings or _settings(),
+            labels={TEST_LABEL: RUN_ID},
+            socket_dir=str(sock),
+            nodes=nodes,
+            node=node,
+            replicas=replicas,
+        )
+        service_id = await self.engine.create_flow_service(body)
+        self.made.append(service_id)
+        return service_id, name
+
+    async def running(self, service_id: str) -> FlowTask:
+        async def check() -> FlowTask | None:
+            t = (await self.engine.flow_service(service_id)).current
+            return t if t and t.state == "running" and t.container_id else None
+
+        return await until(f"{service_id} running", check, START_LIMIT)
+
+    def sweep(self) -> None:
+        """Remove every service of this run's instance, and their socket directories."""
+        try:
+            client = self.cluster.manager()
+            for s in client.services.list(filters={"label": f"flowmgr.instance={INSTANCE}"}):
+                try:
+                    s.remove()
+                except docker.errors.NotFound:
+                    pass
+        except Exception as err:  # cluster-down.sh removes everything anyway
+            log.warning("could not sweep the services of %s: %s", INSTANCE, err)
+        shutil.rmtree(SOCKET_ROOT, ignore_errors=True)
+
+
+@pytest.fixture
+async def flows(cluster: Cluster) -> AsyncIterator[Flows]:
+    engine = SwarmEngine(cluster.nodes[0].host, call_timeout=30, mutation_timeout=15)
+    made = Flows(cluster, engine)
+    try:
+        yield made
+    finally:
+        await engine.close()
+        await asyncio.to_thread(made.sweep)
+
+
+async def _answers(host: str) -> bool:
+    engine = SwarmEngine(host, call_timeout=5)
+    try:
+        await engine.info()
+        return True
+    finally:
+        await engine.close()
+
+
+def _inspect(cluster: Cluster, task: FlowTask) -> dict[str, Any]:
+    assert task.node_id and task.container_id
+    raw: dict[str, Any] = cluster.by_id(task.node_id).client.api.inspect_container(
+        task.container_id
+    )
+    return raw
+
+
+async def test_a_flow_service_runs_one_task_with_the_policy(cluster: Cluster, flows: Flows) -> None:
+    settings = _settings(docker__read_only=True, docker__cap_add=["NET_BIND_SERVICE"])
+    env = {"GREETING": "{{.Node.Hostname}}", "DB_PASSWORD": "s3cret-value"}
+    service_id, name = await flows.create("policy", settings=settings, environment=env)
+    assert len(service_id) == 25
+    task = await flows.running(service_id)
+    assert task.node == cluster.by_id(task.node_id or "").netns, "the node's hostname is known"
+    c = _inspect(cluster, task)
+    host = c["HostConfig"]
+    assert host["CapDrop"] == ["ALL"]
+    assert [cap.removeprefix("CAP_") for cap in host["CapAdd"]] == ["NET_BIND_SERVICE"]
+    assert host["PidsLimit"] == 64
+    assert host["Memory"] == 64 << 20
+    assert host["NanoCpus"] == 500_000_000
+    assert host["ReadonlyRootfs"] is True
+    assert host["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-file": "3", "max-size": "10m"},
+    }
+    labels = c["Config"]["Labels"]
+    assert labels["flowmgr.managed"] == "true"
+    assert labels["flowmgr.instance"] == INSTANCE
+    assert labels["flowmgr.name"] == name
+    assert labels[TEST_LABEL] == RUN_ID
+    mounts = {m["Destination"]: m for m in c["Mounts"]}
+    assert mounts["/run/flowmgr"]["Source"] == str(SOCKET_ROOT / name)
+    assert mounts["/run/flowmgr"]["RW"] is True
+    assert mounts["/tmp"]["Type"] == "tmpfs"
+    # Swarm expands templates in Env: a request's value arrives as it was written
+    assert "GREETING={{.Node.Hostname}}" in c["Config"]["Env"]
+    assert "FLOW_SOCKET=/run/flowmgr/flow.sock" in c["Config"]["Env"]
+    assert c["Config"]["Cmd"] == ["sleep", "3600"]
+
+    services = await flows.engine.list_flow_services(INSTANCE)
+    assert [s.id for s in services] == [service_id]
+    listed: FlowService = services[0]
+    assert listed.name == name and listed.replicas == 1
+    assert listed.current is not None and listed.current.container_id == task.container_id
+
+
+async def test_scale_zero_stops_one_starts_and_restart_replaces_the_task(
+    cluster: Cluster, flows: Flows
+) -> None:
+    service_id, _ = await flows.create("scale", replicas=0)
+    svc = await flows.engine.flow_service(service_id)
+    assert svc.replicas == 0 and svc.current is None, "created, not started"
+    await flows.engine.scale(service_id, 1)
+    first = await flows.running(service_id)
+    started = time.monotonic()
+    await flows.engine.scale(service_id, 0)
+
+    async def stopped() -> bool:
+        svc = await flows.engine.flow_service(service_id)
+        return svc.replicas == 0 and all(t.state != "running" for t in svc.tasks)
+
+    await until("no running task after scale 0", stopped, START_LIMIT)
+    log.info("scale 0 -> no running task in %.1f s", time.monotonic() - started)
+
+    def container_gone_or_stopped() -> bool:
+        try:
+            return not _inspect(cluster, first)["State"]["Running"]
+        except docker.errors.NotFound:
+            return True
+
+    wait_for("the task's container stopped", container_gone_or_stopped, timeout=START_LIMIT)
+    await flows.engine.scale(service_id, 1)
+    second = await flows.running(service_id)
+    assert second.id != first.id
+    await flows.engine.force_restart(service_id)
+
+    async def replaced() -> FlowTask | None:
+        t = await flows.running(service_id)
+        return t if t.id != second.id else None
+
+    third = await until("a new task after the forced restart", replaced, START_LIMIT)
+    svc = await flows.engine.flow_service(service_id)
+    assert sum(t.state == "running" for t in svc.tasks) == 1, "one copy at a time"
+    assert third.id != second.id
+
+
+async def test_a_flow_pinned_to_a_node_runs_there(cluster: Cluster, flows: Flows) -> None:
+    for target in cluster.nodes[1:]:
+        by_name, _ = await flows.create("pin", node=target.netns)
+        task = await flows.running(by_name)
+        assert task.node_id == target.node_id, f"pinned to {target.netns} by hostname"
+    target = cluster.nodes[0]
+    by_id, _ = await flows.create("pinid", node=target.node_id)
+    assert (await flows.running(by_id)).node_id == target.node_id
+
+
+async def test_remove_leaves_nothing(cluster: Cluster, flows: Flows) -> None:
+    service_id, name = await flows.create("remove")
+    task = await flows.running(service_id)
+    await flows.engine.remove(service_id)
+    assert [s.id for s in await flows.engine.list_flow_services(INSTANCE)] == []
+
+    def nothing_left() -> bool:
+        for node in cluster.nodes:
+            left = node.client.containers.list(all=True, filters={"label": f"flowmgr.name={name}"})
+            if left:
+                return False
+        return True
+
+    wait_for(f"no container of {name} on any node", nothing_left, timeout=START_LIMIT)
+    with pytest.raises(docker.errors.NotFound):
+        _inspect(cluster, task)
+
+
+async def test_a_missing_image_is_image_not_found(flows: Flows) -> None:
+    with pytest.raises(ImageNotFound):
+        await flows.create("noimage", image=f"flowmgr-missing-{RUN_ID}:latest")
+    assert await flows.engine.list_flow_services(INSTANCE) == []
+
+
+async def test_lost_quorum_refuses_a_create_in_bounded_time(cluster: Cluster, flows: Flows) -> None:
+    """Runs last: two of three managers' daemons are killed, then started again; the swarm
+    is whole before the test ends (or the session's cluster-down.sh removes it)."""
+    keep = cluster.nodes[0]
+    victims = cluster.nodes[1:]
+    spec_name = flows.name("quorum")
+    (SOCKET_ROOT / spec_name).mkdir(parents=True, mode=0o700)
+    nodes = [SwarmNode(n.id, n.hostname) for n in await flows.engine.nodes()]
+    body = service_spec(
+        CreateSpec(name=spec_name, command=["sleep", "3600"]),
+        _settings(),
+        labels={TEST_LABEL: RUN_ID},
+        socket_dir=str(SOCKET_ROOT / spec_name),
+        nodes=nodes,
+    )
+    try:
+        for v in victims:
+            pid = v.dockerd_pid()
+            assert pid, f"no dockerd pid for {v.name}"
+            os.kill(pid, signal.SIGKILL)
+            v.close()
+        killed = time.monotonic()
+        started = time.monotonic()
+        with pytest.raises(DockerApiError) as err:
+            await flows.engine.create_flow_service(body)
+        took = time.monotonic() - started
+        log.info(
+            "create without quorum failed after %.1f s (%.1f s after the kill): %s",
+            took,
+            time.monotonic() - killed,
+            err.value.message,
+        )
+        assert err.value.details.get("reason") == NO_QUORUM, err.value.details
+        assert took < NO_QUORUM_LIMIT
+        # once the leader has marked its peers unreachable (~1 s), a mutation is refused
+        # before it is sent
+        started = time.monotonic()
+        with pytest.raises(DockerApiError) as err:
+            await flows.engine.scale(flows.name("absent"), 1)
+        log.info("a scale without quorum refused after %.2f s", time.monotonic() - started)
+        assert err.value.details.get("reason") == NO_QUORUM, err.value.details
+        assert time.monotonic() - started < 5
+        # reads need the leader too: said the same way, in bounded time
+        started = time.monotonic()
+        with pytest.raises(DockerApiError) as read_err:
+            await flows.engine.list_flow_services(INSTANCE)
+        log.info(
+            "list without quorum failed after %.1f s: %s",
+            time.monotonic() - started,
+            read_err.value.details,
+        )
+        assert keep.answers(), "the surviving manager's engine still answers"
+    finally:
+        for v in victims:
+            if v.dockerd_pid() is None:
+                subprocess.run([str(v.start_script)], check=True, timeout=10)
+        for v in victims:
+            # not Node.answers: docker-py's own client leaks the socket of a refused connect
+            await until(f"{v.name}'s dockerd to answer", partial(_answers, v.host), timeout=60)
+        wait_for("a leader again", cluster.leader, timeout=60)
+        wait_for(
+            "every manager ready and reachable",
+            lambda: all(
+                n["Status"]["State"] == "ready"
+                and n["ManagerStatus"]["Reachability"] == "reachable"
+                for n in cluster.swarm_nodes()
+            ),
+            timeout=60,
+        )
+
+    # quorum is back: the same create works now (or the refused one went through after all)
+    async def created() -> str | None:
+        try:
+            return await flows.engine.create_flow_service(body)
+        except InvalidRequest:
+            found = await flows.engine.list_flow_services(INSTANCE)
+            return next((s.id for s in found if s.name == spec_name), None)
+
+    service_id = await until("a create to succeed again", created, timeout=30)
+    flows.made.append(service_id)
+    await flows.running(service_id)
