@@ -7,7 +7,8 @@
 #
 # In this order, each step best effort (a missing piece is not an error):
 #   1. SIGTERM every node's dockerd (pid from its --pidfile, checked against its command line),
-#      wait up to FMC_STOP_TIMEOUT seconds (default 15), then SIGKILL what is left;
+#      the swarm's leader last, wait up to FMC_STOP_TIMEOUT seconds (default 15) each time, then
+#      SIGKILL what is left;
 #   2. SIGKILL what the nodes started and left running: each node's containerd and
 #      containerd-shims (found by their socket under the node's exec-root), the processes in the
 #      node's cgroups (/sys/fs/cgroup/*/<prefix>-nN) and in its network namespace;
@@ -85,27 +86,44 @@ while read -r n; do [[ -n $n ]] && NODES+=("$n"); done < <(node_names)
 
 declare -A DPID=()
 for n in "${NODES[@]}"; do
-    if pid="$(pid_from_file "$RUN_DIR/$n/dockerd.pid" "$RUN_DIR/$n/")"; then
-        DPID[$n]=$pid
-        log "$n: SIGTERM dockerd (pid $pid)"
-        kill -TERM "$pid" 2>/dev/null || true
-    fi
+    pid="$(pid_from_file "$RUN_DIR/$n/dockerd.pid" "$RUN_DIR/$n/")" && DPID[$n]=$pid
 done
-if ((${#DPID[@]})); then
-    deadline=$((SECONDS + STOP_TIMEOUT))
+
+# The Raft leader goes last: followers whose leader is gone spend seconds in their agents'
+# reconnect back-off before they stop; with the leader still there they stop in about a second.
+leader=""
+for n in "${!DPID[@]}"; do
+    leader="$(timeout 5 docker -H "unix://$RUN_DIR/$n/docker.sock" node ls \
+        --format '{{.Hostname}} {{.ManagerStatus}}' 2>/dev/null \
+        | awk '$2 == "Leader" {print $1}' | sed "s/^$PREFIX-//")" && [[ -n $leader ]] && break
+done
+
+# stop_dockerds NODE...: SIGTERM, wait up to STOP_TIMEOUT seconds, SIGKILL what is left.
+stop_dockerds() {
+    local n pid left deadline=$((SECONDS + STOP_TIMEOUT))
+    (($#)) || return 0
+    for n in "$@"; do
+        log "$n: SIGTERM dockerd (pid ${DPID[$n]})"
+        kill -TERM "${DPID[$n]}" 2>/dev/null || true
+    done
     while ((SECONDS < deadline)); do
         left=0
-        for pid in "${DPID[@]}"; do alive "$pid" && left=1; done
+        for n in "$@"; do alive "${DPID[$n]}" && left=1; done
         ((left)) || break
-        sleep 0.2
+        sleep 0.1
     done
-    for n in "${!DPID[@]}"; do
-        if alive "${DPID[$n]}"; then
-            log "$n: dockerd (pid ${DPID[$n]}) still running after ${STOP_TIMEOUT}s: SIGKILL"
-            kill -KILL "${DPID[$n]}" 2>/dev/null || true
+    for n in "$@"; do
+        pid=${DPID[$n]}
+        if alive "$pid"; then
+            log "$n: dockerd (pid $pid) still running after ${STOP_TIMEOUT}s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
         fi
     done
-fi
+}
+followers=()
+for n in "${!DPID[@]}"; do [[ $n == "$leader" ]] || followers+=("$n"); done
+stop_dockerds "${followers[@]}"
+[[ -n $leader && -n ${DPID[$leader]:-} ]] && stop_dockerds "$leader"
 
 # 2. What the nodes' dockerds left: containerd, shims, container processes, anything in the netns.
 for round in 1 2 3; do

@@ -202,7 +202,9 @@ wait_dockerd() {
 failed=()
 for n in "${NODES[@]}"; do wait_dockerd "$n" || failed+=("$n"); done
 ((${#failed[@]} == 0)) || die "dockerd of ${failed[*]} did not answer"
-log "dockerd answers on ${NODES[*]} (pids $(cat "$RUN_DIR"/n*/dockerd.pid | tr '\n' ' '))"
+pids=()
+for n in "${NODES[@]}"; do pids+=("$n:$(cat "$RUN_DIR/$n/dockerd.pid")"); done
+log "dockerd answers on every node (pids ${pids[*]})"
 
 # --- images (in the background while the swarm forms) --------------------------------------------
 STEP="saving the images on the host engine ($IMAGES)"

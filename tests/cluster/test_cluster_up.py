@@ -100,7 +100,12 @@ def test_killed_node_daemon_has_its_task_rescheduled(
 ) -> None:
     # Keep the leader alive: the drill is about a node's failure, not a Raft election.
     leader = cluster.leader()
-    service = make_service("resched", constraints=[f"node.id!={leader.node_id}"])
+    # Swarm's default restart delay (5 s) would come on top of the node's detection time.
+    service = make_service(
+        "resched",
+        constraints=[f"node.id!={leader.node_id}"],
+        restart_policy=docker.types.RestartPolicy(condition="any", delay=0),
+    )
     first = wait_for("a running task", lambda: running_tasks(service) or None, timeout=30)[0]
     victim = cluster.by_id(first["NodeID"])
     old_container = first["Status"]["ContainerStatus"]["ContainerID"]
@@ -145,7 +150,16 @@ def test_killed_node_daemon_has_its_task_rescheduled(
             return True
         return status != "running"
 
+    # The copy left on the dead daemon's node ran on (Swarm cannot stop what it cannot reach)
+    # until the daemon came back; the managers hear of its end from the node's agent.
     wait_for("the stale copy stopped on the restarted node", stale_copy_gone, timeout=30)
-    assert len(running_tasks(service)) == 1
-    restarted_after = time.monotonic() - killed
-    log.info("node rejoined and its stale copy stopped %.1f s after the kill", restarted_after)
+    wait_for(
+        "the managers to see one running task",
+        lambda: len(running_tasks(service)) == 1,
+        timeout=30,
+    )
+    log.info(
+        "node restarted; its stale copy stopped %.1f s after the kill (ran twice for %.1f s)",
+        time.monotonic() - killed,
+        time.monotonic() - killed - moved_after,
+    )
