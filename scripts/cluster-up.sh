@@ -33,8 +33,8 @@
 #   FMC_READY_TIMEOUT (60 s for the swarm to have every node Ready and reachable)
 #
 # Talk to a node: docker -H unix:///run/fmc/n1/docker.sock node ls
-# Create services with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 exported for the docker CLI (or
-# `--no-resolve-image`), so the CLI does not ask a registry for the image's digest either.
+# Create services with `docker service create --no-resolve-image ...`: the docker CLI 28 here no
+# longer reads DOCKER_SERVICE_PREFER_OFFLINE_IMAGE and would ask a registry for the digest.
 # On failure, it says which step failed; run scripts/cluster-down.sh to remove what was built.
 set -euo pipefail
 
