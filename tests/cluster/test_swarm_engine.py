@@ -27,7 +27,7 @@ from server.core.config import Settings, load_settings
 from server.core.errors import DockerApiError, ImageNotFound, InvalidRequest
 from server.core.models import CreateSpec
 from server.core.swarm.engine import NO_QUORUM, FlowService, FlowTask, SwarmEngine
-from server.core.swarm.spec import SwarmNode, service_spec
+from server.core.swarm.spec import SERVICE_ID_PLACEHOLDER, SwarmNode, service_spec
 from tests.cluster.conftest import BUSYBOX, Cluster, wait_for
 from tests.conftest import RUN_ID, TEST_LABEL
 
@@ -279,6 +279,91 @@ async def test_a_missing_image_is_image_not_found(flows: Flows) -> None:
     assert await flows.engine.list_flow_services(INSTANCE) == []
 
 
+async def test_a_missing_socket_dir_rejects_the_task_for_good(flows: Flows) -> None:
+    """Recorded Swarm 20.10 behaviour the hub and agent build on: a bind source missing on the
+    node rejects the task with the engine's reason, and with restart condition none (the
+    default "no") Swarm does not try again, even once the directory exists."""
+    name = flows.name("nosock")
+    nodes = [SwarmNode(n.id, n.hostname) for n in await flows.engine.nodes()]
+    missing = SOCKET_ROOT / "absent" / SERVICE_ID_PLACEHOLDER
+    body = service_spec(
+        CreateSpec(name=name, command=["sleep", "3600"]),
+        _settings(),
+        labels={TEST_LABEL: RUN_ID},
+        socket_dir=str(missing),
+        nodes=nodes,
+    )
+    service_id = await flows.engine.create_flow_service(body)
+    flows.made.append(service_id)
+
+    async def rejected() -> FlowTask | None:
+        t = (await flows.engine.flow_service(service_id)).current
+        return t if t and t.state == "rejected" else None
+
+    task = await until("the task rejected", rejected, START_LIMIT)
+    # the template took the service's ID on the node
+    assert task.error and f"{SOCKET_ROOT}/absent/{service_id}" in task.error, task.error
+    (SOCKET_ROOT / "absent" / service_id).mkdir(parents=True)
+    await asyncio.sleep(8)
+    svc = await flows.engine.flow_service(service_id)
+    assert svc.replicas == 1 and not any(t.state == "running" for t in svc.tasks)
+    assert [t.id for t in svc.tasks] == [task.id], "no second try"
+
+
+async def test_a_flow_on_a_dead_node_moves_only_when_forced(cluster: Cluster, flows: Flows) -> None:
+    """Recorded Swarm 20.10 behaviour: with restart condition none, a task whose node goes
+    down is shut down and not replaced; a forced update (the engine's force_restart) places
+    a new one on a live node at once."""
+    leader = cluster.leader()
+    settings = _settings(cluster__placement=[f"node.id!={leader.node_id}"])
+    service_id, _ = await flows.create("dead", settings=settings)
+    first = await flows.running(service_id)
+    victim = cluster.by_id(first.node_id or "")
+    pid = victim.dockerd_pid()
+    assert pid
+    try:
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+
+        async def shut_down() -> bool:
+            svc = await flows.engine.flow_service(service_id)
+            return any(t.id == first.id and t.desired_state == "shutdown" for t in svc.tasks)
+
+        await until("the dead node's task shut down", shut_down, START_LIMIT)
+        down_after = time.monotonic() - killed
+        await asyncio.sleep(6)
+        svc = await flows.engine.flow_service(service_id)
+        assert not any(t.desired_state in ("running", "ready") for t in svc.tasks), svc.tasks
+        await flows.engine.force_restart(service_id)
+        forced = time.monotonic()
+
+        async def moved() -> FlowTask | None:
+            t = await flows.running(service_id)
+            return t if t.node_id != victim.node_id else None
+
+        await until("the flow running on a live node", moved, START_LIMIT)
+        log.info(
+            "node down (task shut down) %.1f s after the kill; running elsewhere %.1f s after "
+            "the forced update",
+            down_after,
+            time.monotonic() - forced,
+        )
+    finally:
+        if victim.dockerd_pid() is None:
+            victim.close()
+            subprocess.run([str(victim.start_script)], check=True, timeout=10)
+        await until(f"{victim.name}'s dockerd", partial(_answers, victim.host), timeout=60)
+        wait_for(
+            "every manager ready and reachable",
+            lambda: all(
+                n["Status"]["State"] == "ready"
+                and n["ManagerStatus"]["Reachability"] == "reachable"
+                for n in cluster.swarm_nodes()
+            ),
+            timeout=60,
+        )
+
+
 async def test_lost_quorum_refuses_a_create_in_bounded_time(cluster: Cluster, flows: Flows) -> None:
     """Runs last: two of three managers' daemons are killed, then started again; the swarm
     is whole before the test ends (or the session's cluster-down.sh removes it)."""
@@ -321,15 +406,15 @@ async def test_lost_quorum_refuses_a_create_in_bounded_time(cluster: Cluster, fl
         log.info("a scale without quorum refused after %.2f s", time.monotonic() - started)
         assert err.value.details.get("reason") == NO_QUORUM, err.value.details
         assert time.monotonic() - started < 5
-        # reads need the leader too: said the same way, in bounded time
+        # reads: the old leader answers them from its own store until it steps down, then
+        # the managers hold them ~20 s and fail (DeadlineExceeded); recorded, not asserted
         started = time.monotonic()
-        with pytest.raises(DockerApiError) as read_err:
-            await flows.engine.list_flow_services(INSTANCE)
-        log.info(
-            "list without quorum failed after %.1f s: %s",
-            time.monotonic() - started,
-            read_err.value.details,
-        )
+        try:
+            listed = await flows.engine.list_flow_services(INSTANCE)
+            outcome = f"answered ({len(listed)} services)"
+        except DockerApiError as read_err:
+            outcome = f"failed: {read_err.details}"
+        log.info("list without quorum after %.1f s: %s", time.monotonic() - started, outcome)
         assert keep.answers(), "the surviving manager's engine still answers"
     finally:
         for v in victims:
