@@ -103,6 +103,24 @@ class HubLinkConfig:
     refused_grace: float = 2.0
     """Seconds a refused agent has to read its refusal before its engine.io session is closed."""
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> HubLinkConfig:
+        """From the `cluster` config section (`agent_token_file`, `agent_timeout`); blocking
+        (reads or makes the token file): call it before the loop runs, like the API token's."""
+        cluster = getattr(settings, "cluster", None)
+        path = getattr(cluster, "agent_token_file", None)
+        if not isinstance(path, str) or not path:
+            raise ConfigError(
+                "cluster mode needs cluster.agent_token_file (the agents' token)",
+                details={"field": "cluster.agent_token_file"},
+            )
+        timeout = float(getattr(cluster, "agent_timeout", 2.0))
+        return cls(
+            agent_token=agent_token_from_file(path),
+            agent_timeout=timeout,
+            check_every=min(0.1, timeout / 4),
+        )
+
     def __post_init__(self) -> None:
         if not self.agent_token or len(self.agent_token) > MAX_TOKEN_CHARS:
             raise ConfigError(
