@@ -23,6 +23,8 @@ import pytest
 import socketio
 import uvicorn
 
+from server.api.app import JsonPacket
+from server.api.sio_manager import DirectEmitManager
 from server.cluster.agent_link import AgentLink, new_instance
 from server.cluster.errors import AgentTimeout, NodeNotConnected
 from server.cluster.events import FlowsUnknown, LinkEvent, NodeStatusChanged
@@ -95,9 +97,19 @@ async def running_hub(
     agent_timeout: float = 2.0,
     port: int = 0,
     places: Callable[[str, str, str], bool] | None = None,
+    like_the_api: bool = False,
 ) -> AsyncIterator[Hub]:
+    """A hub on 127.0.0.1; `like_the_api`: its AsyncServer built as server/api/app.py builds the
+    API's (packet serializer, emit manager), where the lead registers the namespace."""
+    extra: dict[str, Any] = {}
+    if like_the_api:
+        extra = {"serializer": JsonPacket, "client_manager": DirectEmitManager(64 * 2**20)}
     sio = socketio.AsyncServer(
-        async_mode="asgi", logger=False, engineio_logger=False, max_http_buffer_size=8 * 2**20
+        async_mode="asgi",
+        logger=False,
+        engineio_logger=False,
+        max_http_buffer_size=8 * 2**20,
+        **extra,
     )
     links = HubLinks(lambda: known, places=places)
     ns = register_agent_namespace(
@@ -247,8 +259,9 @@ async def test_refused_without_the_agent_token(auth: Any) -> None:
         assert hub.events == []
 
 
-async def test_unknown_node_refused() -> None:
-    async with running_hub() as hub:
+@pytest.mark.parametrize("like_the_api", [False, True], ids=["plain-server", "api-server"])
+async def test_unknown_node_refused(like_the_api: bool) -> None:
+    async with running_hub(like_the_api=like_the_api) as hub:
         refusal = await refused_connect(
             hub.url, {"agent_token": AGENT_TOKEN, "hello": hello_of("node-z").wire()}
         )
@@ -301,8 +314,9 @@ async def test_malformed_or_oversized_hello_refused_hub_unaffected(
 # -- the link
 
 
-async def test_agent_links_and_the_hub_lists_it() -> None:
-    async with running_hub() as hub, running_agent(hub.url) as agent:
+@pytest.mark.parametrize("like_the_api", [False, True], ids=["plain-server", "api-server"])
+async def test_agent_links_and_the_hub_lists_it(like_the_api: bool) -> None:
+    async with running_hub(like_the_api=like_the_api) as hub, running_agent(hub.url) as agent:
         await agent.wait_linked(WAIT)
         await hub.wait_connected("node-a")
         link = hub.links.nodes["node-a"]
@@ -432,6 +446,8 @@ async def test_agent_transport_closed_abruptly_flows_unknown_within_2s() -> None
 
 _CHILD = """
 import asyncio, sys
+from server.api.app import JsonPacket
+from server.api.sio_manager import DirectEmitManager
 from server.cluster.agent_link import AgentLink, new_instance
 from server.cluster.link_models import AgentHello, FlowHeld
 
@@ -536,8 +552,9 @@ async def test_silent_hub_agent_declares_the_link_lost() -> None:
         report(f"silent hub -> agent gave up after {time.monotonic() - lost:.2f} s without acks")
 
 
-async def test_request_round_trip_p50() -> None:
-    async with running_hub() as hub, running_agent(hub.url) as agent:
+@pytest.mark.parametrize("like_the_api", [False, True], ids=["plain-server", "api-server"])
+async def test_request_round_trip_p50(like_the_api: bool) -> None:
+    async with running_hub(like_the_api=like_the_api) as hub, running_agent(hub.url) as agent:
         await agent.wait_linked(WAIT)
         await hub.wait_connected("node-a")
         for _ in range(50):  # warm up
@@ -552,7 +569,8 @@ async def test_request_round_trip_p50() -> None:
         p50 = statistics.median(times) * 1000
         p99 = times[989] * 1000
         report(
-            "request() round trip hub -> agent -> hub, 1000 calls: "
+            f"request() round trip hub -> agent -> hub, 1000 calls "
+            f"({'api' if like_the_api else 'plain'} server): "
             f"p50 {p50:.3f} ms, p99 {p99:.3f} ms"
         )
         assert p50 < 5.0
