@@ -31,6 +31,12 @@ DATA_DIR="${FMC_DATA_DIR:-/var/lib/$PREFIX}"
 STOP_TIMEOUT="${FMC_STOP_TIMEOUT:-15}"
 COMMENT="$PREFIX-cluster"
 
+case "${1:-}" in
+    "") ;;
+    -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
+    *) echo "cluster-down: no arguments expected (try --help)" >&2; exit 2 ;;
+esac
+
 log() { echo "[cluster-down] $*" >&2; }
 die() { log "ERROR: $*"; exit 2; }
 

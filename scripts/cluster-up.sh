@@ -56,7 +56,7 @@ N=3
 for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
         [1-9]) N=$arg ;;
         *) echo "cluster-up: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
