@@ -341,7 +341,12 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def trigger_event(self, event: str, *args: Any) -> Any:
         """Connect errors refuse (never leave an agent pending); other events need a live link."""
         sid = args[0]
-        if event == "connect":
+        # python-socketio also routes an agent's own `42/agent,["connect", ...]` here; only the
+        # real connect and disconnect come while the sid is not (or no longer) connected.
+        real = event in ("connect", "disconnect") and not self.server.manager.is_connected(
+            sid, self.namespace
+        )
+        if real and event == "connect":
             try:
                 return await super().trigger_event(event, *args)
             except socketio.exceptions.ConnectionRefusedError:
@@ -351,7 +356,7 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 logger.exception("agent connect handler failed; refusing the agent")
                 self._hang_up_later(sid)
                 raise _refusal("the hub failed to take the agent", "system_error") from None
-        if event == "disconnect":
+        if real:
             return await super().trigger_event(event, *args)
         if sid not in self._sid_node:
             return {"ok": False, "error": "no live link for this session"}

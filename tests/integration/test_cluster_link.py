@@ -683,3 +683,32 @@ def test_hub_config_from_settings_makes_the_agent_token_file(tmp_path: Path) -> 
     assert unsafe.value.details["field"] == "cluster.agent_token_file"
     with pytest.raises(ConfigError):
         HubLinkConfig.from_settings(SimpleNamespace(cluster=SimpleNamespace()))
+
+
+async def test_a_linked_agent_sending_junk_gets_errors_and_the_link_holds() -> None:
+    async with running_hub() as hub, running_agent(hub.url) as agent:
+        await agent.wait_linked(WAIT)
+        await hub.wait_connected("node-a")
+        sio = agent._sio
+        assert sio is not None
+        junk: list[tuple[str, Any]] = [
+            ("heartbeat", "beat"),
+            ("heartbeat", {"seq": -1, "flows": 0}),
+            ("heartbeat", {"seq": 1, "flows": 0, "admin": True}),
+            (
+                "report",
+                {"flow_id": "svc1", "task_id": "task1", "state": "running", "x": "y" * 20_000},
+            ),
+            ("report", [1, 2, 3]),
+            ("reply", {"request_id": "not-pending-1", "ok": True}),
+            ("reply", {"request_id": "not-pending-2", "ok": False}),
+            ("list_containers", {}),
+            ("connect", {"agent_token": AGENT_TOKEN}),
+        ]
+        for event, data in junk:
+            answer = await sio.call(event, data, namespace=AGENT_NAMESPACE, timeout=5)
+            assert answer is None or answer["ok"] is False, (event, answer)
+        assert hub.links.connected_nodes() == ["node-a"]
+        assert hub.links.nodes["node-a"].flows["svc1"].state == "running"
+        reply = await hub.ns.request("node-a", "send", {"still": "here"})
+        assert reply.result == {"echo": {"still": "here"}, "op": "send"}
