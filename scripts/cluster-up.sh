@@ -36,6 +36,7 @@
 # Create services with `docker service create --no-resolve-image ...`: the docker CLI 28 here no
 # longer reads DOCKER_SERVICE_PREFER_OFFLINE_IMAGE and would ask a registry for the digest.
 # On failure, it says which step failed; run scripts/cluster-down.sh to remove what was built.
+# Exit status: 0 ready, 1 a step failed, 2 bad usage, 3 refused (a cluster is running already).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -106,7 +107,8 @@ if ((earlier)); then
             && running+=("$(basename "$(dirname "$f")"):$pid")
     done
     if ((${#running[@]})) && ! ((FORCE)); then
-        die "a cluster is running (dockerd ${running[*]}); use it, or remove it with scripts/cluster-down.sh (or pass --force)"
+        log "FAILED: a cluster is running (dockerd ${running[*]}); use it, or remove it with scripts/cluster-down.sh (or pass --force)"
+        exit 3
     fi
     log "removing the leftovers of an earlier cluster (scripts/cluster-down.sh)"
     bash "$ROOT/scripts/cluster-down.sh" || die "cluster-down.sh could not remove the earlier cluster"

@@ -28,7 +28,10 @@ from tests.conftest import IMAGES, RUN_ID, TEST_LABEL, _docker_ok
 ROOT = Path(__file__).resolve().parents[2]
 UP = ROOT / "scripts" / "cluster-up.sh"
 DOWN = ROOT / "scripts" / "cluster-down.sh"
-RUN_DIR = Path(os.environ.get("FMC_RUN_DIR", "/run/fmc"))
+RUN_DIR = Path(os.environ.get("FMC_RUN_DIR") or f"/run/{os.environ.get('FMC_PREFIX') or 'fmc'}")
+"""cluster-up.sh's run directory (its FMC_PREFIX and FMC_NET let two sessions run side by side)."""
+REFUSED = 3
+"""cluster-up.sh's exit status when a cluster (someone else's) is running already."""
 NODES = 3
 HEARTBEAT = "1s"
 """The dispatcher heartbeat of the test cluster: a dead node is noticed within a few seconds."""
@@ -198,9 +201,13 @@ def cluster() -> Iterator[Cluster]:
     if subprocess.run(["docker", "image", "inspect", BUSYBOX], capture_output=True).returncode:
         pytest.fail(f"{BUSYBOX} missing on the host; build it with scripts/build-images.sh")
     built: Cluster | None = None
+    ours = True
     try:
         started = time.monotonic()
         up = _run(UP, str(NODES), timeout=UP_TIMEOUT)
+        if up.returncode == REFUSED:
+            ours = False  # another session (or a person) is using that cluster: not ours to remove
+            pytest.fail(f"cluster-up.sh refused:\n{up.stderr[-2000:]}")
         if up.returncode != 0:
             pytest.fail(
                 f"cluster-up.sh {NODES} failed (exit {up.returncode}):\n{up.stderr[-6000:]}"
@@ -211,11 +218,14 @@ def cluster() -> Iterator[Cluster]:
     finally:
         if built is not None:
             built.close()
-        started = time.monotonic()
-        down = _run(DOWN, timeout=120)
-        log.info("cluster-down.sh took %.1f s", time.monotonic() - started)
-        if down.returncode != 0:
-            pytest.fail(f"cluster-down.sh failed (exit {down.returncode}):\n{down.stderr[-4000:]}")
+        if ours:
+            started = time.monotonic()
+            down = _run(DOWN, timeout=120)
+            log.info("cluster-down.sh took %.1f s", time.monotonic() - started)
+            if down.returncode != 0:
+                pytest.fail(
+                    f"cluster-down.sh failed (exit {down.returncode}):\n{down.stderr[-4000:]}"
+                )
 
 
 @pytest.fixture
