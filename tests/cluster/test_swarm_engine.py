@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -124,17 +124,29 @@ class Flows:
         return await until(f"{service_id} running", check, START_LIMIT)
 
     def sweep(self) -> None:
-        """Remove every service of this run's instance, and their socket directories."""
-        try:
-            client = self.cluster.manager()
-            for s in client.services.list(filters={"label": f"flowmgr.instance={INSTANCE}"}):
-                try:
-                    s.remove()
-                except docker.errors.NotFound:
-                    pass
-        except Exception as err:  # cluster-down.sh removes everything anyway
-            log.warning("could not sweep the services of %s: %s", INSTANCE, err)
-        shutil.rmtree(SOCKET_ROOT, ignore_errors=True)
+        _sweep(self.cluster)
+
+
+def _sweep(cluster: Cluster) -> None:
+    """Remove every service of this run's instance, and the socket directories."""
+    try:
+        client = cluster.manager()
+        for s in client.services.list(filters={"label": f"flowmgr.instance={INSTANCE}"}):
+            try:
+                s.remove()
+            except docker.errors.NotFound:
+                pass
+    except Exception as err:  # cluster-down.sh removes everything anyway
+        log.warning("could not sweep the services of %s: %s", INSTANCE, err)
+    shutil.rmtree(SOCKET_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _swept_at_the_end(cluster: Cluster) -> Iterator[None]:
+    """Once more after the module's last test (its async teardown was seen to leave the
+    socket directory of the last test behind)."""
+    yield
+    _sweep(cluster)
 
 
 @pytest.fixture
