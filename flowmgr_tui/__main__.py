@@ -311,9 +311,11 @@ def main(argv: list[str] | None = None) -> int:
                     sys.stderr.write(NO_TOKEN.format(path=settings.token_path))
                     return 2
             else:  # the in-process core mounts from the bind roots
+                from server.core.config import require_single_host
                 from server.core.fd_budget import raise_soft_limit
                 from server.core.validation.host import validate_bind_roots
 
+                require_single_host(settings)
                 validate_bind_roots(settings)
                 raise_soft_limit()  # its flows hold descriptors; logged (to the panel's log)
                 if args.serve or settings.server.serve_in_panel:

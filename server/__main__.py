@@ -13,7 +13,7 @@ from server.api.serving import (
     log_startup_warnings,
     uvicorn_config,
 )
-from server.core.config import load_cli_settings
+from server.core.config import load_cli_settings, require_single_host
 from server.core.errors import ConfigError
 from server.core.validation.host import validate_bind_roots
 from server.logging_setup import setup_logging
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_cli_settings(args.config, args.host, args.port)
+        require_single_host(settings)
         validate_bind_roots(settings)  # before uvicorn: a bad root is exit 2, not a traceback
     except ConfigError as err:
         setup_logging("INFO")

@@ -15,7 +15,7 @@ import sys
 
 from server.api.serving import build_service, log_startup_warnings
 from server.api.uvicorn_cli import bind_where_settings_say, loading_config
-from server.core.config import load_settings
+from server.core.config import load_settings, require_single_host
 from server.logging_setup import setup_logging
 
 __all__ = ["app"]
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 # A config the service cannot honour raises ConfigError here, so uvicorn refuses to start.
 _settings = load_settings()
+require_single_host(_settings)
 setup_logging(_settings.log_level)
 log_startup_warnings(_settings)
 _changed = bind_where_settings_say(_settings, sys.orig_argv, os.environ, loading_config())

@@ -413,3 +413,15 @@ def load_cli_settings(config_file: str | None, host: str | None, port: int | Non
     if port is not None:
         overrides["server__port"] = port
     return load_settings(config_file, **overrides)
+
+
+def require_single_host(settings: Settings) -> None:
+    """ConfigError unless `cluster.mode` is "single": a one-host manager never runs while the
+    configuration asks for a cluster (two managers of the same flows), and the cluster's hub
+    and agents are not built yet (docs/CLUSTER.md)."""
+    if settings.cluster.mode != "single":
+        raise ConfigError(
+            f"cluster.mode is {settings.cluster.mode!r}: this manager serves one host only, "
+            "and cluster mode's hub and agents are not built yet (docs/CLUSTER.md); set "
+            'cluster.mode to "single" (or connect a panel to a hub with --connect)'
+        )

@@ -11,7 +11,7 @@ from typing import Any, Self, TypeVar
 
 from server.core.actions import ContainerActions
 from server.core.bus import EventBus
-from server.core.config import Settings
+from server.core.config import Settings, require_single_host
 from server.core.docker_adapter import DockerAdapter
 from server.core.errors import ContainerNotFound, FlowMgrError, InvalidRequest
 from server.core.events import (
@@ -116,6 +116,7 @@ class ContainerManager(ContainerActions):
         """
         if self._started:
             return
+        require_single_host(self.settings)  # ConfigError: configured for a cluster
         validate_code_settings(self.settings)  # ConfigError: an unsafe code root stops the start
         # a bad bind root is a configuration error: stop here, before anything is adopted
         await asyncio.to_thread(validate_bind_roots, self.settings)

@@ -235,3 +235,27 @@ async def test_a_bad_config_stops_start_up(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "surprise" in out and "server.port" in out
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        ("-m", "server"),
+        ("-m", "flowmgr_tui"),
+        ("-m", "uvicorn", "main:app", "--host", "127.0.0.1", "--port", "0"),
+    ],
+)
+def test_a_cluster_config_does_not_start_a_one_host_manager(
+    tmp_path: Path, how: tuple[str, ...]
+) -> None:
+    """cluster.mode "swarm" is refused by the service (both start modes) and the local panel:
+    never a one-host manager of flows a cluster's hub would manage too."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"cluster": {"mode": "swarm"}, "socket_dir": str(tmp_path / "s")}))
+    args = how if how[1] == "uvicorn" else (*how, "--config", str(config))
+    proc = _spawn(*args, env={"CONFIG_FILE": str(config)})
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "cluster.mode is 'swarm'" in out, out
+    if how[1] != "uvicorn":
+        assert proc.returncode == 2, out
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").rglob("*.sock"))
