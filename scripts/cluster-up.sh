@@ -18,7 +18,8 @@
 #     own managed containerd), --data-root /var/lib/fmc/nI, --pidfile /run/fmc/nI/dockerd.pid,
 #     --cgroup-parent /fmc-nI, containerd namespaces fmc-nI and fmc-nI-plugins, its own empty
 #     --config-file, log /run/fmc/nI/dockerd.log, and DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 in its
-#     environment (a task never tries to pull: there is no registry);
+#     environment (a task never tries to pull: there is no registry), and --no-new-privileges
+#     (a 20.10 service spec cannot ask for it: docs/CLUSTER.md);
 #     /run/fmc/nI/start-dockerd.sh starts it again (for drills that kill a node's daemon);
 #   a swarm: init on n1, n2..nN join as managers; node label fmc.node=nI on each;
 #   the images of FMC_IMAGES loaded into every node (docker save on the host | docker load);
@@ -184,6 +185,7 @@ DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid unshare --uts -- \\
     --containerd-plugins-namespace $PREFIX-$n-plugins \\
     --swarm-default-advertise-addr $(addr_of "$n") \\
     --shutdown-timeout 5 \\
+    --no-new-privileges \\
     --log-level info \\
     >>$d/dockerd.log 2>&1 </dev/null &
 EOF

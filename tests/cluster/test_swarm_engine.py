@@ -209,6 +209,10 @@ async def test_a_flow_service_runs_one_task_with_the_policy(cluster: Cluster, fl
     assert "GREETING={{.Node.Hostname}}" in c["Config"]["Env"]
     assert "FLOW_SOCKET=/run/flowmgr/flow.sock" in c["Config"]["Env"]
     assert c["Config"]["Cmd"] == ["sleep", "3600"]
+    # no-new-privileges comes from the node's daemon (a 20.10 service spec cannot ask for it)
+    api = cluster.by_id(task.node_id or "").client.api
+    run = api.exec_create(task.container_id, ["grep", "NoNewPrivs", "/proc/1/status"])
+    assert api.exec_start(run["Id"]).decode().split() == ["NoNewPrivs:", "1"]
 
     services = await flows.engine.list_flow_services(INSTANCE)
     assert [s.id for s in services] == [service_id]
