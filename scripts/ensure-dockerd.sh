@@ -16,6 +16,8 @@ declare -A NEEDED=(
     [docker-compose]=docker-compose
     [tmux]=tmux
     [systemd-analyze]=systemd
+    [ip]=iproute2
+    [iptables]=iptables
 )
 
 log() { echo "[ensure-dockerd] $*" >&2; }
