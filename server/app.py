@@ -13,8 +13,9 @@ import logging
 import os
 import sys
 
+from server.api.connection_limit import bound_connections
 from server.api.serving import build_service, log_startup_warnings
-from server.api.uvicorn_cli import bind_where_settings_say, loading_config
+from server.api.uvicorn_cli import bind_where_settings_say, loading_config, uvicorn_cli_options
 from server.core.config import load_settings, require_single_host
 from server.logging_setup import setup_logging
 
@@ -27,7 +28,10 @@ _settings = load_settings()
 require_single_host(_settings)
 setup_logging(_settings.log_level)
 log_startup_warnings(_settings)
-_changed = bind_where_settings_say(_settings, sys.orig_argv, os.environ, loading_config())
+_loading = loading_config()
+_changed = bind_where_settings_say(_settings, sys.orig_argv, os.environ, _loading)
+if _loading is not None:  # `uvicorn main:app`: its options win, else the settings' bound
+    bound_connections(_loading, _settings, uvicorn_cli_options(sys.orig_argv))
 if _changed:
     logger.info(
         "listening on %s:%s (HOST/PORT or the config file: uvicorn was given no --%s)",

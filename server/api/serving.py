@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from server.api.app import FlowMgrASGIApp, create_app
+from server.api.connection_limit import bound_connections
 from server.api.ws_transport import CoalescingWebSocketProtocol
 from server.core.config import Settings
 from server.core.fd_budget import raise_soft_limit
@@ -44,7 +45,7 @@ def uvicorn_config(
     app: FlowMgrASGIApp, settings: Settings, *, host: str | None = None, port: int | None = None
 ) -> uvicorn.Config:
     """The uvicorn config: logging left to us, websocket frames capped like Socket.IO's."""
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         host=settings.server.host if host is None else host,
         port=settings.server.port if port is None else port,
@@ -58,6 +59,8 @@ def uvicorn_config(
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=2,
     )
+    bound_connections(config, settings)  # clients cannot take the flows' descriptors
+    return config
 
 
 class GracefulServer(uvicorn.Server):

@@ -12,6 +12,7 @@ import logging
 import resource
 import threading
 
+from server.core.config import Settings
 from server.core.errors import DescriptorBudgetExhausted
 
 __all__ = ["CHANNEL_FDS", "FdBudget", "raise_soft_limit"]
@@ -136,3 +137,13 @@ def _check_count(name: str, value: int) -> None:
     # bool is an int: a True passed as a count is a caller's bug, not one descriptor
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+
+
+ENGINE_RESERVE = 56
+"""Descriptors kept for the engine's connections, the journal, logs and imports."""
+
+
+def reserve_for(settings: Settings) -> int:
+    """The budget's reserve: the API's connections (`server.max_connections`) and the rest; at
+    least the former fixed 256 (the default 200 connections + 56)."""
+    return max(256, settings.server.max_connections + ENGINE_RESERVE)

@@ -21,7 +21,7 @@ from server.core.events import (
     DockerConnectionRestored,
     StatusReported,
 )
-from server.core.fd_budget import CHANNEL_FDS, FdBudget
+from server.core.fd_budget import CHANNEL_FDS, FdBudget, reserve_for
 from server.core.flow_channel import FlowChannelHub
 from server.core.host_paths import BindPins
 from server.core.journal.journal import Journal
@@ -62,7 +62,7 @@ class ContainerManager(ContainerActions):
         self.journal = Journal(settings, self.bus, journal_encoder)
         """Every pushed event with its seq (the front end gives the encoder; none: no journal)."""
         self.adapter = adapter or DockerAdapter(settings.docker.call_timeout)
-        self.fd_budget = FdBudget()
+        self.fd_budget = FdBudget(reserve=reserve_for(settings))
         """Descriptors each flow holds (sockets, kept-open sample files), under its id."""
         self.hub = FlowChannelHub(self.bus, settings.flow, budget=self.fd_budget)
         self.outbox = Outbox(self.hub, self.bus, max_per_flow=settings.journal.queue_max_per_flow)
