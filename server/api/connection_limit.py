@@ -4,8 +4,8 @@ Anyone who reaches the port can open connections, token or not. uvicorn keeps a 
 never sends a request open forever, and past `limit_concurrency` it still holds each new one to
 answer 503. Each is a descriptor: a few thousand idle ones took the sockets, sample files and
 journal the flows need ("Too many open files"). Here a connection beyond
-`server.max_connections` is closed as soon as it is accepted, and one that has not begun a
-request within `server.idle_connection_timeout` seconds is closed. The descriptor budget keeps
+`server.max_connections` is closed as soon as it is accepted, and one that has not sent a
+request's headers within `server.idle_connection_timeout` seconds is closed. The descriptor budget keeps
 that many in its reserve (`fd_budget.reserve_for`).
 """
 
@@ -29,7 +29,8 @@ _SAID_EVERY = 10.0
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, closing connections beyond the bound or idle from the start."""
+    """uvicorn's httptools protocol, closing connections beyond the bound or without a request's
+    headers in time."""
 
     idle_timeout = 10.0
     """Set per server by `bound_connections` (`server.idle_connection_timeout`)."""
@@ -46,11 +47,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return
         self._first = self.loop.call_later(self.idle_timeout, self._idle_from_the_start)
 
-    def data_received(self, data: bytes) -> None:
+    def on_headers_complete(self) -> None:
+        # the headers whole, not a first byte: a client dribbling a byte at a time is idle too
         if self._first is not None:
             self._first.cancel()
             self._first = None
-        super().data_received(data)
+        super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._first is not None:

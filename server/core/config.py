@@ -56,7 +56,7 @@ class ServerSettings(_Strict):
     """ext: most client connections (HTTP and Socket.IO) open at once; one more is closed as
     soon as it is accepted. The descriptor budget keeps this many (plus 56) in its reserve."""
     idle_connection_timeout: float = Field(default=10.0, gt=0, le=3600)
-    """ext: seconds a new connection may stay open without beginning a request."""
+    """ext: seconds a new connection may stay open before it has sent a request's headers."""
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     """ext: the largest inbound Socket.IO message; a larger one closes that client."""
     serve_in_panel: bool = False

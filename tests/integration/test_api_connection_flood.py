@@ -64,6 +64,22 @@ async def test_an_idle_connection_flood_is_bounded_and_clients_keep_working(
             assert idle and all(gone)
             async with httpx.AsyncClient() as http:
                 assert (await http.get(f"{svc.url}/health")).status_code in (200, 503)
+            # a client dribbling its headers a byte at a time is idle too
+            reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+            flood.append((reader, writer))
+            started = asyncio.get_running_loop().time()
+            for byte in b"GET /health HTTP/1.1\r\nHost: x\r\n":
+                if writer.is_closing() or reader.at_eof():
+                    break
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.25)
+                if asyncio.get_running_loop().time() - started > IDLE + 3:
+                    break
+            assert await _closed_by_server(reader, 1.0)
+            # the websocket client outlived the idle timeout: its upgrade was a request
+            assert sio.connected and "containers" in await sio.call(
+                "list_containers", {}, timeout=10
+            )
         finally:
             for _, writer in flood:
                 writer.close()
