@@ -5,8 +5,8 @@ never sends a request open forever, and past `limit_concurrency` it still holds 
 answer 503. Each is a descriptor: a few thousand idle ones took the sockets, sample files and
 journal the flows need ("Too many open files"). Here a connection beyond
 `server.max_connections` is closed as soon as it is accepted, and one that has not sent a
-request's headers within `server.idle_connection_timeout` seconds is closed. The descriptor budget keeps
-that many in its reserve (`fd_budget.reserve_for`).
+request's headers within `server.idle_connection_timeout` seconds is closed. The descriptor
+budget keeps that many in its reserve (`fd_budget.reserve_for`).
 """
 
 from __future__ import annotations
