@@ -58,14 +58,9 @@ def engine_window(tool: dict[int, psutil.Process], seconds: float) -> dict[str, 
 def panel_window(
     code: Path, config: Path, work: Path, n: int, window: float, settle: float
 ) -> dict[str, float]:
-    env = (
-        f"env TERM=xterm-256color XDG_CONFIG_HOME={work}/xdg XDG_STATE_HOME={work}/state "
-        f"CONFIG_FILE={config} PYTHONPATH={code}"
-    )
-    cmd = f"cd {code} && exec {env} {sys.executable} -m flowmgr_tui --log-file {work}/panel.log"
     tmux = Tmux()
     try:
-        pid, t0 = tmux.start(cmd), time.perf_counter()
+        pid, t0 = tmux.start(scale.panel_command(code, config, work)), time.perf_counter()
         while True:
             m = scale.SUMMARY.search(tmux.screen())
             if m and min(int(g.replace(",", "")) for g in m.groups()) >= n:

@@ -342,14 +342,19 @@ def tool_readings(label: str, w: Window) -> dict[str, float]:
 # ---------------------------------------------------------------- the panel
 
 
-def panel_pass(
-    code: Path, config: Path, work: Path, n: int, window: float, settle: float
-) -> dict[str, float]:
+def panel_command(code: Path, config: Path, work: Path) -> str:
+    """The shell command tmux runs: the panel of `code` with its in-process manager."""
     env = (
         f"env TERM=xterm-256color XDG_CONFIG_HOME={work}/xdg XDG_STATE_HOME={work}/state "
         f"CONFIG_FILE={config} PYTHONPATH={code}"
     )
-    cmd = f"cd {code} && exec {env} {sys.executable} -m flowmgr_tui --log-file {work}/panel.log"
+    return f"cd {code} && exec {env} {sys.executable} -m flowmgr_tui --log-file {work}/panel.log"
+
+
+def panel_pass(
+    code: Path, config: Path, work: Path, n: int, window: float, settle: float
+) -> dict[str, float]:
+    cmd = panel_command(code, config, work)
     tmux = Tmux()
     try:
         t0 = time.perf_counter()

@@ -40,7 +40,15 @@ from server.core.errors import (
 )
 from server.core.log_tail import LogTail, TailBuffer
 
-__all__ = ["DockerAdapter", "ContainerInfo", "BindMount", "StreamHandle", "parse_time", "to_loop"]
+__all__ = [
+    "DockerAdapter",
+    "ContainerInfo",
+    "BindMount",
+    "StreamHandle",
+    "parse_time",
+    "to_loop",
+    "open_api_client",
+]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -145,6 +153,23 @@ def _one_pool_per_socket(api: docker.APIClient) -> None:
     adapter.close()
 
 
+def open_api_client(
+    base_url: str | None, *, timeout: float, version: str, max_pool_size: int | None = None
+) -> tuple[docker.APIClient, str]:
+    """An APIClient on `base_url` (else the environment's) with our pool mounted, and its
+    server's API version, asked through that pool: through docker-py's own, a refused connect
+    would leave its socket open. The client is closed when the ask fails."""
+    where = {"base_url": base_url} if base_url else docker.utils.kwargs_from_env()
+    pool = {} if max_pool_size is None else {"max_pool_size": max_pool_size}
+    api = docker.APIClient(timeout=int(timeout), version=version, **pool, **where)
+    _one_pool_per_socket(api)
+    try:
+        return api, api._retrieve_server_version()  # noqa: SLF001
+    except BaseException:
+        api.close()
+        raise
+
+
 class DockerAdapter:
     """Async facade over one Docker Engine; every SDK call runs in a thread with a timeout."""
 
@@ -174,25 +199,13 @@ class DockerAdapter:
     def _client(self) -> docker.APIClient:
         if self._api is None:
             with _translated():
-                where = (
-                    {"base_url": self._base_url}
-                    if self._base_url
-                    else docker.utils.kwargs_from_env()
-                )
-                # The API version is asked for once our pool is mounted: asked through
-                # docker-py's own, a refused connect would leave its socket open.
-                api = docker.APIClient(
-                    timeout=int(self.call_timeout),
-                    max_pool_size=_HTTP_POOL_SIZE,
+                api, server = open_api_client(
+                    self._base_url,
+                    timeout=self.call_timeout,
                     version=docker.constants.MINIMUM_DOCKER_API_VERSION,
-                    **where,
+                    max_pool_size=_HTTP_POOL_SIZE,
                 )
-                _one_pool_per_socket(api)
-                try:
-                    api._version = api._retrieve_server_version()  # noqa: SLF001
-                except BaseException:
-                    api.close()
-                    raise
+                api._version = server  # noqa: SLF001  (speak the engine's own version)
                 self._api = api
         return self._api
 

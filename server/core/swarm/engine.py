@@ -33,7 +33,7 @@ import requests.exceptions
 import urllib3.exceptions
 
 from server.core.container_info import parse_time
-from server.core.docker_adapter import _one_pool_per_socket
+from server.core.docker_adapter import open_api_client
 from server.core.errors import (
     ContainerNotFound,
     DockerApiError,
@@ -270,23 +270,11 @@ class SwarmEngine:
     def _client(self) -> docker.APIClient:
         if self._api is None:
             with translated():
-                where = (
-                    {"base_url": self._base_url}
-                    if self._base_url
-                    else docker.utils.kwargs_from_env()
-                )
-                api = docker.APIClient(
-                    timeout=int(max(self.call_timeout, self.mutation_timeout) + 1),
+                api, server = open_api_client(
+                    self._base_url,
+                    timeout=max(self.call_timeout, self.mutation_timeout) + 1,
                     version=MIN_API_VERSION,
-                    **where,
                 )
-                # the adapter's pool: docker-py's own leaves a refused connect's socket open
-                _one_pool_per_socket(api)
-                try:
-                    server = api._retrieve_server_version()  # noqa: SLF001
-                except BaseException:
-                    api.close()
-                    raise
                 if docker.utils.version_lt(server, MIN_API_VERSION):
                     api.close()
                     raise DockerApiError(
