@@ -33,6 +33,7 @@ from server.cluster.link_models import (
     ERROR_TYPES,
     MAX_MESSAGE_CHARS,
     MAX_REQUEST_BYTES,
+    AgentEvent,
     AgentHello,
     AgentReport,
     Heartbeat,
@@ -145,6 +146,13 @@ class AgentLink:
         if sio is not None and self.connected:
             with contextlib.suppress(socketio.exceptions.SocketIOError):
                 await sio.emit("report", report.wire(), namespace=AGENT_NAMESPACE)
+
+    async def event(self, event: AgentEvent) -> None:
+        """Tell the hub what a flow did (dropped while the link is down, like reports)."""
+        sio = self._sio
+        if sio is not None and self.connected:
+            with contextlib.suppress(socketio.exceptions.SocketIOError):
+                await sio.emit("event", event.wire(), namespace=AGENT_NAMESPACE)
 
     async def abort_transport(self) -> None:
         """Drills and tests: drop the connection the way a dying process does, no goodbye

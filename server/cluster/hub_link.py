@@ -43,6 +43,7 @@ from server.cluster.link_models import (
     MAX_FLOWS_PER_NODE,
     MAX_HELLO_BYTES,
     MAX_REQUEST_BYTES,
+    AgentEvent,
     AgentHello,
     AgentReport,
     FlowHeld,
@@ -169,6 +170,10 @@ class HubLinks:
         self.clock = clock
         self.nodes: dict[str, NodeLink] = {}
         self._subscribers: list[Callable[[LinkEvent], None]] = []
+        self.on_report: Callable[[str, AgentReport], None] | None = None
+        """The hub's hook for every accepted report (node_id, report)."""
+        self.on_event: Callable[[str, AgentEvent], None] | None = None
+        """The hub's hook for every accepted flow event (node_id, event)."""
 
     def subscribe(self, callback: Callable[[LinkEvent], None]) -> Callable[[], None]:
         """Call `callback` with every NodeStatusChanged / FlowsUnknown; returns the unsubscribe."""
@@ -281,6 +286,19 @@ class HubLinks:
         )
         if report.sample is not None:
             link.samples[report.flow_id] = report.sample
+        if self.on_report is not None:
+            self.on_report(node_id, report)
+
+    def event(self, node_id: str, event: AgentEvent) -> None:
+        """A flow's event from the node's agent; InvalidRequest when its task is not placed
+        on that node (an agent speaks for its own node's flows only)."""
+        if not self.places(node_id, event.flow_id, event.task_id):
+            raise InvalidRequest(
+                f"task {event.task_id} of flow {event.flow_id} is not placed on node {node_id}",
+                field="task_id",
+            )
+        if self.on_event is not None:
+            self.on_event(node_id, event)
 
     def stale(self, timeout: float) -> Iterator[NodeLink]:
         """The connected links whose last heartbeat is older than `timeout`."""
@@ -445,6 +463,13 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.hub.report(self._sid_node[sid], report)
         return {"ok": True}
 
+    async def on_event(self, sid: str, data: Any) -> dict[str, Any]:
+        """A flow's event (a frame it sent, a log line, its channel); the frame's own cap plus
+        room for the envelope."""
+        event = AgentEvent.decode(data, max_bytes=self.config.max_request_bytes)
+        self.hub.event(self._sid_node[sid], event)
+        return {"ok": True}
+
     async def on_reply(self, sid: str, data: Any) -> None:
         """The outcome of a request; one for a request this node was not sent is dropped."""
         reply = Reply.decode(data, max_bytes=self.config.max_request_bytes)
@@ -582,7 +607,7 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self.server.eio.sockets.pop(eio_sid, None)
 
 
-_EVENTS = frozenset({"heartbeat", "report", "reply"})
+_EVENTS = frozenset({"heartbeat", "report", "event", "reply"})
 
 
 def _remote(environ: dict[str, Any]) -> str:

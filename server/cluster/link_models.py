@@ -30,6 +30,8 @@ __all__ = [
     "Heartbeat",
     "AgentReport",
     "Request",
+    "AgentEvent",
+    "EVENT_KINDS",
     "ReplyError",
     "Reply",
     "ALLOWED_OPS",
@@ -51,10 +53,15 @@ escaped as JSON with room to spare."""
 MAX_MESSAGE_CHARS = 2000
 """Longest error message in a reply."""
 
-ALLOWED_OPS: frozenset[str] = frozenset({"send", "logs", "update"})
+ALLOWED_OPS: frozenset[str] = frozenset(
+    {"send", "logs", "update", "follow", "unfollow", "watch", "forget"}
+)
 """What the hub may ask an agent (docs/CLUSTER.md "Hub and agents"); anything else is refused
-on both sides."""
-Op = Literal["send", "logs", "update"]
+on both sides. Payloads (`container_id` is always the task's container on the agent's node):
+send {container_id, message}, logs {container_id, tail}, update {container_id, code_path},
+follow / unfollow {container_id}, watch {container_ids}, forget {keep: [flow ids]} (remove
+the socket volumes of flows not listed)."""
+Op = Literal["send", "logs", "update", "follow", "unfollow", "watch", "forget"]
 
 ERROR_TYPES: frozenset[str] = frozenset(
     {
@@ -194,6 +201,29 @@ class AgentReport(LinkModel):
     sample: ResourceUsageOut | None = None
     gone: bool = False
     """The task left this node (removed, or moved): the hub forgets it here."""
+
+
+EventKind = Literal[
+    "message_received",
+    "control",
+    "channel_connected",
+    "channel_lost",
+    "frame_rejected",
+    "log_line",
+]
+EVENT_KINDS: frozenset[str] = frozenset(get_args(EventKind))
+
+
+class AgentEvent(LinkModel):
+    """Agent -> hub: something one flow's task did on the node, for the hub to publish as the
+    core event of the same name under the flow's id. `data` by kind: message_received
+    {message}, control {control}, channel_connected {}, channel_lost {reason}, frame_rejected
+    {reason}, log_line {line}."""
+
+    flow_id: ObjectId
+    task_id: ObjectId
+    kind: EventKind
+    data: dict[str, Any] = Field(default_factory=dict)
 
 
 class Request(LinkModel):
