@@ -30,6 +30,7 @@ _STATE_STYLE: dict[str, tuple[str, str]] = {
     "stopped": ("-", "bright_black"),
     "exited": ("x", "red"),
     "dead": ("!", "bold red"),
+    "unknown": ("?", "bold yellow"),  # cluster mode: the flow's node has no agent link
 }
 _HEALTH_STYLE: dict[str, tuple[str, str]] = {
     "healthy": ("ok", "green"),

@@ -79,6 +79,10 @@ class ContainerInfo:
     asked_ns: int = 0
     """Wall clock (ns) when the inspect was sent: it reflects every event older than this."""
     secret_values: tuple[str, ...] = field(default=(), repr=False)
+    node: str | None = None
+    """Cluster mode: where the flow's current task runs (hostname, node ID, task ID)."""
+    node_id: str | None = None
+    task_id: str | None = None
     """Its secret-named env values (`masking.secret_env_values`), masked in its output. Kept out
     of repr; snapshots and wire payloads copy named fields only, never this one."""
 

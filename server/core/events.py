@@ -26,6 +26,7 @@ __all__ = [
     "FlowChannelLost",
     "FlowFrameRejected",
     "QueuedMessageDelivered",
+    "NodeStatusReported",
     "ActivityLogged",
     "DockerConnectionLost",
     "DockerConnectionRestored",
@@ -84,6 +85,8 @@ class ContainerStateChanged(Event):
     old_state: str
     new_state: str
     snapshot: ContainerSnapshot
+    reason: str | None = None
+    """Cluster mode: why the state is `unknown` (agent_link_lost, heartbeat_timeout)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,6 +194,20 @@ class ActivityLogged(Event):
     container_id: str | None
     message: str
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeStatusReported(Event):
+    """Cluster mode: a node's agent link went up or down (the hub's `node_status` push)."""
+
+    node_id: str
+    node: str
+    state: str
+    """Swarm's view of the node when it was said (ready, down, unknown, disconnected)."""
+    agent: str
+    """connected or disconnected."""
+    reason: str
+    down_for: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

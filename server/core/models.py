@@ -22,8 +22,10 @@ __all__ = [
 ]
 
 State = Literal[
-    "created", "running", "paused", "restarting", "removing", "stopped", "exited", "dead"
+    "created", "running", "paused", "restarting", "removing", "stopped", "exited", "dead", "unknown"
 ]
+"""Docker's states, `stopped` (exited on request) and, in cluster mode only, `unknown` (the
+flow's node has no live agent link: docs/CLUSTER.md)."""
 Health = Literal["healthy", "unhealthy", "starting", "none"]
 STATES: tuple[str, ...] = (
     "created",
@@ -34,6 +36,7 @@ STATES: tuple[str, ...] = (
     "stopped",
     "exited",
     "dead",
+    "unknown",
 )
 HEALTHS: tuple[str, ...] = ("healthy", "unhealthy", "starting", "none")
 
@@ -79,6 +82,10 @@ class ContainerSnapshot:
     socket_connected: bool = False
     last_communication: datetime | None = None
     resources: ResourceSample | None = None
+    node: str | None = None
+    """Cluster mode (ext): the hostname of the node running the flow's task (None: one host)."""
+    node_id: str | None = None
+    task_id: str | None = None
 
     @property
     def short_id(self) -> str:

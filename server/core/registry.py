@@ -149,6 +149,9 @@ class Registry:
             socket_connected=bool(chan and chan.connected),
             last_communication=chan.last_communication if chan else None,
             resources=rec.resources,
+            node=rec.info.node,
+            node_id=rec.info.node_id,
+            task_id=rec.info.task_id,
         )
 
     def status_of(self, rec: Record) -> ContainerStatus:
@@ -240,6 +243,8 @@ class Registry:
             "removing",
             "exited",
             "dead",
+            "stopped",  # the two below come only from the cluster hub (no engine says them)
+            "unknown",
         ):
             return cast(State, info.status)
         return "dead"

@@ -23,6 +23,7 @@ __all__ = [
     "ContainerStatusOut",
     "ContainerItemOut",
     "ContainerListOut",
+    "NodeOut",
     "ContainerLogsOut",
     "LogSubscriptionOut",
     "WatchStatsOut",
@@ -69,10 +70,11 @@ class ContainerCreatedOut(WireModel):
         )
 
 
-def _without_none(out: dict[str, Any], key: str) -> dict[str, Any]:
+def _without_none(out: dict[str, Any], *keys: str) -> dict[str, Any]:
     """Dumped as sent: an ext field the answer does not carry has no key (not `null`)."""
-    if out.get(key) is None:
-        out.pop(key, None)
+    for key in keys:
+        if out.get(key) is None:
+            out.pop(key, None)
     return out
 
 
@@ -228,7 +230,7 @@ class ContainerStatusOut(WireModel):
 
 
 class ContainerItemOut(WireModel):
-    """One `container_list` item."""
+    """One `container_list` item; a cluster hub adds (ext) `node`, `node_id`, `task_id`."""
 
     id: str
     name: str
@@ -237,11 +239,18 @@ class ContainerItemOut(WireModel):
     created: str
     socket_path: str
     ports: dict[str, int | None]
+    node: str | None = None
+    node_id: str | None = None
+    task_id: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _ext_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "node", "node_id", "task_id")
 
     @staticmethod
     def payload(snap: ContainerSnapshot) -> Wire:
-        """From a snapshot."""
-        return {
+        """From a snapshot (the cluster fields only when the snapshot is a cluster flow's)."""
+        out: Wire = {
             "id": snap.id,
             "name": snap.name,
             "status": snap.state,
@@ -250,6 +259,14 @@ class ContainerItemOut(WireModel):
             "socket_path": snap.socket_path,
             "ports": dict(snap.ports),
         }
+        for key, value in (
+            ("node", snap.node),
+            ("node_id", snap.node_id),
+            ("task_id", snap.task_id),
+        ):
+            if value is not None:
+                out[key] = value
+        return out
 
     def to_snapshot(self, old: ContainerSnapshot | None = None) -> ContainerSnapshot:
         """A snapshot; what the item does not carry (health, start, socket, usage) is kept from
@@ -268,19 +285,49 @@ class ContainerItemOut(WireModel):
             socket_connected=old.socket_connected if old else False,
             last_communication=old.last_communication if old else None,
             resources=old.resources if old else None,
+            node=self.node,
+            node_id=self.node_id,
+            task_id=self.task_id,
         )
 
 
+class NodeOut(WireModel):
+    """ext, cluster hub: one Swarm node in `container_list`'s `nodes` (so a list is never
+    silently partial) and in `node_status`."""
+
+    node_id: str
+    node: str
+    state: str
+    """Swarm's view: ready, down, unknown, disconnected."""
+    availability: str
+    agent: Literal["connected", "disconnected"]
+    flows: int
+    cpu_percent: float | None = None
+    """Sum over the node's flows' last samples."""
+    memory_usage: int | None = None
+
+
 class ContainerListOut(WireModel):
-    """`container_list`."""
+    """`container_list` (a cluster hub adds ext `nodes`)."""
 
     containers: list[ContainerItemOut]
     count: int
+    nodes: list[NodeOut] | None = None
+
+    @model_serializer(mode="wrap")
+    def _ext_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "nodes")
 
     @staticmethod
-    def payload(snaps: list[ContainerSnapshot]) -> Wire:
-        """From the manager's snapshot."""
-        return {"containers": [ContainerItemOut.payload(s) for s in snaps], "count": len(snaps)}
+    def payload(snaps: list[ContainerSnapshot], nodes: list[Wire] | None = None) -> Wire:
+        """From the manager's snapshot (and a hub's node list)."""
+        out: Wire = {
+            "containers": [ContainerItemOut.payload(s) for s in snaps],
+            "count": len(snaps),
+        }
+        if nodes is not None:
+            out["nodes"] = nodes
+        return out
 
 
 class ContainerLogsOut(WireModel):

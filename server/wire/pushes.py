@@ -18,6 +18,7 @@ from server.core.events import (
     FlowMessageReceived,
     HealthChanged,
     LogLineReceived,
+    NodeStatusReported,
     QueuedMessageDelivered,
     StatsSampled,
     StatusReported,
@@ -42,6 +43,7 @@ __all__ = [
     "EngineStatusOut",
     "MessageDeliveredOut",
     "ContainerStatsOut",
+    "NodeStatusOut",
     "PUSHES",
     "BROADCASTS",
 ]
@@ -51,6 +53,8 @@ class Push(WireModel):
     """A server-initiated event: `event` is its name on the wire."""
 
     event: ClassVar[str]
+    EXT_OPTIONAL: ClassVar[tuple[str, ...]] = ()
+    """ext fields left out (not null) when unset, like `seq`."""
     seq: int | None = Field(default=None, ge=0)
     """ext: the event's place in the journal; absent on pushes that are not journalled."""
 
@@ -58,29 +62,39 @@ class Push(WireModel):
     def _seq_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Dumped as pushed: a push without a seq has no `seq` key (not `"seq": null`)."""
         out: dict[str, Any] = handler(self)
-        if out.get("seq") is None:
-            out.pop("seq", None)
+        for key in ("seq", *self.EXT_OPTIONAL):
+            if out.get(key) is None:
+                out.pop(key, None)
         return out
 
 
 class StatusChangedOut(Push):
-    """`status_changed` (timestamp: epoch float)."""
+    """`status_changed` (timestamp: epoch float); a cluster hub adds ext `node` (where the flow
+    runs now) and `reason` (why it is `unknown`)."""
 
     event: ClassVar[str] = "status_changed"
     container_id: str
     old_state: str
     new_state: str
     timestamp: float
+    node: str | None = None
+    reason: str | None = None
+    EXT_OPTIONAL: ClassVar[tuple[str, ...]] = ("node", "reason")
 
     @staticmethod
     def payload(ev: ContainerStateChanged) -> Wire:
         """From the core event."""
-        return {
+        out: Wire = {
             "container_id": ev.container_id,
             "old_state": ev.old_state,
             "new_state": ev.new_state,
             "timestamp": epoch(ev.at),
         }
+        if ev.snapshot.node is not None:
+            out["node"] = ev.snapshot.node
+        if ev.reason is not None:
+            out["reason"] = ev.reason
+        return out
 
     @property
     def at(self) -> datetime:
@@ -355,6 +369,45 @@ class EngineStatusOut(Push):
         return DockerConnectionLost(reason=self.reason or "unreachable", at=at)
 
 
+class NodeStatusOut(Push):
+    """ext, cluster hub: `node_status` when a node's agent link goes up or down (to every
+    client, journalled; timestamp: epoch float)."""
+
+    event: ClassVar[str] = "node_status"
+    node_id: str
+    node: str
+    state: str
+    agent: str
+    reason: str
+    down_for: float | None = None
+    timestamp: float
+
+    @staticmethod
+    def payload(ev: NodeStatusReported) -> Wire:
+        """From the core event."""
+        return {
+            "node_id": ev.node_id,
+            "node": ev.node,
+            "state": ev.state,
+            "agent": ev.agent,
+            "reason": ev.reason,
+            "down_for": ev.down_for,
+            "timestamp": epoch(ev.at),
+        }
+
+    def to_core(self) -> NodeStatusReported:
+        """The core event (the panel's node summary)."""
+        return NodeStatusReported(
+            at=from_epoch(self.timestamp),
+            node_id=self.node_id,
+            node=self.node,
+            state=self.state,
+            agent=self.agent,
+            reason=self.reason,
+            down_for=self.down_for,
+        )
+
+
 PUSHES: dict[str, type[Push]] = {
     model.event: model
     for model in (
@@ -368,6 +421,7 @@ PUSHES: dict[str, type[Push]] = {
         EngineStatusOut,
         MessageDeliveredOut,
         ContainerStatsOut,
+        NodeStatusOut,
     )
 }
 """Every event the server sends on its own, by name."""
@@ -386,5 +440,6 @@ BROADCASTS: dict[type[Event], tuple[str, Encoder]] = {
     DockerConnectionRestored: (EngineStatusOut.event, EngineStatusOut.payload),
     QueuedMessageDelivered: (MessageDeliveredOut.event, MessageDeliveredOut.payload),
     StatsSampled: (ContainerStatsOut.event, ContainerStatsOut.payload),
+    NodeStatusReported: (NodeStatusOut.event, NodeStatusOut.payload),
 }
 """The core event each push is encoded from: (its name, its encoder)."""

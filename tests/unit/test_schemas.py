@@ -355,4 +355,25 @@ def test_list_items() -> None:
         "created",
         "socket_path",
         "ports",
+        "node",  # ext, a cluster hub's only (left out on one host, as asserted above)
+        "node_id",
+        "task_id",
     }
+
+
+def test_cluster_fields_only_on_a_cluster_flow() -> None:
+    snap = _snap()
+    on_hub = ContainerSnapshot(
+        **{
+            **{f: getattr(snap, f) for f in snap.__slots__},
+            "node": "n2",
+            "node_id": "abc",
+            "task_id": "t1",
+        }
+    )
+    out = _checked(ContainerListOut, ContainerListOut.payload([on_hub], nodes=[]))
+    assert out["containers"][0]["node"] == "n2"
+    assert out["containers"][0]["task_id"] == "t1"
+    assert out["nodes"] == []
+    one_host = ContainerListOut.payload([snap])
+    assert "nodes" not in one_host and "node" not in one_host["containers"][0]

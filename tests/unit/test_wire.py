@@ -296,6 +296,22 @@ def _engine_status() -> None:
     assert isinstance(first, DockerConnectionLost) and first.reason
 
 
+def _node_status() -> None:
+    from server.core.events import NodeStatusReported
+    from server.wire.pushes import NodeStatusOut
+
+    ev = NodeStatusReported(
+        at=AT,
+        node_id="n2id",
+        node="fmc-n2",
+        state="down",
+        agent="disconnected",
+        reason="agent_link_lost",
+        down_for=0.4,
+    )
+    assert _via_wire(NodeStatusOut, NodeStatusOut.payload(ev)).to_core() == ev
+
+
 def _history() -> None:
     from server.core.journal.records import HistoryPage, JournalRecord
 
@@ -333,6 +349,7 @@ CASES: dict[str, Callable[[], None]] = {
     "message_delivered": _message_delivered,
     "history": _history,
     "container_stats": _container_stats,
+    "node_status": _node_status,
 }
 
 
@@ -463,6 +480,7 @@ _EXT_EVENTS = {
     "history",
     "message_delivered",
     "container_stats",
+    "node_status",
 }
 
 
