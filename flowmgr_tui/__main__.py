@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowmgr", description="Flow Manager control panel")
     parser.add_argument("--version", action="version", version=f"flowmgr {__version__}")
     parser.add_argument("--server-only", action="store_true", help="run the headless service")
+    parser.add_argument(
+        "--hub",
+        action="store_true",
+        help="cluster mode: run the hub (the API over Docker Swarm; docs/CLUSTER.md)",
+    )
+    parser.add_argument(
+        "--agent",
+        action="store_true",
+        help="cluster mode: run this node's agent (it connects to cluster.hub_url)",
+    )
     parser.add_argument("--config", help="config.json (default: CONFIG_FILE or ./config.json)")
     parser.add_argument(
         "--serve",
@@ -291,10 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.token is not None:
         sys.stderr.write(TOKEN_ON_COMMAND_LINE)
         return 2
-    if args.server_only:
+    if args.server_only or args.hub:
         from server.__main__ import main as server_main
 
-        return server_main([a for a in argv if a != "--server-only"])
+        rest = [a for a in argv if a not in ("--server-only", "--hub")]
+        return server_main(rest, hub=args.hub)
+    if args.agent:
+        from server.cluster.agent import agent_main
+
+        return agent_main([a for a in argv if a != "--agent"])
     gc.disable()  # until the core has started: see _resume_gc
     try:
         from server.core.config import load_cli_settings

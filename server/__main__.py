@@ -13,7 +13,7 @@ from server.api.serving import (
     log_startup_warnings,
     uvicorn_config,
 )
-from server.core.config import load_cli_settings, require_single_host
+from server.core.config import load_cli_settings, require_cluster, require_single_host
 from server.core.errors import ConfigError
 from server.core.validation.host import validate_bind_roots
 from server.logging_setup import setup_logging
@@ -32,12 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run until SIGTERM / Ctrl-C; 0 on a clean stop, 2 on a bad configuration, 1 otherwise."""
+def main(argv: list[str] | None = None, *, hub: bool = False) -> int:
+    """Run until SIGTERM / Ctrl-C; 0 on a clean stop, 2 on a bad configuration, 1 otherwise.
+    With `hub`, the cluster hub (`flowmgr --hub`: the same API over Docker Swarm)."""
     args = build_parser().parse_args(argv)
     try:
         settings = load_cli_settings(args.config, args.host, args.port)
-        require_single_host(settings)
+        if hub:
+            require_cluster(settings)
+        else:
+            require_single_host(settings)
         validate_bind_roots(settings)  # before uvicorn: a bad root is exit 2, not a traceback
     except ConfigError as err:
         setup_logging("INFO")
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level)
     log_startup_warnings(settings)
     try:
-        service = build_service(settings)
+        service = build_service(settings, hub=hub)
     except ConfigError as err:
         logger.error("cannot start: %s", err)
         return 2

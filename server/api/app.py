@@ -104,6 +104,9 @@ def create_app(
     sio.register_namespace(
         FlowNamespace(manager, bridge, token=token, server_id=uuid.uuid4().hex[:12])
     )
+    register_more = getattr(manager, "register_namespaces", None)
+    if register_more is not None:  # the cluster hub's agents connect to `/agent`
+        register_more(sio)
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:

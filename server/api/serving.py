@@ -28,7 +28,7 @@ SHUTDOWN_BUDGET = 5.0
 """Seconds from SIGTERM to exit, as the issue promises."""
 
 
-def build_service(settings: Settings) -> FlowMgrASGIApp:
+def build_service(settings: Settings, *, hub: bool = False) -> FlowMgrASGIApp:
     """The service for `settings`, owning its manager's lifecycle (started in the lifespan).
 
     Called before any thread starts, so the CPU priority it asks for covers them all; raises
@@ -37,7 +37,12 @@ def build_service(settings: Settings) -> FlowMgrASGIApp:
     settings = with_api_token(settings)
     apply_priority(settings.server.nice)
     raise_soft_limit()  # each flow holds descriptors: its socket, connection, sample files
-    manager = ContainerManager(settings, journal_encoder=encode_event)
+    if hub:  # cluster mode: the same API over Docker Swarm and the nodes' agents
+        from server.cluster.hub import HubManager
+
+        manager: ContainerManager = HubManager(settings, journal_encoder=encode_event)
+    else:
+        manager = ContainerManager(settings, journal_encoder=encode_event)
     return create_app(manager, settings, manage_lifecycle=True)
 
 

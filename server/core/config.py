@@ -422,11 +422,21 @@ def load_cli_settings(config_file: str | None, host: str | None, port: int | Non
 
 def require_single_host(settings: Settings) -> None:
     """ConfigError unless `cluster.mode` is "single": a one-host manager never runs while the
-    configuration asks for a cluster (two managers of the same flows), and the cluster's hub
-    and agents are not built yet (docs/CLUSTER.md)."""
+    configuration asks for a cluster (two managers of the same flows)."""
     if settings.cluster.mode != "single":
         raise ConfigError(
-            f"cluster.mode is {settings.cluster.mode!r}: this manager serves one host only, "
-            "and cluster mode's hub and agents are not built yet (docs/CLUSTER.md); set "
-            'cluster.mode to "single" (or connect a panel to a hub with --connect)'
+            f"cluster.mode is {settings.cluster.mode!r}: this manager serves one host only; "
+            "in cluster mode run `flowmgr --hub` on a manager node and `flowmgr --agent` on "
+            "every node (docs/CLUSTER.md), and connect a panel with --connect, or set "
+            'cluster.mode to "single"'
+        )
+
+
+def require_cluster(settings: Settings) -> None:
+    """ConfigError unless `cluster.mode` is "swarm" (the hub and the agents)."""
+    if settings.cluster.mode != "swarm":
+        raise ConfigError(
+            'flowmgr --hub and --agent run in cluster mode only: set cluster.mode to "swarm" '
+            "(docs/CLUSTER.md)",
+            details={"field": "cluster.mode"},
         )

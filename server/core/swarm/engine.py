@@ -187,6 +187,8 @@ class FlowService:
     replicas: int
     version: int
     tasks: tuple[FlowTask, ...]
+    image: str = ""
+    created: datetime | None = None
 
     @property
     def current(self) -> FlowTask | None:
@@ -233,6 +235,23 @@ def _task(raw: dict[str, Any], hostnames: dict[str, str]) -> FlowTask:
         error=status.get("Err") or None,
         message=str(status.get("Message", "")),
         updated=parse_time(updated) if isinstance(updated, str) else None,
+    )
+
+
+def _service(raw: dict[str, Any], tasks: list[FlowTask]) -> FlowService:
+    spec = raw.get("Spec") or {}
+    replicated = (spec.get("Mode") or {}).get("Replicated") or {}
+    image = ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", "")
+    created = raw.get("CreatedAt")
+    return FlowService(
+        id=str(raw["ID"]),
+        name=str(spec.get("Name", "")),
+        labels={str(k): str(v) for k, v in (spec.get("Labels") or {}).items()},
+        replicas=int(replicated.get("Replicas", 0)),
+        version=int((raw.get("Version") or {}).get("Index", 0)),
+        tasks=tuple(tasks),
+        image=str(image).split("@", 1)[0],
+        created=parse_time(created) if isinstance(created, str) else None,
     )
 
 
@@ -397,23 +416,9 @@ class SwarmEngine:
                 task = _task(t, hostnames)
                 if task.service_id in by_service:
                     by_service[task.service_id].append(task)
-            out = []
-            for s in services:
-                spec = s.get("Spec") or {}
-                labels = {str(k): str(v) for k, v in (spec.get("Labels") or {}).items()}
-                replicated = (spec.get("Mode") or {}).get("Replicated") or {}
-                tasks = sorted(by_service[str(s["ID"])], key=_newest_first)
-                out.append(
-                    FlowService(
-                        id=str(s["ID"]),
-                        name=str(spec.get("Name", "")),
-                        labels=labels,
-                        replicas=int(replicated.get("Replicas", 0)),
-                        version=int((s.get("Version") or {}).get("Index", 0)),
-                        tasks=tuple(tasks),
-                    )
-                )
-            return out
+            return [
+                _service(s, sorted(by_service[str(s["ID"])], key=_newest_first)) for s in services
+            ]
 
         return await self._call(run)
 
@@ -428,17 +433,8 @@ class SwarmEngine:
                 str(n.get("ID")): str((n.get("Description") or {}).get("Hostname", ""))
                 for n in (api.nodes() if raw_tasks else [])
             }
-            spec = s.get("Spec") or {}
-            replicated = (spec.get("Mode") or {}).get("Replicated") or {}
             tasks = [_task(t, hostnames) for t in raw_tasks if t.get("ServiceID") == s["ID"]]
-            return FlowService(
-                id=str(s["ID"]),
-                name=str(spec.get("Name", "")),
-                labels={str(k): str(v) for k, v in (spec.get("Labels") or {}).items()},
-                replicas=int(replicated.get("Replicas", 0)),
-                version=int((s.get("Version") or {}).get("Index", 0)),
-                tasks=tuple(sorted(tasks, key=_newest_first)),
-            )
+            return _service(s, sorted(tasks, key=_newest_first))
 
         return await self._call(run, what=f"service {service_id[:40]}")
 
