@@ -565,6 +565,8 @@ class HubManager(ContainerManager):
                 return rec
             service = self.services.get(flow_id)
             task = service.current if service is not None else None
+            if task is not None and task.state == "failed" and task.exit_code is not None:
+                return rec  # it ran and ended on its own: a crash, said as one
             if task is not None and task.state in ("failed", "rejected") and task.error:
                 raise DockerApiError(
                     f"{rec.info.name}: Swarm's task failed: {task.error}",

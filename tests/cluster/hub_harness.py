@@ -161,3 +161,29 @@ def _tail(path: Path, lines: int) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError as err:
         return f"(no log: {err})"
+
+
+PREFIX = os.environ.get("FMC_PREFIX") or "fmc"
+_SWARM_PORTS = ("-p", "tcp", "-m", "multiport", "--dports", "2377,7946")
+_GOSSIP = ("-p", "udp", "--dport", "7946")
+
+
+def swarm_traffic(blocked: bool) -> None:
+    """Cut (or restore) the managers' traffic to each other (Raft 2377, gossip 7946) on the
+    cluster bridge, leaving every other path alone: each manager is alone, so the swarm has
+    no leader, while the nodes' agents still reach the hub (the host's address). The rules
+    carry cluster-up.sh's comment: cluster-down.sh removes any left behind."""
+    action = "-I" if blocked else "-D"
+    bridge = f"{PREFIX}-br0"
+    for match in (_SWARM_PORTS, _GOSSIP):
+        cmd = ["iptables", action, "FORWARD", "-i", bridge, "-o", bridge, *match, "-j", "DROP"]
+        cmd += ["-m", "comment", "--comment", f"{PREFIX}-cluster"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode and blocked:
+            raise AssertionError(f"{' '.join(cmd)}: {done.stderr}")
+
+
+def node_link(node: Node, up: bool) -> None:
+    """Cut (or restore) a node's only network link: its veth on the cluster bridge."""
+    name = f"{PREFIX}-{node.name}h"
+    subprocess.run(["ip", "link", "set", name, "up" if up else "down"], check=True)

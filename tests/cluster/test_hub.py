@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import statistics
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from tests.cluster.conftest import Cluster
-from tests.cluster.hub_harness import Roles
+from tests.cluster.conftest import Cluster, Node, wait_for
+from tests.cluster.hub_harness import Roles, node_link, swarm_traffic
 from tests.integration.api_harness import client
 
 log = logging.getLogger(__name__)
@@ -131,3 +135,198 @@ async def test_logs_and_usage_of_a_flow_on_another_node(roles: Roles, flows: lis
         assert stats["resource_usage"]["memory_usage"] > 0, stats
         status = await call(sio, "get_container_status", {"container_id": remote})
         assert status["state"] == "running" and status["resource_usage"] is not None, status
+
+
+async def _answers(sio: Any, rec: Any, cid: str, timeout: float = 10) -> None:
+    """`cid` answers a ping through the hub (retried while its channel comes up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sent = await call(
+            sio, "send_message", {"container_id": cid, "message": {"command": "ping"}}
+        )
+        if sent.get("status") == "sent":
+            try:
+                await rec.wait_for("message_received", _pong_after(cid, time.time() - 0.05), 3)
+                return
+            except TimeoutError:
+                pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{cid} does not answer: {sent}")
+        await asyncio.sleep(0.2)
+
+
+def _pong_after(cid: str, since: float) -> Callable[[Any], bool]:
+    def match(d: Any) -> bool:
+        if d["container_id"] != cid or d["message"].get("pong") is not True:
+            return False
+        stamp = datetime.fromisoformat(d["timestamp"]).timestamp()
+        return stamp >= since
+
+    return match
+
+
+def _changed(cid: str, state: str, away_from: str | None = None) -> Callable[[Any], bool]:
+    """A `status_changed` of `cid` to `state` (on a node other than `away_from`)."""
+
+    def match(d: Any) -> bool:
+        if d["container_id"] != cid or d["new_state"] != state:
+            return False
+        return away_from is None or not str(d.get("node", "")).endswith(f"-{away_from}")
+
+    return match
+
+
+def _on(listed: dict[str, dict[str, Any]], flows: list[str], node: Node) -> list[str]:
+    return [cid for cid in flows if (listed[cid].get("node") or "").endswith(f"-{node.name}")]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_lost_quorum_refuses_mutations_while_flows_answer(
+    roles: Roles, flows: list[str]
+) -> None:
+    async with client(roles.url) as (sio, rec):
+        swarm_traffic(blocked=True)
+        try:
+            deadline = time.monotonic() + 40
+            while True:  # the managers notice the lost peers within seconds
+                answer = await call(sio, "create_container", {"name": f"{roles.instance}-nq"})
+                if answer.get("details", {}).get("reason") == "no_quorum":
+                    break
+                assert "error" in answer or time.monotonic() < deadline, answer
+                if "error" not in answer:  # still accepted: undo, try again
+                    await call(sio, "delete_container", {"container_id": answer["container_id"]})
+                assert time.monotonic() < deadline, f"never refused: {answer}"
+                await asyncio.sleep(1)
+            assert answer["error_type"] == "docker_api_error", answer
+            stop = await call(sio, "stop_container", {"container_id": flows[0]})
+            assert stop.get("error_type") == "docker_api_error", stop
+            # every flow still listed and answering, on every node
+            listed = _by_id(await call(sio, "list_containers", {}))
+            assert all(listed[cid]["status"] == "running" for cid in flows)
+            for node in roles.cluster.nodes:
+                await _answers(sio, rec, _on(listed, flows, node)[0])
+        finally:
+            swarm_traffic(blocked=False)
+        wait_for("a leader again", roles.cluster.leader, 60)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_killed_hub_comes_back_and_lists_everything(roles: Roles, flows: list[str]) -> None:
+    roles.kill_hub()
+    roles.start_hub()
+    async with client(roles.url) as (sio, rec):
+        listed = _by_id(await linked(sio, timeout=30))
+        assert all(listed[cid]["status"] == "running" for cid in flows), [
+            (cid, listed.get(cid))
+            for cid in flows
+            if listed.get(cid, {}).get("status") != "running"
+        ]
+        await _answers(sio, rec, flows[0])
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_partitioned_node_fences_its_flows(roles: Roles, flows: list[str]) -> None:
+    node = roles.cluster.node("n2")
+    async with client(roles.url) as (sio, rec):
+        listed = _by_id(await linked(sio))
+        cut = _on(listed, flows, node)
+        assert cut, "no flow on n2"
+        tasks = {listed[cid]["task_id"] for cid in cut}
+        began = time.monotonic()
+        node_link(node, up=False)
+        try:
+            unknown = await asyncio.gather(
+                *(
+                    rec.wait_for(
+                        "status_changed",
+                        _changed(cid, "unknown"),
+                        timeout=10,
+                    )
+                    for cid in cut
+                )
+            )
+            assert all(u["reason"] in ("agent_link_lost", "heartbeat_timeout") for u in unknown)
+            link_lost = time.monotonic() - began
+
+            def local_copies() -> list[str]:
+                running = node.client.containers.list(
+                    filters={"label": f"flowmgr.instance={roles.instance}"}
+                )
+                return [c.id for c in running if c.labels.get("com.docker.swarm.task.id") in tasks]
+
+            # the node's agent, cut from the hub and the managers, stops its copies
+            fenced_after = wait_for("the fence", lambda: not local_copies() or None, 30)
+            fenced = time.monotonic() - began
+            assert fenced_after is True
+            assert fenced <= roles.fence_seconds + 4, f"fenced after {fenced:.1f} s"
+            log.info("partition: unknown after %.1f s, fenced after %.1f s", link_lost, fenced)
+        finally:
+            node_link(node, up=True)
+        # the managers moved them meanwhile (the hub forces it: restart condition none)
+        for cid in cut:
+            await rec.wait_for(
+                "status_changed",
+                _changed(cid, "running", away_from="n2"),
+                timeout=40,
+            )
+            await _answers(sio, rec, cid)
+        await linked(sio, timeout=40)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: list[str]) -> None:
+    node = roles.cluster.node("n3")
+    async with client(roles.url) as (sio, rec):
+        listed = _by_id(await linked(sio))
+        hit = _on(listed, flows, node)
+        assert hit, "no flow on n3"
+        pid = node.dockerd_pid()
+        assert pid is not None
+        began = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        try:
+            await asyncio.gather(
+                *(
+                    rec.wait_for(
+                        "status_changed",
+                        _changed(cid, "unknown"),
+                        timeout=10,
+                    )
+                    for cid in hit
+                )
+            )
+            unknown_after = time.monotonic() - began
+            assert unknown_after <= 2.0, f"unknown only after {unknown_after:.2f} s"
+            down = wait_for(
+                "n3 down in Swarm",
+                lambda: next(
+                    (
+                        time.monotonic()
+                        for n in roles.cluster.swarm_nodes()
+                        if n["ID"] == node.node_id and n["Status"]["State"] == "down"
+                    ),
+                    None,
+                ),
+                30,
+                interval=0.1,
+            )
+            for cid in hit:
+                await rec.wait_for(
+                    "status_changed",
+                    _changed(cid, "running", away_from="n3"),
+                    timeout=30,
+                )
+                await _answers(sio, rec, cid)
+            moved = time.monotonic() - down
+            log.info(
+                "daemon kill: unknown after %.2f s; down in Swarm after %.1f s; "
+                "moved and answering %.1f s later",
+                unknown_after,
+                down - began,
+                moved,
+            )
+            assert moved <= 5.0 + 1.0, f"moved and answering {moved:.1f} s after Swarm's detection"
+        finally:
+            subprocess.run(["bash", str(node.start_script)], check=False, timeout=60)
+            wait_for("n3's daemon", node.answers, 60)
+        await linked(sio, timeout=60)
