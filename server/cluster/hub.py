@@ -101,6 +101,8 @@ class HubManager(ContainerManager):
         self.links = HubLinks(self._known_nodes, places=self._places)
         self.links.on_report = self._on_report
         self.links.on_event = self._on_event
+        self.links.refresh = self._refresh_for_agent
+        self._refreshed: dict[str, float] = {}
         self.links.subscribe(self._on_link_event)
         self.agents: AgentNamespace | None = None
         self.services: dict[str, FlowService] = {}
@@ -404,18 +406,24 @@ class HubManager(ContainerManager):
         return set(self.nodes)
 
     def _places(self, node_id: str, flow_id: str, task_id: str) -> bool:
-        """Whether Swarm (as last polled) puts that task of that flow on that node; a task the
-        poll has not seen yet is taken on the agent's word until the next poll (its events
-        name only its own node's task, and a wrong claim is dropped at the next poll)."""
+        """Whether Swarm (as last read) puts that task of that flow on that node: an agent
+        speaks for its own node's tasks only."""
         service = self.services.get(flow_id)
-        if service is None:
-            self._poke.set()
-            return True
-        for task in service.tasks:
-            if task.id == task_id:
-                return task.node_id == node_id
-        self._poke.set()
-        return True
+        return service is not None and any(
+            t.id == task_id and t.node_id == node_id for t in service.tasks
+        )
+
+    async def _refresh_for_agent(self, flow_id: str) -> None:
+        """Read one flow's tasks again for an agent's claim the last poll cannot confirm (a
+        task just started); at most once a second per flow, whatever an agent sends."""
+        now = time.monotonic()
+        if now - self._refreshed.get(flow_id, 0.0) < 1.0 or flow_id not in self.registry.records:
+            return
+        if len(self._refreshed) > 10_000:
+            self._refreshed.clear()
+        self._refreshed[flow_id] = now
+        with contextlib.suppress(FlowMgrError):
+            await self._refresh_one(flow_id)
 
     def _on_report(self, node_id: str, report: AgentReport) -> None:
         rec = self.registry.records.get(report.flow_id)

@@ -174,6 +174,8 @@ class HubLinks:
         """The hub's hook for every accepted report (node_id, report)."""
         self.on_event: Callable[[str, AgentEvent], None] | None = None
         """The hub's hook for every accepted flow event (node_id, event)."""
+        self.refresh: Callable[[str], Awaitable[None]] | None = None
+        """The hub's re-read of one flow's tasks, for a task its last list did not have yet."""
 
     def subscribe(self, callback: Callable[[LinkEvent], None]) -> Callable[[], None]:
         """Call `callback` with every NodeStatusChanged / FlowsUnknown; returns the unsubscribe."""
@@ -201,6 +203,12 @@ class HubLinks:
     def places(self, node_id: str, flow_id: str, task_id: str) -> bool:
         """Whether the task list puts `task_id` of `flow_id` on `node_id` (always, with no list)."""
         return self._places is None or self._places(node_id, flow_id, task_id)
+
+    async def confirm(self, node_id: str, flow_id: str, task_id: str) -> None:
+        """Before a report or event: when the task list does not (yet) place the task on the
+        node, read the flow's tasks again once (a task started since the last list)."""
+        if not self.places(node_id, flow_id, task_id) and self.refresh is not None:
+            await self.refresh(flow_id)
 
     def _publish(self, event: LinkEvent) -> None:
         for callback in list(self._subscribers):
@@ -460,14 +468,19 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_report(self, sid: str, data: Any) -> dict[str, Any]:
         """A flow's state or sample."""
         report = AgentReport.decode(data, max_bytes=16_384)
-        self.hub.report(self._sid_node[sid], report)
+        node_id = self._sid_node[sid]
+        if not report.gone:
+            await self.hub.confirm(node_id, report.flow_id, report.task_id)
+        self.hub.report(node_id, report)
         return {"ok": True}
 
     async def on_event(self, sid: str, data: Any) -> dict[str, Any]:
         """A flow's event (a frame it sent, a log line, its channel); the frame's own cap plus
         room for the envelope."""
         event = AgentEvent.decode(data, max_bytes=self.config.max_request_bytes)
-        self.hub.event(self._sid_node[sid], event)
+        node_id = self._sid_node[sid]
+        await self.hub.confirm(node_id, event.flow_id, event.task_id)
+        self.hub.event(node_id, event)
         return {"ok": True}
 
     async def on_reply(self, sid: str, data: Any) -> None:

@@ -114,6 +114,16 @@ class Roles:
             start_new_session=True,
         )
 
+    def stop_agent(self, node: Node) -> None:
+        proc = self.agents.pop(node.name, None)
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
     def kill_hub(self) -> None:
         if self.hub is not None and self.hub.poll() is None:
             os.killpg(self.hub.pid, signal.SIGKILL)

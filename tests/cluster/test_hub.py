@@ -20,9 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 import pytest_asyncio
 
+from server.cluster.agent_link import AgentLink, new_instance
+from server.cluster.link_models import AgentEvent, AgentHello, AgentReport, FlowHeld, Request
 from tests.cluster.conftest import Cluster, Node, wait_for
 from tests.cluster.hub_harness import Roles, node_link, swarm_traffic
 from tests.integration.api_harness import client
@@ -178,6 +181,87 @@ def _changed(cid: str, state: str, away_from: str | None = None) -> Callable[[An
 
 def _on(listed: dict[str, dict[str, Any]], flows: list[str], node: Node) -> list[str]:
     return [cid for cid in flows if (listed[cid].get("node") or "").endswith(f"-{node.name}")]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_flow_that_ends_on_its_own_is_a_crash_with_its_logs(
+    roles: Roles, flows: list[str]
+) -> None:
+    """A flow service made behind the hub's back (as another hub of the same instance would)
+    is adopted; its task fails: one `container_crashed`, its output fetched from its node."""
+    name = f"{roles.instance}-crash"
+    labels = {"flowmgr.managed": "true", "flowmgr.instance": roles.instance, "flowmgr.name": name}
+    async with client(roles.url) as (sio, rec):
+        service = roles.cluster.manager().services.create(
+            "flowmgr-test-busybox:latest",
+            ["sh", "-c", "echo boom-from-the-flow; sleep 2; exit 3"],
+            name=name,
+            labels=labels,
+            container_labels=labels,
+            restart_policy=docker.types.RestartPolicy(condition="none"),
+            resolve_image="never",
+        )
+        try:
+            crash = await rec.wait_for(
+                "container_crashed", lambda d: d["container_id"] == service.id, timeout=30
+            )
+            assert crash["exit_code"] == 3, crash
+            assert "boom-from-the-flow" in crash["crash_details"]["logs"], crash
+            status = await call(sio, "get_container_status", {"container_id": service.id})
+            assert status["state"] == "exited", status
+        finally:
+            service.remove()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_an_agent_speaks_only_for_its_own_nodes_flows(roles: Roles, flows: list[str]) -> None:
+    """A process holding the agent token, taking over node 3 (its agent stopped), forges a
+    frame of a flow that runs on node 1, with that flow's real task and with a made-up one:
+    no client sees either, and the flow stays node 1's."""
+    n1, n3 = roles.cluster.node("n1"), roles.cluster.node("n3")
+    roles.stop_agent(n3)
+    token = (roles.base / "agent.token").read_text().strip()
+    async with client(roles.url) as (sio, rec):
+        listed = _by_id(await call(sio, "list_containers", {}))
+        victim = _on(listed, flows, n1)[0]
+        real_task = listed[victim]["task_id"]
+
+        async def nothing(request: Request) -> dict[str, Any]:
+            return {}
+
+        def hello() -> AgentHello:
+            held = FlowHeld(flow_id=victim, task_id=real_task, state="running")
+            return AgentHello(
+                node_id=n3.node_id,
+                hostname="fmc-n3",
+                version="0",
+                instance=new_instance(),
+                flows=[held],
+            )
+
+        rogue = AgentLink(roles.url, token, hello, nothing, heartbeat=0.5, agent_timeout=2)
+        rogue.start()
+        try:
+            await rogue.wait_linked(15)
+            for task_id in (real_task, "madeuptask0123456789abcd"):
+                await rogue.event(
+                    AgentEvent(
+                        flow_id=victim,
+                        task_id=task_id,
+                        kind="message_received",
+                        data={"message": {"forged": True}},
+                    )
+                )
+                await rogue.report(AgentReport(flow_id=victim, task_id=task_id, state="unknown"))
+            await asyncio.sleep(2.5)  # past a poll and a refresh
+            assert not [m for m in rec.events["message_received"] if m["message"].get("forged")]
+            after = _by_id(await call(sio, "list_containers", {}))[victim]
+            assert after["status"] == "running" and after["node"].endswith("-n1"), after
+            await _answers(sio, rec, victim)
+        finally:
+            await rogue.stop()
+            roles.start_agent(n3)
+        await linked(sio, timeout=30)
 
 
 @pytest.mark.asyncio(loop_scope="module")
