@@ -279,7 +279,8 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """`list_containers` -> `container_list`."""
 
         async def act(req: ListContainersRequest) -> Wire:
-            return ContainerListOut.payload(await self.manager.list_containers())
+            snaps = await self.manager.list_containers()
+            return ContainerListOut.payload(snaps, nodes=self.manager.cluster_nodes())
 
         return await self._serve(sid, "list_containers", data, act)
 

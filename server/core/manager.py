@@ -442,6 +442,11 @@ class ContainerManager(ContainerActions):
         """Same as `snapshot()`."""
         return self.snapshot()
 
+    def cluster_nodes(self) -> list[dict[str, Any]] | None:
+        """The `nodes` of a `container_list` answer (docs/PROTOCOL.md, NodeOut-shaped dicts):
+        None on one host (no Swarm, no nodes key); a cluster hub lists its Swarm nodes."""
+        return None
+
     async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
         """The last `tail` lines of output, secrets masked, at most `docker.max_log_bytes` of
         them (the newest; `.truncated` tells when older ones were left out)."""
