@@ -18,7 +18,7 @@ from flowmgr_tui.messages import (
     SortRequested,
 )
 from flowmgr_tui.state.panel_state import PanelState
-from flowmgr_tui.widgets.container_table import COLUMNS
+from flowmgr_tui.widgets.container_table import CLUSTER_COLUMNS, COLUMNS
 
 __all__ = ["ContainerCommands", "HasPanelState", "PALETTE_MESSAGES"]
 
@@ -65,7 +65,7 @@ class ContainerCommands(Provider):
                         partial(post, act, verb.name, snap.id),
                     )
                 )
-        for key, label, _ in COLUMNS:
+        for key, label, _ in CLUSTER_COLUMNS if panel.state.cluster else COLUMNS:
             out.append((f"Sort by {label}", "order the table", partial(post, SortRequested, key)))
         return out
 

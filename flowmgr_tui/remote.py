@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import socketio
 
+from flowmgr_tui.state.nodes import NodeLink, NodesListed, link_of, node_link
 from flowmgr_tui.state.rules import settle
 from server.core.bus import EventBus
 from server.core.errors import ContainerNotFound, FlowMgrError, ServerUnreachable
@@ -41,6 +42,7 @@ from server.wire.answers import (
     HistoryOut,
     LogSubscriptionOut,
     MessageSentOut,
+    NodeOut,
     WatchStatsOut,
 )
 from server.wire.base import MalformedPayload, WireModel
@@ -53,6 +55,7 @@ from server.wire.pushes import (
     EngineStatusOut,
     HealthWarningOut,
     MessageReceivedOut,
+    NodeStatusOut,
     Push,
     StatusChangedOut,
     StatusUpdateOut,
@@ -81,6 +84,8 @@ HISTORY_TIMEOUT = 15.0
 """Seconds a `get_history` may take: a journal read is quick, and a server older than the
 journal never answers it (no handler), which the history screen then says."""
 _RESYNC_ON = ("container_created", "container_deleted")
+NODES_LOGGED = 3
+"""Malformed `nodes` entries of one list answer named in the log (the rest counted)."""
 Reply = TypeVar("Reply", bound=WireModel)
 P = TypeVar("P", bound=Push)
 
@@ -119,6 +124,8 @@ class RemoteBackend:
         union (one set per client), again after each reconnect."""
         self._watch_task: asyncio.Task[None] | None = None
         self._watch_dirty = False
+        self._nodes: dict[str, NodeLink] = {}
+        """Cluster hub only: its Swarm nodes by id, from the last list and `node_status` since."""
         self._register()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -170,6 +177,10 @@ class RemoteBackend:
             raise ContainerNotFound(f"no managed container {ref!r}", details={"ref": ref})
         return hits[0]
 
+    def nodes(self) -> list[NodeLink]:
+        """A cluster hub's nodes as last heard, by hostname (empty from a single-host server)."""
+        return sorted(self._nodes.values(), key=lambda n: (n.node, n.node_id))
+
     def recent_activity(
         self, container_id: str | None = None, limit: int = 200
     ) -> list[ActivityLogged]:
@@ -205,6 +216,14 @@ class RemoteBackend:
         self, event: str, request: RequestIn, reply: type[Reply], timeout: float = CALL_TIMEOUT
     ) -> Reply:
         """Send `request` as `event`: its answer decoded, or its `error` raised as the core's."""
+        answer = await self._call(event, request, timeout)
+        try:
+            return reply.decode(answer)
+        except MalformedPayload as err:
+            raise FlowMgrError(f"unexpected answer to {event}: {err}") from None
+
+    async def _call(self, event: str, request: RequestIn, timeout: float = CALL_TIMEOUT) -> Any:
+        """Send `request` as `event`: its answer as received, or its `error` raised."""
         if not self._connected:
             raise ServerUnreachable(f"not connected to {self.url}")
         try:
@@ -213,10 +232,7 @@ class RemoteBackend:
             raise ServerUnreachable(f"{self.url} did not answer {event}") from err
         if isinstance(answer, dict) and answer.get("error") is True:
             raise ErrorOut.decode(answer).to_core()
-        try:
-            return reply.decode(answer)
-        except MalformedPayload as err:
-            raise FlowMgrError(f"unexpected answer to {event}: {err}") from None
+        return answer
 
     async def create_container(self, spec: CreateSpec) -> ContainerSnapshot:
         """`create_container` -> `container_created`: the validator's shapes first (the same
@@ -318,6 +334,7 @@ class RemoteBackend:
         self._on_push(ContainerLogOut, lambda msg: self.bus.publish(msg.to_core()))
         self._on_push(EngineStatusOut, self._on_engine_status)
         self._on_push(ContainerStatsOut, self._on_stats)
+        self._on_push(NodeStatusOut, self._on_node_status)
 
     def _on_push(self, model: type[P], handle: Callable[[P], None]) -> None:
         """Handle `model.event`, decoded; a payload without its shape is logged and dropped."""
@@ -328,7 +345,10 @@ class RemoteBackend:
             except MalformedPayload as err:
                 logger.warning("ignored a malformed %s from %s: %s", model.event, self.url, err)
                 return
-            handle(value)
+            try:
+                handle(value)
+            except (ValueError, OverflowError, OSError) as err:  # a timestamp past any date
+                logger.warning("ignored a %s from %s: %s", model.event, self.url, err)
 
         self._sio.on(model.event, handler)
 
@@ -361,7 +381,15 @@ class RemoteBackend:
         self._shown = up
 
     def _on_status_changed(self, msg: StatusChangedOut) -> None:
-        self._set_state(msg.container_id, msg.new_state, msg.at)
+        """A cluster hub adds where the flow runs now (a reschedule) and why it is `unknown`."""
+        self._set_state(msg.container_id, msg.new_state, msg.at, node=msg.node, reason=msg.reason)
+
+    def _on_node_status(self, msg: NodeStatusOut) -> None:
+        """ext, cluster hub: a node's agent link went up or down (its flows' `unknown` come as
+        `status_changed`); the panel's node summary and notice follow the core event."""
+        ev = msg.to_core()
+        self._nodes[ev.node_id] = node_link(ev, self._nodes.get(ev.node_id))
+        self.bus.publish(ev)
 
     def _on_health(self, msg: HealthWarningOut) -> None:
         snap = self._containers.get(msg.container_id)
@@ -407,9 +435,10 @@ class RemoteBackend:
     async def _resync(self) -> None:
         """List, then ask each container's status; publish what differs from what we had."""
         try:
-            answer = await self._ask(
-                "list_containers", ListContainersRequest.model_construct(), ContainerListOut
-            )
+            raw = await self._call("list_containers", ListContainersRequest.model_construct())
+            answer = self._decode_list(raw)
+            if answer.nodes is not None:
+                self._listed(answer.nodes)
             items = {item.id: item for item in answer.containers}
             for cid in set(self._containers) - set(items):
                 self._drop(cid)
@@ -420,6 +449,45 @@ class RemoteBackend:
             await asyncio.gather(*(self._status(cid, sem) for cid in items))
         except FlowMgrError as err:
             logger.warning("could not resynchronise with %s: %s", self.url, err)
+
+    def _decode_list(self, raw: Any) -> ContainerListOut:
+        """`container_list`; a malformed entry of a hub's `nodes` is logged and left out (the
+        rows still show), anything else malformed is FlowMgrError as for any answer."""
+        try:
+            return ContainerListOut.decode(raw)
+        except MalformedPayload as err:
+            nodes = raw.get("nodes") if isinstance(raw, dict) else None
+            if not isinstance(nodes, list):
+                raise FlowMgrError(f"unexpected answer to list_containers: {err}") from None
+        try:
+            answer = ContainerListOut.decode({k: v for k, v in raw.items() if k != "nodes"})
+        except MalformedPayload as err:
+            raise FlowMgrError(f"unexpected answer to list_containers: {err}") from None
+        good: list[NodeOut] = []
+        bad: list[str] = []
+        for entry in nodes:
+            try:
+                good.append(NodeOut.decode(entry))
+            except MalformedPayload as node_err:
+                bad.append(str(node_err)[:200])
+        logger.warning(
+            "%s: ignored %d malformed node(s) of %d in container_list: %s",
+            self.url,
+            len(bad),
+            len(nodes),
+            "; ".join(bad[:NODES_LOGGED]),
+        )
+        return answer.model_copy(update={"nodes": good})
+
+    def _listed(self, nodes: list[NodeOut]) -> None:
+        """A hub's node list: kept, and published for the panel's summary."""
+        links = tuple(
+            NodeLink(n.node_id, n.node, n.state, n.agent, "", None)
+            for n in {n.node_id: n for n in nodes}.values()
+        )
+        old = self._nodes
+        self._nodes = {n.node_id: link_of(n, old.get(n.node_id)) for n in links}
+        self.bus.publish(NodesListed(nodes=links))
 
     async def _status(self, cid: str, sem: asyncio.Semaphore) -> None:
         async with sem:
@@ -452,7 +520,15 @@ class RemoteBackend:
         if sample is not None:
             self.bus.publish(StatsSampled(container_id=cid, sample=sample))
 
-    def _set_state(self, cid: str, state: str, at: datetime) -> None:
+    def _set_state(
+        self,
+        cid: str,
+        state: str,
+        at: datetime,
+        *,
+        node: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         snap = self._containers.get(cid)
         if snap is None:
             self._schedule_resync()
@@ -461,13 +537,20 @@ class RemoteBackend:
             self._drop(cid)
             return
         started = at if state == "running" and snap.state != "running" else snap.started_at
-        self._put(
-            replace(snap, state=state, started_at=started),  # type: ignore[arg-type]
-            added=False,
-            old_state=snap.state,
-        )
+        new = replace(snap, state=state, started_at=started)  # type: ignore[arg-type]
+        if node is not None and node != snap.node:  # rescheduled: its node id comes with a list
+            new = replace(new, node=node, node_id=None)
+            self._schedule_resync()
+        self._put(new, added=False, old_state=snap.state, reason=reason)
 
-    def _put(self, snap: ContainerSnapshot, *, added: bool, old_state: str | None = None) -> None:
+    def _put(
+        self,
+        snap: ContainerSnapshot,
+        *,
+        added: bool,
+        old_state: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         # Settled as the panel's state settles it: what a stopped container reports is no usage.
         snap = settle(snap, self._containers.get(snap.id))
         self._containers[snap.id] = snap
@@ -480,6 +563,7 @@ class RemoteBackend:
                     old_state=old_state or snap.state,
                     new_state=snap.state,
                     snapshot=snap,
+                    reason=reason,
                 )
             )
 

@@ -14,10 +14,11 @@ from flowmgr_tui.keymap import bindings
 from flowmgr_tui.messages import ContainerActionRequested, CreateFormRequested
 from flowmgr_tui.state.panel_state import Changes, PanelState
 from flowmgr_tui.widgets.activity_list import ActivityList
-from flowmgr_tui.widgets.container_table import COLUMNS, ContainerTable
+from flowmgr_tui.widgets.container_table import ContainerTable
 from flowmgr_tui.widgets.docker_banner import DockerBanner
 from flowmgr_tui.widgets.key_footer import KeyFooter
-from server.core.events import ActivityLogged, ContainerCrashed, Event
+from flowmgr_tui.widgets.node_summary import NodeSummary, safe_name
+from server.core.events import ActivityLogged, ContainerCrashed, Event, NodeStatusReported
 
 __all__ = ["DashboardScreen"]
 
@@ -29,6 +30,8 @@ this often: each batch of new rows re-sorts the table and repaints the screen (~
 here at 1,000 rows), so 1,000 flows adopted ten at a time cost ~4 s drawn as they came."""
 WATCH_DELAY = 0.2
 """Seconds the rows on screen must hold before the core is told (a scroll is many steps)."""
+NOTICE_NAMES = 5
+"""Nodes named in one notice of lost (or returned) agent links; the rest are counted."""
 
 
 class DashboardScreen(Screen[None]):
@@ -62,11 +65,14 @@ class DashboardScreen(Screen[None]):
         self._rows_waiting = False
         self._rows_at = -ROWS_EVERY
         """time.monotonic() of the last draw of rows."""
+        self._nodes_down: set[str] = set()
+        """Nodes whose lost agent link a notice told (their return is told too)."""
 
     def compose(self) -> ComposeResult:
         """Header, banner, filter box, table, activity, footer."""
         yield Header(icon="=")
         yield DockerBanner(id="docker-banner")
+        yield NodeSummary(self.state, clock=self._clock, id="nodes")
         yield Input(placeholder="filter: name, id, image or state", id="filter", compact=True)
         yield ContainerTable(self.state, clock=self._clock, id="containers")
         yield Label("", id="table-summary")
@@ -84,6 +90,7 @@ class DashboardScreen(Screen[None]):
         self.table.show_rows(s.id for s in state.ordered())
         self.query_one(ActivityList).add(self._merged_activity(), state.names())
         self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
+        self.query_one(NodeSummary).redraw()
         self._summary()
         self.set_interval(UPTIME_REFRESH, self.table.refresh_clock)
         self._ready = True
@@ -95,8 +102,14 @@ class DashboardScreen(Screen[None]):
         if not self.query(ContainerTable):
             return  # the app is closing: its widgets go before the last batches arrive
         state = self.state
+        if state.cluster and not self.table.shows_nodes:
+            self.table.show_nodes()
         if changes.removed or changes.rows:
             self._draw_rows(changes)
+        if state.cluster and (changes.nodes or changes.rows or changes.removed or changes.samples):
+            self.query_one(NodeSummary).redraw()
+        if changes.nodes:
+            self._tell_nodes([e for e in events if isinstance(e, NodeStatusReported)])
         if changes.recalled:  # history from before the panel opened: the list, rebuilt
             self._activity_due.clear()
             for activity in self.query(ActivityList):
@@ -115,6 +128,37 @@ class DashboardScreen(Screen[None]):
                 self.call_after_refresh(self._write_activity)
         if changes.docker:
             self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
+
+    def _tell_nodes(self, reports: list[NodeStatusReported]) -> None:
+        """One notice per batch for the nodes whose agent link went down (their flows turn
+        `unknown`), and one for those back."""
+        lost: dict[str, NodeStatusReported] = {}
+        back: dict[str, NodeStatusReported] = {}
+        for ev in reports:
+            if ev.agent == "connected":
+                lost.pop(ev.node_id, None)
+                if ev.node_id in self._nodes_down:
+                    back[ev.node_id] = ev
+            else:
+                back.pop(ev.node_id, None)
+                lost[ev.node_id] = ev
+        self._nodes_down.difference_update(back)
+        self._nodes_down.update(lost)
+        if lost:
+            self.notify(
+                _node_notice(list(lost.values()), "lost its agent link", "lost their agent link")
+                + ": its flows show ? unknown until it is back",
+                title="Cluster node down",
+                severity="error",
+                timeout=10,
+                markup=False,
+            )
+        if back:
+            self.notify(
+                _node_notice(list(back.values()), "is back", "are back"),
+                title="Cluster node back",
+                markup=False,
+            )
 
     def _draw_rows(self, changes: Changes) -> None:
         """Draw the rows now, or, when new ones come less than ROWS_EVERY after the last
@@ -226,7 +270,7 @@ class DashboardScreen(Screen[None]):
 
     def action_sort_next(self) -> None:
         """Sort by the next column."""
-        keys = [c[0] for c in COLUMNS]
+        keys = self.table.column_keys
         nxt = keys[(keys.index(self.table.sort_column) + 1) % len(keys)]
         self.table.sort_by(nxt, reverse=False)
         self._summary()
@@ -235,6 +279,15 @@ class DashboardScreen(Screen[None]):
         """Flip the order."""
         self.table.sort_by(self.table.sort_column, reverse=not self.table.sort_reverse)
         self._summary()
+
+    def action_toggle_nodes(self) -> None:
+        """Show or hide the node summary (cluster mode)."""
+        summary = self.query_one(NodeSummary)
+        if not self.state.cluster:
+            self.notify("one host: no cluster nodes to show", severity="information")
+            return
+        summary.hidden_by_user = not summary.hidden_by_user
+        summary.redraw()
 
     def action_create(self) -> None:
         """Open the create form."""
@@ -258,3 +311,16 @@ class DashboardScreen(Screen[None]):
         label = self.query_one("#table-summary", Label)
         if str(label.content) != text:  # an update re-lays out the screen: only on change
             label.update(text)
+
+
+def _node_notice(reports: list[NodeStatusReported], one: str, many: str) -> str:
+    """`node worker-2 lost its agent link (heartbeat_timeout)`, or several nodes named."""
+    if len(reports) == 1:
+        ev = reports[0]
+        why = f" ({safe_name(ev.reason, 40)})" if ev.reason else ""
+        return f"node {safe_name(ev.node, 40)} {one}{why}"
+    names = ", ".join(safe_name(ev.node, 30) for ev in reports[:NOTICE_NAMES])
+    more = len(reports) - NOTICE_NAMES
+    if more > 0:
+        names += f" and {more} more"
+    return f"{len(reports)} nodes {many}: {names}"

@@ -18,6 +18,8 @@ sorts by it; ctrl+p opens the command palette: every action for every container.
 State reads without colour:  + running  - stopped  x exited  ! dead  . created
   ~ restarting  = paused  * action in progress.   Health: ok healthy  !! unhealthy  .. starting
 Sock: "on" when the flow is connected to its socket.
+Cluster mode (a hub): a Node column (- while the flow has no task) and the node summary (N);
+  ? unknown: the flow's node has lost its agent link (the summary says why and for how long).
 """
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from flowmgr_tui.state.activity_keys import activity_key, merge_activity
+from flowmgr_tui.state.nodes import NodeLink, NodesListed, link_of, node_link
 from flowmgr_tui.state.rules import settle
 from server.core.events import (
     ActivityLogged,
@@ -24,6 +25,7 @@ from server.core.events import (
     FlowMessageReceived,
     FlowMessageSent,
     HealthChanged,
+    NodeStatusReported,
     StatsSampled,
     StatusReported,
 )
@@ -64,6 +66,9 @@ class Changes:
     recalled: bool = False
     """History from before the panel opened was folded in: activity lists are redrawn whole."""
     docker: bool = False
+    nodes: bool = False
+    """Cluster mode: a node's link changed, the hub listed its nodes, or the panel learned it
+    speaks to a hub (the node column and summary are due)."""
 
 
 @runtime_checkable
@@ -95,6 +100,10 @@ class PanelState:
         self.docker_available = docker_available
         self.docker_problem = ""
         """Why the engine was last lost (empty while it answers)."""
+        self.nodes: dict[str, NodeLink] = {}
+        """Cluster mode: node id -> the node as the hub last said (empty on one host)."""
+        self.cluster = any(s.node_id or s.node for s in self.containers.values())
+        """Whether the core is a cluster hub: a flow has a node, or the hub listed nodes."""
         for snap in self.containers.values():
             if snap.resources is not None:
                 self._sample(snap.id, snap.resources)
@@ -160,6 +169,8 @@ class PanelState:
             self.containers[snap.id] = snap
             ch.rows.add(snap.id)
             ch.removed.discard(snap.id)
+            if not self.cluster and (snap.node_id or snap.node):
+                self.cluster = ch.nodes = True
         elif isinstance(ev, ContainerRemoved):
             self.containers.pop(ev.container_id, None)
             self.history.pop(ev.container_id, None)
@@ -204,6 +215,13 @@ class PanelState:
         elif isinstance(ev, DockerConnectionRestored):
             self.docker_available, self.docker_problem = True, ""
             ch.docker = True
+        elif isinstance(ev, NodeStatusReported):
+            self.nodes[ev.node_id] = node_link(ev, self.nodes.get(ev.node_id))
+            self.cluster = ch.nodes = True
+        elif isinstance(ev, NodesListed):
+            old = self.nodes
+            self.nodes = {n.node_id: link_of(n, old.get(n.node_id)) for n in ev.nodes}
+            self.cluster = ch.nodes = True
 
     def _update(self, container_id: str, ch: Changes, **fields: object) -> None:
         snap = self.containers.get(container_id)

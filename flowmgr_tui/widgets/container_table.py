@@ -26,7 +26,7 @@ from flowmgr_tui.formatting import health_text, percent, size, state_text, uptim
 from flowmgr_tui.state.panel_state import PanelState
 from server.core.models import STATES, ContainerSnapshot, ResourceSample
 
-__all__ = ["ContainerTable", "COLUMNS"]
+__all__ = ["ContainerTable", "COLUMNS", "NODE_COLUMN", "CLUSTER_COLUMNS"]
 
 COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("name", "Name", 20),
@@ -42,6 +42,10 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
 )
 """Column key, header label, width. Widths are fixed (an update never re-measures the table),
 except that name and image share what the others leave by content (`_fit_columns`)."""
+NODE_COLUMN = ("node", "Node", 12)
+"""Cluster mode only (a hub over Docker Swarm): the hostname of the node running the flow."""
+CLUSTER_COLUMNS = (*COLUMNS[:3], NODE_COLUMN, *COLUMNS[3:])
+"""The columns when the core is a cluster hub: the node after the image, before the state."""
 
 _SHARED = ("name", "image")
 """The columns sized by their content; the others hold short values of known width."""
@@ -51,7 +55,6 @@ fit the other: the name identifies the row, and 80-column terminals keep what th
 _NAME_ROOM = 20
 """Room left over goes to the name column up to this width; beyond it, the table ends early."""
 
-_UPTIME = [c[0] for c in COLUMNS].index("uptime")
 _JOIN = Text("\n")
 _NULL = Style.null()
 _STATE_ORDER = {s: i for i, s in enumerate(STATES)}
@@ -72,6 +75,7 @@ _SORT_VALUES: dict[str, Callable[[ContainerSnapshot], Any]] = {
     ),
     "uptime": lambda s: -(s.started_at.timestamp()) if s.started_at else 1e18,
     "socket": lambda s: s.socket_connected,
+    "node": lambda s: (s.node is None, (s.node or "").lower()),
 }
 """Column -> the row's value to sort by (made once: a sort of 1,000 rows asks 1,000 times)."""
 
@@ -113,6 +117,7 @@ def _looks_the_same(shown: ContainerSnapshot, new: ContainerSnapshot) -> bool:
         and new.socket_connected == shown.socket_connected
         and new.name == shown.name
         and new.image == shown.image
+        and new.node == shown.node
     )
 
 
@@ -174,12 +179,57 @@ class ContainerTable(DataTable[Any]):
         """Rows rewritten while off screen, without a repaint: see `_patch`."""
         self._seen: tuple[str, ...] = ()
         """The rows on screen when `VisibleRowsChanged` was last posted."""
+        self._columns: tuple[tuple[str, str, int], ...] = COLUMNS
+        """COLUMNS, or CLUSTER_COLUMNS once the core is known to be a cluster hub."""
+        self._keys = [c[0] for c in COLUMNS]
+        self._uptime = self._keys.index("uptime")
 
     def on_mount(self) -> None:
-        """Add the fixed-width columns."""
-        for key, label, width in COLUMNS:
+        """Add the fixed-width columns (with the node's when the state is a hub's already)."""
+        if self._state.cluster:
+            self._use_columns(CLUSTER_COLUMNS)
+        for key, label, width in self._columns:
             self.add_column(label, key=key, width=width)
         self.fixed_columns = 1
+
+    @property
+    def column_keys(self) -> list[str]:
+        """The keys of the columns shown, in order."""
+        return list(self._keys)
+
+    @property
+    def shows_nodes(self) -> bool:
+        """Whether the Node column is shown (the core is a cluster hub)."""
+        return self._columns is CLUSTER_COLUMNS
+
+    def show_nodes(self) -> None:
+        """Add the Node column (once: the core turned out to be a cluster hub). The rows are
+        laid again, each formatted once, as a filter change lays them."""
+        if self.shows_nodes:
+            return
+        keep = self.selected_id
+        self._use_columns(CLUSTER_COLUMNS)
+        self.clear(columns=True)
+        self._ordered_columns = None
+        self._rendered.clear()
+        self._kept.clear()
+        for key, label, width in self._columns:
+            self.add_column(label, key=key, width=width)
+        drawn, self._drawn = self._drawn, {}
+        self._cells.clear()
+        self._unseen.clear()
+        for cid, (snap, mark) in drawn.items():
+            self._drawn[cid] = (snap, mark)
+            self._cells[cid] = cells = self._cells_for(snap)
+            self.add_row(*cells, key=cid)
+        self._refit = True
+        self._sort_keeping(keep)
+        self._fit_columns()
+
+    def _use_columns(self, columns: tuple[tuple[str, str, int], ...]) -> None:
+        self._columns = columns
+        self._keys = [c[0] for c in columns]
+        self._uptime = self._keys.index("uptime")
 
     # --- data in -------------------------------------------------------------------------
 
@@ -224,10 +274,11 @@ class ContainerTable(DataTable[Any]):
         for cid, (snap, _) in self._drawn.items():
             cells = self._cells[cid]
             text = _uptime_text(snap, now)
-            if cells[_UPTIME].plain == text:
+            at = self._uptime
+            if cells[at].plain == text:
                 continue
             cell = Text(text)
-            self._cells[cid] = (*cells[:_UPTIME], cell, *cells[_UPTIME + 1 :])
+            self._cells[cid] = (*cells[:at], cell, *cells[at + 1 :])
             index = rows.get(RowKey(cid))
             if index is not None and top <= index < bottom:
                 self.update_cell(cid, column, cell)
@@ -327,7 +378,7 @@ class ContainerTable(DataTable[Any]):
 
     def cell_text(self, container_id: str, column: str) -> str:
         """The plain text of one cell (tests and the tmux harness read this)."""
-        return str(self._cells[container_id][[c[0] for c in COLUMNS].index(column)])
+        return str(self._cells[container_id][self._keys.index(column)])
 
     # --- handlers ------------------------------------------------------------------------
 
@@ -403,6 +454,8 @@ class ContainerTable(DataTable[Any]):
         if not self.filter_text:
             return True
         hay = f"{snap.name} {snap.id[:12]} {snap.image} {snap.state} {snap.health}".lower()
+        if snap.node is not None:  # cluster mode: a node's flows by its hostname
+            hay = f"{hay} {snap.node.lower()}"
         return self.filter_text in hay
 
     def _cells_for(self, snap: ContainerSnapshot) -> tuple[Any, ...]:
@@ -410,10 +463,15 @@ class ContainerTable(DataTable[Any]):
         net = "-" if res is None else (f"{size(res.network_rx_bytes)}/{size(res.network_tx_bytes)}")
         # Text, never str: DataTable parses a str cell as markup (costly on every first paint,
         # and an image name is not markup).
-        return (
+        head: tuple[Text, ...] = (
             Text(snap.name, style="bold"),
             Text(snap.short_id),
             Text(snap.image),
+        )
+        if self._columns is CLUSTER_COLUMNS:  # a flow with no task (yet) runs nowhere: "-"
+            head = (*head, Text(snap.node or "-"))
+        return (
+            *head,
             state_text(snap.state, self._state.busy.get(snap.id)),
             health_text(snap.health),
             Text(percent(res.cpu_percent if res else None)),
@@ -431,18 +489,18 @@ class ContainerTable(DataTable[Any]):
         actually changes.
         """
         self._refit = False
-        keys = [c[0] for c in COLUMNS]
+        keys, columns = self._keys, self._columns
         want = {
             key: max(
                 [len(label), *(cells[keys.index(key)].cell_len for cells in self._cells.values())]
             )
-            for key, label, _ in COLUMNS
+            for key, label, _ in columns
             if key in _SHARED
         }
-        others = sum(w for key, _, w in COLUMNS if key not in _SHARED)
+        others = sum(w for key, _, w in columns if key not in _SHARED)
         # Room for the two: the width less the others, every cell's padding and the vertical
         # scrollbar (reserved, so widths do not change when enough rows arrive to need it).
-        room = self.size.width - others - 2 * self.cell_padding * len(COLUMNS)
+        room = self.size.width - others - 2 * self.cell_padding * len(columns)
         room -= self.styles.scrollbar_size_vertical
         widths = _share(want, max(room, 0))
         changed = False
@@ -564,7 +622,7 @@ class ContainerTable(DataTable[Any]):
         index = self._row_locations.get(RowKey(snap.id))
         shown = index is not None and top <= index < bottom
         data = self._data[RowKey(snap.id)]
-        for (key, _, _), before, after in zip(COLUMNS, old, new, strict=True):
+        for (key, _, _), before, after in zip(self._columns, old, new, strict=True):
             if before != after:
                 if shown:
                     self.update_cell(snap.id, key, after)
