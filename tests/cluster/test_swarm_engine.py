@@ -27,7 +27,7 @@ from server.core.config import Settings, load_settings
 from server.core.errors import DockerApiError, ImageNotFound, InvalidRequest
 from server.core.models import CreateSpec
 from server.core.swarm.engine import NO_QUORUM, FlowService, FlowTask, SwarmEngine
-from server.core.swarm.spec import SERVICE_ID_PLACEHOLDER, SwarmNode, service_spec
+from server.core.swarm.spec import SwarmNode, service_spec, socket_volume
 from tests.cluster.conftest import BUSYBOX, Cluster, wait_for
 from tests.conftest import RUN_ID, TEST_LABEL
 
@@ -39,7 +39,9 @@ T = TypeVar("T")
 INSTANCE = f"{RUN_ID}sw"
 """The flowmgr.instance label of every service these tests make (the sweep's key)."""
 SOCKET_ROOT = Path(f"/tmp/flowmgr-swarm-{RUN_ID}")
-"""Flows' socket directories: the nodes share this host's filesystem."""
+"""The settings' socket_dir, and the missing bind source of the recorded rejection."""
+SERVICE_ID_PLACEHOLDER = "{{.Service.ID}}"
+"""Swarm puts the service's ID there on the node."""
 START_LIMIT = 40.0
 """Seconds for a flow's task to be running (busybox, no pull)."""
 NO_QUORUM_LIMIT = 45.0
@@ -99,15 +101,12 @@ class Flows:
     ) -> tuple[str, str]:
         """Create a flow service; return (service id, name)."""
         name = self.name(stem)
-        sock = SOCKET_ROOT / name
-        sock.mkdir(parents=True, mode=0o700)
         spec = CreateSpec(name=name, command=["sleep", "3600"], **spec_fields)
         nodes = [SwarmNode(n.id, n.hostname) for n in await self.engine.nodes()]
         body = service_spec(
             spec,
             settings or _settings(),
             labels={TEST_LABEL: RUN_ID},
-            socket_dir=str(sock),
             nodes=nodes,
             node=node,
             replicas=replicas,
@@ -138,6 +137,12 @@ def _sweep(cluster: Cluster) -> None:
                 pass
     except Exception as err:  # cluster-down.sh removes everything anyway
         log.warning("could not sweep the services of %s: %s", INSTANCE, err)
+    for node in cluster.nodes:  # the socket volumes Swarm made (best effort: in use ones stay)
+        try:
+            if node.answers():
+                node.client.volumes.prune(filters={"label": f"flowmgr.instance={INSTANCE}"})
+        except Exception as err:
+            log.warning("could not sweep the volumes of %s on %s: %s", INSTANCE, node.name, err)
     shutil.rmtree(SOCKET_ROOT, ignore_errors=True)
 
 
@@ -202,8 +207,12 @@ async def test_a_flow_service_runs_one_task_with_the_policy(cluster: Cluster, fl
     assert labels["flowmgr.name"] == name
     assert labels[TEST_LABEL] == RUN_ID
     mounts = {m["Destination"]: m for m in c["Mounts"]}
-    assert mounts["/run/flowmgr"]["Source"] == str(SOCKET_ROOT / name)
+    assert mounts["/run/flowmgr"]["Type"] == "volume"
+    assert mounts["/run/flowmgr"]["Name"] == socket_volume(name)
     assert mounts["/run/flowmgr"]["RW"] is True
+    volume = cluster.by_id(task.node_id or "").client.api.inspect_volume(socket_volume(name))
+    assert volume["Labels"]["flowmgr.name"] == name, "Swarm made the volume with our labels"
+    assert volume["Labels"]["flowmgr.instance"] == INSTANCE
     assert mounts["/tmp"]["Type"] == "tmpfs"
     # Swarm expands templates in Env: a request's value arrives as it was written
     assert "GREETING={{.Node.Hostname}}" in c["Config"]["Env"]
@@ -296,9 +305,10 @@ async def test_a_missing_image_is_image_not_found(flows: Flows) -> None:
 
 
 async def test_a_missing_socket_dir_rejects_the_task_for_good(flows: Flows) -> None:
-    """Recorded Swarm 20.10 behaviour the hub and agent build on: a bind source missing on the
-    node rejects the task with the engine's reason, and with restart condition none (the
-    default "no") Swarm does not try again, even once the directory exists."""
+    """Recorded Swarm 20.10 behaviour the hub and agent build on (why the socket directory is
+    a volume): a bind source missing on the node rejects the task with the engine's reason,
+    and with restart condition none (the default "no") Swarm does not try again, even once
+    the directory exists."""
     name = flows.name("nosock")
     nodes = [SwarmNode(n.id, n.hostname) for n in await flows.engine.nodes()]
     missing = SOCKET_ROOT / "absent" / SERVICE_ID_PLACEHOLDER
@@ -306,9 +316,11 @@ async def test_a_missing_socket_dir_rejects_the_task_for_good(flows: Flows) -> N
         CreateSpec(name=name, command=["sleep", "3600"]),
         _settings(),
         labels={TEST_LABEL: RUN_ID},
-        socket_dir=str(missing),
         nodes=nodes,
     )
+    mounts = body["TaskTemplate"]["ContainerSpec"]["Mounts"]
+    (at,) = [i for i, m in enumerate(mounts) if m["Target"] == "/run/flowmgr"]
+    mounts[at] = {"Type": "bind", "Source": str(missing), "Target": "/run/flowmgr"}
     service_id = await flows.engine.create_flow_service(body)
     flows.made.append(service_id)
 
@@ -386,13 +398,11 @@ async def test_lost_quorum_refuses_a_create_in_bounded_time(cluster: Cluster, fl
     keep = cluster.nodes[0]
     victims = cluster.nodes[1:]
     spec_name = flows.name("quorum")
-    (SOCKET_ROOT / spec_name).mkdir(parents=True, mode=0o700)
     nodes = [SwarmNode(n.id, n.hostname) for n in await flows.engine.nodes()]
     body = service_spec(
         CreateSpec(name=spec_name, command=["sleep", "3600"]),
         _settings(),
         labels={TEST_LABEL: RUN_ID},
-        socket_dir=str(SOCKET_ROOT / spec_name),
         nodes=nodes,
     )
     try:

@@ -16,19 +16,29 @@ from server.core.errors import ConfigError, InternalError, InvalidRequest
 from server.core.host_paths import Pin
 from server.core.models import CreateSpec
 from server.core.swarm.spec import (
-    SERVICE_ID_PLACEHOLDER,
     TMPFS_BYTES,
     SwarmNode,
     literal,
     masked,
     resolve_node,
     service_spec,
+    socket_volume,
 )
 
 N1 = SwarmNode("a1b2c3d4e5f6g7h8i9j0k1l2m", "node-1")
 N2 = SwarmNode("zyxwvutsrqponmlkjihgfedcb", "node-2")
 NODES = (N1, N2)
-SOCK = "/tmp/kawaflow/sockets/.flowmgr-default/web"
+SOCK = {
+    "Type": "volume",
+    "Source": "flowmgr-sock-web",
+    "Target": "/run/flowmgr",
+    "ReadOnly": False,
+    "VolumeOptions": {
+        "NoCopy": True,
+        "Labels": {"flowmgr.managed": "true", "flowmgr.instance": "default", "flowmgr.name": "web"},
+    },
+}
+"""The flow's socket volume mount (docs/CLUSTER.md "The flow channel follows the flow")."""
 SECRET = "hunter2-very-secret-value"
 
 
@@ -45,7 +55,6 @@ def _build(spec: CreateSpec | None = None, settings: Settings | None = None, **k
         spec or _spec(),
         settings or _settings(),
         labels=kw.pop("labels", {}),
-        socket_dir=kw.pop("socket_dir", SOCK),
         nodes=kw.pop("nodes", NODES),
         **kw,
     )
@@ -77,9 +86,7 @@ def test_defaults_map_the_single_host_policy() -> None:
     assert c["ReadOnly"] is False
     assert c["StopGracePeriod"] == 10 * 10**9
     assert "Args" not in c and "Command" not in c, "the image's entrypoint and command stay"
-    assert c["Mounts"] == [
-        {"Type": "bind", "Source": SOCK, "Target": "/run/flowmgr", "ReadOnly": False}
-    ]
+    assert c["Mounts"] == [SOCK]
     task = out["TaskTemplate"]
     assert task["Resources"] == {
         "Limits": {"MemoryBytes": 512 << 20, "NanoCPUs": 10**9, "Pids": 512}
@@ -143,7 +150,7 @@ def test_binds_read_only_unless_the_pin_says_rw_and_the_socket_dir_last() -> Non
     assert mounts == [
         {"Type": "bind", "Source": "/srv/data/in", "Target": "/in", "ReadOnly": True},
         {"Type": "bind", "Source": "/srv/data/out", "Target": "/out", "ReadOnly": False},
-        {"Type": "bind", "Source": SOCK, "Target": "/run/flowmgr", "ReadOnly": False},
+        SOCK,
     ]
 
 
@@ -192,12 +199,28 @@ def test_managed_labels_are_never_the_callers() -> None:
     assert out["Labels"]["flowmgr.name"] == "web"
 
 
-def test_socket_dir_may_hold_the_service_id_template_only() -> None:
-    ok = f"/tmp/kawaflow/sockets/.flowmgr-default/{SERVICE_ID_PLACEHOLDER}"
-    assert _container(_build(socket_dir=ok))["Mounts"][-1]["Source"] == ok
-    for bad in ("relative/dir", "/tmp/{{.Node.Hostname}}", "/tmp/a:b", "/tmp/x\n", "/tmp/../etc"):
-        with pytest.raises(InternalError):
-            _build(socket_dir=bad)
+def test_the_socket_volume_is_named_by_the_flow_and_carries_the_managed_labels() -> None:
+    settings = _settings(docker__instance="blue", docker__socket_mount="/run/sock")
+    mounts = _container(_build(_spec(name="a.b_c-1"), settings, labels={"x": "y"}))["Mounts"]
+    sock = [m for m in mounts if m["Target"] == "/run/sock"]
+    assert sock == [
+        {
+            "Type": "volume",
+            "Source": socket_volume("a.b_c-1"),
+            "Target": "/run/sock",
+            "ReadOnly": False,
+            "VolumeOptions": {
+                "NoCopy": True,
+                "Labels": {
+                    "flowmgr.managed": "true",
+                    "flowmgr.instance": "blue",
+                    "flowmgr.name": "a.b_c-1",
+                },
+            },
+        }
+    ]
+    assert socket_volume("a.b_c-1") == "flowmgr-sock-a.b_c-1"
+    assert not any(m["Type"] == "bind" and m["Target"] == "/run/sock" for m in mounts)
 
 
 # ------------------------------------------------------------------ hostile input

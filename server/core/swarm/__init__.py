@@ -6,6 +6,6 @@
   so it is not imported here.
 """
 
-from server.core.swarm.spec import SERVICE_ID_PLACEHOLDER, SwarmNode, service_spec
+from server.core.swarm.spec import SOCKET_VOLUME_PREFIX, SwarmNode, service_spec, socket_volume
 
-__all__ = ["SERVICE_ID_PLACEHOLDER", "SwarmNode", "service_spec"]
+__all__ = ["SOCKET_VOLUME_PREFIX", "SwarmNode", "service_spec", "socket_volume"]

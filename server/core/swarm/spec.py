@@ -22,12 +22,12 @@ from typing import Any
 
 from server.core.config import PLACEMENT_CONSTRAINT, SPREAD_DESCRIPTOR, Settings
 from server.core.errors import InternalError, InvalidRequest
-from server.core.host_paths import plain_path_problem
 from server.core.models import CreateSpec
 from server.core.validation.shapes import PORTS_LABEL, memory_bytes, ports_label
 
 __all__ = [
-    "SERVICE_ID_PLACEHOLDER",
+    "SOCKET_VOLUME_PREFIX",
+    "socket_volume",
     "SwarmNode",
     "service_spec",
     "resolve_node",
@@ -36,9 +36,11 @@ __all__ = [
     "TMPFS_BYTES",
 ]
 
-SERVICE_ID_PLACEHOLDER = "{{.Service.ID}}"
-"""The one template `socket_dir` may hold: Swarm puts the service's ID there on the node, so a
-flow's socket directory can be named by the ID that the create itself assigns."""
+SOCKET_VOLUME_PREFIX = "flowmgr-sock-"
+"""A flow's socket directory is the named local volume `flowmgr-sock-<flow name>` (docs/CLUSTER.md
+"The flow channel follows the flow"): Swarm creates it on whichever node runs the task, where
+that node's agent listens in it. A bind of a directory the agent prepares would fail for good
+on a node where it is missing."""
 TMPFS_BYTES = 64 << 20
 """The in-memory /tmp of a flow with a read-only root (as on one host)."""
 _NODE_ID = re.compile(r"[0-9a-z]{25}", re.ASCII)
@@ -57,6 +59,11 @@ class SwarmNode:
 
     id: str
     hostname: str
+
+
+def socket_volume(flow_name: str) -> str:
+    """The name of the flow's socket volume."""
+    return f"{SOCKET_VOLUME_PREFIX}{flow_name}"
 
 
 def literal(text: str) -> str:
@@ -103,7 +110,6 @@ def service_spec(
     settings: Settings,
     *,
     labels: Mapping[str, str],
-    socket_dir: str,
     nodes: Sequence[SwarmNode] = (),
     node: object = None,
     replicas: int = 1,
@@ -112,15 +118,14 @@ def service_spec(
 
     `labels` are extra labels for the service and its task containers (the managed labels
     `flowmgr.managed`, `flowmgr.instance` and `flowmgr.name` are always this function's own);
-    `socket_dir` is the host path of the flow's socket directory on whichever node runs it,
-    absolute, plain, and holding at most the template SERVICE_ID_PLACEHOLDER; `node` (a
+    the flow's socket directory is its volume `socket_volume(name)`, carrying the managed labels
+    and mounted with NoCopy (nothing of the image is copied into it); `node` (a
     request's, or None) must name one of `nodes`; `replicas` is 1 (running) or 0 (created,
     not started).
     """
     dk = settings.docker
     if replicas not in (0, 1):
         raise InternalError(f"a flow's service has 0 or 1 replicas, not {replicas!r}")
-    _check_socket_dir(socket_dir)
 
     own = {str(k): str(v) for k, v in labels.items() if k not in _MANAGED}
     own.update(
@@ -140,8 +145,15 @@ def service_spec(
         }
         for pin in spec.binds
     ]
+    managed = {k: own[k] for k in _MANAGED}
     mounts.append(
-        {"Type": "bind", "Source": socket_dir, "Target": dk.socket_mount, "ReadOnly": False}
+        {
+            "Type": "volume",
+            "Source": literal(socket_volume(spec.name)),
+            "Target": dk.socket_mount,
+            "ReadOnly": False,
+            "VolumeOptions": {"NoCopy": True, "Labels": managed},
+        }
     )
     container: dict[str, Any] = {
         "Image": spec.image or dk.default_image,
@@ -206,17 +218,6 @@ def masked(service: Mapping[str, Any]) -> dict[str, Any]:
     task["ContainerSpec"] = container
     out["TaskTemplate"] = task
     return out
-
-
-def _check_socket_dir(socket_dir: str) -> None:
-    bare = socket_dir.replace(SERVICE_ID_PLACEHOLDER, "x")
-    problem = plain_path_problem(bare)
-    if problem or "{" in bare or "}" in bare:
-        # the caller's (the hub's) value, never a request's
-        raise InternalError(
-            f"socket directory {socket_dir[:200]!r} must be a plain absolute path "
-            f"(with at most the template {SERVICE_ID_PLACEHOLDER}): {problem or 'braces'}"
-        )
 
 
 def _restart_policy(settings: Settings) -> dict[str, Any]:
