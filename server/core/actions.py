@@ -193,7 +193,11 @@ class ContainerActions:
 
     async def _verify_flow_dir(self, rec: Record) -> None:
         """Right before the engine mounts it: the flow's socket directory is the manager's own
-        for this flow, reached through directories only root or the manager can change."""
+        for this flow, reached through directories only root or the manager can change (or
+        the registry's `socket_place` says the container's mount is its own)."""
+        if self.registry.socket_place is not None:
+            await self.registry.socket_place.verify(rec.info)
+            return
         await asyncio.to_thread(
             self.state.verify_flow_dir,
             rec.info.mounts.get(self.settings.docker.socket_mount),

@@ -34,7 +34,7 @@ from server.core.masking import mask_log_line
 from server.core.models import ContainerSnapshot, ContainerStatus
 from server.core.monitor import ADOPTION_WAIT, DockerMonitor, adopting_error
 from server.core.policy import validate_code_settings
-from server.core.registry import Record, Registry
+from server.core.registry import Record, Registry, SocketPlace
 from server.core.state_dir import StateDir
 from server.core.stats import ResourceSampler
 from server.core.status_phases import slot_count, slot_of
@@ -56,7 +56,10 @@ class ContainerManager(ContainerActions):
         bus: EventBus | None = None,
         adapter: DockerAdapter | None = None,
         journal_encoder: Encoder | None = None,
+        socket_place: SocketPlace | None = None,
     ) -> None:
+        """`socket_place`: where flows' sockets are, when not in the state dir (the cluster
+        agent's flow volumes); None on one host."""
         self.settings = settings
         self.bus = bus or EventBus()
         self.journal = Journal(settings, self.bus, journal_encoder)
@@ -80,6 +83,7 @@ class ContainerManager(ContainerActions):
             StoppedSet(self.state.path),
             self.state.path,
             settings.docker.socket_mount,
+            socket_place,
         )
         self.monitor = DockerMonitor(self.adapter, self.registry, settings, self)
         self.sampler = ResourceSampler(

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from server.core.bus import EventBus
 from server.core.container_info import ContainerInfo
@@ -28,7 +28,21 @@ from server.core.masking import mask_log_line, mask_text, mask_value
 from server.core.models import ContainerSnapshot, ContainerStatus, Health, ResourceSample, State
 from server.core.stopped import StoppedSet
 
-__all__ = ["Registry", "Record"]
+__all__ = ["Registry", "Record", "SocketPlace"]
+
+
+class SocketPlace(Protocol):
+    """Where the manager listens for a container's flow, when not in its own state dir (the
+    cluster agent: the flow's socket volume on the node). Given to ContainerManager."""
+
+    def socket_path_for(self, info: ContainerInfo) -> str:
+        """The flow socket's path for this container (not checked yet: `verify` does)."""
+        ...
+
+    async def verify(self, info: ContainerInfo) -> None:
+        """FlowSocketError unless the container's socket mount is exactly the place this
+        strategy owns for it (checked right before listening there, or a start mounts it)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -57,8 +71,11 @@ class Registry:
         stopped: StoppedSet,
         state_dir: str,
         socket_mount: str,
+        socket_place: SocketPlace | None = None,
     ) -> None:
         self.bus = bus
+        self.socket_place = socket_place
+        """None: flows' sockets are in the state dir (one host)."""
         self.hub = hub
         self._stopped = stopped
         self._state_dir = state_dir
@@ -251,7 +268,10 @@ class Registry:
 
     def socket_path_for(self, info: ContainerInfo) -> str:
         """Where the manager listens for the container's flow: always in its own state dir,
-        whatever the container mounts (an adopted one mounting elsewhere gets no channel)."""
+        whatever the container mounts (an adopted one mounting elsewhere gets no channel); or
+        where the `socket_place` given says."""
+        if self.socket_place is not None:
+            return self.socket_place.socket_path_for(info)
         return os.path.join(self._state_dir, info.name, "flow.sock")
 
     def apply(self, info: ContainerInfo) -> tuple[Record, str | None]:
