@@ -37,6 +37,10 @@ HEARTBEAT = "1s"
 """The dispatcher heartbeat of the test cluster: a dead node is noticed within a few seconds."""
 UP_TIMEOUT = 180
 BUSYBOX = IMAGES["busybox"]
+FLOW_IMAGE = "flow:latest"
+"""The flow runtime's image (answers {"command": "ping"} with {"pong": true}): the agent's tests."""
+CLUSTER_IMAGES = (BUSYBOX, FLOW_IMAGE)
+"""Loaded into every node by cluster-up.sh (FMC_IMAGES); all must exist on the host."""
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -169,7 +173,7 @@ def _run(script: Path, *args: str, timeout: float) -> subprocess.CompletedProces
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "FMC_HEARTBEAT": HEARTBEAT},
+        env={**os.environ, "FMC_HEARTBEAT": HEARTBEAT, "FMC_IMAGES": " ".join(CLUSTER_IMAGES)},
     )
 
 
@@ -198,8 +202,9 @@ def cluster() -> Iterator[Cluster]:
         pytest.skip(f"no Docker Engine on the host ({problem})")
     if os.geteuid() != 0:
         pytest.fail("the cluster tests need root (network namespaces, iptables, dockerd)")
-    if subprocess.run(["docker", "image", "inspect", BUSYBOX], capture_output=True).returncode:
-        pytest.fail(f"{BUSYBOX} missing on the host; build it with scripts/build-images.sh")
+    for image in CLUSTER_IMAGES:
+        if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
+            pytest.fail(f"{image} missing on the host; build it with scripts/build-images.sh")
     built: Cluster | None = None
     ours = True
     try:
