@@ -106,10 +106,8 @@ class NodeSummary(Static):
         self._clock = clock
         self._shown: Text | None = None
         self.hidden_by_user = False
-
-    def on_mount(self) -> None:
-        """Tick the down-for times."""
-        self.set_interval(1.0, self._tick)
+        self._ticking = False
+        """The down-for times tick once a second, from the first time it shows (a hub)."""
 
     def redraw(self) -> None:
         """Show or hide, and rewrite the text when it changed."""
@@ -118,6 +116,9 @@ class NodeSummary(Static):
         self.set_class(visible, "-visible")
         if not visible:
             return
+        if not self._ticking:
+            self._ticking = True
+            self.set_interval(1.0, self._tick)
         text = summary_text(
             state.nodes.values(), usage_by_node(state.containers.values()), self._clock()
         )

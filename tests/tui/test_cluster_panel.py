@@ -211,15 +211,17 @@ async def test_a_hub_panel_shows_each_flows_node_and_a_summary_per_node(
             )
         summary = _summary(app)
         await until(pilot, lambda: summary.has_class("-visible"), "the node summary")
-        # 10 flows a node; CPU: 1+2+3 percent, three times over (the samples by i % 3 = node)
-        await until(pilot, lambda: "10" in _line_of(app, "worker-3"), "worker-3's flows")
+        # 10 flows a node, whose samples are 1 % CPU and 10 MiB on manager-1, 2 and 11 on ...
+        want = {
+            node: ["ready", "connected", "10", f"{10 * (1.0 + i):.1f}%", f"{10 * (10 + i)}.0M"]
+            for i, node in enumerate(NODES)
+        }  # CPU and memory: the sums of its flows' samples (each arrives with its status)
+        await until(
+            pilot,
+            lambda: all(_line_of(app, node).split()[1:] == w for node, w in want.items()),
+            f"the summary {want}",
+        )
         assert "3 nodes" in _summary_lines(app)[0]
-        for i, node in enumerate(NODES):
-            line = _line_of(app, node).split()
-            assert line[1:3] == ["ready", "connected"], line
-            assert line[3] == "10", line
-            assert line[4] == f"{10 * (1.0 + i):.1f}%", line  # sum of its flows' samples
-            assert line[5] == f"{10 * (10 + i)}.0M", line
 
         # Sortable like the others: by node, the flow without a task last.
         table.sort_by("node", reverse=False)
@@ -263,6 +265,18 @@ async def test_a_hub_panel_shows_each_flows_node_and_a_summary_per_node(
         # The table's state cell keeps formatting.py's style for unknown.
         cell = table._cells[lost[0]][table.column_keys.index("state")]
         assert "yellow" in str(cell.style)
+        # Swarm reschedules one of them onto worker-3: status_changed carries the new node.
+        moved = manager.flows[lost[0]] = replace(
+            manager.flows[lost[0]], state="running", node="worker-3", node_id="nid2"
+        )
+        manager.bus.publish(
+            ContainerStateChanged(
+                container_id=moved.id, old_state="unknown", new_state="running", snapshot=moved
+            )
+        )
+        await until(pilot, lambda: table.cell_text(moved.id, "node") == "worker-3", "the move")
+        await until(pilot, lambda: " 11 " in _line_of(app, "worker-3"), "worker-3 has 11")
+        await until(pilot, lambda: " 9 " in _line_of(app, "worker-2"), "worker-2 has 9")
         path = app.save_screenshot("panel-cluster.svg", str(tmp_path))
         svg = Path(path).read_text()
         assert "worker-2" in svg and "Node" in svg
