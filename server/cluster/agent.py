@@ -157,6 +157,8 @@ class Agent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._known: dict[str, tuple[str, str]] = {}
         """Container id -> (flow_id, task_id) of the tasks reported (for `gone`)."""
+        self._by_flow: dict[str, set[str]] = {}
+        """Flow id -> its task containers here (the current one and a few stopped older)."""
         self._outgoing: asyncio.Queue[AgentReport | AgentEvent] = asyncio.Queue(maxsize=10_000)
         self.managers_reachable: bool | None = None
         """The fence probe's last answer (None: not asked since the link went down)."""
@@ -252,6 +254,19 @@ class Agent:
                 out.append((rec, *ids))
         return out
 
+    def _current(self, flow_id: str) -> tuple[Record, str] | None:
+        """The flow's newest task container here, and its task id (Swarm keeps the containers
+        of a few older tasks, stopped, next to the current one)."""
+        core = self.core
+        best: tuple[Record, str] | None = None
+        for cid in self._by_flow.get(flow_id, ()):
+            rec = None if core is None else core.registry.records.get(cid)
+            ids = None if rec is None else task_ids(rec)
+            if rec is not None and ids is not None and ids[0] == flow_id:
+                if best is None or rec.info.created > best[0].info.created:
+                    best = (rec, ids[1])
+        return best
+
     def hello(self) -> AgentHello:
         """The node and the flow tasks the core holds (one per flow: the newest task)."""
         flows: dict[str, FlowHeld] = {}
@@ -281,6 +296,7 @@ class Agent:
             ids = task_ids(rec)
             if ids is not None:
                 self._known[container_id] = ids
+                self._by_flow.setdefault(ids[0], set()).add(container_id)
             return ids
         return self._known.get(container_id)
 
@@ -308,6 +324,19 @@ class Agent:
             ids = self._known.pop(event.container_id, None)
             if ids is None:
                 return None
+            held = self._by_flow.get(ids[0])
+            if held is not None:
+                held.discard(event.container_id)
+                if not held:
+                    del self._by_flow[ids[0]]
+            current = self._current(ids[0])
+            if current is not None:
+                # an older task's container of a flow that still has a task here: the flow is
+                # not gone from this node, its current task is what the hub holds
+                rec, task_id = current
+                return AgentReport(
+                    flow_id=ids[0], task_id=task_id, container_id=rec.info.id, state=rec.state
+                )
             return AgentReport(
                 flow_id=ids[0],
                 task_id=ids[1],
@@ -324,18 +353,16 @@ class Agent:
         if ids is None:
             return None
         flow_id, task_id = ids
-        if isinstance(event, (ContainerAdded, ContainerStateChanged)):
-            snap = event.snapshot
-            return AgentReport(flow_id=flow_id, task_id=task_id, container_id=cid, state=snap.state)
-        if isinstance(event, StatsSampled):
-            rec = core.registry.records.get(cid)
-            sample = ResourceUsageOut.model_validate(ResourceUsageOut.payload(event.sample))
+        if isinstance(event, (ContainerAdded, ContainerStateChanged, StatsSampled)):
+            current = self._current(flow_id)
+            if current is None or current[0].info.id != cid:
+                return None  # an older task's container (Swarm keeps a few): not the flow's
+            rec = current[0]
+            sample = None
+            if isinstance(event, StatsSampled):
+                sample = ResourceUsageOut.model_validate(ResourceUsageOut.payload(event.sample))
             return AgentReport(
-                flow_id=flow_id,
-                task_id=task_id,
-                container_id=cid,
-                state=rec.state if rec is not None else "running",
-                sample=sample,
+                flow_id=flow_id, task_id=task_id, container_id=cid, state=rec.state, sample=sample
             )
         kind: Any
         data: dict[str, Any]
@@ -389,7 +416,8 @@ class Agent:
         - logs {container_id, tail: int = 100} -> {lines: [str], truncated: bool}
         - follow / unfollow {container_id} -> {}  (lines then come as `log_line` events)
         - watch {container_ids: [str]} -> {}  (the hub's watched set: those sampled fast)
-        - update {container_id, code_path} -> {container_id, state}
+        - update {container_id, code_path} -> refused (validation_error, details.reason
+          "update_ends_swarm_task"): the core's stop-copy-start would end the Swarm task
         - forget {keep: [flow id or flow name]} -> {removed: [volume names]}
         """
         core = self.core
@@ -431,11 +459,20 @@ class Agent:
             return {}
         if request.op == "update":
             cid = self._ours(p.get("container_id"))
-            code_path = p.get("code_path")
-            if not isinstance(code_path, str):
+            if not isinstance(p.get("code_path"), str):
                 raise InvalidRequest("code_path must be a string", field="code_path")
-            snap = await core.update_container(cid, code_path)
-            return {"container_id": snap.id, "state": snap.state}
+            # The core's update stops the container for the copy (no flow process may race the
+            # root extraction) and starts it again. For a Swarm task that is the task's end:
+            # Swarm marked it complete/shutdown while the agent ran the container again outside
+            # its control (measured on the test cluster), a copy Swarm does not know of and
+            # that a restart policy `any` would run twice. Refused, said as such.
+            raise InvalidRequest(
+                "update_container is not available for a flow on a Swarm cluster: stopping its "
+                "task's container for the copy ends the task for Swarm; put the flow's code in "
+                "its image or in a volume its nodes share (docs/CLUSTER.md)",
+                field="code_path",
+                details={"container_id": cid, "reason": "update_ends_swarm_task"},
+            )
         if request.op == "forget":
             keep = p.get("keep")
             if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):

@@ -88,6 +88,7 @@ def agent() -> Agent:
     a = Agent(load_settings(None, env={}), hub_url="http://127.0.0.1:9", agent_token="t" * 32)
     a.core = FakeCore()  # type: ignore[assignment]
     a.node_id = "n" * 25
+    a.hostname = "node-1"
     return a
 
 
@@ -191,3 +192,39 @@ def test_agent_main_refuses_a_configuration_that_is_not_an_agents(
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"socket_dir": str(tmp_path / "s"), "cluster": cluster}))
     assert agent_main(["--config", str(config)]) == 2
+
+
+def test_an_older_task_container_of_a_flow_never_speaks_for_the_flow(agent: Agent) -> None:
+    """Swarm keeps the stopped containers of a few older tasks next to the current one."""
+    from dataclasses import replace
+
+    older = "f" * 64
+    old_task = "oldtaskoldtaskoldtaskoldt"
+    info = _info(older, True)
+    info = replace(
+        info,
+        created=datetime(2020, 1, 1, tzinfo=UTC),
+        labels={**info.labels, "com.docker.swarm.task.id": old_task},
+    )
+    records = agent.core.registry.records  # type: ignore[union-attr]
+    records[older] = Record(info, "exited", "none", "/x/flow.sock")
+    for cid in (older, CID):  # both seen (adopted)
+        agent._ids_of(cid)
+    stats = StatsSampled(
+        container_id=older,
+        sample=ResourceSample(1.0, 1, 2, 50.0, 0, 0, 0, 0, datetime.now(UTC)),
+    )
+    assert agent._translated(stats) is None
+    del records[older]
+    report = agent._translated(ContainerRemoved(container_id=older, name="old"))
+    assert isinstance(report, AgentReport)
+    assert not report.gone and (report.task_id, report.container_id) == (TASK, CID)
+    assert agent.hello().flows[0].task_id == TASK
+
+
+async def test_update_is_refused_it_would_end_the_swarm_task(agent: Agent) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        await agent.handle(_req("update", container_id=CID, code_path="/srv/code"))
+    assert err.value.details["reason"] == "update_ends_swarm_task"
+    with pytest.raises(ContainerNotFound):
+        await agent.handle(_req("update", container_id=PLAIN, code_path="/srv/code"))
