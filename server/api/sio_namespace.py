@@ -31,7 +31,7 @@ from server.wire.answers import (
 )
 from server.wire.base import Wire
 from server.wire.catalog import REQUESTS
-from server.wire.pushes import EngineStatusOut
+from server.wire.pushes import EngineStatusOut, NodeStatusOut
 from server.wire.requests import (
     ContainerRef,
     CreateContainerRequest,
@@ -190,6 +190,8 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 self.manager.docker_available, self.manager.docker_change
             )
             await self.emit(EngineStatusOut.event, status, to=sid)
+            for down in self.manager.node_states():  # cluster hub: nodes without an agent link
+                await self.emit(NodeStatusOut.event, NodeStatusOut.payload(down), to=sid)
             if resume is not None:
                 await resume.run()
         finally:

@@ -73,6 +73,9 @@ POLL_QUIET = 5.0
 READ_TIMEOUT = 5.0
 """A poll's calls: without quorum a manager may hold a read for 20 s; the cache answers."""
 CRASH_LOG_LINES = 50
+REFRESH_EVERY = 0.25
+"""Seconds between two re-reads of one flow's tasks for agents' claims (what one agent can
+make the hub ask the managers, whatever it sends)."""
 
 
 class HubManager(ContainerManager):
@@ -103,6 +106,7 @@ class HubManager(ContainerManager):
         self.links.on_event = self._on_event
         self.links.refresh = self._refresh_for_agent
         self._refreshed: dict[str, float] = {}
+        self._node_said: dict[str, NodeStatusReported] = {}
         self.links.subscribe(self._on_link_event)
         self.agents: AgentNamespace | None = None
         self.services: dict[str, FlowService] = {}
@@ -148,6 +152,9 @@ class HubManager(ContainerManager):
                 }
             )
         return out
+
+    def node_states(self) -> list[NodeStatusReported]:
+        return [s for s in self._node_said.values() if s.agent == "disconnected"]
 
     # -- lifecycle
 
@@ -351,19 +358,21 @@ class HubManager(ContainerManager):
     def _where(self, rec: Record, *, running: bool = True) -> tuple[str, str]:
         """(node ID, task container ID) of the flow's current task, or a typed error."""
         flow_id = rec.info.id
-        node_id = self.links.node_of(flow_id) or rec.info.node_id
+        # Swarm's current task first (an agent's word may lag a move or a forced update)
+        service = self.services.get(flow_id)
+        task = service.current if service is not None else None
+        node_id = task.node_id if task is not None and task.container_id else None
+        cid = task.container_id if node_id is not None and task is not None else None
+        if node_id is None:
+            node_id = self.links.node_of(flow_id) or rec.info.node_id
+            link = self.links.nodes.get(node_id or "")
+            held = link.flows.get(flow_id) if link is not None else None
+            cid = held.container_id if held is not None else None
         if node_id is None:
             raise NodeNotConnected(
                 f"{rec.info.name} has no task on any node (state {rec.state})",
                 details={"reason": "no_task", "container_id": flow_id},
             )
-        link = self.links.nodes.get(node_id)
-        held = link.flows.get(flow_id) if link is not None else None
-        cid = held.container_id if held is not None else None
-        if cid is None:
-            service = self.services.get(flow_id)
-            task = service.current if service is not None else None
-            cid = task.container_id if task is not None else None
         if cid is None:
             raise NodeNotConnected(
                 f"{rec.info.name} has no container on node {node_id} yet",
@@ -416,12 +425,16 @@ class HubManager(ContainerManager):
     async def _refresh_for_agent(self, flow_id: str) -> None:
         """Read one flow's tasks again for an agent's claim the last poll cannot confirm (a
         task just started); at most once a second per flow, whatever an agent sends."""
-        now = time.monotonic()
-        if now - self._refreshed.get(flow_id, 0.0) < 1.0 or flow_id not in self.registry.records:
+        if flow_id not in self.registry.records:
             return
+        wait = self._refreshed.get(flow_id, 0.0) + REFRESH_EVERY - time.monotonic()
+        if wait > 0:  # a claim right after a refresh: wait for the next one, do not drop it
+            await asyncio.sleep(wait)
+            if self._refreshed.get(flow_id, 0.0) + REFRESH_EVERY > time.monotonic():
+                return  # another claim's refresh ran meanwhile
         if len(self._refreshed) > 10_000:
             self._refreshed.clear()
-        self._refreshed[flow_id] = now
+        self._refreshed[flow_id] = time.monotonic()
         with contextlib.suppress(FlowMgrError):
             await self._refresh_one(flow_id)
 
@@ -469,20 +482,20 @@ class HubManager(ContainerManager):
     def _on_link_event(self, event: LinkEvent) -> None:
         if isinstance(event, NodeStatusChanged):
             node = self.nodes.get(event.node_id)
-            self.bus.publish(
-                NodeStatusReported(
-                    node_id=event.node_id,
-                    node=event.hostname,
-                    state=node.state if node is not None else "unknown",
-                    agent=event.agent,
-                    reason=event.reason,
-                    down_for=None if event.down_for is None else round(event.down_for, 3),
-                )
+            said = NodeStatusReported(
+                node_id=event.node_id,
+                node=event.hostname,
+                state=node.state if node is not None else "unknown",
+                agent=event.agent,
+                reason=event.reason,
+                down_for=None if event.down_for is None else round(event.down_for, 3),
             )
+            self.bus.publish(said)
             if event.agent == "connected":
                 self._poke.set()
                 if self._watch:
                     self._spawn(self._send_watches(), "watch-stats")
+            self._node_said[event.node_id] = said
         elif isinstance(event, FlowsUnknown):
             for rec in list(self.registry.records.values()):
                 if rec.info.node_id == event.node_id and rec.state == "running":
@@ -586,7 +599,7 @@ class HubManager(ContainerManager):
                     f"(Swarm's task: {task.state if task else 'none'})",
                     details={"reason": "timeout", "state": rec.state},
                 )
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.25)
 
     async def _apply_service(self, service: FlowService) -> Record:
         old = self.services.get(service.id)
@@ -595,7 +608,9 @@ class HubManager(ContainerManager):
             self._last_change = time.monotonic()
         task = service.current
         before = self.registry.records.get(service.id)
-        state, exit_code = self._state_of(service, task, before.state if before else None)
+        state, exit_code, why = self._state_of(service, task, before.state if before else None)
+        if before is not None and state == "unknown" and before.state != "unknown":
+            self._set_state(before, "unknown", why)  # said with its reason
         labels = dict(service.labels)
         ports, problem = ports_as_written(labels.get(PORTS_LABEL), {})
         node = self.nodes.get(task.node_id) if task and task.node_id else None
@@ -635,30 +650,34 @@ class HubManager(ContainerManager):
 
     def _state_of(
         self, service: FlowService, task: FlowTask | None, prev: str | None
-    ) -> tuple[str, int]:
+    ) -> tuple[str, int, str | None]:
         """The flow's state from its service and current task; while Swarm is between tasks
         (placing, preparing, removing) the flow keeps the state it had, as a container does
         while `docker start` runs: one `status_changed` per real change."""
         before = prev or "created"
         if service.replicas == 0:
             if task is not None and task.state == "running":  # being stopped
-                return "running", 0
-            return ("created" if before == "created" else "stopped"), 0
+                return "running", 0, None
+            return ("created" if before == "created" else "stopped"), 0, None
         if task is None:
-            return before, 0
+            return before, 0, None
         if task.state == "running":
             link = self.links.nodes.get(task.node_id or "")
             if link is not None and not link.connected:
-                return "unknown", 0
+                return "unknown", 0, link.reason
+            node = self.nodes.get(task.node_id or "")
+            if node is not None and node.state != "ready":
+                # the managers lost the node (its daemon, its network)
+                return "unknown", 0, f"node_{node.state}"
             held = link.flows.get(service.id) if link is not None else None
             if held is not None and held.task_id == task.id and held.state == "unknown":
-                return "unknown", 0  # its agent lost the node's engine
-            return "running", 0
+                return "unknown", 0, "node_engine_lost"  # its agent lost the node's engine
+            return "running", 0, None
         if task.state in ("failed", "rejected"):
-            return "exited", task.exit_code if task.exit_code is not None else 1
+            return "exited", task.exit_code if task.exit_code is not None else 1, None
         if task.state == "complete":
-            return "exited", 0
-        return before, 0
+            return "exited", 0, None
+        return before, 0, None
 
     async def _after(self, service: FlowService, task: FlowTask, rec: Record) -> None:
         """A crash said once per task; a flow whose node died moved by a forced update."""

@@ -19,6 +19,7 @@ from server.core.events import (
     ContainerCrashed,
     DockerConnectionLost,
     DockerConnectionRestored,
+    NodeStatusReported,
     StatusReported,
 )
 from server.core.fd_budget import CHANNEL_FDS, FdBudget, reserve_for
@@ -450,6 +451,11 @@ class ContainerManager(ContainerActions):
         """The `nodes` of a `container_list` answer (docs/PROTOCOL.md, NodeOut-shaped dicts):
         None on one host (no Swarm, no nodes key); a cluster hub lists its Swarm nodes."""
         return None
+
+    def node_states(self) -> list[NodeStatusReported]:
+        """The last `node_status` of every node whose agent link is down, for a client that
+        just connected (so it knows why and since when); none on one host."""
+        return []
 
     async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
         """The last `tail` lines of output, secrets masked, at most `docker.max_log_bytes` of

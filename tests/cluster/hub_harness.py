@@ -78,14 +78,14 @@ class Roles:
 
     def start_hub(self, node: Node | None = None) -> None:
         node = node or self.cluster.nodes[0]
-        log = open(self.base / "hub.log", "ab")  # noqa: SIM115 - kept by the process
-        self.hub = subprocess.Popen(
-            [FLOWMGR, "--hub", "--config", str(self.config("hub"))],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "DOCKER_HOST": node.host},
-            start_new_session=True,
-        )
+        with open(self.base / "hub.log", "ab") as log:  # the child keeps its own copy
+            self.hub = subprocess.Popen(
+                [FLOWMGR, "--hub", "--config", str(self.config("hub"))],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "DOCKER_HOST": node.host},
+                start_new_session=True,
+            )
         wait_for("the hub's /health", self._hub_listens, 30)
 
     def _hub_listens(self) -> bool:
@@ -98,21 +98,21 @@ class Roles:
             return False
 
     def start_agent(self, node: Node) -> None:
-        log = open(self.base / f"agent-{node.name}.log", "ab")  # noqa: SIM115
-        self.agents[node.name] = subprocess.Popen(
-            [
-                "nsenter",
-                f"--net=/run/netns/{node.netns}",
-                FLOWMGR,
-                "--agent",
-                "--config",
-                str(self.config(node.name)),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "DOCKER_HOST": node.host},
-            start_new_session=True,
-        )
+        with open(self.base / f"agent-{node.name}.log", "ab") as log:
+            self.agents[node.name] = subprocess.Popen(
+                [
+                    "nsenter",
+                    f"--net=/run/netns/{node.netns}",
+                    FLOWMGR,
+                    "--agent",
+                    "--config",
+                    str(self.config(node.name)),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "DOCKER_HOST": node.host},
+                start_new_session=True,
+            )
 
     def stop_agent(self, node: Node) -> None:
         proc = self.agents.pop(node.name, None)

@@ -13,6 +13,7 @@ import os
 import signal
 import statistics
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -38,7 +39,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def roles(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Roles]:
     """The hub and three agents, linked; everything they made removed at the end."""
-    base: Path = tmp_path_factory.mktemp("hub")
+    keep = os.environ.get("FLOWMGR_HUB_TEST_DIR")  # logs that outlive pytest's tmp rotation
+    base: Path = Path(tempfile.mkdtemp(dir=keep)) if keep else tmp_path_factory.mktemp("hub")
     roles = Roles(cluster, base)
     try:
         roles.start_hub()
@@ -108,7 +110,10 @@ async def test_thirty_flows_spread_over_the_nodes_and_each_answers(
         assert len(spread) == 3 and min(spread.values()) >= 5, spread
         names = {n.name for n in roles.cluster.nodes}
         assert {h.split("-")[-1] for h in spread} <= names, spread
-        # each one answers a message, through the hub and its node's agent
+        # each one answers a message, through the hub and its node's agent (once its runtime
+        # has connected to its socket: a start does not wait for that, on one host either)
+        for cid in flows:
+            await _answers(sio, rec, cid, timeout=20)
         rtts = []
         for cid in flows:
             began = time.perf_counter()
@@ -199,7 +204,6 @@ async def test_a_flow_that_ends_on_its_own_is_a_crash_with_its_logs(
             labels=labels,
             container_labels=labels,
             restart_policy=docker.types.RestartPolicy(condition="none"),
-            resolve_image="never",
         )
         try:
             crash = await rec.wait_for(

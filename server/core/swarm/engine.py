@@ -77,6 +77,8 @@ _TASK_CHUNK = 64
 _POOL_SIZE = 8
 _SETTLE_SECONDS = 20.0
 """Seconds past `mutation_timeout` a scale to 1 waits for the old task to go (its stop grace)."""
+_TASK_GRACE = 2.0
+"""Seconds a scale-up gets to show its task before the service is nudged."""
 _NUDGES = 3
 """Forced updates a scale to 1 may send when the managers made no task."""
 
@@ -496,14 +498,19 @@ class SwarmEngine:
         forced update when they do not. Swarm 20.10 loses a scale-up that arrives while the
         previous task (desired state "remove") is still going away: the service then says 1
         replica and has no task, until its next update (seen on the test cluster)."""
-        deadline = asyncio.get_running_loop().time() + self.mutation_timeout + _SETTLE_SECONDS
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        deadline = began + self.mutation_timeout + _SETTLE_SECONDS
         nudged = 0
         while True:
             svc = await self.flow_service(service_id)
             if svc.replicas != 1 or any(t.desired_state in ("running", "ready") for t in svc.tasks):
                 return
             leaving = any(t.desired_state == "remove" for t in svc.tasks)
-            if not leaving and nudged < _NUDGES:
+            # the orchestrator makes the task a moment after the update (later on a busy
+            # host): a nudge before that would replace the task it is about to make
+            patient = loop.time() - began < _TASK_GRACE
+            if not leaving and not patient and nudged < _NUDGES:
                 nudged += 1
                 logger.info("service %s has no task after a scale to 1: forced update", service_id)
                 await self.force_restart(service_id)
