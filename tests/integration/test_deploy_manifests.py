@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import pytest
 import yaml
 from pydantic import BaseModel
 
@@ -105,18 +106,20 @@ def test_compose_file_mounts_socket_dir_at_the_same_path() -> None:
     assert service["ulimits"]["nofile"] == NOFILE
 
 
-def _systemd_verify(unit_text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _systemd_verify(
+    unit_text: str, tmp_path: Path, name: str = "flowmgr.service"
+) -> subprocess.CompletedProcess[str]:
     """`systemd-analyze verify` in a scratch root holding systemd's units and a stub binary."""
     root = tmp_path / "root"
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
-    (root / "etc/systemd/system/flowmgr.service").write_text(unit_text)
+    (root / "etc/systemd/system" / name).write_text(unit_text)
     binary = root / "opt/flowmgr/bin/flowmgr"  # the unit's ExecStart must exist to verify
     binary.parent.mkdir(parents=True)
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
     return subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", "flowmgr.service"],
+        ["systemd-analyze", "verify", f"--root={root}", name],
         capture_output=True,
         text=True,
         timeout=60,
@@ -138,6 +141,18 @@ def test_systemd_unit_verifies_cleanly(tmp_path: Path) -> None:
         assert line in unit
     env = {line.split("=", 2)[1] for line in unit.splitlines() if line.startswith("Environment=")}
     assert PROTOCOL_ENV <= env
+
+
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [("flowmgr-hub.service", "--hub"), ("flowmgr-agent.service", "--agent")],
+)
+def test_cluster_units_verify_cleanly(tmp_path: Path, name: str, start: str) -> None:
+    """The cluster roles' units (docs/CLUSTER.md, README "Cluster mode")."""
+    unit = (DEPLOY / name).read_text()
+    out = _systemd_verify(unit, tmp_path, name)
+    assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
+    assert f"ExecStart=/opt/flowmgr/bin/flowmgr {start}" in unit
 
 
 def test_systemd_check_can_fail(tmp_path: Path) -> None:
