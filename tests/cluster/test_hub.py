@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -25,11 +27,16 @@ import docker
 import pytest
 import pytest_asyncio
 
+from flowmgr_tui.app import FlowMgrApp
+from flowmgr_tui.remote import RemoteBackend
+from flowmgr_tui.widgets.node_summary import NodeSummary
 from server.cluster.agent_link import AgentLink, new_instance
 from server.cluster.link_models import AgentEvent, AgentHello, AgentReport, FlowHeld, Request
 from tests.cluster.conftest import Cluster, Node, wait_for
-from tests.cluster.hub_harness import Roles, node_link, swarm_traffic
-from tests.integration.api_harness import client
+from tests.cluster.hub_harness import FLOWMGR, Roles, node_link, swarm_traffic
+from tests.integration.api_harness import TEST_TOKEN, client
+from tests.tui.helpers import dashboard, until
+from tests.tui.test_tmux_e2e import Tmux
 
 log = logging.getLogger(__name__)
 FLOWS = 30
@@ -184,8 +191,64 @@ def _changed(cid: str, state: str, away_from: str | None = None) -> Callable[[An
     return match
 
 
+def _all_managers_back(cluster: Cluster) -> bool:
+    nodes = cluster.swarm_nodes()
+    return len(nodes) == 3 and all(
+        n["Status"]["State"] == "ready" and n["ManagerStatus"]["Reachability"] == "reachable"
+        for n in nodes
+    )
+
+
 def _on(listed: dict[str, dict[str, Any]], flows: list[str], node: Node) -> list[str]:
     return [cid for cid in flows if (listed[cid].get("node") or "").endswith(f"-{node.name}")]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_panel_lists_every_flow_with_its_node(roles: Roles, flows: list[str]) -> None:
+    """Pilot: `flowmgr --connect` to the hub shows the 30 flows, each with its node's hostname,
+    and a summary line per node."""
+    backend = RemoteBackend(roles.url, token=TEST_TOKEN)
+    app = FlowMgrApp(backend, start_backend=True, mode=f"remote {roles.url}")
+    try:
+        async with app.run_test(size=(160, 50)) as pilot:
+            table = dashboard(app).table
+            await until(pilot, lambda: set(flows) <= set(table.shown_ids), "every flow", 30)
+            for cid in flows:
+                node = table.cell_text(cid, "node")
+                assert re.fullmatch(r"[a-z0-9]+-n[123]", node), (cid, node)
+            summary = str(dashboard(app).query_one(NodeSummary).content).splitlines()
+            assert sum(1 for line in summary if re.match(r"[a-z0-9]+-n[123]\b", line)) == 3, summary
+    finally:
+        await backend.stop()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_panel_in_tmux_lists_every_flow_with_its_node(
+    roles: Roles, flows: list[str]
+) -> None:
+    """The real terminal: `flowmgr --connect URL` in tmux lists all the flows and their nodes."""
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is not installed")
+    token_file = roles.base / "api.token"
+    token_file.write_text(TEST_TOKEN)
+    token_file.chmod(0o600)
+    tmux = Tmux(f"flowmgr-hub-{roles.instance}")
+    cmd = (
+        f"env TERM=xterm-256color {FLOWMGR} --connect {roles.url} --token-file {token_file} "
+        f"--log-file {roles.base / 'panel.log'}"
+    )
+    try:
+        tmux.run("new-session", "-d", "-s", "panel", "-x", "170", "-y", "50", cmd)
+        tmux.run("resize-window", "-t", "panel", "-x", "170", "-y", "50")
+        screen = await tmux.wait_for(lambda s: f"{FLOWS} of {FLOWS} containers" in s, "the count")
+        rows = [line for line in screen.splitlines() if "flow:latest" in line]
+        assert rows, screen  # the rows that fit the table's height, each with its node
+        assert all(re.search(r"\b[a-z0-9]+-n[123]\b", row) for row in rows), screen
+        summary = [line for line in screen.splitlines() if re.match(r"\s*[a-z0-9]+-n[123] ", line)]
+        assert len(summary) == 3 and all(" connected" in line for line in summary), screen
+        (roles.base / "panel-tmux.txt").write_text(screen)
+    finally:
+        tmux.run("kill-server")
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -364,6 +427,7 @@ async def test_partitioned_node_fences_its_flows(roles: Roles, flows: list[str])
 @pytest.mark.asyncio(loop_scope="module")
 async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: list[str]) -> None:
     node = roles.cluster.node("n3")
+    wait_for("three reachable managers", lambda: _all_managers_back(roles.cluster), 60)
     async with client(roles.url) as (sio, rec):
         listed = _by_id(await linked(sio))
         hit = _on(listed, flows, node)
