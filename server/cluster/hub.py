@@ -236,7 +236,9 @@ class HubManager(ContainerManager):
             raise InvalidRequest(f"a container named {spec.name!r} already exists", field="name")
         nodes = list(self.nodes.values()) or await self.engine.nodes()
         known = [SwarmNode(n.id, n.hostname) for n in nodes]
-        service = service_spec(spec, self.settings, labels={}, nodes=known, replicas=0)
+        service = service_spec(
+            spec, self.settings, labels={}, nodes=known, node=spec.node, replicas=0
+        )
         service_id = await self.engine.create_flow_service(service)
         rec = await self._refresh_one(service_id)
         return self.registry.snapshot_of(rec)

@@ -126,6 +126,8 @@ class CreateSpec:
     """Overrides the configured default (e.g. "64m")."""
     binds: tuple[Pin, ...] = ()
     """Set by `validation.host.validate_create`: the checked host binds (never from a request)."""
+    node: str | None = None
+    """ext, cluster mode only: the Swarm node (ID or hostname) the flow must run on."""
 
 
 @dataclass(frozen=True, slots=True)

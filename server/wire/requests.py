@@ -126,6 +126,8 @@ class CreateContainerRequest(RequestIn):
     """Host path -> container path."""
     ports: dict[str, int] = Field(default_factory=dict)
     """Container port ("8080" or "8080/tcp") -> host port."""
+    node: str | None = None
+    """ext, a cluster hub only: the Swarm node (ID or hostname) to run the flow on."""
 
     def to_spec(self) -> CreateSpec:
         """The core's create request."""
@@ -135,6 +137,7 @@ class CreateContainerRequest(RequestIn):
             environment=dict(self.environment),
             volumes=dict(self.volumes),
             ports=dict(self.ports),
+            node=self.node,
         )
 
 

@@ -33,7 +33,7 @@ from flowmgr_tui.widgets.node_summary import NodeSummary
 from server.cluster.agent_link import AgentLink, new_instance
 from server.cluster.link_models import AgentEvent, AgentHello, AgentReport, FlowHeld, Request
 from tests.cluster.conftest import Cluster, Node, wait_for
-from tests.cluster.hub_harness import FLOWMGR, Roles, node_link, swarm_traffic
+from tests.cluster.hub_harness import FLOWMGR, PREFIX, Roles, node_link, swarm_traffic
 from tests.integration.api_harness import TEST_TOKEN, client
 from tests.tui.helpers import dashboard, until
 from tests.tui.test_tmux_e2e import Tmux
@@ -201,6 +201,23 @@ def _all_managers_back(cluster: Cluster) -> bool:
 
 def _on(listed: dict[str, dict[str, Any]], flows: list[str], node: Node) -> list[str]:
     return [cid for cid in flows if (listed[cid].get("node") or "").endswith(f"-{node.name}")]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_request_may_name_the_node(roles: Roles, flows: list[str]) -> None:
+    async with client(roles.url) as (sio, _rec):
+        n2 = f"{PREFIX}-n2"  # its hostname (cluster-up.sh)
+        bad = await call(sio, "create_container", {"name": f"{roles.instance}-x", "node": "nope"})
+        assert bad["error_type"] == "validation_error" and bad["details"]["field"] == "node", bad
+        assert n2 in bad["message"], bad  # says which nodes there are
+        made = await call(sio, "create_container", {"name": f"{roles.instance}-on2", "node": n2})
+        assert "error" not in made, made
+        try:
+            await call(sio, "start_container", {"container_id": made["container_id"]})
+            item = _by_id(await call(sio, "list_containers", {}))[made["container_id"]]
+            assert item["node"] == n2 and item["status"] == "running", item
+        finally:
+            await call(sio, "delete_container", {"container_id": made["container_id"]})
 
 
 @pytest.mark.asyncio(loop_scope="module")

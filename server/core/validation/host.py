@@ -79,6 +79,7 @@ def validate_create(
     _check_privileged(ports, settings)
     check_command(spec.command)
     check_memory_limit(spec.memory_limit)
+    _check_node(spec.node, settings)
     return replace(
         spec,
         volumes={p.source: f"{p.target}:{p.mode}" for p in binds},
@@ -104,6 +105,21 @@ def protected_host_paths(settings: Settings, env: Mapping[str, str]) -> list[str
         if p.startswith("/"):
             out.extend({lexical(p), os.path.realpath(p)})
     return out
+
+
+def _check_node(node: object, settings: Settings) -> None:
+    """A request's `node` (ext) is a cluster hub's: on one host it is refused, not ignored (a
+    client that asks for a node must not believe it got one); the hub matches it exactly
+    against the Swarm's node list (`swarm.spec.resolve_node`)."""
+    if node is None:
+        return
+    if settings.cluster.mode != "swarm":
+        raise InvalidRequest(
+            "node names a Swarm node: only a cluster hub (cluster.mode swarm) places flows",
+            field="node",
+        )
+    if not isinstance(node, str) or not 1 <= len(node) <= 253:
+        raise InvalidRequest("node must be a node ID or hostname of 1-253 characters", field="node")
 
 
 def _check_socket_path(name: str, settings: Settings) -> None:
