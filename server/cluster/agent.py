@@ -56,7 +56,13 @@ from server.cluster.link_models import (
 )
 from server.core.bus import EventBus
 from server.core.config import Settings, load_cli_settings
-from server.core.errors import ConfigError, ContainerNotFound, FlowMgrError, InvalidRequest
+from server.core.errors import (
+    ConfigError,
+    ContainerNotFound,
+    DockerApiError,
+    FlowMgrError,
+    InvalidRequest,
+)
 from server.core.events import (
     ContainerAdded,
     ContainerRemoved,
@@ -171,7 +177,7 @@ class Agent:
 
     async def start(self) -> None:
         """Ask the engine who this node is, start the core, link to the hub, start the fence."""
-        info = await self.adapter.info()
+        info = await self._engine_info()
         swarm = info.get("Swarm") or {}
         self.node_id = str(swarm.get("NodeID") or "")
         self.hostname = str(info.get("Name") or "")
@@ -219,6 +225,18 @@ class Agent:
             len(self.hello().flows),
             self.hub_url,
         )
+
+    async def _engine_info(self) -> dict[str, Any]:
+        """`docker info`, waiting (capped back-off, said in the log) while the engine is down:
+        an agent started before its node's daemon waits for it."""
+        delay = 0.5
+        while True:
+            try:
+                return await self.adapter.info()
+            except DockerApiError as err:
+                logger.warning("agent: the node's engine does not answer (%s); retrying", err)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def stop(self) -> None:
         """Unlink, stop the core (the flows keep running), close the engine clients."""
@@ -635,15 +653,26 @@ async def run_agent(settings: Settings) -> None:
     assert settings.cluster.hub_url and settings.cluster.agent_token_file
     token = await asyncio.to_thread(agent_token_from_file, settings.cluster.agent_token_file)
     agent = Agent(settings, hub_url=settings.cluster.hub_url, agent_token=token)
-    stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    this = asyncio.current_task()
+    assert this is not None
+    signalled: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        signalled.append(sig)
+        this.cancel()  # also ends a start still waiting for the node's engine
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stopping.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     try:
         await agent.start()
-        await stopping.wait()
+        await asyncio.Event().wait()  # until cancelled
+    except asyncio.CancelledError:
         logger.info("agent: stopping (the flows keep running)")
+        if not signalled:
+            raise
+        this.uncancel()
     finally:
         await agent.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
