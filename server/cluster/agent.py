@@ -56,6 +56,7 @@ from server.cluster.link_models import (
 )
 from server.core.bus import EventBus
 from server.core.config import Settings, load_cli_settings
+from server.core.container_info import ContainerInfo
 from server.core.errors import (
     ConfigError,
     ContainerNotFound,
@@ -67,6 +68,8 @@ from server.core.events import (
     ContainerAdded,
     ContainerRemoved,
     ContainerStateChanged,
+    DockerConnectionLost,
+    DockerConnectionRestored,
     Event,
     FlowChannelConnected,
     FlowChannelLost,
@@ -162,6 +165,8 @@ class Agent:
         self._untap: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._known: dict[str, tuple[str, str]] = {}
+        self._fenced_flows: list[tuple[str, str, float]] = []
+        """(flow, task, seconds cut off) the fence stopped, said to the hub when it is back."""
         """Container id -> (flow_id, task_id) of the tasks reported (for `gone`)."""
         self._by_flow: dict[str, set[str]] = {}
         """Flow id -> its task containers here (the current one and a few stopped older)."""
@@ -194,6 +199,7 @@ class Agent:
             docker_root=self.docker_root,
             socket_mount=self.settings.docker.socket_mount,
             instance=self.settings.docker.instance,
+            newest=self._is_newest,
         )
         # a tap, not a subscription: called as each event is published, in order, while the
         # registry still holds the container (a removal's ids are remembered from before)
@@ -325,6 +331,13 @@ class Agent:
             logger.warning("agent: the hub falls behind; dropped a %s", type(item).__name__)
 
     def _tap(self, event: Event) -> None:
+        if isinstance(event, DockerConnectionLost | DockerConnectionRestored):
+            self._engine_changed(lost=isinstance(event, DockerConnectionLost))
+            return
+        if isinstance(event, ContainerAdded):
+            rec = self.core.registry.records.get(event.snapshot.id) if self.core else None
+            if rec is not None:
+                self._close_older(rec.info)
         if not isinstance(event, _FORWARDED):
             return
         try:
@@ -334,6 +347,51 @@ class Agent:
             return
         if item is not None:
             self._queue(item)
+
+    def _is_newest(self, info: ContainerInfo) -> bool:
+        """Whether no other task container of the same flow here is newer (the core's
+        registry: it holds `info` already when the socket place is asked)."""
+        flow_id = info.labels.get(SERVICE_LABEL)
+        if not flow_id or self.core is None:
+            return True
+        return not any(
+            rec.info.labels.get(SERVICE_LABEL) == flow_id and rec.info.created > info.created
+            for rec in self.core.registry.records.values()
+        )
+
+    def _close_older(self, info: ContainerInfo) -> None:
+        """A newer task container of a flow arrived: the older ones' channels go."""
+        flow_id = info.labels.get(SERVICE_LABEL)
+        core = self.core
+        if not flow_id or core is None:
+            return
+        for rec in list(core.registry.records.values()):
+            if (
+                rec.info.id != info.id
+                and rec.info.labels.get(SERVICE_LABEL) == flow_id
+                and rec.info.created < info.created
+                and core.hub.info(rec.info.id) is not None
+            ):
+                self._spawn(core.hub.close(rec.info.id), "close-older-channel")
+
+    def _engine_changed(self, *, lost: bool) -> None:
+        """The node's engine died (or is back): what this node runs is `unknown` to the hub at
+        once, rather than when the managers notice the node is gone (seconds later)."""
+        for flow_id in {flow for _rec, flow, _task in self._records()}:
+            current = self._current(flow_id)
+            if current is None:
+                continue
+            rec, task_id = current
+            if rec.state != "running":
+                continue
+            self._queue(
+                AgentReport(
+                    flow_id=flow_id,
+                    task_id=task_id,
+                    container_id=rec.info.id,
+                    state="unknown" if lost else rec.state,
+                )
+            )
 
     def _translated(self, event: Event) -> AgentReport | AgentEvent | None:
         core = self.core
@@ -571,6 +629,7 @@ class Agent:
                             "stopped; Swarm decides where they run now)",
                             self.fence_stops,
                         )
+                        self._say_fenced()
                     continue
                 if prober is None or prober.done():
                     prober = asyncio.create_task(self._probe_managers(), name="agent-probe")
@@ -579,6 +638,19 @@ class Agent:
         finally:
             if prober is not None:
                 prober.cancel()
+
+    def _say_fenced(self) -> None:
+        """Tell the hub, now that it hears us again, which flows the fence stopped here."""
+        for flow_id, task_id, cut_for in self._fenced_flows:
+            self._queue(
+                AgentEvent(
+                    flow_id=flow_id,
+                    task_id=task_id,
+                    kind="fenced",
+                    data={"cut_for": round(cut_for, 1), "why": self.managers_why[:300]},
+                )
+            )
+        self._fenced_flows.clear()
 
     async def _probe_managers(self) -> None:
         """Ask once; the loop asks again when this is done (one probe at a time)."""
@@ -613,6 +685,11 @@ class Agent:
             try:
                 await self.adapter.stop(cid, FENCE_STOP_TIMEOUT)
                 self.fence_stops += 1
+                ids = task_ids(rec)
+                lost = self.link.link_lost_since if self.link is not None else None
+                if ids is not None:
+                    cut = self.clock() - lost if lost is not None else 0.0
+                    self._fenced_flows.append((ids[0], ids[1], cut))
                 logger.warning("agent: fenced: stopped %s (%s)", rec.info.name, cid[:12])
                 with contextlib.suppress(FlowMgrError):
                     await core.monitor.refresh(cid)

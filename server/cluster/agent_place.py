@@ -25,6 +25,7 @@ import asyncio
 import os
 import re
 import stat
+from collections.abc import Callable
 from typing import Any
 
 from server.cluster.agent_docker import AgentAdapter
@@ -152,12 +153,22 @@ class VolumePlace:
     """The core's SocketPlace on a node: a task's socket is in its flow's volume."""
 
     def __init__(
-        self, adapter: AgentAdapter, *, docker_root: str, socket_mount: str, instance: str
+        self,
+        adapter: AgentAdapter,
+        *,
+        docker_root: str,
+        socket_mount: str,
+        instance: str,
+        newest: Callable[[ContainerInfo], bool] | None = None,
     ) -> None:
         self.adapter = adapter
         self.docker_root = docker_root
         self.socket_mount = socket_mount
         self.instance = instance
+        self.newest = newest
+        """Whether a container is its flow's newest task container here: the tasks of one flow
+        on one node share its volume, so only the newest may hold the socket (an older one
+        listening again would take the path, and the running flow's connection with it)."""
 
     def data_dir(self, flow_name: str) -> str:
         """Where the volume of `flow_name` lives on this node."""
@@ -168,6 +179,12 @@ class VolumePlace:
         return os.path.join(self.data_dir(name), SOCKET_FILE)
 
     async def verify(self, info: ContainerInfo) -> None:
+        if self.newest is not None and not self.newest(info):
+            raise FlowSocketError(
+                f"no flow socket for {info.name}: an older task of its flow (the newest one "
+                "on this node holds the flow's socket)",
+                details={"container_id": info.id, "reason": "older_task"},
+            )
         try:
             raw = await self.adapter.inspect_raw(info.id)
             name = flow_name_of((raw.get("Config") or {}).get("Labels") or {})

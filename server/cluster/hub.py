@@ -38,6 +38,7 @@ from server.core.errors import (
     ContainerNotFound,
     DockerApiError,
     FlowMgrError,
+    FlowSocketConnectionError,
     InvalidRequest,
 )
 from server.core.events import (
@@ -73,6 +74,8 @@ POLL_QUIET = 5.0
 READ_TIMEOUT = 5.0
 """A poll's calls: without quorum a manager may hold a read for 20 s; the cache answers."""
 CRASH_LOG_LINES = 50
+CRASH_GRACE = 3.0
+"""Seconds a failed task waits before it is said to be a crash (a fence's word may come)."""
 REFRESH_EVERY = 0.25
 """Seconds between two re-reads of one flow's tasks for agents' claims (what one agent can
 make the hub ask the managers, whatever it sends)."""
@@ -107,6 +110,7 @@ class HubManager(ContainerManager):
         self.links.refresh = self._refresh_for_agent
         self._refreshed: dict[str, float] = {}
         self._node_said: dict[str, NodeStatusReported] = {}
+        self._fenced_tasks: set[str] = set()
         self.links.subscribe(self._on_link_event)
         self.agents: AgentNamespace | None = None
         self.services: dict[str, FlowService] = {}
@@ -358,26 +362,25 @@ class HubManager(ContainerManager):
     # -- talking to agents
 
     def _where(self, rec: Record, *, running: bool = True) -> tuple[str, str]:
-        """(node ID, task container ID) of the flow's current task, or a typed error."""
+        """(node ID, task container ID) of the flow's current task, or a typed error. Swarm's
+        current task decides (an agent's word may lag a move or a forced update); a task that
+        has no container yet is starting, and the older one is not asked in its place."""
         flow_id = rec.info.id
-        # Swarm's current task first (an agent's word may lag a move or a forced update)
         service = self.services.get(flow_id)
         task = service.current if service is not None else None
-        node_id = task.node_id if task is not None and task.container_id else None
-        cid = task.container_id if node_id is not None and task is not None else None
-        if node_id is None:
+        if task is not None:
+            node_id, cid = task.node_id, task.container_id
+        else:  # not in the last poll yet: the agent's word
             node_id = self.links.node_of(flow_id) or rec.info.node_id
             link = self.links.nodes.get(node_id or "")
             held = link.flows.get(flow_id) if link is not None else None
             cid = held.container_id if held is not None else None
-        if node_id is None:
-            raise NodeNotConnected(
-                f"{rec.info.name} has no task on any node (state {rec.state})",
-                details={"reason": "no_task", "container_id": flow_id},
-            )
-        if cid is None:
-            raise NodeNotConnected(
-                f"{rec.info.name} has no container on node {node_id} yet",
+        if node_id is None or cid is None:
+            where = f" on node {task.node or node_id}" if task is not None and node_id else ""
+            raise FlowSocketConnectionError(
+                f"{rec.info.name} has no running container{where} yet (state {rec.state}"
+                + (f", Swarm's task {task.state}" if task is not None else "")
+                + ")",
                 details={"reason": "no_task", "container_id": flow_id, "node_id": node_id},
             )
         if running and rec.state == "unknown":
@@ -478,6 +481,39 @@ class HubManager(ContainerManager):
         elif kind == "frame_rejected":
             reason = str(data.get("reason", ""))[:500]
             self.bus.publish(FlowFrameRejected(container_id=flow_id, reason=reason))
+        elif kind == "fenced":
+            rec = self.registry.records[flow_id]
+            self._fenced_tasks.add(event.task_id)
+            service = self.services.get(flow_id)
+            current = service.current if service is not None else None
+            if (
+                service is not None
+                and service.replicas == 1
+                and (current is None or current.id == event.task_id or current.state != "running")
+            ):
+                # the fence ended the task Swarm still counts on (it healed before the node was
+                # marked down): with restart condition none nothing would start it again
+                logger.warning("%s: its task was fenced; starting it again", rec.info.name)
+                self._spawn(self._move(flow_id), "unfence-flow")
+            node = self.nodes.get(node_id)
+            where = node.hostname if node is not None else node_id
+            raw = data.get("cut_for")
+            # the agent's number, not trusted: a plain finite number or nothing
+            cut_for = None
+            if isinstance(raw, int | float) and not isinstance(raw, bool) and 0 <= raw < 1e9:
+                cut_for = round(float(raw), 1)
+            self.registry.record_activity(
+                "container_fenced",
+                flow_id,
+                f"{rec.info.name}: its task on {where} was stopped by that node's agent, cut off "
+                f"from the hub and the managers for {cut_for} s (so it never ran twice)",
+                {
+                    "node": where,
+                    "task_id": event.task_id,
+                    "cut_for": cut_for,
+                    "name": rec.info.name,
+                },
+            )
         elif kind == "log_line" and isinstance(data.get("line"), str):
             self.bus.publish(LogLineReceived(container_id=flow_id, line=data["line"][:65536]))
 
@@ -710,6 +746,11 @@ class HubManager(ContainerManager):
         self._poke.set()
 
     async def _say_crash(self, rec: Record, task: FlowTask) -> None:
+        # a task its node's fence stopped is no crash: the agent says so once its link is back,
+        # about when the managers learn the task ended (both wait for the network)
+        await asyncio.sleep(CRASH_GRACE)
+        if task.id in self._fenced_tasks:
+            return
         logs: list[str] = []
         if task.node_id and task.container_id:
             with contextlib.suppress(Exception):

@@ -276,8 +276,12 @@ class HubLinks:
         for a task not placed on its node or holds too many flows."""
         link = self.nodes[node_id]
         if report.gone:
-            link.flows.pop(report.flow_id, None)
-            link.samples.pop(report.flow_id, None)
+            held = link.flows.get(report.flow_id)
+            if held is not None and held.task_id == report.task_id:  # not an older task's
+                link.flows.pop(report.flow_id, None)
+                link.samples.pop(report.flow_id, None)
+            if self.on_report is not None:
+                self.on_report(node_id, report)
             return
         if not self.places(node_id, report.flow_id, report.task_id):
             raise InvalidRequest(

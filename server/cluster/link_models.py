@@ -210,6 +210,7 @@ EventKind = Literal[
     "channel_lost",
     "frame_rejected",
     "log_line",
+    "fenced",
 ]
 EVENT_KINDS: frozenset[str] = frozenset(get_args(EventKind))
 
@@ -218,7 +219,8 @@ class AgentEvent(LinkModel):
     """Agent -> hub: something one flow's task did on the node, for the hub to publish as the
     core event of the same name under the flow's id. `data` by kind: message_received
     {message}, control {control}, channel_connected {}, channel_lost {reason}, frame_rejected
-    {reason}, log_line {line}."""
+    {reason}, log_line {line}, fenced {cut_for, why} (the agent stopped the flow's task there
+    while cut off from the hub and the managers; said once the link is back)."""
 
     flow_id: ObjectId
     task_id: ObjectId

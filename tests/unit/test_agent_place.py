@@ -179,3 +179,40 @@ def test_a_relative_or_dotted_path_is_refused() -> None:
     for bad in ("relative/_data", "/var/lib/docker/volumes/../../../etc"):
         with pytest.raises(FlowSocketError):
             secure_data_dir(bad)
+
+
+async def test_an_older_task_of_the_flow_gets_no_socket() -> None:
+    """Tasks of one flow on one node share its volume: only the newest may listen there (an
+    older one listening again would take the path, and the running flow's connection)."""
+    from datetime import UTC, datetime
+
+    from server.cluster.agent_place import VolumePlace
+    from server.core.container_info import ContainerInfo
+
+    class NoEngine:  # never reached: the refusal comes first
+        async def inspect_raw(self, cid: str) -> dict[str, Any]:
+            raise AssertionError("inspected an older task")
+
+    place = VolumePlace(
+        NoEngine(),  # type: ignore[arg-type]
+        docker_root="/var/lib/docker",
+        socket_mount="/run/flowmgr",
+        instance="x",
+        newest=lambda info: False,
+    )
+    info = ContainerInfo(
+        id="c" * 64,
+        name="f.1.t",
+        image="flow",
+        status="exited",
+        health="none",
+        created=datetime.now(UTC),
+        started_at=None,
+        finished_at=None,
+        exit_code=0,
+        oom_killed=False,
+        pid=0,
+    )
+    with pytest.raises(FlowSocketError) as err:
+        await place.verify(info)
+    assert err.value.details["reason"] == "older_task"
