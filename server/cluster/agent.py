@@ -392,6 +392,40 @@ class Agent:
                     state="unknown" if lost else rec.state,
                 )
             )
+        if lost:
+            self._spawn(self._fence_without_engine(), "engine-fence")
+
+    async def _fence_without_engine(self) -> None:
+        """The engine is dead and its containers run on under their shims, where neither Swarm
+        nor the engine can stop them, while Swarm starts the flows elsewhere: past
+        `fence_seconds` without the engine, end them here by their pids (each checked to be
+        still that container's process), so no flow runs twice for longer."""
+        core = self.core
+        if core is None:
+            return
+        await asyncio.sleep(self.settings.cluster.fence_seconds)
+        if core.docker_available:
+            return
+        for rec, flow_id, task_id in self._records():
+            if rec.state != "running" or rec.info.pid <= 0:
+                continue
+            if not await asyncio.to_thread(_is_process_of, rec.info.pid, rec.info.id):
+                continue
+            try:
+                os.kill(rec.info.pid, signal.SIGKILL)
+            except OSError as err:
+                logger.error("agent: engine fence: cannot end %s: %s", rec.info.name, err)
+                continue
+            self.fence_stops += 1
+            self._fenced_flows.append((flow_id, task_id, self.settings.cluster.fence_seconds))
+            logger.warning(
+                "agent: FENCED without an engine: ended %s (pid %d): the engine has been gone "
+                "for %.0f s and Swarm runs the flow elsewhere",
+                rec.info.name,
+                rec.info.pid,
+                self.settings.cluster.fence_seconds,
+            )
+        self._say_fenced()  # the link is up: the hub hears it now
 
     def _translated(self, event: Event) -> AgentReport | AgentEvent | None:
         core = self.core
@@ -708,6 +742,17 @@ _PAYLOAD_KEYS: dict[str, frozenset[str]] = {
     "update": frozenset({"container_id", "code_path"}),
     "forget": frozenset({"keep"}),
 }
+
+
+def _is_process_of(pid: int, container_id: str) -> bool:
+    """Whether `pid` is (still) a process of that container: its cgroup path names the
+    container's id (cgroup v1 and v2, systemd or cgroupfs drivers), so a reused pid is never
+    killed."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="ascii", errors="replace") as f:
+            return container_id in f.read()
+    except OSError:
+        return False
 
 
 def _agent_settings_problem(settings: Settings) -> str | None:

@@ -212,6 +212,15 @@ def _all_managers_back(cluster: Cluster) -> bool:
     )
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its shim's reap does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return not stat.rsplit(") ", 1)[-1].startswith("Z")
+
+
 def _on(listed: dict[str, dict[str, Any]], flows: list[str], node: Node) -> list[str]:
     return [cid for cid in flows if (listed[cid].get("node") or "").endswith(f"-{node.name}")]
 
@@ -473,8 +482,18 @@ async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: 
         )
         hit = _on(listed, flows, node)
         assert hit, f"no flow on n2 or n3: {[listed[c].get('node') for c in flows]}"
+        tasks = {listed[cid]["task_id"] for cid in hit}
+        old_pids = [
+            c.attrs["State"]["Pid"]
+            for c in node.client.containers.list(
+                filters={"label": f"flowmgr.instance={roles.instance}"}
+            )
+            if c.labels.get("com.docker.swarm.task.id") in tasks
+        ]
+        assert len(old_pids) == len(hit), old_pids
         pid = node.dockerd_pid()
         assert pid is not None
+        node.close()
         began = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         try:
@@ -519,6 +538,18 @@ async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: 
                 moved,
             )
             assert moved <= 5.0 + 1.0, f"moved and answering {moved:.1f} s after Swarm's detection"
+            # the old copies, under their shims with no engine to stop them, are ended by the
+            # node's agent past fence_seconds: the flows never run twice for longer
+            wait_for("the old copies ended", lambda: not any(_alive(p) for p in old_pids), 30)
+            ended = time.monotonic() - began
+            assert ended <= roles.fence_seconds + 3, f"old copies ran {ended:.1f} s"
+            said = await rec.wait_for(
+                "activity_log",
+                lambda d: d["activity_type"] == "container_fenced" and d["container_id"] in hit,
+                timeout=10,
+            )
+            assert said["details"]["node"].endswith(f"-{node.name}"), said
+            log.info("daemon kill: the old copies ended %.1f s after the kill", ended)
         finally:
             subprocess.run(["bash", str(node.start_script)], check=False, timeout=60)
             wait_for("n3's daemon", node.answers, 60)
