@@ -184,10 +184,8 @@ def test_a_relative_or_dotted_path_is_refused() -> None:
 async def test_an_older_task_of_the_flow_gets_no_socket() -> None:
     """Tasks of one flow on one node share its volume: only the newest may listen there (an
     older one listening again would take the path, and the running flow's connection)."""
-    from datetime import UTC, datetime
-
     from server.cluster.agent_place import VolumePlace
-    from server.core.container_info import ContainerInfo
+    from tests.unit.test_agent_requests import _info
 
     class NoEngine:  # never reached: the refusal comes first
         async def inspect_raw(self, cid: str) -> dict[str, Any]:
@@ -200,19 +198,7 @@ async def test_an_older_task_of_the_flow_gets_no_socket() -> None:
         instance="x",
         newest=lambda info: False,
     )
-    info = ContainerInfo(
-        id="c" * 64,
-        name="f.1.t",
-        image="flow",
-        status="exited",
-        health="none",
-        created=datetime.now(UTC),
-        started_at=None,
-        finished_at=None,
-        exit_code=0,
-        oom_killed=False,
-        pid=0,
-    )
+    info = _info("c" * 64, swarm=True)
     with pytest.raises(FlowSocketError) as err:
         await place.verify(info)
     assert err.value.details["reason"] == "older_task"
