@@ -111,6 +111,8 @@ class HubManager(ContainerManager):
         self._refreshed: dict[str, float] = {}
         self._node_said: dict[str, NodeStatusReported] = {}
         self._fenced_tasks: set[str] = set()
+        self._containers: dict[str, str] = {}
+        """Flow -> the container of its current task, as last seen (a new one: ask again)."""
         self.links.subscribe(self._on_link_event)
         self.agents: AgentNamespace | None = None
         self.services: dict[str, FlowService] = {}
@@ -291,6 +293,7 @@ class HubManager(ContainerManager):
         return flow_id
 
     async def forget(self, container_id: str) -> None:
+        self._containers.pop(container_id, None)
         if self.registry.remove(container_id) is not None:
             await self.hub.close(container_id)
             await self.drop_queue(container_id)
@@ -684,7 +687,25 @@ class HubManager(ContainerManager):
             self._set_state(rec, rec.state, None)
         if task is not None:
             await self._after(service, task, rec)
+            known = self._containers.get(service.id)
+            if task.container_id and task.container_id != known:
+                self._containers[service.id] = task.container_id
+                if known is not None:
+                    self._follow_moved(rec)
         return rec
+
+    def _follow_moved(self, rec: Record) -> None:
+        """A flow has a new container (moved, restarted): what clients watch or follow of it
+        is asked of that container's agent again."""
+        if any(rec.info.id in ids for ids in self._watch.values()):
+            self._spawn(self._send_watches(), "watch-stats")
+        if rec.info.id in self._followed:
+            self._spawn(self._refollow(rec), "refollow-logs")
+
+    async def _refollow(self, rec: Record) -> None:
+        with contextlib.suppress(FlowMgrError):  # not running yet: its next container asks
+            node_id, cid = self._where(rec)
+            await self._request(node_id, "follow", {"container_id": cid}, timeout=5)
 
     def _state_of(
         self, service: FlowService, task: FlowTask | None, prev: str | None

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
@@ -491,6 +492,11 @@ async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: 
             if c.labels.get("com.docker.swarm.task.id") in tasks
         ]
         assert len(old_pids) == len(hit), old_pids
+        # a client follows one of them: its logs and samples follow it to its new node
+        followed = hit[0]
+        sub = await call(sio, "subscribe_logs", {"container_id": followed})
+        assert sub.get("status") == "subscribed", sub
+        await call(sio, "watch_stats", {"container_ids": [followed]})
         pid = node.dockerd_pid()
         assert pid is not None
         node.close()
@@ -530,6 +536,27 @@ async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: 
                 )
                 await _answers(sio, rec, cid, timeout=30)
             moved = time.monotonic() - down
+            rec.events["container_log"].clear()
+            rec.events["container_stats"].clear()
+            await _answers(sio, rec, followed, timeout=30)
+            # the runtime logs a command it has no handler for: a line from the new container
+            marker = f"marker-{uuid.uuid4().hex[:8]}"
+            for _ in range(20):
+                await call(
+                    sio, "send_message", {"container_id": followed, "message": {"command": marker}}
+                )
+                try:
+                    await rec.wait_for(
+                        "container_log",
+                        lambda d: d["container_id"] == followed and marker in d["line"],
+                        1,
+                    )
+                    break
+                except TimeoutError:
+                    continue
+            else:
+                raise AssertionError(f"no log line of {followed} from its new node")
+            await rec.wait_for("container_stats", lambda d: d["container_id"] == followed, 20)
             log.info(
                 "daemon kill: unknown after %.2f s; down in Swarm after %.1f s; "
                 "moved and answering %.1f s later",
