@@ -70,6 +70,9 @@ CLUSTER_ENV = {
 BRIDGE = CLUSTER_ENV["FMC_NET"] + ".1"
 STATE = Path("/run/fmb/cluster.json")
 FLOW_IMAGE = "flow:latest"
+SINGLE_RUN = f"{RUN}s"
+"""The single-host service's instance label."""
+SINGLE_SOCK = Path("/tmp/fmb") / SINGLE_RUN
 PY_SPY = Path("/tmp/prof/spyenv/bin/py-spy")
 LIST_TARGET_MS = 20.0
 
@@ -394,8 +397,7 @@ async def measure(args: argparse.Namespace, work: Path, nodes: list[dict[str, An
     hub_url = f"http://{BRIDGE}:{port}"
     n1 = nodes[0]["host"]
     procs: dict[str, Proc] = {}
-    single_run = f"{RUN}s"
-    sock = Path("/tmp/fmb") / single_run
+    single_run, sock = SINGLE_RUN, SINGLE_SOCK
     try:
         procs["hub"] = launch(
             "hub",
@@ -489,7 +491,6 @@ async def measure(args: argparse.Namespace, work: Path, nodes: list[dict[str, An
                 say(f"{p.label} had exited ({p.popen.returncode}):\n{p.tail()}")
         for p in reversed(procs.values()):  # the agents before the hub they link to
             p.stop()
-        cleanup(sock, single_run)
 
 
 async def round_trips(
@@ -605,13 +606,17 @@ def main(argv: list[str] | None = None) -> int:
     say(f"run {RUN}: code {revision(ROOT)}; {os.cpu_count()} cores")
     work = Path(tempfile.mkdtemp(prefix="fmbench"))
     try:
-        with cluster() as nodes:
-            asyncio.run(measure(args, work, nodes))
+        try:
+            with cluster() as nodes:
+                asyncio.run(measure(args, work, nodes))
+        finally:
+            # after the cluster is down: removing the host's 100 containers once hung the
+            # host's dockerd 20.10 (17:50 UTC run), and the cluster must not wait on it
+            say(f"removing the single host's containers ({SINGLE_RUN}); logs kept in {work}")
+            cleanup(SINGLE_SOCK, SINGLE_RUN)
     except KeyboardInterrupt:
         say("interrupted: torn down")
         return 130
-    finally:
-        say(f"logs kept in {work}")
     return 0
 
 
