@@ -71,9 +71,13 @@ POLL_BUSY = 1.0
 """Seconds between polls of the managers while something changes (or was asked)."""
 POLL_QUIET = 5.0
 """Seconds between polls when nothing changed for a while."""
+POLL_URGENT = 0.3
+"""Seconds between polls while a node is not ready or a flow is unknown."""
 READ_TIMEOUT = 5.0
 """A poll's calls: without quorum a manager may hold a read for 20 s; the cache answers."""
 CRASH_LOG_LINES = 50
+REFOLLOW_FOR = 60.0
+"""Seconds a moved flow's followed logs are asked of its new container (it may be starting)."""
 CRASH_GRACE = 3.0
 """Seconds a failed task waits before it is said to be a crash (a fence's word may come)."""
 REFRESH_EVERY = 0.25
@@ -591,8 +595,13 @@ class HubManager(ContainerManager):
                     self.bus.publish(self._swarm_change)
             self._polled.set()
             busy = time.monotonic() - self._last_change < 30 or bool(self.registry._acting)
+            # a node in trouble: Swarm's verdict (down, tasks shut down) is awaited closely
+            urgent = any(n.state != "ready" for n in self.nodes.values()) or any(
+                r.state == "unknown" for r in self.registry.records.values()
+            )
+            pause = POLL_URGENT if urgent else POLL_BUSY if busy else POLL_QUIET
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POLL_BUSY if busy else POLL_QUIET):
+                async with asyncio.timeout(pause):
                     await self._poke.wait()
                     await asyncio.sleep(0.05)  # gather a burst of pokes into one poll
             self._poke.clear()
@@ -703,9 +712,18 @@ class HubManager(ContainerManager):
             self._spawn(self._refollow(rec), "refollow-logs")
 
     async def _refollow(self, rec: Record) -> None:
-        with contextlib.suppress(FlowMgrError):  # not running yet: its next container asks
-            node_id, cid = self._where(rec)
-            await self._request(node_id, "follow", {"container_id": cid}, timeout=5)
+        """Follow the flow's new container once it runs and its node's agent is linked."""
+        for _ in range(int(REFOLLOW_FOR / 0.5)):
+            if rec.info.id not in self._followed or rec.info.id not in self.registry.records:
+                return  # nobody follows it any more, or it is gone
+            try:
+                node_id, cid = self._where(rec)
+                await self._request(node_id, "follow", {"container_id": cid}, timeout=5)
+                logger.info("%s: following its logs in its new container", rec.info.name)
+                return
+            except FlowMgrError:
+                await asyncio.sleep(0.5)
+        logger.warning("%s: its logs could not be followed on its new node", rec.info.name)
 
     def _state_of(
         self, service: FlowService, task: FlowTask | None, prev: str | None
