@@ -80,6 +80,8 @@ REFOLLOW_FOR = 60.0
 """Seconds a moved flow's followed logs are asked of its new container (it may be starting)."""
 CRASH_GRACE = 3.0
 """Seconds a failed task waits before it is said to be a crash (a fence's word may come)."""
+TASK_ENDED = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
+"""Swarm task states from which a task never runs again."""
 REFRESH_EVERY = 0.25
 """Seconds between two re-reads of one flow's tasks for agents' claims (what one agent can
 make the hub ask the managers, whatever it sends)."""
@@ -493,13 +495,22 @@ class HubManager(ContainerManager):
             self._fenced_tasks.add(event.task_id)
             service = self.services.get(flow_id)
             current = service.current if service is not None else None
+            # a newer task (the hub's move, Swarm's restart) placing or running: leave it be; a
+            # second forced update would end it half-started and the flow would move twice
+            replaced = (
+                current is not None
+                and current.id != event.task_id
+                and (current.state not in TASK_ENDED)
+            )
             if (
                 service is not None
                 and service.replicas == 1
-                and (current is None or current.id == event.task_id or current.state != "running")
+                and event.task_id not in self._moved
+                and not replaced
             ):
                 # the fence ended the task Swarm still counts on (it healed before the node was
                 # marked down): with restart condition none nothing would start it again
+                self._moved.add(event.task_id)
                 logger.warning("%s: its task was fenced; starting it again", rec.info.name)
                 self._spawn(self._move(flow_id), "unfence-flow")
             node = self.nodes.get(node_id)
