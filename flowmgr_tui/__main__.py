@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Refused with a message (see main): a command line is visible to every local user.
     parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--panel-config",
+        metavar="PATH",
+        help="the panel's keys, theme, refresh, log defaults and columns "
+        "(default: $XDG_CONFIG_HOME/flowmgr/panel.toml, else ~/.config/flowmgr/panel.toml)",
+    )
+    parser.add_argument(
         "--log-file", help="where the panel logs (default: $XDG_STATE_HOME/flowmgr/panel.log)"
     )
     return parser
@@ -214,6 +220,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             mode=f"remote {args.connect}",
             server_status=backend.status_text,
             default_image=settings.docker.default_image,
+            panel=args.panel,
+            bridge_interval=args.panel.refresh,
         )
     else:
         from server.core.manager import ContainerManager
@@ -236,6 +244,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             starting=starting,
             services=services,
             default_image=settings.docker.default_image,
+            panel=args.panel,
+            bridge_interval=args.panel.refresh,
         )
     loop = asyncio.get_running_loop()
     loop.call_later(GC_PAUSE_MAX, _resume_gc)
@@ -319,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             settings = load_cli_settings(args.config, args.host, args.port)
             _log_to_file(settings, args.log_file)
+            from flowmgr_tui.panel_config import load_panel_config
+
+            # A bad panel.toml never stops the panel: the app names what it did not use.
+            args.panel = load_panel_config(args.panel_config)
             # Before the loop runs: both read files (the serving panel may create one).
             if args.connect:
                 args.resolved_token = connect_token(args, settings)

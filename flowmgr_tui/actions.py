@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +18,10 @@ __all__ = ["ActionRunner"]
 
 BusyMark = Callable[[str, str | None], None]
 """Marks a container as having an action in flight ("stopping"), or done (None)."""
+BULK_AT_ONCE = 4
+"""Containers a bulk action works on at the same time (each is a daemon call of seconds)."""
+NAMES_ASKED = 15
+"""Names the bulk question lists; the rest are counted."""
 
 
 class ActionRunner:
@@ -58,8 +63,9 @@ class ActionRunner:
         if go:
             self.run(verb, container_id, code_path=code_path)
 
-    def run(self, verb: str, container_id: str, *, code_path: str | None = None) -> Worker[None]:
-        """Start the worker; progress shows in the row, the outcome as a notification."""
+    def _call(
+        self, verb: str, container_id: str, code_path: str | None = None
+    ) -> Callable[[], Awaitable[object]]:
         b = self._backend
         calls: dict[str, Callable[[], Awaitable[object]]] = {
             "start": lambda: b.start_container(container_id),
@@ -68,10 +74,73 @@ class ActionRunner:
             "update": lambda: b.update_container(container_id, code_path or ""),
             "delete": lambda: b.delete_container(container_id),
         }
+        return calls[verb]
+
+    def request_many(self, verb: str, container_ids: list[str]) -> None:
+        """One question listing every container, then the verb on each."""
+        from flowmgr_tui.screens.confirm import ConfirmScreen
+
+        v = VERBS[verb]
+        names = [self._state.name_of(cid) for cid in container_ids]
+        listed = "\n".join(f"  {name}" for name in names[:NAMES_ASKED])
+        if len(names) > NAMES_ASKED:
+            listed += f"\n  and {len(names) - NAMES_ASKED} more"
+        if verb == "delete":
+            listed += "\nEach is removed with its filesystem. This cannot be undone."
+        self._app.push_screen(
+            ConfirmScreen(f"{v.label} these {len(names)} containers?", listed),
+            lambda ok: self._run_many_if(bool(ok), verb, container_ids),
+        )
+
+    def _run_many_if(self, go: bool, verb: str, container_ids: list[str]) -> None:
+        if go:
+            self.run_many(verb, container_ids)
+
+    def run_many(self, verb: str, container_ids: list[str]) -> Worker[dict[str, str]]:
+        """The verb on each container, a few at a time; one notification names each outcome.
+        The worker's result: container id -> "" (done) or why it failed."""
+        return self._app.run_worker(
+            self._do_many(VERBS[verb], container_ids),
+            name=f"{verb} {len(container_ids)} containers",
+            group="commands",
+            exit_on_error=False,
+        )
+
+    async def _do_many(self, v: Verb, container_ids: list[str]) -> dict[str, str]:
+        gate = asyncio.Semaphore(BULK_AT_ONCE)
+
+        async def one(cid: str) -> str:
+            async with gate:
+                self._mark_busy(cid, v.doing)
+                try:
+                    await self._call(v.name, cid)()
+                except Exception as err:  # each failure is named in the summary
+                    return describe_error(err)
+                finally:
+                    self._mark_busy(cid, None)
+                return ""
+
+        outcomes = await asyncio.gather(*(one(cid) for cid in container_ids))
+        results = dict(zip(container_ids, outcomes, strict=True))
+        done = [self._state.name_of(cid) for cid, why in results.items() if not why]
+        failed = [f"{self._state.name_of(cid)}: {why}" for cid, why in results.items() if why]
+        lines = [f"{v.done}: {', '.join(done)}"] if done else []
+        lines += [f"failed: {line}" for line in failed]
+        self._app.notify(
+            "\n".join(lines),
+            title=f"{v.label}: {len(done)} of {len(results)} done",
+            severity="error" if failed else "information",
+            timeout=12 if failed else 5,
+            markup=False,
+        )
+        return results
+
+    def run(self, verb: str, container_id: str, *, code_path: str | None = None) -> Worker[None]:
+        """Start the worker; progress shows in the row, the outcome as a notification."""
         v = VERBS[verb]
         name = self._state.name_of(container_id)
         return self._app.run_worker(
-            self._do(v, container_id, name, calls[verb]),
+            self._do(v, container_id, name, self._call(verb, container_id, code_path)),
             name=f"{verb} {name}",
             group="commands",
             exit_on_error=False,

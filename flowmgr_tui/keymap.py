@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from textual.binding import Binding, BindingType
 
-__all__ = ["Verb", "VERBS", "Key", "KEYS", "SCOPES", "bindings", "key_text", "palette_keys"]
+__all__ = [
+    "Verb",
+    "VERBS",
+    "BULK_VERBS",
+    "Key",
+    "KEYS",
+    "SCOPES",
+    "RESERVED",
+    "bindings",
+    "key_text",
+    "palette_keys",
+    "configurable",
+    "rebind",
+    "textual_keymap",
+    "clashes",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +83,26 @@ class Key:
     priority: bool = False
     palette: str = ""
     """The command palette's text for it, when the palette lists it."""
+    rebound: str = ""
+    """The user's keys for it (panel.toml's [keys]), comma-separated, replacing `keys`."""
 
     @property
     def id(self) -> str:
-        """The binding id, unique: a scope binds each key once."""
+        """The binding id, unique: a scope binds each key once (its default key, so the id
+        stays when the user rebinds it)."""
         return f"{self.scope}.{self.keys.split(',')[0]}"
+
+    @property
+    def in_force(self) -> str:
+        """The keys that run it now: the user's, else the default."""
+        return self.rebound or self.keys
+
+    @property
+    def name(self) -> str:
+        """Its name in panel.toml's [keys]: `dashboard.stop`, `detail.tab_logs`, `app.quit`."""
+        verb = re.fullmatch(r"act\('(\w+)'\)", self.action)
+        base = verb.group(1) if verb else re.sub(r"\W+", "_", self.action).strip("_").lower()
+        return f"{self.scope}.{base}"
 
 
 def _verb_keys(scope: str, hidden: frozenset[str] = frozenset()) -> tuple[Key, ...]:
@@ -90,6 +122,7 @@ SCOPES: dict[str, str] = {
     "path": "Path prompt",
     "history": "History (the journal)",
     "help": "This help",
+    "columns": "Columns (choose and order)",
     "app": "Everywhere",
 }
 """Scope -> its heading on the help screen, in the help screen's order."""
@@ -115,6 +148,26 @@ KEYS: tuple[Key, ...] = (
     Key("dashboard", "o", "sort_next", "Sort", "sort by the next column (or click a header)"),
     Key("dashboard", "O", "sort_reverse", "Reverse", "reverse the order", show=False),
     Key("dashboard", "escape", "clear_filter", "Clear filter", "clear the filter", show=False),
+    # Not in the footer (it is full at 80 columns): the help lists them, the summary line
+    # under the table says when stopped flows are hidden and how many rows are marked.
+    Key("dashboard", "a", "toggle_stopped", "All", "show or hide stopped flows", show=False),
+    Key(
+        "dashboard",
+        "space",
+        "toggle_mark",
+        "Mark",
+        "mark the row: s, x, r and d then act on every marked row (one question first)",
+        show=False,
+    ),
+    Key("dashboard", "M", "clear_marks", "Unmark", "unmark every row", show=False),
+    Key(
+        "dashboard",
+        "c",
+        "columns",
+        "Columns",
+        "choose and order the columns (saved in panel.toml)",
+        show=False,
+    ),
     Key(
         "dashboard",
         "N",
@@ -144,7 +197,28 @@ KEYS: tuple[Key, ...] = (
     Key("history", "slash", "filters", "Filter", "edit the filters (enter applies them)"),
     Key("history", "r", "reload", "Reload", "the newest events again"),
     Key("help", "escape,q,question_mark", "close", "Close", "close help"),
+    Key(
+        "columns", "space", "toggle_column", "Show/hide", "show or hide the column under the cursor"
+    ),
+    Key("columns", "shift+up,K", "move_up", "Up", "move the column up (left in the table)"),
+    Key("columns", "shift+down,J", "move_down", "Down", "move the column down (right)"),
+    Key("columns", "enter,ctrl+s", "save", "Save", "use these columns and save them"),
+    Key("columns", "escape", "cancel", "Cancel", "close without changes"),
+    Key(
+        "app",
+        "m",
+        "toggle_mouse",
+        "Mouse",
+        "release the mouse so the terminal selects text (m again takes it back)",
+        show=False,
+    ),
 )
+
+BULK_VERBS = ("start", "stop", "restart", "delete")
+"""The verbs that act on every marked row at once."""
+
+RESERVED = frozenset({"ctrl+c"})
+"""Keys no one may rebind or take: ctrl+c always quits (a way out, whatever the config says)."""
 
 _KEY_NAMES = {"question_mark": "?", "slash": "/", "escape": "esc"}
 
@@ -152,6 +226,53 @@ _KEY_NAMES = {"question_mark": "?", "slash": "/", "escape": "esc"}
 def key_text(keys: str) -> str:
     """`escape,q` -> `esc / q`, as the help screen shows keys."""
     return " / ".join(_KEY_NAMES.get(k, k) for k in keys.split(","))
+
+
+def configurable(keys: Iterable[Key] = KEYS) -> dict[str, Key]:
+    """Name -> the key a config may rebind (ctrl+c's quit stays; `app.quit` is q's)."""
+    out: dict[str, Key] = {}
+    for key in keys:
+        if not RESERVED.intersection(key.keys.split(",")):
+            out.setdefault(key.name, key)
+    return out
+
+
+def rebind(overrides: Mapping[str, str], keys: Iterable[Key] = KEYS) -> tuple[Key, ...]:
+    """The table with the named actions' keys replaced (names as `Key.name`)."""
+    chosen = {k.id for k in configurable(keys).values() if k.name in overrides}
+    return tuple(
+        replace(k, rebound=overrides[k.name]) if k.id in chosen else replace(k, rebound="")
+        for k in keys
+    )
+
+
+def textual_keymap(keys: Iterable[Key]) -> dict[str, str]:
+    """Binding id -> keys, for `App.set_keymap`, of the rebound keys."""
+    return {k.id: k.rebound for k in keys if k.rebound}
+
+
+def _overlap(a: Key, b: Key) -> bool:
+    """Whether the two can be active at once (same scope, the app's, a pane and its screen)."""
+    scopes = {a.scope, b.scope}
+    return (
+        len(scopes) == 1
+        or "app" in scopes
+        or scopes in ({"logs", "detail"}, {"messages", "detail"})
+    )
+
+
+def clashes(keys: Iterable[Key]) -> list[tuple[Key, Key, str]]:
+    """Pairs bound to one key while active together, at least one of them rebound."""
+    found = []
+    listed = list(keys)
+    for i, a in enumerate(listed):
+        for b in listed[i + 1 :]:
+            if not (a.rebound or b.rebound) or not _overlap(a, b):
+                continue
+            common = set(a.in_force.split(",")) & set(b.in_force.split(","))
+            if common:
+                found.append((a, b, sorted(common)[0]))
+    return found
 
 
 def bindings(scope: str) -> list[BindingType]:

@@ -6,6 +6,8 @@ from textual.message import Message
 
 __all__ = [
     "ContainerActionRequested",
+    "ContainersActionRequested",
+    "PreferenceChanged",
     "CreateFormRequested",
     "HelpRequested",
     "HistoryRequested",
@@ -20,6 +22,24 @@ class ContainerActionRequested(Message):
         super().__init__()
         self.verb = verb
         self.container_id = container_id
+
+
+class ContainersActionRequested(Message):
+    """Run a verb of keymap.BULK_VERBS on several containers (the marked rows), asking once."""
+
+    def __init__(self, verb: str, container_ids: list[str]) -> None:
+        super().__init__()
+        self.verb = verb
+        self.container_ids = container_ids
+
+
+class PreferenceChanged(Message):
+    """The user changed something panel.toml keeps (`table.columns`): the app saves it."""
+
+    def __init__(self, dotted: str, value: object) -> None:
+        super().__init__()
+        self.dotted = dotted
+        self.value = value
 
 
 class CreateFormRequested(Message):

@@ -10,8 +10,13 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Header, Input, Label
 
-from flowmgr_tui.keymap import bindings
-from flowmgr_tui.messages import ContainerActionRequested, CreateFormRequested
+from flowmgr_tui.keymap import BULK_VERBS, bindings
+from flowmgr_tui.messages import (
+    ContainerActionRequested,
+    ContainersActionRequested,
+    CreateFormRequested,
+    PreferenceChanged,
+)
 from flowmgr_tui.state.panel_state import Changes, PanelState
 from flowmgr_tui.widgets.activity_list import ActivityList
 from flowmgr_tui.widgets.container_table import ContainerTable
@@ -47,8 +52,13 @@ class DashboardScreen(Screen[None]):
         *,
         clock: Callable[[], datetime],
         watch: Callable[[list[str]], None] | None = None,
+        columns: Sequence[str] = (),
+        show_stopped: bool = True,
     ) -> None:
         super().__init__()
+        self._columns = tuple(columns)
+        """The table's columns as panel.toml chose them (empty: all)."""
+        self._show_stopped = show_stopped
         self.state = state
         """What the screen shows; the app folds events into it and calls `show_changes`."""
         self._clock = clock
@@ -74,7 +84,11 @@ class DashboardScreen(Screen[None]):
         yield DockerBanner(id="docker-banner")
         yield NodeSummary(self.state, clock=self._clock, id="nodes")
         yield Input(placeholder="filter: name, id, image or state", id="filter", compact=True)
-        yield ContainerTable(self.state, clock=self._clock, id="containers")
+        table = ContainerTable(self.state, clock=self._clock, id="containers")
+        if self._columns:
+            table.set_columns(self._columns)
+        table.show_stopped = self._show_stopped
+        yield table
         yield Label("", id="table-summary")
         yield ActivityList(id="activity")
         yield KeyFooter()
@@ -271,7 +285,8 @@ class DashboardScreen(Screen[None]):
     def action_sort_next(self) -> None:
         """Sort by the next column."""
         keys = self.table.column_keys
-        nxt = keys[(keys.index(self.table.sort_column) + 1) % len(keys)]
+        at = keys.index(self.table.sort_column) if self.table.sort_column in keys else -1
+        nxt = keys[(at + 1) % len(keys)]
         self.table.sort_by(nxt, reverse=False)
         self._summary()
 
@@ -293,8 +308,46 @@ class DashboardScreen(Screen[None]):
         """Open the create form."""
         self.post_message(CreateFormRequested())
 
+    def action_toggle_stopped(self) -> None:
+        """Show or hide the rows of stopped flows."""
+        self.table.set_show_stopped(not self.table.show_stopped)
+        self._summary()
+
+    def action_toggle_mark(self) -> None:
+        """Mark or unmark the selected row, then move to the next one."""
+        table = self.table
+        cid = table.selected_id
+        if cid is None:
+            return
+        table.toggle_mark(cid)
+        table.action_cursor_down()
+        self._summary()
+
+    def action_clear_marks(self) -> None:
+        """Unmark every row."""
+        self.table.clear_marks()
+        self._summary()
+
+    def action_columns(self) -> None:
+        """Choose and order the columns; the choice is applied and saved."""
+        from flowmgr_tui.screens.columns import ColumnsScreen
+
+        def chosen(columns: tuple[str, ...] | None) -> None:
+            if columns is not None and columns != self.table.chosen_columns:
+                self.table.set_columns(columns)
+                self._summary()
+                self.post_message(PreferenceChanged("table.columns", list(columns)))
+
+        self.app.push_screen(ColumnsScreen(self.table.chosen_columns), chosen)
+
     def action_act(self, verb: str) -> None:
-        """Run a verb on the selected container."""
+        """Run a verb on the marked rows (bulk verbs; one question), else the selected one."""
+        table = self.table
+        if table.marked and verb in BULK_VERBS:
+            shown = [cid for cid in table.shown_ids if cid in table.marked]
+            hidden = sorted(table.marked.difference(shown), key=self.state.name_of)
+            self.post_message(ContainersActionRequested(verb, shown + hidden))
+            return
         cid = self.table.selected_id
         if cid is None:
             self.notify("no container selected", severity="warning")
@@ -308,6 +361,10 @@ class DashboardScreen(Screen[None]):
         text = f" {shown} of {total} containers | sort: {table.sort_column} {arrow}"
         if table.filter_text:
             text += f" | filter: {table.filter_text!r}"
+        if not table.show_stopped:
+            text += " | stopped hidden (a)"
+        if table.marked:
+            text += f" | {len(table.marked)} marked"
         label = self.query_one("#table-summary", Label)
         if str(label.content) != text:  # an update re-lays out the screen: only on change
             label.update(text)

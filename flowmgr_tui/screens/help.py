@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from flowmgr_tui.keymap import KEYS, SCOPES, bindings, key_text
+from flowmgr_tui.keymap import KEYS, SCOPES, Key, bindings, key_text
 
 __all__ = ["HelpScreen", "help_text"]
 
@@ -23,17 +25,20 @@ Cluster mode (a hub): a Node column (- while the flow has no task) and the node 
 """
 
 
-def help_text() -> str:
-    """One section per scope, one line per key, then the notes."""
+def help_text(table: Sequence[Key] = KEYS) -> str:
+    """One section per scope, one line per key as bound now (the config's keys), then the
+    notes."""
     lines: list[str] = []
     for scope, heading in SCOPES.items():
         lines.append(heading)
         seen: set[tuple[str, str]] = set()
-        for key in KEYS:
+        for key in table:
             if key.scope == scope and (key.action, key.help) not in seen:
                 seen.add((key.action, key.help))  # ctrl+c, like q, quits: one line for both
                 keys = " / ".join(
-                    key_text(k.keys) for k in KEYS if k.scope == scope and k.action == key.action
+                    key_text(k.in_force)
+                    for k in table
+                    if k.scope == scope and k.action == key.action
                 )
                 lines.append(f"  {keys:<20} {key.help}")
         lines.append("")
@@ -45,11 +50,16 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = bindings("help")
 
+    def __init__(self, table: Sequence[Key] = KEYS) -> None:
+        super().__init__()
+        self._table = table
+        """The keys in force (the app's, after panel.toml)."""
+
     def compose(self) -> ComposeResult:
         """The key list."""
         with VerticalScroll(classes="dialog help"):
             yield Label("flowmgr keys", classes="dialog-title")
-            yield Static(help_text(), markup=False)
+            yield Static(help_text(self._table), markup=False)
 
     def action_close(self) -> None:
         """Back to where the user was."""

@@ -26,7 +26,7 @@ from flowmgr_tui.formatting import health_text, percent, size, state_text, uptim
 from flowmgr_tui.state.panel_state import PanelState
 from server.core.models import STATES, ContainerSnapshot, ResourceSample
 
-__all__ = ["ContainerTable", "COLUMNS", "NODE_COLUMN", "CLUSTER_COLUMNS"]
+__all__ = ["ContainerTable", "COLUMNS", "NODE_COLUMN", "CLUSTER_COLUMNS", "STOPPED"]
 
 COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("name", "Name", 20),
@@ -46,6 +46,10 @@ NODE_COLUMN = ("node", "Node", 12)
 """Cluster mode only (a hub over Docker Swarm): the hostname of the node running the flow."""
 CLUSTER_COLUMNS = (*COLUMNS[:3], NODE_COLUMN, *COLUMNS[3:])
 """The columns when the core is a cluster hub: the node after the image, before the state."""
+_BY_KEY = {c[0]: c for c in CLUSTER_COLUMNS}
+_ALL_KEYS = tuple(_BY_KEY)
+STOPPED = frozenset({"created", "stopped", "exited", "dead"})
+"""States `a` hides (what `docker ps` without -a leaves out)."""
 
 _SHARED = ("name", "image")
 """The columns sized by their content; the others hold short values of known width."""
@@ -179,15 +183,27 @@ class ContainerTable(DataTable[Any]):
         """Rows rewritten while off screen, without a repaint: see `_patch`."""
         self._seen: tuple[str, ...] = ()
         """The rows on screen when `VisibleRowsChanged` was last posted."""
+        self.show_stopped = True
+        """Rows of stopped flows (STOPPED) are listed; `a` toggles it."""
+        self.marked: set[str] = set()
+        """Containers marked (space) for an action on all of them; kept across sorts and
+        filters, dropped when the container goes."""
+        self._cluster = False
+        """The core is a cluster hub: the Node column shows if chosen."""
+        self._chosen: tuple[str, ...] = _ALL_KEYS
+        """The columns the user chose, in order (node shows in cluster mode only)."""
         self._columns: tuple[tuple[str, str, int], ...] = COLUMNS
-        """COLUMNS, or CLUSTER_COLUMNS once the core is known to be a cluster hub."""
+        """The columns shown: the chosen ones this core has."""
         self._keys = [c[0] for c in COLUMNS]
-        self._uptime = self._keys.index("uptime")
+        self._pick: tuple[int, ...] = ()
+        self._uptime: int | None = None
+        self._use_columns()
 
     def on_mount(self) -> None:
         """Add the fixed-width columns (with the node's when the state is a hub's already)."""
         if self._state.cluster:
-            self._use_columns(CLUSTER_COLUMNS)
+            self._cluster = True
+            self._use_columns()
         for key, label, width in self._columns:
             self.add_column(label, key=key, width=width)
         self.fixed_columns = 1
@@ -199,16 +215,62 @@ class ContainerTable(DataTable[Any]):
 
     @property
     def shows_nodes(self) -> bool:
-        """Whether the Node column is shown (the core is a cluster hub)."""
-        return self._columns is CLUSTER_COLUMNS
+        """Whether the core is known to be a cluster hub (the Node column shows if chosen)."""
+        return self._cluster
+
+    @property
+    def chosen_columns(self) -> tuple[str, ...]:
+        """The columns the user chose, in order (node included even on one host)."""
+        return self._chosen
 
     def show_nodes(self) -> None:
-        """Add the Node column (once: the core turned out to be a cluster hub). The rows are
-        laid again, each formatted once, as a filter change lays them."""
-        if self.shows_nodes:
+        """Add the Node column (once: the core turned out to be a cluster hub)."""
+        if not self._cluster:
+            self._cluster = True
+            self._relay_columns()
+
+    def set_columns(self, chosen: Iterable[str]) -> None:
+        """Show these columns in this order (unknown names are skipped; name always shows)."""
+        keys = tuple(dict.fromkeys(k for k in chosen if k in _BY_KEY))
+        if "name" not in keys:
+            keys = ("name", *keys)
+        if keys != self._chosen:
+            self._chosen = keys
+            if self.is_mounted:
+                self._relay_columns()
+            else:
+                self._use_columns()  # on_mount adds them
+
+    def toggle_mark(self, container_id: str) -> None:
+        """Mark the row, or unmark it."""
+        self.marked.symmetric_difference_update({container_id})
+        self._redraw_name(container_id)
+
+    def clear_marks(self) -> None:
+        """Unmark every row."""
+        marked, self.marked = self.marked, set()
+        for cid in marked:
+            self._redraw_name(cid)
+
+    def _redraw_name(self, container_id: str) -> None:
+        """The name cell anew (marked or not): Text equality ignores the style, so `_patch`
+        would not see the change."""
+        self._kept.pop(container_id, None)  # a row filtered out is formatted anew when back
+        drawn = self._drawn.get(container_id)
+        if drawn is None:
             return
+        at, cells = self._keys.index("name"), self._cells[container_id]
+        cell = self._cells_for(drawn[0])[at]
+        self._cells[container_id] = (*cells[:at], cell, *cells[at + 1 :])
+        self.update_cell(container_id, "name", cell)
+
+    def _relay_columns(self) -> None:
+        """The columns changed: the rows are laid again, each formatted once, as a filter
+        change lays them."""
         keep = self.selected_id
-        self._use_columns(CLUSTER_COLUMNS)
+        self._use_columns()
+        if self.sort_column not in self._keys:
+            self.sort_column, self.sort_reverse = "name", False
         self.clear(columns=True)
         self._ordered_columns = None
         self._rendered.clear()
@@ -226,10 +288,12 @@ class ContainerTable(DataTable[Any]):
         self._sort_keeping(keep)
         self._fit_columns()
 
-    def _use_columns(self, columns: tuple[tuple[str, str, int], ...]) -> None:
-        self._columns = columns
-        self._keys = [c[0] for c in columns]
-        self._uptime = self._keys.index("uptime")
+    def _use_columns(self) -> None:
+        keys = [k for k in self._chosen if k != "node" or self._cluster]
+        self._columns = tuple(_BY_KEY[k] for k in keys)
+        self._keys = keys
+        self._pick = tuple(_ALL_KEYS.index(k) for k in keys)
+        self._uptime = keys.index("uptime") if "uptime" in keys else None
 
     # --- data in -------------------------------------------------------------------------
 
@@ -241,6 +305,8 @@ class ContainerTable(DataTable[Any]):
         for cid in container_ids:
             snap = containers.get(cid)
             if snap is None or not self._matches(snap):
+                if snap is None:
+                    self.marked.discard(cid)
                 self._drop_row(cid)
                 continue
             drawn = self._drawn.get(cid)
@@ -269,12 +335,14 @@ class ContainerTable(DataTable[Any]):
         """Rewrite the uptime cells whose text changed (minutes: a third of the rows at most
         per tick). Only that cell is formatted: formatting whole rows at 1,000 rows was a
         50-90 ms burst every tick, the panel's busiest second when idle (bench/RESULTS.md)."""
+        at = self._uptime
+        if at is None:
+            return  # the column is hidden
         now, (top, bottom) = self._clock(), self._on_screen()
         rows, column = self._row_locations, ColumnKey("uptime")
         for cid, (snap, _) in self._drawn.items():
             cells = self._cells[cid]
             text = _uptime_text(snap, now)
-            at = self._uptime
             if cells[at].plain == text:
                 continue
             cell = Text(text)
@@ -296,11 +364,21 @@ class ContainerTable(DataTable[Any]):
         if text == self.filter_text:
             return
         self.filter_text = text
+        self._relay_rows()
+
+    def set_show_stopped(self, show: bool) -> None:
+        """List (or leave out) the rows of stopped flows, as a filter does."""
+        if show != self.show_stopped:
+            self.show_stopped = show
+            self._relay_rows()
+
+    def _relay_rows(self) -> None:
         keep, busy, containers = self.selected_id, self._state.busy, self._state.containers
         kept = self._kept
         kept.update({cid: (drawn, self._cells[cid]) for cid, drawn in self._drawn.items()})
         for gone in kept.keys() - containers.keys():
             del kept[gone]
+        self.marked.intersection_update(containers.keys())
         self.clear()
         self._cells.clear()
         self._drawn.clear()
@@ -331,10 +409,14 @@ class ContainerTable(DataTable[Any]):
         self._sort_keeping(self.selected_id)
 
     def _sort_keeping(self, keep: str | None) -> None:
+        # By the name column, which always shows: each row's name cell is its own object,
+        # so the cell identifies the row (names alone may repeat across nodes).
+        data, name = self._data, ColumnKey("name")
         values = {
-            snap.short_id: _sort_value(snap, self.sort_column) for snap, _ in self._drawn.values()
+            id(data[RowKey(cid)][name]): _sort_value(snap, self.sort_column)
+            for cid, (snap, _) in self._drawn.items()
         }
-        self.sort("id", key=lambda short: values[str(short)], reverse=self.sort_reverse)
+        self.sort("name", key=lambda cell: values[id(cell)], reverse=self.sort_reverse)
         self._unseen.clear()  # sorting repaints every row anew
         if self._pinned and keep is not None and keep in self._cells:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
@@ -451,6 +533,8 @@ class ContainerTable(DataTable[Any]):
         super()._update_dimensions(())
 
     def _matches(self, snap: ContainerSnapshot) -> bool:
+        if not self.show_stopped and snap.state in STOPPED:
+            return False
         if not self.filter_text:
             return True
         hay = f"{snap.name} {snap.id[:12]} {snap.image} {snap.state} {snap.health}".lower()
@@ -463,15 +547,12 @@ class ContainerTable(DataTable[Any]):
         net = "-" if res is None else (f"{size(res.network_rx_bytes)}/{size(res.network_tx_bytes)}")
         # Text, never str: DataTable parses a str cell as markup (costly on every first paint,
         # and an image name is not markup).
-        head: tuple[Text, ...] = (
-            Text(snap.name, style="bold"),
+        # A marked row's name is reversed (readable without colour); the summary counts them.
+        every = (
+            Text(snap.name, style="bold reverse" if snap.id in self.marked else "bold"),
             Text(snap.short_id),
             Text(snap.image),
-        )
-        if self._columns is CLUSTER_COLUMNS:  # a flow with no task (yet) runs nowhere: "-"
-            head = (*head, Text(snap.node or "-"))
-        return (
-            *head,
+            Text(snap.node or "-"),  # a flow with no task (yet) runs nowhere
             state_text(snap.state, self._state.busy.get(snap.id)),
             health_text(snap.health),
             Text(percent(res.cpu_percent if res else None)),
@@ -480,6 +561,7 @@ class ContainerTable(DataTable[Any]):
             Text(_uptime_text(snap, self._clock())),
             Text("on" if snap.socket_connected else "--"),
         )
+        return tuple(every[i] for i in self._pick)
 
     def _fit_columns(self) -> None:
         """Give name and image their content's width out of what the other columns leave.
@@ -700,14 +782,15 @@ def _share(want: dict[str, int], room: int) -> dict[str, int]:
     fit (spare to the name, up to `_NAME_ROOM`); else each keeps its floor (or less content)
     and the rest goes to the image first, so a short `flow:latest` is whole when the name has
     room to spare."""
-    room = max(room, sum(_SHARED_FLOOR.values()))
+    floors = {key: _SHARED_FLOOR[key] for key in want}  # the image column may be hidden
+    room = max(room, sum(floors.values()))
     if sum(want.values()) <= room:
         out = dict(want)
         out["name"] = max(out["name"], min(_NAME_ROOM, room - sum(want.values()) + out["name"]))
         return out
-    out = {key: min(w, _SHARED_FLOOR[key]) for key, w in want.items()}
+    out = {key: min(w, floors[key]) for key, w in want.items()}
     left = room - sum(out.values())
-    for key in ("image", "name"):
+    for key in [k for k in ("image", "name") if k in want]:
         grant = max(0, min(want[key] - out[key], left))
         out[key] += grant
         left -= grant

@@ -14,6 +14,7 @@ from flowmgr_tui.commands import ContainerCommands
 from flowmgr_tui.host_stats import HostSample
 from flowmgr_tui.keymap import KEYS, SCOPES, VERBS, key_text, palette_keys
 from flowmgr_tui.messages import ContainerActionRequested, CreateFormRequested
+from flowmgr_tui.screens.columns import ColumnsScreen
 from flowmgr_tui.screens.confirm import ConfirmScreen
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.screens.create_form import CreateForm
@@ -102,6 +103,7 @@ OWNERS: dict[str, Any] = {
     "path": PathPrompt,
     "history": HistoryScreen,
     "help": HelpScreen,
+    "columns": ColumnsScreen,
 }
 
 
