@@ -48,10 +48,13 @@ def read_text(path: Path) -> tuple[str | None, str]:
         return None, ""
     except OSError as err:
         return None, f"{path}: cannot be read ({err.strerror}); defaults used"
-    with os.fdopen(fd, "rb") as file:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None, f"{path}: not a regular file; defaults used"
-        data = file.read(MAX_BYTES + 1)
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(MAX_BYTES + 1)
+    finally:
+        os.close(fd)
     if len(data) > MAX_BYTES:
         return (
             None,
