@@ -156,7 +156,7 @@ KEYS: tuple[Key, ...] = (
         "space",
         "toggle_mark",
         "Mark",
-        "mark the row: s, x, r and d then act on every marked row (one question first)",
+        "mark the row; then s, x, r, d act on every marked row (asked once)",
         show=False,
     ),
     Key("dashboard", "M", "clear_marks", "Unmark", "unmark every row", show=False),

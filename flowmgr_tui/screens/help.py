@@ -22,6 +22,11 @@ State reads without colour:  + running  - stopped  x exited  ! dead  . created
 Sock: "on" when the flow is connected to its socket.
 Cluster mode (a hub): a Node column (- while the flow has no task) and the node summary (N);
   ? unknown: the flow's node has lost its agent link (the summary says why and for how long).
+
+Your keys, theme, refresh rate, log defaults and columns: panel.toml in $XDG_CONFIG_HOME/flowmgr
+  (else ~/.config/flowmgr; or --panel-config PATH). A key is rebound by the names above, e.g.
+  [keys.dashboard]  stop = ["x", "ctrl+x"]   (one or two keys; ctrl+c always quits).
+  The theme chosen here (ctrl+p, "theme") and the columns (c) are saved into it.
 """
 
 
@@ -30,7 +35,7 @@ def help_text(table: Sequence[Key] = KEYS) -> str:
     notes."""
     lines: list[str] = []
     for scope, heading in SCOPES.items():
-        lines.append(heading)
+        lines.append(f"{heading:<40} [keys.{scope}]")
         seen: set[tuple[str, str]] = set()
         for key in table:
             if key.scope == scope and (key.action, key.help) not in seen:
@@ -40,7 +45,8 @@ def help_text(table: Sequence[Key] = KEYS) -> str:
                     for k in table
                     if k.scope == scope and k.action == key.action
                 )
-                lines.append(f"  {keys:<20} {key.help}")
+                name = key.name.split(".", 1)[1]  # its name in panel.toml
+                lines.append(f"  {keys:<18} {name:<15} {key.help}")
         lines.append("")
     return "\n".join(lines) + NOTES
 
