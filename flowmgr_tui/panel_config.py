@@ -50,6 +50,12 @@ COLUMN_KEYS = (
 REFRESH_RANGE = (0.05, 5.0)
 """Seconds between screen updates from the core, at least and at most."""
 TAIL_RANGE = (1, 100_000)
+TEXTUAL_KEYS = frozenset(
+    {"tab", "shift+tab", "up", "down", "left", "right", "home", "end", "pageup", "pagedown"}
+    | {"enter", "ctrl+p", "ctrl+q"}
+)
+"""Keys the tables, lists and focus use (and the palette, Textual's quit): a panel action bound to
+one would never run where they act, so only its own default may use one."""
 _MODIFIERS = frozenset({"ctrl", "shift", "alt", "meta", "super", "hyper"})
 _KEY_NAMES = frozenset(k.value for k in Keys) | {"space", "enter", "tab", "backspace"}
 
@@ -175,8 +181,13 @@ class _Checker:
                 self.bad(dotted, "no such action (the help screen, ?, lists them by scope)")
                 continue
             keys, why = _key_list(value)
+            taken = sorted(
+                TEXTUAL_KEYS.intersection(keys.split(",")) - set(known[name].keys.split(","))
+            )
             if why:
                 self.bad(dotted, why)
+            elif taken:
+                self.bad(dotted, f"{taken[0]} moves, focuses or opens the palette; not rebound")
             else:
                 chosen[name] = keys
         # A rebinding that lands on a key already active there is dropped (its default stays).

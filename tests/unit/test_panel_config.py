@@ -118,6 +118,8 @@ columns = ["name", "ports"]
         ('"dashboard.stop" = "hyperspace+x"', "not a key name"),
         ('"dashboard.stop" = 7', "one key or a list of two"),
         ('"dashboard.stop" = "\\u0007"', "not a key name"),
+        ('"dashboard.stop" = "enter"', "enter moves, focuses or opens the palette"),
+        ('"app.help" = ["f1", "ctrl+p"]', "ctrl+p moves"),
     ],
 )
 def test_hostile_bindings_are_refused_and_the_default_stays(
@@ -228,3 +230,12 @@ def test_a_dotfiles_link_to_a_toml_file_is_written_through(tmp_path: Path) -> No
     link.symlink_to(real)
     save_values(link, {"theme": '"nord"'})
     assert link.is_symlink() and real.read_text() == '# kept\nrefresh = 1\ntheme = "nord"\n'
+
+
+def test_the_readme_example_is_a_clean_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## The panel's keys, look and table (panel.toml)")[1]
+    example = section.split("```toml\n")[1].split("```")[0]
+    cfg = load_panel_config(_write(tmp_path, example))
+    assert cfg.problems == () and cfg.theme == "nord"
+    assert dict(cfg.keys) == {"dashboard.stop": "x,ctrl+x"}
