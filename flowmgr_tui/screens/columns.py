@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -17,6 +18,15 @@ from flowmgr_tui.widgets.container_table import CLUSTER_COLUMNS
 __all__ = ["ColumnsScreen"]
 
 _LABELS = {key: label for key, label, _ in CLUSTER_COLUMNS} | {"node": "Node (cluster only)"}
+
+
+_HINTS = {
+    "toggle_column": "show/hide",
+    "move_up": "up",
+    "move_down": "down",
+    "save": "save",
+    "cancel": "cancel",
+}
 
 
 class _ColumnList(OptionList, inherit_bindings=False):
@@ -40,16 +50,30 @@ class ColumnsScreen(ModalScreen[tuple[str, ...] | None]):
     def compose(self) -> ComposeResult:
         """The list, one line per column: [x] shown, [ ] hidden."""
         with Vertical(classes="dialog columns"):
-            yield Label("Columns: space shows/hides, shift+up/down moves", classes="dialog-title")
+            yield Label("Columns of the table", classes="dialog-title")
+            yield Label("", id="column-keys", classes="dialog-detail")
             yield _ColumnList(*self._options(), id="column-list")
 
     def on_mount(self) -> None:
-        """The first column highlighted."""
+        """The first column highlighted; the title says the keys in force (panel.toml's)."""
         self.query_one(_ColumnList).highlighted = 0
+        keys: dict[str, list[str]] = {}
+        for active in self.active_bindings.values():
+            if active.node is self:
+                keys.setdefault(active.binding.action, []).append(
+                    self.app.get_key_display(active.binding)
+                )
+        hint = "  ".join(
+            f"{'/'.join(keys[action])} {label}"
+            for action, label in _HINTS.items()
+            if action in keys
+        )
+        self.query_one("#column-keys", Label).update(hint)
 
     def _options(self) -> list[Option]:
         return [
-            Option(f"[{'x' if key in self.shown else ' '}] {_LABELS[key]}", id=key)
+            # Text, not a str: "[x]" would be read as markup.
+            Option(Text(f"[{'x' if key in self.shown else ' '}] {_LABELS[key]}"), id=key)
             for key in self.order
         ]
 

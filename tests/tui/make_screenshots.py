@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from textual.pilot import Pilot
 
 from flowmgr_tui.app import FlowMgrApp
+from flowmgr_tui.screens.columns import ColumnsScreen
+from flowmgr_tui.screens.confirm import ConfirmScreen
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.screens.history import HistoryScreen
 from tests.tui.helpers import host_graphs_full, until
@@ -83,19 +86,39 @@ async def shoot_history(app: FlowMgrApp, pilot: Pilot[None]) -> None:
     await pilot.press("escape")
 
 
-async def history_only() -> None:
-    """Only the history shots (python -c 'import asyncio, tests.tui.make_screenshots as m;
-    asyncio.run(m.history_only())')."""
+async def shoot_table(app: FlowMgrApp, pilot: Pilot[None]) -> None:
+    """Two rows marked (space) and the bulk question (x), then the column chooser (c)."""
+    await pilot.press("space", "space", "x")
+    await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+    await pilot.pause(0.3)
+    app.save_screenshot("dashboard-marked.svg", str(OUT))
+    await pilot.press("n", "M", "c")
+    await until(pilot, lambda: isinstance(app.screen, ColumnsScreen), "the chooser")
+    await pilot.press("down", "space", "down", "down", "K")
+    await pilot.pause(0.3)
+    app.save_screenshot("columns.svg", str(OUT))
+    await pilot.press("escape")
+
+
+async def only(shots: Callable[[FlowMgrApp, Pilot[None]], Awaitable[None]]) -> None:
+    """Only some shots, in a session of their own (python -c 'import asyncio,
+    tests.tui.make_screenshots as m; asyncio.run(m.only(m.shoot_table))')."""
     app = recorded_app()
     async with app.run_test(size=(120, 32)) as pilot:
         await _ready(app, pilot)
-        await shoot_history(app, pilot)
+        await shots(app, pilot)
+
+
+async def history_only() -> None:
+    """Only the history shots."""
+    await only(shoot_history)
 
 
 async def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     await shoot((120, 32))
     await shoot((80, 24), "-80x24")
+    await only(shoot_table)  # its own session: marks and the cursor stay out of the other shots
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ async def test_marks_keep_through_sort_and_filter_and_go_with_their_container() 
 
 async def test_c_chooses_orders_and_saves_the_columns(tmp_path: Path) -> None:
     path = tmp_path / "panel.toml"
-    path.write_text("# mine\n[logs]\nwrap = true\n")
+    path.write_text('# mine\n[logs]\nwrap = true\n[keys.columns]\nmove_up = "u"\n')
     app, backend = _app(load_panel_config(path))
     async with app.run_test(size=SIZE) as pilot:
         table = await _all_rows(app, backend, pilot)
@@ -106,7 +106,9 @@ async def test_c_chooses_orders_and_saves_the_columns(tmp_path: Path) -> None:
         await until(pilot, lambda: isinstance(app.screen, ColumnsScreen), "the chooser")
         await pilot.press("space")  # name: always shown
         await pilot.press("down", "space")  # hide the id
-        await pilot.press("down", "K")  # the image moves above the id
+        hint = str(app.screen.query_one("#column-keys").render())
+        assert "u up" in hint and "K" not in hint  # the keys in force, after panel.toml
+        await pilot.press("down", "u")  # the image moves above the id
         await pilot.press("enter")
         await until(pilot, lambda: not isinstance(app.screen, ColumnsScreen), "saved")
         expect = ["name", "image", "state", "health", "cpu", "mem", "net", "uptime", "socket"]
@@ -116,6 +118,7 @@ async def test_c_chooses_orders_and_saves_the_columns(tmp_path: Path) -> None:
         saved = tomllib.loads(path.read_text())
         assert saved["table"]["columns"] == ["name", "image", "node", *expect[2:]]
         assert saved["logs"] == {"wrap": True} and path.read_text().startswith("# mine\n")
+        assert saved["keys"] == {"columns": {"move_up": "u"}}
         await pilot.press("o")  # sorting still works with the id column hidden
         assert table.sort_column == "image"
     again, backend = _app(load_panel_config(path))
