@@ -7,7 +7,6 @@ Nothing in the package imports this module: screens get the data they show and p
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -15,7 +14,6 @@ from datetime import datetime
 from typing import Protocol
 
 from textual.app import App
-from textual.theme import Theme
 
 from flowmgr_tui.actions import ActionRunner
 from flowmgr_tui.backend import Backend
@@ -34,6 +32,7 @@ from flowmgr_tui.messages import (
     SortRequested,
 )
 from flowmgr_tui.panel_config import PanelConfig
+from flowmgr_tui.panel_prefs import PanelPrefs
 from flowmgr_tui.screens.dashboard import DashboardScreen
 from flowmgr_tui.state.panel_state import Changes, PanelState, ShowsChanges
 from server.core.events import DockerConnectionLost, DockerConnectionRestored, Event, now
@@ -96,8 +95,8 @@ class FlowMgrApp(App[None]):
         self.set_keymap(textual_keymap(self.keys))
         if self.panel.theme:
             self.theme = self.panel.theme
-        self.mouse_released = False
-        """The terminal has the mouse (`m`): text can be selected; the panel sees no clicks."""
+        self.prefs = PanelPrefs(self, self.panel)
+        """Saves the theme and columns into panel.toml; holds the mouse's state."""
         self.backend = backend
         self.clock = clock
         """Time source for uptimes (snapshot tests freeze it)."""
@@ -136,21 +135,7 @@ class FlowMgrApp(App[None]):
         """Show the dashboard, start pumping events, start the core when asked to."""
         self.push_screen(self.dashboard)
         self.bridge.start(self)
-        self.theme_changed_signal.subscribe(self, self._theme_changed)
-        if self.panel.problems:
-            for problem in self.panel.problems:
-                logger.warning("panel config: %s", problem)
-            self.notify(
-                "\n".join(self.panel.problems[:6])
-                + (
-                    f"\n(and {len(self.panel.problems) - 6} more in the log)"
-                    * (len(self.panel.problems) > 6)
-                ),
-                title="panel.toml: defaults used for",
-                severity="warning",
-                timeout=20,
-                markup=False,
-            )
+        self.prefs.start()
         self._update_subtitle()
         if self._server_status is not None:
             self.set_interval(2.0, self._update_subtitle)
@@ -196,43 +181,12 @@ class FlowMgrApp(App[None]):
 
     def on_preference_changed(self, message: PreferenceChanged) -> None:
         """Save what the user changed in the panel into panel.toml."""
-        self._save_preference(message.dotted, message.value)
-
-    def _theme_changed(self, theme: Theme) -> None:
-        if theme.name != (self.panel.theme or ""):
-            self._save_preference("theme", theme.name)
-
-    def _save_preference(self, dotted: str, value: object) -> None:
-        path = self.panel.path
-        if path is None:
-            return  # no config file given (tests, embedding): nothing is kept
-        from flowmgr_tui.panel_file import save_values
-
-        async def save() -> None:
-            try:
-                await asyncio.to_thread(save_values, path, {dotted: json.dumps(value)})
-            except Exception as err:  # the change holds for this run; the user is told
-                logger.warning("%s not saved in %s: %s", dotted, path, err)
-                self.notify(str(err), title=f"{dotted} not saved", severity="warning")
-
-        self.run_worker(save(), name=f"save {dotted}", group="preferences", exit_on_error=False)
+        self.prefs.save(message.dotted, message.value)
 
     def action_toggle_mouse(self) -> None:
         """Release the mouse to the terminal (text can be selected), or take it back."""
-        self.mouse_released = not self.mouse_released
-        driver = self._driver
-        switch = "_disable_mouse_support" if self.mouse_released else "_enable_mouse_support"
-        if driver is not None and hasattr(driver, switch):  # Textual's drivers: no public API
-            getattr(driver, switch)()
-        if not self.mouse_released:
-            self.notify("the panel has the mouse again", title="Mouse", timeout=3)
-        else:
-            key = next(k for k in self.keys if k.action == "toggle_mouse").in_force
-            self.notify(
-                f"the terminal selects text now; {key.split(',')[0]} gives the mouse back",
-                title="Mouse released",
-                timeout=6,
-            )
+        key = next(k for k in self.keys if k.action == "toggle_mouse").in_force
+        self.prefs.toggle_mouse(key.split(",")[0])
 
     def on_create_form_requested(self, _: CreateFormRequested) -> None:
         """Push the create form."""

@@ -127,7 +127,7 @@ async def test_m_releases_the_mouse_and_m_again_takes_it_back() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, backend.replayed.is_set, "the replay")
         await pilot.press("m")
-        assert app.mouse_released
+        assert app.prefs.mouse_released
         assert any("m gives the mouse back" in n for n in _notes(app))
         await pilot.press("m")
-        assert not app.mouse_released
+        assert not app.prefs.mouse_released
