@@ -46,7 +46,7 @@ def help_text(table: Sequence[Key] = KEYS) -> str:
                     if k.scope == scope and k.action == key.action
                 )
                 name = key.name.split(".", 1)[1]  # its name in panel.toml
-                lines.append(f"  {keys:<18} {name:<15} {key.help}")
+                lines.append(f"  {keys:<14} {name:<15} {key.help}")
         lines.append("")
     return "\n".join(lines) + NOTES
 
