@@ -19,7 +19,7 @@ from textual.keys import Keys, _character_to_key
 from textual.theme import BUILTIN_THEMES
 
 from flowmgr_tui import keymap
-from flowmgr_tui.panel_file import line_of, read_text, shown_value
+from flowmgr_tui.panel_file import key_lines, line_of, read_text, shown_value
 
 __all__ = [
     "PanelConfig",
@@ -50,6 +50,8 @@ COLUMN_KEYS = (
 REFRESH_RANGE = (0.05, 5.0)
 """Seconds between screen updates from the core, at least and at most."""
 TAIL_RANGE = (1, 100_000)
+PROBLEMS_KEPT = 50
+"""Problems listed at most (the rest are counted): a file of junk is told in a few lines."""
 TEXTUAL_KEYS = frozenset(
     {"tab", "shift+tab", "up", "down", "left", "right", "home", "end", "pageup", "pagedown"}
     | {"enter", "ctrl+p", "ctrl+q"}
@@ -131,21 +133,30 @@ def parse_panel_config(text: str, path: Path) -> PanelConfig:
         )
     checker = _Checker(text, path)
     values = checker.top(data)
-    return PanelConfig(path=path, problems=tuple(checker.problems), **values)
+    return PanelConfig(path=path, problems=checker.told(), **values)
 
 
 class _Checker:
     """Turns the parsed file into PanelConfig fields, writing down what is wrong where."""
 
     def __init__(self, text: str, path: Path) -> None:
-        self._text = text
+        self._lines = key_lines(text)  # once: a hostile file may hold thousands of bad keys
         self._path = path
         self.problems: list[str] = []
+        self._more = 0
 
     def bad(self, dotted: str, why: str) -> None:
-        line = line_of(self._text, dotted)
+        if len(self.problems) >= PROBLEMS_KEPT:
+            self._more += 1
+            return
+        line = line_of(self._lines, dotted)
         where = f"{self._path}:{line}" if line else str(self._path)
         self.problems.append(f"{where}: {dotted}: {why}")
+
+    def told(self) -> tuple[str, ...]:
+        """The problems, the ones past PROBLEMS_KEPT counted."""
+        more = [f"{self._path}: {self._more} more problems not listed"] if self._more else []
+        return (*self.problems, *more)
 
     def top(self, data: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}

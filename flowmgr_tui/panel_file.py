@@ -21,6 +21,7 @@ __all__ = [
     "MAX_BYTES",
     "PanelFileError",
     "read_text",
+    "key_lines",
     "line_of",
     "shown_value",
     "set_value",
@@ -88,14 +89,21 @@ def _plain(key: str) -> str:
     return re.sub(r"[\s\"']", "", key)
 
 
-def line_of(text: str, dotted: str) -> int | None:
-    """1-based line where `dotted` (or the nearest enclosing key written) is set."""
-    paths = _paths(text.splitlines())
+def key_lines(text: str) -> dict[str, int]:
+    """Dotted key -> the 1-based line that sets it (the first, if set twice)."""
+    lines: dict[str, int] = {}
+    for i, path, _ in _paths(text.splitlines()):
+        lines.setdefault(path, i + 1)
+    return lines
+
+
+def line_of(lines: dict[str, int], dotted: str) -> int | None:
+    """The line where `dotted` (or the nearest enclosing key written) is set, from
+    `key_lines`."""
     probe = dotted
     while probe:
-        for i, path, _ in paths:
-            if path == probe:
-                return i + 1
+        if probe in lines:
+            return lines[probe]
         probe = probe.rpartition(".")[0]
     return None
 

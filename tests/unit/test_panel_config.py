@@ -4,6 +4,7 @@ saving a value keeps the user's other lines and replaces the file atomically."""
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from pathlib import Path
 
@@ -239,3 +240,13 @@ def test_the_readme_example_is_a_clean_config(tmp_path: Path) -> None:
     cfg = load_panel_config(_write(tmp_path, example))
     assert cfg.problems == () and cfg.theme == "nord"
     assert dict(cfg.keys) == {"dashboard.stop": "x,ctrl+x"}
+
+
+def test_a_file_of_thousands_of_bad_keys_is_told_briefly_and_fast(tmp_path: Path) -> None:
+    lines = "".join(f"junk{i} = {i}\n" for i in range(15_000))  # ~250 KiB
+    assert len(lines) < MAX_BYTES
+    started = time.monotonic()
+    cfg = load_panel_config(_write(tmp_path, lines))
+    assert time.monotonic() - started < 5
+    assert len(cfg.problems) == 51 and cfg.problems[-1].endswith("14950 more problems not listed")
+    assert cfg.problems[49].startswith(f"{tmp_path / 'panel.toml'}:50: junk49:")
