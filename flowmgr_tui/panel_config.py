@@ -131,6 +131,10 @@ def parse_panel_config(text: str, path: Path) -> PanelConfig:
         return PanelConfig(
             path=path, problems=(f"{path}: not TOML: {err}; defaults used",), writable=False
         )
+    except RecursionError:  # tomllib recurses per nesting level: `a = [[[[...`
+        return PanelConfig(
+            path=path, problems=(f"{path}: nested too deeply; defaults used",), writable=False
+        )
     checker = _Checker(text, path)
     values = checker.top(data)
     return PanelConfig(path=path, problems=checker.told(), **values)

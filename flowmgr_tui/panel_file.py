@@ -180,8 +180,8 @@ def save_values(path: Path, updates: dict[str, str]) -> None:
     if text is not None:
         try:
             tomllib.loads(text)
-        except tomllib.TOMLDecodeError as err:
-            raise PanelFileError(f"not saved: {path} is not TOML ({err})") from err
+        except (tomllib.TOMLDecodeError, RecursionError) as err:
+            raise PanelFileError(f"not saved: {path} is not a usable TOML file") from err
     new = text or ""
     for dotted, literal in updates.items():
         new = set_value(new, dotted, literal)

@@ -250,3 +250,12 @@ def test_a_file_of_thousands_of_bad_keys_is_told_briefly_and_fast(tmp_path: Path
     assert time.monotonic() - started < 5
     assert len(cfg.problems) == 51 and cfg.problems[-1].endswith("14950 more problems not listed")
     assert cfg.problems[49].startswith(f"{tmp_path / 'panel.toml'}:50: junk49:")
+
+
+@pytest.mark.parametrize("text", ["a = " + "[" * 100_000, "a = " + "{b = " * 40_000])
+def test_deep_nesting_is_refused_not_a_crash(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path, text)
+    cfg = load_panel_config(path)
+    assert cfg.writable is False and "nested too deeply" in cfg.problems[0]
+    with pytest.raises(PanelFileError, match="not saved"):
+        save_values(path, {"theme": '"nord"'})
