@@ -49,6 +49,8 @@ def read_text(path: Path) -> tuple[str | None, str]:
         return None, ""
     except OSError as err:
         return None, f"{path}: cannot be read ({err.strerror}); defaults used"
+    except ValueError:  # a NUL in the path given
+        return None, f"{path!r}: not a usable path; defaults used"
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None, f"{path}: not a regular file; defaults used"

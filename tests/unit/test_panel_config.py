@@ -197,6 +197,11 @@ def test_a_fifo_or_a_directory_does_not_hang_or_crash(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     assert "not a regular file" in load_panel_config(fifo).problems[0]
     assert load_panel_config(tmp_path).problems  # a directory
+    assert "not a usable path" in load_panel_config(f"{tmp_path}/a\0b").problems[0]
+    (tmp_path / "locked.toml").write_text("theme = 'nord'\n")
+    (tmp_path / "locked.toml").chmod(0)
+    if os.getuid() != 0:  # root reads it anyway
+        assert "cannot be read" in load_panel_config(tmp_path / "locked.toml").problems[0]
 
 
 def test_saving_keeps_comments_and_other_keys_and_is_atomic(tmp_path: Path) -> None:
