@@ -264,3 +264,14 @@ def test_deep_nesting_is_refused_not_a_crash(tmp_path: Path, text: str) -> None:
     assert cfg.writable is False and "nested too deeply" in cfg.problems[0]
     with pytest.raises(PanelFileError, match="not saved"):
         save_values(path, {"theme": '"nord"'})
+
+
+def test_the_default_keys_clash_only_where_the_help_closes_itself() -> None:
+    """A key added to the table (by any change) that another active key already has fails here:
+    Textual would run only one of the two."""
+    every = keymap.rebind({name: key.keys for name, key in keymap.configurable().items()})
+    found = {(a.name, b.name, key) for a, b, key in keymap.clashes(every)}
+    assert found == {
+        ("app.quit", "help.close", "q"),  # the help's own q and ? close it, on purpose
+        ("app.help", "help.close", "question_mark"),
+    }
