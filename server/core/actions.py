@@ -30,7 +30,7 @@ from server.core.registry import Record, Registry
 from server.core.state_dir import StateDir
 from server.core.validation import port_bindings
 from server.core.validation.host import adopted_pins, validate_create
-from server.core.validation.shapes import PORTS_LABEL, ports_label
+from server.core.validation.shapes import MANAGER_LABEL_PREFIX, PORTS_LABEL, ports_label
 
 __all__ = ["ContainerActions"]
 
@@ -124,6 +124,9 @@ class ContainerActions:
         labels = {"flowmgr.managed": "true", "flowmgr.instance": dk.instance}
         # the ports as the client wrote them, echoed so after a restart of the manager too
         own = {**labels, PORTS_LABEL: ports_label(spec.ports)} if spec.ports else labels
+        if spec.labels or spec.flow_meta:  # the caller's first: the manager's own always win
+            meta = {f"{MANAGER_LABEL_PREFIX}{k}": v for k, v in spec.flow_meta.items()}
+            own = {**spec.labels, **meta, **own}
         binds = [BindMount(p.source, p.target, p.mode == "ro") for p in spec.binds]
         data = {_data_volume(spec.name): dk.data_mount} if dk.data_mount else {}
         made_volume = False
