@@ -150,11 +150,19 @@ async def test_an_answered_command_sent_again_is_answered_from_the_record(
         p.answers.clear()
         again = await p.call("create_container", data, cid="corr-1")
         assert again == first
+        # two copies at once (a platform retrying early): the second waits for the first
+        twin = {"name": f"{name}-2", "image": BUSYBOX, "command": ["sleep", "3600"]}
+        await p.send("create_container", twin, cid="corr-3")
+        await p.send("create_container", twin, cid="corr-3")
+        await p.wait(lambda: len(p.answers.get("corr-3", ())) == 2)
+        assert p.answers["corr-3"][0] == p.answers["corr-3"][1]
+        assert p.answers["corr-3"][0]["ok"] is True
     # a new manager process reads the same record (the state dir survives it)
     async with platform(settings) as p, running_service(settings) as svc:
         await p.until_consuming(svc)
         assert await p.call("create_container", data, cid="corr-1") == first
         other = await p.call("create_container", data, cid="corr-2")
         assert other["error_type"] == "validation_error"  # the name exists: not run twice
-    found = await docker_cli("ps", "-aq", "--filter", f"name=^{name}$")
-    assert len(found.split()) == 1
+    for made in (name, f"{name}-2"):
+        found = await docker_cli("ps", "-aq", "--filter", f"name=^{made}$")
+        assert len(found.split()) == 1

@@ -182,7 +182,9 @@ async def test_a_broker_restart_leaves_socketio_working_and_loses_no_command(
         async with platform(settings) as p:
             cid = await p.send("list_containers", {})
             assert (await p.answer(cid))["ok"] is True
-            assert (await _health(svc.url))["components"]["messaging"] == "active"
+            async with asyncio.timeout(30):  # quorum queues elect their leader after a restart
+                while (await _health(svc.url))["components"]["messaging"] != "active":
+                    await asyncio.sleep(0.1)
 
 
 async def test_two_managers_on_one_broker_route_each_flows_commands_to_its_owner(
