@@ -209,9 +209,15 @@ class RabbitInterface:
                 cid = cid or _str_or_none(raw.get("correlation_id"))
                 reply = reply or _str_or_none(raw.get("reply_to"))
                 action = _str_or_none(raw.get("action"))
-            if reply is not None and not await self._queue_exists(reply):
+            if reply in self.topology.command_queues or (
+                reply is not None and not await self._queue_exists(reply)
+            ):
                 reply = None
             await self._answer(msg, cid, reply, error_payload(exc, action or "command", None))
+            return
+        if reply in self.topology.command_queues:  # an answer is never fed back as a command
+            err = InvalidRequest(f"reply_to {reply!r} is a command queue")
+            await self._answer(msg, cid, None, error_payload(err, env.action, None))
             return
         if reply is not None and not await self._queue_exists(reply):
             err = InvalidRequest(f"reply_to {reply[:80]!r} is not an existing queue")

@@ -37,6 +37,8 @@ class Topology:
         self.route_name = f"{cfg.command_queue}.route"
         self.dead_name = f"{cfg.command_queue}.dead"
         self.instance = instance
+        self.command_queues = frozenset({self.shared_name, self.own_name, self.dead_name})
+        """Queues no answer may be sent to."""
         self._own: AbstractQueue | None = None
         self._route: AbstractExchange | None = None
         self._events: AbstractExchange | None = None

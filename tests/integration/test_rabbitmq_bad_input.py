@@ -106,6 +106,15 @@ async def test_a_reply_to_that_does_not_exist_is_answered_on_the_response_queue(
         await p.send_raw(json.dumps(body).encode(), correlation_id="lost-2")
         await p.wait(lambda: len(p.default_answers) == 2)
         assert p.default_answers[1][0] == "lost-2"
+        # a command queue as reply_to: refused (an answer never comes back as a command)
+        await p.send_raw(
+            json.dumps({"action": "list_containers", "data": {}}).encode(),
+            correlation_id="loop-1",
+            reply_to=settings.messaging.command_queue,
+        )
+        await p.wait(lambda: len(p.default_answers) == 3)
+        assert p.default_answers[2][0] == "loop-1"
+        assert "command queue" in _typed(p.default_answers[2][1])["message"]
         # the body's reply_to and correlation_id when the properties have none
         body = {"action": "list_containers", "data": {}, "reply_to": p.reply_queue}
         await p.send_raw(json.dumps({**body, "correlation_id": "in-body"}).encode())
