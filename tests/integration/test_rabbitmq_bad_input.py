@@ -228,3 +228,20 @@ async def test_an_unreachable_broker_is_unavailable_and_its_password_never_logge
         await asyncio.sleep(1.0)  # a retry or two (backoff)
     assert "RabbitMQ unreachable" in caplog.text
     assert "s3cret-pw" not in caplog.text
+
+
+async def test_with_no_queue_to_answer_on_the_command_is_dead_lettered(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with platform(settings) as p, running_service(settings) as svc:
+        await p.until_consuming(svc)
+        await p.channel.queue_delete(settings.messaging.response_queue)  # no answer can go out
+        await p.send_raw(b"{not json", correlation_id="orphan-1")
+        dead = await p.channel.get_queue(f"{settings.messaging.command_queue}.dead")
+        async with asyncio.timeout(30):
+            while (got := await dead.get(fail=False)) is None:
+                await asyncio.sleep(0.05)
+        assert got.correlation_id == "orphan-1" and got.body == b"{not json"
+        await got.ack()
+        assert "dead-lettered" in caplog.text
+        assert (await p.call("list_containers", {}))["ok"] is True  # the consumer goes on
