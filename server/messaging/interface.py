@@ -9,19 +9,18 @@ import functools
 import json
 import logging
 import uuid
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import DeliveryError, PublishError
 
 from server.api.errors import error_payload
-from server.api.sio_bridge import push_payload
 from server.core.errors import InvalidRequest
 from server.core.events import ContainerAdded, ContainerRemoved, Event
 from server.messaging.answers import AnswerRecord
+from server.messaging.events import EventPublisher
 from server.messaging.operations import FLOW_ACTIONS, OPERATIONS
 from server.messaging.topology import Topology
 from server.wire.amqp import CommandEnvelope, answer_payload
@@ -30,19 +29,15 @@ from server.wire.requests import parse_request
 
 if TYPE_CHECKING:
     from server.core.config import Settings
-    from server.core.journal.records import JournalRecord
     from server.core.manager import ContainerManager
 
-__all__ = ["RabbitInterface", "EVENT_BUFFER", "FORWARDED"]
+__all__ = ["RabbitInterface", "FORWARDED"]
 
 logger = logging.getLogger(__name__)
 
-EVENT_BUFFER = 50_000
-"""Events held while the broker is away (the oldest dropped beyond; the journal keeps them)."""
 FORWARDED = "x-flowmgr-forwarded"
 """Header of a command a manager passed on to the flow's owner (never passed on twice)."""
 _BACKOFF = (0.5, 10.0)
-_EVENT_BATCH = 256
 _REPLY_CHECK_TTL = 30.0
 
 
@@ -57,20 +52,18 @@ class RabbitInterface:
         self._answers = AnswerRecord(settings.answers_path, self._cfg.answer_keep_days * 86400)
         self.state = "connecting"
         """The /health `messaging` component: "active", or "connecting"/"unavailable"."""
-        self._events: deque[JournalRecord] = deque(maxlen=EVENT_BUFFER)
-        self._events_ready = asyncio.Event()
+        self.events = EventPublisher()
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._reply_ok: dict[str, float] = {}
         self._conn: aio_pika.abc.AbstractConnection | None = None
         self._pub: AbstractChannel | None = None
         self._task: asyncio.Task[None] | None = None
         self._unlisten: Any = None
-        self.events_published = 0
         self.commands_answered = 0
 
     async def start(self) -> None:
         """Follow the journal's pushes and connect in the background (never fails start-up)."""
-        self._unlisten = self._m.journal.listen(self._on_records)
+        self._unlisten = self._m.journal.listen(self.events.on_records)
         self._task = asyncio.create_task(self._run(), name="rabbitmq")
 
     async def stop(self) -> None:
@@ -85,12 +78,6 @@ class RabbitInterface:
     def health(self) -> str:
         """The /health `messaging` component."""
         return self.state
-
-    async def _on_records(self, records: list[JournalRecord]) -> None:
-        if len(self._events) + len(records) > EVENT_BUFFER:
-            logger.warning("RabbitMQ away: the oldest events are not published (journal has them)")
-        self._events.extend(records)
-        self._events_ready.set()
 
     async def _run(self) -> None:
         delay = _BACKOFF[0]
@@ -140,7 +127,7 @@ class RabbitInterface:
             self.state = "active"
             logger.info("RabbitMQ interface ready (%s)", self.topology.describe())
             async with asyncio.TaskGroup() as tg:
-                events = tg.create_task(self._publish_events(self.topology.events))
+                events = tg.create_task(self.events.run(self.topology.events))
                 routes = tg.create_task(self._follow_routes(changes))
                 await lost.wait()
                 events.cancel()
@@ -155,30 +142,6 @@ class RabbitInterface:
             await self.topology.route_flows([event.snapshot])
         elif isinstance(event, ContainerRemoved):
             await self.topology.unroute(event.container_id, event.name)
-
-    async def _publish_events(self, exchange: AbstractExchange) -> None:
-        while True:
-            while not self._events:
-                self._events_ready.clear()
-                await self._events_ready.wait()
-            batch = [self._events[i] for i in range(min(_EVENT_BATCH, len(self._events)))]
-            # pipelined: the confirms of a batch are awaited together
-            await asyncio.gather(
-                *(
-                    exchange.publish(
-                        aio_pika.Message(
-                            (rec.pushed_text() or json.dumps(push_payload(rec))).encode(),
-                            content_type="application/json",
-                        ),
-                        routing_key=f"event.{rec.event}",
-                        mandatory=False,
-                    )
-                    for rec in batch
-                )
-            )
-            for _ in batch:
-                self._events.popleft()
-            self.events_published += len(batch)
 
     # commands
 
