@@ -159,12 +159,15 @@ async def _health(url: str) -> dict[str, Any]:
         return body
 
 
-async def test_a_broker_restart_leaves_socketio_working_and_loses_no_command(
-    settings: Settings,
+async def test_a_broker_restart_leaves_socketio_working_and_loses_no_command_or_event(
+    settings: Settings, unique_name: Any
 ) -> None:
+    held = f"{settings.messaging.event_exchange}.held"  # durable: outlives the restart
     async with running_service(settings) as svc:
         async with platform(settings, cleanup=False) as p:
             await p.until_consuming(svc)
+            queue = await p.channel.declare_queue(held, durable=True)
+            await queue.bind(settings.messaging.event_exchange, "event.activity_log")
         await asyncio.to_thread(rabbitmqctl, "stop_app")
         try:
             async with asyncio.timeout(30):
@@ -176,6 +179,9 @@ async def test_a_broker_restart_leaves_socketio_working_and_loses_no_command(
             async with client(svc.url) as (sio, _):
                 listed = await sio.call("list_containers", {})
                 assert "containers" in listed
+                name = unique_name("outage")  # its events wait for the broker
+                made = await sio.call("create_container", {"name": name, "image": BUSYBOX})
+                assert made["name"] == name
         finally:
             await asyncio.to_thread(rabbitmqctl, "start_app")
         # sent before the manager is back (its backoff): the durable queue keeps it
@@ -185,6 +191,17 @@ async def test_a_broker_restart_leaves_socketio_working_and_loses_no_command(
             async with asyncio.timeout(30):  # quorum queues elect their leader after a restart
                 while (await _health(svc.url))["components"]["messaging"] != "active":
                     await asyncio.sleep(0.1)
+            queue = await p.channel.get_queue(held)
+            seen: list[dict[str, Any]] = []
+            async with asyncio.timeout(30):
+                while not any(e.get("container_id") == made["container_id"] for e in seen):
+                    msg = await queue.get(fail=False)
+                    if msg is None:
+                        await asyncio.sleep(0.05)
+                    else:
+                        seen.append(json.loads(msg.body))
+                        await msg.ack()
+            await p.channel.queue_delete(held)
 
 
 async def test_two_managers_on_one_broker_route_each_flows_commands_to_its_owner(
