@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -250,6 +251,7 @@ async def test_two_managers_on_one_broker_route_each_flows_commands_to_its_owner
             made = await p.call("create_container", {"name": unique_name("any"), "image": BUSYBOX})
             assert made["instance"] in own  # a create without placement: any one manager
     finally:
+        shutil.rmtree(second.socket_dir, ignore_errors=True)
         for s in (second,):
             ids = (
                 await docker_cli(

@@ -8,7 +8,7 @@ from server.core.config import load_settings
 from server.core.errors import ConfigError, InvalidRequest
 from server.core.validation.shapes import check_labels
 from server.messaging.operations import OPERATIONS
-from server.wire.amqp import ACTIONS
+from server.wire.amqp import ACTIONS, AnswerOut, answer_payload
 
 
 def test_env_vars_set_the_interface() -> None:
@@ -41,6 +41,11 @@ def test_a_bad_value_stops_start_up_naming_the_key(name: str, value: str) -> Non
 
 def test_every_action_has_its_operation() -> None:
     assert set(OPERATIONS) == set(ACTIONS)
+
+
+def test_the_answer_builder_matches_its_model() -> None:
+    answer = answer_payload("list_containers", {"containers": [], "count": 0}, "default")
+    assert AnswerOut.decode(answer).model_dump() == answer
 
 
 @pytest.mark.parametrize(
