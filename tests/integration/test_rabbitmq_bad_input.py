@@ -10,8 +10,10 @@ from typing import Any
 
 import aio_pika
 import pytest
+from pydantic import ValidationError
 
 from server.core.config import Settings
+from server.messaging.operations import OPERATIONS
 from server.messaging.topology import Topology
 from tests.integration.api_harness import BUSYBOX, docker_cli, running_service
 from tests.integration.rabbit_harness import Platform, broker_url, platform, with_messaging
@@ -245,3 +247,35 @@ async def test_with_no_queue_to_answer_on_the_command_is_dead_lettered(
         await got.ack()
         assert "dead-lettered" in caplog.text
         assert (await p.call("list_containers", {}))["ok"] is True  # the consumer goes on
+
+
+WRONG: list[Any] = [None, 5, 1.5, True, "x", [], ["x"], {}, {"k": 1}]
+"""A value of every JSON type, for every field of every action."""
+
+
+async def test_every_field_of_every_action_mistyped_is_a_typed_error(settings: Settings) -> None:
+    """No create can succeed (its name is always invalid or mistyped); the others name no
+    container that exists: every answer is an error of the taxonomy, and a value the action's
+    model refuses is a validation_error naming its field."""
+    base = {"container_id": "nobody-here", "name": "!", "message": {}, "code_path": "/nowhere"}
+    sent: dict[str, tuple[str, bool]] = {}
+    async with platform(settings) as p, running_service(settings) as svc:
+        await p.until_consuming(svc)
+        for action, op in OPERATIONS.items():
+            fields = [f for f in op.request.model_fields if f != "request_id"]
+            for field in fields:
+                for i, value in enumerate(WRONG):
+                    data = {k: v for k, v in base.items() if k in fields} | {field: value}
+                    try:
+                        op.request.model_validate(data)
+                        refused = False
+                    except ValidationError:
+                        refused = True
+                    sent[await p.send(action, data, cid=f"{action}-{field}-{i}")] = (field, refused)
+        await p.wait(lambda: all(p.answers.get(c) for c in sent))
+        for cid, (field, refused) in sent.items():
+            answer = _typed(p.answers[cid][0], p.answers[cid][0].get("error_type", "?"))
+            if refused:
+                assert answer["error_type"] == "validation_error", (cid, answer)
+                assert answer["details"].get("field", "").split(".")[0] == field, (cid, answer)
+        assert (await p.call("list_containers", {}))["ok"] is True
