@@ -30,38 +30,43 @@ class AnswerRecord:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS answers (correlation_id TEXT PRIMARY KEY, "
-                "answer TEXT NOT NULL, at REAL NOT NULL)"
+                "command TEXT NOT NULL, answer TEXT NOT NULL, at REAL NOT NULL)"
             )
             self._db = db
         return self._db
 
-    def _get(self, correlation_id: str) -> str | None:
+    def _get(self, correlation_id: str) -> tuple[str, str] | None:
         with self._lock:
             row = (
                 self._open()
-                .execute("SELECT answer FROM answers WHERE correlation_id = ?", (correlation_id,))
+                .execute(
+                    "SELECT command, answer FROM answers WHERE correlation_id = ?",
+                    (correlation_id,),
+                )
                 .fetchone()
             )
-        return None if row is None else str(row[0])
+        return None if row is None else (str(row[0]), str(row[1]))
 
-    def _put(self, correlation_id: str, answer: str) -> None:
+    def _put(self, correlation_id: str, command: str, answer: str) -> None:
         now = time.time()
         with self._lock:
             db = self._open()
             db.execute(
-                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?)", (correlation_id, answer, now)
+                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
+                (correlation_id, command, answer, now),
             )
             self._writes += 1
             if self._writes % 1000 == 1:  # old answers go now and then, never per command
                 db.execute("DELETE FROM answers WHERE at < ?", (now - self._keep,))
 
-    async def get(self, correlation_id: str) -> str | None:
-        """The answer sent for `correlation_id`, or None."""
+    async def get(self, correlation_id: str) -> tuple[str, str] | None:
+        """(the command's digest, the answer's text) kept for `correlation_id`, or None."""
         return await asyncio.to_thread(self._get, correlation_id)
 
-    async def put(self, correlation_id: str, answer: str) -> None:
-        """Keep `answer` (its JSON text) before it is published."""
-        await asyncio.to_thread(self._put, correlation_id, answer)
+    async def put(self, correlation_id: str, command: str, answer: str) -> None:
+        """Keep `answer` (its JSON text) for the command of digest `command`, before it is
+        published."""
+        await asyncio.to_thread(self._put, correlation_id, command, answer)
 
     def close(self) -> None:
         """Close the database (blocking; at shutdown)."""

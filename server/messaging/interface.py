@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import uuid
@@ -203,10 +204,19 @@ class RabbitInterface:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[cid] = done
         try:
-            text = await self._answers.get(cid)
-            if text is None:
+            digest = _digest(env)
+            kept = await self._answers.get(cid)
+            if kept is None:
                 text = _text(await self._execute(env, cid))
-                await self._answers.put(cid, text)  # before it is sent: sent at most once
+                await self._answers.put(cid, digest, text)  # before it is sent: sent once
+            elif kept[0] == digest:
+                text = kept[1]
+            else:  # another command under a used id: neither run nor given the other's answer
+                err = InvalidRequest(
+                    "correlation_id was used for another command; use a new one",
+                    field="correlation_id",
+                )
+                text = _text(error_payload(err, env.action, None))
             await self._publish(msg, cid, reply, text)
         finally:
             del self._inflight[cid]
@@ -322,6 +332,12 @@ class RabbitInterface:
 
 def _set(flag: asyncio.Event, *_: object) -> None:
     flag.set()
+
+
+def _digest(env: CommandEnvelope) -> str:
+    """What makes two commands the same one: the action and its data."""
+    canonical = json.dumps([env.action, env.data], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _text(answer: Wire) -> str:

@@ -163,6 +163,11 @@ async def test_an_answered_command_sent_again_is_answered_from_the_record(
         assert await p.call("create_container", data, cid="corr-1") == first
         other = await p.call("create_container", data, cid="corr-2")
         assert other["error_type"] == "validation_error"  # the name exists: not run twice
+        # another command under a used correlation_id gets neither a run nor that answer
+        p.answers.clear()
+        reused = await p.call("list_containers", {}, cid="corr-1")
+        assert reused["error_type"] == "validation_error"
+        assert reused["details"]["field"] == "correlation_id"
     for made in (name, f"{name}-2"):
         found = await docker_cli("ps", "-aq", "--filter", f"name=^{made}$")
         assert len(found.split()) == 1
