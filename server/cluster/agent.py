@@ -38,6 +38,7 @@ from typing import Any
 
 from server import __version__
 from server.cluster.agent_docker import AgentAdapter
+from server.cluster.agent_guard import guard
 from server.cluster.agent_link import AgentLink, new_instance
 from server.cluster.agent_place import (
     SERVICE_LABEL,
@@ -179,6 +180,11 @@ class Agent:
         self.fenced = False
         self.fence_stops = 0
         """Flow containers stopped by the fence (since start)."""
+        self._guarding: set[str] = set()
+        self.swap_limited = 0
+        """Task containers whose swap the guard limited to their memory (since start)."""
+        self.refused = 0
+        """Task containers the guard stopped (since start)."""
 
     # -- lifecycle
 
@@ -340,6 +346,16 @@ class Agent:
             rec = self.core.registry.records.get(event.snapshot.id) if self.core else None
             if rec is not None:
                 self._close_older(rec.info)
+        runs = (
+            event.snapshot.id
+            if isinstance(event, ContainerAdded) and event.snapshot.state == "running"
+            else event.container_id
+            if isinstance(event, ContainerStateChanged) and event.new_state == "running"
+            else None
+        )
+        if runs is not None and runs not in self._guarding and self._ids_of(runs) is not None:
+            self._guarding.add(runs)
+            self._spawn(self._guard(runs), "isolation-guard")
         if not isinstance(event, _FORWARDED):
             return
         try:
@@ -349,6 +365,24 @@ class Agent:
             return
         if item is not None:
             self._queue(item)
+
+    async def _guard(self, container_id: str) -> None:
+        """Hold a task container that just started to what its spec could not ask for
+        (agent_guard); a refusal is told to the hub, which says it with the crash."""
+        try:
+            verdict = await guard(self.adapter, container_id)
+        finally:
+            self._guarding.discard(container_id)
+        if verdict.swap_limited:
+            self.swap_limited += 1
+        ids = self._ids_of(container_id)
+        if verdict.refused is not None and ids is not None:
+            self.refused += 1
+            self._queue(
+                AgentEvent(
+                    flow_id=ids[0], task_id=ids[1], kind="refused", data={"why": verdict.refused}
+                )
+            )
 
     def _is_newest(self, info: ContainerInfo) -> bool:
         """Whether no other task container of the same flow here is newer (the core's

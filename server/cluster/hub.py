@@ -117,6 +117,8 @@ class HubManager(ContainerManager):
         self._refreshed: dict[str, float] = {}
         self._node_said: dict[str, NodeStatusReported] = {}
         self._fenced_tasks: set[str] = set()
+        self._refused: dict[str, str] = {}
+        """Task id -> why its node's agent stopped it (said with its crash)."""
         self._containers: dict[str, str] = {}
         """Flow -> the container of its current task, as last seen (a new one: ask again)."""
         self.links.subscribe(self._on_link_event)
@@ -532,6 +534,18 @@ class HubManager(ContainerManager):
                     "name": rec.info.name,
                 },
             )
+        elif kind == "refused":
+            rec = self.registry.records[flow_id]
+            node = self.nodes.get(node_id)
+            where = node.hostname if node is not None else node_id
+            why = str(data.get("why", ""))[:500]  # the agent's words, capped
+            self._refused[event.task_id] = f"refused by the agent of node {where}: {why}"
+            self.registry.record_activity(
+                "container_refused",
+                flow_id,
+                f"{rec.info.name}: its task on {where} was stopped by that node's agent: {why}",
+                {"node": where, "task_id": event.task_id, "why": why, "name": rec.info.name},
+            )
         elif kind == "log_line" and isinstance(data.get("line"), str):
             self.bus.publish(LogLineReceived(container_id=flow_id, line=data["line"][:65536]))
 
@@ -812,4 +826,5 @@ class HubManager(ContainerManager):
                 )
                 logs = [str(x) for x in (reply.result or {}).get("lines") or []]
         exit_code = task.exit_code if task.exit_code is not None else 1
-        self.registry.crashed(rec, exit_code, task.error or f"exit code {exit_code}", logs)
+        why = self._refused.pop(task.id, None) or task.error or f"exit code {exit_code}"
+        self.registry.crashed(rec, exit_code, why, logs)

@@ -134,6 +134,38 @@ async def test_thirty_flows_spread_over_the_nodes_and_each_answers(
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_every_task_container_is_held_to_the_isolation_rules(
+    roles: Roles, flows: list[str]
+) -> None:
+    """What a service spec cannot ask for, each node's agent holds (agent_guard): no swap
+    beyond the memory limit (the engine's default allows as much again), no new privileges."""
+    from server.cluster.agent_guard import no_new_privs
+
+    def loose() -> list[str]:
+        found = []
+        for node in roles.cluster.nodes:
+            for c in node.client.containers.list(
+                filters={"label": f"flowmgr.instance={roles.instance}"}
+            ):
+                host = c.attrs["HostConfig"]
+                if host["Memory"] <= 0 or host["MemorySwap"] != host["Memory"]:
+                    found.append(f"{c.name}: Memory {host['Memory']} Swap {host['MemorySwap']}")
+                if no_new_privs(c.attrs["State"]["Pid"], c.id) is not True:
+                    found.append(f"{c.name}: NoNewPrivs not 1")
+        return found
+
+    deadline = time.monotonic() + 20
+    while (problems := await asyncio.to_thread(loose)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    assert not problems, problems
+    running = sum(
+        len(n.client.containers.list(filters={"label": f"flowmgr.instance={roles.instance}"}))
+        for n in roles.cluster.nodes
+    )
+    assert running >= len(flows), running
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_logs_and_usage_of_a_flow_on_another_node(roles: Roles, flows: list[str]) -> None:
     async with client(roles.url) as (sio, rec):
         listed = _by_id(await call(sio, "list_containers", {}))
