@@ -53,6 +53,7 @@ from server.cluster.link_models import (
     AgentHello,
     AgentReport,
     FlowHeld,
+    FlowState,
     Request,
 )
 from server.core.bus import EventBus
@@ -181,6 +182,8 @@ class Agent:
         self.fence_stops = 0
         """Flow containers stopped by the fence (since start)."""
         self._guarding: set[str] = set()
+        self.engine_lost = False
+        """The node's engine is gone (the core's monitor lost it): its flows are `unknown`."""
         self.swap_limited = 0
         """Task containers whose swap the guard limited to their memory (since start)."""
         self.refused = 0
@@ -299,12 +302,18 @@ class Agent:
                     best = (rec, ids[1])
         return best
 
+    def _said(self, rec: Record) -> FlowState:
+        """The state told to the hub: without the engine the registry still says running and
+        the cgroup samples go on (the processes run under their shims), but nobody can say
+        the flow runs: `unknown`."""
+        return "unknown" if self.engine_lost and rec.state == "running" else rec.state
+
     def hello(self) -> AgentHello:
         """The node and the flow tasks the core holds (one per flow: the newest task)."""
         flows: dict[str, FlowHeld] = {}
         for rec, flow_id, task_id in sorted(self._records(), key=lambda r: r[0].info.created):
             flows[flow_id] = FlowHeld(
-                flow_id=flow_id, task_id=task_id, container_id=rec.info.id, state=rec.state
+                flow_id=flow_id, task_id=task_id, container_id=rec.info.id, state=self._said(rec)
             )
         return AgentHello(
             node_id=self.node_id,
@@ -413,6 +422,7 @@ class Agent:
     def _engine_changed(self, *, lost: bool) -> None:
         """The node's engine died (or is back): what this node runs is `unknown` to the hub at
         once, rather than when the managers notice the node is gone (seconds later)."""
+        self.engine_lost = lost
         for flow_id in {flow for _rec, flow, _task in self._records()}:
             current = self._current(flow_id)
             if current is None:
@@ -481,7 +491,7 @@ class Agent:
                 # not gone from this node, its current task is what the hub holds
                 rec, task_id = current
                 return AgentReport(
-                    flow_id=ids[0], task_id=task_id, container_id=rec.info.id, state=rec.state
+                    flow_id=ids[0], task_id=task_id, container_id=rec.info.id, state=self._said(rec)
                 )
             return AgentReport(
                 flow_id=ids[0],
@@ -508,7 +518,11 @@ class Agent:
             if isinstance(event, StatsSampled):
                 sample = ResourceUsageOut.model_validate(ResourceUsageOut.payload(event.sample))
             return AgentReport(
-                flow_id=flow_id, task_id=task_id, container_id=cid, state=rec.state, sample=sample
+                flow_id=flow_id,
+                task_id=task_id,
+                container_id=cid,
+                state=self._said(rec),
+                sample=sample,
             )
         kind: Any
         data: dict[str, Any]

@@ -80,6 +80,9 @@ REFOLLOW_FOR = 60.0
 """Seconds a moved flow's followed logs are asked of its new container (it may be starting)."""
 CRASH_GRACE = 3.0
 """Seconds a failed task waits before it is said to be a crash (a fence's word may come)."""
+MOVE_FOR = 120.0
+"""Seconds a move of a flow off a lost node is retried while the managers refuse it."""
+MOVE_RETRY = 1.0
 TASK_ENDED = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
 """Swarm task states from which a task never runs again."""
 REFRESH_EVERY = 0.25
@@ -514,7 +517,7 @@ class HubManager(ContainerManager):
                 # marked down): with restart condition none nothing would start it again
                 self._moved.add(event.task_id)
                 logger.warning("%s: its task was fenced; starting it again", rec.info.name)
-                self._spawn(self._move(flow_id), "unfence-flow")
+                self._spawn(self._move(flow_id, event.task_id), "unfence-flow")
             node = self.nodes.get(node_id)
             where = node.hostname if node is not None else node_id
             raw = data.get("cut_for")
@@ -800,13 +803,37 @@ class HubManager(ContainerManager):
                     node.hostname,
                     node.state,
                 )
-                self._spawn(self._move(service.id), "move-flow")
+                self._spawn(self._move(service.id, task.id), "move-flow")
 
-    async def _move(self, flow_id: str) -> None:
-        try:
-            await self.engine.force_restart(flow_id)
-        except Exception as err:
-            logger.warning("could not move %s: %s", flow_id[:12], err)
+    async def _move(self, flow_id: str, task_id: str) -> None:
+        """Replace the flow's task `task_id` by a forced update. Retried while the managers
+        refuse (a node lost with the leader leaves no quorum until the others elect one) and
+        that task is still the flow's: a move is never dropped, nor made twice."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MOVE_FOR
+        while True:
+            try:
+                await self.engine.force_restart(flow_id)
+                break
+            except Exception as err:
+                with contextlib.suppress(Exception):
+                    await self._refresh_one(flow_id)
+                service = self.services.get(flow_id)
+                current = service.current if service is not None else None
+                if service is None or service.replicas == 0:
+                    return  # deleted or stopped meanwhile: nothing to move
+                if (
+                    current is not None
+                    and current.id != task_id
+                    and current.state not in TASK_ENDED
+                ):
+                    break  # replaced meanwhile (Swarm, a restart): that one runs
+                if loop.time() >= deadline:
+                    logger.error("could not move %s for %.0f s: %s", service.name, MOVE_FOR, err)
+                    self._moved.discard(task_id)  # a later poll may try again
+                    return
+                logger.warning("could not move %s yet (%s); trying again", service.name, err)
+                await asyncio.sleep(MOVE_RETRY)
         self._poke.set()
 
     async def _say_crash(self, rec: Record, task: FlowTask) -> None:

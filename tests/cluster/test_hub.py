@@ -637,9 +637,18 @@ async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: 
             )
 
             async def back(cid: str) -> None:
-                await rec.wait_for(
-                    "status_changed", _changed(cid, "running", away_from=node.name), timeout=30
-                )
+                try:
+                    await rec.wait_for(
+                        "status_changed", _changed(cid, "running", away_from=node.name), timeout=30
+                    )
+                except TimeoutError:
+                    seen = [
+                        (d["old_state"], d["new_state"], d.get("node"), d.get("reason"))
+                        for d in rec.events["status_changed"]
+                        if d["container_id"] == cid
+                    ]
+                    listed = _by_id(await call(sio, "list_containers", {})).get(cid)
+                    raise AssertionError(f"{cid} not moved: said {seen}; listed {listed}") from None
                 await _answers(sio, rec, cid, timeout=30)
 
             await asyncio.gather(*(back(cid) for cid in hit))  # all at once, as clients would
@@ -666,14 +675,12 @@ async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: 
             )
             assert said["details"]["node"].endswith(f"-{node.name}"), said
             # each moved once: the fence's word about a task the hub had already replaced did
-            # not replace the half-started new one again (that doubled the move's time)
+            # not replace the half-started new one again (that doubled the move's time); 0 is
+            # Swarm having placed the task again itself
             await asyncio.sleep(1)
-            twice = {
-                cid: forced(cid) - forced_before[cid]
-                for cid in hit
-                if forced(cid) - forced_before[cid] != 1
-            }
-            assert not twice, f"forced updates per flow (want 1): {twice}"
+            counts = {cid: forced(cid) - forced_before[cid] for cid in hit}
+            twice = {cid: n for cid, n in counts.items() if n > 1}
+            assert not twice, f"forced updates per flow (at most 1): {twice}"
             log.info("daemon kill: the old copies ended %.1f s after the kill", ended)
         finally:
             subprocess.run(["bash", str(node.start_script)], check=False, timeout=60)
