@@ -462,6 +462,12 @@ class HubManager(ContainerManager):
         if report.gone or rec is None:
             self._poke.set()
             return
+        service = self.services.get(report.flow_id)
+        current = service.current if service is not None else None
+        if current is None or current.id != report.task_id:
+            # an older task's word (a dead engine's copy still sampled on its node, a node
+            # coming back): neither its state nor its usage is the flow's any more
+            return
         if report.sample is not None and rec.state == "running":
             sample = report.sample.to_core()
             rec.resources = sample

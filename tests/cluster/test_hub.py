@@ -604,6 +604,7 @@ async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: 
         pid = node.dockerd_pid()
         assert pid is not None
         node.close()
+        mark = len(rec.events["status_changed"])
         began = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         copies_gone = asyncio.ensure_future(_when_dead(old_pids, 60))
@@ -653,6 +654,15 @@ async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: 
 
             await asyncio.gather(*(back(cid) for cid in hit))  # all at once, as clients would
             moved = time.monotonic() - down
+            # nothing said it ran on the dead node again (its cgroups still give samples)
+            relapsed = [
+                d
+                for d in rec.events["status_changed"][mark:]
+                if d["container_id"] in hit
+                and d["new_state"] == "running"
+                and str(d.get("node", "")).endswith(f"-{node.name}")
+            ]
+            assert not relapsed, relapsed
             rec.events["container_stats"].clear()
             await _answers(sio, rec, followed, timeout=30)
             await rec.wait_for("container_stats", lambda d: d["container_id"] == followed, 20)
