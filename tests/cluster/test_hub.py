@@ -696,3 +696,13 @@ async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: 
             subprocess.run(["bash", str(node.start_script)], check=False, timeout=60)
             wait_for("n3's daemon", node.answers, 60)
         await linked(sio, timeout=60)
+        await asyncio.sleep(2)  # the node back: its agent reports its old, ended copies
+        said = rec.events["status_changed"][mark:]
+        for cid in hit:
+            landed = next(
+                i for i, d in enumerate(said) if _changed(cid, "running", away_from=node.name)(d)
+            )
+            # the old copies' words (samples without an engine, the node's return) are not
+            # the moved flow's: it stays running where it is
+            later = [d for d in said[landed + 1 :] if d["container_id"] == cid]
+            assert not later, f"{cid} after its move: {later}"
