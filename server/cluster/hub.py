@@ -29,6 +29,7 @@ from server.cluster.errors import NodeNotConnected
 from server.cluster.events import FlowsUnknown, LinkEvent, NodeStatusChanged
 from server.cluster.hub_channels import RemoteChannels
 from server.cluster.hub_link import AgentNamespace, HubLinkConfig, HubLinks
+from server.cluster.hub_volumes import VolumeSweeper
 from server.cluster.link_models import AgentEvent, AgentReport
 from server.core.bus import EventBus
 from server.core.config import Settings
@@ -125,6 +126,11 @@ class HubManager(ContainerManager):
         self._containers: dict[str, str] = {}
         """Flow -> the container of its current task, as last seen (a new one: ask again)."""
         self.links.subscribe(self._on_link_event)
+        self.volumes = VolumeSweeper(
+            keep=lambda: sorted({r.info.name for r in self.registry.records.values()}),
+            linked=self.links.connected_nodes,
+            request=self._request,
+        )
         self.agents: AgentNamespace | None = None
         self.services: dict[str, FlowService] = {}
         self.nodes: dict[str, NodeInfo] = {}
@@ -193,6 +199,7 @@ class HubManager(ContainerManager):
             async with asyncio.timeout(wait):
                 await self._polled.wait()
         self._spawn(self._report_status(), "status-reporter")
+        self._spawn(self.volumes.run_forever(), "volume-sweep")
 
     async def stop(self) -> None:
         if not self._started:
@@ -301,6 +308,7 @@ class HubManager(ContainerManager):
         await self.engine.remove(flow_id)
         self.services.pop(flow_id, None)
         await self.forget(flow_id)
+        self._spawn(self.volumes.after_delete(), "volume-sweep")  # its socket volumes
         return flow_id
 
     async def forget(self, container_id: str) -> None:
@@ -572,6 +580,8 @@ class HubManager(ContainerManager):
             self.bus.publish(said)
             if event.agent == "connected":
                 self._poke.set()
+                # what it missed while cut off: the volumes of flows deleted meanwhile
+                self._spawn(self.volumes.sweep([event.node_id]), "volume-sweep")
                 if self._watch:
                     self._spawn(self._send_watches(), "watch-stats")
             self._node_said[event.node_id] = said

@@ -287,6 +287,48 @@ async def test_a_request_may_name_the_node(roles: Roles, flows: list[str]) -> No
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_a_deleted_flows_socket_volumes_leave_every_node(
+    roles: Roles, flows: list[str]
+) -> None:
+    """Swarm removes a service's tasks, not the volumes they made: the hub has the agents
+    remove the socket volume of a deleted flow, and only of flows that are gone."""
+
+    def volumes(name: str) -> list[str]:
+        return [
+            n.name
+            for n in roles.cluster.nodes
+            if n.client.volumes.list(filters={"name": f"flowmgr-sock-{name}"})
+        ]
+
+    async with client(roles.url) as (sio, rec):
+        name = f"{roles.instance}-gone"
+        made = await call(sio, "create_container", {"name": name})
+        assert "error" not in made, made
+        await call(sio, "start_container", {"container_id": made["container_id"]})
+        await _answers(sio, rec, made["container_id"], timeout=30)
+        assert volumes(name), "no socket volume made"
+        # a foreign volume with the same prefix but not this instance's: never touched
+        foreign = roles.cluster.nodes[1].client.volumes.create(
+            f"flowmgr-sock-{roles.instance}-foreign",
+            labels={"flowmgr.managed": "true", "flowmgr.instance": "someone-else"},
+        )
+        try:
+            gone = await call(sio, "delete_container", {"container_id": made["container_id"]})
+            assert gone.get("status") == "deleted", gone
+            deadline = time.monotonic() + 20
+            while (left := await asyncio.to_thread(volumes, name)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            assert not left, f"socket volume of {name} left on {left}"
+            listed = _by_id(await call(sio, "list_containers", {}))
+            for cid in flows:  # every flow still here keeps its own
+                flow = listed[cid]["name"]
+                assert await asyncio.to_thread(volumes, flow), f"{flow} lost its socket volume"
+            foreign.reload()  # still there (NotFound otherwise)
+        finally:
+            foreign.remove(force=True)
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_the_panel_lists_every_flow_with_its_node(roles: Roles, flows: list[str]) -> None:
     """Pilot: `flowmgr --connect` to the hub shows the 30 flows, each with its node's hostname,
     and a summary line per node."""
