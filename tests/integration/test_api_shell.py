@@ -251,3 +251,28 @@ async def test_cluster_mode_refuses_shells(settings: Settings) -> None:
     with pytest.raises(InvalidRequest) as err:
         await Hubish(settings).open_shell("any", 80, 24)
     assert err.value.details["reason"] == "not_in_cluster_mode"
+
+
+async def test_output_waits_for_its_reader(settings: Settings, unique_name: Any) -> None:
+    """A shell printing without end while nobody reads: at most OUTPUT_QUEUE chunks are held,
+    the shell blocks on its terminal; closed, nothing of it stays."""
+    from server.core.shell import OUTPUT_QUEUE, ShellSession
+
+    async with flow(settings, unique_name("shflood")) as (svc, cid):
+        session = await ShellSession.open(svc.manager.adapter, cid, 80, 24)
+        try:
+            session.write(b"yes flood-flood-flood\n")
+            held = []
+            for _ in range(10):
+                await asyncio.sleep(0.2)
+                held.append(session._out.qsize())
+            assert max(held) <= OUTPUT_QUEUE + 1  # + the end mark
+            chunks = 0
+            async for _ in session.output():  # a reader again: output flows
+                chunks += 1
+                if chunks > 3 * OUTPUT_QUEUE:
+                    break
+        finally:
+            await session.close()
+        assert session.ended
+        await until_no_shell(cid, "yes flood")
