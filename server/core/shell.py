@@ -175,18 +175,24 @@ class ShellSession:
             if self._pid is None:
                 logger.warning("shell %s: no pid read, cannot end its process", self.exec_id[:12])
                 return
-            for signal in ("HUP", "KILL"):
+            for signal in ("HUP", "KILL"):  # a shell may ignore the hang-up (trap '' HUP)
                 await self._adapter.exec_run(
                     self.container_id, ["/bin/sh", "-c", _KILL_SESSION % (self._pid, signal)]
                 )
-                async with asyncio.timeout(HANGUP_GRACE):
-                    while (await self._adapter.exec_state(self.exec_id))[0]:
-                        await asyncio.sleep(0.05)
+                if await self._stopped_within(HANGUP_GRACE):
                     return
-        except TimeoutError:
             logger.warning("shell %s still ran after SIGKILL", self.exec_id[:12])
         except FlowMgrError as err:  # the container went: the process went with it
             logger.info("shell %s: could not end it (%s)", self.exec_id[:12], err)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        try:
+            async with asyncio.timeout(seconds):
+                while (await self._adapter.exec_state(self.exec_id))[0]:
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            return False
+        return True
 
     # --- threads ---------------------------------------------------------------------
 

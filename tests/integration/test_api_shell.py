@@ -233,8 +233,10 @@ async def test_a_client_that_leaves_mid_session_ends_its_shell(
         )
         opened = await sio.call("open_shell", {"container_id": cid, "cols": 80, "rows": 24})
         sid = opened["session_id"]
-        # a foreground job, and a background one: both go with the hang-up
-        await sio.emit("write_shell", {"session_id": sid, "data": "sleep 4322 & sleep 4321\n"})
+        # a foreground job and a background one, in a shell that ignores the hang-up (and
+        # its jobs with it): killed after the grace
+        line = "trap '' HUP; sleep 4322 & sleep 4321\n"
+        await sio.emit("write_shell", {"session_id": sid, "data": line})
         async with asyncio.timeout(WAIT):
             while "sleep 4321" not in await docker_cli("exec", cid, "ps", "-o", "pid,args"):
                 await asyncio.sleep(0.1)
