@@ -82,10 +82,12 @@ class ShellBroker:
         self._opening[sid] = self._opening.get(sid, 0) + 1
         try:
             session = await self._manager.open_shell(ref, cols, rows)
-        finally:
-            self._opening[sid] -= 1
-            if not self._opening[sid]:
-                del self._opening[sid]
+        finally:  # the client may have left meanwhile (client_left dropped its count)
+            left = self._opening.get(sid, 0) - 1
+            if left > 0:
+                self._opening[sid] = left
+            else:
+                self._opening.pop(sid, None)
         if self._clients.get(sid) is not mine:  # it left while the exec started
             await session.close()
             raise InvalidRequest("the client left", details={"reason": "client_left"})

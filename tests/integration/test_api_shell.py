@@ -228,9 +228,7 @@ async def test_a_client_that_leaves_mid_session_ends_its_shell(
         sio = socketio.AsyncClient(reconnection=False)
         rec = Recorder()
         sio.on("*", rec.record)
-        await sio.connect(
-            svc.url, auth={"token": svc.app.sio.namespace_handlers["/"]._token.decode()}
-        )
+        await sio.connect(svc.url, auth={"token": svc.manager.settings.server.token})
         opened = await sio.call("open_shell", {"container_id": cid, "cols": 80, "rows": 24})
         sid = opened["session_id"]
         # a foreground job and a background one, in a shell that ignores the hang-up (and
@@ -278,3 +276,18 @@ async def test_output_waits_for_its_reader(settings: Settings, unique_name: Any)
             await session.close()
         assert session.ended
         await until_no_shell(cid, "yes flood")
+
+
+async def test_a_client_that_leaves_while_its_shell_opens_leaves_no_exec(
+    settings: Settings, unique_name: Any
+) -> None:
+    async with flow(settings, unique_name("shrace")) as (svc, cid):
+        shells = svc.app.sio.namespace_handlers["/"].shells
+        for _ in range(3):  # before, during or after the exec starts: never left behind
+            sio = socketio.AsyncClient(reconnection=False)
+            await sio.connect(svc.url, auth={"token": svc.manager.settings.server.token})
+            await sio.emit("open_shell", {"container_id": cid, "cols": 80, "rows": 24})
+            await sio.disconnect()
+        async with asyncio.timeout(WAIT):
+            while shells.count() or any(await execs_running(cid)):
+                await asyncio.sleep(0.2)
