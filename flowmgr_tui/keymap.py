@@ -80,6 +80,8 @@ def _verb_keys(scope: str, hidden: frozenset[str] = frozenset()) -> tuple[Key, .
     )
 
 
+_SHELL_HELP = "a shell in its container (bash, else sh); leaving it returns here"
+
 SCOPES: dict[str, str] = {
     "dashboard": "Containers (dashboard)",
     "detail": "Detail view",
@@ -111,6 +113,7 @@ KEYS: tuple[Key, ...] = (
         "dashboard", "n", "create", "New", "create a container (form)", palette="Create a container"
     ),
     *_verb_keys("dashboard"),
+    Key("dashboard", "e", "act('shell')", "Shell", _SHELL_HELP),
     Key("dashboard", "slash", "filter", "Filter", "filter rows as you type"),
     Key("dashboard", "o", "sort_next", "Sort", "sort by the next column (or click a header)"),
     Key("dashboard", "O", "sort_reverse", "Reverse", "reverse the order", show=False),
@@ -129,6 +132,7 @@ KEYS: tuple[Key, ...] = (
     Key("detail", "3", "tab('messages')", "Messages", "messages", show=False),
     Key("detail", "4", "tab('activity')", "Activity", "activity", show=False),
     *_verb_keys("detail", frozenset({"start", "update", "delete"})),
+    Key("detail", "e", "act('shell')", "Shell", _SHELL_HELP, show=False),
     Key("logs", "p", "toggle_pause", "Pause", "stop scrolling new lines"),
     Key("logs", "w", "toggle_wrap", "Wrap", "wrap long lines"),
     Key("logs", "t", "cycle_tail", "Tail", "change how many lines load"),

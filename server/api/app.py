@@ -101,9 +101,8 @@ def create_app(
     # The journal stores (and the bridge sends) each event as this front end encodes it.
     manager.journal.use_encoder(encode_event)
     bridge = SioBridge(sio, manager)
-    sio.register_namespace(
-        FlowNamespace(manager, bridge, token=token, server_id=uuid.uuid4().hex[:12])
-    )
+    namespace = FlowNamespace(manager, bridge, token=token, server_id=uuid.uuid4().hex[:12])
+    sio.register_namespace(namespace)
     messaging = None
     if settings.messaging.backend == "rabbitmq":  # the second front door, beside Socket.IO
         from server.messaging import RabbitInterface
@@ -134,6 +133,7 @@ def create_app(
         finally:
             if messaging is not None:
                 await messaging.stop()
+            await namespace.shells.stop()  # no exec outlives the service
             await bridge.stop()
             if manage_lifecycle:
                 await manager.stop()
