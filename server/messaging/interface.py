@@ -118,6 +118,8 @@ class RabbitInterface:
         await consume.set_qos(prefetch_count=self._cfg.prefetch)
         # a returned (unroutable) message raises PublishError; it is matched by message_id
         self._pub = await conn.channel(publisher_confirms=True, on_return_raises=True)
+        for channel in (consume, self._pub):  # a channel the broker closed: start afresh
+            channel.close_callbacks.add(functools.partial(_set, lost))
         queues = await self.topology.declare(consume, self._pub)
         async with self._m.bus.subscribe(
             maxsize=100_000, predicate=lambda e: isinstance(e, ContainerAdded | ContainerRemoved)
