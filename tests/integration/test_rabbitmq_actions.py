@@ -65,6 +65,7 @@ async def test_every_action_answers_like_socketio_and_publishes_events(
         }
         await p.event("status_changed", lambda d: d["container_id"] == cid)
         await p.event("activity_log", lambda d: d["container_id"] == cid)
+        await p.event("container_status_update", lambda d: d["container_id"] == cid)
 
         status = _ok(await p.call("get_status", {"container_id": cid[:12]}), "get_status")
         assert status["state"] == "running"
@@ -171,3 +172,18 @@ async def test_an_answered_command_sent_again_is_answered_from_the_record(
     for made in (name, f"{name}-2"):
         found = await docker_cli("ps", "-aq", "--filter", f"name=^{made}$")
         assert len(found.split()) == 1
+
+
+async def test_a_crash_is_published_as_container_crashed(
+    settings: Settings, unique_name: Any
+) -> None:
+    async with platform(settings) as p, running_service(settings) as svc:
+        await p.until_consuming(svc)
+        command = ["sh", "-c", "sleep 1; exit 3"]
+        made = await p.call(
+            "create_container", {"name": unique_name("crash"), "image": BUSYBOX, "command": command}
+        )
+        cid = _ok(made, "create_container")["container_id"]
+        _ok(await p.call("start_container", {"container_id": cid}), "start_container")
+        crashed = await p.event("container_crashed", lambda d: d["container_id"] == cid)
+        assert crashed["exit_code"] == 3 and isinstance(crashed["seq"], int)
