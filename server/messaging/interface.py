@@ -120,6 +120,9 @@ class RabbitInterface:
         self._pub = await conn.channel(publisher_confirms=True, on_return_raises=True)
         for channel in (consume, self._pub):  # a channel the broker closed: start afresh
             channel.close_callbacks.add(functools.partial(_set, lost))
+        # so does a consumer the broker cancelled (its queue deleted): declared again at once
+        underlay = await consume.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(functools.partial(_set, lost))
         queues = await self.topology.declare(consume, self._pub)
         async with self._m.bus.subscribe(
             maxsize=100_000, predicate=lambda e: isinstance(e, ContainerAdded | ContainerRemoved)

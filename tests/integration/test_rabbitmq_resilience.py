@@ -4,6 +4,7 @@ broker restarted, and two managers on one broker (each flow's commands reach its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -267,3 +268,17 @@ async def test_two_managers_on_one_broker_route_each_flows_commands_to_its_owner
             ).split()
             if nets:
                 await docker_cli("network", "rm", *nets)
+
+
+async def test_a_command_queue_deleted_under_the_manager_is_declared_again(
+    settings: Settings,
+) -> None:
+    async with platform(settings) as p, running_service(settings) as svc:
+        await p.until_consuming(svc)
+        await p.channel.queue_delete(settings.messaging.command_queue)
+        async with asyncio.timeout(30):  # a command to a missing queue is dropped: ask again
+            while True:
+                cid = await p.send("list_containers", {})
+                with contextlib.suppress(TimeoutError):
+                    assert (await p.answer(cid, timeout=0.5))["ok"] is True
+                    break
