@@ -18,7 +18,15 @@ from aio_pika.abc import AbstractIncomingMessage
 from server.core.config import Settings
 from tests.conftest import RUN_ID
 
-__all__ = ["Platform", "platform", "with_messaging", "broker_url", "WAIT", "rabbitmqctl"]
+__all__ = [
+    "Platform",
+    "platform",
+    "with_messaging",
+    "broker_url",
+    "WAIT",
+    "rabbitmqctl",
+    "delete_topology",
+]
 
 WAIT = 60.0
 """Seconds any one answer or event may take (Docker on a busy machine)."""
@@ -165,15 +173,22 @@ async def platform(settings: Settings, *, cleanup: bool = True) -> AsyncIterator
         await p.setup()
         yield p
     finally:
+        with contextlib.suppress(Exception):  # it may be gone with a broker restart
+            await conn.close()
         if cleanup:
-            with contextlib.suppress(Exception):  # best effort: the broker may be restarting
-                await _delete_topology(conn, settings)
-        await conn.close()
+            await delete_topology(settings)
 
 
-async def _delete_topology(conn: aio_pika.abc.AbstractConnection, settings: Settings) -> None:
+async def delete_topology(settings: Settings) -> None:
+    """Delete a test's queues and exchanges (once no manager runs: one would declare them
+    again)."""
+    conn = await aio_pika.connect(broker_url, timeout=10)
+    async with conn:
+        await _delete(await conn.channel(), settings)
+
+
+async def _delete(ch: aio_pika.abc.AbstractChannel, settings: Settings) -> None:
     cfg = settings.messaging
-    ch = await conn.channel()
     base = cfg.command_queue
     instances = {settings.docker.instance, f"{settings.docker.instance}b"}
     for name in [base, f"{base}.dead", cfg.response_queue, *(f"{base}.{i}" for i in instances)]:

@@ -23,7 +23,12 @@ import pytest
 from server.core.config import Settings
 from tests.conftest import RUN_ID
 from tests.integration.api_harness import BUSYBOX, client, docker_cli, running_service
-from tests.integration.rabbit_harness import platform, rabbitmqctl, with_messaging
+from tests.integration.rabbit_harness import (
+    delete_topology,
+    platform,
+    rabbitmqctl,
+    with_messaging,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -89,12 +94,13 @@ class ManagerProcess:
 
 @pytest.fixture
 def manager_process(settings: Settings, tmp_path: Path) -> Iterator[ManagerProcess]:
-    """A manager process (stopped at the end)."""
+    """A manager process (stopped at the end, then its queues deleted)."""
     proc = ManagerProcess(settings, tmp_path)
     try:
         yield proc
     finally:
         proc.stop()
+        asyncio.run(delete_topology(settings))
 
 
 async def _containers_named(name: str) -> list[str]:
@@ -104,7 +110,7 @@ async def _containers_named(name: str) -> list[str]:
 async def test_a_command_in_flight_to_a_killed_manager_is_answered_by_the_next(
     settings: Settings, manager_process: ManagerProcess, unique_name: Any
 ) -> None:
-    async with platform(settings) as p:
+    async with platform(settings, cleanup=False) as p:
         await asyncio.to_thread(manager_process.start)
         manager_process.signal(signal.SIGSTOP)  # it takes the delivery but never answers
         name = unique_name("frozen")
@@ -134,7 +140,7 @@ async def test_a_manager_killed_mid_create_does_not_create_twice(
         stdout=asyncio.subprocess.PIPE,
     )
     try:
-        async with platform(settings) as p:
+        async with platform(settings, cleanup=False) as p:
             await asyncio.to_thread(manager_process.start)
             await asyncio.sleep(0.2)  # `docker events` is listening
             await p.send("create_container", {"name": name, "image": BUSYBOX}, cid="mid-1")
@@ -187,7 +193,7 @@ async def test_a_broker_restart_leaves_socketio_working_and_loses_no_command_or_
         finally:
             await asyncio.to_thread(rabbitmqctl, "start_app")
         # sent before the manager is back (its backoff): the durable queue keeps it
-        async with platform(settings) as p:
+        async with platform(settings, cleanup=False) as p:
             cid = await p.send("list_containers", {})
             assert (await p.answer(cid))["ok"] is True
             async with asyncio.timeout(30):  # quorum queues elect their leader after a restart
@@ -204,6 +210,7 @@ async def test_a_broker_restart_leaves_socketio_working_and_loses_no_command_or_
                         seen.append(json.loads(msg.body))
                         await msg.ack()
             await p.channel.queue_delete(held)
+    await delete_topology(settings)
 
 
 async def test_two_managers_on_one_broker_route_each_flows_commands_to_its_owner(
