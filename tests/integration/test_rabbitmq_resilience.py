@@ -289,3 +289,14 @@ async def test_a_command_queue_deleted_under_the_manager_is_declared_again(
                 with contextlib.suppress(TimeoutError):
                     assert (await p.answer(cid, timeout=0.5))["ok"] is True
                     break
+
+
+def test_sigterm_with_the_interface_on_exits_0_within_5_s(
+    manager_process: ManagerProcess,
+) -> None:
+    manager_process.start()
+    assert manager_process.proc is not None
+    began = time.monotonic()
+    manager_process.signal(signal.SIGTERM)
+    assert manager_process.proc.wait(10) == 0
+    assert time.monotonic() - began < 5.0
