@@ -24,10 +24,12 @@ from flowmgr_tui.formatting import (
     uptime_exact,
 )
 from flowmgr_tui.graph_scale import (
+    counter_rates,
     cpu_scale,
     host_cpu_scale,
     host_memory_scale,
     memory_scale,
+    rate_scale,
 )
 from flowmgr_tui.history_pages import (
     ACTIVITY_TYPES,
@@ -47,7 +49,7 @@ from flowmgr_tui.widgets.log_pane import LogPane
 from flowmgr_tui.widgets.message_pane import MessagePane
 from flowmgr_tui.widgets.resource_graph import ResourceGraph
 from server.core.events import ActivityLogged, ContainerCrashed, Event, LogLineReceived
-from server.core.models import ContainerSnapshot
+from server.core.models import ContainerSnapshot, ResourceSample
 
 __all__ = ["ContainerDetailScreen", "HOST_INTERVAL"]
 
@@ -101,6 +103,10 @@ class ContainerDetailScreen(Screen[None]):
                 with Grid(id="graphs"):
                     yield ResourceGraph("CPU", id="graph-cpu")
                     yield ResourceGraph("Memory", id="graph-mem")
+                    yield ResourceGraph("Net rx", id="graph-net-rx")
+                    yield ResourceGraph("Net tx", id="graph-net-tx")
+                    yield ResourceGraph("Disk read", id="graph-blk-read")
+                    yield ResourceGraph("Disk write", id="graph-blk-write")
                     yield ResourceGraph(f"{self._host_title} CPU", id="graph-host-cpu")
                     yield ResourceGraph(f"{self._host_title} memory", id="graph-host-mem")
                 yield Label("", id="detail-info")
@@ -327,6 +333,7 @@ class ContainerDetailScreen(Screen[None]):
             f"({scale.legend}; max {peak:.1f}%)",
             scale,
         )
+        self._show_io(hist)
         mem = [float(s.memory_usage) for s in hist]
         if last is None:
             self.query_one("#graph-mem", ResourceGraph).show(mem, "-", None)
@@ -336,3 +343,22 @@ class ContainerDetailScreen(Screen[None]):
         self.query_one("#graph-mem", ResourceGraph).show(
             mem, f"{used}of {scale.top_label} {scale.legend}", scale
         )
+
+    def _show_io(self, hist: Sequence[ResourceSample]) -> None:
+        """Network and block I/O as rates between samples; the two directions of each share
+        one scale, so rx and tx (read and write) bars compare at a glance."""
+        times = [s.timestamp.timestamp() for s in hist]
+        pairs = (
+            (("net-rx", "network_rx_bytes"), ("net-tx", "network_tx_bytes")),
+            (("blk-read", "disk_read_bytes"), ("blk-write", "disk_write_bytes")),
+        )
+        for pair in pairs:
+            series = [counter_rates(times, [getattr(s, f) for s in hist]) for _, f in pair]
+            peak = max((max(r, default=0.0) for r in series), default=0.0)
+            scale = rate_scale(peak)
+            for (gid, _), rates in zip(pair, series, strict=True):
+                now = f"{size(int(rates[-1]))}/s" if rates else "-"
+                top = size(int(max(rates, default=0.0)))
+                self.query_one(f"#graph-{gid}", ResourceGraph).show(
+                    rates, f"{now} of {scale.top_label}/s ({scale.legend}; max {top}/s)", scale
+                )
