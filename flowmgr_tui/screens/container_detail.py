@@ -1,4 +1,4 @@
-"""ContainerDetailScreen: graphs, live logs, messages and activity of one container."""
+"""ContainerDetailScreen: one container's graphs, live logs, messages, activity and config."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from flowmgr_tui.messages import ContainerActionRequested
 from flowmgr_tui.state.activity_keys import merge_activity
 from flowmgr_tui.state.panel_state import HISTORY_SAMPLES, Changes, PanelState
 from flowmgr_tui.widgets.activity_list import ActivityList
+from flowmgr_tui.widgets.config_view import ConfigView
 from flowmgr_tui.widgets.docker_banner import DockerBanner
 from flowmgr_tui.widgets.key_footer import KeyFooter
 from flowmgr_tui.widgets.log_pane import LogPane
@@ -116,6 +117,8 @@ class ContainerDetailScreen(Screen[None]):
                 yield MessagePane(id="message-pane")
             with TabPane("Activity 4", id="activity"):
                 yield ActivityList(crash_tail=20, id="detail-activity")
+            with TabPane("Config 5", id="inspect"):
+                yield ConfigView(id="detail-config")
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -191,6 +194,8 @@ class ContainerDetailScreen(Screen[None]):
         if event.pane.id == "activity" and not self.journal_read:
             self.journal_read = True
             self._load_activity()
+        elif event.pane.id == "inspect":  # read each time it is shown: a restart may change it
+            self._load_config()
 
     # --- workers -------------------------------------------------------------------------
 
@@ -210,6 +215,16 @@ class ContainerDetailScreen(Screen[None]):
         journal = [item for row in rows if (item := to_activity(row, names)) is not None]
         pane.clear()
         pane.add(merge_activity(journal, self._heard_activity()), names)
+
+    @work(group="config", exclusive=True, exit_on_error=False)
+    async def _load_config(self) -> None:
+        view = self.query_one(ConfigView)
+        try:
+            cfg = await self._backend.inspect_container(self.container_id)
+        except Exception as err:  # shown in the tab; the rest of the screen works on
+            view.show_error(describe_error(err))
+            return
+        view.show(cfg)
 
     @work(group="logs", exclusive=True, exit_on_error=False)
     async def _follow(self, tail: int) -> None:
@@ -275,7 +290,12 @@ class ContainerDetailScreen(Screen[None]):
     def action_tab(self, tab: str) -> None:
         """Switch tabs; the logs tab takes focus so its keys work at once."""
         self.query_one(TabbedContent).active = tab
-        focus = {"logs": "#log-view", "messages": "#msg-editor", "activity": "#detail-activity"}
+        focus = {
+            "logs": "#log-view",
+            "messages": "#msg-editor",
+            "activity": "#detail-activity",
+            "inspect": "#detail-config",
+        }
         if tab in focus:
             self.query_one(focus[tab]).focus()
 

@@ -31,6 +31,7 @@ from server.wire.answers import (
 )
 from server.wire.base import Wire
 from server.wire.catalog import REQUESTS
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.pushes import EngineStatusOut, NodeStatusOut
 from server.wire.requests import (
     ContainerRef,
@@ -295,6 +296,16 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return ContainerLogsOut.payload(container_id, lines, lines.truncated)
 
         return await self._serve(sid, "get_container_logs", data, act)
+
+    async def on_inspect_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `inspect_container` -> `container_inspected` (masked by the core)."""
+
+        async def act(req: ContainerRef) -> Wire:
+            return ContainerInspectedOut.payload(
+                await self.manager.inspect_container(req.container_id)
+            )
+
+        return await self._serve(sid, "inspect_container", data, act)
 
     async def on_subscribe_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `subscribe_logs`: join the log room; lines follow as `container_log`."""

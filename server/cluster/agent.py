@@ -85,6 +85,7 @@ from server.core.registry import Record
 from server.core.swarm.spec import SOCKET_VOLUME_PREFIX
 from server.logging_setup import setup_logging
 from server.wire.answers import ResourceUsageOut
+from server.wire.config_answer import ContainerInspectedOut
 
 __all__ = ["Agent", "agent_core_settings", "run_agent", "agent_main", "WATCH_OWNER"]
 
@@ -579,6 +580,7 @@ class Agent:
         - update {container_id, code_path} -> refused (validation_error, details.reason
           "update_ends_swarm_task"): the core's stop-copy-start would end the Swarm task
         - forget {keep: [flow id or flow name]} -> {removed: [volume names]}
+        - inspect {container_id} -> the masked configuration (`container_inspected`-shaped)
         """
         core = self.core
         if core is None:
@@ -602,6 +604,9 @@ class Agent:
             tail = p.get("tail", 100)
             lines = await core.get_logs(cid, tail)
             return {"lines": list(lines), "truncated": bool(lines.truncated)}
+        if request.op == "inspect":
+            cfg = await core.inspect_container(self._ours(p.get("container_id")))
+            return ContainerInspectedOut.payload(cfg)  # masked by the agent's core
         if request.op == "follow":
             await core.follow_logs(self._ours(p.get("container_id")))
             return {}
@@ -795,6 +800,7 @@ _PAYLOAD_KEYS: dict[str, frozenset[str]] = {
     "watch": frozenset({"container_ids"}),
     "update": frozenset({"container_id", "code_path"}),
     "forget": frozenset({"keep"}),
+    "inspect": frozenset({"container_id"}),
 }
 
 

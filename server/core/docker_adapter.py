@@ -38,6 +38,7 @@ from server.core.errors import (
     FlowMgrError,
     ImageNotFound,
 )
+from server.core.flow_config import FlowConfig, config_from_inspect
 from server.core.log_tail import LogTail, TailBuffer
 
 __all__ = [
@@ -258,6 +259,11 @@ class DockerAdapter:
         asked = time.time_ns()
         raw = await self._call(lambda: self._client().inspect_container(container_id))
         return info_from_inspect(raw, asked)
+
+    async def inspect_config(self, container_id: str) -> FlowConfig:
+        """One container's configuration, secrets masked before it leaves this call."""
+        raw = await self._call(lambda: self._client().inspect_container(container_id))
+        return config_from_inspect(raw)
 
     async def list_ids(self, labels: list[str], *, running_only: bool = False) -> list[str]:
         """Ids of containers carrying all `labels` ("key=value")."""

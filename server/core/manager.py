@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -24,6 +25,7 @@ from server.core.events import (
 )
 from server.core.fd_budget import CHANNEL_FDS, FdBudget, reserve_for
 from server.core.flow_channel import FlowChannelHub
+from server.core.flow_config import FlowConfig
 from server.core.host_paths import BindPins
 from server.core.journal.journal import Journal
 from server.core.journal.outbox import Outbox
@@ -469,6 +471,13 @@ class ContainerManager(ContainerActions):
             partial(mask_log_line, secret_values=rec.info.secret_values),
             max_bytes=self.settings.docker.max_log_bytes,
         )
+
+    async def inspect_container(self, ref: str) -> FlowConfig:
+        """ext: the flow's configuration, secrets masked (never the raw inspect), with the
+        node it runs on when clustered."""
+        snap = self.get(ref)
+        cfg = await self.adapter.inspect_config(snap.id)
+        return replace(cfg, node=snap.node)
 
     async def follow_logs(self, ref: str) -> str:
         """Start (or share) the log stream; lines arrive as LogLineReceived."""

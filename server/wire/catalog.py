@@ -19,6 +19,7 @@ from server.wire.answers import (
     WatchStatsOut,
 )
 from server.wire.base import WireModel
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.errors import ErrorOut
 from server.wire.pushes import PUSHES
 from server.wire.requests import (
@@ -63,6 +64,7 @@ REQUESTS: dict[str, Exchange] = {
     "unsubscribe_logs": Exchange(ContainerRef, "", LogSubscriptionOut),
     "get_history": Exchange(GetHistoryRequest, "history", HistoryOut),
     "watch_stats": Exchange(WatchStatsRequest, "", WatchStatsOut),
+    "inspect_container": Exchange(ContainerRef, "container_inspected", ContainerInspectedOut),
 }
 """Every request the server takes, by name."""
 
