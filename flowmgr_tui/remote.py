@@ -276,8 +276,12 @@ class RemoteBackend:
         self._drop(answer.container_id)
         return answer.container_id
 
-    async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
-        request = GetLogsRequest.model_construct(container_id=ref, tail=tail)
+    async def get_logs(
+        self, ref: str, tail: int = 100, *, since: float | None = None, timestamps: bool = False
+    ) -> LogTail:
+        request = GetLogsRequest.model_construct(
+            container_id=ref, tail=tail, since=since, timestamps=timestamps
+        )
         return (await self._ask("get_container_logs", request, ContainerLogsOut)).to_core()
 
     async def inspect_container(self, ref: str) -> FlowConfig:

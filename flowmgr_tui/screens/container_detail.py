@@ -46,7 +46,7 @@ from flowmgr_tui.widgets.activity_list import ActivityList
 from flowmgr_tui.widgets.config_view import ConfigView
 from flowmgr_tui.widgets.docker_banner import DockerBanner
 from flowmgr_tui.widgets.key_footer import KeyFooter
-from flowmgr_tui.widgets.log_pane import LogPane
+from flowmgr_tui.widgets.log_pane import LogLine, LogPane, split_stamp
 from flowmgr_tui.widgets.message_pane import MessagePane
 from flowmgr_tui.widgets.resource_graph import ResourceGraph
 from server.core.events import ActivityLogged, ContainerCrashed, Event, LogLineReceived
@@ -92,7 +92,7 @@ class ContainerDetailScreen(Screen[None]):
         self._host_mem: deque[float] = deque(maxlen=HISTORY_SAMPLES)
         """Bytes in use, drawn against the host's total."""
         self._followed: str | None = None
-        self._early_lines: list[str] | None = []
+        self._early_lines: list[LogLine] | None = []
 
     def compose(self) -> ComposeResult:
         """Summary line over four tabs."""
@@ -159,7 +159,11 @@ class ContainerDetailScreen(Screen[None]):
         if changes.docker:
             state = self.state
             self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
-        lines = [e.line for e in events if isinstance(e, LogLineReceived) and e.container_id == cid]
+        lines = [
+            LogLine(e.at, e.line)
+            for e in events
+            if isinstance(e, LogLineReceived) and e.container_id == cid
+        ]
         if lines:
             if self._early_lines is not None:
                 self._early_lines.extend(lines)
@@ -229,19 +233,26 @@ class ContainerDetailScreen(Screen[None]):
     @work(group="logs", exclusive=True, exit_on_error=False)
     async def _follow(self, tail: int) -> None:
         pane = self.query_one(LogPane)
+        since = pane.since  # a "since" preset loads every line of it the pane can keep
         self._early_lines = []
         try:
             if self._followed is None:
                 self._followed = await self._backend.follow_logs(self.container_id)
-            old = await self._backend.get_logs(self.container_id, tail=tail)
+            got = await self._backend.get_logs(
+                self.container_id,
+                tail=pane.max_lines if since else tail,
+                since=since,
+                timestamps=True,
+            )
         except Exception as err:  # shown in the pane: logs are optional, the screen works on
             pane.load([f"[logs unavailable: {describe_error(err)}]"])
             self._early_lines = None
             return
+        old = [split_stamp(line) for line in got]
         early, self._early_lines = self._early_lines or [], None
         # Lines that arrived while the tail loaded may repeat its end: keep only new ones.
-        recent = set(old[-len(early) :]) if early else set()
-        pane.load([*old, *(line for line in early if line not in recent)])
+        recent = {line.text for line in old[-len(early) :]} if early else set()
+        pane.load([*old, *(line for line in early if line.text not in recent)])
 
     @work(group="host-stats", exclusive=True, exit_on_error=False)
     async def _sample_host(self) -> None:
@@ -267,6 +278,10 @@ class ContainerDetailScreen(Screen[None]):
     def on_log_pane_tail_changed(self, event: LogPane.TailChanged) -> None:
         """Reload with the new tail length."""
         self._follow(event.tail)
+
+    def on_log_pane_since_changed(self, event: LogPane.SinceChanged) -> None:
+        """Reload the lines of the chosen span."""
+        self._follow(self.query_one(LogPane).tail)
 
     def on_message_pane_send_requested(self, event: MessagePane.SendRequested) -> None:
         """Send the checked JSON in a worker."""

@@ -292,7 +292,9 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
         async def act(req: GetLogsRequest) -> Wire:
             container_id = self.manager.get(req.container_id).id
-            lines = await self.manager.get_logs(container_id, tail=req.tail)
+            lines = await self.manager.get_logs(
+                container_id, tail=req.tail, since=req.since, timestamps=req.timestamps
+            )
             return ContainerLogsOut.payload(container_id, lines, lines.truncated)
 
         return await self._serve(sid, "get_container_logs", data, act)

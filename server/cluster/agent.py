@@ -574,7 +574,7 @@ class Agent:
         """One hub request (AgentLink's handler). Payloads and results:
 
         - send {container_id, message: object} -> {}  (the frame written to the flow's socket)
-        - logs {container_id, tail: int = 100} -> {lines: [str], truncated: bool}
+        - logs {container_id, tail: int = 100, since?, timestamps?} -> {lines: [str], truncated}
         - follow / unfollow {container_id} -> {}  (lines then come as `log_line` events)
         - watch {container_ids: [str]} -> {}  (the hub's watched set: those sampled fast)
         - update {container_id, code_path} -> refused (validation_error, details.reason
@@ -601,8 +601,10 @@ class Agent:
             return {}
         if request.op == "logs":
             cid = self._ours(p.get("container_id"))
-            tail = p.get("tail", 100)
-            lines = await core.get_logs(cid, tail)
+            tail, since = p.get("tail", 100), p.get("since")
+            lines = await core.get_logs(
+                cid, tail, since=since, timestamps=p.get("timestamps", False)
+            )
             return {"lines": list(lines), "truncated": bool(lines.truncated)}
         if request.op == "inspect":
             cfg = await core.inspect_container(self._ours(p.get("container_id")))
@@ -794,7 +796,7 @@ class Agent:
 
 _PAYLOAD_KEYS: dict[str, frozenset[str]] = {
     "send": frozenset({"container_id", "message"}),
-    "logs": frozenset({"container_id", "tail"}),
+    "logs": frozenset({"container_id", "tail", "since", "timestamps"}),
     "follow": frozenset({"container_id"}),
     "unfollow": frozenset({"container_id"}),
     "watch": frozenset({"container_ids"}),

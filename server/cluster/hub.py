@@ -56,7 +56,7 @@ from server.core.events import (
 )
 from server.core.flow_config import FlowConfig
 from server.core.journal.records import Encoder
-from server.core.log_tail import LogTail
+from server.core.log_tail import LogTail, check_since
 from server.core.manager import ContainerManager
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec, State
 from server.core.registry import Record
@@ -327,12 +327,18 @@ class HubManager(ContainerManager):
 
     # -- reads that need the node
 
-    async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
+    async def get_logs(
+        self, ref: str, tail: int = 100, *, since: float | None = None, timestamps: bool = False
+    ) -> LogTail:
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
             raise InvalidRequest("tail must be a non-negative integer", field="tail")
+        check_since(since)
         rec = self.registry.resolve(ref)
         node_id, cid = self._where(rec, running=False)
-        reply = await self._request(node_id, "logs", {"container_id": cid, "tail": tail})
+        ask: dict[str, Any] = {"container_id": cid, "tail": tail}
+        if since is not None or timestamps:  # an older agent knows neither key
+            ask |= {"since": since, "timestamps": timestamps}
+        reply = await self._request(node_id, "logs", ask)
         result = reply.result or {}
         lines = LogTail(str(line) for line in result.get("lines") or [])
         lines.truncated = bool(result.get("truncated"))

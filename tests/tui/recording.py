@@ -26,6 +26,9 @@ from server.core.journal.records import HistoryPage, JournalRecord
 from server.core.models import ContainerSnapshot
 from server.wire.journal_encoding import encode_event
 
+LOGGED_AT = "2026-01-01T13:34:50.123456789Z"
+"""The engine's time of every recorded log line (the recording holds the text alone)."""
+
 __all__ = ["encode", "decode", "load", "dump", "journal_of", "page_of", "ReplayBackend"]
 
 
@@ -128,6 +131,8 @@ class ReplayBackend:
         self._journal: list[JournalRecord] | None = None
         self.watched: list[tuple[str, list[str]]] = []
         """Every `watch_stats` call, in order."""
+        self.log_asks: list[tuple[int, float | None, bool]] = []
+        """Every `get_logs` call's (tail, since, timestamps), in order."""
 
     async def replay(self) -> None:
         """Publish the recording in order, letting subscribers drain between sample rounds.
@@ -194,8 +199,14 @@ class ReplayBackend:
             self._journal = journal_of(self.events)
         return page_of(self._journal, since_seq, container_id, types, limit)
 
-    async def get_logs(self, ref: str, tail: int = 100) -> list[str]:
-        return self.logs.get(ref, [])[-tail:]
+    async def get_logs(
+        self, ref: str, tail: int = 100, *, since: float | None = None, timestamps: bool = False
+    ) -> list[str]:
+        """The recorded lines; with `timestamps`, each after the engine-style time it was
+        recorded under (`LOGGED_AT`), as a core answers; `since` changes nothing."""
+        self.log_asks.append((tail, since, timestamps))
+        lines = self.logs.get(ref, [])[-tail:]
+        return [f"{LOGGED_AT} {line}" for line in lines] if timestamps else lines
 
     async def follow_logs(self, ref: str) -> str:
         return ref
