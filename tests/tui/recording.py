@@ -13,6 +13,7 @@ from typing import Any
 
 from server.core import events as ev_mod
 from server.core.bus import EventBus
+from server.core.container_info import parse_time
 from server.core.errors import ContainerNotFound, InternalError
 from server.core.events import (
     ActivityLogged,
@@ -202,11 +203,18 @@ class ReplayBackend:
     async def get_logs(
         self, ref: str, tail: int = 100, *, since: float | None = None, timestamps: bool = False
     ) -> list[str]:
-        """The recorded lines; with `timestamps`, each after the engine-style time it was
-        recorded under (`LOGGED_AT`), as a core answers; `since` changes nothing."""
+        """The recorded lines; with `timestamps`, each after an engine-style time, as a core
+        answers: the line's own leading time when it has one, else LOGGED_AT. `since`
+        changes nothing."""
         self.log_asks.append((tail, since, timestamps))
         lines = self.logs.get(ref, [])[-tail:]
-        return [f"{LOGGED_AT} {line}" for line in lines] if timestamps else lines
+        if not timestamps:
+            return lines
+        own = (line.partition(" ")[0] for line in lines)
+        return [
+            f"{stamp if parse_time(stamp) else LOGGED_AT} {line}"
+            for stamp, line in zip(own, lines, strict=True)
+        ]
 
     async def follow_logs(self, ref: str) -> str:
         return ref
@@ -259,7 +267,9 @@ def fake_inspect(snap: ContainerSnapshot) -> dict[str, Any]:
             "ReadonlyRootfs": True,
             "NetworkMode": "kawaflow",
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-            "PortBindings": {f"{c}/tcp": [{"HostPort": str(h)}] for c, h in snap.ports.items()},
+            "PortBindings": {
+                c if "/" in c else f"{c}/tcp": [{"HostPort": str(h)}] for c, h in snap.ports.items()
+            },
         },
         "Mounts": [
             {
