@@ -147,6 +147,8 @@ class ContainerDetailScreen(Screen[None]):
         """Redraw what one batch of events (or a busy mark) changed for this container."""
         if not getattr(self, "_ready", False):
             return  # on_mount reads the state, which already holds these events
+        if not self.is_attached:
+            return  # the app is quitting: its widgets are being removed under it
         cid = self.container_id
         if cid in changes.removed:
             self.notify(f"{self._display_name()} was removed", severity="warning")

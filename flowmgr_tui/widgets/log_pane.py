@@ -140,8 +140,9 @@ class LogPane(Vertical):
 
     def shown_lines(self) -> list[str]:
         """The kept lines the search lets through, as shown (with their times when on),
-        unwrapped: what `ctrl+s` saves."""
-        return [self._shown(line) for line in self.lines if self._shows(line)]
+        unwrapped, without those a pause holds back: what `ctrl+s` saves."""
+        kept = list(self.lines)[: len(self.lines) - self._held]
+        return [self._shown(line) for line in kept if self._shows(line)]
 
     def on_input_changed(self, event: Input.Changed) -> None:
         """Filter as the search term is typed."""
