@@ -28,7 +28,11 @@ def question(path: str) -> str | None:
     except OSError as err:
         raise SaveError(_why(path, err)) from None
     if stat.S_ISLNK(st.st_mode):
-        return f"{path} is a symlink to {os.readlink(path)}: write there?"
+        try:
+            target = os.readlink(path)
+        except OSError as err:
+            raise SaveError(_why(path, err)) from None
+        return f"{path} is a symlink to {target}: write there?"
     if stat.S_ISDIR(st.st_mode):
         raise SaveError(f"{path} is a directory: give a file name")
     return f"{path} exists: overwrite it?"

@@ -91,8 +91,9 @@ class LogPane(Vertical):
     ) -> None:
         super().__init__(id=id, classes=classes)
         self.max_lines = max_lines
-        self.save_dir = save_dir or os.getcwd()
-        """Where the save prompt proposes a file (the panel's machine)."""
+        self.save_dir = save_dir
+        """Where the save prompt proposes a file (the panel's machine; None: the working
+        directory, else the home directory when that is gone)."""
         self.lines: deque[LogLine] = deque(maxlen=max_lines)
         """Everything received (bounded), matching or not."""
         self._held = 0
@@ -207,7 +208,7 @@ class LogPane(Vertical):
             "Save the shown log lines",
             f"{len(lines)} lines, as shown (secrets masked), to a file on this machine:",
             ok_label="Save",
-            value=os.path.join(self.save_dir, f"flowmgr-logs-{stamp}.log"),
+            value=os.path.join(self.save_dir or _here(), f"flowmgr-logs-{stamp}.log"),
             placeholder="/tmp/flow.log",
         )
         self.app.push_screen(prompt, lambda path: self._save(path, lines) if path else None)
@@ -279,3 +280,10 @@ class LogPane(Vertical):
 
 def _line(item: LogLine | str) -> LogLine:
     return item if isinstance(item, LogLine) else LogLine(None, item)
+
+
+def _here() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the working directory was removed: propose the home directory
+        return os.path.expanduser("~")

@@ -17,8 +17,9 @@ from textual.pilot import Pilot
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.remote import RemoteBackend
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
-from flowmgr_tui.widgets.config_view import ConfigView
+from flowmgr_tui.widgets.config_view import ConfigView, config_text
 from server.core.config import Settings
+from server.core.flow_config import FlowConfig
 from server.core.models import CreateSpec
 from tests.integration.api_harness import TEST_TOKEN, running_service
 from tests.tui.helpers import BUSYBOX, until
@@ -88,3 +89,12 @@ async def test_config_tab_locally_and_through_a_remote_panel(
         finally:
             await remote.backend.stop()
             await svc.manager.delete_container(snap.id)
+
+
+def test_the_node_shows_when_clustered_and_no_limit_reads_none() -> None:
+    cfg = FlowConfig("a" * 64, "web", "flow:latest", node="node-2", ports={"53/udp": None})
+    text = config_text(cfg).plain
+    assert "Node            node-2" in text
+    assert "memory none, cpus none, pids none, root filesystem writable" in text
+    assert "53/udp -> (none)" in text and "Environment     none" in text
+    assert "Node" not in config_text(FlowConfig("a" * 64, "web", "flow:latest")).plain
