@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from server.core.bus import EventBus
 from server.core.events import ActivityLogged, ContainerCrashed
+from server.core.flow_config import FlowConfig
 from server.core.journal.records import HistoryPage
 from server.core.models import ContainerSnapshot, CreateSpec
 
@@ -98,7 +99,17 @@ class Backend(Protocol):
     async def restart_container(self, ref: str) -> ContainerSnapshot: ...
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot: ...
     async def delete_container(self, ref: str) -> str: ...
-    async def get_logs(self, ref: str, tail: int = 100) -> list[str]: ...
+    async def get_logs(
+        self, ref: str, tail: int = 100, *, since: float | None = None, timestamps: bool = False
+    ) -> list[str]:
+        """The newest lines; ext `since` seconds back only, `timestamps` prefixing each with
+        the engine's RFC 3339 time and a space."""
+        ...
+
+    async def inspect_container(self, ref: str) -> FlowConfig:
+        """ext: its configuration, secrets masked by the core."""
+        ...
+
     async def follow_logs(self, ref: str) -> str: ...
     async def unfollow_logs(self, container_id: str) -> None: ...
     async def open_shell(self, ref: str, cols: int, rows: int) -> Shell:

@@ -29,6 +29,7 @@ from server.core.events import (
     StatsSampled,
     now,
 )
+from server.core.flow_config import FlowConfig
 from server.core.journal.records import HistoryPage
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec
@@ -47,6 +48,7 @@ from server.wire.answers import (
     WatchStatsOut,
 )
 from server.wire.base import MalformedPayload, WireModel
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.errors import ErrorOut
 from server.wire.pushes import (
     ActivityLogOut,
@@ -277,9 +279,17 @@ class RemoteBackend:
         self._drop(answer.container_id)
         return answer.container_id
 
-    async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
-        request = GetLogsRequest.model_construct(container_id=ref, tail=tail)
+    async def get_logs(
+        self, ref: str, tail: int = 100, *, since: float | None = None, timestamps: bool = False
+    ) -> LogTail:
+        request = GetLogsRequest.model_construct(
+            container_id=ref, tail=tail, since=since, timestamps=timestamps
+        )
         return (await self._ask("get_container_logs", request, ContainerLogsOut)).to_core()
+
+    async def inspect_container(self, ref: str) -> FlowConfig:
+        answer = await self._ask("inspect_container", _ref(ref), ContainerInspectedOut)
+        return answer.to_core()
 
     async def follow_logs(self, ref: str) -> str:
         answer = await self._ask("subscribe_logs", _ref(ref), LogSubscriptionOut)

@@ -32,6 +32,7 @@ from server.wire.answers import (
 )
 from server.wire.base import Wire
 from server.wire.catalog import REQUESTS
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.pushes import EngineStatusOut, NodeStatusOut
 from server.wire.requests import (
     ContainerRef,
@@ -300,10 +301,22 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
         async def act(req: GetLogsRequest) -> Wire:
             container_id = self.manager.get(req.container_id).id
-            lines = await self.manager.get_logs(container_id, tail=req.tail)
+            lines = await self.manager.get_logs(
+                container_id, tail=req.tail, since=req.since, timestamps=req.timestamps
+            )
             return ContainerLogsOut.payload(container_id, lines, lines.truncated)
 
         return await self._serve(sid, "get_container_logs", data, act)
+
+    async def on_inspect_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `inspect_container` -> `container_inspected` (masked by the core)."""
+
+        async def act(req: ContainerRef) -> Wire:
+            return ContainerInspectedOut.payload(
+                await self.manager.inspect_container(req.container_id)
+            )
+
+        return await self._serve(sid, "inspect_container", data, act)
 
     async def on_subscribe_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `subscribe_logs`: join the log room; lines follow as `container_log`."""

@@ -19,6 +19,7 @@ from server.wire.answers import (
     WatchStatsOut,
 )
 from server.wire.base import WireModel
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.errors import ErrorOut
 from server.wire.pushes import PUSHES
 from server.wire.requests import (
@@ -79,6 +80,7 @@ REQUESTS: dict[str, Exchange] = {
     "write_shell": Exchange(WriteShellRequest, "", ShellWrittenOut),
     "resize_shell": Exchange(ResizeShellRequest, "", ShellResizedOut),
     "close_shell": Exchange(ShellRef, "shell_closed", ShellClosedOut),
+    "inspect_container": Exchange(ContainerRef, "container_inspected", ContainerInspectedOut),
 }
 """Every request the server takes, by name."""
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from server.core.errors import InvalidRequest
+from server.core.log_tail import MAX_SINCE
 from server.core.models import CreateSpec
 from server.wire.journal_encoding import JOURNALLED_PUSHES
 
@@ -86,6 +87,10 @@ class GetLogsRequest(ContainerRef):
     """ext `get_container_logs`."""
 
     tail: int = Field(default=100, ge=0, le=10_000)
+    since: float | None = Field(default=None, gt=0, le=MAX_SINCE, allow_inf_nan=False)
+    """ext: only lines from the last `since` seconds (absent or null: all)."""
+    timestamps: bool = False
+    """ext: each line starts with the engine's RFC 3339 timestamp and a space."""
 
 
 MAX_SEQ = 2**63 - 1

@@ -40,6 +40,7 @@ BY_ID = (
     "get_container_status",
     "subscribe_logs",
     "unsubscribe_logs",
+    "inspect_container",
 )
 EVENTS = (
     *BY_ID,

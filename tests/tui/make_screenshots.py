@@ -10,6 +10,7 @@ from textual.pilot import Pilot
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.screens.history import HistoryScreen
+from flowmgr_tui.widgets.log_pane import LogPane
 from tests.tui.helpers import host_graphs_full, until
 from tests.tui.make_recording import ECHO_ID
 from tests.tui.recording import ReplayBackend
@@ -42,10 +43,11 @@ async def shoot(size: tuple[int, int], suffix: str = "") -> None:
         await until(pilot, lambda: host_graphs_full(app.screen), "full host graphs")
         await pilot.pause()
         app.save_screenshot("detail-graphs.svg", str(OUT))
-        for key, name in (("2", "logs"), ("3", "messages"), ("4", "activity")):
+        for key, name in (("2", "logs"), ("3", "messages"), ("4", "activity"), ("5", "config")):
             await pilot.press(key)
             await pilot.pause(0.3)
             app.save_screenshot(f"detail-{name}.svg", str(OUT))
+        await shoot_log_views(app, pilot)
         await pilot.press("escape")
         await shoot_history(app, pilot)
         await pilot.press("n")
@@ -63,6 +65,35 @@ async def shoot(size: tuple[int, int], suffix: str = "") -> None:
         await pilot.press(*"stop")
         await pilot.pause(0.5)
         app.save_screenshot("command-palette.svg", str(OUT))
+
+
+async def shoot_log_views(app: FlowMgrApp, pilot: Pilot[None]) -> None:
+    """The logs tab with times shown and a "since" preset, then its save prompt."""
+    await pilot.press("2", "T", "S", "S")  # times on, since 5 m
+    await pilot.pause(0.3)
+    app.save_screenshot("detail-logs-times.svg", str(OUT))
+    app.screen.query_one(LogPane).save_dir = "/home/me"
+    await pilot.press("ctrl+s")
+    await pilot.pause(0.3)
+    app.save_screenshot("detail-logs-save.svg", str(OUT))
+    await pilot.press("escape", "T", "S", "S", "S", "S")  # back as it was
+
+
+async def views_only() -> None:
+    """Only the issue-17 detail views (python -c 'import asyncio, tests.tui.make_screenshots
+    as m; asyncio.run(m.views_only())')."""
+    app = recorded_app()
+    async with app.run_test(size=(120, 32)) as pilot:
+        await _ready(app, pilot)
+        app.open_detail(ECHO_ID)
+        await until(pilot, lambda: isinstance(app.screen, ContainerDetailScreen), "detail")
+        await until(pilot, lambda: host_graphs_full(app.screen), "full host graphs")
+        await pilot.pause()
+        app.save_screenshot("detail-graphs.svg", str(OUT))
+        await pilot.press("5")
+        await pilot.pause(0.3)
+        app.save_screenshot("detail-config.svg", str(OUT))
+        await shoot_log_views(app, pilot)
 
 
 async def shoot_history(app: FlowMgrApp, pilot: Pilot[None]) -> None:

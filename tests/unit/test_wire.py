@@ -4,6 +4,7 @@ docs/PROTOCOL.md lists exactly the events the code handles."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import typing
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from server.core.events import (
     StatsSampled,
     StatusReported,
 )
+from server.core.flow_config import config_from_inspect
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, ResourceSample
 from server.wire.answers import (
@@ -45,6 +47,7 @@ from server.wire.answers import (
 )
 from server.wire.base import MalformedPayload, Wire, WireModel
 from server.wire.catalog import REQUESTS, SERVER_EVENTS
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.errors import ERROR_TYPES, ErrorOut
 from server.wire.pushes import (
     BROADCASTS,
@@ -62,6 +65,7 @@ from server.wire.pushes import (
 )
 from server.wire.requests import CreateContainerRequest, body, parse_request
 from tests.fuzz.malformed_requests import EVENTS as FUZZED_REQUESTS
+from tests.tui.recording import fake_inspect
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = ROOT / "docs" / "PROTOCOL.md"
@@ -215,6 +219,12 @@ def _logs() -> None:
     assert isinstance(tail, LogTail) and tail == ["a", "b"] and tail.truncated
 
 
+def _inspected() -> None:
+    cfg = config_from_inspect(fake_inspect(SNAP))
+    assert _via_wire(ContainerInspectedOut, ContainerInspectedOut.payload(cfg)).to_core() == cfg
+    assert "hunter2" not in json.dumps(ContainerInspectedOut.payload(cfg))
+
+
 def _message_delivered() -> None:
     ev = QueuedMessageDelivered(at=AT, container_id=CID, message_id="m1")
     assert _via_wire(MessageDeliveredOut, MessageDeliveredOut.payload(ev)).to_core() == ev
@@ -349,6 +359,7 @@ CASES: dict[str, Callable[[], None]] = {
     "container_status": _status,
     "container_list": _list,
     "container_logs": _logs,
+    "container_inspected": _inspected,
     "message_received": _message_received,
     "status_changed": _status_changed,
     "container_health_warning": _health_warning,
@@ -492,6 +503,7 @@ _EXT_REQUESTS = {
     "write_shell",
     "resize_shell",
     "close_shell",
+    "inspect_container",
 }
 _EXT_EVENTS = {
     "container_logs",
