@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from server.wire.answers import (
     ConnectedOut,
     ContainerCreatedOut,
+    ContainerKilledOut,
     ContainerListOut,
     ContainerLogsOut,
+    ContainerPauseOut,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
@@ -26,6 +28,7 @@ from server.wire.requests import (
     CreateContainerRequest,
     GetHistoryRequest,
     GetLogsRequest,
+    KillContainerRequest,
     ListContainersRequest,
     RequestIn,
     SendMessageRequest,
@@ -63,6 +66,9 @@ REQUESTS: dict[str, Exchange] = {
     "unsubscribe_logs": Exchange(ContainerRef, "", LogSubscriptionOut),
     "get_history": Exchange(GetHistoryRequest, "history", HistoryOut),
     "watch_stats": Exchange(WatchStatsRequest, "", WatchStatsOut),
+    "pause_container": Exchange(ContainerRef, "container_paused", ContainerPauseOut),
+    "unpause_container": Exchange(ContainerRef, "container_unpaused", ContainerPauseOut),
+    "kill_container": Exchange(KillContainerRequest, "container_killed", ContainerKilledOut),
 }
 """Every request the server takes, by name."""
 

@@ -34,8 +34,10 @@ from server.core.models import ContainerSnapshot, ContainerStatus, ResourceSampl
 from server.wire.answers import (
     ConnectedOut,
     ContainerCreatedOut,
+    ContainerKilledOut,
     ContainerListOut,
     ContainerLogsOut,
+    ContainerPauseOut,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
@@ -172,6 +174,19 @@ def _state(status: typing.Literal["running", "stopped", "deleted"]) -> Callable[
             assert _via_wire(ContainerStateOut, full).queue_dropped == 2
 
     return case
+
+
+def _paused(status: typing.Literal["paused", "running"]) -> Callable[[], None]:
+    def case() -> None:
+        out = _via_wire(ContainerPauseOut, ContainerPauseOut.payload(CID, status))
+        assert (out.container_id, out.status) == (CID, status)
+
+    return case
+
+
+def _killed() -> None:
+    out = _via_wire(ContainerKilledOut, ContainerKilledOut.payload(SNAP, "SIGTERM"))
+    assert (out.container_id, out.signal, out.status) == (CID, "SIGTERM", "running")
 
 
 def _updated() -> None:
@@ -334,6 +349,9 @@ CASES: dict[str, Callable[[], None]] = {
     "container_restarted": _state("running"),
     "container_deleted": _state("deleted"),
     "container_updated": _updated,
+    "container_paused": _paused("paused"),
+    "container_unpaused": _paused("running"),
+    "container_killed": _killed,
     "message_sent": _sent,
     "container_status": _status,
     "container_list": _list,
@@ -472,6 +490,9 @@ _EXT_REQUESTS = {
     "unsubscribe_logs",
     "get_history",
     "watch_stats",
+    "pause_container",
+    "unpause_container",
+    "kill_container",
 }
 _EXT_EVENTS = {
     "container_logs",
@@ -508,5 +529,7 @@ def test_protocol_lists_the_error_types() -> None:
 
 def test_the_fuzzer_covers_every_request() -> None:
     # get_history's hostile inputs are tests/integration/test_api_history.py's own,
-    # watch_stats's tests/integration/test_api_scale.py's
-    assert set(FUZZED_REQUESTS) | {"get_history", "watch_stats"} == set(REQUESTS)
+    # watch_stats's tests/integration/test_api_scale.py's, pause/unpause/kill's
+    # tests/integration/test_api_pause_kill.py's
+    own = {"get_history", "watch_stats", "pause_container", "unpause_container", "kill_container"}
+    assert set(FUZZED_REQUESTS) | own == set(REQUESTS)
