@@ -32,10 +32,13 @@ from server.core.journal.records import HistoryPage
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec
 from server.core.validation import check_shapes
+from server.core.validation.signals import check_signal
 from server.wire.answers import (
     ContainerCreatedOut,
+    ContainerKilledOut,
     ContainerListOut,
     ContainerLogsOut,
+    ContainerPauseOut,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
@@ -66,6 +69,7 @@ from server.wire.requests import (
     CreateContainerRequest,
     GetHistoryRequest,
     GetLogsRequest,
+    KillContainerRequest,
     ListContainersRequest,
     RequestIn,
     SendMessageRequest,
@@ -75,6 +79,9 @@ from server.wire.requests import (
 )
 
 __all__ = ["RemoteBackend"]
+
+_Stated = TypeVar("_Stated", ContainerStateOut, ContainerPauseOut, ContainerKilledOut)
+"""Answers that carry the flow's state after the request."""
 
 logger = logging.getLogger(__name__)
 
@@ -250,19 +257,43 @@ class RemoteBackend:
         self._put(snap, added=True)
         return snap
 
-    async def _state_call(self, event: str, ref: str) -> ContainerSnapshot:
-        answer = await self._ask(event, _ref(ref), ContainerStateOut)
+    async def _state_call(
+        self,
+        event: str,
+        ref: str,
+        reply: type[_Stated],
+        request: RequestIn | None = None,
+    ) -> ContainerSnapshot:
+        """A request whose answer says the flow's new state: applied at once (the push
+        `status_changed` may come later)."""
+        answer = await self._ask(event, request or _ref(ref), reply)
         self._set_state(answer.container_id, answer.status, now())
         return self._containers.get(answer.container_id) or self.get(ref)
 
     async def start_container(self, ref: str) -> ContainerSnapshot:
-        return await self._state_call("start_container", ref)
+        return await self._state_call("start_container", ref, ContainerStateOut)
 
     async def stop_container(self, ref: str) -> ContainerSnapshot:
-        return await self._state_call("stop_container", ref)
+        return await self._state_call("stop_container", ref, ContainerStateOut)
 
     async def restart_container(self, ref: str) -> ContainerSnapshot:
-        return await self._state_call("restart_container", ref)
+        return await self._state_call("restart_container", ref, ContainerStateOut)
+
+    async def pause_container(self, ref: str) -> ContainerSnapshot:
+        """ext `pause_container` -> `container_paused`."""
+        return await self._state_call("pause_container", ref, ContainerPauseOut)
+
+    async def unpause_container(self, ref: str) -> ContainerSnapshot:
+        """ext `unpause_container` -> `container_unpaused`."""
+        return await self._state_call("unpause_container", ref, ContainerPauseOut)
+
+    async def kill_container(self, ref: str, signal: str) -> ContainerSnapshot:
+        """ext `kill_container` -> `container_killed`: the allow-list checked here first (the
+        server's own answer, without the round trip)."""
+        request = KillContainerRequest.model_construct(
+            container_id=ref, signal=check_signal(signal)
+        )
+        return await self._state_call("kill_container", ref, ContainerKilledOut, request)
 
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
         request = UpdateContainerRequest.model_construct(container_id=ref, code_path=code_path)

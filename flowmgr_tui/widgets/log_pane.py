@@ -152,7 +152,7 @@ class LogPane(Vertical):
     def _status(self) -> None:
         if not self.is_mounted:
             return
-        parts = [f"tail {self.tail}", "PAUSED" if self.paused else "following"]
+        parts = [f"tail {self.tail}", "held (f follows)" if self.paused else "following"]
         if self._held:
             parts.append(f"{self._held} new")
         if self.wrap:
