@@ -209,3 +209,23 @@ async def test_answers_are_acked_and_emitted_once(
 
 def _recorded(rec: Recorder, event: str) -> list[Any]:
     return list(rec.events[event])
+
+
+async def test_a_paused_flow_stops_restarts_and_deletes_as_asked(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    async with running_service(settings) as svc, client(svc.url) as (sio, rec):
+        cid = await _running(svc.manager, unique_name("frozen-stop"))
+        await _call(sio, "pause_container", {"container_id": cid})
+        stopped = await _call(sio, "stop_container", {"container_id": cid})
+        assert stopped == {"container_id": cid, "status": "stopped"}
+        assert svc.manager.get(cid).state == "stopped"
+        other = await _running(svc.manager, unique_name("frozen-restart"))
+        await _call(sio, "pause_container", {"container_id": other})
+        restarted = await _call(sio, "restart_container", {"container_id": other})
+        assert restarted["status"] == "running" and svc.manager.get(other).state == "running"
+        await _call(sio, "pause_container", {"container_id": other})
+        deleted = await _call(sio, "delete_container", {"container_id": other})
+        assert deleted["status"] == "deleted"
+        await asyncio.sleep(1.0)
+        assert rec.events["container_crashed"] == []
