@@ -229,3 +229,22 @@ async def test_a_paused_flow_stops_restarts_and_deletes_as_asked(
         assert deleted["status"] == "deleted"
         await asyncio.sleep(1.0)
         assert rec.events["container_crashed"] == []
+
+
+async def test_a_slow_end_after_sigterm_is_still_the_kills(
+    settings: Settings, unique_name: Callable[[str], str]
+) -> None:
+    """The flow is alive when the answer goes (it cleans up for a second), then exits 3: the
+    exit is the kill's (stopped), not a crash."""
+    async with running_service(settings) as svc, client(svc.url) as (sio, rec):
+        cid = await _running(
+            svc.manager,
+            unique_name("slow"),
+            ["sh", "-c", "trap 'sleep 1; exit 3' TERM; while true; do sleep 1 & wait $!; done"],
+        )
+        killed = await _call(sio, "kill_container", {"container_id": cid, "signal": "SIGTERM"})
+        assert killed["status"] == "running"
+        await rec.wait_for("status_changed", _changed(cid, "stopped"))
+        assert (await docker_cli("inspect", "-f", "{{.State.ExitCode}}", cid)) == "3"
+        await asyncio.sleep(1.0)
+        assert rec.events["container_crashed"] == []
