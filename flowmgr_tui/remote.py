@@ -80,7 +80,7 @@ from server.wire.requests import (
 
 __all__ = ["RemoteBackend"]
 
-_Stated = TypeVar("_Stated", ContainerStateOut, ContainerPauseOut, ContainerKilledOut)
+_Stated = TypeVar("_Stated", ContainerStateOut, ContainerPauseOut)
 """Answers that carry the flow's state after the request."""
 
 logger = logging.getLogger(__name__)
@@ -262,11 +262,10 @@ class RemoteBackend:
         event: str,
         ref: str,
         reply: type[_Stated],
-        request: RequestIn | None = None,
     ) -> ContainerSnapshot:
         """A request whose answer says the flow's new state: applied at once (the push
         `status_changed` may come later)."""
-        answer = await self._ask(event, request or _ref(ref), reply)
+        answer = await self._ask(event, _ref(ref), reply)
         self._set_state(answer.container_id, answer.status, now())
         return self._containers.get(answer.container_id) or self.get(ref)
 
@@ -293,7 +292,11 @@ class RemoteBackend:
         request = KillContainerRequest.model_construct(
             container_id=ref, signal=check_signal(signal)
         )
-        return await self._state_call("kill_container", ref, ContainerKilledOut, request)
+        answer = await self._ask("kill_container", request, ContainerKilledOut)
+        # Not applied to the row: the state right after the signal may be older than a
+        # `status_changed` already received (a flow ending on SIGTERM); the pushes keep order.
+        snap = self._containers.get(answer.container_id) or self.get(ref)
+        return replace(snap, state=answer.status)
 
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
         request = UpdateContainerRequest.model_construct(container_id=ref, code_path=code_path)
