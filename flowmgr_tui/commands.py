@@ -59,6 +59,14 @@ class ContainerCommands(Provider):
                     partial(post, act, "open", snap.id),
                 )
             )
+            if snap.state == "running":
+                out.append(
+                    (
+                        f"Shell in {snap.name}",
+                        "bash, else sh, in its container",
+                        partial(post, act, "shell", snap.id),
+                    )
+                )
             for verb in VERBS.values():
                 if verb.name in _PAUSE_VERBS and (snap.state == "paused") != (
                     verb.name == "unpause"

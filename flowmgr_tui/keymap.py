@@ -93,6 +93,8 @@ def _verb_keys(scope: str, hidden: frozenset[str] = frozenset()) -> tuple[Key, .
     )
 
 
+_SHELL_HELP = "a shell in its container (bash, else sh); leaving it returns here"
+
 SCOPES: dict[str, str] = {
     "dashboard": "Containers (dashboard)",
     "detail": "Detail view",
@@ -125,6 +127,7 @@ KEYS: tuple[Key, ...] = (
         "dashboard", "n", "create", "New", "create a container (form)", palette="Create a container"
     ),
     *_verb_keys("dashboard", frozenset({"kill"})),  # in help and the palette: the footer is full
+    Key("dashboard", "e", "act('shell')", "Shell", _SHELL_HELP),
     Key("dashboard", "slash", "filter", "Filter", "filter rows as you type"),
     Key("dashboard", "o", "sort_next", "Sort", "sort by the next column (or click a header)"),
     Key("dashboard", "O", "sort_reverse", "Reverse", "reverse the order", show=False),
@@ -143,6 +146,7 @@ KEYS: tuple[Key, ...] = (
     Key("detail", "3", "tab('messages')", "Messages", "messages", show=False),
     Key("detail", "4", "tab('activity')", "Activity", "activity", show=False),
     *_verb_keys("detail", frozenset({"start", "update", "delete", "kill"})),
+    Key("detail", "e", "act('shell')", "Shell", _SHELL_HELP, show=False),
     # not `p`: that pauses the flow, on every tab of the detail view
     Key("logs", "f", "toggle_pause", "Follow", "stop / resume scrolling new lines"),
     Key("logs", "w", "toggle_wrap", "Wrap", "wrap long lines"),

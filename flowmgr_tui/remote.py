@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import socketio
 
+from flowmgr_tui.remote_shell import RemoteShell, ShellRoutes
 from flowmgr_tui.state.nodes import NodeLink, NodesListed, link_of, node_link
 from flowmgr_tui.state.rules import settle
 from server.core.bus import EventBus
@@ -77,6 +78,7 @@ from server.wire.requests import (
     WatchStatsRequest,
     body,
 )
+from server.wire.shell import OpenShellRequest, ShellOpenedOut
 
 __all__ = ["RemoteBackend"]
 
@@ -132,6 +134,7 @@ class RemoteBackend:
         self._watch_task: asyncio.Task[None] | None = None
         self._watch_dirty = False
         self._nodes: dict[str, NodeLink] = {}
+        self._shells = ShellRoutes()
         """Cluster hub only: its Swarm nodes by id, from the last list and `node_status` since."""
         self._register()
 
@@ -325,6 +328,17 @@ class RemoteBackend:
         answer = await self._ask("send_message", request, MessageSentOut)
         self.bus.publish(answer.to_core())
 
+    async def open_shell(self, ref: str, cols: int, rows: int) -> RemoteShell:
+        """ext `open_shell`: a shell in the flow's container, driven over this link."""
+        request = OpenShellRequest.model_construct(container_id=ref, cols=cols, rows=rows)
+        answer = await self._ask("open_shell", request, ShellOpenedOut)
+        shell = RemoteShell(answer.session_id, answer.container_id, self._emit, self._call)
+        await self._shells.add(shell)
+        return shell
+
+    async def _emit(self, event: str, payload: dict[str, Any]) -> None:
+        await self._sio.emit(event, payload)
+
     def watch_stats(self, owner: str, container_ids: list[str]) -> None:
         """ext `watch_stats`, sent in the background (the newest set wins): the server samples
         what this panel shows at full rate and pushes it as `container_stats`; the other rows
@@ -369,6 +383,8 @@ class RemoteBackend:
         self._on_push(EngineStatusOut, self._on_engine_status)
         self._on_push(ContainerStatsOut, self._on_stats)
         self._on_push(NodeStatusOut, self._on_node_status)
+        on("shell_output", self._shells.on_output)
+        on("shell_exited", self._shells.on_exited)
 
     def _on_push(self, model: type[P], handle: Callable[[P], None]) -> None:
         """Handle `model.event`, decoded; a payload without its shape is logged and dropped."""
@@ -397,6 +413,7 @@ class RemoteBackend:
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self._connected = False
+        await self._shells.link_lost()
         self._tell(f"lost {self.url} ({reason or 'closed'})")
 
     def _on_engine_status(self, msg: EngineStatusOut) -> None:

@@ -101,9 +101,8 @@ def create_app(
     # The journal stores (and the bridge sends) each event as this front end encodes it.
     manager.journal.use_encoder(encode_event)
     bridge = SioBridge(sio, manager)
-    sio.register_namespace(
-        FlowNamespace(manager, bridge, token=token, server_id=uuid.uuid4().hex[:12])
-    )
+    namespace = FlowNamespace(manager, bridge, token=token, server_id=uuid.uuid4().hex[:12])
+    sio.register_namespace(namespace)
     register_more = getattr(manager, "register_namespaces", None)
     if register_more is not None:  # the cluster hub's agents connect to `/agent`
         register_more(sio)
@@ -125,6 +124,7 @@ def create_app(
         try:
             yield
         finally:
+            await namespace.shells.stop()  # no exec outlives the service
             await bridge.stop()
             if manage_lifecycle:
                 await manager.stop()

@@ -38,6 +38,7 @@ from typing import Any
 
 from server import __version__
 from server.cluster.agent_docker import AgentAdapter
+from server.cluster.agent_guard import guard
 from server.cluster.agent_link import AgentLink, new_instance
 from server.cluster.agent_place import (
     SERVICE_LABEL,
@@ -52,6 +53,7 @@ from server.cluster.link_models import (
     AgentHello,
     AgentReport,
     FlowHeld,
+    FlowState,
     Request,
 )
 from server.core.bus import EventBus
@@ -179,6 +181,13 @@ class Agent:
         self.fenced = False
         self.fence_stops = 0
         """Flow containers stopped by the fence (since start)."""
+        self._guarding: set[str] = set()
+        self.engine_lost = False
+        """The node's engine is gone (the core's monitor lost it): its flows are `unknown`."""
+        self.swap_limited = 0
+        """Task containers whose swap the guard limited to their memory (since start)."""
+        self.refused = 0
+        """Task containers the guard stopped (since start)."""
 
     # -- lifecycle
 
@@ -293,12 +302,18 @@ class Agent:
                     best = (rec, ids[1])
         return best
 
+    def _said(self, rec: Record) -> FlowState:
+        """The state told to the hub: without the engine the registry still says running and
+        the cgroup samples go on (the processes run under their shims), but nobody can say
+        the flow runs: `unknown`."""
+        return "unknown" if self.engine_lost and rec.state == "running" else rec.state
+
     def hello(self) -> AgentHello:
         """The node and the flow tasks the core holds (one per flow: the newest task)."""
         flows: dict[str, FlowHeld] = {}
         for rec, flow_id, task_id in sorted(self._records(), key=lambda r: r[0].info.created):
             flows[flow_id] = FlowHeld(
-                flow_id=flow_id, task_id=task_id, container_id=rec.info.id, state=rec.state
+                flow_id=flow_id, task_id=task_id, container_id=rec.info.id, state=self._said(rec)
             )
         return AgentHello(
             node_id=self.node_id,
@@ -340,6 +355,16 @@ class Agent:
             rec = self.core.registry.records.get(event.snapshot.id) if self.core else None
             if rec is not None:
                 self._close_older(rec.info)
+        runs = (
+            event.snapshot.id
+            if isinstance(event, ContainerAdded) and event.snapshot.state == "running"
+            else event.container_id
+            if isinstance(event, ContainerStateChanged) and event.new_state == "running"
+            else None
+        )
+        if runs is not None and runs not in self._guarding and self._ids_of(runs) is not None:
+            self._guarding.add(runs)
+            self._spawn(self._guard(runs), "isolation-guard")
         if not isinstance(event, _FORWARDED):
             return
         try:
@@ -349,6 +374,24 @@ class Agent:
             return
         if item is not None:
             self._queue(item)
+
+    async def _guard(self, container_id: str) -> None:
+        """Hold a task container that just started to what its spec could not ask for
+        (agent_guard); a refusal is told to the hub, which says it with the crash."""
+        try:
+            verdict = await guard(self.adapter, container_id)
+        finally:
+            self._guarding.discard(container_id)
+        if verdict.swap_limited:
+            self.swap_limited += 1
+        ids = self._ids_of(container_id)
+        if verdict.refused is not None and ids is not None:
+            self.refused += 1
+            self._queue(
+                AgentEvent(
+                    flow_id=ids[0], task_id=ids[1], kind="refused", data={"why": verdict.refused}
+                )
+            )
 
     def _is_newest(self, info: ContainerInfo) -> bool:
         """Whether no other task container of the same flow here is newer (the core's
@@ -379,6 +422,7 @@ class Agent:
     def _engine_changed(self, *, lost: bool) -> None:
         """The node's engine died (or is back): what this node runs is `unknown` to the hub at
         once, rather than when the managers notice the node is gone (seconds later)."""
+        self.engine_lost = lost
         for flow_id in {flow for _rec, flow, _task in self._records()}:
             current = self._current(flow_id)
             if current is None:
@@ -447,7 +491,7 @@ class Agent:
                 # not gone from this node, its current task is what the hub holds
                 rec, task_id = current
                 return AgentReport(
-                    flow_id=ids[0], task_id=task_id, container_id=rec.info.id, state=rec.state
+                    flow_id=ids[0], task_id=task_id, container_id=rec.info.id, state=self._said(rec)
                 )
             return AgentReport(
                 flow_id=ids[0],
@@ -474,7 +518,11 @@ class Agent:
             if isinstance(event, StatsSampled):
                 sample = ResourceUsageOut.model_validate(ResourceUsageOut.payload(event.sample))
             return AgentReport(
-                flow_id=flow_id, task_id=task_id, container_id=cid, state=rec.state, sample=sample
+                flow_id=flow_id,
+                task_id=task_id,
+                container_id=cid,
+                state=self._said(rec),
+                sample=sample,
             )
         kind: Any
         data: dict[str, Any]

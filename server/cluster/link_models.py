@@ -211,6 +211,7 @@ EventKind = Literal[
     "frame_rejected",
     "log_line",
     "fenced",
+    "refused",
 ]
 EVENT_KINDS: frozenset[str] = frozenset(get_args(EventKind))
 
@@ -220,7 +221,9 @@ class AgentEvent(LinkModel):
     core event of the same name under the flow's id. `data` by kind: message_received
     {message}, control {control}, channel_connected {}, channel_lost {reason}, frame_rejected
     {reason}, log_line {line}, fenced {cut_for, why} (the agent stopped the flow's task there
-    while cut off from the hub and the managers; said once the link is back)."""
+    while cut off from the hub and the managers; said once the link is back), refused {why}
+    (the agent's guard stopped the task's container: it could not be held to the isolation
+    rules, agent_guard)."""
 
     flow_id: ObjectId
     task_id: ObjectId

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import logging
 import socket
@@ -42,6 +43,7 @@ from server.core.log_tail import LogTail, TailBuffer
 
 __all__ = [
     "DockerAdapter",
+    "ExecTty",
     "ContainerInfo",
     "BindMount",
     "StreamHandle",
@@ -168,6 +170,38 @@ def open_api_client(
     except BaseException:
         api.close()
         raise
+
+
+class ExecTty:
+    """One exec's pseudo-terminal stream on its hijacked connection; blocking calls, made from
+    threads (a read unblocks, empty, when `close` runs in another thread)."""
+
+    def __init__(self, exec_id: str, response: Any) -> None:
+        self.exec_id = exec_id
+        self._response = response
+        self._reader = response.raw._fp.fp  # noqa: SLF001
+        raw = self._reader.raw
+        self._sock = getattr(raw, "_sock", raw)
+        self._sock.settimeout(None)  # an idle shell is no stuck call
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes of output; b"" at its end."""
+        try:
+            return bytes(self._reader.read1(size))
+        except (OSError, ValueError):  # closed by `close`, or cut: the end either way
+            return b""
+
+    def write(self, data: bytes) -> None:
+        """Send input (blocks while the terminal does not take it)."""
+        with _translated():
+            self._sock.sendall(data)
+
+    def close(self) -> None:
+        """Cut the stream (the process is not ended by this: the engine keeps it)."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):  # best effort: the connection is gone anyway
+            self._response.close()
 
 
 class DockerAdapter:
@@ -404,6 +438,47 @@ class DockerAdapter:
             return int(api.exec_inspect(ex["Id"]).get("ExitCode") or 0)
 
         return await self._call(run)
+
+    async def exec_tty(
+        self, container_id: str, cmd: list[str], cols: int, rows: int, env: dict[str, str]
+    ) -> ExecTty:
+        """Start `cmd` in a running container on a pseudo-terminal of `cols` x `rows`, stdin
+        attached: its stream (blocking reads and writes: call them from threads)."""
+
+        def run() -> ExecTty:
+            api = self._client()
+            ex = api.exec_create(
+                container_id, cmd, stdout=True, stderr=True, stdin=True, tty=True, environment=env
+            )
+            exec_id = str(ex["Id"])
+            # exec_start(socket=True) hands back the socket under the buffered reader, which
+            # may already hold the first output read with the answer's headers
+            res = api._post_json(  # noqa: SLF001
+                api._url("/exec/{0}/start", exec_id),  # noqa: SLF001
+                headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+                data={"Tty": True, "Detach": False},
+                stream=True,
+            )
+            api._raise_for_status(res)  # noqa: SLF001
+            return ExecTty(exec_id, res)
+
+        tty = await self._call(run)
+        try:
+            await self.exec_resize(tty.exec_id, cols, rows)
+        except FlowMgrError:
+            await asyncio.to_thread(tty.close)
+            raise
+        return tty
+
+    async def exec_resize(self, exec_id: str, cols: int, rows: int) -> None:
+        """Set an exec's terminal size."""
+        await self._call(lambda: self._client().exec_resize(exec_id, height=rows, width=cols))
+
+    async def exec_state(self, exec_id: str) -> tuple[bool, int | None]:
+        """Whether an exec's process still runs, and its exit code once it ended."""
+        raw = await self._call(lambda: self._client().exec_inspect(exec_id))
+        code = raw.get("ExitCode")
+        return bool(raw.get("Running")), None if code is None else int(code)
 
     async def put_archive(
         self, container_id: str, path: str, data: bytes | Iterable[bytes]

@@ -36,6 +36,8 @@ from server.core.models import ContainerSnapshot, ContainerStatus
 from server.core.monitor import ADOPTION_WAIT, DockerMonitor, adopting_error
 from server.core.policy import validate_code_settings
 from server.core.registry import Record, Registry, SocketPlace
+from server.core.shell import ShellSession
+from server.core.shell_limits import check_size
 from server.core.state_dir import StateDir
 from server.core.stats import ResourceSampler
 from server.core.status_phases import slot_count, slot_of
@@ -483,6 +485,31 @@ class ContainerManager(ContainerActions):
         except ContainerNotFound:
             cid = container_id
         self.logs.unfollow(cid)
+
+    async def open_shell(self, ref: str, cols: int, rows: int) -> ShellSession:
+        """A shell on a pseudo-terminal in a running managed flow's container (one host only:
+        a cluster hub's flows run on other nodes' engines)."""
+        if self.cluster_nodes() is not None:
+            raise InvalidRequest(
+                "shells are not available in cluster mode",
+                details={"reason": "not_in_cluster_mode"},
+            )
+        check_size(cols, rows)
+        rec = self.registry.resolve(ref)
+        info = await self.adapter.inspect(rec.info.id)  # the engine's word, not our memory
+        labels = info.labels
+        if (
+            labels.get("flowmgr.managed") != "true"
+            or labels.get("flowmgr.instance") != self.settings.docker.instance
+        ):
+            raise ContainerNotFound(f"no managed container {ref!r}", details={"container_id": ref})
+        if info.status != "running":
+            raise InvalidRequest(
+                f"{info.name} is not running ({info.status}): start it to open a shell",
+                field="container_id",
+                details={"reason": "not_running", "state": info.status},
+            )
+        return await ShellSession.open(self.adapter, info.id, cols, rows)
 
     async def send_message(
         self, ref: str, message: dict[str, Any], *, queue: bool = False

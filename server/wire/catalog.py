@@ -35,6 +35,18 @@ from server.wire.requests import (
     UpdateContainerRequest,
     WatchStatsRequest,
 )
+from server.wire.shell import (
+    OpenShellRequest,
+    ResizeShellRequest,
+    ShellClosedOut,
+    ShellExitedOut,
+    ShellOpenedOut,
+    ShellOutputOut,
+    ShellRef,
+    ShellResizedOut,
+    ShellWrittenOut,
+    WriteShellRequest,
+)
 
 __all__ = ["Exchange", "REQUESTS", "SERVER_EVENTS"]
 
@@ -69,6 +81,10 @@ REQUESTS: dict[str, Exchange] = {
     "pause_container": Exchange(ContainerRef, "container_paused", ContainerPauseOut),
     "unpause_container": Exchange(ContainerRef, "container_unpaused", ContainerPauseOut),
     "kill_container": Exchange(KillContainerRequest, "container_killed", ContainerKilledOut),
+    "open_shell": Exchange(OpenShellRequest, "shell_opened", ShellOpenedOut),
+    "write_shell": Exchange(WriteShellRequest, "", ShellWrittenOut),
+    "resize_shell": Exchange(ResizeShellRequest, "", ShellResizedOut),
+    "close_shell": Exchange(ShellRef, "shell_closed", ShellClosedOut),
 }
 """Every request the server takes, by name."""
 
@@ -77,5 +93,8 @@ SERVER_EVENTS: dict[str, type[WireModel]] = {
     "error": ErrorOut,
     **{x.answer: x.reply for x in REQUESTS.values() if x.answer},
     **PUSHES,
+    # to one client, never journalled: not PUSHES (whose names `get_history` filters by)
+    ShellOutputOut.event: ShellOutputOut,
+    ShellExitedOut.event: ShellExitedOut,
 }
 """Every event the server emits, by name, with its payload's shape."""

@@ -340,6 +340,17 @@ def _history() -> None:
     assert pushed.seq == 7 and pushed.to_core() == ev
 
 
+def _shell() -> None:
+    from server.wire.shell import ShellClosedOut, ShellExitedOut, ShellOpenedOut, ShellOutputOut
+
+    assert _via_wire(ShellOpenedOut, ShellOpenedOut.payload("s1", CID, 80, 24)).cols == 80
+    assert _via_wire(ShellClosedOut, ShellClosedOut.payload("s1")).status == "closed"
+    out = _via_wire(ShellOutputOut, ShellOutputOut.payload("s1", "héllo\r\n"))
+    assert (out.data, out.seq) == ("héllo\r\n", None)  # never journalled
+    for code in (0, 129, None):
+        assert _via_wire(ShellExitedOut, ShellExitedOut.payload("s1", CID, code)).exit_code == code
+
+
 CASES: dict[str, Callable[[], None]] = {
     "connected": _connected,
     "error": _error,
@@ -368,6 +379,10 @@ CASES: dict[str, Callable[[], None]] = {
     "history": _history,
     "container_stats": _container_stats,
     "node_status": _node_status,
+    "shell_opened": _shell,
+    "shell_closed": _shell,
+    "shell_output": _shell,
+    "shell_exited": _shell,
 }
 
 
@@ -414,8 +429,9 @@ def test_every_emit_in_the_service_sends_a_catalogued_event() -> None:
         elif isinstance(arg, ast.Attribute) and arg.attr == "event":
             assert isinstance(arg.value, ast.Name), where
             assert any(m.__name__ == arg.value.id for m in PUSHES.values()), where
-        else:  # the namespace's `answer` and the bridge's `name`
-            assert isinstance(arg, ast.Name) and arg.id in {"answer", "name"}, (
+        else:  # the namespace's `answer`, the bridge's `name`, the shell broker's `event`
+            # (server/api/shells.py passes only server.wire.shell's push names)
+            assert isinstance(arg, ast.Name) and arg.id in {"answer", "name", "event"}, (
                 f"{where}: emits {ast.unparse(arg)}"
             )
     assert {name for name, _ in BROADCASTS.values()} == set(PUSHES)
@@ -493,6 +509,10 @@ _EXT_REQUESTS = {
     "pause_container",
     "unpause_container",
     "kill_container",
+    "open_shell",
+    "write_shell",
+    "resize_shell",
+    "close_shell",
 }
 _EXT_EVENTS = {
     "container_logs",
@@ -514,7 +534,8 @@ def test_protocol_lists_exactly_the_events_the_server_emits() -> None:
         for row in tables["Events the server sends on its own (to every connected client)"]
         for name in _names(row[0])
     }
-    assert connection - {"connect", "disconnect"} | answers | pushes == set(SERVER_EVENTS)
+    shells = {name for row in tables["Shells (ext)"] for name in _names(row[0])}
+    assert connection - {"connect", "disconnect"} | answers | pushes | shells == set(SERVER_EVENTS)
     assert pushes - {"error"} == set(PUSHES)
     for row in tables["Events the server sends on its own (to every connected client)"]:
         (event,) = _names(row[0])
@@ -530,4 +551,6 @@ def test_protocol_lists_the_error_types() -> None:
 def test_the_fuzzer_covers_every_request() -> None:
     # get_history's hostile inputs are tests/integration/test_api_history.py's own,
     # watch_stats's tests/integration/test_api_scale.py's
-    assert set(FUZZED_REQUESTS) | {"get_history", "watch_stats"} == set(REQUESTS)
+    # and the shells' tests/integration/test_api_shell.py's
+    shells = {"open_shell", "write_shell", "resize_shell", "close_shell"}
+    assert set(FUZZED_REQUESTS) | {"get_history", "watch_stats"} | shells == set(REQUESTS)
