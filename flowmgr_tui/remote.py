@@ -34,10 +34,13 @@ from server.core.journal.records import HistoryPage
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec
 from server.core.validation import check_shapes
+from server.core.validation.signals import check_signal
 from server.wire.answers import (
     ContainerCreatedOut,
+    ContainerKilledOut,
     ContainerListOut,
     ContainerLogsOut,
+    ContainerPauseOut,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
@@ -69,6 +72,7 @@ from server.wire.requests import (
     CreateContainerRequest,
     GetHistoryRequest,
     GetLogsRequest,
+    KillContainerRequest,
     ListContainersRequest,
     RequestIn,
     SendMessageRequest,
@@ -79,6 +83,9 @@ from server.wire.requests import (
 from server.wire.shell import OpenShellRequest, ShellOpenedOut
 
 __all__ = ["RemoteBackend"]
+
+_Stated = TypeVar("_Stated", ContainerStateOut, ContainerPauseOut)
+"""Answers that carry the flow's state after the request."""
 
 logger = logging.getLogger(__name__)
 
@@ -255,19 +262,46 @@ class RemoteBackend:
         self._put(snap, added=True)
         return snap
 
-    async def _state_call(self, event: str, ref: str) -> ContainerSnapshot:
-        answer = await self._ask(event, _ref(ref), ContainerStateOut)
+    async def _state_call(
+        self,
+        event: str,
+        ref: str,
+        reply: type[_Stated],
+    ) -> ContainerSnapshot:
+        """A request whose answer says the flow's new state: applied at once (the push
+        `status_changed` may come later)."""
+        answer = await self._ask(event, _ref(ref), reply)
         self._set_state(answer.container_id, answer.status, now())
         return self._containers.get(answer.container_id) or self.get(ref)
 
     async def start_container(self, ref: str) -> ContainerSnapshot:
-        return await self._state_call("start_container", ref)
+        return await self._state_call("start_container", ref, ContainerStateOut)
 
     async def stop_container(self, ref: str) -> ContainerSnapshot:
-        return await self._state_call("stop_container", ref)
+        return await self._state_call("stop_container", ref, ContainerStateOut)
 
     async def restart_container(self, ref: str) -> ContainerSnapshot:
-        return await self._state_call("restart_container", ref)
+        return await self._state_call("restart_container", ref, ContainerStateOut)
+
+    async def pause_container(self, ref: str) -> ContainerSnapshot:
+        """ext `pause_container` -> `container_paused`."""
+        return await self._state_call("pause_container", ref, ContainerPauseOut)
+
+    async def unpause_container(self, ref: str) -> ContainerSnapshot:
+        """ext `unpause_container` -> `container_unpaused`."""
+        return await self._state_call("unpause_container", ref, ContainerPauseOut)
+
+    async def kill_container(self, ref: str, signal: str) -> ContainerSnapshot:
+        """ext `kill_container` -> `container_killed`: the allow-list checked here first (the
+        server's own answer, without the round trip)."""
+        request = KillContainerRequest.model_construct(
+            container_id=ref, signal=check_signal(signal)
+        )
+        answer = await self._ask("kill_container", request, ContainerKilledOut)
+        # Not applied to the row: the state right after the signal may be older than a
+        # `status_changed` already received (a flow ending on SIGTERM); the pushes keep order.
+        snap = self._containers.get(answer.container_id) or self.get(ref)
+        return replace(snap, state=answer.status)
 
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
         request = UpdateContainerRequest.model_construct(container_id=ref, code_path=code_path)

@@ -268,7 +268,7 @@ class LogPane(Vertical):
             return
         since = dict(SINCE_CHOICES).get(self.since)
         parts = [f"since {since}" if self.since else f"tail {self.tail}"]
-        parts.append("PAUSED" if self.paused else "following")
+        parts.append("held (f follows)" if self.paused else "following")
         if self._held:
             parts.append(f"{self._held} new")
         if self.wrap:

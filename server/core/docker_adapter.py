@@ -390,6 +390,18 @@ class DockerAdapter:
             timeout=self.call_timeout + timeout,
         )
 
+    async def pause(self, container_id: str) -> None:
+        """Freeze every process of a running container (the cgroup freezer)."""
+        await self._call(lambda: self._client().pause(container_id))
+
+    async def unpause(self, container_id: str) -> None:
+        """Thaw a paused container."""
+        await self._call(lambda: self._client().unpause(container_id))
+
+    async def kill(self, container_id: str, signal: str) -> None:
+        """Send `signal` (a name, "SIGTERM") to the container's main process."""
+        await self._call(lambda: self._client().kill(container_id, signal=signal))
+
     async def remove(self, container_id: str) -> None:
         """Remove a container, running or not."""
         await self._call(lambda: self._client().remove_container(container_id, force=True))

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from server.core.errors import InvalidRequest
 from server.core.log_tail import MAX_SINCE
 from server.core.models import CreateSpec
+from server.core.validation.signals import DEFAULT_SIGNAL, MAX_SIGNAL_TEXT
 from server.wire.journal_encoding import JOURNALLED_PUSHES
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "CreateContainerRequest",
     "UpdateContainerRequest",
     "SendMessageRequest",
+    "KillContainerRequest",
     "GetLogsRequest",
     "ListContainersRequest",
     "GetHistoryRequest",
@@ -72,6 +74,14 @@ class UpdateContainerRequest(ContainerRef):
     """`update_container`."""
 
     code_path: str = Field(min_length=1, max_length=4096)
+
+
+class KillContainerRequest(ContainerRef):
+    """ext `kill_container`: the JSON type and length only; which signals may be sent is the
+    core's one rule (server/core/validation/signals.py), so the panel gets the same answer."""
+
+    signal: str = Field(default=DEFAULT_SIGNAL, min_length=1, max_length=MAX_SIGNAL_TEXT)
+    """Absent: SIGKILL, as `docker kill`; null is refused (strict)."""
 
 
 class SendMessageRequest(ContainerRef):

@@ -41,6 +41,11 @@ BY_ID = (
     "subscribe_logs",
     "unsubscribe_logs",
     "inspect_container",
+    # ext (issue 17): only a container_id (kill's signal defaults); their signal's hostile
+    # values are tests/integration/test_api_pause_kill.py's
+    "pause_container",
+    "unpause_container",
+    "kill_container",
 )
 EVENTS = (
     *BY_ID,

@@ -187,6 +187,7 @@ class ReplayBackend:
 
     create_container = start_container = stop_container = restart_container = _refuse
     update_container = delete_container = send_message = open_shell = _refuse
+    pause_container = unpause_container = kill_container = _refuse
 
     async def get_history(
         self,

@@ -83,7 +83,7 @@ async def test_timestamps_since_wrap_and_search_that_follows() -> None:
             backend.bus.publish(LogLineReceived(container_id=ECHO_ID, line=line))
         await until(pilot, lambda: "keep following 2" in pane.shown_text, "new matches")
         assert pane.shown_text.splitlines() == ["keep following 1", "keep following 2"]
-        await pilot.press("p")  # paused: what arrives is held, and not saved as shown
+        await pilot.press("f")  # held (f follows): what arrives is held, and not saved as shown
         backend.bus.publish(LogLineReceived(container_id=ECHO_ID, line="keep held back"))
         await until(pilot, lambda: pane.lines[-1].text == "keep held back", "the held line")
         assert pane.shown_lines() == ["keep following 1", "keep following 2"]

@@ -36,8 +36,10 @@ from server.core.models import ContainerSnapshot, ContainerStatus, ResourceSampl
 from server.wire.answers import (
     ConnectedOut,
     ContainerCreatedOut,
+    ContainerKilledOut,
     ContainerListOut,
     ContainerLogsOut,
+    ContainerPauseOut,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
@@ -176,6 +178,19 @@ def _state(status: typing.Literal["running", "stopped", "deleted"]) -> Callable[
             assert _via_wire(ContainerStateOut, full).queue_dropped == 2
 
     return case
+
+
+def _paused(status: typing.Literal["paused", "running"]) -> Callable[[], None]:
+    def case() -> None:
+        out = _via_wire(ContainerPauseOut, ContainerPauseOut.payload(CID, status))
+        assert (out.container_id, out.status) == (CID, status)
+
+    return case
+
+
+def _killed() -> None:
+    out = _via_wire(ContainerKilledOut, ContainerKilledOut.payload(SNAP, "SIGTERM"))
+    assert (out.container_id, out.signal, out.status) == (CID, "SIGTERM", "running")
 
 
 def _updated() -> None:
@@ -355,6 +370,9 @@ CASES: dict[str, Callable[[], None]] = {
     "container_restarted": _state("running"),
     "container_deleted": _state("deleted"),
     "container_updated": _updated,
+    "container_paused": _paused("paused"),
+    "container_unpaused": _paused("running"),
+    "container_killed": _killed,
     "message_sent": _sent,
     "container_status": _status,
     "container_list": _list,
@@ -499,6 +517,9 @@ _EXT_REQUESTS = {
     "unsubscribe_logs",
     "get_history",
     "watch_stats",
+    "pause_container",
+    "unpause_container",
+    "kill_container",
     "open_shell",
     "write_shell",
     "resize_shell",
