@@ -29,6 +29,8 @@ PALETTE_MESSAGES: dict[str, Callable[..., Message]] = {
 }
 """Keymap action -> the message the palette posts for it."""
 
+_PAUSE_VERBS = frozenset({"pause", "unpause"})
+
 
 @runtime_checkable
 class HasPanelState(Protocol):
@@ -66,6 +68,10 @@ class ContainerCommands(Provider):
                     )
                 )
             for verb in VERBS.values():
+                if verb.name in _PAUSE_VERBS and (snap.state == "paused") != (
+                    verb.name == "unpause"
+                ):
+                    continue  # "Pause web-1" or "Unpause web-1", whichever it can do
                 out.append(
                     (
                         f"{verb.label} {snap.name}",

@@ -29,14 +29,18 @@ from server.core.events import (
     StatsSampled,
     now,
 )
+from server.core.flow_config import FlowConfig
 from server.core.journal.records import HistoryPage
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec
 from server.core.validation import check_shapes
+from server.core.validation.signals import check_signal
 from server.wire.answers import (
     ContainerCreatedOut,
+    ContainerKilledOut,
     ContainerListOut,
     ContainerLogsOut,
+    ContainerPauseOut,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
@@ -47,6 +51,7 @@ from server.wire.answers import (
     WatchStatsOut,
 )
 from server.wire.base import MalformedPayload, WireModel
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.errors import ErrorOut
 from server.wire.pushes import (
     ActivityLogOut,
@@ -67,6 +72,7 @@ from server.wire.requests import (
     CreateContainerRequest,
     GetHistoryRequest,
     GetLogsRequest,
+    KillContainerRequest,
     ListContainersRequest,
     RequestIn,
     SendMessageRequest,
@@ -77,6 +83,9 @@ from server.wire.requests import (
 from server.wire.shell import OpenShellRequest, ShellOpenedOut
 
 __all__ = ["RemoteBackend"]
+
+_Stated = TypeVar("_Stated", ContainerStateOut, ContainerPauseOut)
+"""Answers that carry the flow's state after the request."""
 
 logger = logging.getLogger(__name__)
 
@@ -253,19 +262,46 @@ class RemoteBackend:
         self._put(snap, added=True)
         return snap
 
-    async def _state_call(self, event: str, ref: str) -> ContainerSnapshot:
-        answer = await self._ask(event, _ref(ref), ContainerStateOut)
+    async def _state_call(
+        self,
+        event: str,
+        ref: str,
+        reply: type[_Stated],
+    ) -> ContainerSnapshot:
+        """A request whose answer says the flow's new state: applied at once (the push
+        `status_changed` may come later)."""
+        answer = await self._ask(event, _ref(ref), reply)
         self._set_state(answer.container_id, answer.status, now())
         return self._containers.get(answer.container_id) or self.get(ref)
 
     async def start_container(self, ref: str) -> ContainerSnapshot:
-        return await self._state_call("start_container", ref)
+        return await self._state_call("start_container", ref, ContainerStateOut)
 
     async def stop_container(self, ref: str) -> ContainerSnapshot:
-        return await self._state_call("stop_container", ref)
+        return await self._state_call("stop_container", ref, ContainerStateOut)
 
     async def restart_container(self, ref: str) -> ContainerSnapshot:
-        return await self._state_call("restart_container", ref)
+        return await self._state_call("restart_container", ref, ContainerStateOut)
+
+    async def pause_container(self, ref: str) -> ContainerSnapshot:
+        """ext `pause_container` -> `container_paused`."""
+        return await self._state_call("pause_container", ref, ContainerPauseOut)
+
+    async def unpause_container(self, ref: str) -> ContainerSnapshot:
+        """ext `unpause_container` -> `container_unpaused`."""
+        return await self._state_call("unpause_container", ref, ContainerPauseOut)
+
+    async def kill_container(self, ref: str, signal: str) -> ContainerSnapshot:
+        """ext `kill_container` -> `container_killed`: the allow-list checked here first (the
+        server's own answer, without the round trip)."""
+        request = KillContainerRequest.model_construct(
+            container_id=ref, signal=check_signal(signal)
+        )
+        answer = await self._ask("kill_container", request, ContainerKilledOut)
+        # Not applied to the row: the state right after the signal may be older than a
+        # `status_changed` already received (a flow ending on SIGTERM); the pushes keep order.
+        snap = self._containers.get(answer.container_id) or self.get(ref)
+        return replace(snap, state=answer.status)
 
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
         request = UpdateContainerRequest.model_construct(container_id=ref, code_path=code_path)
@@ -277,9 +313,17 @@ class RemoteBackend:
         self._drop(answer.container_id)
         return answer.container_id
 
-    async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
-        request = GetLogsRequest.model_construct(container_id=ref, tail=tail)
+    async def get_logs(
+        self, ref: str, tail: int = 100, *, since: float | None = None, timestamps: bool = False
+    ) -> LogTail:
+        request = GetLogsRequest.model_construct(
+            container_id=ref, tail=tail, since=since, timestamps=timestamps
+        )
         return (await self._ask("get_container_logs", request, ContainerLogsOut)).to_core()
+
+    async def inspect_container(self, ref: str) -> FlowConfig:
+        answer = await self._ask("inspect_container", _ref(ref), ContainerInspectedOut)
+        return answer.to_core()
 
     async def follow_logs(self, ref: str) -> str:
         answer = await self._ask("subscribe_logs", _ref(ref), LogSubscriptionOut)

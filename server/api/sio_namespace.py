@@ -17,11 +17,14 @@ from server.api.resume import BadLastSeq, Resume, last_seq_of
 from server.api.shells import ShellBroker
 from server.api.sio_manager import Encoded, packet_data_json
 from server.core.errors import InvalidRequest
+from server.core.validation.signals import check_signal
 from server.wire.answers import (
     ConnectedOut,
     ContainerCreatedOut,
+    ContainerKilledOut,
     ContainerListOut,
     ContainerLogsOut,
+    ContainerPauseOut,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
@@ -32,12 +35,14 @@ from server.wire.answers import (
 )
 from server.wire.base import Wire
 from server.wire.catalog import REQUESTS
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.pushes import EngineStatusOut, NodeStatusOut
 from server.wire.requests import (
     ContainerRef,
     CreateContainerRequest,
     GetHistoryRequest,
     GetLogsRequest,
+    KillContainerRequest,
     ListContainersRequest,
     RequestIn,
     SendMessageRequest,
@@ -300,10 +305,22 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
         async def act(req: GetLogsRequest) -> Wire:
             container_id = self.manager.get(req.container_id).id
-            lines = await self.manager.get_logs(container_id, tail=req.tail)
+            lines = await self.manager.get_logs(
+                container_id, tail=req.tail, since=req.since, timestamps=req.timestamps
+            )
             return ContainerLogsOut.payload(container_id, lines, lines.truncated)
 
         return await self._serve(sid, "get_container_logs", data, act)
+
+    async def on_inspect_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `inspect_container` -> `container_inspected` (masked by the core)."""
+
+        async def act(req: ContainerRef) -> Wire:
+            return ContainerInspectedOut.payload(
+                await self.manager.inspect_container(req.container_id)
+            )
+
+        return await self._serve(sid, "inspect_container", data, act)
 
     async def on_subscribe_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `subscribe_logs`: join the log room; lines follow as `container_log`."""
@@ -345,6 +362,34 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return HistoryOut.payload(page)
 
         return await self._serve(sid, "get_history", data, act)
+
+    async def on_pause_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `pause_container` -> `container_paused`."""
+
+        async def act(req: ContainerRef) -> Wire:
+            snap = await self.manager.pause_container(req.container_id)
+            return ContainerPauseOut.payload(snap.id, "paused")
+
+        return await self._serve(sid, "pause_container", data, act)
+
+    async def on_unpause_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `unpause_container` -> `container_unpaused`."""
+
+        async def act(req: ContainerRef) -> Wire:
+            snap = await self.manager.unpause_container(req.container_id)
+            return ContainerPauseOut.payload(snap.id, "running")
+
+        return await self._serve(sid, "unpause_container", data, act)
+
+    async def on_kill_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `kill_container` -> `container_killed` (the signal as sent, the state after)."""
+
+        async def act(req: KillContainerRequest) -> Wire:
+            signal = check_signal(req.signal)  # the name the answer echoes: "term" -> "SIGTERM"
+            snap = await self.manager.kill_container(req.container_id, signal)
+            return ContainerKilledOut.payload(snap, signal)
+
+        return await self._serve(sid, "kill_container", data, act)
 
     async def on_open_shell(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `open_shell` -> `shell_opened`: a shell in a flow's container, for this client."""

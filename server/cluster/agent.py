@@ -85,6 +85,7 @@ from server.core.registry import Record
 from server.core.swarm.spec import SOCKET_VOLUME_PREFIX
 from server.logging_setup import setup_logging
 from server.wire.answers import ResourceUsageOut
+from server.wire.config_answer import ContainerInspectedOut
 
 __all__ = ["Agent", "agent_core_settings", "run_agent", "agent_main", "WATCH_OWNER"]
 
@@ -573,12 +574,13 @@ class Agent:
         """One hub request (AgentLink's handler). Payloads and results:
 
         - send {container_id, message: object} -> {}  (the frame written to the flow's socket)
-        - logs {container_id, tail: int = 100} -> {lines: [str], truncated: bool}
+        - logs {container_id, tail: int = 100, since?, timestamps?} -> {lines: [str], truncated}
         - follow / unfollow {container_id} -> {}  (lines then come as `log_line` events)
         - watch {container_ids: [str]} -> {}  (the hub's watched set: those sampled fast)
         - update {container_id, code_path} -> refused (validation_error, details.reason
           "update_ends_swarm_task"): the core's stop-copy-start would end the Swarm task
         - forget {keep: [flow id or flow name]} -> {removed: [volume names]}
+        - inspect {container_id} -> the masked configuration (`container_inspected`-shaped)
         """
         core = self.core
         if core is None:
@@ -599,9 +601,14 @@ class Agent:
             return {}
         if request.op == "logs":
             cid = self._ours(p.get("container_id"))
-            tail = p.get("tail", 100)
-            lines = await core.get_logs(cid, tail)
+            tail, since = p.get("tail", 100), p.get("since")
+            lines = await core.get_logs(
+                cid, tail, since=since, timestamps=p.get("timestamps", False)
+            )
             return {"lines": list(lines), "truncated": bool(lines.truncated)}
+        if request.op == "inspect":
+            cfg = await core.inspect_container(self._ours(p.get("container_id")))
+            return ContainerInspectedOut.payload(cfg)  # masked by the agent's core
         if request.op == "follow":
             await core.follow_logs(self._ours(p.get("container_id")))
             return {}
@@ -789,12 +796,13 @@ class Agent:
 
 _PAYLOAD_KEYS: dict[str, frozenset[str]] = {
     "send": frozenset({"container_id", "message"}),
-    "logs": frozenset({"container_id", "tail"}),
+    "logs": frozenset({"container_id", "tail", "since", "timestamps"}),
     "follow": frozenset({"container_id"}),
     "unfollow": frozenset({"container_id"}),
     "watch": frozenset({"container_ids"}),
     "update": frozenset({"container_id", "code_path"}),
     "forget": frozenset({"keep"}),
+    "inspect": frozenset({"container_id"}),
 }
 
 

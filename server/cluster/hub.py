@@ -54,8 +54,9 @@ from server.core.events import (
     NodeStatusReported,
     StatsSampled,
 )
+from server.core.flow_config import FlowConfig
 from server.core.journal.records import Encoder
-from server.core.log_tail import LogTail
+from server.core.log_tail import LogTail, check_since
 from server.core.manager import ContainerManager
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec, State
 from server.core.registry import Record
@@ -63,6 +64,7 @@ from server.core.swarm.engine import FlowService, FlowTask, NodeInfo, SwarmEngin
 from server.core.swarm.spec import SwarmNode, service_spec
 from server.core.validation.host import validate_create
 from server.core.validation.shapes import PORTS_LABEL, ports_as_written
+from server.wire.config_answer import ContainerInspectedOut
 
 __all__ = ["HubManager"]
 
@@ -325,16 +327,31 @@ class HubManager(ContainerManager):
 
     # -- reads that need the node
 
-    async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
+    async def get_logs(
+        self, ref: str, tail: int = 100, *, since: float | None = None, timestamps: bool = False
+    ) -> LogTail:
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
             raise InvalidRequest("tail must be a non-negative integer", field="tail")
+        check_since(since)
         rec = self.registry.resolve(ref)
         node_id, cid = self._where(rec, running=False)
-        reply = await self._request(node_id, "logs", {"container_id": cid, "tail": tail})
+        ask: dict[str, Any] = {"container_id": cid, "tail": tail}
+        if since is not None or timestamps:  # an older agent knows neither key
+            ask |= {"since": since, "timestamps": timestamps}
+        reply = await self._request(node_id, "logs", ask)
         result = reply.result or {}
         lines = LogTail(str(line) for line in result.get("lines") or [])
         lines.truncated = bool(result.get("truncated"))
         return lines
+
+    async def inspect_container(self, ref: str) -> FlowConfig:
+        rec = self.registry.resolve(ref)
+        node_id, cid = self._where(rec, running=False)
+        reply = await self._request(node_id, "inspect", {"container_id": cid})
+        cfg = ContainerInspectedOut.decode(reply.result or {}).to_core()
+        # the agent names its task's container; the client knows the flow
+        snap = self.registry.snapshot_of(rec)
+        return replace(cfg, container_id=snap.id, name=snap.name, node=snap.node)
 
     async def follow_logs(self, ref: str) -> str:
         rec = self.registry.resolve(ref)

@@ -54,14 +54,15 @@ MAX_MESSAGE_CHARS = 2000
 """Longest error message in a reply."""
 
 ALLOWED_OPS: frozenset[str] = frozenset(
-    {"send", "logs", "update", "follow", "unfollow", "watch", "forget"}
+    {"send", "logs", "update", "follow", "unfollow", "watch", "forget", "inspect"}
 )
 """What the hub may ask an agent (docs/CLUSTER.md "Hub and agents"); anything else is refused
 on both sides. Payloads (`container_id` is always the task's container on the agent's node):
-send {container_id, message}, logs {container_id, tail}, update {container_id, code_path},
-follow / unfollow {container_id}, watch {container_ids}, forget {keep: [flow ids]} (remove
-the socket volumes of flows not listed)."""
-Op = Literal["send", "logs", "update", "follow", "unfollow", "watch", "forget"]
+send {container_id, message}, logs {container_id, tail, since?, timestamps?}, update
+{container_id, code_path}, follow / unfollow {container_id}, watch {container_ids}, forget
+{keep: [flow ids]} (remove the socket volumes of flows not listed), inspect {container_id}
+(its masked configuration, `container_inspected`-shaped)."""
+Op = Literal["send", "logs", "update", "follow", "unfollow", "watch", "forget", "inspect"]
 
 ERROR_TYPES: frozenset[str] = frozenset(
     {

@@ -39,6 +39,7 @@ from server.core.errors import (
     FlowMgrError,
     ImageNotFound,
 )
+from server.core.flow_config import FlowConfig, config_from_inspect
 from server.core.log_tail import LogTail, TailBuffer
 
 __all__ = [
@@ -293,6 +294,11 @@ class DockerAdapter:
         raw = await self._call(lambda: self._client().inspect_container(container_id))
         return info_from_inspect(raw, asked)
 
+    async def inspect_config(self, container_id: str) -> FlowConfig:
+        """One container's configuration, secrets masked before it leaves this call."""
+        raw = await self._call(lambda: self._client().inspect_container(container_id))
+        return config_from_inspect(raw)
+
     async def list_ids(self, labels: list[str], *, running_only: bool = False) -> list[str]:
         """Ids of containers carrying all `labels` ("key=value")."""
         rows = await self._call(
@@ -384,6 +390,18 @@ class DockerAdapter:
             timeout=self.call_timeout + timeout,
         )
 
+    async def pause(self, container_id: str) -> None:
+        """Freeze every process of a running container (the cgroup freezer)."""
+        await self._call(lambda: self._client().pause(container_id))
+
+    async def unpause(self, container_id: str) -> None:
+        """Thaw a paused container."""
+        await self._call(lambda: self._client().unpause(container_id))
+
+    async def kill(self, container_id: str, signal: str) -> None:
+        """Send `signal` (a name, "SIGTERM") to the container's main process."""
+        await self._call(lambda: self._client().kill(container_id, signal=signal))
+
     async def remove(self, container_id: str) -> None:
         """Remove a container, running or not."""
         await self._call(lambda: self._client().remove_container(container_id, force=True))
@@ -395,17 +413,19 @@ class DockerAdapter:
         each_line: Callable[[str], str] | None = None,
         *,
         max_bytes: int = DEFAULT_LOG_BYTES,
+        since: float | None = None,
+        timestamps: bool = False,
     ) -> LogTail:
         """The last `tail` lines of its output (stdout and stderr), at most `max_bytes` of
         them (the newest; `.truncated` says when older ones were left out), each passed
         through `each_line` in the worker thread (10,000 lines cost tens of ms: not on the
-        loop). The engine's answer is read frame by frame, never whole."""
+        loop). The engine's answer is read frame by frame, never whole. `since`: epoch seconds;
+        `timestamps`: each line starts with its RFC 3339 time and a space."""
 
         def read() -> LogTail:
             kept = TailBuffer(max_bytes)
-            stream = self._client().logs(
-                container_id, stdout=True, stderr=True, tail=tail, stream=True, follow=False
-            )
+            opts = {"since": since, "timestamps": timestamps, "stream": True, "follow": False}
+            stream = self._client().logs(container_id, stdout=True, stderr=True, tail=tail, **opts)
             try:
                 for chunk in stream:
                     kept.feed(chunk)

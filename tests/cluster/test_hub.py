@@ -184,6 +184,26 @@ async def test_logs_and_usage_of_a_flow_on_another_node(roles: Roles, flows: lis
         assert status["state"] == "running" and status["resource_usage"] is not None, status
         sub = await call(sio, "subscribe_logs", {"container_id": remote})
         assert sub.get("status") == "subscribed", sub
+        # issue 17's reads through the hub and the node's agent: the Config tab's inspect (the
+        # flow's own id and node, secrets masked by the node's core) and logs with times
+        cfg = await call(sio, "inspect_container", {"container_id": remote})
+        assert "error" not in cfg, cfg
+        assert cfg["container_id"] == remote and cfg["node"] == listed[remote]["node"], cfg
+        assert cfg["memory_limit"] and cfg["pids_limit"] and cfg["image"], cfg
+        stamped = await call(
+            sio,
+            "get_container_logs",
+            {"container_id": remote, "tail": 5, "since": 3600, "timestamps": True},
+        )
+        assert "error" not in stamped, stamped
+        assert all(re.match(r"\d{4}-\d\d-\d\dT", line) for line in stamped["lines"]), stamped
+        bad = await call(sio, "get_container_logs", {"container_id": remote, "since": -1})
+        assert bad.get("error_type") == "validation_error", bad
+        for verb in ("pause_container", "kill_container"):  # a Swarm task: stop/restart instead
+            refused = await call(sio, verb, {"container_id": remote})
+            assert refused["details"]["reason"] == "not_in_cluster_mode", refused
+        shell = await call(sio, "open_shell", {"container_id": remote, "cols": 80, "rows": 24})
+        assert shell["details"]["reason"] == "not_in_cluster_mode", shell
 
 
 async def _answers(sio: Any, rec: Any, cid: str, timeout: float = 10) -> None:

@@ -4,6 +4,7 @@ docs/PROTOCOL.md lists exactly the events the code handles."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import typing
 from collections.abc import Callable
@@ -29,13 +30,16 @@ from server.core.events import (
     StatsSampled,
     StatusReported,
 )
+from server.core.flow_config import config_from_inspect
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, ResourceSample
 from server.wire.answers import (
     ConnectedOut,
     ContainerCreatedOut,
+    ContainerKilledOut,
     ContainerListOut,
     ContainerLogsOut,
+    ContainerPauseOut,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
@@ -45,6 +49,7 @@ from server.wire.answers import (
 )
 from server.wire.base import MalformedPayload, Wire, WireModel
 from server.wire.catalog import REQUESTS, SERVER_EVENTS
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.errors import ERROR_TYPES, ErrorOut
 from server.wire.pushes import (
     BROADCASTS,
@@ -62,6 +67,7 @@ from server.wire.pushes import (
 )
 from server.wire.requests import CreateContainerRequest, body, parse_request
 from tests.fuzz.malformed_requests import EVENTS as FUZZED_REQUESTS
+from tests.tui.recording import fake_inspect
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = ROOT / "docs" / "PROTOCOL.md"
@@ -174,6 +180,19 @@ def _state(status: typing.Literal["running", "stopped", "deleted"]) -> Callable[
     return case
 
 
+def _paused(status: typing.Literal["paused", "running"]) -> Callable[[], None]:
+    def case() -> None:
+        out = _via_wire(ContainerPauseOut, ContainerPauseOut.payload(CID, status))
+        assert (out.container_id, out.status) == (CID, status)
+
+    return case
+
+
+def _killed() -> None:
+    out = _via_wire(ContainerKilledOut, ContainerKilledOut.payload(SNAP, "SIGTERM"))
+    assert (out.container_id, out.signal, out.status) == (CID, "SIGTERM", "running")
+
+
 def _updated() -> None:
     out = _via_wire(ContainerUpdatedOut, ContainerUpdatedOut.payload(CID, "/srv/code"))
     assert (out.container_id, out.code_path) == (CID, "/srv/code")
@@ -213,6 +232,12 @@ def _list() -> None:
 def _logs() -> None:
     tail = _via_wire(ContainerLogsOut, ContainerLogsOut.payload(CID, ["a", "b"], True)).to_core()
     assert isinstance(tail, LogTail) and tail == ["a", "b"] and tail.truncated
+
+
+def _inspected() -> None:
+    cfg = config_from_inspect(fake_inspect(SNAP))
+    assert _via_wire(ContainerInspectedOut, ContainerInspectedOut.payload(cfg)).to_core() == cfg
+    assert "hunter2" not in json.dumps(ContainerInspectedOut.payload(cfg))
 
 
 def _message_delivered() -> None:
@@ -345,10 +370,14 @@ CASES: dict[str, Callable[[], None]] = {
     "container_restarted": _state("running"),
     "container_deleted": _state("deleted"),
     "container_updated": _updated,
+    "container_paused": _paused("paused"),
+    "container_unpaused": _paused("running"),
+    "container_killed": _killed,
     "message_sent": _sent,
     "container_status": _status,
     "container_list": _list,
     "container_logs": _logs,
+    "container_inspected": _inspected,
     "message_received": _message_received,
     "status_changed": _status_changed,
     "container_health_warning": _health_warning,
@@ -488,10 +517,14 @@ _EXT_REQUESTS = {
     "unsubscribe_logs",
     "get_history",
     "watch_stats",
+    "pause_container",
+    "unpause_container",
+    "kill_container",
     "open_shell",
     "write_shell",
     "resize_shell",
     "close_shell",
+    "inspect_container",
 }
 _EXT_EVENTS = {
     "container_logs",
