@@ -103,14 +103,18 @@ async def amqp_client() -> AsyncIterator[AmqpClient]:
         await c.setup()
         yield c
     finally:
+        await conn.close()
+
+
+async def delete_queues() -> None:
+    """This run's queues and exchanges (after the service stopped: it would declare them
+    again)."""
+    async with await aio_pika.connect(BROKER, timeout=10) as conn:
         ch = await conn.channel()
         for name in (COMMANDS, f"{COMMANDS}.dead", f"{COMMANDS}.{RUN}", RESPONSES):
-            with contextlib.suppress(Exception):
-                await ch.queue_delete(name)
+            await ch.queue_delete(name)
         for name in (f"{COMMANDS}.route", EVENTS):
-            with contextlib.suppress(Exception):
-                await ch.exchange_delete(name)
-        await conn.close()
+            await ch.exchange_delete(name)
 
 
 async def sustained(seconds: float, window: int, call: Callable[[int], Awaitable[Any]]) -> float:
@@ -225,7 +229,10 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=32)
     args = parser.parse_args()
     say(f"load average at start: {os.getloadavg()[0]:.1f}")
-    asyncio.run(bench(args))
+    try:
+        asyncio.run(bench(args))
+    finally:
+        asyncio.run(delete_queues())
     say(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
