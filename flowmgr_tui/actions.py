@@ -13,6 +13,7 @@ from flowmgr_tui.backend import Backend
 from flowmgr_tui.formatting import describe_error
 from flowmgr_tui.keymap import VERBS, Verb
 from flowmgr_tui.state.panel_state import PanelState
+from server.core.models import ContainerSnapshot
 
 __all__ = ["ActionRunner"]
 
@@ -39,9 +40,18 @@ class ActionRunner:
         """Ask first when the action needs it (delete: confirm; update: a path), then run."""
         from flowmgr_tui.screens.confirm import ConfirmScreen
         from flowmgr_tui.screens.path_prompt import PathPrompt
+        from flowmgr_tui.screens.signal_prompt import SignalPrompt
 
         name = self._state.name_of(container_id)
-        if verb == "delete":
+        snap = self._state.containers.get(container_id)
+        if verb == "pause" and snap is not None and snap.state == "paused":
+            verb = "unpause"  # one key toggles
+        if verb == "kill":
+            self._app.push_screen(
+                SignalPrompt(f"Kill {name}: which signal?"),
+                lambda signal: self._confirm_kill(container_id, name, signal),
+            )
+        elif verb == "delete":
             self._app.push_screen(
                 ConfirmScreen(
                     f"Delete {name}?",
@@ -57,14 +67,37 @@ class ActionRunner:
         else:
             self.run(verb, container_id)
 
+    def _confirm_kill(self, container_id: str, name: str, signal: str | None) -> None:
+        """A signal was picked (None: cancelled): ask once more, naming it."""
+        from flowmgr_tui.screens.confirm import ConfirmScreen
+
+        if signal:
+            self._app.push_screen(
+                ConfirmScreen(
+                    f"Send {signal} to {name}?",
+                    "A flow that ends on it shows as stopped (asked for, not a crash).",
+                ),
+                lambda ok: self._run_if(bool(ok), "kill", container_id, signal=signal),
+            )
+
     def _run_if(
-        self, go: bool, verb: str, container_id: str, *, code_path: str | None = None
+        self,
+        go: bool,
+        verb: str,
+        container_id: str,
+        *,
+        code_path: str | None = None,
+        signal: str | None = None,
     ) -> None:
         if go:
-            self.run(verb, container_id, code_path=code_path)
+            self.run(verb, container_id, code_path=code_path, signal=signal)
 
     def _call(
-        self, verb: str, container_id: str, code_path: str | None = None
+        self,
+        verb: str,
+        container_id: str,
+        code_path: str | None = None,
+        signal: str | None = None,
     ) -> Callable[[], Awaitable[object]]:
         b = self._backend
         calls: dict[str, Callable[[], Awaitable[object]]] = {
@@ -73,6 +106,9 @@ class ActionRunner:
             "restart": lambda: b.restart_container(container_id),
             "update": lambda: b.update_container(container_id, code_path or ""),
             "delete": lambda: b.delete_container(container_id),
+            "pause": lambda: b.pause_container(container_id),
+            "unpause": lambda: b.unpause_container(container_id),
+            "kill": lambda: b.kill_container(container_id, signal or ""),
         }
         return calls[verb]
 
@@ -135,12 +171,19 @@ class ActionRunner:
         )
         return results
 
-    def run(self, verb: str, container_id: str, *, code_path: str | None = None) -> Worker[None]:
+    def run(
+        self,
+        verb: str,
+        container_id: str,
+        *,
+        code_path: str | None = None,
+        signal: str | None = None,
+    ) -> Worker[None]:
         """Start the worker; progress shows in the row, the outcome as a notification."""
         v = VERBS[verb]
         name = self._state.name_of(container_id)
         return self._app.run_worker(
-            self._do(v, container_id, name, self._call(verb, container_id, code_path)),
+            self._do(v, container_id, name, self._call(verb, container_id, code_path, signal)),
             name=f"{verb} {name}",
             group="commands",
             exit_on_error=False,
@@ -151,13 +194,16 @@ class ActionRunner:
     ) -> None:
         self._mark_busy(cid, v.doing)
         try:
-            await call()
+            done = await call()
         except Exception as err:  # every failure is shown; FlowMgrError is the usual case
             self._app.notify(
                 describe_error(err), title=f"{v.label} {name} failed", severity="error", timeout=8
             )
             raise
         else:
-            self._app.notify(f"{name} {v.done}", title=v.label, timeout=3)
+            said = f"{name} {v.done}"
+            if isinstance(done, ContainerSnapshot) and v.name == "kill":  # it may live on
+                said = f"signal sent to {name}: {done.state}"
+            self._app.notify(said, title=v.label, timeout=3)
         finally:
             self._mark_busy(cid, None)

@@ -172,6 +172,16 @@ class FlowMgrApp(App[None]):
         """Open a container's detail view, or run a verb on it."""
         if message.verb == "open":
             self.open_detail(message.container_id)
+        elif message.verb == "shell":
+            from flowmgr_tui.shell_runner import shell_into
+
+            self.run_worker(
+                shell_into(self, self.backend, self.state, message.container_id),
+                name="shell",
+                group="shell",
+                exclusive=True,
+                exit_on_error=False,
+            )
         else:
             self.runner.request(message.verb, message.container_id)
 

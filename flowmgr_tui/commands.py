@@ -29,6 +29,8 @@ PALETTE_MESSAGES: dict[str, Callable[..., Message]] = {
 }
 """Keymap action -> the message the palette posts for it."""
 
+_PAUSE_VERBS = frozenset({"pause", "unpause"})
+
 
 @runtime_checkable
 class HasPanelState(Protocol):
@@ -57,7 +59,19 @@ class ContainerCommands(Provider):
                     partial(post, act, "open", snap.id),
                 )
             )
+            if snap.state == "running":
+                out.append(
+                    (
+                        f"Shell in {snap.name}",
+                        "bash, else sh, in its container",
+                        partial(post, act, "shell", snap.id),
+                    )
+                )
             for verb in VERBS.values():
+                if verb.name in _PAUSE_VERBS and (snap.state == "paused") != (
+                    verb.name == "unpause"
+                ):
+                    continue  # "Pause web-1" or "Unpause web-1", whichever it can do
                 out.append(
                     (
                         f"{verb.label} {snap.name}",

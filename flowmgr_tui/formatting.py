@@ -24,7 +24,7 @@ __all__ = [
 _STATE_STYLE: dict[str, tuple[str, str]] = {
     "running": ("+", "green"),
     "created": (".", "cyan"),
-    "paused": ("=", "yellow"),
+    "paused": ("=", "bold black on yellow"),  # frozen: it must not pass for a live row
     "restarting": ("~", "yellow"),
     "removing": ("~", "yellow"),
     "stopped": ("-", "bright_black"),

@@ -21,6 +21,9 @@ __all__ = [
     "cpu_scale",
     "host_cpu_scale",
     "host_memory_scale",
+    "rate_scale",
+    "RATE_STEPS",
+    "counter_rates",
     "bar_rows",
 ]
 
@@ -67,6 +70,31 @@ def host_cpu_scale(cores: int) -> Scale:
 def host_memory_scale(total: int) -> Scale:
     """Against the host's total memory."""
     return Scale(float(max(total, 1)), size(total), "host total")
+
+
+RATE_STEPS: tuple[float, ...] = tuple(1024.0 * 4**k for k in range(13))
+"""Tops for byte rates: 1K/s, 4K/s, 16K/s ... 16G/s. A flow's I/O has no limit to read it
+against, so the top is the smallest step holding the window's peak: a step, not the peak itself,
+so a little jitter never rescales the graph."""
+
+
+def rate_scale(peak: float) -> Scale:
+    """Against the smallest of RATE_STEPS holding `peak` (bytes per second)."""
+    top = next((t for t in RATE_STEPS if math.isfinite(peak) and peak <= t), RATE_STEPS[-1])
+    if not math.isfinite(peak):
+        top = RATE_STEPS[0]
+    return Scale(top, size(int(top)), "bytes/s")
+
+
+def counter_rates(times: Sequence[float], counts: Sequence[int]) -> list[float]:
+    """Per-second rates between consecutive readings of a growing counter (bytes received,
+    read...); one value per reading after the first. A counter that went down (the container
+    restarted and counts from 0 again) or readings out of order give 0 for that step."""
+    out: list[float] = []
+    for i in range(1, min(len(times), len(counts))):
+        dt, dv = times[i] - times[i - 1], counts[i] - counts[i - 1]
+        out.append(dv / dt if dt > 0 and dv >= 0 else 0.0)
+    return out
 
 
 def bar_rows(values: Sequence[float], top: float, width: int, height: int) -> list[str]:

@@ -38,7 +38,7 @@ class Verb:
     done: str
     """For the outcome: "stopped"."""
     key: str
-    """The key that does it on the dashboard and the detail screen."""
+    """The key that does it on the dashboard and the detail screen ("": none of its own)."""
     short: str
     """For the footer: "Update"."""
     help: str
@@ -61,6 +61,18 @@ VERBS: dict[str, Verb] = {
             "update its code (asks for a path)",
         ),
         Verb("delete", "Delete", "deleting", "deleted", "d", "Delete", "delete it (asks first)"),
+        Verb("pause", "Pause", "pausing", "paused", "p", "Pause", "pause it; unpause it if paused"),
+        # no key of its own: `p` on a paused flow unpauses it (ActionRunner.request)
+        Verb("unpause", "Unpause", "unpausing", "unpaused", "", "Unpause", "unpause it"),
+        Verb(
+            "kill",
+            "Kill",
+            "killing",
+            "killed",
+            "K",
+            "Kill",
+            "send it a signal (asks which, then confirms)",
+        ),
     )
 }
 
@@ -109,8 +121,11 @@ def _verb_keys(scope: str, hidden: frozenset[str] = frozenset()) -> tuple[Key, .
     return tuple(
         Key(scope, v.key, f"act('{v.name}')", v.short, v.help, show=v.name not in hidden)
         for v in VERBS.values()
+        if v.key
     )
 
+
+_SHELL_HELP = "a shell in its container (bash, else sh); leaving it returns here"
 
 SCOPES: dict[str, str] = {
     "dashboard": "Containers (dashboard)",
@@ -119,6 +134,7 @@ SCOPES: dict[str, str] = {
     "messages": "Detail view, messages tab",
     "create": "Create form",
     "confirm": "Questions",
+    "signal": "Signal choice (kill)",
     "path": "Path prompt",
     "history": "History (the journal)",
     "help": "This help",
@@ -143,7 +159,8 @@ KEYS: tuple[Key, ...] = (
     Key(
         "dashboard", "n", "create", "New", "create a container (form)", palette="Create a container"
     ),
-    *_verb_keys("dashboard"),
+    *_verb_keys("dashboard", frozenset({"kill"})),  # in help and the palette: the footer is full
+    Key("dashboard", "e", "act('shell')", "Shell", _SHELL_HELP),
     Key("dashboard", "slash", "filter", "Filter", "filter rows as you type"),
     Key("dashboard", "o", "sort_next", "Sort", "sort by the next column (or click a header)"),
     Key("dashboard", "O", "sort_reverse", "Reverse", "reverse the order", show=False),
@@ -181,16 +198,30 @@ KEYS: tuple[Key, ...] = (
     Key("detail", "2", "tab('logs')", "Logs", "live logs", show=False),
     Key("detail", "3", "tab('messages')", "Messages", "messages", show=False),
     Key("detail", "4", "tab('activity')", "Activity", "activity", show=False),
-    *_verb_keys("detail", frozenset({"start", "update", "delete"})),
-    Key("logs", "p", "toggle_pause", "Pause", "stop scrolling new lines"),
+    Key(
+        "detail",
+        "5,i",
+        "tab('inspect')",
+        "Config",
+        "its configuration (inspect: image, command, limits, mounts, env masked)",
+        show=False,
+    ),
+    *_verb_keys("detail", frozenset({"start", "update", "delete", "kill"})),
+    Key("detail", "e", "act('shell')", "Shell", _SHELL_HELP, show=False),
+    # not `p`: that pauses the flow, on every tab of the detail view
+    Key("logs", "f", "toggle_pause", "Follow", "stop / resume scrolling new lines"),
     Key("logs", "w", "toggle_wrap", "Wrap", "wrap long lines"),
     Key("logs", "t", "cycle_tail", "Tail", "change how many lines load"),
-    Key("logs", "slash", "search", "Search", "show matching lines"),
+    Key("logs", "slash", "search", "Search", "show matching lines (new ones keep coming)"),
+    Key("logs", "T", "toggle_timestamps", "Times", "show each line's time (UTC)"),
+    Key("logs", "S", "cycle_since", "Since", "load the last 1 m, 5 m, 15 m, 1 h, or the tail"),
+    Key("logs", "ctrl+s", "save", "Save", "save the shown lines to a file (asks for a path)"),
     Key("messages", "ctrl+s", "send", "Send", "check the JSON and send it"),
     Key("create", "escape", "cancel", "Cancel", "close the form"),
     Key("create", "ctrl+s", "submit", "Create", "create it"),
     Key("confirm", "y", "answer(True)", "Yes", "confirm"),
     Key("confirm", "n,escape", "answer(False)", "No", "cancel"),
+    Key("signal", "escape", "cancel", "Cancel", "send nothing"),
     Key("path", "escape", "cancel", "Cancel", "close"),
     Key("history", "escape", "back", "Back", "back to the screen before"),
     Key("history", "o", "older", "Older", "load an older page of events"),

@@ -16,7 +16,7 @@ __all__ = [
 
 
 class ContainerActionRequested(Message):
-    """Run a verb of keymap.VERBS on a container, or "open" its detail view."""
+    """Run a verb of keymap.VERBS on a container, "open" its detail view or open a "shell"."""
 
     def __init__(self, verb: str, container_id: str) -> None:
         super().__init__()

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import socketio
 
+from flowmgr_tui.remote_shell import RemoteShell, ShellRoutes
 from flowmgr_tui.state.nodes import NodeLink, NodesListed, link_of, node_link
 from flowmgr_tui.state.rules import settle
 from server.core.bus import EventBus
@@ -28,14 +29,18 @@ from server.core.events import (
     StatsSampled,
     now,
 )
+from server.core.flow_config import FlowConfig
 from server.core.journal.records import HistoryPage
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec
 from server.core.validation import check_shapes
+from server.core.validation.signals import check_signal
 from server.wire.answers import (
     ContainerCreatedOut,
+    ContainerKilledOut,
     ContainerListOut,
     ContainerLogsOut,
+    ContainerPauseOut,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
@@ -46,6 +51,7 @@ from server.wire.answers import (
     WatchStatsOut,
 )
 from server.wire.base import MalformedPayload, WireModel
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.errors import ErrorOut
 from server.wire.pushes import (
     ActivityLogOut,
@@ -66,6 +72,7 @@ from server.wire.requests import (
     CreateContainerRequest,
     GetHistoryRequest,
     GetLogsRequest,
+    KillContainerRequest,
     ListContainersRequest,
     RequestIn,
     SendMessageRequest,
@@ -73,8 +80,12 @@ from server.wire.requests import (
     WatchStatsRequest,
     body,
 )
+from server.wire.shell import OpenShellRequest, ShellOpenedOut
 
 __all__ = ["RemoteBackend"]
+
+_Stated = TypeVar("_Stated", ContainerStateOut, ContainerPauseOut)
+"""Answers that carry the flow's state after the request."""
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +136,7 @@ class RemoteBackend:
         self._watch_task: asyncio.Task[None] | None = None
         self._watch_dirty = False
         self._nodes: dict[str, NodeLink] = {}
+        self._shells = ShellRoutes()
         """Cluster hub only: its Swarm nodes by id, from the last list and `node_status` since."""
         self._register()
 
@@ -250,19 +262,46 @@ class RemoteBackend:
         self._put(snap, added=True)
         return snap
 
-    async def _state_call(self, event: str, ref: str) -> ContainerSnapshot:
-        answer = await self._ask(event, _ref(ref), ContainerStateOut)
+    async def _state_call(
+        self,
+        event: str,
+        ref: str,
+        reply: type[_Stated],
+    ) -> ContainerSnapshot:
+        """A request whose answer says the flow's new state: applied at once (the push
+        `status_changed` may come later)."""
+        answer = await self._ask(event, _ref(ref), reply)
         self._set_state(answer.container_id, answer.status, now())
         return self._containers.get(answer.container_id) or self.get(ref)
 
     async def start_container(self, ref: str) -> ContainerSnapshot:
-        return await self._state_call("start_container", ref)
+        return await self._state_call("start_container", ref, ContainerStateOut)
 
     async def stop_container(self, ref: str) -> ContainerSnapshot:
-        return await self._state_call("stop_container", ref)
+        return await self._state_call("stop_container", ref, ContainerStateOut)
 
     async def restart_container(self, ref: str) -> ContainerSnapshot:
-        return await self._state_call("restart_container", ref)
+        return await self._state_call("restart_container", ref, ContainerStateOut)
+
+    async def pause_container(self, ref: str) -> ContainerSnapshot:
+        """ext `pause_container` -> `container_paused`."""
+        return await self._state_call("pause_container", ref, ContainerPauseOut)
+
+    async def unpause_container(self, ref: str) -> ContainerSnapshot:
+        """ext `unpause_container` -> `container_unpaused`."""
+        return await self._state_call("unpause_container", ref, ContainerPauseOut)
+
+    async def kill_container(self, ref: str, signal: str) -> ContainerSnapshot:
+        """ext `kill_container` -> `container_killed`: the allow-list checked here first (the
+        server's own answer, without the round trip)."""
+        request = KillContainerRequest.model_construct(
+            container_id=ref, signal=check_signal(signal)
+        )
+        answer = await self._ask("kill_container", request, ContainerKilledOut)
+        # Not applied to the row: the state right after the signal may be older than a
+        # `status_changed` already received (a flow ending on SIGTERM); the pushes keep order.
+        snap = self._containers.get(answer.container_id) or self.get(ref)
+        return replace(snap, state=answer.status)
 
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
         request = UpdateContainerRequest.model_construct(container_id=ref, code_path=code_path)
@@ -274,9 +313,17 @@ class RemoteBackend:
         self._drop(answer.container_id)
         return answer.container_id
 
-    async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
-        request = GetLogsRequest.model_construct(container_id=ref, tail=tail)
+    async def get_logs(
+        self, ref: str, tail: int = 100, *, since: float | None = None, timestamps: bool = False
+    ) -> LogTail:
+        request = GetLogsRequest.model_construct(
+            container_id=ref, tail=tail, since=since, timestamps=timestamps
+        )
         return (await self._ask("get_container_logs", request, ContainerLogsOut)).to_core()
+
+    async def inspect_container(self, ref: str) -> FlowConfig:
+        answer = await self._ask("inspect_container", _ref(ref), ContainerInspectedOut)
+        return answer.to_core()
 
     async def follow_logs(self, ref: str) -> str:
         answer = await self._ask("subscribe_logs", _ref(ref), LogSubscriptionOut)
@@ -290,6 +337,17 @@ class RemoteBackend:
         request = SendMessageRequest.model_construct(container_id=ref, message=message)
         answer = await self._ask("send_message", request, MessageSentOut)
         self.bus.publish(answer.to_core())
+
+    async def open_shell(self, ref: str, cols: int, rows: int) -> RemoteShell:
+        """ext `open_shell`: a shell in the flow's container, driven over this link."""
+        request = OpenShellRequest.model_construct(container_id=ref, cols=cols, rows=rows)
+        answer = await self._ask("open_shell", request, ShellOpenedOut)
+        shell = RemoteShell(answer.session_id, answer.container_id, self._emit, self._call)
+        await self._shells.add(shell)
+        return shell
+
+    async def _emit(self, event: str, payload: dict[str, Any]) -> None:
+        await self._sio.emit(event, payload)
 
     def watch_stats(self, owner: str, container_ids: list[str]) -> None:
         """ext `watch_stats`, sent in the background (the newest set wins): the server samples
@@ -335,6 +393,8 @@ class RemoteBackend:
         self._on_push(EngineStatusOut, self._on_engine_status)
         self._on_push(ContainerStatsOut, self._on_stats)
         self._on_push(NodeStatusOut, self._on_node_status)
+        on("shell_output", self._shells.on_output)
+        on("shell_exited", self._shells.on_exited)
 
     def _on_push(self, model: type[P], handle: Callable[[P], None]) -> None:
         """Handle `model.event`, decoded; a payload without its shape is logged and dropped."""
@@ -363,6 +423,7 @@ class RemoteBackend:
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self._connected = False
+        await self._shells.link_lost()
         self._tell(f"lost {self.url} ({reason or 'closed'})")
 
     def _on_engine_status(self, msg: EngineStatusOut) -> None:

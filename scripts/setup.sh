@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Set up a checkout: host tools and a Docker Engine, the .venv with flowmgr, the local images.
+# Set up a checkout: host tools, a Docker Engine and a RabbitMQ broker, the .venv with flowmgr, the local images.
 #
 # Usage: bash scripts/setup.sh
 #   FLOWMGR_DOCKERD_PIDFILE=FILE  where to note dockerd's pid if this run had to start it
+#   FLOWMGR_RABBITMQ_PIDFILE=FILE where to note the RabbitMQ node's pid if this run started it
 #   FLOWMGR_SKIP_IMAGES=1         skip building the images
 set -euo pipefail
 
@@ -11,6 +12,8 @@ cd "$ROOT"
 log() { echo "[setup] $*" >&2; }
 
 bash scripts/ensure-dockerd.sh "${FLOWMGR_DOCKERD_PIDFILE:-}"
+# the broker of MESSAGING_BACKEND=rabbitmq; its integration tests need a real one
+bash scripts/ensure-rabbitmq.sh "${FLOWMGR_RABBITMQ_PIDFILE:-}"
 
 # The distribution's interpreter when it is recent enough: Debian builds it with PGO and LTO,
 # and it runs Python code ~25 % faster than a default pyenv build (measured here: the panel's

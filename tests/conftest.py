@@ -124,7 +124,16 @@ def with_code_roots(settings: Settings, *roots: Path | str) -> Settings:
 @pytest.fixture(scope="session", autouse=True)
 def _isolate_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Tests read no CONFIG_FILE or env overrides from the caller's shell by accident."""
-    for name in ("CONFIG_FILE", "SOCKET_DIR", "HOST", "PORT", "CORS_ORIGINS", "FLOWMGR_TOKEN"):
+    for name in (
+        "CONFIG_FILE",
+        "SOCKET_DIR",
+        "HOST",
+        "PORT",
+        "CORS_ORIGINS",
+        "FLOWMGR_TOKEN",
+        "MESSAGING_BACKEND",
+        "RABBITMQ_URL",
+    ):
         os.environ.pop(name, None)
     # The panel reads (and saves its theme into) $XDG_CONFIG_HOME/flowmgr/panel.toml: never
     # the caller's own.

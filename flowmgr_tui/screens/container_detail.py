@@ -1,4 +1,4 @@
-"""ContainerDetailScreen: graphs, live logs, messages and activity of one container."""
+"""ContainerDetailScreen: one container's graphs, live logs, messages, activity and config."""
 
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ from flowmgr_tui.formatting import (
     uptime_exact,
 )
 from flowmgr_tui.graph_scale import (
+    counter_rates,
     cpu_scale,
     host_cpu_scale,
     host_memory_scale,
     memory_scale,
+    rate_scale,
 )
 from flowmgr_tui.history_pages import (
     ACTIVITY_TYPES,
@@ -41,13 +43,14 @@ from flowmgr_tui.messages import ContainerActionRequested
 from flowmgr_tui.state.activity_keys import merge_activity
 from flowmgr_tui.state.panel_state import HISTORY_SAMPLES, Changes, PanelState
 from flowmgr_tui.widgets.activity_list import ActivityList
+from flowmgr_tui.widgets.config_view import ConfigView
 from flowmgr_tui.widgets.docker_banner import DockerBanner
 from flowmgr_tui.widgets.key_footer import KeyFooter
-from flowmgr_tui.widgets.log_pane import LogPane
+from flowmgr_tui.widgets.log_pane import LogLine, LogPane, split_stamp
 from flowmgr_tui.widgets.message_pane import MessagePane
 from flowmgr_tui.widgets.resource_graph import ResourceGraph
 from server.core.events import ActivityLogged, ContainerCrashed, Event, LogLineReceived
-from server.core.models import ContainerSnapshot
+from server.core.models import ContainerSnapshot, ResourceSample
 
 __all__ = ["ContainerDetailScreen", "HOST_INTERVAL"]
 
@@ -89,7 +92,7 @@ class ContainerDetailScreen(Screen[None]):
         self._host_mem: deque[float] = deque(maxlen=HISTORY_SAMPLES)
         """Bytes in use, drawn against the host's total."""
         self._followed: str | None = None
-        self._early_lines: list[str] | None = []
+        self._early_lines: list[LogLine] | None = []
 
     def compose(self) -> ComposeResult:
         """Summary line over four tabs."""
@@ -101,6 +104,10 @@ class ContainerDetailScreen(Screen[None]):
                 with Grid(id="graphs"):
                     yield ResourceGraph("CPU", id="graph-cpu")
                     yield ResourceGraph("Memory", id="graph-mem")
+                    yield ResourceGraph("Net rx", id="graph-net-rx")
+                    yield ResourceGraph("Net tx", id="graph-net-tx")
+                    yield ResourceGraph("Disk read", id="graph-blk-read")
+                    yield ResourceGraph("Disk write", id="graph-blk-write")
                     yield ResourceGraph(f"{self._host_title} CPU", id="graph-host-cpu")
                     yield ResourceGraph(f"{self._host_title} memory", id="graph-host-mem")
                 yield Label("", id="detail-info")
@@ -110,6 +117,8 @@ class ContainerDetailScreen(Screen[None]):
                 yield MessagePane(id="message-pane")
             with TabPane("Activity 4", id="activity"):
                 yield ActivityList(crash_tail=20, id="detail-activity")
+            with TabPane("Config 5", id="inspect"):
+                yield ConfigView(id="detail-config")
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -138,6 +147,8 @@ class ContainerDetailScreen(Screen[None]):
         """Redraw what one batch of events (or a busy mark) changed for this container."""
         if not getattr(self, "_ready", False):
             return  # on_mount reads the state, which already holds these events
+        if not self.is_attached:
+            return  # the app is quitting: its widgets are being removed under it
         cid = self.container_id
         if cid in changes.removed:
             self.notify(f"{self._display_name()} was removed", severity="warning")
@@ -150,7 +161,11 @@ class ContainerDetailScreen(Screen[None]):
         if changes.docker:
             state = self.state
             self.query_one(DockerBanner).show_state(state.docker_available, state.docker_problem)
-        lines = [e.line for e in events if isinstance(e, LogLineReceived) and e.container_id == cid]
+        lines = [
+            LogLine(e.at, e.line)
+            for e in events
+            if isinstance(e, LogLineReceived) and e.container_id == cid
+        ]
         if lines:
             if self._early_lines is not None:
                 self._early_lines.extend(lines)
@@ -185,6 +200,8 @@ class ContainerDetailScreen(Screen[None]):
         if event.pane.id == "activity" and not self.journal_read:
             self.journal_read = True
             self._load_activity()
+        elif event.pane.id == "inspect":  # read each time it is shown: a restart may change it
+            self._load_config()
 
     # --- workers -------------------------------------------------------------------------
 
@@ -205,22 +222,39 @@ class ContainerDetailScreen(Screen[None]):
         pane.clear()
         pane.add(merge_activity(journal, self._heard_activity()), names)
 
+    @work(group="config", exclusive=True, exit_on_error=False)
+    async def _load_config(self) -> None:
+        view = self.query_one(ConfigView)
+        try:
+            cfg = await self._backend.inspect_container(self.container_id)
+        except Exception as err:  # shown in the tab; the rest of the screen works on
+            view.show_error(describe_error(err))
+            return
+        view.show(cfg)
+
     @work(group="logs", exclusive=True, exit_on_error=False)
     async def _follow(self, tail: int) -> None:
         pane = self.query_one(LogPane)
+        since = pane.since  # a "since" preset loads every line of it the pane can keep
         self._early_lines = []
         try:
             if self._followed is None:
                 self._followed = await self._backend.follow_logs(self.container_id)
-            old = await self._backend.get_logs(self.container_id, tail=tail)
+            got = await self._backend.get_logs(
+                self.container_id,
+                tail=pane.max_lines if since else tail,
+                since=since,
+                timestamps=True,
+            )
         except Exception as err:  # shown in the pane: logs are optional, the screen works on
             pane.load([f"[logs unavailable: {describe_error(err)}]"])
             self._early_lines = None
             return
+        old = [split_stamp(line) for line in got]
         early, self._early_lines = self._early_lines or [], None
         # Lines that arrived while the tail loaded may repeat its end: keep only new ones.
-        recent = set(old[-len(early) :]) if early else set()
-        pane.load([*old, *(line for line in early if line not in recent)])
+        recent = {line.text for line in old[-len(early) :]} if early else set()
+        pane.load([*old, *(line for line in early if line.text not in recent)])
 
     @work(group="host-stats", exclusive=True, exit_on_error=False)
     async def _sample_host(self) -> None:
@@ -247,6 +281,10 @@ class ContainerDetailScreen(Screen[None]):
         """Reload with the new tail length."""
         self._follow(event.tail)
 
+    def on_log_pane_since_changed(self, event: LogPane.SinceChanged) -> None:
+        """Reload the lines of the chosen span."""
+        self._follow(self.query_one(LogPane).tail)
+
     def on_message_pane_send_requested(self, event: MessagePane.SendRequested) -> None:
         """Send the checked JSON in a worker."""
         self._send(event.message)
@@ -269,7 +307,12 @@ class ContainerDetailScreen(Screen[None]):
     def action_tab(self, tab: str) -> None:
         """Switch tabs; the logs tab takes focus so its keys work at once."""
         self.query_one(TabbedContent).active = tab
-        focus = {"logs": "#log-view", "messages": "#msg-editor", "activity": "#detail-activity"}
+        focus = {
+            "logs": "#log-view",
+            "messages": "#msg-editor",
+            "activity": "#detail-activity",
+            "inspect": "#detail-config",
+        }
         if tab in focus:
             self.query_one(focus[tab]).focus()
 
@@ -327,6 +370,7 @@ class ContainerDetailScreen(Screen[None]):
             f"({scale.legend}; max {peak:.1f}%)",
             scale,
         )
+        self._show_io(hist)
         mem = [float(s.memory_usage) for s in hist]
         if last is None:
             self.query_one("#graph-mem", ResourceGraph).show(mem, "-", None)
@@ -336,3 +380,22 @@ class ContainerDetailScreen(Screen[None]):
         self.query_one("#graph-mem", ResourceGraph).show(
             mem, f"{used}of {scale.top_label} {scale.legend}", scale
         )
+
+    def _show_io(self, hist: Sequence[ResourceSample]) -> None:
+        """Network and block I/O as rates between samples; the two directions of each share
+        one scale, so rx and tx (read and write) bars compare at a glance."""
+        times = [s.timestamp.timestamp() for s in hist]
+        pairs = (
+            (("net-rx", "network_rx_bytes"), ("net-tx", "network_tx_bytes")),
+            (("blk-read", "disk_read_bytes"), ("blk-write", "disk_write_bytes")),
+        )
+        for pair in pairs:
+            series = [counter_rates(times, [getattr(s, f) for s in hist]) for _, f in pair]
+            peak = max((max(r, default=0.0) for r in series), default=0.0)
+            scale = rate_scale(peak)
+            for (gid, _), rates in zip(pair, series, strict=True):
+                now = f"{size(int(rates[-1]))}/s" if rates else "-"
+                top = size(int(max(rates, default=0.0)))
+                self.query_one(f"#graph-{gid}", ResourceGraph).show(
+                    rates, f"{now} of {scale.top_label}/s ({scale.legend}; max {top}/s)", scale
+                )

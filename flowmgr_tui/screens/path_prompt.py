@@ -1,4 +1,4 @@
-"""PathPrompt: ask for a path (the new code of a flow); None when cancelled."""
+"""PathPrompt: ask for a path (a flow's new code, where to save logs); None when cancelled."""
 
 from __future__ import annotations
 
@@ -17,20 +17,31 @@ class PathPrompt(ModalScreen[str | None]):
 
     BINDINGS = bindings("path")
 
-    def __init__(self, title: str, prompt: str) -> None:
+    def __init__(
+        self,
+        title: str,
+        prompt: str,
+        *,
+        ok_label: str = "Update",
+        value: str = "",
+        placeholder: str = "/srv/flows/my-flow",
+    ) -> None:
         super().__init__()
         self._title = title
         self._prompt = prompt
+        self._ok_label = ok_label
+        self._value = value
+        self._placeholder = placeholder
 
     def compose(self) -> ComposeResult:
         """Title, input, error line, buttons."""
         with Vertical(classes="dialog"):
             yield Label(self._title, classes="dialog-title")
             yield Label(self._prompt)
-            yield Input(placeholder="/srv/flows/my-flow", id="path")
+            yield Input(self._value, placeholder=self._placeholder, id="path")
             yield Label("", id="path-error", classes="field-error")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Update", variant="primary", id="ok")
+                yield Button(self._ok_label, variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -39,7 +50,7 @@ class PathPrompt(ModalScreen[str | None]):
         self._submit()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        """Update submits, Cancel closes."""
+        """The first button submits, Cancel closes."""
         if event.button.id == "ok":
             self._submit()
         else:

@@ -101,9 +101,13 @@ def create_app(
     # The journal stores (and the bridge sends) each event as this front end encodes it.
     manager.journal.use_encoder(encode_event)
     bridge = SioBridge(sio, manager)
-    sio.register_namespace(
-        FlowNamespace(manager, bridge, token=token, server_id=uuid.uuid4().hex[:12])
-    )
+    namespace = FlowNamespace(manager, bridge, token=token, server_id=uuid.uuid4().hex[:12])
+    sio.register_namespace(namespace)
+    messaging = None
+    if settings.messaging.backend == "rabbitmq":  # the second front door, beside Socket.IO
+        from server.messaging import RabbitInterface
+
+        messaging = RabbitInterface(manager, settings)
     register_more = getattr(manager, "register_namespaces", None)
     if register_more is not None:  # the cluster hub's agents connect to `/agent`
         register_more(sio)
@@ -115,6 +119,8 @@ def create_app(
             # requests wait for the adoption (bounded), instead of the port refusing connections
             await manager.start(adopt_wait=ADOPT_WAIT_AT_START)
         await bridge.start()
+        if messaging is not None:  # connects in the background: never holds up the start
+            await messaging.start()
         api.state.started = True
         adoption = manager.adoption()
         logger.info(
@@ -125,6 +131,9 @@ def create_app(
         try:
             yield
         finally:
+            if messaging is not None:
+                await messaging.stop()
+            await namespace.shells.stop()  # no exec outlives the service
             await bridge.stop()
             if manage_lifecycle:
                 await manager.stop()
@@ -142,6 +151,7 @@ def create_app(
     )
     api.state.manager = manager
     api.state.settings = settings
+    api.state.messaging = messaging
     api.state.started = False
     # [] = no CORS headers at all: browsers then allow the service's own origin only.
     api.add_middleware(

@@ -14,8 +14,9 @@ __all__ = ["router", "HealthSource"]
 
 router = APIRouter()
 
-DEGRADING = frozenset({"journal"})
-"""Components whose failure leaves the service working (status "degraded", HTTP 200)."""
+DEGRADING = frozenset({"journal", "messaging"})
+"""Components whose failure leaves the service working (status "degraded", HTTP 200): without
+its broker the service still answers on Socket.IO."""
 
 
 class HealthSource(Protocol):
@@ -44,9 +45,12 @@ ManagerDep = Annotated[HealthSource, Depends(_manager)]
 
 
 @router.get("/health", summary="Service health (503 while a component is down)")
-async def health(manager: ManagerDep) -> JSONResponse:
+async def health(manager: ManagerDep, request: Request) -> JSONResponse:
     """docs/PROTOCOL.md's health document; 503 naming the component that is not active."""
     components = dict(manager.health())
+    messaging = getattr(request.app.state, "messaging", None)
+    if messaging is not None:  # ext: MESSAGING_BACKEND=rabbitmq
+        components["messaging"] = messaging.health()
     adoption = manager.adoption()
     if adoption is not None:  # listening from the first second: the engine's parts not yet
         for name in ("container_manager", "event_handler"):

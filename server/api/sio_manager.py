@@ -183,6 +183,16 @@ class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
         sock.queue.put_nowait(None)  # ends its writer once the blocked send returns
         return False
 
+    def pending_bytes(self, sid: str, namespace: str = "/") -> int:
+        """Bytes of our packets in a client's queue, not yet sent (0 for a client gone)."""
+        eio_sid = self.eio_sid_from_sid(sid, namespace)
+        sock = self.server.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        sizes = self._pending.get(eio_sid) if eio_sid is not None else None
+        if sock is None or sizes is None:
+            return 0
+        sizes.consumed_down_to(sock.queue.qsize())
+        return sizes.total
+
     async def disconnect(self, sid: str, namespace: str, **kwargs: Any) -> Any:
         """Forget the byte count of a client that leaves."""
         eio_sid = self.eio_sid_from_sid(sid, namespace)

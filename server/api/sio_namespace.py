@@ -14,13 +14,17 @@ from server import __version__
 from server.api.auth import AUTHENTICATED, RefusalLog, token_matches
 from server.api.errors import error_payload
 from server.api.resume import BadLastSeq, Resume, last_seq_of
+from server.api.shells import ShellBroker
 from server.api.sio_manager import Encoded, packet_data_json
 from server.core.errors import InvalidRequest
+from server.core.validation.signals import check_signal
 from server.wire.answers import (
     ConnectedOut,
     ContainerCreatedOut,
+    ContainerKilledOut,
     ContainerListOut,
     ContainerLogsOut,
+    ContainerPauseOut,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
@@ -31,12 +35,14 @@ from server.wire.answers import (
 )
 from server.wire.base import Wire
 from server.wire.catalog import REQUESTS
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.pushes import EngineStatusOut, NodeStatusOut
 from server.wire.requests import (
     ContainerRef,
     CreateContainerRequest,
     GetHistoryRequest,
     GetLogsRequest,
+    KillContainerRequest,
     ListContainersRequest,
     RequestIn,
     SendMessageRequest,
@@ -44,6 +50,12 @@ from server.wire.requests import (
     WatchStatsRequest,
     parse_request,
     request_id_of,
+)
+from server.wire.shell import (
+    OpenShellRequest,
+    ResizeShellRequest,
+    ShellRef,
+    WriteShellRequest,
 )
 
 if TYPE_CHECKING:
@@ -98,6 +110,7 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.refusals = RefusalLog()
         self._welcome = ConnectedOut.payload("Connected to Flow Manager", __version__, server_id)
         self._welcomes: set[asyncio.Task[None]] = set()
+        self.shells = ShellBroker(manager, self._emit_to, self._backlog_of)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         """Route requests with one payload (extra arguments ignored); answer unknown events."""
@@ -200,6 +213,7 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Release the log streams this client kept alive, and what it watched."""
+        self.shells.client_left(sid)
         await self.bridge.client_left(sid)
 
     async def on_create_container(self, sid: str, data: Any) -> dict[str, Any]:
@@ -291,10 +305,22 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
         async def act(req: GetLogsRequest) -> Wire:
             container_id = self.manager.get(req.container_id).id
-            lines = await self.manager.get_logs(container_id, tail=req.tail)
+            lines = await self.manager.get_logs(
+                container_id, tail=req.tail, since=req.since, timestamps=req.timestamps
+            )
             return ContainerLogsOut.payload(container_id, lines, lines.truncated)
 
         return await self._serve(sid, "get_container_logs", data, act)
+
+    async def on_inspect_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `inspect_container` -> `container_inspected` (masked by the core)."""
+
+        async def act(req: ContainerRef) -> Wire:
+            return ContainerInspectedOut.payload(
+                await self.manager.inspect_container(req.container_id)
+            )
+
+        return await self._serve(sid, "inspect_container", data, act)
 
     async def on_subscribe_logs(self, sid: str, data: Any) -> dict[str, Any]:
         """ext `subscribe_logs`: join the log room; lines follow as `container_log`."""
@@ -336,6 +362,73 @@ class FlowNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return HistoryOut.payload(page)
 
         return await self._serve(sid, "get_history", data, act)
+
+    async def on_pause_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `pause_container` -> `container_paused`."""
+
+        async def act(req: ContainerRef) -> Wire:
+            snap = await self.manager.pause_container(req.container_id)
+            return ContainerPauseOut.payload(snap.id, "paused")
+
+        return await self._serve(sid, "pause_container", data, act)
+
+    async def on_unpause_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `unpause_container` -> `container_unpaused`."""
+
+        async def act(req: ContainerRef) -> Wire:
+            snap = await self.manager.unpause_container(req.container_id)
+            return ContainerPauseOut.payload(snap.id, "running")
+
+        return await self._serve(sid, "unpause_container", data, act)
+
+    async def on_kill_container(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `kill_container` -> `container_killed` (the signal as sent, the state after)."""
+
+        async def act(req: KillContainerRequest) -> Wire:
+            signal = check_signal(req.signal)  # the name the answer echoes: "term" -> "SIGTERM"
+            snap = await self.manager.kill_container(req.container_id, signal)
+            return ContainerKilledOut.payload(snap, signal)
+
+        return await self._serve(sid, "kill_container", data, act)
+
+    async def on_open_shell(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `open_shell` -> `shell_opened`: a shell in a flow's container, for this client."""
+
+        async def act(req: OpenShellRequest) -> Wire:
+            return await self.shells.open(sid, req.container_id, req.cols, req.rows)
+
+        return await self._serve(sid, "open_shell", data, act)
+
+    async def on_write_shell(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `write_shell`: input for one of this client's shells (the ack alone)."""
+
+        async def act(req: WriteShellRequest) -> Wire:
+            return await self.shells.write(sid, req.session_id, req.data)
+
+        return await self._serve(sid, "write_shell", data, act)
+
+    async def on_resize_shell(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `resize_shell`: the terminal's new size (the ack alone)."""
+
+        async def act(req: ResizeShellRequest) -> Wire:
+            return await self.shells.resize(sid, req.session_id, req.cols, req.rows)
+
+        return await self._serve(sid, "resize_shell", data, act)
+
+    async def on_close_shell(self, sid: str, data: Any) -> dict[str, Any]:
+        """ext `close_shell` -> `shell_closed`: end one of this client's shells."""
+
+        async def act(req: ShellRef) -> Wire:
+            return await self.shells.close(sid, req.session_id)
+
+        return await self._serve(sid, "close_shell", data, act)
+
+    async def _emit_to(self, event: str, payload: Wire, sid: str) -> None:
+        await self.emit(event, payload, to=sid)
+
+    def _backlog_of(self, sid: str) -> int:
+        pending = getattr(self.server.manager, "pending_bytes", None)
+        return 0 if pending is None else int(pending(sid, self.namespace))
 
     async def _undecodable(self, req: RequestIn) -> Wire:
         raise InvalidRequest(

@@ -38,6 +38,7 @@ from typing import Any
 
 from server import __version__
 from server.cluster.agent_docker import AgentAdapter
+from server.cluster.agent_guard import guard
 from server.cluster.agent_link import AgentLink, new_instance
 from server.cluster.agent_place import (
     SERVICE_LABEL,
@@ -52,6 +53,7 @@ from server.cluster.link_models import (
     AgentHello,
     AgentReport,
     FlowHeld,
+    FlowState,
     Request,
 )
 from server.core.bus import EventBus
@@ -83,6 +85,7 @@ from server.core.registry import Record
 from server.core.swarm.spec import SOCKET_VOLUME_PREFIX
 from server.logging_setup import setup_logging
 from server.wire.answers import ResourceUsageOut
+from server.wire.config_answer import ContainerInspectedOut
 
 __all__ = ["Agent", "agent_core_settings", "run_agent", "agent_main", "WATCH_OWNER"]
 
@@ -179,6 +182,13 @@ class Agent:
         self.fenced = False
         self.fence_stops = 0
         """Flow containers stopped by the fence (since start)."""
+        self._guarding: set[str] = set()
+        self.engine_lost = False
+        """The node's engine is gone (the core's monitor lost it): its flows are `unknown`."""
+        self.swap_limited = 0
+        """Task containers whose swap the guard limited to their memory (since start)."""
+        self.refused = 0
+        """Task containers the guard stopped (since start)."""
 
     # -- lifecycle
 
@@ -293,12 +303,18 @@ class Agent:
                     best = (rec, ids[1])
         return best
 
+    def _said(self, rec: Record) -> FlowState:
+        """The state told to the hub: without the engine the registry still says running and
+        the cgroup samples go on (the processes run under their shims), but nobody can say
+        the flow runs: `unknown`."""
+        return "unknown" if self.engine_lost and rec.state == "running" else rec.state
+
     def hello(self) -> AgentHello:
         """The node and the flow tasks the core holds (one per flow: the newest task)."""
         flows: dict[str, FlowHeld] = {}
         for rec, flow_id, task_id in sorted(self._records(), key=lambda r: r[0].info.created):
             flows[flow_id] = FlowHeld(
-                flow_id=flow_id, task_id=task_id, container_id=rec.info.id, state=rec.state
+                flow_id=flow_id, task_id=task_id, container_id=rec.info.id, state=self._said(rec)
             )
         return AgentHello(
             node_id=self.node_id,
@@ -340,6 +356,16 @@ class Agent:
             rec = self.core.registry.records.get(event.snapshot.id) if self.core else None
             if rec is not None:
                 self._close_older(rec.info)
+        runs = (
+            event.snapshot.id
+            if isinstance(event, ContainerAdded) and event.snapshot.state == "running"
+            else event.container_id
+            if isinstance(event, ContainerStateChanged) and event.new_state == "running"
+            else None
+        )
+        if runs is not None and runs not in self._guarding and self._ids_of(runs) is not None:
+            self._guarding.add(runs)
+            self._spawn(self._guard(runs), "isolation-guard")
         if not isinstance(event, _FORWARDED):
             return
         try:
@@ -349,6 +375,24 @@ class Agent:
             return
         if item is not None:
             self._queue(item)
+
+    async def _guard(self, container_id: str) -> None:
+        """Hold a task container that just started to what its spec could not ask for
+        (agent_guard); a refusal is told to the hub, which says it with the crash."""
+        try:
+            verdict = await guard(self.adapter, container_id)
+        finally:
+            self._guarding.discard(container_id)
+        if verdict.swap_limited:
+            self.swap_limited += 1
+        ids = self._ids_of(container_id)
+        if verdict.refused is not None and ids is not None:
+            self.refused += 1
+            self._queue(
+                AgentEvent(
+                    flow_id=ids[0], task_id=ids[1], kind="refused", data={"why": verdict.refused}
+                )
+            )
 
     def _is_newest(self, info: ContainerInfo) -> bool:
         """Whether no other task container of the same flow here is newer (the core's
@@ -379,6 +423,7 @@ class Agent:
     def _engine_changed(self, *, lost: bool) -> None:
         """The node's engine died (or is back): what this node runs is `unknown` to the hub at
         once, rather than when the managers notice the node is gone (seconds later)."""
+        self.engine_lost = lost
         for flow_id in {flow for _rec, flow, _task in self._records()}:
             current = self._current(flow_id)
             if current is None:
@@ -447,7 +492,7 @@ class Agent:
                 # not gone from this node, its current task is what the hub holds
                 rec, task_id = current
                 return AgentReport(
-                    flow_id=ids[0], task_id=task_id, container_id=rec.info.id, state=rec.state
+                    flow_id=ids[0], task_id=task_id, container_id=rec.info.id, state=self._said(rec)
                 )
             return AgentReport(
                 flow_id=ids[0],
@@ -474,7 +519,11 @@ class Agent:
             if isinstance(event, StatsSampled):
                 sample = ResourceUsageOut.model_validate(ResourceUsageOut.payload(event.sample))
             return AgentReport(
-                flow_id=flow_id, task_id=task_id, container_id=cid, state=rec.state, sample=sample
+                flow_id=flow_id,
+                task_id=task_id,
+                container_id=cid,
+                state=self._said(rec),
+                sample=sample,
             )
         kind: Any
         data: dict[str, Any]
@@ -525,12 +574,13 @@ class Agent:
         """One hub request (AgentLink's handler). Payloads and results:
 
         - send {container_id, message: object} -> {}  (the frame written to the flow's socket)
-        - logs {container_id, tail: int = 100} -> {lines: [str], truncated: bool}
+        - logs {container_id, tail: int = 100, since?, timestamps?} -> {lines: [str], truncated}
         - follow / unfollow {container_id} -> {}  (lines then come as `log_line` events)
         - watch {container_ids: [str]} -> {}  (the hub's watched set: those sampled fast)
         - update {container_id, code_path} -> refused (validation_error, details.reason
           "update_ends_swarm_task"): the core's stop-copy-start would end the Swarm task
         - forget {keep: [flow id or flow name]} -> {removed: [volume names]}
+        - inspect {container_id} -> the masked configuration (`container_inspected`-shaped)
         """
         core = self.core
         if core is None:
@@ -551,9 +601,14 @@ class Agent:
             return {}
         if request.op == "logs":
             cid = self._ours(p.get("container_id"))
-            tail = p.get("tail", 100)
-            lines = await core.get_logs(cid, tail)
+            tail, since = p.get("tail", 100), p.get("since")
+            lines = await core.get_logs(
+                cid, tail, since=since, timestamps=p.get("timestamps", False)
+            )
             return {"lines": list(lines), "truncated": bool(lines.truncated)}
+        if request.op == "inspect":
+            cfg = await core.inspect_container(self._ours(p.get("container_id")))
+            return ContainerInspectedOut.payload(cfg)  # masked by the agent's core
         if request.op == "follow":
             await core.follow_logs(self._ours(p.get("container_id")))
             return {}
@@ -741,12 +796,13 @@ class Agent:
 
 _PAYLOAD_KEYS: dict[str, frozenset[str]] = {
     "send": frozenset({"container_id", "message"}),
-    "logs": frozenset({"container_id", "tail"}),
+    "logs": frozenset({"container_id", "tail", "since", "timestamps"}),
     "follow": frozenset({"container_id"}),
     "unfollow": frozenset({"container_id"}),
     "watch": frozenset({"container_ids"}),
     "update": frozenset({"container_id", "code_path"}),
     "forget": frozenset({"keep"}),
+    "inspect": frozenset({"container_id"}),
 }
 
 

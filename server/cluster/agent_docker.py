@@ -1,8 +1,9 @@
 """The agent's engine: the core's DockerAdapter on the node's socket, plus the raw reads the
 agent needs beyond the core's: `docker info` and the node list (the fence's question: does
 this node still reach the managers?), a container's and a volume's raw inspect (the socket
-volume's check), and the socket volumes (to forget those of flows gone). One client, one pool,
-every call bounded by a timeout, errors in the core's taxonomy."""
+volume's check), the socket volumes (to forget those of flows gone), and the swap limit a
+service spec cannot set (agent_guard). One client, one pool, every call bounded by a timeout,
+errors in the core's taxonomy."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ class AgentAdapter(DockerAdapter):
     async def inspect_volume(self, name: str) -> dict[str, Any]:
         """A volume's raw inspect (ContainerNotFound when there is none)."""
         return dict(await self._call(lambda: self._client().inspect_volume(name)))
+
+    async def limit_swap(self, container_id: str, memory: int) -> None:
+        """`docker update --memory M --memory-swap M`: no swap beyond the memory limit."""
+        await self._call(
+            lambda: self._client().update_container(
+                container_id, mem_limit=memory, memswap_limit=memory
+            )
+        )
 
     async def volumes(self, labels: list[str]) -> list[dict[str, Any]]:
         """The volumes carrying every label of `labels` ("key=value")."""

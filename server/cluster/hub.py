@@ -29,6 +29,7 @@ from server.cluster.errors import NodeNotConnected
 from server.cluster.events import FlowsUnknown, LinkEvent, NodeStatusChanged
 from server.cluster.hub_channels import RemoteChannels
 from server.cluster.hub_link import AgentNamespace, HubLinkConfig, HubLinks
+from server.cluster.hub_volumes import VolumeSweeper
 from server.cluster.link_models import AgentEvent, AgentReport
 from server.core.bus import EventBus
 from server.core.config import Settings
@@ -53,8 +54,9 @@ from server.core.events import (
     NodeStatusReported,
     StatsSampled,
 )
+from server.core.flow_config import FlowConfig
 from server.core.journal.records import Encoder
-from server.core.log_tail import LogTail
+from server.core.log_tail import LogTail, check_since
 from server.core.manager import ContainerManager
 from server.core.models import ContainerSnapshot, ContainerStatus, CreateSpec, State
 from server.core.registry import Record
@@ -62,6 +64,7 @@ from server.core.swarm.engine import FlowService, FlowTask, NodeInfo, SwarmEngin
 from server.core.swarm.spec import SwarmNode, service_spec
 from server.core.validation.host import validate_create
 from server.core.validation.shapes import PORTS_LABEL, ports_as_written
+from server.wire.config_answer import ContainerInspectedOut
 
 __all__ = ["HubManager"]
 
@@ -80,6 +83,9 @@ REFOLLOW_FOR = 60.0
 """Seconds a moved flow's followed logs are asked of its new container (it may be starting)."""
 CRASH_GRACE = 3.0
 """Seconds a failed task waits before it is said to be a crash (a fence's word may come)."""
+MOVE_FOR = 120.0
+"""Seconds a move of a flow off a lost node is retried while the managers refuse it."""
+MOVE_RETRY = 1.0
 TASK_ENDED = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
 """Swarm task states from which a task never runs again."""
 REFRESH_EVERY = 0.25
@@ -117,9 +123,16 @@ class HubManager(ContainerManager):
         self._refreshed: dict[str, float] = {}
         self._node_said: dict[str, NodeStatusReported] = {}
         self._fenced_tasks: set[str] = set()
+        self._refused: dict[str, str] = {}
+        """Task id -> why its node's agent stopped it (said with its crash)."""
         self._containers: dict[str, str] = {}
         """Flow -> the container of its current task, as last seen (a new one: ask again)."""
         self.links.subscribe(self._on_link_event)
+        self.volumes = VolumeSweeper(
+            keep=lambda: sorted({r.info.name for r in self.registry.records.values()}),
+            linked=self.links.connected_nodes,
+            request=self._request,
+        )
         self.agents: AgentNamespace | None = None
         self.services: dict[str, FlowService] = {}
         self.nodes: dict[str, NodeInfo] = {}
@@ -188,6 +201,7 @@ class HubManager(ContainerManager):
             async with asyncio.timeout(wait):
                 await self._polled.wait()
         self._spawn(self._report_status(), "status-reporter")
+        self._spawn(self.volumes.run_forever(), "volume-sweep")
 
     async def stop(self) -> None:
         if not self._started:
@@ -296,6 +310,7 @@ class HubManager(ContainerManager):
         await self.engine.remove(flow_id)
         self.services.pop(flow_id, None)
         await self.forget(flow_id)
+        self._spawn(self.volumes.after_delete(), "volume-sweep")  # its socket volumes
         return flow_id
 
     async def forget(self, container_id: str) -> None:
@@ -312,16 +327,31 @@ class HubManager(ContainerManager):
 
     # -- reads that need the node
 
-    async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
+    async def get_logs(
+        self, ref: str, tail: int = 100, *, since: float | None = None, timestamps: bool = False
+    ) -> LogTail:
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
             raise InvalidRequest("tail must be a non-negative integer", field="tail")
+        check_since(since)
         rec = self.registry.resolve(ref)
         node_id, cid = self._where(rec, running=False)
-        reply = await self._request(node_id, "logs", {"container_id": cid, "tail": tail})
+        ask: dict[str, Any] = {"container_id": cid, "tail": tail}
+        if since is not None or timestamps:  # an older agent knows neither key
+            ask |= {"since": since, "timestamps": timestamps}
+        reply = await self._request(node_id, "logs", ask)
         result = reply.result or {}
         lines = LogTail(str(line) for line in result.get("lines") or [])
         lines.truncated = bool(result.get("truncated"))
         return lines
+
+    async def inspect_container(self, ref: str) -> FlowConfig:
+        rec = self.registry.resolve(ref)
+        node_id, cid = self._where(rec, running=False)
+        reply = await self._request(node_id, "inspect", {"container_id": cid})
+        cfg = ContainerInspectedOut.decode(reply.result or {}).to_core()
+        # the agent names its task's container; the client knows the flow
+        snap = self.registry.snapshot_of(rec)
+        return replace(cfg, container_id=snap.id, name=snap.name, node=snap.node)
 
     async def follow_logs(self, ref: str) -> str:
         rec = self.registry.resolve(ref)
@@ -457,6 +487,12 @@ class HubManager(ContainerManager):
         if report.gone or rec is None:
             self._poke.set()
             return
+        service = self.services.get(report.flow_id)
+        current = service.current if service is not None else None
+        if current is None or current.id != report.task_id:
+            # an older task's word (a dead engine's copy still sampled on its node, a node
+            # coming back): neither its state nor its usage is the flow's any more
+            return
         if report.sample is not None and rec.state == "running":
             sample = report.sample.to_core()
             rec.resources = sample
@@ -512,7 +548,7 @@ class HubManager(ContainerManager):
                 # marked down): with restart condition none nothing would start it again
                 self._moved.add(event.task_id)
                 logger.warning("%s: its task was fenced; starting it again", rec.info.name)
-                self._spawn(self._move(flow_id), "unfence-flow")
+                self._spawn(self._move(flow_id, event.task_id), "unfence-flow")
             node = self.nodes.get(node_id)
             where = node.hostname if node is not None else node_id
             raw = data.get("cut_for")
@@ -532,6 +568,18 @@ class HubManager(ContainerManager):
                     "name": rec.info.name,
                 },
             )
+        elif kind == "refused":
+            rec = self.registry.records[flow_id]
+            node = self.nodes.get(node_id)
+            where = node.hostname if node is not None else node_id
+            why = str(data.get("why", ""))[:500]  # the agent's words, capped
+            self._refused[event.task_id] = f"refused by the agent of node {where}: {why}"
+            self.registry.record_activity(
+                "container_refused",
+                flow_id,
+                f"{rec.info.name}: its task on {where} was stopped by that node's agent: {why}",
+                {"node": where, "task_id": event.task_id, "why": why, "name": rec.info.name},
+            )
         elif kind == "log_line" and isinstance(data.get("line"), str):
             self.bus.publish(LogLineReceived(container_id=flow_id, line=data["line"][:65536]))
 
@@ -549,6 +597,8 @@ class HubManager(ContainerManager):
             self.bus.publish(said)
             if event.agent == "connected":
                 self._poke.set()
+                # what it missed while cut off: the volumes of flows deleted meanwhile
+                self._spawn(self.volumes.sweep([event.node_id]), "volume-sweep")
                 if self._watch:
                     self._spawn(self._send_watches(), "watch-stats")
             self._node_said[event.node_id] = said
@@ -786,13 +836,37 @@ class HubManager(ContainerManager):
                     node.hostname,
                     node.state,
                 )
-                self._spawn(self._move(service.id), "move-flow")
+                self._spawn(self._move(service.id, task.id), "move-flow")
 
-    async def _move(self, flow_id: str) -> None:
-        try:
-            await self.engine.force_restart(flow_id)
-        except Exception as err:
-            logger.warning("could not move %s: %s", flow_id[:12], err)
+    async def _move(self, flow_id: str, task_id: str) -> None:
+        """Replace the flow's task `task_id` by a forced update. Retried while the managers
+        refuse (a node lost with the leader leaves no quorum until the others elect one) and
+        that task is still the flow's: a move is never dropped, nor made twice."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MOVE_FOR
+        while True:
+            try:
+                await self.engine.force_restart(flow_id)
+                break
+            except Exception as err:
+                with contextlib.suppress(Exception):
+                    await self._refresh_one(flow_id)
+                service = self.services.get(flow_id)
+                current = service.current if service is not None else None
+                if service is None or service.replicas == 0:
+                    return  # deleted or stopped meanwhile: nothing to move
+                if (
+                    current is not None
+                    and current.id != task_id
+                    and current.state not in TASK_ENDED
+                ):
+                    break  # replaced meanwhile (Swarm, a restart): that one runs
+                if loop.time() >= deadline:
+                    logger.error("could not move %s for %.0f s: %s", service.name, MOVE_FOR, err)
+                    self._moved.discard(task_id)  # a later poll may try again
+                    return
+                logger.warning("could not move %s yet (%s); trying again", service.name, err)
+                await asyncio.sleep(MOVE_RETRY)
         self._poke.set()
 
     async def _say_crash(self, rec: Record, task: FlowTask) -> None:
@@ -812,4 +886,5 @@ class HubManager(ContainerManager):
                 )
                 logs = [str(x) for x in (reply.result or {}).get("lines") or []]
         exit_code = task.exit_code if task.exit_code is not None else 1
-        self.registry.crashed(rec, exit_code, task.error or f"exit code {exit_code}", logs)
+        why = self._refused.pop(task.id, None) or task.error or f"exit code {exit_code}"
+        self.registry.crashed(rec, exit_code, why, logs)

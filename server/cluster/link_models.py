@@ -54,14 +54,15 @@ MAX_MESSAGE_CHARS = 2000
 """Longest error message in a reply."""
 
 ALLOWED_OPS: frozenset[str] = frozenset(
-    {"send", "logs", "update", "follow", "unfollow", "watch", "forget"}
+    {"send", "logs", "update", "follow", "unfollow", "watch", "forget", "inspect"}
 )
 """What the hub may ask an agent (docs/CLUSTER.md "Hub and agents"); anything else is refused
 on both sides. Payloads (`container_id` is always the task's container on the agent's node):
-send {container_id, message}, logs {container_id, tail}, update {container_id, code_path},
-follow / unfollow {container_id}, watch {container_ids}, forget {keep: [flow ids]} (remove
-the socket volumes of flows not listed)."""
-Op = Literal["send", "logs", "update", "follow", "unfollow", "watch", "forget"]
+send {container_id, message}, logs {container_id, tail, since?, timestamps?}, update
+{container_id, code_path}, follow / unfollow {container_id}, watch {container_ids}, forget
+{keep: [flow ids]} (remove the socket volumes of flows not listed), inspect {container_id}
+(its masked configuration, `container_inspected`-shaped)."""
+Op = Literal["send", "logs", "update", "follow", "unfollow", "watch", "forget", "inspect"]
 
 ERROR_TYPES: frozenset[str] = frozenset(
     {
@@ -211,6 +212,7 @@ EventKind = Literal[
     "frame_rejected",
     "log_line",
     "fenced",
+    "refused",
 ]
 EVENT_KINDS: frozenset[str] = frozenset(get_args(EventKind))
 
@@ -220,7 +222,9 @@ class AgentEvent(LinkModel):
     core event of the same name under the flow's id. `data` by kind: message_received
     {message}, control {control}, channel_connected {}, channel_lost {reason}, frame_rejected
     {reason}, log_line {line}, fenced {cut_for, why} (the agent stopped the flow's task there
-    while cut off from the hub and the managers; said once the link is back)."""
+    while cut off from the hub and the managers; said once the link is back), refused {why}
+    (the agent's guard stopped the task's container: it could not be held to the isolation
+    rules, agent_guard)."""
 
     flow_id: ObjectId
     task_id: ObjectId

@@ -30,7 +30,8 @@ from server.core.registry import Record, Registry
 from server.core.state_dir import StateDir
 from server.core.validation import port_bindings
 from server.core.validation.host import adopted_pins, validate_create
-from server.core.validation.shapes import PORTS_LABEL, ports_label
+from server.core.validation.shapes import MANAGER_LABEL_PREFIX, PORTS_LABEL, ports_label
+from server.core.validation.signals import DEFAULT_SIGNAL, check_signal
 
 __all__ = ["ContainerActions"]
 
@@ -124,6 +125,9 @@ class ContainerActions:
         labels = {"flowmgr.managed": "true", "flowmgr.instance": dk.instance}
         # the ports as the client wrote them, echoed so after a restart of the manager too
         own = {**labels, PORTS_LABEL: ports_label(spec.ports)} if spec.ports else labels
+        if spec.labels or spec.flow_meta:  # the caller's first: the manager's own always win
+            meta = {f"{MANAGER_LABEL_PREFIX}{k}": v for k, v in spec.flow_meta.items()}
+            own = {**spec.labels, **meta, **own}
         binds = [BindMount(p.source, p.target, p.mode == "ro") for p in spec.binds]
         data = {_data_volume(spec.name): dk.data_mount} if dk.data_mount else {}
         made_volume = False
@@ -289,6 +293,70 @@ class ContainerActions:
         )
         return snap
 
+    async def pause_container(self, ref: str) -> ContainerSnapshot:
+        """Freeze a running flow: state "paused"; its channel and its data stay."""
+        return await self._set_paused(ref, True)
+
+    async def unpause_container(self, ref: str) -> ContainerSnapshot:
+        """Thaw a paused flow: state "running" again."""
+        return await self._set_paused(ref, False)
+
+    async def _set_paused(self, ref: str, pause: bool) -> ContainerSnapshot:
+        verb, was, reason = ("paused", "running", "not_running") if pause else _UNPAUSE
+        async with self._checked(self._on_one_host(ref)) as rec:
+            _require_state(rec, (was,), verb, reason)
+            await (self.adapter.pause if pause else self.adapter.unpause)(rec.info.id)
+            snap = await self._refresh(rec.info.id)
+        self._acted(f"container_{verb}", snap, verb)
+        return snap
+
+    async def kill_container(self, ref: str, signal: object = DEFAULT_SIGNAL) -> ContainerSnapshot:
+        """Send an allowed signal (validation/signals.py) to a running or paused flow.
+
+        A kill asked for is never a crash: the engine itself treats it as a manual stop (no
+        restart policy brings the flow back), so an exit it causes shows as "stopped", also
+        one that comes later (a flow finishing its work on SIGTERM), within the window the
+        monitor gives a stop. A signal the flow survives (SIGHUP, SIGUSR1) leaves it running,
+        and a later exit of its own is a crash again."""
+        name = check_signal(signal)
+        async with self._checked(self._on_one_host(ref)) as rec:
+            cid = rec.info.id
+            _require_state(rec, ("running", "paused"), "killed", "not_running")
+            was = self.registry.stopped_on_request(cid)
+            self.registry.mark_stopped_on_request(cid)
+            self.monitor.kill_asked(cid)
+            try:
+                await self.adapter.kill(cid, name)
+            except FlowMgrError:
+                self.monitor.kill_asked(cid, asked=False)
+                if not was:  # nothing was sent: an exit now is no one's request
+                    self.registry.mark_started(cid)
+                raise
+            info = await self.adapter.inspect(cid)
+            if info.status in ("running", "paused", "restarting"):
+                self.registry.mark_started(cid)  # it lives on: its next exit is its own
+            snap = self.registry.snapshot_of(await self.monitor.apply(info))
+        self._acted("container_killed", snap, f"sent {name} to", {"signal": name})
+        return snap
+
+    def _on_one_host(self, ref: str) -> str:
+        """Pause and kill act on one engine's container; a Swarm service has none to act on
+        (its task's node does), so a hub refuses them, typed, before any lookup."""
+        if self.settings.cluster.mode != "single":
+            raise InvalidRequest(
+                "pause, unpause and kill are not available in cluster mode: stop or restart "
+                "the flow instead",
+                details={"reason": "not_in_cluster_mode", "container_id": ref},
+            )
+        return ref
+
+    def _acted(
+        self, kind: str, snap: ContainerSnapshot, did: str, more: dict[str, str] | None = None
+    ) -> None:
+        """The activity line of a pause, unpause or kill ("paused web-1")."""
+        details = {"name": snap.name, **(more or {})}
+        self.registry.record_activity(kind, snap.id, f"{did} {snap.name}", details)
+
     async def update_container(self, ref: str, code_path: str) -> ContainerSnapshot:
         """Copy the tree at `code_path` (beneath a code root) into the code directory. A
         running flow has its old code removed, is stopped for the copy and started again."""
@@ -405,6 +473,20 @@ class ContainerActions:
             await self.adapter.remove_volume(_data_volume(name), labels)
         except FlowMgrError as err:
             logger.warning("could not remove the data volume of %s: %s", name, err)
+
+
+_UNPAUSE = ("unpaused", "paused", "not_paused")
+"""What an unpause does, wants and says when it cannot (the pause's are inline)."""
+
+
+def _require_state(rec: Record, allowed: tuple[str, ...], verb: str, reason: str) -> None:
+    """InvalidRequest naming the flow's state unless it is one of `allowed`."""
+    if rec.state not in allowed:
+        raise InvalidRequest(
+            f"{rec.info.name} is {rec.state}: only a {' or '.join(allowed)} flow can be {verb}",
+            field="container_id",
+            details={"reason": reason, "state": rec.state, "container_id": rec.info.id},
+        )
 
 
 def _data_volume(name: str) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "FlowSettings",
     "JournalSettings",
     "ClusterSettings",
+    "MessagingSettings",
     "PLACEMENT_CONSTRAINT",
     "SPREAD_DESCRIPTOR",
     "load_settings",
@@ -275,6 +276,35 @@ class ClusterSettings(_Strict):
         return self
 
 
+class MessagingSettings(_Strict):
+    """ext: the RabbitMQ command/event interface beside Socket.IO (docs/PROTOCOL.md "RabbitMQ")."""
+
+    backend: Literal["socketio", "rabbitmq"] = "socketio"
+    """"socketio": the Socket.IO API alone; "rabbitmq": the AMQP interface as well."""
+    rabbitmq_url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/", pattern=r"^amqps?://[^\s]{1,2000}$"
+    )
+    """The broker (amqp:// or amqps://); its password is never logged."""
+    command_queue: str = Field(default="flow-manager.commands", pattern=r"^[A-Za-z0-9_.:-]{1,200}$")
+    """The shared durable queue of commands (any manager takes a create from it); each manager
+    also consumes `<command_queue>.<docker.instance>`, where commands for its flows are routed."""
+    response_queue: str = Field(
+        default="flow-manager.responses", pattern=r"^[A-Za-z0-9_.:-]{1,200}$"
+    )
+    """Where answers go when a command names no `reply_to`."""
+    event_exchange: str = Field(default="flow-manager.events", pattern=r"^[A-Za-z0-9_.:-]{1,200}$")
+    """The durable topic exchange events are published to (routing key `event.<name>`)."""
+    prefetch: int = Field(default=32, ge=1, le=1000)
+    """Commands one manager works on at once (unacknowledged deliveries)."""
+    delivery_limit: int = Field(default=5, ge=1, le=100)
+    """Deliveries of one command (a manager dying on it each time) before the broker
+    dead-letters it to `<command_queue>.dead`."""
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    """The largest command body; a larger one is answered validation_error unread."""
+    answer_keep_days: float = Field(default=7.0, gt=0)
+    """How long answers are kept by correlation_id to answer a redelivered command again."""
+
+
 class Settings(_Strict):
     """Everything configurable; see docs/PROTOCOL.md "Configuration"."""
 
@@ -286,6 +316,7 @@ class Settings(_Strict):
     flow: FlowSettings = Field(default_factory=FlowSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    messaging: MessagingSettings = Field(default_factory=MessagingSettings)
     config_file: str | None = None
     """Where these settings were read from (set by `load_settings`; not a file key)."""
 
@@ -299,6 +330,11 @@ class Settings(_Strict):
     def journal_path(self) -> str:
         """Where the journal's SQLite file is."""
         return self.journal.path or os.path.join(self.state_dir, ".journal.sqlite3")
+
+    @property
+    def answers_path(self) -> str:
+        """Where the RabbitMQ interface keeps its answers by correlation_id."""
+        return os.path.join(self.state_dir, ".answers.sqlite3")
 
     @property
     def token_path(self) -> str:
@@ -315,6 +351,11 @@ _ENV_KEYS: dict[str, tuple[str, ...]] = {
     "FLOWMGR_TOKEN": ("server", "token"),
     "JOURNAL_ENABLED": ("journal", "enabled"),
     "JOURNAL_PATH": ("journal", "path"),
+    "MESSAGING_BACKEND": ("messaging", "backend"),
+    "RABBITMQ_URL": ("messaging", "rabbitmq_url"),
+    "FLOW_MANAGER_COMMAND_QUEUE": ("messaging", "command_queue"),
+    "FLOW_MANAGER_RESPONSE_QUEUE": ("messaging", "response_queue"),
+    "FLOW_MANAGER_EVENT_EXCHANGE": ("messaging", "event_exchange"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import logging
 import socket
@@ -38,10 +39,12 @@ from server.core.errors import (
     FlowMgrError,
     ImageNotFound,
 )
+from server.core.flow_config import FlowConfig, config_from_inspect
 from server.core.log_tail import LogTail, TailBuffer
 
 __all__ = [
     "DockerAdapter",
+    "ExecTty",
     "ContainerInfo",
     "BindMount",
     "StreamHandle",
@@ -170,6 +173,38 @@ def open_api_client(
         raise
 
 
+class ExecTty:
+    """One exec's pseudo-terminal stream on its hijacked connection; blocking calls, made from
+    threads (a read unblocks, empty, when `close` runs in another thread)."""
+
+    def __init__(self, exec_id: str, response: Any) -> None:
+        self.exec_id = exec_id
+        self._response = response
+        self._reader = response.raw._fp.fp  # noqa: SLF001
+        raw = self._reader.raw
+        self._sock = getattr(raw, "_sock", raw)
+        self._sock.settimeout(None)  # an idle shell is no stuck call
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes of output; b"" at its end."""
+        try:
+            return bytes(self._reader.read1(size))
+        except (OSError, ValueError):  # closed by `close`, or cut: the end either way
+            return b""
+
+    def write(self, data: bytes) -> None:
+        """Send input (blocks while the terminal does not take it)."""
+        with _translated():
+            self._sock.sendall(data)
+
+    def close(self) -> None:
+        """Cut the stream (the process is not ended by this: the engine keeps it)."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):  # best effort: the connection is gone anyway
+            self._response.close()
+
+
 class DockerAdapter:
     """Async facade over one Docker Engine; every SDK call runs in a thread with a timeout."""
 
@@ -258,6 +293,11 @@ class DockerAdapter:
         asked = time.time_ns()
         raw = await self._call(lambda: self._client().inspect_container(container_id))
         return info_from_inspect(raw, asked)
+
+    async def inspect_config(self, container_id: str) -> FlowConfig:
+        """One container's configuration, secrets masked before it leaves this call."""
+        raw = await self._call(lambda: self._client().inspect_container(container_id))
+        return config_from_inspect(raw)
 
     async def list_ids(self, labels: list[str], *, running_only: bool = False) -> list[str]:
         """Ids of containers carrying all `labels` ("key=value")."""
@@ -350,6 +390,18 @@ class DockerAdapter:
             timeout=self.call_timeout + timeout,
         )
 
+    async def pause(self, container_id: str) -> None:
+        """Freeze every process of a running container (the cgroup freezer)."""
+        await self._call(lambda: self._client().pause(container_id))
+
+    async def unpause(self, container_id: str) -> None:
+        """Thaw a paused container."""
+        await self._call(lambda: self._client().unpause(container_id))
+
+    async def kill(self, container_id: str, signal: str) -> None:
+        """Send `signal` (a name, "SIGTERM") to the container's main process."""
+        await self._call(lambda: self._client().kill(container_id, signal=signal))
+
     async def remove(self, container_id: str) -> None:
         """Remove a container, running or not."""
         await self._call(lambda: self._client().remove_container(container_id, force=True))
@@ -361,17 +413,19 @@ class DockerAdapter:
         each_line: Callable[[str], str] | None = None,
         *,
         max_bytes: int = DEFAULT_LOG_BYTES,
+        since: float | None = None,
+        timestamps: bool = False,
     ) -> LogTail:
         """The last `tail` lines of its output (stdout and stderr), at most `max_bytes` of
         them (the newest; `.truncated` says when older ones were left out), each passed
         through `each_line` in the worker thread (10,000 lines cost tens of ms: not on the
-        loop). The engine's answer is read frame by frame, never whole."""
+        loop). The engine's answer is read frame by frame, never whole. `since`: epoch seconds;
+        `timestamps`: each line starts with its RFC 3339 time and a space."""
 
         def read() -> LogTail:
             kept = TailBuffer(max_bytes)
-            stream = self._client().logs(
-                container_id, stdout=True, stderr=True, tail=tail, stream=True, follow=False
-            )
+            opts = {"since": since, "timestamps": timestamps, "stream": True, "follow": False}
+            stream = self._client().logs(container_id, stdout=True, stderr=True, tail=tail, **opts)
             try:
                 for chunk in stream:
                     kept.feed(chunk)
@@ -392,6 +446,47 @@ class DockerAdapter:
             return int(api.exec_inspect(ex["Id"]).get("ExitCode") or 0)
 
         return await self._call(run)
+
+    async def exec_tty(
+        self, container_id: str, cmd: list[str], cols: int, rows: int, env: dict[str, str]
+    ) -> ExecTty:
+        """Start `cmd` in a running container on a pseudo-terminal of `cols` x `rows`, stdin
+        attached: its stream (blocking reads and writes: call them from threads)."""
+
+        def run() -> ExecTty:
+            api = self._client()
+            ex = api.exec_create(
+                container_id, cmd, stdout=True, stderr=True, stdin=True, tty=True, environment=env
+            )
+            exec_id = str(ex["Id"])
+            # exec_start(socket=True) hands back the socket under the buffered reader, which
+            # may already hold the first output read with the answer's headers
+            res = api._post_json(  # noqa: SLF001
+                api._url("/exec/{0}/start", exec_id),  # noqa: SLF001
+                headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+                data={"Tty": True, "Detach": False},
+                stream=True,
+            )
+            api._raise_for_status(res)  # noqa: SLF001
+            return ExecTty(exec_id, res)
+
+        tty = await self._call(run)
+        try:
+            await self.exec_resize(tty.exec_id, cols, rows)
+        except FlowMgrError:
+            await asyncio.to_thread(tty.close)
+            raise
+        return tty
+
+    async def exec_resize(self, exec_id: str, cols: int, rows: int) -> None:
+        """Set an exec's terminal size."""
+        await self._call(lambda: self._client().exec_resize(exec_id, height=rows, width=cols))
+
+    async def exec_state(self, exec_id: str) -> tuple[bool, int | None]:
+        """Whether an exec's process still runs, and its exit code once it ended."""
+        raw = await self._call(lambda: self._client().exec_inspect(exec_id))
+        code = raw.get("ExitCode")
+        return bool(raw.get("Running")), None if code is None else int(code)
 
     async def put_archive(
         self, container_id: str, path: str, data: bytes | Iterable[bytes]

@@ -46,6 +46,10 @@ ACTIVITY_TYPES: tuple[str, ...] = (
     "health_warning",
     "container_crash",
     "container_error",
+    # ext (issue 17)
+    "container_paused",
+    "container_unpaused",
+    "container_killed",
 )
 
 

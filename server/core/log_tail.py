@@ -4,10 +4,13 @@ bounded by the budget whatever the flow printed (issue 11: 31 MiB of output made
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["LogTail", "TailBuffer"]
+from server.core.errors import InvalidRequest
+
+__all__ = ["LogTail", "TailBuffer", "MAX_SINCE", "check_since"]
 
 
 class LogTail(list[str]):
@@ -90,3 +93,22 @@ def _trim(lines: LogTail, max_bytes: int) -> bool:
         lines[0] = raw.decode("utf-8", "ignore")
         cut = True
     return cut
+
+
+MAX_SINCE = 366 * 24 * 3600
+"""The furthest back a log request may reach by `since` (a year; all: no `since`)."""
+
+
+def check_since(since: object) -> None:
+    """ext `since`: None, or seconds back from now, more than 0 and at most MAX_SINCE."""
+    if since is None:
+        return
+    if (
+        isinstance(since, bool)
+        or not isinstance(since, int | float)
+        or not (math.isfinite(since) and 0 < since <= MAX_SINCE)
+    ):
+        raise InvalidRequest(
+            f"since must be a number of seconds, more than 0 and at most {MAX_SINCE}",
+            field="since",
+        )

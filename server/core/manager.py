@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -24,18 +26,21 @@ from server.core.events import (
 )
 from server.core.fd_budget import CHANNEL_FDS, FdBudget, reserve_for
 from server.core.flow_channel import FlowChannelHub
+from server.core.flow_config import FlowConfig
 from server.core.host_paths import BindPins
 from server.core.journal.journal import Journal
 from server.core.journal.outbox import Outbox
 from server.core.journal.records import Encoder, HistoryPage
 from server.core.journal.replay import activity_from, crashes_from
-from server.core.log_tail import LogTail
+from server.core.log_tail import LogTail, check_since
 from server.core.logs import LogFollowers
 from server.core.masking import mask_log_line
 from server.core.models import ContainerSnapshot, ContainerStatus
 from server.core.monitor import ADOPTION_WAIT, DockerMonitor, adopting_error
 from server.core.policy import validate_code_settings
 from server.core.registry import Record, Registry, SocketPlace
+from server.core.shell import ShellSession
+from server.core.shell_limits import check_size
 from server.core.state_dir import StateDir
 from server.core.stats import ResourceSampler
 from server.core.status_phases import slot_count, slot_of
@@ -457,18 +462,35 @@ class ContainerManager(ContainerActions):
         just connected (so it knows why and since when); none on one host."""
         return []
 
-    async def get_logs(self, ref: str, tail: int = 100) -> LogTail:
+    async def get_logs(
+        self, ref: str, tail: int = 100, *, since: float | None = None, timestamps: bool = False
+    ) -> LogTail:
         """The last `tail` lines of output, secrets masked, at most `docker.max_log_bytes` of
-        them (the newest; `.truncated` tells when older ones were left out)."""
+        them (the newest; `.truncated` tells when older ones were left out). ext: `since`
+        seconds back from now only; `timestamps` starts each line with the engine's RFC 3339
+        time and a space (`docker logs -t`), the text after it masked."""
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
             raise InvalidRequest("tail must be a non-negative integer", field="tail")
+        check_since(since)
+        if not isinstance(timestamps, bool):
+            raise InvalidRequest("timestamps must be true or false", field="timestamps")
         rec = self.registry.resolve(ref)
+        mask = partial(mask_log_line, secret_values=rec.info.secret_values)
         return await self.adapter.logs(
             rec.info.id,
             tail,
-            partial(mask_log_line, secret_values=rec.info.secret_values),
+            partial(_after_stamp, mask) if timestamps else mask,
             max_bytes=self.settings.docker.max_log_bytes,
+            since=None if since is None else time.time() - since,
+            timestamps=timestamps,
         )
+
+    async def inspect_container(self, ref: str) -> FlowConfig:
+        """ext: the flow's configuration, secrets masked (never the raw inspect), with the
+        node it runs on when clustered."""
+        snap = self.get(ref)
+        cfg = await self.adapter.inspect_config(snap.id)
+        return replace(cfg, node=snap.node)
 
     async def follow_logs(self, ref: str) -> str:
         """Start (or share) the log stream; lines arrive as LogLineReceived."""
@@ -483,6 +505,31 @@ class ContainerManager(ContainerActions):
         except ContainerNotFound:
             cid = container_id
         self.logs.unfollow(cid)
+
+    async def open_shell(self, ref: str, cols: int, rows: int) -> ShellSession:
+        """A shell on a pseudo-terminal in a running managed flow's container (one host only:
+        a cluster hub's flows run on other nodes' engines)."""
+        if self.cluster_nodes() is not None:
+            raise InvalidRequest(
+                "shells are not available in cluster mode",
+                details={"reason": "not_in_cluster_mode"},
+            )
+        check_size(cols, rows)
+        rec = self.registry.resolve(ref)
+        info = await self.adapter.inspect(rec.info.id)  # the engine's word, not our memory
+        labels = info.labels
+        if (
+            labels.get("flowmgr.managed") != "true"
+            or labels.get("flowmgr.instance") != self.settings.docker.instance
+        ):
+            raise ContainerNotFound(f"no managed container {ref!r}", details={"container_id": ref})
+        if info.status != "running":
+            raise InvalidRequest(
+                f"{info.name} is not running ({info.status}): start it to open a shell",
+                field="container_id",
+                details={"reason": "not_running", "state": info.status},
+            )
+        return await ShellSession.open(self.adapter, info.id, cols, rows)
 
     async def send_message(
         self, ref: str, message: dict[str, Any], *, queue: bool = False
@@ -508,3 +555,9 @@ def _recent(items: list[_E], container_id: str | None, limit: int) -> list[_E]:
     """The last `limit` items, optionally only those of one container."""
     picked = [i for i in items if container_id is None or i.container_id == container_id]
     return picked[-limit:] if limit > 0 else []
+
+
+def _after_stamp(mask: Callable[[str], str], line: str) -> str:
+    """Mask a timestamped line's text, not its leading timestamp."""
+    stamp, sep, text = line.partition(" ")
+    return f"{stamp}{sep}{mask(text)}"

@@ -74,8 +74,17 @@ def mask_value(value: Any, key: str | None = None, *, _depth: int = 0) -> Any:
 
 
 def mask_env(env: dict[str, str]) -> dict[str, str]:
-    """An environment mapping with secret values masked."""
-    return {k: (MASK if is_secret_name(str(k)) else mask_value(v)) for k, v in env.items()}
+    """An environment mapping with secret values masked, also where a secret's value is
+    repeated under a plain name (`COPY=$DB_PASSWORD`)."""
+    literals = secret_env_values(f"{k}={v}" for k, v in env.items() if isinstance(v, str))
+    return {
+        k: MASK
+        if is_secret_name(str(k))
+        else mask_log_line(v, literals)
+        if isinstance(v, str)
+        else mask_value(v)
+        for k, v in env.items()
+    }
 
 
 def secret_env_values(env: Iterable[str]) -> tuple[str, ...]:

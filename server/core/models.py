@@ -128,6 +128,11 @@ class CreateSpec:
     """Set by `validation.host.validate_create`: the checked host binds (never from a request)."""
     node: str | None = None
     """ext, cluster mode only: the Swarm node (ID or hostname) the flow must run on."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """ext (RabbitMQ `create_container`): the caller's own container labels; a `flowmgr.*` key
+    is refused, so they never override or forge the manager's labels."""
+    flow_meta: dict[str, str] = field(default_factory=dict)
+    """ext (RabbitMQ): the platform's ids (`FLOW_META` keys), kept as `flowmgr.<key>` labels."""
 
 
 @dataclass(frozen=True, slots=True)

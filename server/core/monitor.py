@@ -331,6 +331,14 @@ class DockerMonitor:
         window = self.settings.docker.stop_timeout + 15
         return kill_at is not None and time.monotonic() - kill_at < window
 
+    def kill_asked(self, container_id: str, *, asked: bool = True) -> None:
+        """A kill is being sent through the manager (asked=False: it failed): an exit within
+        the stop window is the kill's, whatever the signal (see `_requested`)."""
+        if asked:
+            self._kills[container_id] = time.monotonic()
+        else:
+            self._kills.pop(container_id, None)
+
     async def _died(self, cid: str, attrs: dict[str, Any], fresh: ContainerInfo | None) -> None:
         requested = self._requested(cid)
         if requested:

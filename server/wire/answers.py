@@ -18,6 +18,8 @@ __all__ = [
     "ContainerCreatedOut",
     "ContainerStateOut",
     "ContainerUpdatedOut",
+    "ContainerPauseOut",
+    "ContainerKilledOut",
     "MessageSentOut",
     "ResourceUsageOut",
     "ContainerStatusOut",
@@ -94,6 +96,32 @@ class ContainerStateOut(WireModel):
     def payload(container_id: str, status: Literal["running", "stopped", "deleted"]) -> Wire:
         """The answer to a lifecycle request."""
         return {"container_id": container_id, "status": status}
+
+
+class ContainerPauseOut(WireModel):
+    """ext `container_paused` (status "paused") / `container_unpaused` (status "running")."""
+
+    container_id: str
+    status: Literal["paused", "running"]
+
+    @staticmethod
+    def payload(container_id: str, status: Literal["paused", "running"]) -> Wire:
+        """The answer to a pause or an unpause."""
+        return {"container_id": container_id, "status": status}
+
+
+class ContainerKilledOut(WireModel):
+    """ext `container_killed`: the signal sent, and the flow's state right after it."""
+
+    container_id: str
+    signal: str
+    status: State
+    """`stopped` once the signal ended it; `running` (or `paused`) while it lives on."""
+
+    @staticmethod
+    def payload(snap: ContainerSnapshot, signal: str) -> Wire:
+        """From the snapshot taken right after the signal."""
+        return {"container_id": snap.id, "signal": signal, "status": snap.state}
 
 
 class ContainerUpdatedOut(WireModel):

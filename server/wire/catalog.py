@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from server.wire.answers import (
     ConnectedOut,
     ContainerCreatedOut,
+    ContainerKilledOut,
     ContainerListOut,
     ContainerLogsOut,
+    ContainerPauseOut,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
@@ -19,6 +21,7 @@ from server.wire.answers import (
     WatchStatsOut,
 )
 from server.wire.base import WireModel
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.errors import ErrorOut
 from server.wire.pushes import PUSHES
 from server.wire.requests import (
@@ -26,11 +29,24 @@ from server.wire.requests import (
     CreateContainerRequest,
     GetHistoryRequest,
     GetLogsRequest,
+    KillContainerRequest,
     ListContainersRequest,
     RequestIn,
     SendMessageRequest,
     UpdateContainerRequest,
     WatchStatsRequest,
+)
+from server.wire.shell import (
+    OpenShellRequest,
+    ResizeShellRequest,
+    ShellClosedOut,
+    ShellExitedOut,
+    ShellOpenedOut,
+    ShellOutputOut,
+    ShellRef,
+    ShellResizedOut,
+    ShellWrittenOut,
+    WriteShellRequest,
 )
 
 __all__ = ["Exchange", "REQUESTS", "SERVER_EVENTS"]
@@ -63,6 +79,14 @@ REQUESTS: dict[str, Exchange] = {
     "unsubscribe_logs": Exchange(ContainerRef, "", LogSubscriptionOut),
     "get_history": Exchange(GetHistoryRequest, "history", HistoryOut),
     "watch_stats": Exchange(WatchStatsRequest, "", WatchStatsOut),
+    "pause_container": Exchange(ContainerRef, "container_paused", ContainerPauseOut),
+    "unpause_container": Exchange(ContainerRef, "container_unpaused", ContainerPauseOut),
+    "kill_container": Exchange(KillContainerRequest, "container_killed", ContainerKilledOut),
+    "open_shell": Exchange(OpenShellRequest, "shell_opened", ShellOpenedOut),
+    "write_shell": Exchange(WriteShellRequest, "", ShellWrittenOut),
+    "resize_shell": Exchange(ResizeShellRequest, "", ShellResizedOut),
+    "close_shell": Exchange(ShellRef, "shell_closed", ShellClosedOut),
+    "inspect_container": Exchange(ContainerRef, "container_inspected", ContainerInspectedOut),
 }
 """Every request the server takes, by name."""
 
@@ -71,5 +95,8 @@ SERVER_EVENTS: dict[str, type[WireModel]] = {
     "error": ErrorOut,
     **{x.answer: x.reply for x in REQUESTS.values() if x.answer},
     **PUSHES,
+    # to one client, never journalled: not PUSHES (whose names `get_history` filters by)
+    ShellOutputOut.event: ShellOutputOut,
+    ShellExitedOut.event: ShellExitedOut,
 }
 """Every event the server emits, by name, with its payload's shape."""

@@ -7,7 +7,9 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from server.core.errors import InvalidRequest
+from server.core.log_tail import MAX_SINCE
 from server.core.models import CreateSpec
+from server.core.validation.signals import DEFAULT_SIGNAL, MAX_SIGNAL_TEXT
 from server.wire.journal_encoding import JOURNALLED_PUSHES
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "CreateContainerRequest",
     "UpdateContainerRequest",
     "SendMessageRequest",
+    "KillContainerRequest",
     "GetLogsRequest",
     "ListContainersRequest",
     "GetHistoryRequest",
@@ -73,6 +76,14 @@ class UpdateContainerRequest(ContainerRef):
     code_path: str = Field(min_length=1, max_length=4096)
 
 
+class KillContainerRequest(ContainerRef):
+    """ext `kill_container`: the JSON type and length only; which signals may be sent is the
+    core's one rule (server/core/validation/signals.py), so the panel gets the same answer."""
+
+    signal: str = Field(default=DEFAULT_SIGNAL, min_length=1, max_length=MAX_SIGNAL_TEXT)
+    """Absent: SIGKILL, as `docker kill`; null is refused (strict)."""
+
+
 class SendMessageRequest(ContainerRef):
     """`send_message`."""
 
@@ -86,6 +97,10 @@ class GetLogsRequest(ContainerRef):
     """ext `get_container_logs`."""
 
     tail: int = Field(default=100, ge=0, le=10_000)
+    since: float | None = Field(default=None, gt=0, le=MAX_SINCE, allow_inf_nan=False)
+    """ext: only lines from the last `since` seconds (absent or null: all)."""
+    timestamps: bool = False
+    """ext: each line starts with the engine's RFC 3339 timestamp and a space."""
 
 
 MAX_SEQ = 2**63 - 1

@@ -40,6 +40,12 @@ BY_ID = (
     "get_container_status",
     "subscribe_logs",
     "unsubscribe_logs",
+    "inspect_container",
+    # ext (issue 17): only a container_id (kill's signal defaults); their signal's hostile
+    # values are tests/integration/test_api_pause_kill.py's
+    "pause_container",
+    "unpause_container",
+    "kill_container",
 )
 EVENTS = (
     *BY_ID,

@@ -69,6 +69,7 @@ def _operations(m: ContainerManager, code: Path) -> dict[str, Callable[[str], Aw
         "update": lambda ref: m.update_container(ref, str(code)),
         "delete": m.delete_container,
         "logs": m.get_logs,
+        "inspect": m.inspect_container,
         "follow_logs": m.follow_logs,
         "send_message": lambda ref: m.send_message(ref, {"hello": 1}),
     }

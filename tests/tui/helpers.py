@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from textual.pilot import Pilot
 from textual.screen import Screen
 
 from flowmgr_tui.app import FlowMgrApp
+from flowmgr_tui.host_stats import HostSample
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.screens.dashboard import DashboardScreen
 from flowmgr_tui.widgets.log_pane import LogPane
 from flowmgr_tui.widgets.resource_graph import ScalePlot
+from server.core.events import Event
+from tests.tui.recording import ReplayBackend
 
 __all__ = [
     "until",
@@ -20,6 +24,7 @@ __all__ = [
     "row_names",
     "open_log_pane",
     "host_graphs_full",
+    "replay_app",
     "BUSYBOX",
     "WAIT",
 ]
@@ -72,3 +77,16 @@ def host_graphs_full(screen: Screen[object]) -> bool:
     plots = list(screen.query("#graph-host-cpu ScalePlot, #graph-host-mem ScalePlot"))
     rows = [p.rows for p in plots if isinstance(p, ScalePlot)]
     return len(rows) == 2 and all(r and r[-1] and " " not in r[-1] for r in rows)
+
+
+def replay_app(events: list[Event], mode: str = "local", now: datetime | None = None) -> FlowMgrApp:
+    """A panel fed by replaying `events` through the real bus, with a fixed host reading."""
+    return FlowMgrApp(
+        ReplayBackend(events),
+        mode=mode,
+        start_backend=True,
+        clock=lambda: now or datetime.now(UTC),
+        bridge_interval=0.01,
+        host_probe=lambda: HostSample(25.0, 2, 6 * 1024**3, 24 * 1024**3, 25.0),
+        host_interval=0.01,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from textual.pilot import Pilot
@@ -13,7 +14,10 @@ from flowmgr_tui.screens.columns import ColumnsScreen
 from flowmgr_tui.screens.confirm import ConfirmScreen
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.screens.history import HistoryScreen
-from tests.tui.helpers import host_graphs_full, until
+from flowmgr_tui.screens.signal_prompt import SignalPrompt
+from flowmgr_tui.widgets.log_pane import LogPane
+from server.core.events import ContainerStateChanged
+from tests.tui.helpers import dashboard, host_graphs_full, until
 from tests.tui.make_recording import ECHO_ID
 from tests.tui.recording import ReplayBackend
 from tests.tui.test_snapshots import recorded_app
@@ -45,10 +49,11 @@ async def shoot(size: tuple[int, int], suffix: str = "") -> None:
         await until(pilot, lambda: host_graphs_full(app.screen), "full host graphs")
         await pilot.pause()
         app.save_screenshot("detail-graphs.svg", str(OUT))
-        for key, name in (("2", "logs"), ("3", "messages"), ("4", "activity")):
+        for key, name in (("2", "logs"), ("3", "messages"), ("4", "activity"), ("5", "config")):
             await pilot.press(key)
             await pilot.pause(0.3)
             app.save_screenshot(f"detail-{name}.svg", str(OUT))
+        await shoot_log_views(app, pilot)
         await pilot.press("escape")
         await shoot_history(app, pilot)
         await pilot.press("n")
@@ -66,6 +71,37 @@ async def shoot(size: tuple[int, int], suffix: str = "") -> None:
         await pilot.press(*"stop")
         await pilot.pause(0.5)
         app.save_screenshot("command-palette.svg", str(OUT))
+        await pilot.press("escape")
+        await shoot_kill(app, pilot)
+
+
+async def shoot_log_views(app: FlowMgrApp, pilot: Pilot[None]) -> None:
+    """The logs tab with times shown and a "since" preset, then its save prompt."""
+    await pilot.press("2", "T", "S", "S")  # times on, since 5 m
+    await pilot.pause(0.3)
+    app.save_screenshot("detail-logs-times.svg", str(OUT))
+    app.screen.query_one(LogPane).save_dir = "/home/me"
+    await pilot.press("ctrl+s")
+    await pilot.pause(0.3)
+    app.save_screenshot("detail-logs-save.svg", str(OUT))
+    await pilot.press("escape", "T", "S", "S", "S", "S")  # back as it was
+
+
+async def views_only() -> None:
+    """Only the issue-17 detail views (python -c 'import asyncio, tests.tui.make_screenshots
+    as m; asyncio.run(m.views_only())')."""
+    app = recorded_app()
+    async with app.run_test(size=(120, 32)) as pilot:
+        await _ready(app, pilot)
+        app.open_detail(ECHO_ID)
+        await until(pilot, lambda: isinstance(app.screen, ContainerDetailScreen), "detail")
+        await until(pilot, lambda: host_graphs_full(app.screen), "full host graphs")
+        await pilot.pause()
+        app.save_screenshot("detail-graphs.svg", str(OUT))
+        await pilot.press("5")
+        await pilot.pause(0.3)
+        app.save_screenshot("detail-config.svg", str(OUT))
+        await shoot_log_views(app, pilot)
 
 
 async def shoot_history(app: FlowMgrApp, pilot: Pilot[None]) -> None:
@@ -112,6 +148,33 @@ async def only(shots: Callable[[FlowMgrApp, Pilot[None]], Awaitable[None]]) -> N
 async def history_only() -> None:
     """Only the history shots."""
     await only(shoot_history)
+
+
+async def shoot_kill(app: FlowMgrApp, pilot: Pilot[None]) -> None:
+    """A paused row (`p`), then `K` on a running one: the signal choice (issue 17)."""
+    table, known = dashboard(app).table, app.state.containers
+    running = [c for c in table.shown_ids if known[c].state == "running"]
+    frozen = known[running[1]]  # above the dialog
+    app.backend.bus.publish(
+        ContainerStateChanged(
+            container_id=frozen.id,
+            old_state="running",
+            new_state="paused",
+            snapshot=replace(frozen, state="paused", resources=None),
+        )
+    )
+    await until(pilot, lambda: table.cell_text(frozen.id, "state") == "= paused", "paused row")
+    table.select(running[0])
+    await pilot.press("K")
+    await until(pilot, lambda: isinstance(app.screen, SignalPrompt), "the signal choice")
+    await pilot.pause(0.3)
+    app.save_screenshot("kill-signal.svg", str(OUT))
+    await pilot.press("escape")
+
+
+async def kill_only() -> None:
+    """Only the pause / kill shot."""
+    await only(shoot_kill)
 
 
 async def main() -> None:

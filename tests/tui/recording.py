@@ -13,11 +13,22 @@ from typing import Any
 
 from server.core import events as ev_mod
 from server.core.bus import EventBus
-from server.core.errors import InternalError
-from server.core.events import ActivityLogged, ContainerCrashed, Event, StatsSampled
+from server.core.container_info import parse_time
+from server.core.errors import ContainerNotFound, InternalError
+from server.core.events import (
+    ActivityLogged,
+    ContainerAdded,
+    ContainerCrashed,
+    Event,
+    StatsSampled,
+)
+from server.core.flow_config import FlowConfig, config_from_inspect
 from server.core.journal.records import HistoryPage, JournalRecord
 from server.core.models import ContainerSnapshot
 from server.wire.journal_encoding import encode_event
+
+LOGGED_AT = "2026-01-01T13:34:50.123456789Z"
+"""The engine's time of every recorded log line (the recording holds the text alone)."""
 
 __all__ = ["encode", "decode", "load", "dump", "journal_of", "page_of", "ReplayBackend"]
 
@@ -121,6 +132,8 @@ class ReplayBackend:
         self._journal: list[JournalRecord] | None = None
         self.watched: list[tuple[str, list[str]]] = []
         """Every `watch_stats` call, in order."""
+        self.log_asks: list[tuple[int, float | None, bool]] = []
+        """Every `get_logs` call's (tail, since, timestamps), in order."""
 
     async def replay(self) -> None:
         """Publish the recording in order, letting subscribers drain between sample rounds.
@@ -173,7 +186,8 @@ class ReplayBackend:
         raise InternalError("replay backend: read-only")
 
     create_container = start_container = stop_container = restart_container = _refuse
-    update_container = delete_container = send_message = _refuse
+    update_container = delete_container = send_message = open_shell = _refuse
+    pause_container = unpause_container = kill_container = _refuse
 
     async def get_history(
         self,
@@ -187,11 +201,90 @@ class ReplayBackend:
             self._journal = journal_of(self.events)
         return page_of(self._journal, since_seq, container_id, types, limit)
 
-    async def get_logs(self, ref: str, tail: int = 100) -> list[str]:
-        return self.logs.get(ref, [])[-tail:]
+    async def get_logs(
+        self, ref: str, tail: int = 100, *, since: float | None = None, timestamps: bool = False
+    ) -> list[str]:
+        """The recorded lines; with `timestamps`, each after an engine-style time, as a core
+        answers: the line's own leading time when it has one, else LOGGED_AT. `since`
+        changes nothing."""
+        self.log_asks.append((tail, since, timestamps))
+        lines = self.logs.get(ref, [])[-tail:]
+        if not timestamps:
+            return lines
+        own = (line.partition(" ")[0] for line in lines)
+        return [
+            f"{stamp if parse_time(stamp) else LOGGED_AT} {line}"
+            for stamp, line in zip(own, lines, strict=True)
+        ]
 
     async def follow_logs(self, ref: str) -> str:
         return ref
 
+    async def inspect_container(self, ref: str) -> FlowConfig:
+        """A recorded flow's configuration: a made-up inspect holding secrets, masked by the
+        core's own code (as the real core masks a real one)."""
+        snap = next(
+            (
+                e.snapshot
+                for e in self.events
+                if isinstance(e, ContainerAdded) and e.snapshot.id == ref
+            ),
+            None,
+        )
+        if snap is None:
+            raise ContainerNotFound(f"no managed container {ref!r}")
+        return config_from_inspect(fake_inspect(snap))
+
     async def unfollow_logs(self, container_id: str) -> None:
         return None
+
+
+def fake_inspect(snap: ContainerSnapshot) -> dict[str, Any]:
+    """What `docker inspect` says of a flow created by the manager, with two secrets in its
+    environment, one repeated in its command (tests check none shows)."""
+    return {
+        "Id": snap.id,
+        "Name": f"/{snap.name}",
+        "Image": "sha256:" + "0" * 64,
+        "State": {"Status": "running"},
+        "Config": {
+            "Image": snap.image,
+            "Cmd": ["python", "-m", "flow", "--api-token", "tok-3f9a7c", "--mode=demo"],
+            "Entrypoint": ["/usr/bin/tini", "--"],
+            "WorkingDir": "/app",
+            "User": "1000:1000",
+            "Env": [
+                "MODE=demo",
+                "DB_PASSWORD=hunter2-secret",
+                "DATABASE_URL=postgres://flow:hunter2-secret@db:5432/flows",
+                "FLOW_SOCKET=/run/flowmgr/flow.sock",
+            ],
+            "Labels": {"flowmgr.managed": "true", "flowmgr.instance": "default"},
+        },
+        "HostConfig": {
+            "Memory": 512 * 1024 * 1024,
+            "NanoCpus": 1_000_000_000,
+            "PidsLimit": 256,
+            "ReadonlyRootfs": True,
+            "NetworkMode": "kawaflow",
+            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            "PortBindings": {
+                c if "/" in c else f"{c}/tcp": [{"HostPort": str(h)}] for c, h in snap.ports.items()
+            },
+        },
+        "Mounts": [
+            {
+                "Type": "volume",
+                "Name": "flowmgr-sock-" + snap.name,
+                "Source": "/var/lib/x",
+                "Destination": "/run/flowmgr",
+                "RW": True,
+            },
+            {
+                "Type": "bind",
+                "Source": "/srv/flows/" + snap.name,
+                "Destination": "/app/code",
+                "RW": False,
+            },
+        ],
+    }

@@ -16,13 +16,12 @@ from textual.pilot import Pilot
 
 from flowmgr_tui.app import FlowMgrApp
 from flowmgr_tui.graph_scale import BARS
-from flowmgr_tui.host_stats import HostSample
 from flowmgr_tui.screens.container_detail import ContainerDetailScreen
 from flowmgr_tui.widgets.container_table import ContainerTable
 from flowmgr_tui.widgets.resource_graph import ResourceGraph, ScalePlot
 from server.core.events import ContainerAdded, Event, StatsSampled
 from server.core.models import ContainerSnapshot, ResourceSample
-from tests.tui.helpers import dashboard, host_graphs_full, until
+from tests.tui.helpers import dashboard, host_graphs_full, replay_app, until
 from tests.tui.make_recording import ECHO_ID, NOW, T0
 from tests.tui.recording import ReplayBackend
 from tests.tui.test_snapshots import recorded_app
@@ -68,15 +67,7 @@ def _events() -> list[Event]:
 
 
 def _app(mode: str = "local") -> FlowMgrApp:
-    return FlowMgrApp(
-        ReplayBackend(_events()),
-        mode=mode,
-        start_backend=True,
-        clock=lambda: NOW,
-        bridge_interval=0.01,
-        host_probe=lambda: HostSample(25.0, 2, 6 * 1024**3, 24 * 1024**3, 25.0),
-        host_interval=0.01,
-    )
+    return replay_app(_events(), mode, NOW)
 
 
 async def _open(pilot: Pilot[Any]) -> None:

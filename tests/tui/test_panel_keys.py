@@ -130,12 +130,12 @@ async def test_log_pane_search_pause_and_resume() -> None:
         await pilot.press("slash", *"message 2")
         await until(pilot, lambda: "message 1" not in pane.shown_text, "the search")
         assert all("message 2" in line for line in pane.shown_text.splitlines())
-        await pilot.press("enter", "p")
+        await pilot.press("enter", "f")  # `f`: `p` pauses the flow (issue 17)
         assert pane.paused
         backend.bus.publish(LogLineReceived(container_id=ECHO_ID, line="late message 2x"))
         await until(pilot, lambda: len(pane.lines) == len(ECHO_LOGS) + 1, "the held line")
         assert "late message 2x" not in pane.shown_text
-        await pilot.press("p")
+        await pilot.press("f")
         await until(pilot, lambda: "late message 2x" in pane.shown_text, "the line shown")
 
 

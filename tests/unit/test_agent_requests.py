@@ -24,6 +24,7 @@ from server.core.events import (
     LogLineReceived,
     StatsSampled,
 )
+from server.core.flow_config import FlowConfig
 from server.core.log_tail import LogTail
 from server.core.models import ResourceSample
 from server.core.registry import Record
@@ -67,7 +68,11 @@ class FakeCore:
     async def send_message(self, cid: str, message: dict[str, Any]) -> None:
         self.calls.append(("send", (cid, message)))
 
-    async def get_logs(self, cid: str, tail: int) -> LogTail:
+    async def get_logs(
+        self, cid: str, tail: int, *, since: float | None = None, timestamps: bool = False
+    ) -> LogTail:
+        if since is not None or timestamps:
+            self.calls.append(("logs", (tail, since, timestamps)))
         out = LogTail(["a", "b"])
         out.truncated = True
         return out
@@ -81,6 +86,10 @@ class FakeCore:
 
     def watch_stats(self, owner: str, ids: list[str]) -> None:
         self.calls.append(("watch", (owner, ids)))
+
+    async def inspect_container(self, cid: str) -> FlowConfig:
+        self.calls.append(("inspect", cid))
+        return FlowConfig(cid, "x", "flow:latest", environment={"DB_PASSWORD": "***"})
 
 
 @pytest.fixture
@@ -103,9 +112,15 @@ async def test_send_logs_and_watch_reach_the_core(agent: Agent) -> None:
         "truncated": True,
     }
     assert await agent.handle(_req("watch", container_ids=[CID])) == {}
+    stamped = _req("logs", container_id=CID, tail=5, since=60.0, timestamps=True)
+    assert (await agent.handle(stamped))["lines"] == ["a", "b"]
+    inspected = await agent.handle(_req("inspect", container_id=CID))
+    assert inspected["environment"] == {"DB_PASSWORD": "***"} and inspected["container_id"] == CID
     assert agent.core.calls == [  # type: ignore[union-attr]
         ("send", (CID, {"command": "ping"})),
         ("watch", ("hub", [CID])),
+        ("logs", (5, 60.0, True)),
+        ("inspect", CID),
     ]
 
 
@@ -118,6 +133,7 @@ async def test_anything_but_a_task_container_of_this_node_is_not_found(
         ("logs", {}),
         ("follow", {}),
         ("unfollow", {}),
+        ("inspect", {}),
     ]
     for op, extra in extras:
         with pytest.raises(ContainerNotFound):

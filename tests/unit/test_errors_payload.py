@@ -96,4 +96,4 @@ def test_lone_surrogates_are_echoed_escaped() -> None:
 
 
 def test_vocabularies_match_protocol() -> None:
-    assert len(ERROR_TYPES) == 8 and len(ACTIVITY_TYPES) == 12
+    assert len(ERROR_TYPES) == 8 and len(ACTIVITY_TYPES) == 15

@@ -149,8 +149,9 @@ def test_every_action_has_one_name_so_later_verbs_are_configurable() -> None:
     names = [k.name for k in keymap.configurable().values()]
     assert len(names) == len(set(names))
     for scope in ("dashboard", "detail"):
-        for verb in keymap.VERBS:
-            assert f"{scope}.{verb}" in keymap.configurable()
+        for verb in keymap.VERBS.values():
+            if verb.key:  # unpause has none: p on a paused flow unpauses it
+                assert f"{scope}.{verb.name}" in keymap.configurable()
 
 
 def test_not_toml_is_one_problem_with_its_line_and_no_content(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ docs/PROTOCOL.md lists exactly the events the code handles."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import typing
 from collections.abc import Callable
@@ -29,13 +30,16 @@ from server.core.events import (
     StatsSampled,
     StatusReported,
 )
+from server.core.flow_config import config_from_inspect
 from server.core.log_tail import LogTail
 from server.core.models import ContainerSnapshot, ContainerStatus, ResourceSample
 from server.wire.answers import (
     ConnectedOut,
     ContainerCreatedOut,
+    ContainerKilledOut,
     ContainerListOut,
     ContainerLogsOut,
+    ContainerPauseOut,
     ContainerStateOut,
     ContainerStatusOut,
     ContainerUpdatedOut,
@@ -45,6 +49,7 @@ from server.wire.answers import (
 )
 from server.wire.base import MalformedPayload, Wire, WireModel
 from server.wire.catalog import REQUESTS, SERVER_EVENTS
+from server.wire.config_answer import ContainerInspectedOut
 from server.wire.errors import ERROR_TYPES, ErrorOut
 from server.wire.pushes import (
     BROADCASTS,
@@ -62,6 +67,7 @@ from server.wire.pushes import (
 )
 from server.wire.requests import CreateContainerRequest, body, parse_request
 from tests.fuzz.malformed_requests import EVENTS as FUZZED_REQUESTS
+from tests.tui.recording import fake_inspect
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = ROOT / "docs" / "PROTOCOL.md"
@@ -174,6 +180,19 @@ def _state(status: typing.Literal["running", "stopped", "deleted"]) -> Callable[
     return case
 
 
+def _paused(status: typing.Literal["paused", "running"]) -> Callable[[], None]:
+    def case() -> None:
+        out = _via_wire(ContainerPauseOut, ContainerPauseOut.payload(CID, status))
+        assert (out.container_id, out.status) == (CID, status)
+
+    return case
+
+
+def _killed() -> None:
+    out = _via_wire(ContainerKilledOut, ContainerKilledOut.payload(SNAP, "SIGTERM"))
+    assert (out.container_id, out.signal, out.status) == (CID, "SIGTERM", "running")
+
+
 def _updated() -> None:
     out = _via_wire(ContainerUpdatedOut, ContainerUpdatedOut.payload(CID, "/srv/code"))
     assert (out.container_id, out.code_path) == (CID, "/srv/code")
@@ -213,6 +232,12 @@ def _list() -> None:
 def _logs() -> None:
     tail = _via_wire(ContainerLogsOut, ContainerLogsOut.payload(CID, ["a", "b"], True)).to_core()
     assert isinstance(tail, LogTail) and tail == ["a", "b"] and tail.truncated
+
+
+def _inspected() -> None:
+    cfg = config_from_inspect(fake_inspect(SNAP))
+    assert _via_wire(ContainerInspectedOut, ContainerInspectedOut.payload(cfg)).to_core() == cfg
+    assert "hunter2" not in json.dumps(ContainerInspectedOut.payload(cfg))
 
 
 def _message_delivered() -> None:
@@ -325,6 +350,17 @@ def _history() -> None:
     assert pushed.seq == 7 and pushed.to_core() == ev
 
 
+def _shell() -> None:
+    from server.wire.shell import ShellClosedOut, ShellExitedOut, ShellOpenedOut, ShellOutputOut
+
+    assert _via_wire(ShellOpenedOut, ShellOpenedOut.payload("s1", CID, 80, 24)).cols == 80
+    assert _via_wire(ShellClosedOut, ShellClosedOut.payload("s1")).status == "closed"
+    out = _via_wire(ShellOutputOut, ShellOutputOut.payload("s1", "héllo\r\n"))
+    assert (out.data, out.seq) == ("héllo\r\n", None)  # never journalled
+    for code in (0, 129, None):
+        assert _via_wire(ShellExitedOut, ShellExitedOut.payload("s1", CID, code)).exit_code == code
+
+
 CASES: dict[str, Callable[[], None]] = {
     "connected": _connected,
     "error": _error,
@@ -334,10 +370,14 @@ CASES: dict[str, Callable[[], None]] = {
     "container_restarted": _state("running"),
     "container_deleted": _state("deleted"),
     "container_updated": _updated,
+    "container_paused": _paused("paused"),
+    "container_unpaused": _paused("running"),
+    "container_killed": _killed,
     "message_sent": _sent,
     "container_status": _status,
     "container_list": _list,
     "container_logs": _logs,
+    "container_inspected": _inspected,
     "message_received": _message_received,
     "status_changed": _status_changed,
     "container_health_warning": _health_warning,
@@ -350,6 +390,10 @@ CASES: dict[str, Callable[[], None]] = {
     "history": _history,
     "container_stats": _container_stats,
     "node_status": _node_status,
+    "shell_opened": _shell,
+    "shell_closed": _shell,
+    "shell_output": _shell,
+    "shell_exited": _shell,
 }
 
 
@@ -396,8 +440,9 @@ def test_every_emit_in_the_service_sends_a_catalogued_event() -> None:
         elif isinstance(arg, ast.Attribute) and arg.attr == "event":
             assert isinstance(arg.value, ast.Name), where
             assert any(m.__name__ == arg.value.id for m in PUSHES.values()), where
-        else:  # the namespace's `answer` and the bridge's `name`
-            assert isinstance(arg, ast.Name) and arg.id in {"answer", "name"}, (
+        else:  # the namespace's `answer`, the bridge's `name`, the shell broker's `event`
+            # (server/api/shells.py passes only server.wire.shell's push names)
+            assert isinstance(arg, ast.Name) and arg.id in {"answer", "name", "event"}, (
                 f"{where}: emits {ast.unparse(arg)}"
             )
     assert {name for name, _ in BROADCASTS.values()} == set(PUSHES)
@@ -472,6 +517,14 @@ _EXT_REQUESTS = {
     "unsubscribe_logs",
     "get_history",
     "watch_stats",
+    "pause_container",
+    "unpause_container",
+    "kill_container",
+    "open_shell",
+    "write_shell",
+    "resize_shell",
+    "close_shell",
+    "inspect_container",
 }
 _EXT_EVENTS = {
     "container_logs",
@@ -493,7 +546,8 @@ def test_protocol_lists_exactly_the_events_the_server_emits() -> None:
         for row in tables["Events the server sends on its own (to every connected client)"]
         for name in _names(row[0])
     }
-    assert connection - {"connect", "disconnect"} | answers | pushes == set(SERVER_EVENTS)
+    shells = {name for row in tables["Shells (ext)"] for name in _names(row[0])}
+    assert connection - {"connect", "disconnect"} | answers | pushes | shells == set(SERVER_EVENTS)
     assert pushes - {"error"} == set(PUSHES)
     for row in tables["Events the server sends on its own (to every connected client)"]:
         (event,) = _names(row[0])
@@ -509,4 +563,6 @@ def test_protocol_lists_the_error_types() -> None:
 def test_the_fuzzer_covers_every_request() -> None:
     # get_history's hostile inputs are tests/integration/test_api_history.py's own,
     # watch_stats's tests/integration/test_api_scale.py's
-    assert set(FUZZED_REQUESTS) | {"get_history", "watch_stats"} == set(REQUESTS)
+    # and the shells' tests/integration/test_api_shell.py's
+    shells = {"open_shell", "write_shell", "resize_shell", "close_shell"}
+    assert set(FUZZED_REQUESTS) | {"get_history", "watch_stats"} | shells == set(REQUESTS)

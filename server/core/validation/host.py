@@ -32,6 +32,7 @@ from server.core.validation.environment import check_environment
 from server.core.validation.shapes import (
     check_command,
     check_image,
+    check_labels,
     check_memory_limit,
     check_name,
     check_ports,
@@ -79,6 +80,7 @@ def validate_create(
     _check_privileged(ports, settings)
     check_command(spec.command)
     check_memory_limit(spec.memory_limit)
+    check_labels(spec.labels, spec.flow_meta)  # never a `flowmgr.*` key from a caller
     _check_node(spec.node, settings)
     return replace(
         spec,

@@ -34,12 +34,24 @@ __all__ = [
     "ports_as_written",
     "check_command",
     "check_memory_limit",
+    "check_labels",
+    "FLOW_META",
+    "MANAGER_LABEL_PREFIX",
     "memory_bytes",
     "lexical",
     "related",
 ]
 
-FIELDS = ("name", "image", "environment", "volumes", "ports", "command", "memory_limit")
+FIELDS = (
+    "name",
+    "image",
+    "environment",
+    "volumes",
+    "ports",
+    "command",
+    "memory_limit",
+    "labels",
+)
 """The order fields are checked in: the core reports the first failing one."""
 
 MAX_NAME_LENGTH = 63
@@ -56,6 +68,15 @@ _PROTOCOLS = ("tcp", "udp")
 _MEMORY = re.compile(r"([0-9]{1,15})([bkmg]?)", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _MIN_MEMORY = 6 << 20
+
+MANAGER_LABEL_PREFIX = "flowmgr."
+"""The manager's own label keys (ownership, instance, ports): no caller may set one."""
+FLOW_META = ("flow_id", "flow_run_id", "flow_name", "graph_hash", "correlation_id")
+"""The platform's ids a create may carry, kept as `flowmgr.<key>` labels (the command's
+correlation_id too: a redelivered create finds the container it made)."""
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,127}", re.ASCII)
+_MAX_LABELS = 64
+_MAX_LABEL_VALUE = 1024
 """Docker refuses memory limits below 6 MiB."""
 
 # The distribution reference grammar (what the engine's create accepts), kept in one regex;
@@ -267,6 +288,41 @@ def check_command(command: object) -> None:
         raise InvalidRequest("command must be a list of strings without NUL", field="command")
 
 
+def check_labels(labels: object, flow_meta: object) -> None:
+    """User labels: at most 64 plain keys, none in (or case-folding into) the manager's own
+    `flowmgr.` namespace, no key beginning or ending in a dot (Docker's reserved forms); short
+    values without NUL. The platform's ids: known keys, the same value rules."""
+    if not isinstance(labels, dict) or len(labels) > _MAX_LABELS:
+        raise InvalidRequest(f"labels must be an object of at most {_MAX_LABELS}", field="labels")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key) or key.endswith("."):
+            raise InvalidRequest(
+                "a label key holds letters, digits, '_', '.', '/' and '-' (at most 128), "
+                "starting with a letter or digit",
+                field="labels",
+            )
+        if key.lower().startswith(MANAGER_LABEL_PREFIX):
+            raise InvalidRequest(
+                f"label {key!r}: the {MANAGER_LABEL_PREFIX}* labels are the manager's own",
+                field="labels",
+            )
+        _check_label_value(value, "labels")
+    if not isinstance(flow_meta, dict):
+        raise InvalidRequest("the flow ids must be strings", field="flow_id")
+    for key, value in flow_meta.items():
+        if key not in FLOW_META:
+            raise InvalidRequest(f"{str(key)[:40]!r} is not a flow id", field="flow_id")
+        _check_label_value(value, key)
+
+
+def _check_label_value(value: object, field: str) -> None:
+    if not isinstance(value, str) or len(value) > _MAX_LABEL_VALUE or "\0" in value:
+        raise InvalidRequest(
+            f"{field}: values are strings of at most {_MAX_LABEL_VALUE} characters without NUL",
+            field=field,
+        )
+
+
 def check_memory_limit(value: object) -> None:
     """None (the configured default) or a Docker memory size of at least 6m."""
     if value is not None:
@@ -302,4 +358,5 @@ _CHECKS: dict[str, Callable[[CreateSpec], object]] = {
     "ports": lambda s: check_ports(s.ports),
     "command": lambda s: check_command(s.command),
     "memory_limit": lambda s: check_memory_limit(s.memory_limit),
+    "labels": lambda s: check_labels(s.labels, s.flow_meta),
 }
