@@ -112,7 +112,8 @@ class ContainerDetailScreen(Screen[None]):
                     yield ResourceGraph(f"{self._host_title} memory", id="graph-host-mem")
                 yield Label("", id="detail-info")
             with TabPane("Logs 2", id="logs"):
-                yield LogPane(id="log-pane")
+                panel = getattr(self.app, "panel", None)  # panel.toml, when the app has one
+                yield LogPane(id="log-pane", defaults=panel.logs if panel is not None else None)
             with TabPane("Messages 3", id="messages"):
                 yield MessagePane(id="message-pane")
             with TabPane("Activity 4", id="activity"):

@@ -19,6 +19,7 @@ from textual.widgets import Input, Label, RichLog
 
 from flowmgr_tui.keymap import bindings
 from flowmgr_tui.log_save import SaveError, question, save_lines
+from flowmgr_tui.panel_config import LogDefaults
 from flowmgr_tui.screens.confirm import ConfirmScreen
 from flowmgr_tui.screens.path_prompt import PathPrompt
 from server.core.container_info import parse_time
@@ -35,6 +36,8 @@ SINCE_CHOICES: tuple[tuple[float | None, str], ...] = (
     (3600.0, "1 h"),
 )
 """`S` cycles through these: load the lines of the last N seconds (None: the tail)."""
+_SINCE_SECONDS: dict[str, float | None] = {"1m": 60.0, "5m": 300.0, "15m": 900.0, "1h": 3600.0}
+"""panel.toml's `logs.since` values (panel_config.SINCE_CHOICES; "all": the tail)."""
 
 
 class LogLine(NamedTuple):
@@ -86,10 +89,16 @@ class LogPane(Vertical):
         *,
         max_lines: int = 5000,
         save_dir: str | None = None,
+        defaults: LogDefaults | None = None,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         super().__init__(id=id, classes=classes)
+        if defaults is not None:  # panel.toml's [logs]: how the pane opens
+            self.set_reactive(LogPane.tail, defaults.tail)
+            self.set_reactive(LogPane.wrap, defaults.wrap)
+            self.set_reactive(LogPane.timestamps, defaults.timestamps)
+            self.set_reactive(LogPane.since, _SINCE_SECONDS.get(defaults.since))
         self.max_lines = max_lines
         self.save_dir = save_dir
         """Where the save prompt proposes a file (the panel's machine; None: the working
@@ -104,7 +113,7 @@ class LogPane(Vertical):
             yield Label("", id="log-status")
             yield Input(placeholder="search (/)", id="log-search", compact=True)
         yield RichLog(
-            max_lines=self.max_lines, wrap=False, markup=False, highlight=False, id="log-view"
+            max_lines=self.max_lines, wrap=self.wrap, markup=False, highlight=False, id="log-view"
         )
 
     def on_mount(self) -> None:

@@ -178,3 +178,28 @@ async def _stamped_since_saved(
         await until(pilot, lambda: out.exists() and "tick-" in out.read_text(), "saved")
         text = out.read_text()
         assert "DB_PASSWORD=***" in text and leaks(text) == []
+
+
+@pytest.mark.tui
+async def test_the_panel_configs_log_defaults_open_the_pane(tmp_path: Path) -> None:
+    """panel.toml's [logs] is how every log pane opens: times shown, wrapped, the last 5 m."""
+    from flowmgr_tui.panel_config import parse_panel_config
+
+    cfg = parse_panel_config(
+        '[logs]\ntail = 500\nwrap = true\ntimestamps = true\nsince = "5m"\n',
+        tmp_path / "panel.toml",
+    )
+    assert not cfg.problems, cfg.problems
+    backend = ReplayBackend(build(), logs={ECHO_ID: ECHO_LOGS})
+    app = FlowMgrApp(
+        backend, start_backend=True, clock=lambda: NOW, bridge_interval=0.01, panel=cfg
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, backend.replayed.is_set, "the replay")
+        pane = await open_log_pane(app, pilot, ECHO_ID)
+        await until(pilot, lambda: "handled message 29" in pane.shown_text, "the lines")
+        assert (pane.tail, pane.wrap, pane.timestamps, pane.since) == (500, True, True, 300.0)
+        assert pane.query_one(RichLog).wrap
+        assert backend.log_asks[-1][1] == 300.0  # the first load asked for the last 5 m
+        status = str(pane.query_one("#log-status", Label).content)
+        assert "since 5 m" in status and "times UTC" in status, status
