@@ -122,7 +122,7 @@ def write_config(
 
 
 def cleanup(sock_dir: Path, run: str = RUN) -> None:
-    """Remove every container and network of this run (by its own instance label)."""
+    """Remove every container, network and data volume of this run (by its instance label)."""
     label = f"label=flowmgr.instance={run}"
     ids = subprocess.run(
         ["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True
@@ -148,6 +148,12 @@ def cleanup(sock_dir: Path, run: str = RUN) -> None:
             f"warning: network of {run} still in use after 30 s; remove it with "
             f"docker network rm $(docker network ls -q --filter {label})"
         )
+    # each flow's data volume (flowmgr-data-<name>) outlives its container: 500 were left here
+    vols = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", label], capture_output=True, text=True
+    ).stdout.split()
+    for i in range(0, len(vols), 20):
+        subprocess.run(["docker", "volume", "rm", *vols[i : i + 20]], capture_output=True)
     shutil.rmtree(sock_dir, ignore_errors=True)
 
 
