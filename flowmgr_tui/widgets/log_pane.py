@@ -113,11 +113,13 @@ class LogPane(Vertical):
             yield Label("", id="log-status")
             yield Input(placeholder="search (/)", id="log-search", compact=True)
         yield RichLog(
-            max_lines=self.max_lines, wrap=self.wrap, markup=False, highlight=False, id="log-view"
+            max_lines=self.max_lines, wrap=False, markup=False, highlight=False, id="log-view"
         )
 
     def on_mount(self) -> None:
         """Show what arrived before the view was there, and the status."""
+        # not in compose: reading a reactive there runs its watchers before the log exists
+        self.query_one(RichLog).wrap = self.wrap
         self._redraw()
 
     def load(self, lines: Iterable[LogLine | str]) -> None:
