@@ -628,11 +628,18 @@ async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: 
         await linked(sio)
         # the earlier drills moved flows about: wait until they are all running and the list
         # matches what the node runs, then take the node (not the hub's) with the most
-        deadline = time.monotonic() + 60
+        # (after a healed partition Swarm may mark a healthy node down and its flows move
+        # again, docs/CLUSTER.md: that settling is waited for, bounded, not timed)
+        deadline = time.monotonic() + 120
         while True:
             await _all_running(sio, flows, timeout=60)
-            for cid in flows:  # each answers from its current container (fenced restarts done)
-                await _answers(sio, rec, cid, timeout=30)
+            try:
+                for cid in flows:  # each answers from its current container (moves done)
+                    await _answers(sio, rec, cid, timeout=30)
+            except AssertionError as err:
+                assert time.monotonic() < deadline, f"the cluster did not settle: {err}"
+                log.warning("daemon drill: waiting for a settled cluster: %s", err)
+                continue
             listed = _by_id(await call(sio, "list_containers", {}))
             node = max(
                 (roles.cluster.node(n) for n in ("n2", "n3")),
