@@ -567,6 +567,61 @@ async def test_killed_hub_comes_back_and_lists_everything(roles: Roles, flows: l
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_partitioned_node_fences_its_flows(roles: Roles, flows: list[str]) -> None:
+    node = roles.cluster.node("n2")
+    wait_for("three reachable managers", lambda: _all_managers_back(roles.cluster), 60)
+    async with client(roles.url) as (sio, rec):
+        listed = _by_id(await linked(sio))
+        cut = _on(listed, flows, node)
+        assert cut, "no flow on n2"
+        tasks = {listed[cid]["task_id"] for cid in cut}
+        began = time.monotonic()
+        node_link(node, up=False)
+        try:
+            unknown = await asyncio.gather(
+                *(
+                    rec.wait_for(
+                        "status_changed",
+                        _changed(cid, "unknown"),
+                        timeout=10,
+                    )
+                    for cid in cut
+                )
+            )
+            assert all(u["reason"] in ("agent_link_lost", "heartbeat_timeout") for u in unknown)
+            link_lost = time.monotonic() - began
+
+            def local_copies() -> list[str]:
+                running = node.client.containers.list(
+                    filters={"label": f"flowmgr.instance={roles.instance}"}
+                )
+                return [c.id for c in running if c.labels.get("com.docker.swarm.task.id") in tasks]
+
+            # the node's agent, cut from the hub and the managers, stops its copies
+            fenced_after = wait_for("the fence", lambda: not local_copies() or None, 30)
+            fenced = time.monotonic() - began
+            assert fenced_after is True
+            assert fenced <= roles.fence_seconds + 4, f"fenced after {fenced:.1f} s"
+            log.info("partition: unknown after %.1f s, fenced after %.1f s", link_lost, fenced)
+        finally:
+            node_link(node, up=True)
+        # once it hears the hub again, the agent says what its fence stopped
+        fenced_said = await rec.wait_for(
+            "activity_log",
+            lambda d: d["activity_type"] == "container_fenced" and d["container_id"] in cut,
+            timeout=30,
+        )
+        assert fenced_said["details"]["node"].endswith("-n2"), fenced_said
+        # and every one runs again: moved by the managers (the hub forces it, restart
+        # condition none) or, when the cut healed before Swarm marked the node down, started
+        # again by the hub once the agent said it fenced them
+        await _all_running(sio, cut, timeout=60)
+        for cid in cut:
+            await _answers(sio, rec, cid, timeout=30)
+        await linked(sio, timeout=40)
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: list[str]) -> None:
     wait_for("three reachable managers", lambda: _all_managers_back(roles.cluster), 60)
     async with client(roles.url) as (sio, rec):
@@ -720,58 +775,3 @@ async def test_killed_node_daemon_flows_unknown_then_moved(roles: Roles, flows: 
             # the moved flow's: it stays running where it is
             later = [d for d in said[landed + 1 :] if d["container_id"] == cid]
             assert not later, f"{cid} after its move: {later}"
-
-
-@pytest.mark.asyncio(loop_scope="module")
-async def test_partitioned_node_fences_its_flows(roles: Roles, flows: list[str]) -> None:
-    node = roles.cluster.node("n2")
-    wait_for("three reachable managers", lambda: _all_managers_back(roles.cluster), 60)
-    async with client(roles.url) as (sio, rec):
-        listed = _by_id(await linked(sio))
-        cut = _on(listed, flows, node)
-        assert cut, "no flow on n2"
-        tasks = {listed[cid]["task_id"] for cid in cut}
-        began = time.monotonic()
-        node_link(node, up=False)
-        try:
-            unknown = await asyncio.gather(
-                *(
-                    rec.wait_for(
-                        "status_changed",
-                        _changed(cid, "unknown"),
-                        timeout=10,
-                    )
-                    for cid in cut
-                )
-            )
-            assert all(u["reason"] in ("agent_link_lost", "heartbeat_timeout") for u in unknown)
-            link_lost = time.monotonic() - began
-
-            def local_copies() -> list[str]:
-                running = node.client.containers.list(
-                    filters={"label": f"flowmgr.instance={roles.instance}"}
-                )
-                return [c.id for c in running if c.labels.get("com.docker.swarm.task.id") in tasks]
-
-            # the node's agent, cut from the hub and the managers, stops its copies
-            fenced_after = wait_for("the fence", lambda: not local_copies() or None, 30)
-            fenced = time.monotonic() - began
-            assert fenced_after is True
-            assert fenced <= roles.fence_seconds + 4, f"fenced after {fenced:.1f} s"
-            log.info("partition: unknown after %.1f s, fenced after %.1f s", link_lost, fenced)
-        finally:
-            node_link(node, up=True)
-        # once it hears the hub again, the agent says what its fence stopped
-        fenced_said = await rec.wait_for(
-            "activity_log",
-            lambda d: d["activity_type"] == "container_fenced" and d["container_id"] in cut,
-            timeout=30,
-        )
-        assert fenced_said["details"]["node"].endswith("-n2"), fenced_said
-        # and every one runs again: moved by the managers (the hub forces it, restart
-        # condition none) or, when the cut healed before Swarm marked the node down, started
-        # again by the hub once the agent said it fenced them
-        await _all_running(sio, cut, timeout=60)
-        for cid in cut:
-            await _answers(sio, rec, cid, timeout=30)
-        await linked(sio, timeout=40)
