@@ -220,6 +220,9 @@ class Agent:
         self.core = ContainerManager(
             self.core_settings, bus=self.bus, adapter=self.adapter, socket_place=place
         )
+        # the tasks of a flow on this node share its volume's path: the newest holds it, and
+        # the check is made at the moment of the bind (verify's earlier one can be overtaken)
+        self.core.hub.may_listen = self._may_listen
         await self.core.start()
         self.core.hub.on_control = self._on_control  # the agent keeps no outbox of its own
         cl = self.settings.cluster
@@ -404,6 +407,11 @@ class Agent:
             rec.info.labels.get(SERVICE_LABEL) == flow_id and rec.info.created > info.created
             for rec in self.core.registry.records.values()
         )
+
+    def _may_listen(self, container_id: str) -> bool:
+        core = self.core
+        rec = None if core is None else core.registry.records.get(container_id)
+        return rec is not None and self._is_newest(rec.info)
 
     def _close_older(self, info: ContainerInfo) -> None:
         """A newer task container of a flow arrived: the older ones' channels go."""

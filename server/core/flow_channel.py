@@ -158,17 +158,48 @@ class FlowChannelHub:
         self.on_control: Callable[[str, Any], None] | None = None
         """Gets (container_id, value) of every frame holding CONTROL_KEY (the outbox's
         acknowledgements); such a frame is never published as a flow message."""
+        self.may_listen: Callable[[str], bool] | None = None
+        """Asked under the path's lock right before a bind: whether that container may hold
+        its socket path now (a node's agent: only a flow's newest task container, whose
+        older ones share the path). None: any may."""
+        self._path_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        """Socket path -> (its lock, opens using it): one open at a time per path."""
+        self._holders: dict[str, str] = {}
+        """Socket path -> the container whose channel listens there."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def open(self, container_id: str, socket_path: str) -> None:
-        """Listen on `socket_path` for the flow of `container_id` (idempotent)."""
+        """Listen on `socket_path` for the flow of `container_id` (idempotent).
+
+        One path, one channel: opens on one path are serialised, `may_listen` is asked right
+        before the bind, and a channel whose path another one takes is closed (its flow could
+        no longer reach it, and sends to it would fail for ever)."""
         check_socket_path(socket_path)
+        lock, users = self._path_locks.get(socket_path) or (asyncio.Lock(), 0)
+        self._path_locks[socket_path] = (lock, users + 1)
+        try:
+            async with lock:
+                await self._open(container_id, socket_path)
+        finally:
+            lock, users = self._path_locks[socket_path]
+            if users > 1:
+                self._path_locks[socket_path] = (lock, users - 1)
+            else:
+                del self._path_locks[socket_path]
+
+    async def _open(self, container_id: str, socket_path: str) -> None:
         channel = self._channels.get(container_id)
         if channel is not None:
             if channel.socket_path == socket_path and self._still_listening(channel):
                 return
             await self.close(container_id)
+        if self.may_listen is not None and not self.may_listen(container_id):
+            raise FlowSocketError(
+                f"no flow socket for {container_id[:12]}: a newer container of its flow holds "
+                f"{socket_path}",
+                details={"container_id": container_id, "reason": "older_task"},
+            )
         channel = _Channel(container_id, socket_path)
         path = Path(socket_path)
         # a new flow is refused before it can eat into the reserve that keeps the API, /health
@@ -191,6 +222,11 @@ class FlowChannelHub:
             ) from err
         channel.inode = (st.st_dev, st.st_ino)
         self._channels[container_id] = channel
+        other = self._holders.get(socket_path)
+        self._holders[socket_path] = container_id
+        if other is not None and other != container_id:
+            logger.info("flow %s lost its socket path to %s", other[:12], channel.short)
+            await self.close(other)  # not its file any more: left in place
         logger.debug("listening for flow %s on %s", channel.short, socket_path)
 
     async def close(self, container_id: str) -> None:
@@ -198,6 +234,8 @@ class FlowChannelHub:
         channel = self._channels.pop(container_id, None)
         if channel is None:
             return
+        if self._holders.get(channel.socket_path) == container_id:
+            del self._holders[channel.socket_path]
         self._budget.release(container_id, CHANNEL_FDS)
         self.activity.forget(container_id)
         if channel.conn is not None:

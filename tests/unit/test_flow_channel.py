@@ -482,3 +482,63 @@ async def test_zero_gives_every_message_its_line(bus: EventBus, sock_dir: Path) 
             assert lines == list(range(300))
         finally:
             await hub.aclose()
+
+
+# -- one socket path, one channel (the tasks of one flow on one node share a path) -------------
+
+
+async def _holder(hub: FlowChannelHub, sub: Subscription, path: Path) -> str:
+    """The container whose channel a flow dialling `path` reaches."""
+    await dial(path)
+    event = await wait_for(sub, lambda e: isinstance(e, FlowChannelConnected))
+    assert isinstance(event, FlowChannelConnected)
+    return event.container_id
+
+
+async def test_a_channel_that_binds_a_held_path_takes_it_and_the_other_goes(
+    hub: FlowChannelHub, events: Subscription, sock_dir: Path
+) -> None:
+    """Were the older listener kept, it would say `listening` while no flow can reach it (its
+    file replaced), and a send to it would fail for ever: it is closed, said as lost."""
+    path = sock_dir / "v" / "flow.sock"
+    await hub.open("old", str(path))
+    await hub.open("new", str(path))
+    assert hub.info("old") is None
+    assert await _holder(hub, events, path) == "new"
+    await hub.close("old")  # nothing of it left to close: the new socket file stays
+    assert path.exists() and await _holder(hub, events, path) == "new"
+
+
+async def test_a_channel_refused_at_the_moment_of_bind_never_takes_the_path(
+    bus: EventBus, events: Subscription, sock_dir: Path
+) -> None:
+    """An older task's container must not take the path from the newer one, whatever order
+    their opens finish in: the check is made under the path's lock, right before the bind."""
+    path = sock_dir / "v" / "flow.sock"
+    for order in (("new", "old"), ("old", "new")):
+        hub = FlowChannelHub(bus, FlowSettings(max_frame_bytes=4096, send_timeout=0.5))
+        hub.may_listen = lambda cid: cid == "new"
+        try:
+            done = await asyncio.gather(
+                *(hub.open(cid, str(path)) for cid in order), return_exceptions=True
+            )
+            refused = [r for r in done if isinstance(r, FlowSocketError)]
+            assert len(refused) == 1 and refused[0].details["reason"] == "older_task", done
+            assert hub.info("old") is None and hub.info("new") is not None
+            assert await _holder(hub, events, path) == "new"
+        finally:
+            await hub.aclose()
+
+
+async def test_concurrent_opens_on_one_path_leave_exactly_one_reachable_channel(
+    bus: EventBus, events: Subscription, sock_dir: Path
+) -> None:
+    path = sock_dir / "v" / "flow.sock"
+    hub = FlowChannelHub(bus, FlowSettings(max_frame_bytes=4096, send_timeout=0.5))
+    try:
+        await asyncio.gather(*(hub.open(f"c{i}", str(path)) for i in range(8)))
+        held = [f"c{i}" for i in range(8) if hub.info(f"c{i}") is not None]
+        assert len(held) == 1, held
+        assert await _holder(hub, events, path) == held[0]
+    finally:
+        await hub.aclose()
