@@ -132,11 +132,14 @@ class HubManager(ContainerManager):
             keep=lambda: sorted({r.info.name for r in self.registry.records.values()}),
             linked=self.links.connected_nodes,
             request=self._request,
+            ready=lambda: self._listed_once,
         )
         self.agents: AgentNamespace | None = None
         self.services: dict[str, FlowService] = {}
         self.nodes: dict[str, NodeInfo] = {}
         self._swarm_up = False
+        self._listed_once = False
+        """A poll of the managers has succeeded since start: the registry lists every flow."""
         self._swarm_change: DockerConnectionLost | DockerConnectionRestored | None = None
         self._polled = asyncio.Event()
         self._poke = asyncio.Event()
@@ -638,6 +641,9 @@ class HubManager(ContainerManager):
             try:
                 await self._poll()
                 failures = 0
+                if not self._listed_once:
+                    self._listed_once = True
+                    self._spawn(self.volumes.sweep(), "volume-sweep")  # the links it skipped
                 if not self._swarm_up:
                     self._swarm_up = True
                     if self._swarm_change is not None:

@@ -40,8 +40,12 @@ class VolumeSweeper:
         linked: Callable[[], list[str]],
         request: Request,
         every: float = SWEEP_EVERY,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self._keep = keep
+        self._ready = ready
+        """Whether `keep` is whole (the hub has listed the flows since it started): until
+        then nothing is swept, or every flow's volume would be forgotten."""
         self._linked = linked
         self._request = request
         self.every = every
@@ -53,6 +57,9 @@ class VolumeSweeper:
         """Ask the linked agents (all, or those of `node_ids`) to remove the socket volumes of
         flows the hub does not list; a node that fails is logged and tried next time."""
         async with self._lock:
+            if not self._ready():
+                logger.debug("socket volume sweep skipped: the flows are not listed yet")
+                return
             wanted = None if node_ids is None else set(node_ids)
             keep = self._keep()
             for node_id in self._linked():
