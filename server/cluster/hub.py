@@ -87,6 +87,11 @@ MOVE_FOR = 120.0
 """Seconds a move of a flow off a lost node is retried while the managers refuse it."""
 MOVE_RETRY = 1.0
 TASK_ENDED = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
+ENDED_ON_ITS_OWN = frozenset({"complete", "failed", "rejected"})
+"""Task states of a flow that ended by itself (a crash, an exit): its restart policy decides."""
+ORPHAN_GRACE = 2.0
+"""Seconds a flow's only task may stay shut down with none in its place before the hub starts
+it again (a forced update replaces its task in one step; this is never that)."""
 """Swarm task states from which a task never runs again."""
 REFRESH_EVERY = 0.25
 """Seconds between two re-reads of one flow's tasks for agents' claims (what one agent can
@@ -146,6 +151,8 @@ class HubManager(ContainerManager):
         self._poll_lock = asyncio.Lock()
         self._crashes_said: set[str] = set()
         self._moved: set[str] = set()
+        self._orphaned: dict[str, float] = {}
+        """Task id -> when the hub first saw it shut down by Swarm with nothing in its place."""
         self._watch: dict[str, frozenset[str]] = {}
         self._followed: dict[str, int] = {}
         self._last_change = 0.0
@@ -663,8 +670,10 @@ class HubManager(ContainerManager):
             self._polled.set()
             busy = time.monotonic() - self._last_change < 30 or bool(self.registry._acting)
             # a node in trouble: Swarm's verdict (down, tasks shut down) is awaited closely
-            urgent = any(n.state != "ready" for n in self.nodes.values()) or any(
-                r.state == "unknown" for r in self.registry.records.values()
+            urgent = (
+                any(n.state != "ready" for n in self.nodes.values())
+                or any(r.state == "unknown" for r in self.registry.records.values())
+                or bool(self._orphaned)
             )
             pause = POLL_URGENT if urgent else POLL_BUSY if busy else POLL_QUIET
             with contextlib.suppress(TimeoutError):
@@ -685,6 +694,18 @@ class HubManager(ContainerManager):
             for flow_id in [f for f in self.registry.records if f not in seen]:
                 self.services.pop(flow_id, None)
                 await self.forget(flow_id)
+            self._forget_tasks_except({t.id for s in services for t in s.tasks})
+
+    def _forget_tasks_except(self, listed: set[str]) -> None:
+        """What the hub remembers per task (moved, fenced, refused, crash said) is dropped
+        once Swarm no longer lists the task (it keeps a few per flow): bounded as Swarm's."""
+        self._fenced_tasks &= listed
+        self._moved &= listed
+        for task_id in [t for t in self._orphaned if t not in listed]:
+            del self._orphaned[task_id]
+        self._crashes_said &= listed
+        for task_id in [t for t in self._refused if t not in listed]:
+            del self._refused[task_id]
 
     async def _refresh_one(self, flow_id: str) -> Record:
         async with self._poll_lock:
@@ -819,6 +840,8 @@ class HubManager(ContainerManager):
             return "running", 0, None
         if task.state in ("failed", "rejected"):
             return "exited", task.exit_code if task.exit_code is not None else 1, None
+        if self._shut_down_by_swarm(service, task):
+            return "unknown", 0, "task_shut_down"  # not running; the hub starts it again
         if task.state == "complete":
             return "exited", 0, None
         return before, 0, None
@@ -843,6 +866,48 @@ class HubManager(ContainerManager):
                     node.state,
                 )
                 self._spawn(self._move(service.id, task.id), "move-flow")
+            elif self._shut_down_by_swarm(service, task) and task.id not in self._moved:
+                self._start_orphan(service, task, rec)
+
+    def _shut_down_by_swarm(self, service: FlowService, task: FlowTask) -> bool:
+        """Whether the flow's current task was shut down by the managers, not by itself, and
+        nothing replaces it: they do so when its node is marked `down` (even for a moment, as
+        a newly elected leader does) or drained, and with restart condition `none` make no
+        other. The flow is meant to run (1 replica) and the hub is not acting on it."""
+        return (
+            service.replicas == 1
+            and task.desired_state not in ("running", "ready")
+            and task.state not in ENDED_ON_ITS_OWN
+            and task.state not in ("running", "starting")  # still being stopped: wait
+            and not self.registry.is_acted_on(service.id)
+        )
+
+    def _start_orphan(self, service: FlowService, task: FlowTask, rec: Record) -> None:
+        """Start again, after ORPHAN_GRACE, a flow whose only task Swarm shut down (said once,
+        with where it ran and why)."""
+        now = time.monotonic()
+        first = self._orphaned.setdefault(task.id, now)
+        if now - first < ORPHAN_GRACE:
+            return
+        self._moved.add(task.id)
+        self._orphaned.pop(task.id, None)
+        where = task.node or task.node_id or "its node"
+        logger.warning(
+            "%s: Swarm shut its task on %s down (%s) and placed none in its place; starting it "
+            "again (forced update)",
+            service.name,
+            where,
+            task.message or task.state,
+        )
+        self.registry.record_activity(
+            "container_rescheduled",
+            rec.info.id,
+            f"{rec.info.name}: Swarm shut its task on {where} down ({task.state}: "
+            f"{task.message or 'no message'}) with nothing in its place (its node was marked "
+            "down or drained); the hub starts it again",
+            {"name": rec.info.name, "node": where, "task_id": task.id, "why": task.message},
+        )
+        self._spawn(self._move(service.id, task.id), "restart-orphan")
 
     async def _move(self, flow_id: str, task_id: str) -> None:
         """Replace the flow's task `task_id` by a forced update. Retried while the managers
