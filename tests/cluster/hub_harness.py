@@ -153,6 +153,37 @@ class Roles:
         parts += [f"--- agent {n}:\n{self.agent_log(n)}" for n in self.agents]
         return "\n".join(parts)
 
+    def evidence(self, service_id: str) -> str:
+        """What each node holds of one flow (its task containers, their state, the flow's own
+        log and its socket file): printed when a flow does not answer, so a failure shows
+        where the channel broke."""
+        out = []
+        for node in self.cluster.nodes:
+            try:
+                found = node.client.containers.list(
+                    all=True, filters={"label": f"com.docker.swarm.service.id={service_id}"}
+                )
+            except Exception as err:  # noqa: BLE001 - a dead node is evidence too
+                out.append(f"{node.name}: engine: {err}")
+                continue
+            for c in found:
+                state = c.attrs["State"]
+                mounts = [m.get("Source", "") for m in c.attrs.get("Mounts", [])]
+                sock = [
+                    f"{m}: {sorted(os.listdir(m)) if os.path.isdir(m) else 'absent'}"
+                    for m in mounts
+                ]
+                try:
+                    tail = c.logs(tail=15, timestamps=True).decode(errors="replace")
+                except Exception as err:  # noqa: BLE001
+                    tail = f"(no logs: {err})"
+                out.append(
+                    f"{node.name}: {c.short_id} task {c.labels.get('com.docker.swarm.task.id')} "
+                    f"{state.get('Status')} started {state.get('StartedAt')} finished "
+                    f"{state.get('FinishedAt')} mounts {sock}\n{tail}"
+                )
+        return "\n".join(out) or f"no container of {service_id} on any node"
+
     def remove_services(self) -> None:
         """Every service of this instance, whatever the hub did (cleanup even on failure)."""
         try:
