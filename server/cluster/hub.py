@@ -9,10 +9,11 @@ service calls (create with 0 replicas, scale 1/0, forced update, removal); a flo
 client -> hub -> the agent of its task's node -> socket.
 
 Failures are said: a node whose agent link drops turns its flows `unknown` at once (with the
-reason); a flow whose task Swarm shut down because its node died is moved by a forced update
-(restart condition `none` would leave it down); a poll that fails leaves the last picture in
-place and says so (`engine_status`), and mutations without a Swarm leader are refused with
-`docker_api_error`, reason `no_quorum` (the engine's own check).
+reason); a flow whose task Swarm shut down (its node died, was marked down for a moment, or was
+drained) is started again by a forced update (hub_moves.py: restart condition `none` would leave
+it down); a poll that fails leaves the last picture in place and says so (`engine_status`), and
+mutations without a Swarm leader are refused with `docker_api_error`, reason `no_quorum` (the
+engine's own check).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from server.cluster.errors import NodeNotConnected
 from server.cluster.events import FlowsUnknown, LinkEvent, NodeStatusChanged
 from server.cluster.hub_channels import RemoteChannels
 from server.cluster.hub_link import AgentNamespace, HubLinkConfig, HubLinks
+from server.cluster.hub_moves import FlowMoves
 from server.cluster.hub_volumes import VolumeSweeper
 from server.cluster.link_models import AgentEvent, AgentReport
 from server.core.bus import EventBus
@@ -83,16 +85,6 @@ REFOLLOW_FOR = 60.0
 """Seconds a moved flow's followed logs are asked of its new container (it may be starting)."""
 CRASH_GRACE = 3.0
 """Seconds a failed task waits before it is said to be a crash (a fence's word may come)."""
-MOVE_FOR = 120.0
-"""Seconds a move of a flow off a lost node is retried while the managers refuse it."""
-MOVE_RETRY = 1.0
-TASK_ENDED = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
-ENDED_ON_ITS_OWN = frozenset({"complete", "failed", "rejected"})
-"""Task states of a flow that ended by itself (a crash, an exit): its restart policy decides."""
-ORPHAN_GRACE = 2.0
-"""Seconds a flow's only task may stay shut down with none in its place before the hub starts
-it again (a forced update replaces its task in one step; this is never that)."""
-"""Swarm task states from which a task never runs again."""
 REFRESH_EVERY = 0.25
 """Seconds between two re-reads of one flow's tasks for agents' claims (what one agent can
 make the hub ask the managers, whatever it sends)."""
@@ -150,9 +142,15 @@ class HubManager(ContainerManager):
         self._poke = asyncio.Event()
         self._poll_lock = asyncio.Lock()
         self._crashes_said: set[str] = set()
-        self._moved: set[str] = set()
-        self._orphaned: dict[str, float] = {}
-        """Task id -> when the hub first saw it shut down by Swarm with nothing in its place."""
+        self.moves = FlowMoves(
+            self.engine,
+            self.registry,
+            services=lambda: self.services,
+            nodes=lambda: self.nodes,
+            refresh=self._refresh_one,
+            spawn=self._spawn,
+            poke=self._poke.set,
+        )
         self._watch: dict[str, frozenset[str]] = {}
         self._followed: dict[str, int] = {}
         self._last_change = 0.0
@@ -539,26 +537,7 @@ class HubManager(ContainerManager):
         elif kind == "fenced":
             rec = self.registry.records[flow_id]
             self._fenced_tasks.add(event.task_id)
-            service = self.services.get(flow_id)
-            current = service.current if service is not None else None
-            # a newer task (the hub's move, Swarm's restart) placing or running: leave it be; a
-            # second forced update would end it half-started and the flow would move twice
-            replaced = (
-                current is not None
-                and current.id != event.task_id
-                and (current.state not in TASK_ENDED)
-            )
-            if (
-                service is not None
-                and service.replicas == 1
-                and event.task_id not in self._moved
-                and not replaced
-            ):
-                # the fence ended the task Swarm still counts on (it healed before the node was
-                # marked down): with restart condition none nothing would start it again
-                self._moved.add(event.task_id)
-                logger.warning("%s: its task was fenced; starting it again", rec.info.name)
-                self._spawn(self._move(flow_id, event.task_id), "unfence-flow")
+            self.moves.fenced(flow_id, event.task_id, rec.info.name)
             node = self.nodes.get(node_id)
             where = node.hostname if node is not None else node_id
             raw = data.get("cut_for")
@@ -673,7 +652,7 @@ class HubManager(ContainerManager):
             urgent = (
                 any(n.state != "ready" for n in self.nodes.values())
                 or any(r.state == "unknown" for r in self.registry.records.values())
-                or bool(self._orphaned)
+                or bool(self.moves.orphaned)
             )
             pause = POLL_URGENT if urgent else POLL_BUSY if busy else POLL_QUIET
             with contextlib.suppress(TimeoutError):
@@ -700,9 +679,7 @@ class HubManager(ContainerManager):
         """What the hub remembers per task (moved, fenced, refused, crash said) is dropped
         once Swarm no longer lists the task (it keeps a few per flow): bounded as Swarm's."""
         self._fenced_tasks &= listed
-        self._moved &= listed
-        for task_id in [t for t in self._orphaned if t not in listed]:
-            del self._orphaned[task_id]
+        self.moves.forget_except(listed)
         self._crashes_said &= listed
         for task_id in [t for t in self._refused if t not in listed]:
             del self._refused[task_id]
@@ -840,14 +817,14 @@ class HubManager(ContainerManager):
             return "running", 0, None
         if task.state in ("failed", "rejected"):
             return "exited", task.exit_code if task.exit_code is not None else 1, None
-        if self._shut_down_by_swarm(service, task):
+        if self.moves.shut_down_by_swarm(service, task):
             return "unknown", 0, "task_shut_down"  # not running; the hub starts it again
         if task.state == "complete":
             return "exited", 0, None
         return before, 0, None
 
     async def _after(self, service: FlowService, task: FlowTask, rec: Record) -> None:
-        """A crash said once per task; a flow whose node died moved by a forced update."""
+        """A crash said once per task; a flow whose task ended without it moved (hub_moves)."""
         if (
             task.state == "failed"
             and task.id not in self._crashes_said
@@ -855,90 +832,7 @@ class HubManager(ContainerManager):
         ):
             self._crashes_said.add(task.id)
             self._spawn(self._say_crash(rec, task), "crash-report")
-        if service.replicas == 1 and task.desired_state not in ("running", "ready"):
-            node = self.nodes.get(task.node_id or "")
-            if node is not None and node.state != "ready" and task.id not in self._moved:
-                self._moved.add(task.id)
-                logger.warning(
-                    "%s: its node %s is %s; moving it (forced update)",
-                    service.name,
-                    node.hostname,
-                    node.state,
-                )
-                self._spawn(self._move(service.id, task.id), "move-flow")
-            elif self._shut_down_by_swarm(service, task) and task.id not in self._moved:
-                self._start_orphan(service, task, rec)
-
-    def _shut_down_by_swarm(self, service: FlowService, task: FlowTask) -> bool:
-        """Whether the flow's current task was shut down by the managers, not by itself, and
-        nothing replaces it: they do so when its node is marked `down` (even for a moment, as
-        a newly elected leader does) or drained, and with restart condition `none` make no
-        other. The flow is meant to run (1 replica) and the hub is not acting on it."""
-        return (
-            service.replicas == 1
-            and task.desired_state not in ("running", "ready")
-            and task.state not in ENDED_ON_ITS_OWN
-            and task.state not in ("running", "starting")  # still being stopped: wait
-            and not self.registry.is_acted_on(service.id)
-        )
-
-    def _start_orphan(self, service: FlowService, task: FlowTask, rec: Record) -> None:
-        """Start again, after ORPHAN_GRACE, a flow whose only task Swarm shut down (said once,
-        with where it ran and why)."""
-        now = time.monotonic()
-        first = self._orphaned.setdefault(task.id, now)
-        if now - first < ORPHAN_GRACE:
-            return
-        self._moved.add(task.id)
-        self._orphaned.pop(task.id, None)
-        where = task.node or task.node_id or "its node"
-        logger.warning(
-            "%s: Swarm shut its task on %s down (%s) and placed none in its place; starting it "
-            "again (forced update)",
-            service.name,
-            where,
-            task.message or task.state,
-        )
-        self.registry.record_activity(
-            "container_rescheduled",
-            rec.info.id,
-            f"{rec.info.name}: Swarm shut its task on {where} down ({task.state}: "
-            f"{task.message or 'no message'}) with nothing in its place (its node was marked "
-            "down or drained); the hub starts it again",
-            {"name": rec.info.name, "node": where, "task_id": task.id, "why": task.message},
-        )
-        self._spawn(self._move(service.id, task.id), "restart-orphan")
-
-    async def _move(self, flow_id: str, task_id: str) -> None:
-        """Replace the flow's task `task_id` by a forced update. Retried while the managers
-        refuse (a node lost with the leader leaves no quorum until the others elect one) and
-        that task is still the flow's: a move is never dropped, nor made twice."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + MOVE_FOR
-        while True:
-            try:
-                await self.engine.force_restart(flow_id)
-                break
-            except Exception as err:
-                with contextlib.suppress(Exception):
-                    await self._refresh_one(flow_id)
-                service = self.services.get(flow_id)
-                current = service.current if service is not None else None
-                if service is None or service.replicas == 0:
-                    return  # deleted or stopped meanwhile: nothing to move
-                if (
-                    current is not None
-                    and current.id != task_id
-                    and current.state not in TASK_ENDED
-                ):
-                    break  # replaced meanwhile (Swarm, a restart): that one runs
-                if loop.time() >= deadline:
-                    logger.error("could not move %s for %.0f s: %s", service.name, MOVE_FOR, err)
-                    self._moved.discard(task_id)  # a later poll may try again
-                    return
-                logger.warning("could not move %s yet (%s); trying again", service.name, err)
-                await asyncio.sleep(MOVE_RETRY)
-        self._poke.set()
+        self.moves.after_poll(service, task, rec)
 
     async def _say_crash(self, rec: Record, task: FlowTask) -> None:
         # a task its node's fence stopped is no crash: the agent says so once its link is back,
