@@ -832,7 +832,7 @@ class HubManager(ContainerManager):
         ):
             self._crashes_said.add(task.id)
             self._spawn(self._say_crash(rec, task), "crash-report")
-        self.moves.after_poll(service, task, rec)
+        self.moves.after_poll(service, task)
 
     async def _say_crash(self, rec: Record, task: FlowTask) -> None:
         # a task its node's fence stopped is no crash: the agent says so once its link is back,

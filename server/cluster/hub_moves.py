@@ -21,9 +21,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
-from server.core.registry import Record, Registry
 from server.core.swarm.engine import FlowService, FlowTask, NodeInfo, SwarmEngine
 
 __all__ = ["ENDED_ON_ITS_OWN", "TASK_ENDED", "FlowMoves"]
@@ -42,19 +41,31 @@ ORPHAN_GRACE = 2.0
 it again (a forced update replaces its task in one step; this is never that)."""
 
 
+class Acts(Protocol):
+    """What of the registry the moves use: whether the hub acts on a flow, and its activity
+    log."""
+
+    def is_acted_on(self, container_id: str) -> bool: ...
+
+    def record_activity(
+        self, activity_type: str, container_id: str, message: str, details: dict[str, Any]
+    ) -> Any: ...
+
+
 class FlowMoves:
     """The hub's moves; it reads the hub's last picture of services and nodes."""
 
     def __init__(
         self,
         engine: SwarmEngine,
-        registry: Registry,
+        registry: Acts,
         *,
         services: Callable[[], dict[str, FlowService]],
         nodes: Callable[[], dict[str, NodeInfo]],
         refresh: Callable[[str], Awaitable[Any]],
         spawn: Callable[[Coroutine[Any, Any, None], str], object],
         poke: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.registry = registry
@@ -63,12 +74,13 @@ class FlowMoves:
         self._refresh = refresh
         self._spawn = spawn
         self._poke = poke
+        self._clock = clock
         self.moved: set[str] = set()
         """Tasks the hub replaced (or is replacing): each at most once."""
         self.orphaned: dict[str, float] = {}
         """Task id -> when the hub first saw it shut down by Swarm with nothing in its place."""
 
-    def after_poll(self, service: FlowService, task: FlowTask, rec: Record) -> None:
+    def after_poll(self, service: FlowService, task: FlowTask) -> None:
         """Look at the flow's current task as just read: move it when its node is not ready,
         start it again when Swarm shut it down with nothing in its place."""
         if service.replicas != 1 or task.desired_state in ("running", "ready"):
@@ -84,7 +96,7 @@ class FlowMoves:
             )
             self._spawn(self.move(service.id, task.id), "move-flow")
         elif self.shut_down_by_swarm(service, task) and task.id not in self.moved:
-            self._start_orphan(service, task, rec)
+            self._start_orphan(service, task)
 
     def shut_down_by_swarm(self, service: FlowService, task: FlowTask) -> bool:
         """Whether the flow's current task was shut down by the managers, not by itself, and
@@ -99,10 +111,10 @@ class FlowMoves:
             and not self.registry.is_acted_on(service.id)
         )
 
-    def _start_orphan(self, service: FlowService, task: FlowTask, rec: Record) -> None:
+    def _start_orphan(self, service: FlowService, task: FlowTask) -> None:
         """Start again, after ORPHAN_GRACE, a flow whose only task Swarm shut down (said once,
         with where it ran and why)."""
-        now = time.monotonic()
+        now = self._clock()
         first = self.orphaned.setdefault(task.id, now)
         if now - first < ORPHAN_GRACE:
             return
@@ -118,11 +130,11 @@ class FlowMoves:
         )
         self.registry.record_activity(
             "container_rescheduled",
-            rec.info.id,
-            f"{rec.info.name}: Swarm shut its task on {where} down ({task.state}: "
+            service.id,
+            f"{service.name}: Swarm shut its task on {where} down ({task.state}: "
             f"{task.message or 'no message'}) with nothing in its place (its node was marked "
             "down or drained); the hub starts it again",
-            {"name": rec.info.name, "node": where, "task_id": task.id, "why": task.message},
+            {"name": service.name, "node": where, "task_id": task.id, "why": task.message},
         )
         self._spawn(self.move(service.id, task.id), "restart-orphan")
 
