@@ -221,7 +221,8 @@ class Agent:
             self.core_settings, bus=self.bus, adapter=self.adapter, socket_place=place
         )
         # the tasks of a flow on this node share its volume's path: the newest holds it, and
-        # the check is made at the moment of the bind (verify's earlier one can be overtaken)
+        # the check is made at the moment of the bind (verify's earlier one can be overtaken);
+        # the channel hub closes the older one's channel when the newer one binds
         self.core.hub.may_listen = self._may_listen
         await self.core.start()
         self.core.hub.on_control = self._on_control  # the agent keeps no outbox of its own
@@ -355,10 +356,6 @@ class Agent:
         if isinstance(event, DockerConnectionLost | DockerConnectionRestored):
             self._engine_changed(lost=isinstance(event, DockerConnectionLost))
             return
-        if isinstance(event, ContainerAdded):
-            rec = self.core.registry.records.get(event.snapshot.id) if self.core else None
-            if rec is not None:
-                self._close_older(rec.info)
         runs = (
             event.snapshot.id
             if isinstance(event, ContainerAdded) and event.snapshot.state == "running"
@@ -412,21 +409,6 @@ class Agent:
         core = self.core
         rec = None if core is None else core.registry.records.get(container_id)
         return rec is not None and self._is_newest(rec.info)
-
-    def _close_older(self, info: ContainerInfo) -> None:
-        """A newer task container of a flow arrived: the older ones' channels go."""
-        flow_id = info.labels.get(SERVICE_LABEL)
-        core = self.core
-        if not flow_id or core is None:
-            return
-        for rec in list(core.registry.records.values()):
-            if (
-                rec.info.id != info.id
-                and rec.info.labels.get(SERVICE_LABEL) == flow_id
-                and rec.info.created < info.created
-                and core.hub.info(rec.info.id) is not None
-            ):
-                self._spawn(core.hub.close(rec.info.id), "close-older-channel")
 
     def _engine_changed(self, *, lost: bool) -> None:
         """The node's engine died (or is back): what this node runs is `unknown` to the hub at
